@@ -1,0 +1,355 @@
+//! The storage contract: one [`Backend`] trait, grouped by concern.
+//!
+//! Every backend (memory, Redis, Postgres) implements the same seven traits
+//! with the same semantics, and `resq-conformance` checks that they do.
+//! Payloads cross this boundary as raw strings and are stored byte for byte.
+//! Each method is one atomic step unless its documentation says otherwise:
+//! a concurrent caller sees the state before or after it, never between.
+
+use crate::error::Result;
+use crate::failed::Failure;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// A worker's identity in the registry: its unique name and the queues it
+/// works, as Resque stores them (`workers` member `<name>:<queues>`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WorkerId {
+    /// Unique name, `host:pid+n` by default. Never contains the queues.
+    pub name: String,
+    /// The queues, comma-joined as configured (`*` for a wildcard worker).
+    pub queues: String,
+}
+
+impl WorkerId {
+    /// A worker id from a name and its queue list.
+    pub fn new(name: impl Into<String>, queues: &[String]) -> Self {
+        WorkerId {
+            name: name.into(),
+            queues: queues.join(","),
+        }
+    }
+
+    /// The `workers` set member: `<name>:<queues>`.
+    pub fn member(&self) -> String {
+        format!("{}:{}", self.name, self.queues)
+    }
+
+    /// Parses a `workers` member with node-resque's rule: two parts are
+    /// `name:queues`; three or more are `host:pid:queues…`. Returns `None`
+    /// for a member without a `:`.
+    pub fn parse(member: &str) -> Option<WorkerId> {
+        let parts: Vec<&str> = member.split(':').collect();
+        match parts.len() {
+            0 | 1 => None,
+            2 => Some(WorkerId {
+                name: parts[0].to_owned(),
+                queues: parts[1].to_owned(),
+            }),
+            _ => Some(WorkerId {
+                name: format!("{}:{}", parts[0], parts[1]),
+                queues: parts[2..].join(":"),
+            }),
+        }
+    }
+
+    /// The queues as a list.
+    pub fn queue_list(&self) -> Vec<String> {
+        self.queues
+            .split(',')
+            .filter(|q| !q.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl std::fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.name, self.queues)
+    }
+}
+
+/// What a worker is doing right now: its working-on record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkingOn {
+    /// The worker's name (Ruby workers do not record it: then empty).
+    pub worker: String,
+    /// The queue the job was claimed from.
+    pub queue: String,
+    /// When the job started, as the writer formatted it.
+    pub run_at: String,
+    /// The job's payload bytes, exactly as they were queued.
+    pub payload: String,
+}
+
+/// A job taken off a queue by [`QueueStore::claim`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claimed {
+    /// The queue it came from.
+    pub queue: String,
+    /// Its payload bytes.
+    pub payload: String,
+}
+
+/// One job to push, for [`QueueStore::push_batch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedJob {
+    /// Destination queue.
+    pub queue: String,
+    /// Payload bytes.
+    pub payload: String,
+}
+
+/// How a claimed job ended, for [`QueueStore::complete`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It ran: count `processed` (global and for the worker).
+    Success,
+    /// It failed: count `failed` (global and for the worker) and append
+    /// `entry` (a failed entry's JSON) to the failed list.
+    Failure {
+        /// The failed entry's JSON text.
+        entry: String,
+    },
+    /// A plugin chose not to run it: no counters, no failed entry.
+    Discard,
+}
+
+/// What to do with the job of a worker that is removed while it still has
+/// a working-on record (a dead worker, or a shutdown past its deadline).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Orphan {
+    /// Put the payload back at the head of its queue, to run next.
+    Requeue,
+    /// Append a failed entry built from the working-on record and this
+    /// failure, and count it in `failed`.
+    Fail {
+        /// The failure to record.
+        failure: Failure,
+        /// The `failed_at` time, epoch ms.
+        at_ms: i64,
+    },
+}
+
+/// The result of cleaning a worker out of the registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cleaned {
+    /// The worker that was removed.
+    pub worker: WorkerId,
+    /// The job it was working on, if any, which [`Orphan`] then handled.
+    pub working_on: Option<WorkingOn>,
+    /// The failed entry written, with [`Orphan::Fail`] and a working-on record.
+    pub failed_entry: Option<String>,
+}
+
+/// What promotion did with one delayed item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Promotion {
+    /// Moved to the tail of `queue`.
+    Moved {
+        /// The bucket it came from (Unix secs).
+        timestamp: i64,
+        /// Its destination queue, read from the item.
+        queue: String,
+        /// The item's bytes, pushed unchanged.
+        payload: String,
+    },
+    /// The item could not be decoded or names no queue: it went to the
+    /// failed list with the reason, so it is not lost.
+    Failed {
+        /// The bucket it came from (Unix secs).
+        timestamp: i64,
+        /// The item's bytes.
+        payload: String,
+        /// Why it could not be promoted.
+        reason: String,
+    },
+}
+
+/// Named queues of job payloads (Resque's `queue:<q>` lists and `queues` set).
+#[async_trait]
+pub trait QueueStore: Send + Sync {
+    /// Appends a payload to the tail of `queue` and records the queue name.
+    async fn push(&self, queue: &str, payload: &str) -> Result<()>;
+
+    /// Appends many payloads, each to the tail of its queue, in order.
+    async fn push_batch(&self, jobs: &[QueuedJob]) -> Result<()>;
+
+    /// Pops the head of the first non-empty queue in `queues` (priority order)
+    /// and records it as `worker`'s working-on entry, in one atomic step: a
+    /// popped job is always recorded, so it can never be lost.
+    async fn claim(&self, worker: &WorkerId, queues: &[String], run_at: &str) -> Result<Option<Claimed>>;
+
+    /// Finishes `worker`'s current job: removes its working-on record and
+    /// applies `outcome` (counters, failed entry), atomically.
+    async fn complete(&self, worker: &WorkerId, outcome: Outcome) -> Result<()>;
+
+    /// Waits until a job may be available in one of `queues`, or `timeout`.
+    /// It may return early or spuriously; callers claim afterwards. The
+    /// default sleeps for `timeout`.
+    async fn wait_for_jobs(&self, queues: &[String], timeout: Duration) -> Result<()> {
+        let _ = queues;
+        tokio::time::sleep(timeout).await;
+        Ok(())
+    }
+
+    /// The number of jobs in `queue`.
+    async fn queue_len(&self, queue: &str) -> Result<u64>;
+
+    /// Payloads from `start` to `stop` inclusive; negative indexes count from
+    /// the tail (`-1` is the last), as Redis `LRANGE`.
+    async fn queue_range(&self, queue: &str, start: i64, stop: i64) -> Result<Vec<String>>;
+
+    /// Removes payloads equal to `payload` byte for byte, as Redis `LREM`:
+    /// `count` 0 removes all, > 0 that many from the head, < 0 from the tail.
+    /// Returns how many were removed.
+    async fn remove_from_queue(&self, queue: &str, payload: &str, count: i64) -> Result<u64>;
+
+    /// Deletes a queue and its jobs. Returns whether it held any jobs.
+    async fn delete_queue(&self, queue: &str) -> Result<bool>;
+
+    /// All known queue names, sorted.
+    async fn queues(&self) -> Result<Vec<String>>;
+}
+
+/// The delayed schedule: buckets of payloads keyed by Unix second.
+#[async_trait]
+pub trait DelayedStore: Send + Sync {
+    /// Adds `payload` to bucket `timestamp` (Unix secs) unless the identical
+    /// payload is already in that bucket; check and write are one atomic step.
+    /// Returns false (and writes nothing) for a duplicate.
+    async fn schedule(&self, timestamp: i64, payload: &str) -> Result<bool>;
+
+    /// Up to `limit` non-empty buckets with `timestamp <= up_to`, ascending.
+    async fn due_timestamps(&self, up_to: i64, limit: usize) -> Result<Vec<i64>>;
+
+    /// Every non-empty bucket, ascending.
+    async fn delayed_timestamps(&self) -> Result<Vec<i64>>;
+
+    /// The payloads in bucket `timestamp`, in insertion order.
+    async fn delayed_at(&self, timestamp: i64) -> Result<Vec<String>>;
+
+    /// The buckets that hold `payload` (matched byte for byte), ascending.
+    async fn timestamps_of(&self, payload: &str) -> Result<Vec<i64>>;
+
+    /// Removes every copy of `payload` from every bucket. Returns the buckets
+    /// it was removed from, ascending.
+    async fn remove_delayed(&self, payload: &str) -> Result<Vec<i64>>;
+
+    /// Moves up to `limit` items from buckets `<= up_to` (oldest first) onto
+    /// their queues. Each item moves atomically: it is in its bucket or on its
+    /// queue (or, when it cannot be decoded, on the failed list), never lost
+    /// and never both.
+    async fn promote_due(&self, up_to: i64, limit: usize) -> Result<Vec<Promotion>>;
+}
+
+/// Expiring locks owned by a value (a token), as used by plugins.
+#[async_trait]
+pub trait LockStore: Send + Sync {
+    /// Sets `key` to `value` with `ttl` if it does not exist. Returns whether it was set.
+    async fn acquire_lock(&self, key: &str, value: &str, ttl: Duration) -> Result<bool>;
+
+    /// Resets the TTL of `key` if it still holds `value`. Returns whether it did.
+    async fn renew_lock(&self, key: &str, value: &str, ttl: Duration) -> Result<bool>;
+
+    /// Deletes `key` if it still holds `value`. Returns whether it did.
+    async fn release_lock(&self, key: &str, value: &str) -> Result<bool>;
+
+    /// Every live lock as `(key, value)`, sorted by key.
+    async fn locks(&self) -> Result<Vec<(String, String)>>;
+
+    /// Deletes `key` whatever it holds. Returns how many keys were removed (0 or 1).
+    async fn delete_lock(&self, key: &str) -> Result<u64>;
+}
+
+/// The failed-job list.
+#[async_trait]
+pub trait FailedStore: Send + Sync {
+    /// Appends a failed entry (JSON text) to the tail.
+    async fn push_failed(&self, entry: &str) -> Result<()>;
+
+    /// The number of failed entries.
+    async fn failed_count(&self) -> Result<u64>;
+
+    /// Entries from `start` to `stop` inclusive, `LRANGE` style.
+    async fn failed_range(&self, start: i64, stop: i64) -> Result<Vec<String>>;
+
+    /// Removes the first entry equal to `entry` byte for byte. Returns 0 or 1.
+    async fn remove_failed(&self, entry: &str) -> Result<u64>;
+
+    /// Atomically removes the first entry equal to `entry` and, if it was
+    /// there, pushes `payload` to the tail of `queue`. Returns whether it was there.
+    async fn retry_failed(&self, entry: &str, queue: &str, payload: &str) -> Result<bool>;
+}
+
+/// Registered workers, their liveness pings and working-on records.
+#[async_trait]
+pub trait WorkerRegistry: Send + Sync {
+    /// Registers `worker` (started now) and records its first ping.
+    async fn register_worker(&self, worker: &WorkerId, now_ms: i64) -> Result<()>;
+
+    /// Records that `worker` is alive at `now_ms`.
+    async fn ping_worker(&self, worker: &WorkerId, now_ms: i64) -> Result<()>;
+
+    /// Every registered worker, sorted.
+    async fn workers(&self) -> Result<Vec<WorkerId>>;
+
+    /// When `worker` started, epoch ms, if it is registered.
+    async fn worker_started(&self, worker: &WorkerId) -> Result<Option<i64>>;
+
+    /// `worker`'s working-on record, if it has one.
+    async fn working_on(&self, worker: &WorkerId) -> Result<Option<WorkingOn>>;
+
+    /// Workers whose last ping is older than `cutoff_ms` (epoch ms), sorted.
+    async fn stale_workers(&self, cutoff_ms: i64) -> Result<Vec<WorkerId>>;
+
+    /// Removes `worker` from the registry with its start time, ping,
+    /// per-worker stats and working-on record, and hands any working-on job
+    /// to `orphan`, all in one atomic step. Used for a clean stop (no
+    /// working-on record is left then), for a stop past its deadline, and
+    /// for dead workers. Returns `None` if nothing of the worker was found.
+    async fn clean_worker(&self, worker: &WorkerId, orphan: Orphan) -> Result<Option<Cleaned>>;
+}
+
+/// Integer counters: `processed`, `failed`, and `processed:<worker>`, …
+#[async_trait]
+pub trait StatsStore: Send + Sync {
+    /// Adds `by` to counter `key` and returns the new value.
+    async fn incr_stat(&self, key: &str, by: i64) -> Result<i64>;
+
+    /// The value of counter `key` (0 if unset).
+    async fn stat(&self, key: &str) -> Result<i64>;
+
+    /// Every counter as `(key, value)`, sorted by key.
+    async fn stats(&self) -> Result<Vec<(String, i64)>>;
+}
+
+/// The scheduler's leader lock: one holder at a time, with a TTL.
+#[async_trait]
+pub trait LeaderLock: Send + Sync {
+    /// Takes the lock for `name` if it is free, or renews it if `name` holds
+    /// it, in one atomic step. Returns whether `name` is now the leader.
+    async fn acquire_leader(&self, name: &str, ttl: Duration) -> Result<bool>;
+
+    /// Releases the lock if `name` holds it. Returns whether it did.
+    async fn release_leader(&self, name: &str) -> Result<bool>;
+
+    /// The current leader's name, if any.
+    async fn leader(&self) -> Result<Option<String>>;
+}
+
+/// A complete storage backend. The engine holds it as `Arc<dyn Backend>`.
+#[async_trait]
+pub trait Backend:
+    QueueStore + DelayedStore + LockStore + FailedStore + WorkerRegistry + StatsStore + LeaderLock + Send + Sync
+{
+    /// A short name for logs: `memory`, `redis`, `postgres`.
+    fn kind(&self) -> &'static str;
+
+    /// Flushes whatever the backend keeps outside its store (a memory
+    /// snapshot, say) and releases connections. The default does nothing.
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+}

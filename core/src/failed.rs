@@ -1,0 +1,221 @@
+//! Failed-job entries: the JSON objects in Resque's `failed` list.
+//!
+//! resq writes node-resque's seven fields in its order (`worker`, `queue`,
+//! `payload`, `exception`, `error`, `backtrace`, `failed_at`) with the job's
+//! original payload bytes spliced in, and reads entries from any client,
+//! Ruby's included (other key orders, `retried_at`).
+
+use crate::error::{Error, Result};
+use crate::json::write_js_str;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// Why a job failed: the error half of a failed entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The error's kind, e.g. `Error`, `PayloadError`, `Worker Timeout (killed manually)`.
+    pub exception: String,
+    /// The error message.
+    pub error: String,
+    /// Free-form backtrace lines.
+    pub backtrace: Vec<String>,
+}
+
+impl Failure {
+    /// A failure with the given kind and message and no backtrace.
+    pub fn new(exception: impl Into<String>, error: impl Into<String>) -> Self {
+        Failure {
+            exception: exception.into(),
+            error: error.into(),
+            backtrace: Vec::new(),
+        }
+    }
+
+    /// Adds backtrace lines.
+    pub fn with_backtrace(mut self, lines: Vec<String>) -> Self {
+        self.backtrace = lines;
+        self
+    }
+}
+
+/// The exception name resq records for a worker found dead by the scheduler
+/// or cleaned by hand, as node-resque does.
+pub const WORKER_TIMEOUT: &str = "Worker Timeout (killed manually)";
+
+/// The second backtrace line that marks an entry written by
+/// `force_clean_worker`; `retry_stuck_jobs` retries exactly those entries.
+pub const FORCE_CLEAN_MARK: &str = "queue#forceCleanWorker";
+
+/// Builds the JSON text of a failed entry. `payload_raw` is spliced in
+/// unchanged when it is valid JSON, and stored as a JSON string otherwise,
+/// so that an undecodable payload still reaches the failed list intact.
+pub fn encode_entry(
+    worker: &str,
+    queue: &str,
+    payload_raw: &str,
+    failure: &Failure,
+    failed_at_ms: i64,
+) -> String {
+    let mut out = String::with_capacity(160 + payload_raw.len());
+    out.push_str("{\"worker\":");
+    write_js_str(&mut out, worker);
+    out.push_str(",\"queue\":");
+    write_js_str(&mut out, queue);
+    out.push_str(",\"payload\":");
+    if serde_json::from_str::<serde::de::IgnoredAny>(payload_raw).is_ok() {
+        out.push_str(payload_raw.trim());
+    } else {
+        write_js_str(&mut out, payload_raw);
+    }
+    out.push_str(",\"exception\":");
+    write_js_str(&mut out, &failure.exception);
+    out.push_str(",\"error\":");
+    write_js_str(&mut out, &failure.error);
+    out.push_str(",\"backtrace\":[");
+    for (i, line) in failure.backtrace.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_js_str(&mut out, line);
+    }
+    out.push_str("],\"failed_at\":");
+    write_js_str(&mut out, &crate::time::js_date_string(failed_at_ms));
+    out.push('}');
+    out
+}
+
+/// The worker name recorded on entries that the scheduler writes for
+/// delayed items it cannot promote.
+pub const SCHEDULER_WORKER: &str = "resq-scheduler";
+
+/// The exception name for payloads that cannot be decoded.
+pub const PAYLOAD_ERROR: &str = "PayloadError";
+
+/// The failed entry for a delayed item that cannot be promoted (it does not
+/// decode, or names no queue). Every backend writes exactly this.
+pub fn promotion_failure_entry(payload_raw: &str, reason: &str, at_ms: i64) -> String {
+    let failure = Failure::new(PAYLOAD_ERROR, format!("cannot promote delayed job: {reason}"));
+    encode_entry(SCHEDULER_WORKER, "", payload_raw, &failure, at_ms)
+}
+
+/// A decoded failed entry plus its raw bytes, which identify it for
+/// [`crate::Queue::remove_failed`] and [`crate::Queue::retry_and_remove_failed`].
+#[derive(Clone, Debug)]
+pub struct FailedJob {
+    /// The worker that failed it (`host:pid`, or Ruby's `host:pid:queues`).
+    pub worker: Option<String>,
+    /// The queue the job came from.
+    pub queue: Option<String>,
+    /// The job payload's raw JSON text.
+    pub payload: Option<String>,
+    /// The error kind.
+    pub exception: Option<String>,
+    /// The error message.
+    pub error: Option<String>,
+    /// Backtrace lines.
+    pub backtrace: Vec<String>,
+    /// When it failed, as the writer formatted it.
+    pub failed_at: Option<String>,
+    /// When Ruby resque last re-queued it, if ever.
+    pub retried_at: Option<String>,
+    /// The entry exactly as stored.
+    pub raw: String,
+}
+
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(default)]
+    worker: Option<String>,
+    #[serde(default)]
+    queue: Option<String>,
+    #[serde(default, borrow)]
+    payload: Option<&'a RawValue>,
+    #[serde(default)]
+    exception: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    backtrace: Option<Vec<Option<String>>>,
+    #[serde(default)]
+    failed_at: Option<String>,
+    #[serde(default)]
+    retried_at: Option<String>,
+}
+
+impl FailedJob {
+    /// Decodes an entry written by any Resque client.
+    pub fn decode(raw: &str) -> Result<FailedJob> {
+        let wire: Wire<'_> = serde_json::from_str(raw).map_err(|e| Error::Decode {
+            what: "failed entry",
+            reason: e.to_string(),
+        })?;
+        Ok(FailedJob {
+            worker: wire.worker,
+            queue: wire.queue,
+            payload: wire
+                .payload
+                .map(|p| p.get().to_owned())
+                .filter(|p| p != "null"),
+            exception: wire.exception,
+            error: wire.error,
+            backtrace: wire.backtrace.unwrap_or_default().into_iter().flatten().collect(),
+            failed_at: wire.failed_at,
+            retried_at: wire.retried_at,
+            raw: raw.to_owned(),
+        })
+    }
+
+    /// The failed job's payload, decoded.
+    pub fn job(&self) -> Result<crate::job::Job> {
+        match &self.payload {
+            Some(p) => crate::job::Job::decode(p),
+            None => Err(Error::Decode {
+                what: "failed entry",
+                reason: "it has no payload".into(),
+            }),
+        }
+    }
+
+    /// True when `force_clean_worker` (or the scheduler's stuck-worker
+    /// cleanup in fail mode) wrote this entry.
+    pub fn is_force_cleaned(&self) -> bool {
+        self.backtrace.get(1).map(String::as_str) == Some(FORCE_CLEAN_MARK)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_keeps_payload_bytes_and_field_order() {
+        let payload = r#"{"class":"boom","queue":"math","args":[12345678901234567890,[]]}"#;
+        let f = Failure::new("TypeError", "kaboom").with_backtrace(vec!["at x".into()]);
+        let raw = encode_entry("host1:111", "math", payload, &f, 1_795_901_762_000);
+        assert_eq!(
+            raw,
+            format!(r#"{{"worker":"host1:111","queue":"math","payload":{payload},"exception":"TypeError","error":"kaboom","backtrace":["at x"],"failed_at":"Sat Nov 28 2026 21:36:02 GMT+0000 (Coordinated Universal Time)"}}"#)
+        );
+        let back = FailedJob::decode(&raw).unwrap();
+        assert_eq!(back.payload.as_deref(), Some(payload));
+        assert_eq!(back.job().unwrap().raw, payload);
+    }
+
+    #[test]
+    fn undecodable_payload_is_kept_as_a_string() {
+        let raw = encode_entry("w", "q", "{not json", &Failure::new("PayloadError", "bad"), 0);
+        let back = FailedJob::decode(&raw).unwrap();
+        assert_eq!(back.payload.as_deref(), Some(r#""{not json""#));
+        assert!(back.job().is_err());
+    }
+
+    #[test]
+    fn reads_ruby_entries() {
+        let raw = r#"{"failed_at":"2024/01/02 03:04:05 UTC","payload":{"class":"Archive","args":[1]},"exception":"RuntimeError","error":"x","backtrace":null,"worker":"h:1:q","queue":"q","retried_at":"2024/01/02 03:04:06 UTC"}"#;
+        let f = FailedJob::decode(raw).unwrap();
+        assert_eq!(f.job().unwrap().class, "Archive");
+        assert!(f.backtrace.is_empty());
+        assert!(f.retried_at.is_some());
+        assert!(FailedJob::decode("[1]").is_err());
+    }
+}

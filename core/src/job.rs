@@ -1,0 +1,190 @@
+//! The job payload: Resque's `{"class","queue","args"}` JSON.
+//!
+//! resq writes node-resque's bytes (key order `class`, `queue`, `args`, and
+//! `JSON.stringify` formatting, see [`crate::json`]) and reads any key order,
+//! extra keys, and Ruby's `{"class","args"}` form. A decoded [`Job`] keeps
+//! the raw bytes it came from, so a payload is never re-encoded on its way
+//! through working-on records, failed entries and retries.
+
+use crate::error::{Error, Result};
+use crate::json::{write_js, write_js_str};
+use serde_json::Value;
+
+/// Turns caller-supplied arguments into Resque's args array.
+///
+/// A JSON array is used as is, `null` (Rust's `()` or `None`) means no
+/// arguments (`[]`), and any other value is wrapped: `7` becomes `[7]`. Tuples
+/// serialize to arrays, so `(1, 2)` gives `[1,2]`.
+pub fn wrap_args(args: Value) -> Vec<Value> {
+    match args {
+        Value::Array(items) => items,
+        Value::Null => Vec::new(),
+        other => vec![other],
+    }
+}
+
+/// Serializes any `Serialize` value into an args array (see [`wrap_args`]).
+pub fn args_of<A: serde::Serialize + ?Sized>(args: &A) -> Result<Vec<Value>> {
+    let value = serde_json::to_value(args).map_err(|e| Error::Encode {
+        what: "job arguments",
+        reason: e.to_string(),
+    })?;
+    Ok(wrap_args(value))
+}
+
+/// node-resque's payload bytes: `{"class":…,"queue":…,"args":[…]}`.
+pub fn encode_payload(queue: &str, class: &str, args: &[Value]) -> String {
+    let mut out = String::with_capacity(32 + class.len() + queue.len());
+    out.push_str("{\"class\":");
+    write_js_str(&mut out, class);
+    out.push_str(",\"queue\":");
+    write_js_str(&mut out, queue);
+    out.push_str(",\"args\":");
+    write_args(&mut out, args);
+    out.push('}');
+    out
+}
+
+/// resque-scheduler's delayed-item bytes: `{"class":…,"args":[…],"queue":…}`.
+/// Used to find delayed jobs that Ruby wrote (`scheduled_at`, `del_delayed`).
+pub fn encode_payload_rs_order(queue: &str, class: &str, args: &[Value]) -> String {
+    let mut out = String::with_capacity(32 + class.len() + queue.len());
+    out.push_str("{\"class\":");
+    write_js_str(&mut out, class);
+    out.push_str(",\"args\":");
+    write_args(&mut out, args);
+    out.push_str(",\"queue\":");
+    write_js_str(&mut out, queue);
+    out.push('}');
+    out
+}
+
+fn write_args(out: &mut String, args: &[Value]) {
+    out.push('[');
+    for (i, a) in args.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_js(out, a);
+    }
+    out.push(']');
+}
+
+/// A decoded job payload together with the bytes it was decoded from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Job {
+    /// The job's class: the name of the task that runs it.
+    pub class: String,
+    /// The queue named inside the payload. Ruby payloads have none.
+    pub queue: Option<String>,
+    /// The arguments, always an array (a non-array `args` is wrapped).
+    pub args: Vec<Value>,
+    /// The exact bytes this job was decoded from.
+    pub raw: String,
+}
+
+impl Job {
+    /// Builds a job in node-resque's format.
+    pub fn new(queue: &str, class: &str, args: Vec<Value>) -> Self {
+        let raw = encode_payload(queue, class, &args);
+        Job {
+            class: class.to_owned(),
+            queue: Some(queue.to_owned()),
+            args,
+            raw,
+        }
+    }
+
+    /// Decodes a payload written by any Resque client. Never panics: a value
+    /// that is not a JSON object with a string `class` is an [`Error::Decode`].
+    pub fn decode(raw: &str) -> Result<Job> {
+        let err = |reason: String| Error::Decode {
+            what: "job payload",
+            reason,
+        };
+        let value: Value = serde_json::from_str(raw).map_err(|e| err(e.to_string()))?;
+        let Value::Object(mut map) = value else {
+            return Err(err("the payload is not a JSON object".into()));
+        };
+        let class = match map.remove("class") {
+            Some(Value::String(s)) if !s.is_empty() => s,
+            Some(Value::String(_)) => return Err(err("`class` is empty".into())),
+            Some(_) => return Err(err("`class` is not a string".into())),
+            None => return Err(err("`class` is missing".into())),
+        };
+        let queue = match map.remove("queue") {
+            Some(Value::String(s)) if !s.trim().is_empty() => Some(s),
+            _ => None,
+        };
+        let args = match map.remove("args") {
+            None => Vec::new(),
+            Some(v) => wrap_args_strict(v),
+        };
+        Ok(Job {
+            class,
+            queue,
+            args,
+            raw: raw.to_owned(),
+        })
+    }
+
+    /// The queue this job belongs to: the one in the payload, else `fallback`
+    /// (the list it was popped from).
+    pub fn queue_or<'a>(&'a self, fallback: &'a str) -> &'a str {
+        self.queue.as_deref().unwrap_or(fallback)
+    }
+}
+
+/// Like [`wrap_args`], but as a reader: a stored `null` is node-resque's
+/// `[null]`, not "no arguments".
+fn wrap_args_strict(v: Value) -> Vec<Value> {
+    match v {
+        Value::Array(items) => items,
+        other => vec![other],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn encodes_node_resque_bytes() {
+        assert_eq!(
+            encode_payload("math", "add", &[json!(1), json!(2)]),
+            r#"{"class":"add","queue":"math","args":[1,2]}"#
+        );
+        assert_eq!(
+            encode_payload_rs_order("math", "add", &[json!(1.0)]),
+            r#"{"class":"add","args":[1],"queue":"math"}"#
+        );
+    }
+
+    #[test]
+    fn wraps_args_like_node_resque() {
+        assert_eq!(wrap_args(json!(1)), vec![json!(1)]);
+        assert_eq!(wrap_args(json!({"a": 1})), vec![json!({"a": 1})]);
+        assert_eq!(wrap_args(json!(null)), Vec::<Value>::new());
+        assert_eq!(args_of(&(1, "x")).unwrap(), vec![json!(1), json!("x")]);
+    }
+
+    #[test]
+    fn decodes_every_dialect() {
+        let ruby = Job::decode(r#"{"class":"Archive","args":[35,"tar"]}"#).unwrap();
+        assert_eq!(ruby.queue, None);
+        assert_eq!(ruby.queue_or("files"), "files");
+        let rs = Job::decode(r#"{"class":"X","args":{"a":1},"queue":"q","extra":true}"#).unwrap();
+        assert_eq!(rs.args, vec![json!({"a": 1})]);
+        assert_eq!(rs.queue.as_deref(), Some("q"));
+        let big = r#"{"class":"X","queue":"q","args":[12345678901234567890]}"#;
+        assert_eq!(Job::decode(big).unwrap().raw, big);
+    }
+
+    #[test]
+    fn rejects_bad_payloads_without_panicking() {
+        for raw in ["", "[]", "{", r#"{"args":[]}"#, r#"{"class":5}"#, r#"{"class":""}"#] {
+            assert!(Job::decode(raw).is_err(), "{raw}");
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! resq-core is the engine of resq, a background-job system with Resque's
+//! data model: the job payload and failed-entry formats, the [`Backend`]
+//! trait that every storage engine implements, and the parts built on it —
+//! the [`Queue`] client for enqueuing and inspection, the [`Worker`] and
+//! [`WorkerPool`] that run [`Task`]s, and the [`Scheduler`] that promotes
+//! delayed jobs, elects one leader and recovers the jobs of dead workers.
+//! It knows no storage itself: backends live in their own crates.
+
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod error;
+pub mod failed;
+pub mod job;
+pub mod json;
+pub mod time;
+
+pub use backend::{
+    Backend, Claimed, Cleaned, DelayedStore, FailedStore, LeaderLock, LockStore, Orphan, Outcome, Promotion,
+    QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry, WorkingOn,
+};
+pub use error::{Error, Result};
+pub use failed::{FailedJob, Failure};
+pub use job::Job;
+
+/// This crate's version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

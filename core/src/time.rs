@@ -1,0 +1,108 @@
+//! Clock helpers and Resque's units: epoch milliseconds in the API, epoch
+//! seconds in delayed buckets, and node-resque's date strings.
+
+use chrono::{DateTime, TimeZone, Utc};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        // A clock before 1970 is a broken clock; treat it as the epoch.
+        Err(_) => 0,
+    }
+}
+
+/// node-resque's bucket for a millisecond timestamp: `Math.round(ms / 1000)`,
+/// rounding halves up (towards +∞, as JavaScript does).
+pub fn bucket_of_ms(ms: i64) -> i64 {
+    (ms + 500).div_euclid(1000)
+}
+
+/// The first instant (ms) at which every job in bucket `secs` is due.
+///
+/// A bucket holds the requests for `[secs·1000 − 500, secs·1000 + 500)` ms,
+/// so resq promotes it only from `secs·1000 + 500` on: a job is never
+/// started before the time it asked for (node-resque may start it up to half
+/// a second early).
+pub fn bucket_due_ms(secs: i64) -> i64 {
+    secs.saturating_mul(1000).saturating_add(500)
+}
+
+/// The newest bucket that is fully due at `now_ms`.
+pub fn last_due_bucket(now_ms: i64) -> i64 {
+    (now_ms - 500).div_euclid(1000)
+}
+
+fn utc(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+}
+
+/// JavaScript's `Date#toString()` in UTC, the format node-resque writes in
+/// `run_at` and `failed_at`: `Sat Nov 28 2026 21:36:02 GMT+0000 (Coordinated Universal Time)`.
+pub fn js_date_string(ms: i64) -> String {
+    utc(ms)
+        .format("%a %b %d %Y %H:%M:%S GMT+0000 (Coordinated Universal Time)")
+        .to_string()
+}
+
+/// ISO 8601 in UTC with second precision, the format Ruby resque writes.
+pub fn iso8601(ms: i64) -> String {
+    utc(ms).format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Parses the date strings other Resque clients write (`run_at`,
+/// `failed_at`): JavaScript `Date#toString()`, ISO 8601 / RFC 3339, and
+/// Ruby's `YYYY/MM/DD HH:MM:SS ZZZ`. Returns epoch milliseconds.
+pub fn parse_date(s: &str) -> Option<i64> {
+    if let Ok(d) = DateTime::parse_from_rfc3339(s) {
+        return Some(d.timestamp_millis());
+    }
+    // "Sat Nov 28 2026 21:36:02 GMT+0000 (Coordinated Universal Time)"
+    let js = s.split(" (").next().unwrap_or(s);
+    if let Ok(d) = DateTime::parse_from_str(js, "%a %b %d %Y %H:%M:%S GMT%z") {
+        return Some(d.timestamp_millis());
+    }
+    // "2024/01/02 03:04:05 UTC" (Ruby); only UTC is understood as a zone name.
+    let ruby = s.trim_end_matches(" UTC");
+    if let Ok(d) = chrono::NaiveDateTime::parse_from_str(ruby, "%Y/%m/%d %H:%M:%S") {
+        return Some(d.and_utc().timestamp_millis());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_matches_math_round() {
+        assert_eq!(bucket_of_ms(10_000), 10);
+        assert_eq!(bucket_of_ms(10_499), 10);
+        assert_eq!(bucket_of_ms(10_500), 11);
+        assert_eq!(bucket_of_ms(0), 0);
+    }
+
+    #[test]
+    fn never_due_before_requested_time() {
+        for ms in [9_500_i64, 9_999, 10_000, 10_499] {
+            assert!(bucket_due_ms(bucket_of_ms(ms)) >= ms);
+            assert!(last_due_bucket(ms) < bucket_of_ms(ms) || bucket_due_ms(bucket_of_ms(ms)) <= ms);
+        }
+        assert_eq!(last_due_bucket(10_500), 10);
+        assert_eq!(last_due_bucket(10_499), 9);
+    }
+
+    #[test]
+    fn js_dates_round_trip() {
+        let ms = 1_795_901_762_000;
+        let s = js_date_string(ms);
+        assert_eq!(s, "Sat Nov 28 2026 21:36:02 GMT+0000 (Coordinated Universal Time)");
+        assert_eq!(parse_date(&s), Some(ms));
+        assert_eq!(parse_date(&iso8601(ms)), Some(ms));
+        assert_eq!(parse_date("2026/11/28 21:36:02 UTC"), Some(ms));
+        assert_eq!(parse_date("not a date"), None);
+    }
+}
