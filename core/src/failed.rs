@@ -165,6 +165,22 @@ impl FailedJob {
         })
     }
 
+    /// Decodes an entry, or, when it is not a JSON object, returns one with
+    /// only `raw` and an `error` saying why, so that listings show it.
+    pub fn decode_lenient(raw: &str) -> FailedJob {
+        FailedJob::decode(raw).unwrap_or_else(|e| FailedJob {
+            worker: None,
+            queue: None,
+            payload: None,
+            exception: Some(PAYLOAD_ERROR.into()),
+            error: Some(e.to_string()),
+            backtrace: Vec::new(),
+            failed_at: None,
+            retried_at: None,
+            raw: raw.to_owned(),
+        })
+    }
+
     /// The failed job's payload, decoded.
     pub fn job(&self) -> Result<crate::job::Job> {
         match &self.payload {

@@ -188,3 +188,47 @@ mod tests {
         }
     }
 }
+
+/// A stored payload as inspection calls return it: a decoded job, or the
+/// raw bytes and the reason they do not decode. Nothing is hidden or dropped.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decoded {
+    /// A payload that decodes.
+    Job(Job),
+    /// A payload that does not.
+    Invalid {
+        /// The bytes as stored.
+        raw: String,
+        /// Why they do not decode.
+        reason: String,
+    },
+}
+
+impl Decoded {
+    /// Decodes `raw`, keeping undecodable bytes.
+    pub fn from_raw(raw: String) -> Self {
+        match Job::decode(&raw) {
+            Ok(job) => Decoded::Job(job),
+            Err(e) => Decoded::Invalid {
+                raw,
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    /// The job, if the payload decodes.
+    pub fn job(&self) -> Option<&Job> {
+        match self {
+            Decoded::Job(j) => Some(j),
+            Decoded::Invalid { .. } => None,
+        }
+    }
+
+    /// The bytes as stored.
+    pub fn raw(&self) -> &str {
+        match self {
+            Decoded::Job(j) => &j.raw,
+            Decoded::Invalid { raw, .. } => raw,
+        }
+    }
+}

@@ -10,10 +10,17 @@
 
 pub mod backend;
 pub mod error;
+pub mod event;
 pub mod failed;
 pub mod job;
 pub mod json;
+pub mod pool;
+pub mod queue;
+pub mod scheduler;
+mod shutdown;
+pub mod task;
 pub mod time;
+pub mod worker;
 
 pub use backend::{
     Backend, Claimed, Cleaned, DelayedStore, FailedStore, LeaderLock, LockStore, Orphan, Outcome, Promotion,
@@ -21,7 +28,13 @@ pub use backend::{
 };
 pub use error::{Error, Result};
 pub use failed::{FailedJob, Failure};
-pub use job::Job;
+pub use event::{SchedulerEvent, WorkerEvent};
+pub use job::{Decoded, Job};
+pub use pool::{PoolConfig, WorkerPool};
+pub use queue::{Details, NewJob, Queue, WorkerStatus};
+pub use scheduler::{PollReport, Scheduler, SchedulerConfig, StuckJobPolicy};
+pub use task::{JobContext, Task, TaskError, TaskResult, Tasks};
+pub use worker::{Worker, WorkerConfig};
 
 /// This crate's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

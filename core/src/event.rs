@@ -1,0 +1,179 @@
+//! Observable events of workers, pools and schedulers.
+//!
+//! Every event is also logged through `tracing` (target `resq::worker` or
+//! `resq::scheduler`). To consume them as a stream, subscribe to the
+//! broadcast channel of a [`crate::Worker`], [`crate::WorkerPool`] or
+//! [`crate::Scheduler`]; a slow subscriber skips events rather than slowing
+//! the worker (`RecvError::Lagged`).
+
+use crate::backend::{Cleaned, WorkerId};
+use crate::job::Job;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// The capacity of event channels.
+pub(crate) const EVENT_CAPACITY: usize = 1024;
+
+/// What a worker does, as node-resque's worker events.
+#[derive(Clone, Debug)]
+pub enum WorkerEvent {
+    /// The worker registered and begins polling.
+    Start {
+        /// Worker name.
+        worker: String,
+    },
+    /// The worker stopped and unregistered.
+    End {
+        /// Worker name.
+        worker: String,
+    },
+    /// The worker looks for a job in these queues (priority order).
+    Poll {
+        /// Worker name.
+        worker: String,
+        /// The queues polled.
+        queues: Vec<String>,
+    },
+    /// The worker took a job and is about to run it.
+    Job {
+        /// Worker name.
+        worker: String,
+        /// The queue it came from.
+        queue: String,
+        /// The job.
+        job: Arc<Job>,
+    },
+    /// A job ran to success.
+    Success {
+        /// Worker name.
+        worker: String,
+        /// The queue it came from.
+        queue: String,
+        /// The job.
+        job: Arc<Job>,
+        /// The task's result.
+        result: Value,
+        /// How long it ran.
+        duration: Duration,
+    },
+    /// A job failed and went to the failed list.
+    Failure {
+        /// Worker name.
+        worker: String,
+        /// The queue it came from.
+        queue: String,
+        /// The raw payload (it may not decode).
+        payload: String,
+        /// The error kind (`Error`, `PayloadError`, `Panic`, …).
+        exception: String,
+        /// The error message.
+        error: String,
+        /// How long it ran.
+        duration: Duration,
+    },
+    /// Something went wrong outside a job (a backend error, say). The worker
+    /// backs off and carries on.
+    Error {
+        /// Worker name.
+        worker: String,
+        /// What went wrong.
+        error: String,
+    },
+    /// No job was found; the worker waits up to its poll interval.
+    Pause {
+        /// Worker name.
+        worker: String,
+    },
+    /// The worker refreshed its liveness ping.
+    Ping {
+        /// Worker name.
+        worker: String,
+        /// The ping time, epoch ms.
+        at_ms: i64,
+    },
+    /// At start-up the worker found an earlier registration under its own
+    /// name (a previous crash) and cleaned it, re-enqueueing its job.
+    CleaningWorker {
+        /// Worker name.
+        worker: String,
+        /// What was cleaned.
+        cleaned: Cleaned,
+    },
+}
+
+/// What a scheduler does.
+#[derive(Clone, Debug)]
+pub enum SchedulerEvent {
+    /// The scheduler starts.
+    Start {
+        /// Scheduler name.
+        scheduler: String,
+    },
+    /// The scheduler stopped and released leadership.
+    End {
+        /// Scheduler name.
+        scheduler: String,
+    },
+    /// A poll round begins (only the leader polls).
+    Poll {
+        /// Scheduler name.
+        scheduler: String,
+    },
+    /// This scheduler became the leader.
+    Leader {
+        /// Scheduler name.
+        scheduler: String,
+    },
+    /// This scheduler lost or gave up leadership.
+    Follower {
+        /// Scheduler name.
+        scheduler: String,
+    },
+    /// A delayed job was moved to its queue.
+    TransferredJob {
+        /// Scheduler name.
+        scheduler: String,
+        /// The bucket it came from (Unix secs).
+        timestamp: i64,
+        /// Its queue.
+        queue: String,
+        /// Its payload bytes.
+        payload: String,
+    },
+    /// A delayed item could not be promoted and went to the failed list.
+    PromotionFailed {
+        /// Scheduler name.
+        scheduler: String,
+        /// The bucket it came from (Unix secs).
+        timestamp: i64,
+        /// Its payload bytes.
+        payload: String,
+        /// Why.
+        reason: String,
+    },
+    /// A worker stopped pinging and was cleaned; its job was re-enqueued or failed.
+    CleanStuckWorker {
+        /// Scheduler name.
+        scheduler: String,
+        /// The dead worker.
+        worker: WorkerId,
+        /// What was cleaned.
+        cleaned: Cleaned,
+    },
+    /// A backend error; the scheduler backs off and carries on.
+    Error {
+        /// Scheduler name.
+        scheduler: String,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// Sends an event if anyone listens; events are best-effort.
+pub(crate) fn emit<T: Clone>(tx: &broadcast::Sender<T>, event: T) {
+    if tx.receiver_count() > 0 {
+        let _ = tx.send(event);
+    }
+}

@@ -1,0 +1,495 @@
+//! The [`Queue`] client: enqueue normal and delayed jobs, and every
+//! inspection and repair call that node-resque's `Queue` offers.
+
+use crate::backend::{Backend, Cleaned, Orphan, QueuedJob, WorkerId, WorkingOn};
+use crate::error::{Error, Result};
+use crate::failed::{FailedJob, Failure, FORCE_CLEAN_MARK, WORKER_TIMEOUT};
+use crate::job::{args_of, encode_payload, encode_payload_rs_order, Decoded, Job};
+use crate::time::{bucket_of_ms, js_date_string, now_ms};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One job for [`Queue::enqueue_batch`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewJob {
+    /// Destination queue.
+    pub queue: String,
+    /// The task name.
+    pub class: String,
+    /// The arguments array.
+    pub args: Vec<Value>,
+}
+
+impl NewJob {
+    /// A job from any serializable arguments (see [`crate::job::wrap_args`]).
+    pub fn new(queue: impl Into<String>, class: impl Into<String>, args: impl Serialize) -> Result<Self> {
+        Ok(NewJob {
+            queue: queue.into(),
+            class: class.into(),
+            args: args_of(&args)?,
+        })
+    }
+}
+
+/// The jobs of one delayed bucket, from [`Queue::delayed_at`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct DelayedAt {
+    /// The jobs, in the order they were scheduled.
+    pub tasks: Vec<Decoded>,
+    /// The bucket, in Unix seconds.
+    pub r_timestamp: i64,
+}
+
+/// A registered worker's state, from [`Queue::all_working_on`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkerStatus {
+    /// Registered and idle (node-resque's `"started"`).
+    Started,
+    /// Running a job.
+    Working(WorkingOn),
+}
+
+/// Everything at a glance, from [`Queue::details`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Details {
+    /// Every queue with its length.
+    pub queues: BTreeMap<String, u64>,
+    /// Every worker with its state, by worker name.
+    pub workers: BTreeMap<String, WorkerStatus>,
+    /// Every counter.
+    pub stats: BTreeMap<String, i64>,
+    /// The scheduler leader, if any.
+    pub leader: Option<String>,
+}
+
+/// The client for producers and operators. Cheap to clone.
+///
+/// ```
+/// # async fn demo(backend: std::sync::Arc<dyn resq_core::Backend>) -> resq_core::Result<()> {
+/// use resq_core::Queue;
+/// use std::time::Duration;
+///
+/// let queue = Queue::new(backend);
+/// queue.enqueue("default", "sendWelcomeEmail", ("evan@example.com",)).await?;
+/// queue.enqueue_in(Duration::from_secs(10), "default", "sayHello", ()).await?;
+/// assert_eq!(queue.length("default").await?, 1);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Queue {
+    backend: Arc<dyn Backend>,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue").field("backend", &self.backend.kind()).finish()
+    }
+}
+
+fn check_name(what: &str, name: &str) -> Result<()> {
+    if name.trim().is_empty() {
+        return Err(Error::InvalidArgument(format!("{what} must not be empty")));
+    }
+    Ok(())
+}
+
+impl Queue {
+    /// A client over `backend`.
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        Queue { backend }
+    }
+
+    /// The backend this client uses.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    // ---- enqueue -------------------------------------------------------
+
+    /// Enqueues a job to run as soon as a worker is free. Returns whether it
+    /// was enqueued (`false` is reserved for an enqueue plugin's veto).
+    pub async fn enqueue(&self, queue: &str, class: &str, args: impl Serialize) -> Result<bool> {
+        check_name("queue", queue)?;
+        check_name("class", class)?;
+        let args = args_of(&args)?;
+        self.backend.push(queue, &encode_payload(queue, class, &args)).await?;
+        Ok(true)
+    }
+
+    /// Enqueues many jobs in one backend call, in order.
+    pub async fn enqueue_batch(&self, jobs: impl IntoIterator<Item = NewJob>) -> Result<usize> {
+        let mut batch = Vec::new();
+        for j in jobs {
+            check_name("queue", &j.queue)?;
+            check_name("class", &j.class)?;
+            batch.push(QueuedJob {
+                payload: encode_payload(&j.queue, &j.class, &j.args),
+                queue: j.queue,
+            });
+        }
+        if !batch.is_empty() {
+            self.backend.push_batch(&batch).await?;
+        }
+        Ok(batch.len())
+    }
+
+    /// Schedules a job for `timestamp_ms` (Unix ms). It lands in the bucket
+    /// `round(ms / 1000)` as node-resque does, and is promoted no earlier than
+    /// the time asked for. The identical job in the same second is an
+    /// [`Error::AlreadyScheduled`]; a time in the past is promoted on the next
+    /// scheduler poll.
+    pub async fn enqueue_at(&self, timestamp_ms: i64, queue: &str, class: &str, args: impl Serialize) -> Result<()> {
+        check_name("queue", queue)?;
+        check_name("class", class)?;
+        let args = args_of(&args)?;
+        let bucket = bucket_of_ms(timestamp_ms);
+        if self.backend.schedule(bucket, &encode_payload(queue, class, &args)).await? {
+            Ok(())
+        } else {
+            Err(Error::AlreadyScheduled { timestamp: bucket })
+        }
+    }
+
+    /// Schedules a job to run after `delay` (see [`Queue::enqueue_at`]).
+    pub async fn enqueue_in(&self, delay: Duration, queue: &str, class: &str, args: impl Serialize) -> Result<()> {
+        let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+        self.enqueue_at(now_ms().saturating_add(delay_ms), queue, class, args).await
+    }
+
+    // ---- queues --------------------------------------------------------
+
+    /// Every known queue, sorted.
+    pub async fn queues(&self) -> Result<Vec<String>> {
+        self.backend.queues().await
+    }
+
+    /// The number of jobs waiting in `queue` (delayed jobs not included).
+    pub async fn length(&self, queue: &str) -> Result<u64> {
+        self.backend.queue_len(queue).await
+    }
+
+    /// Jobs in `queue` from `start` to `stop` inclusive (negative counts
+    /// from the end), oldest first.
+    pub async fn queued(&self, queue: &str, start: i64, stop: i64) -> Result<Vec<Decoded>> {
+        let raw = self.backend.queue_range(queue, start, stop).await?;
+        Ok(raw.into_iter().map(Decoded::from_raw).collect())
+    }
+
+    /// Deletes a queue and all its jobs.
+    pub async fn del_queue(&self, queue: &str) -> Result<bool> {
+        self.backend.delete_queue(queue).await
+    }
+
+    /// Removes jobs of `class` with exactly `args` from `queue`; `count`
+    /// follows `LREM` (0 all, > 0 from the head, < 0 from the tail). Both the
+    /// node-resque and the Ruby encoding of the job are matched.
+    pub async fn del(&self, queue: &str, class: &str, args: impl Serialize, count: i64) -> Result<u64> {
+        let args = args_of(&args)?;
+        let mut removed = 0;
+        for payload in [encode_payload(queue, class, &args), encode_ruby(class, &args)] {
+            let left = if count == 0 {
+                0
+            } else {
+                let done = i64::try_from(removed).unwrap_or(i64::MAX);
+                let left = count.abs() - done;
+                if left <= 0 {
+                    break;
+                }
+                left * count.signum()
+            };
+            removed += self.backend.remove_from_queue(queue, &payload, left).await?;
+        }
+        Ok(removed)
+    }
+
+    /// Removes every job of `class` from `queue`, whatever its arguments or
+    /// encoding. Returns how many were removed.
+    pub async fn del_by_class(&self, queue: &str, class: &str) -> Result<u64> {
+        let all = self.backend.queue_range(queue, 0, -1).await?;
+        let mut seen = std::collections::HashSet::new();
+        let mut removed = 0;
+        for raw in all {
+            let matches = Job::decode(&raw).map(|j| j.class == class).unwrap_or(false);
+            if matches && seen.insert(raw.clone()) {
+                removed += self.backend.remove_from_queue(queue, &raw, 0).await?;
+            }
+        }
+        Ok(removed)
+    }
+
+    // ---- delayed -------------------------------------------------------
+
+    /// The buckets (Unix secs) holding a delayed job of `class` with `args`
+    /// for `queue`, in either node-resque's or resque-scheduler's encoding.
+    pub async fn scheduled_at(&self, queue: &str, class: &str, args: impl Serialize) -> Result<Vec<i64>> {
+        let args = args_of(&args)?;
+        let mut out = Vec::new();
+        for payload in delayed_encodings(queue, class, &args) {
+            out.extend(self.backend.timestamps_of(&payload).await?);
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Removes every delayed copy of the job. Returns the buckets (Unix secs)
+    /// it was removed from.
+    pub async fn del_delayed(&self, queue: &str, class: &str, args: impl Serialize) -> Result<Vec<i64>> {
+        let args = args_of(&args)?;
+        let mut out = Vec::new();
+        for payload in delayed_encodings(queue, class, &args) {
+            out.extend(self.backend.remove_delayed(&payload).await?);
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Every bucket holding delayed jobs, as Unix **ms**, ascending.
+    pub async fn timestamps(&self) -> Result<Vec<i64>> {
+        let secs = self.backend.delayed_timestamps().await?;
+        Ok(secs.into_iter().map(|s| s.saturating_mul(1000)).collect())
+    }
+
+    /// The delayed jobs of the bucket that `timestamp_ms` falls in.
+    pub async fn delayed_at(&self, timestamp_ms: i64) -> Result<DelayedAt> {
+        let bucket = bucket_of_ms(timestamp_ms);
+        let raw = self.backend.delayed_at(bucket).await?;
+        Ok(DelayedAt {
+            tasks: raw.into_iter().map(Decoded::from_raw).collect(),
+            r_timestamp: bucket,
+        })
+    }
+
+    /// Every delayed job, by bucket in Unix **ms**.
+    pub async fn all_delayed(&self) -> Result<BTreeMap<i64, Vec<Decoded>>> {
+        let mut out = BTreeMap::new();
+        for secs in self.backend.delayed_timestamps().await? {
+            let raw = self.backend.delayed_at(secs).await?;
+            if !raw.is_empty() {
+                out.insert(secs.saturating_mul(1000), raw.into_iter().map(Decoded::from_raw).collect());
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- stats, locks, leader -----------------------------------------
+
+    /// Every counter: `processed`, `failed`, and `processed:<worker>`, …
+    pub async fn stats(&self) -> Result<BTreeMap<String, i64>> {
+        Ok(self.backend.stats().await?.into_iter().collect())
+    }
+
+    /// Every plugin lock with its value.
+    pub async fn locks(&self) -> Result<BTreeMap<String, String>> {
+        Ok(self.backend.locks().await?.into_iter().collect())
+    }
+
+    /// Deletes a lock. Returns how many were deleted (0 or 1).
+    pub async fn del_lock(&self, key: &str) -> Result<u64> {
+        self.backend.delete_lock(key).await
+    }
+
+    /// The name of the scheduler that leads, if any.
+    pub async fn leader(&self) -> Result<Option<String>> {
+        self.backend.leader().await
+    }
+
+    // ---- workers -------------------------------------------------------
+
+    /// Every registered worker: name → queues (comma-joined).
+    pub async fn workers(&self) -> Result<BTreeMap<String, String>> {
+        Ok(self
+            .backend
+            .workers()
+            .await?
+            .into_iter()
+            .map(|w| (w.name, w.queues))
+            .collect())
+    }
+
+    /// What worker `name` working `queues` is doing, if anything.
+    pub async fn working_on(&self, name: &str, queues: &str) -> Result<Option<WorkingOn>> {
+        let id = WorkerId {
+            name: name.to_owned(),
+            queues: queues.to_owned(),
+        };
+        self.backend.working_on(&id).await
+    }
+
+    /// Every worker's state, by name.
+    pub async fn all_working_on(&self) -> Result<BTreeMap<String, WorkerStatus>> {
+        let mut out = BTreeMap::new();
+        for w in self.backend.workers().await? {
+            let status = match self.backend.working_on(&w).await? {
+                Some(wo) => WorkerStatus::Working(wo),
+                None => WorkerStatus::Started,
+            };
+            out.insert(w.name, status);
+        }
+        Ok(out)
+    }
+
+    /// Queues with lengths, workers with their state, stats and the leader.
+    pub async fn details(&self) -> Result<Details> {
+        let mut queues = BTreeMap::new();
+        for q in self.backend.queues().await? {
+            let len = self.backend.queue_len(&q).await?;
+            queues.insert(q, len);
+        }
+        Ok(Details {
+            queues,
+            workers: self.all_working_on().await?,
+            stats: self.stats().await?,
+            leader: self.leader().await?,
+        })
+    }
+
+    /// Removes every worker whose last ping is older than `age`, busy or idle.
+    /// A busy worker's job goes to the failed list as
+    /// `Worker Timeout (killed manually)` (retry it with
+    /// [`Queue::retry_stuck_jobs`]). Returns what was cleaned, by worker name.
+    pub async fn clean_old_workers(&self, age: Duration) -> Result<BTreeMap<String, Cleaned>> {
+        let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = now_ms().saturating_sub(age_ms);
+        let mut out = BTreeMap::new();
+        for w in self.backend.stale_workers(cutoff).await? {
+            if let Some(c) = self.backend.clean_worker(&w, force_clean_orphan()).await? {
+                out.insert(w.name, c);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes worker `name` now, whatever its state. Its job, if it had
+    /// one, goes to the failed list (see [`Queue::clean_old_workers`]).
+    pub async fn force_clean_worker(&self, name: &str) -> Result<Option<Cleaned>> {
+        let ids: Vec<WorkerId> = self
+            .backend
+            .workers()
+            .await?
+            .into_iter()
+            .filter(|w| w.name == name)
+            .collect();
+        let ids = if ids.is_empty() {
+            // Not registered: its ping or working-on record may still linger.
+            vec![WorkerId {
+                name: name.to_owned(),
+                queues: String::new(),
+            }]
+        } else {
+            ids
+        };
+        let mut last = None;
+        for id in ids {
+            if let Some(c) = self.backend.clean_worker(&id, force_clean_orphan()).await? {
+                last = Some(c);
+            }
+        }
+        Ok(last)
+    }
+
+    // ---- failed --------------------------------------------------------
+
+    /// The number of failed jobs.
+    pub async fn failed_count(&self) -> Result<u64> {
+        self.backend.failed_count().await
+    }
+
+    /// Failed entries from `start` to `stop` inclusive (negative counts from the end).
+    pub async fn failed(&self, start: i64, stop: i64) -> Result<Vec<FailedJob>> {
+        let raw = self.backend.failed_range(start, stop).await?;
+        Ok(raw.iter().map(|r| FailedJob::decode_lenient(r)).collect())
+    }
+
+    /// Removes one failed entry, matched by its stored bytes. Returns 0 or 1.
+    pub async fn remove_failed(&self, entry: &FailedJob) -> Result<u64> {
+        self.backend.remove_failed(&entry.raw).await
+    }
+
+    /// Removes a failed entry and enqueues its job again, atomically, with
+    /// the payload's original bytes. An entry that is no longer there is
+    /// [`Error::NotInFailedQueue`] and changes nothing.
+    pub async fn retry_and_remove_failed(&self, entry: &FailedJob) -> Result<()> {
+        let (queue, payload) = retry_target(entry)?;
+        if self.backend.retry_failed(&entry.raw, &queue, &payload).await? {
+            Ok(())
+        } else {
+            Err(Error::NotInFailedQueue)
+        }
+    }
+
+    /// Re-enqueues every failed job that a worker cleanup wrote (entries
+    /// marked `queue#forceCleanWorker`), each exactly once. Returns how many.
+    pub async fn retry_stuck_jobs(&self) -> Result<u64> {
+        // Take one snapshot, then retry by value: removing while paging by
+        // index would skip entries (node-resque's bug, spec §7.2 #11).
+        let all = self.backend.failed_range(0, -1).await?;
+        let mut retried = 0;
+        for raw in all {
+            let entry = FailedJob::decode_lenient(&raw);
+            if !entry.is_force_cleaned() {
+                continue;
+            }
+            let Ok((queue, payload)) = retry_target(&entry) else {
+                continue;
+            };
+            if self.backend.retry_failed(&raw, &queue, &payload).await? {
+                retried += 1;
+            }
+        }
+        Ok(retried)
+    }
+}
+
+fn retry_target(entry: &FailedJob) -> Result<(String, String)> {
+    let payload = entry.payload.clone().ok_or_else(|| Error::Decode {
+        what: "failed entry",
+        reason: "it has no payload to retry".into(),
+    })?;
+    let job = Job::decode(&payload)?;
+    let queue = entry
+        .queue
+        .clone()
+        .filter(|q| !q.is_empty())
+        .or(job.queue)
+        .ok_or_else(|| Error::Decode {
+            what: "failed entry",
+            reason: "it names no queue to retry on".into(),
+        })?;
+    Ok((queue, payload))
+}
+
+fn encode_ruby(class: &str, args: &[Value]) -> String {
+    let mut out = String::from("{\"class\":");
+    crate::json::write_js_str(&mut out, class);
+    out.push_str(",\"args\":");
+    crate::json::write_js(&mut out, &Value::Array(args.to_vec()));
+    out.push('}');
+    out
+}
+
+fn delayed_encodings(queue: &str, class: &str, args: &[Value]) -> [String; 2] {
+    [
+        encode_payload(queue, class, args),
+        encode_payload_rs_order(queue, class, args),
+    ]
+}
+
+/// The orphan policy of manual cleanups: fail the job with node-resque's
+/// force-clean backtrace, so `retry_stuck_jobs` can find it.
+pub(crate) fn force_clean_orphan() -> Orphan {
+    let now = now_ms();
+    let host = crate::worker::hostname();
+    Orphan::Fail {
+        failure: Failure::new(WORKER_TIMEOUT, WORKER_TIMEOUT).with_backtrace(vec![
+            format!("killed by {host} at {}", js_date_string(now)),
+            FORCE_CLEAN_MARK.to_owned(),
+            "resq".to_owned(),
+        ]),
+        at_ms: now,
+    }
+}

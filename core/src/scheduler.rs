@@ -1,0 +1,346 @@
+//! The [`Scheduler`]: elects one leader among many schedulers, and the
+//! leader promotes due delayed jobs and recovers the jobs of dead workers.
+
+use crate::backend::{Backend, Orphan, Promotion};
+use crate::error::{Error, Result};
+use crate::event::{emit, SchedulerEvent, EVENT_CAPACITY};
+use crate::shutdown::{run_with_shutdown, Backoff};
+use crate::time::{bucket_due_ms, last_due_bucket, now_ms};
+use crate::worker::unique_name;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// What happens to the job of a worker that stopped pinging.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StuckJobPolicy {
+    /// Put it back at the head of its queue, to run again (the default).
+    #[default]
+    Requeue,
+    /// Move it to the failed list as `Worker Timeout (killed manually)`.
+    Fail,
+}
+
+/// A scheduler's settings.
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    /// The scheduler's name, stored as the leader lock's value; `None`
+    /// picks a unique `host:pid+n`.
+    pub name: Option<String>,
+    /// How often to poll for leadership, due jobs and dead workers. The
+    /// leader also wakes for the earliest due bucket it knows of.
+    pub poll_interval: Duration,
+    /// The leader lock's TTL. A dead leader is replaced after at most this
+    /// long; it must exceed `poll_interval`, as each poll renews the lock.
+    pub leader_ttl: Duration,
+    /// A worker whose last ping is older than this is dead; `None` disables
+    /// the check.
+    pub stuck_worker_timeout: Option<Duration>,
+    /// What to do with a dead worker's job.
+    pub stuck_job_policy: StuckJobPolicy,
+    /// How many delayed items one backend call promotes.
+    pub promote_batch: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            name: None,
+            poll_interval: Duration::from_secs(5),
+            leader_ttl: Duration::from_secs(60),
+            stuck_worker_timeout: Some(Duration::from_secs(300)),
+            stuck_job_policy: StuckJobPolicy::Requeue,
+            promote_batch: 100,
+        }
+    }
+}
+
+/// What one [`Scheduler::poll`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PollReport {
+    /// Whether this scheduler led during the poll.
+    pub leader: bool,
+    /// Delayed jobs moved to their queues.
+    pub promoted: usize,
+    /// Delayed items that could not be promoted and went to the failed list.
+    pub promotion_failures: usize,
+    /// Dead workers cleaned.
+    pub cleaned_workers: usize,
+    /// The earliest bucket still scheduled (Unix secs), if any.
+    pub next_due: Option<i64>,
+}
+
+/// Promotes delayed jobs and cleans up after dead workers, as the leader of
+/// all the schedulers sharing a backend.
+///
+/// ```
+/// # async fn demo(backend: std::sync::Arc<dyn resq_core::Backend>) -> resq_core::Result<()> {
+/// use resq_core::{Scheduler, SchedulerConfig};
+///
+/// let scheduler = Scheduler::new(backend, SchedulerConfig::default())?;
+/// let report = scheduler.poll().await?; // one round, as `run` does every poll_interval
+/// assert!(report.leader); // alone, it leads
+/// # Ok(()) }
+/// ```
+pub struct Scheduler {
+    backend: Arc<dyn Backend>,
+    config: SchedulerConfig,
+    name: String,
+    leading: AtomicBool,
+    events: broadcast::Sender<SchedulerEvent>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler").field("name", &self.name).finish()
+    }
+}
+
+impl Scheduler {
+    /// A scheduler over `backend`. Fails if `leader_ttl` does not exceed `poll_interval`.
+    pub fn new(backend: Arc<dyn Backend>, config: SchedulerConfig) -> Result<Self> {
+        if config.leader_ttl <= config.poll_interval {
+            return Err(Error::InvalidArgument(format!(
+                "leader_ttl ({:?}) must exceed poll_interval ({:?})",
+                config.leader_ttl, config.poll_interval
+            )));
+        }
+        if config.promote_batch == 0 {
+            return Err(Error::InvalidArgument("promote_batch must be at least 1".into()));
+        }
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let name = config.name.clone().unwrap_or_else(unique_name);
+        Ok(Scheduler {
+            backend,
+            config,
+            name,
+            leading: AtomicBool::new(false),
+            events,
+        })
+    }
+
+    /// The scheduler's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether this scheduler led at its last poll.
+    pub fn is_leader(&self) -> bool {
+        self.leading.load(Ordering::Acquire)
+    }
+
+    /// A receiver of this scheduler's events.
+    pub fn subscribe(&self) -> broadcast::Receiver<SchedulerEvent> {
+        self.events.subscribe()
+    }
+
+    /// Polls until `shutdown` completes, then releases leadership.
+    pub async fn run<F>(&self, shutdown: F) -> Result<()>
+    where
+        F: Future<Output = ()> + Send,
+    {
+        run_with_shutdown(shutdown, |token| self.run_until(token)).await
+    }
+
+    /// Like [`Scheduler::run`], driven by a cancellation token.
+    pub async fn run_until(&self, shutdown: CancellationToken) -> Result<()> {
+        tracing::info!(target: "resq::scheduler", scheduler = %self.name, "start");
+        emit(
+            &self.events,
+            SchedulerEvent::Start {
+                scheduler: self.name.clone(),
+            },
+        );
+        let mut backoff = Backoff::new(Duration::from_millis(100), self.config.poll_interval);
+        while !shutdown.is_cancelled() {
+            let wait = match self.poll().await {
+                Ok(report) => {
+                    backoff.reset();
+                    self.next_wait(&report)
+                }
+                Err(e) => {
+                    self.error(&e);
+                    backoff.wait(&shutdown).await;
+                    continue;
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        let released = self.release().await;
+        tracing::info!(target: "resq::scheduler", scheduler = %self.name, "end");
+        emit(
+            &self.events,
+            SchedulerEvent::End {
+                scheduler: self.name.clone(),
+            },
+        );
+        released.map(|_| ())
+    }
+
+    /// How long to sleep after a poll: the poll interval, or less when the
+    /// leader knows of a bucket that falls due sooner.
+    fn next_wait(&self, report: &PollReport) -> Duration {
+        let poll = self.config.poll_interval;
+        match (report.leader, report.next_due) {
+            (true, Some(secs)) => {
+                let until = bucket_due_ms(secs).saturating_sub(now_ms()).max(0);
+                let until = Duration::from_millis(u64::try_from(until).unwrap_or(0));
+                until.min(poll)
+            }
+            _ => poll,
+        }
+    }
+
+    /// Gives up leadership, if held. Returns whether it was held.
+    pub async fn release(&self) -> Result<bool> {
+        let was = self.backend.release_leader(&self.name).await?;
+        self.set_leading(false);
+        Ok(was)
+    }
+
+    fn set_leading(&self, now: bool) {
+        let before = self.leading.swap(now, Ordering::AcqRel);
+        if now && !before {
+            tracing::info!(target: "resq::scheduler", scheduler = %self.name, "leader");
+            emit(
+                &self.events,
+                SchedulerEvent::Leader {
+                    scheduler: self.name.clone(),
+                },
+            );
+        } else if !now && before {
+            tracing::info!(target: "resq::scheduler", scheduler = %self.name, "follower");
+            emit(
+                &self.events,
+                SchedulerEvent::Follower {
+                    scheduler: self.name.clone(),
+                },
+            );
+        }
+    }
+
+    fn error(&self, e: &Error) {
+        tracing::warn!(target: "resq::scheduler", scheduler = %self.name, error = %e, "error");
+        emit(
+            &self.events,
+            SchedulerEvent::Error {
+                scheduler: self.name.clone(),
+                error: e.to_string(),
+            },
+        );
+    }
+
+    /// One round: take or renew leadership; as leader, promote every due
+    /// delayed job and clean up dead workers. A follower does nothing else.
+    pub async fn poll(&self) -> Result<PollReport> {
+        let leader = self.backend.acquire_leader(&self.name, self.config.leader_ttl).await?;
+        self.set_leading(leader);
+        let mut report = PollReport {
+            leader,
+            ..PollReport::default()
+        };
+        if !leader {
+            return Ok(report);
+        }
+        emit(
+            &self.events,
+            SchedulerEvent::Poll {
+                scheduler: self.name.clone(),
+            },
+        );
+        self.promote(&mut report).await?;
+        self.clean_stuck_workers(&mut report).await?;
+        report.next_due = self.backend.due_timestamps(i64::MAX, 1).await?.first().copied();
+        Ok(report)
+    }
+
+    async fn promote(&self, report: &mut PollReport) -> Result<()> {
+        loop {
+            let up_to = last_due_bucket(now_ms());
+            let moved = self.backend.promote_due(up_to, self.config.promote_batch).await?;
+            let n = moved.len();
+            for p in moved {
+                match p {
+                    Promotion::Moved {
+                        timestamp,
+                        queue,
+                        payload,
+                    } => {
+                        report.promoted += 1;
+                        tracing::debug!(target: "resq::scheduler", scheduler = %self.name, timestamp, %queue, "transferred job");
+                        emit(
+                            &self.events,
+                            SchedulerEvent::TransferredJob {
+                                scheduler: self.name.clone(),
+                                timestamp,
+                                queue,
+                                payload,
+                            },
+                        );
+                    }
+                    Promotion::Failed {
+                        timestamp,
+                        payload,
+                        reason,
+                    } => {
+                        report.promotion_failures += 1;
+                        tracing::warn!(target: "resq::scheduler", scheduler = %self.name, timestamp, %reason, "delayed job cannot be promoted; moved to the failed list");
+                        emit(
+                            &self.events,
+                            SchedulerEvent::PromotionFailed {
+                                scheduler: self.name.clone(),
+                                timestamp,
+                                payload,
+                                reason,
+                            },
+                        );
+                    }
+                }
+            }
+            if n < self.config.promote_batch {
+                return Ok(());
+            }
+            // A long backlog: make sure we still lead before the next batch.
+            let still = self.backend.acquire_leader(&self.name, self.config.leader_ttl).await?;
+            self.set_leading(still);
+            if !still {
+                report.leader = false;
+                return Ok(());
+            }
+        }
+    }
+
+    async fn clean_stuck_workers(&self, report: &mut PollReport) -> Result<()> {
+        let Some(timeout) = self.config.stuck_worker_timeout else {
+            return Ok(());
+        };
+        let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+        let now = now_ms();
+        for worker in self.backend.stale_workers(now.saturating_sub(timeout_ms)).await? {
+            let orphan = match self.config.stuck_job_policy {
+                StuckJobPolicy::Requeue => Orphan::Requeue,
+                StuckJobPolicy::Fail => crate::queue::force_clean_orphan(),
+            };
+            if let Some(cleaned) = self.backend.clean_worker(&worker, orphan).await? {
+                report.cleaned_workers += 1;
+                tracing::warn!(target: "resq::scheduler", scheduler = %self.name, worker = %worker,
+                    had_job = cleaned.working_on.is_some(), policy = ?self.config.stuck_job_policy, "cleaned stuck worker");
+                emit(
+                    &self.events,
+                    SchedulerEvent::CleanStuckWorker {
+                        scheduler: self.name.clone(),
+                        worker,
+                        cleaned,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+}
