@@ -1,0 +1,111 @@
+//! resq is a background-job engine for Rust with Resque's data model:
+//! normal, delayed and periodic jobs on named queues worked in priority
+//! order, failed-job management, worker registries, and a scheduler with
+//! leader election. This facade crate re-exports the engine
+//! ([`resq_core`]) and picks a storage backend from a URL with
+//! [`connect`]; each backend is a Cargo feature (`memory`, the default,
+//! `redis` and `postgres`).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> resq::Result<()> {
+//! let backend = resq::connect("memory://").await?;
+//! let queue = resq::Queue::new(backend);
+//! queue.enqueue("default", "sayHello", ("world",)).await?;
+//! assert_eq!(queue.length("default").await?, 1);
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+pub use resq_core::*;
+
+#[cfg(feature = "memory")]
+pub use resq_memory as memory;
+
+use std::sync::Arc;
+
+/// Opens the backend a URL names:
+///
+/// | URL | backend | feature |
+/// |---|---|---|
+/// | `memory://` | in-process | `memory` (default) |
+/// | `memory:///path/to/file` | in-process, persisted to a snapshot file | `memory` |
+/// | `redis://…`, `rediss://…` | Redis | `redis` |
+/// | `postgres://…`, `postgresql://…` | PostgreSQL | `postgres` |
+///
+/// A malformed URL, an unknown scheme, or a scheme whose feature is not
+/// compiled in is an [`Error::InvalidUrl`] that says which.
+pub async fn connect(url: &str) -> Result<Arc<dyn Backend>> {
+    let invalid = |reason: String| Error::InvalidUrl {
+        url: url.to_owned(),
+        reason,
+    };
+    let parsed = ::url::Url::parse(url).map_err(|e| invalid(format!("not a valid URL: {e}")))?;
+    match parsed.scheme() {
+        "memory" => connect_memory(url).await,
+        "redis" | "rediss" => Err(invalid(unavailable("redis", "Redis"))),
+        "postgres" | "postgresql" => Err(invalid(unavailable("postgres", "PostgreSQL"))),
+        other => Err(invalid(format!(
+            "unknown scheme `{other}`: use memory://, redis://, rediss://, postgres:// or postgresql://"
+        ))),
+    }
+}
+
+#[cfg(feature = "memory")]
+async fn connect_memory(url: &str) -> Result<Arc<dyn Backend>> {
+    let backend: Arc<dyn Backend> = resq_memory::connect(url).await?;
+    Ok(backend)
+}
+
+#[cfg(not(feature = "memory"))]
+async fn connect_memory(url: &str) -> Result<Arc<dyn Backend>> {
+    Err(Error::InvalidUrl {
+        url: url.to_owned(),
+        reason: "the memory backend is not compiled in: enable resq's `memory` feature".into(),
+    })
+}
+
+fn unavailable(feature: &str, name: &str) -> String {
+    if feature_enabled(feature) {
+        format!("the {name} backend is not part of this release yet, although the `{feature}` feature is enabled")
+    } else {
+        format!("the {name} backend is not compiled in: enable resq's `{feature}` feature")
+    }
+}
+
+fn feature_enabled(feature: &str) -> bool {
+    match feature {
+        "redis" => cfg!(feature = "redis"),
+        "postgres" => cfg!(feature = "postgres"),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn err(url: &str) -> String {
+        match connect(url).await {
+            Ok(_) => panic!("{url} connected"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn urls_pick_backends_or_explain() {
+        assert!(connect("memory://").await.is_ok());
+        assert!(err("not a url").await.contains("not a valid URL"));
+        assert!(err("ftp://x").await.contains("unknown scheme `ftp`"));
+        let redis = err("redis://127.0.0.1:6379").await;
+        assert!(redis.contains("`redis` feature"), "{redis}");
+        let pg = err("postgresql://postgres@127.0.0.1/test").await;
+        assert!(pg.contains("`postgres` feature"), "{pg}");
+    }
+}
+
+/// The README's examples, compiled as doc tests so the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

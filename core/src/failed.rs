@@ -49,13 +49,7 @@ pub const FORCE_CLEAN_MARK: &str = "queue#forceCleanWorker";
 /// Builds the JSON text of a failed entry. `payload_raw` is spliced in
 /// unchanged when it is valid JSON, and stored as a JSON string otherwise,
 /// so that an undecodable payload still reaches the failed list intact.
-pub fn encode_entry(
-    worker: &str,
-    queue: &str,
-    payload_raw: &str,
-    failure: &Failure,
-    failed_at_ms: i64,
-) -> String {
+pub fn encode_entry(worker: &str, queue: &str, payload_raw: &str, failure: &Failure, failed_at_ms: i64) -> String {
     let mut out = String::with_capacity(160 + payload_raw.len());
     out.push_str("{\"worker\":");
     write_js_str(&mut out, worker);
@@ -152,10 +146,7 @@ impl FailedJob {
         Ok(FailedJob {
             worker: wire.worker,
             queue: wire.queue,
-            payload: wire
-                .payload
-                .map(|p| p.get().to_owned())
-                .filter(|p| p != "null"),
+            payload: wire.payload.map(|p| p.get().to_owned()).filter(|p| p != "null"),
             exception: wire.exception,
             error: wire.error,
             backtrace: wire.backtrace.unwrap_or_default().into_iter().flatten().collect(),
@@ -210,7 +201,9 @@ mod tests {
         let raw = encode_entry("host1:111", "math", payload, &f, 1_795_901_762_000);
         assert_eq!(
             raw,
-            format!(r#"{{"worker":"host1:111","queue":"math","payload":{payload},"exception":"TypeError","error":"kaboom","backtrace":["at x"],"failed_at":"Sat Nov 28 2026 21:36:02 GMT+0000 (Coordinated Universal Time)"}}"#)
+            format!(
+                r#"{{"worker":"host1:111","queue":"math","payload":{payload},"exception":"TypeError","error":"kaboom","backtrace":["at x"],"failed_at":"Sat Nov 28 2026 21:36:02 GMT+0000 (Coordinated Universal Time)"}}"#
+            )
         );
         let back = FailedJob::decode(&raw).unwrap();
         assert_eq!(back.payload.as_deref(), Some(payload));

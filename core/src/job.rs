@@ -135,6 +135,17 @@ impl Job {
     }
 }
 
+/// Where promotion sends a delayed item: its queue, or why it cannot be
+/// promoted (it does not decode, or names no queue). Every backend uses
+/// this, so all of them write the same failed entries.
+pub fn promotion_target(raw: &str) -> std::result::Result<String, String> {
+    match Job::decode(raw) {
+        Ok(Job { queue: Some(q), .. }) => Ok(q),
+        Ok(_) => Err("the delayed job names no queue".to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Like [`wrap_args`], but as a reader: a stored `null` is node-resque's
 /// `[null]`, not "no arguments".
 fn wrap_args_strict(v: Value) -> Vec<Value> {

@@ -95,7 +95,10 @@ mod tests {
 
     #[test]
     fn numbers_follow_ecmascript() {
-        assert_eq!(to_js_string(&json!([1.0, 1.5, 1e21, -0.0, 123456789012345678_u64])), "[1,1.5,1e+21,0,123456789012345678]");
+        assert_eq!(
+            to_js_string(&json!([1.0, 1.5, 1e21, -0.0, 123456789012345678_u64])),
+            "[1,1.5,1e+21,0,123456789012345678]"
+        );
         assert_eq!(to_js_string(&json!([0.1, 1e-7, 100.0])), "[0.1,1e-7,100]");
     }
 

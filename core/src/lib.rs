@@ -27,8 +27,8 @@ pub use backend::{
     QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry, WorkingOn,
 };
 pub use error::{Error, Result};
-pub use failed::{FailedJob, Failure};
 pub use event::{SchedulerEvent, WorkerEvent};
+pub use failed::{FailedJob, Failure};
 pub use job::{Decoded, Job};
 pub use pool::{PoolConfig, WorkerPool};
 pub use queue::{Details, NewJob, Queue, WorkerStatus};

@@ -65,9 +65,8 @@ pub enum ScaleAction {
 /// backlog and every worker busy grow up to `max`; with no backlog and
 /// fewer than half the workers busy shrink towards `min`.
 pub fn decide(workers: usize, busy: usize, backlog: u64, min: usize, max: usize) -> ScaleAction {
-    if workers < min {
-        ScaleAction::Grow
-    } else if backlog > 0 && busy >= workers && workers < max {
+    let starved = backlog > 0 && busy >= workers && workers < max;
+    if workers < min || starved {
         ScaleAction::Grow
     } else if backlog == 0 && workers > min && busy * 2 < workers {
         ScaleAction::Shrink
@@ -202,7 +201,10 @@ impl WorkerPool {
     fn spawn_member(&self) -> Member {
         let mut config = self.config.worker.clone();
         config.name = Some(match &self.config.worker.name {
-            Some(prefix) => format!("{prefix}+{}", crate::worker::unique_name().rsplit('+').next().unwrap_or("0")),
+            Some(prefix) => format!(
+                "{prefix}+{}",
+                crate::worker::unique_name().rsplit('+').next().unwrap_or("0")
+            ),
             None => crate::worker::unique_name(),
         });
         let worker = Worker::with_events(

@@ -146,7 +146,11 @@ impl Queue {
         check_name("class", class)?;
         let args = args_of(&args)?;
         let bucket = bucket_of_ms(timestamp_ms);
-        if self.backend.schedule(bucket, &encode_payload(queue, class, &args)).await? {
+        if self
+            .backend
+            .schedule(bucket, &encode_payload(queue, class, &args))
+            .await?
+        {
             Ok(())
         } else {
             Err(Error::AlreadyScheduled { timestamp: bucket })
@@ -156,7 +160,8 @@ impl Queue {
     /// Schedules a job to run after `delay` (see [`Queue::enqueue_at`]).
     pub async fn enqueue_in(&self, delay: Duration, queue: &str, class: &str, args: impl Serialize) -> Result<()> {
         let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-        self.enqueue_at(now_ms().saturating_add(delay_ms), queue, class, args).await
+        self.enqueue_at(now_ms().saturating_add(delay_ms), queue, class, args)
+            .await
     }
 
     // ---- queues --------------------------------------------------------
@@ -270,7 +275,10 @@ impl Queue {
         for secs in self.backend.delayed_timestamps().await? {
             let raw = self.backend.delayed_at(secs).await?;
             if !raw.is_empty() {
-                out.insert(secs.saturating_mul(1000), raw.into_iter().map(Decoded::from_raw).collect());
+                out.insert(
+                    secs.saturating_mul(1000),
+                    raw.into_iter().map(Decoded::from_raw).collect(),
+                );
             }
         }
         Ok(out)

@@ -49,7 +49,11 @@ pub(crate) struct Backoff {
 impl Backoff {
     pub(crate) fn new(first: Duration, max: Duration) -> Self {
         let max = max.max(first);
-        Backoff { first, max, next: first }
+        Backoff {
+            first,
+            max,
+            next: first,
+        }
     }
 
     pub(crate) fn reset(&mut self) {

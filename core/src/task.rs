@@ -135,9 +135,15 @@ pub trait ErasedTask: Send + Sync {
     fn call(&self, ctx: JobContext) -> BoxFuture<'static, TaskResult>;
 }
 
+/// Decodes a job's args array into `A`. An empty array also decodes as
+/// JSON `null`, so that `()` and `Option<T>` accept a job with no arguments.
 fn decode_args<A: DeserializeOwned>(job: &Job) -> std::result::Result<A, TaskError> {
-    let args = Value::Array(job.args.clone());
-    serde_json::from_value(args).map_err(|e| {
+    let decoded = serde_json::from_value::<A>(Value::Array(job.args.clone()));
+    let decoded = match decoded {
+        Err(_) if job.args.is_empty() => serde_json::from_value::<A>(Value::Null),
+        other => other,
+    };
+    decoded.map_err(|e| {
         TaskError::new(format!("cannot decode the arguments of {:?}: {e}", job.class)).with_exception("ArgumentError")
     })
 }

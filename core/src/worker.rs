@@ -38,7 +38,11 @@ pub fn unique_name() -> String {
 /// Turns a queue setting into a list: a comma-separated string is split
 /// (`"a,b"` is `a` then `b`), blanks are dropped.
 pub fn parse_queues(spec: &str) -> Vec<String> {
-    spec.split(',').map(str::trim).filter(|q| !q.is_empty()).map(str::to_owned).collect()
+    spec.split(',')
+        .map(str::trim)
+        .filter(|q| !q.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A worker's settings.

@@ -1,0 +1,146 @@
+//! Queues: the [`QueueStore`] implementation (push, claim and complete,
+//! inspection, and the wait for new jobs).
+
+use crate::{list, MemoryBackend};
+use async_trait::async_trait;
+use resq_core::{Claimed, Outcome, QueueStore, QueuedJob, Result, WorkerId};
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[async_trait]
+impl QueueStore for MemoryBackend {
+    async fn push(&self, queue: &str, payload: &str) -> Result<()> {
+        let payload = payload.to_owned();
+        {
+            let mut st = self.state.lock();
+            st.push_tail(queue, payload);
+            st.touch();
+        }
+        self.wakeup.wake();
+        Ok(())
+    }
+
+    async fn push_batch(&self, jobs: &[QueuedJob]) -> Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        // Copy the payloads before taking the lock, to keep it short.
+        let payloads: Vec<String> = jobs.iter().map(|j| j.payload.clone()).collect();
+        {
+            let mut st = self.state.lock();
+            for (job, payload) in jobs.iter().zip(payloads) {
+                st.push_tail(&job.queue, payload);
+            }
+            st.touch();
+        }
+        self.wakeup.wake();
+        Ok(())
+    }
+
+    async fn claim(&self, worker: &WorkerId, queues: &[String], run_at: &str) -> Result<Option<Claimed>> {
+        let (index, payload, replaced) = {
+            let mut st = self.state.lock();
+            let popped = queues.iter().enumerate().find_map(|(i, q)| {
+                let payload = st.queues.get_mut(q.as_str())?.pop_front()?;
+                Some((i, payload))
+            });
+            let Some((index, payload)) = popped else {
+                return Ok(None);
+            };
+            let copy = payload.clone();
+            // `index` came from enumerating `queues`, so it is in bounds.
+            let replaced = st.working.start(worker, &queues[index], run_at, payload);
+            st.touch();
+            (index, copy, replaced)
+        };
+        drop(replaced);
+        Ok(Some(Claimed {
+            queue: queues[index].clone(),
+            payload,
+        }))
+    }
+
+    async fn complete(&self, worker: &WorkerId, outcome: Outcome) -> Result<()> {
+        let finished = {
+            let mut st = self.state.lock();
+            let finished = st.working.finish(worker);
+            match outcome {
+                Outcome::Success => st.stats.count_processed(&worker.name),
+                Outcome::Failure { entry } => {
+                    st.stats.count_failed(&worker.name);
+                    st.failed.push_back(entry);
+                }
+                Outcome::Discard => {}
+            }
+            st.touch();
+            finished
+        };
+        drop(finished);
+        Ok(())
+    }
+
+    async fn wait_for_jobs(&self, queues: &[String], timeout: Duration) -> Result<()> {
+        // `None`: a timeout too large to represent, so wait for a signal only.
+        let deadline = Instant::now().checked_add(timeout);
+        let waiter = self.wakeup.register();
+        loop {
+            // Arm first, then look: a push after the look is signalled to
+            // the armed future (see `Wakeup`).
+            let notified = waiter.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.state.lock().any_ready(queues) {
+                return Ok(());
+            }
+            match deadline {
+                Some(deadline) => {
+                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                None => notified.await,
+            }
+            // Woken by a push, maybe to another queue: look again.
+        }
+    }
+
+    async fn queue_len(&self, queue: &str) -> Result<u64> {
+        let st = self.state.lock();
+        Ok(st.queues.get(queue).map_or(0, |l| l.len() as u64))
+    }
+
+    async fn queue_range(&self, queue: &str, start: i64, stop: i64) -> Result<Vec<String>> {
+        let st = self.state.lock();
+        Ok(st
+            .queues
+            .get(queue)
+            .map_or_else(Vec::new, |l| list::range(l, start, stop)))
+    }
+
+    async fn remove_from_queue(&self, queue: &str, payload: &str, count: i64) -> Result<u64> {
+        let mut st = self.state.lock();
+        let removed = st.queues.get_mut(queue).map_or(0, |l| list::remove(l, payload, count));
+        if removed > 0 {
+            st.touch();
+        }
+        Ok(removed)
+    }
+
+    async fn delete_queue(&self, queue: &str) -> Result<bool> {
+        let removed = {
+            let mut st = self.state.lock();
+            let removed = st.queues.remove(queue);
+            if removed.is_some() {
+                st.touch();
+            }
+            removed
+        };
+        Ok(removed.is_some_and(|l| !l.is_empty()))
+    }
+
+    async fn queues(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self.state.lock().queues.keys().cloned().collect();
+        names.sort_unstable();
+        Ok(names)
+    }
+}

@@ -1,0 +1,176 @@
+//! The snapshot file: its format (codec) and atomic reads and writes.
+//!
+//! Layout: the 8-byte magic `RESQMEM\0`, one format-version byte, an
+//! 8-byte little-endian checksum of the body, then the body: an [`Image`]
+//! in bincode 2's standard configuration, through its serde integration.
+//! A file with another magic, version or checksum, or a body that does not
+//! decode exactly, is refused with a clear error.
+//!
+//! Locks are saved with their deadline as wall-clock epoch milliseconds (as
+//! Redis saves expiry times) and loaded with what remains of their TTL; a
+//! lock that lapsed while the process was down is not loaded.
+
+use crate::state::State;
+use resq_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const MAGIC: &[u8; 8] = b"RESQMEM\0";
+/// The format this build writes and reads. Bump it on any change to the
+/// saved types.
+const FORMAT_VERSION: u8 = 1;
+const HEADER_LEN: usize = MAGIC.len() + 1 + 8;
+
+/// A saved lock: key, owner token and deadline (epoch ms).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SavedLock {
+    /// The lock's key (empty for the leader lock).
+    pub(crate) key: String,
+    /// The owner's token (the leader's name for the leader lock).
+    pub(crate) value: String,
+    /// When it lapses, epoch ms.
+    pub(crate) expires_at_ms: i64,
+}
+
+/// What a snapshot holds, borrowed for writing.
+#[derive(Serialize)]
+struct ImageRef<'a> {
+    state: &'a State,
+    locks: &'a [SavedLock],
+    leader: &'a Option<SavedLock>,
+}
+
+/// What a snapshot holds, owned after reading. Same fields, same order as
+/// [`ImageRef`].
+#[derive(Debug, Deserialize)]
+pub(crate) struct Image {
+    /// Queues, workers, stats, failed and delayed jobs.
+    pub(crate) state: State,
+    /// Plugin locks.
+    pub(crate) locks: Vec<SavedLock>,
+    /// The leader lock.
+    pub(crate) leader: Option<SavedLock>,
+}
+
+/// A fast 64-bit checksum (FNV-1a style, a word at a time): it detects a
+/// truncated or damaged file, it is not a defence against tampering.
+fn checksum(bytes: &[u8]) -> u64 {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let mut buf = [0u8; 8];
+        buf.copy_from_slice(word);
+        hash = (hash ^ u64::from_le_bytes(buf)).wrapping_mul(PRIME).rotate_left(29);
+    }
+    for byte in words.remainder() {
+        hash = (hash ^ u64::from(*byte)).wrapping_mul(PRIME);
+    }
+    (hash ^ bytes.len() as u64).wrapping_mul(PRIME)
+}
+
+/// Encodes a snapshot file's full contents.
+pub(crate) fn encode(state: &State, locks: &[SavedLock], leader: &Option<SavedLock>) -> Result<Vec<u8>> {
+    let image = ImageRef { state, locks, leader };
+    let mut out = Vec::with_capacity(4096);
+    out.extend_from_slice(MAGIC);
+    out.push(FORMAT_VERSION);
+    out.extend_from_slice(&[0; 8]); // checksum, filled in below
+    bincode::serde::encode_into_std_write(&image, &mut out, bincode::config::standard()).map_err(|e| {
+        Error::Encode {
+            what: "memory snapshot",
+            reason: e.to_string(),
+        }
+    })?;
+    // `out` starts with the HEADER_LEN header bytes pushed above.
+    let sum = checksum(&out[HEADER_LEN..]);
+    out[MAGIC.len() + 1..HEADER_LEN].copy_from_slice(&sum.to_le_bytes());
+    Ok(out)
+}
+
+/// Decodes a snapshot file's full contents.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Image> {
+    let corrupt = |reason: String| Error::Decode {
+        what: "memory snapshot",
+        reason,
+    };
+    if bytes.len() < HEADER_LEN || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(corrupt("not a resq memory snapshot (bad magic)".into()));
+    }
+    let version = bytes[MAGIC.len()];
+    if version != FORMAT_VERSION {
+        return Err(corrupt(format!(
+            "snapshot format version {version} is not supported (this build reads version {FORMAT_VERSION})"
+        )));
+    }
+    // From here on `bytes` is known to hold at least HEADER_LEN bytes.
+    let mut stored = [0u8; 8];
+    stored.copy_from_slice(&bytes[MAGIC.len() + 1..HEADER_LEN]);
+    let body = &bytes[HEADER_LEN..];
+    if u64::from_le_bytes(stored) != checksum(body) {
+        return Err(corrupt("checksum mismatch: the file is truncated or damaged".into()));
+    }
+    let (image, read): (Image, usize) =
+        bincode::serde::decode_from_slice(body, bincode::config::standard()).map_err(|e| corrupt(e.to_string()))?;
+    if read != body.len() {
+        return Err(corrupt(format!("{} unexpected trailing bytes", body.len() - read)));
+    }
+    Ok(image)
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Reads and decodes the snapshot at `path`; `None` if there is no file.
+pub(crate) fn read(path: &Path) -> Result<Option<Image>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(path, e)),
+    };
+    match decode(&bytes) {
+        Ok(image) => Ok(Some(image)),
+        Err(Error::Decode { what, reason }) => Err(Error::Decode {
+            what,
+            reason: format!("{}: {reason}", path.display()),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `bytes` to `path` atomically: to a temporary file in the same
+/// directory, flushed to disk, then renamed over `path`.
+pub(crate) fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        // Best effort: the temporary file may not even exist.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_error(path, e));
+    }
+    // Make the rename itself durable where directories can be synced.
+    #[cfg(unix)]
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(dir) = std::fs::File::open(dir) {
+            let _ = dir.sync_all();
+        }
+    }
+    Ok(())
+}
