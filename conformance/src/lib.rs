@@ -1,0 +1,388 @@
+//! The one behavioural truth for every resq backend. Each [`resq_core::Backend`]
+//! (memory, Redis, Postgres) must behave exactly like a Resque Redis store:
+//! the same FIFO queues, delayed buckets, failed list, worker registry,
+//! counters and locks, with payload bytes kept byte for byte and each
+//! operation atomic. This crate holds those expectations once, as plain
+//! `pub async fn <test>(backend: Arc<dyn Backend>)` functions grouped by
+//! concern: the backend contract itself (`queue`, `delayed`, `lock`,
+//! `failed`, `registry`, `stats`, `leader`, plus a proptest state machine,
+//! `model`, that checks a backend against a pure-Rust reference model) and
+//! the engine running on it (`engine`, `client`, `worker`, `scheduler`).
+//! To run a backend through it, invoke [`suite!`] once in an integration
+//! test with a factory that returns a fresh, isolated backend (or
+//! `Err(reason)` when its server is unreachable, which skips the tests
+//! unless `RESQ_REQUIRE_BACKENDS=1`):
+//!
+//! ```text
+//! resq_conformance::suite!(memory, || async {
+//!     Ok::<_, String>(std::sync::Arc::new(resq_memory::MemoryBackend::new())
+//!         as std::sync::Arc<dyn resq_core::Backend>)
+//! });
+//! ```
+//!
+//! Every test then appears as `<backend>::<group>::<test>`, for example
+//! `memory::queue::fifo_within_queue`, and can be run alone with
+//! `cargo test -p resq-conformance -- memory::queue::fifo_within_queue`.
+
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod delayed;
+pub mod engine;
+pub mod failed;
+pub mod fixtures;
+pub mod leader;
+pub mod lock;
+pub mod model;
+pub mod queue;
+pub mod registry;
+pub mod scheduler;
+pub mod stats;
+pub mod support;
+pub mod worker;
+
+#[doc(hidden)]
+pub use resq_core;
+
+use resq_core::Backend;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long one backend-level test may run before it is failed as hung.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The environment variable that turns "backend unreachable" from a skip
+/// into a failure (set it in CI where the servers must be up).
+pub const REQUIRE_BACKENDS_ENV: &str = "RESQ_REQUIRE_BACKENDS";
+
+/// Generates the whole conformance suite for one backend.
+///
+/// `suite!(name, factory)` expands to `pub mod name { … }` with one module
+/// per group and one `#[test]` per conformance test, so each test's path is
+/// `name::group::test`. `factory` is a closure `|| async { … }` returning
+/// `Result<Arc<dyn Backend>, String>`; it is called once per test (once per
+/// proptest case for the model), and each call must give a fresh, empty,
+/// isolated backend. `Err(reason)` means the backend's server is
+/// unreachable: the test prints `SKIP <path>: <reason>` and passes, unless
+/// `RESQ_REQUIRE_BACKENDS=1`, which makes it fail. Names used in the factory
+/// resolve as at the invocation site.
+///
+/// The factory is called once per test and once per model case, so it
+/// should be cheap (a unique key prefix or a truncate, not a new server).
+///
+/// To add a test, write `pub async fn my_test(backend: Arc<dyn Backend>)` in
+/// `src/<group>.rs` and add `my_test` to that group's list below (a new
+/// group also needs `pub mod` here and an entry in `GROUP_SOURCES`); the
+/// suite's `suite_lists_every_test` fails for a test left out of the lists.
+#[macro_export]
+macro_rules! suite {
+    ($backend:ident, $factory:expr $(,)?) => {
+        $crate::__suite_impl! {
+            $backend, $factory;
+            async queue: [
+                fifo_within_queue,
+                priority_order_across_queues,
+                claim_records_working_on,
+                claim_on_empty_queues_returns_none_and_records_nothing,
+                complete_success_counts_processed,
+                complete_failure_counts_and_appends_entry,
+                complete_discard_touches_no_counters,
+                push_batch_keeps_order_across_queues,
+                queue_len_and_range_lrange_semantics,
+                remove_from_queue_lrem_count_semantics,
+                delete_queue_removes_jobs_and_name,
+                queues_lists_sorted_names,
+                payload_bytes_are_preserved,
+                concurrent_claims_never_duplicate,
+                wait_for_jobs_wakes_on_push,
+                wait_for_jobs_wakes_on_every_enqueue_path,
+                wait_for_jobs_returns_by_timeout,
+            ],
+            async delayed: [
+                schedule_and_inspect,
+                schedule_duplicate_same_bucket_rejected,
+                same_payload_different_buckets_allowed,
+                due_timestamps_respects_up_to_and_limit,
+                promote_due_moves_only_due_items_in_order,
+                promote_due_respects_limit,
+                promote_removes_index_and_empty_buckets,
+                remove_delayed_returns_buckets_and_cleans,
+                undecodable_delayed_item_goes_to_failed_with_reason,
+                concurrent_schedule_same_job_same_second_stores_one,
+                concurrent_promoters_move_each_item_exactly_once,
+                concurrent_remove_and_promote_never_both,
+            ],
+            async lock: [
+                acquire_is_exclusive,
+                ttl_expiry_frees_lock,
+                renew_only_by_owner,
+                release_only_by_owner,
+                locks_lists_live_locks_sorted_not_leader,
+                delete_lock_counts,
+                concurrent_acquire_has_one_winner,
+            ],
+            async failed: [
+                push_count_range,
+                remove_failed_by_exact_bytes_first_only,
+                retry_failed_moves_payload_to_queue_atomically,
+                retry_failed_on_missing_entry_changes_nothing,
+                concurrent_retries_of_one_entry_requeue_once,
+            ],
+            async registry: [
+                register_lists_and_pings,
+                stale_workers_uses_ping_age,
+                clean_idle_worker_removes_everything,
+                clean_busy_worker_requeues_to_head,
+                clean_busy_worker_fail_writes_entry_and_counts_failed,
+                clean_unknown_worker_returns_none,
+                worker_id_member_roundtrip,
+            ],
+            async stats: [
+                incr_and_read,
+                stats_sorted_listing,
+                per_worker_counters_removed_on_clean,
+            ],
+            async leader: [
+                one_of_two_becomes_leader,
+                renew_by_holder_keeps_it,
+                other_cannot_renew_or_release,
+                expiry_allows_takeover,
+                release_frees_it,
+                concurrent_candidates_elect_one,
+            ],
+            async engine: [
+                backend_kind_is_named,
+                concurrent_workers_run_each_job_once,
+                crashed_worker_job_is_recovered,
+                graceful_shutdown_finishes_in_flight_job,
+                shutdown_deadline_requeues_unfinished_job,
+                run_stops_on_a_caller_future,
+                pool_scales_with_backlog,
+                delayed_job_runs_end_to_end,
+            ],
+            async client: [
+                enqueue_writes_node_resque_payload,
+                args_are_wrapped,
+                empty_names_are_rejected,
+                length_and_queued_in_fifo_order,
+                queued_shows_undecodable_payloads,
+                enqueue_batch_keeps_order,
+                enqueue_at_buckets_and_refuses_duplicates,
+                enqueue_in_uses_rounded_bucket,
+                scheduled_at_and_del_delayed_match_args,
+                omitted_args_delayed_at_four_seconds,
+                timestamps_delayed_at_and_all_delayed,
+                ruby_scheduled_items_are_found,
+                del_matches_args_and_count,
+                del_by_class_removes_every_job_of_the_class,
+                del_queue_removes_everything,
+                stats_and_leader_are_reported,
+                locks_and_del_lock,
+                failed_count_range_remove_and_retry,
+                failed_lists_undecodable_entries,
+                workers_working_on_and_details,
+                clean_old_workers_by_ping_age,
+                force_clean_busy_worker,
+                force_clean_idle_worker,
+                retry_stuck_jobs_keeps_original_bytes,
+                retry_stuck_jobs_handles_many_entries,
+                big_integers_survive_working_on_and_failure,
+            ],
+            async worker: [
+                runs_job_and_reports_success,
+                failing_job_goes_to_failed_list,
+                unknown_class_fails_clearly,
+                undecodable_payload_goes_to_failed_list,
+                panicking_task_fails_only_its_job,
+                bad_arguments_fail_as_argument_error,
+                fifo_within_queue,
+                priority_order_across_queues,
+                wildcard_worker_finds_new_queues,
+                comma_separated_queues,
+                ping_stays_fresh_during_slow_job,
+                worker_names_are_unique,
+                lifecycle_events_are_emitted,
+                restart_under_same_name_recovers_job,
+            ],
+            async scheduler: [
+                poll_promotes_due_jobs_only,
+                never_promotes_before_due_time,
+                one_leader_and_failover_on_release,
+                failover_after_leader_lock_expires,
+                running_schedulers_promote_and_hand_over,
+                stuck_worker_job_is_requeued,
+                stuck_worker_job_can_be_failed,
+                unpromotable_items_are_reported,
+                config_is_validated,
+            ];
+            factory model: [
+                state_machine,
+            ],
+        }
+    };
+}
+
+/// The expansion of [`suite!`]; not for direct use.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __suite_impl {
+    (
+        $backend:ident, $factory:expr;
+        $( async $group:ident : [ $( $test:ident ),* $(,)? ] ),* ;
+        $( factory $fgroup:ident : [ $( $ftest:ident ),* $(,)? ] ),* $(,)?
+    ) => {
+        #[allow(unused_imports)]
+        pub mod $backend {
+            use super::*;
+
+            /// This backend's factory: a fresh, isolated backend per call.
+            pub fn factory() -> impl ::std::future::Future<
+                Output = ::std::result::Result<
+                    ::std::sync::Arc<dyn $crate::resq_core::Backend>,
+                    ::std::string::String,
+                >,
+            > {
+                ($factory)()
+            }
+
+            /// Every generated test, as `group::test`.
+            pub const TESTS: &[&str] = &[
+                $( $( concat!(stringify!($group), "::", stringify!($test)), )* )*
+                $( $( concat!(stringify!($fgroup), "::", stringify!($ftest)), )* )*
+            ];
+
+            $(
+                pub mod $group {
+                    $(
+                        #[test]
+                        fn $test() {
+                            $crate::run_backend_test(
+                                concat!(stringify!($backend), "::", stringify!($group), "::", stringify!($test)),
+                                super::factory,
+                                $crate::$group::$test,
+                            );
+                        }
+                    )*
+                }
+            )*
+
+            $(
+                pub mod $fgroup {
+                    $(
+                        #[test]
+                        fn $ftest() {
+                            $crate::$fgroup::$ftest(
+                                concat!(stringify!($backend), "::", stringify!($fgroup), "::", stringify!($ftest)),
+                                super::factory,
+                            );
+                        }
+                    )*
+                }
+            )*
+        }
+    };
+}
+
+/// True when `RESQ_REQUIRE_BACKENDS=1`: an unreachable backend fails its tests.
+pub fn backends_required() -> bool {
+    std::env::var(REQUIRE_BACKENDS_ENV).is_ok_and(|v| v.trim() == "1")
+}
+
+/// Applies the skip rule to a factory error for test `path`: prints
+/// `SKIP <path>: <reason>` to stderr, or panics when backends are required.
+pub fn skip_or_fail(path: &str, reason: &str) {
+    if backends_required() {
+        panic!("{path}: backend unavailable and {REQUIRE_BACKENDS_ENV}=1: {reason}");
+    }
+    eprintln!("SKIP {path}: {reason}");
+}
+
+/// Calls the factory; on `Err` applies [`skip_or_fail`] and returns `None`.
+pub async fn connect<F, Fut>(path: &str, factory: F) -> Option<Arc<dyn Backend>>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Arc<dyn Backend>, String>>,
+{
+    match factory().await {
+        Ok(backend) => Some(backend),
+        Err(reason) => {
+            skip_or_fail(path, &reason);
+            None
+        }
+    }
+}
+
+/// The runtime every conformance test runs on: the one
+/// `#[tokio::test(flavor = "multi_thread", worker_threads = 2)]` builds.
+pub fn test_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("cannot build the test runtime")
+}
+
+/// Runs one backend-level test: builds the runtime, gets a fresh backend
+/// from `factory` (or skips), runs `test` on it within [`TEST_TIMEOUT`], and
+/// closes the backend.
+pub fn run_backend_test<F, Fut, T, TFut>(path: &str, factory: F, test: T)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Arc<dyn Backend>, String>>,
+    T: FnOnce(Arc<dyn Backend>) -> TFut,
+    TFut: Future<Output = ()>,
+{
+    test_runtime().block_on(async {
+        let Some(backend) = connect(path, factory).await else {
+            return;
+        };
+        if tokio::time::timeout(TEST_TIMEOUT, test(Arc::clone(&backend)))
+            .await
+            .is_err()
+        {
+            panic!("{path}: did not finish within {TEST_TIMEOUT:?} (hung backend call?)");
+        }
+        if let Err(e) = backend.close().await {
+            panic!("{path}: close() failed: {e}");
+        }
+    });
+}
+
+/// The source of each group module, to find tests missing from [`suite!`].
+const GROUP_SOURCES: &[(&str, &str)] = &[
+    ("queue", include_str!("queue.rs")),
+    ("delayed", include_str!("delayed.rs")),
+    ("lock", include_str!("lock.rs")),
+    ("failed", include_str!("failed.rs")),
+    ("registry", include_str!("registry.rs")),
+    ("stats", include_str!("stats.rs")),
+    ("leader", include_str!("leader.rs")),
+    ("engine", include_str!("engine.rs")),
+    ("client", include_str!("client.rs")),
+    ("worker", include_str!("worker.rs")),
+    ("scheduler", include_str!("scheduler.rs")),
+    ("model", include_str!("model.rs")),
+];
+
+/// Every `pub fn` / `pub async fn` defined at the top level of a group
+/// module that is not in `listed` (a backend module's `TESTS`), as
+/// `group::name`. A test written but not added to [`suite!`] never runs;
+/// the suite's own tests assert this is empty.
+pub fn unlisted_tests(listed: &[&str]) -> Vec<String> {
+    let mut missing = Vec::new();
+    for (group, source) in GROUP_SOURCES {
+        for line in source.lines() {
+            let rest = line
+                .strip_prefix("pub async fn ")
+                .or_else(|| line.strip_prefix("pub fn "));
+            let Some(rest) = rest else { continue };
+            let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            let full = format!("{group}::{name}");
+            if !listed.contains(&full.as_str()) {
+                missing.push(full);
+            }
+        }
+    }
+    missing
+}

@@ -132,6 +132,8 @@ impl WorkerPool {
     /// Like [`WorkerPool::run`], driven by a cancellation token.
     pub async fn run_until(&self, shutdown: CancellationToken) -> Result<()> {
         let mut members: Vec<Member> = Vec::new();
+        // Workers told to stop by a shrink, finishing their last job.
+        let mut retiring: Vec<Member> = Vec::new();
         let mut queues_of_interest = self.config.worker.queues.clone();
         let wildcard = queues_of_interest.is_empty() || queues_of_interest.iter().any(|q| q == "*");
         let mut tick = tokio::time::interval(self.config.check_interval.max(Duration::from_millis(1)));
@@ -139,6 +141,7 @@ impl WorkerPool {
         while !shutdown.is_cancelled() {
             // Reap workers that ended on their own (they only do on error).
             members.retain(|m| !m.handle.is_finished());
+            retiring.retain(|m| !m.handle.is_finished());
             let busy = members.iter().filter(|m| m.busy.load(Ordering::Acquire)).count();
             if wildcard {
                 if let Ok(q) = self.backend.queues().await {
@@ -150,11 +153,9 @@ impl WorkerPool {
                 ScaleAction::Grow => members.push(self.spawn_member()),
                 ScaleAction::Shrink => {
                     if let Some(m) = members.pop() {
+                        // It finishes its job on its own; scaling does not wait for it.
                         m.stop.cancel();
-                        // It finishes its job on its own; don't block scaling on it.
-                        tokio::spawn(async move {
-                            let _ = m.handle.await;
-                        });
+                        retiring.push(m);
                     }
                 }
                 ScaleAction::Hold => {}
@@ -170,7 +171,7 @@ impl WorkerPool {
             m.stop.cancel();
         }
         let mut first_err = None;
-        for m in members {
+        for m in members.into_iter().chain(retiring) {
             match m.handle.await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {

@@ -1,0 +1,264 @@
+//! Whole-engine scenarios: many workers, crashes, graceful shutdown, the
+//! pool, and a job's full path from `enqueue_in` to done.
+
+use crate::support::{next_event, quick_config, recorded, runs, spawn_worker, standard_tasks, wait_until};
+use resq_core::backend::Backend;
+use resq_core::task::{JobContext, TaskError, Tasks};
+use resq_core::{PoolConfig, Queue, Scheduler, SchedulerConfig, Worker, WorkerEvent, WorkerPool};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// The backend names itself (for logs and skip messages).
+pub async fn backend_kind_is_named(backend: Arc<dyn Backend>) {
+    assert!(!backend.kind().is_empty());
+}
+
+/// N workers on M jobs, nothing crashing: every job runs exactly once and
+/// `processed` counts M.
+pub async fn concurrent_workers_run_each_job_once(backend: Arc<dyn Backend>) {
+    const JOBS: i64 = 300;
+    let log = runs();
+    let tasks = standard_tasks(&log);
+    let q = Queue::new(Arc::clone(&backend));
+    let jobs = (0..JOBS).map(|i| resq_core::NewJob::new(if i % 3 == 0 { "a" } else { "b" }, "record", (i,)).unwrap());
+    q.enqueue_batch(jobs).await.unwrap();
+    let workers: Vec<_> = (0..4)
+        .map(|_| spawn_worker(&backend, &tasks, quick_config(&["a", "b"])))
+        .collect();
+    wait_until(LIMIT, "every job ran", || {
+        let log = Arc::clone(&log);
+        async move { recorded(&log).len() as i64 >= JOBS }
+    })
+    .await;
+    for w in workers {
+        w.shutdown().await;
+    }
+    let mut counts: HashMap<i64, usize> = HashMap::new();
+    for (_, args) in recorded(&log) {
+        *counts.entry(args[0].as_i64().unwrap()).or_default() += 1;
+    }
+    assert_eq!(counts.len() as i64, JOBS, "every job ran");
+    assert!(counts.values().all(|&n| n == 1), "a job ran twice");
+    assert_eq!(backend.stat("processed").await.unwrap(), JOBS);
+    assert_eq!(q.length("a").await.unwrap() + q.length("b").await.unwrap(), 0);
+}
+
+/// A worker that dies mid-job without any cleanup (its task is aborted, so
+/// it stops pinging): the scheduler finds it, re-enqueues the job, and
+/// another worker runs it to success.
+pub async fn crashed_worker_job_is_recovered(backend: Arc<dyn Backend>) {
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Tasks::new();
+    let a = Arc::clone(&attempts);
+    tasks
+        .register_fn("fragile", move |_: Vec<serde_json::Value>, _ctx: JobContext| {
+            let n = a.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    // The first attempt hangs until its worker "crashes".
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, TaskError>("done")
+            }
+        })
+        .unwrap();
+    let tasks = Arc::new(tasks);
+    Queue::new(Arc::clone(&backend))
+        .enqueue("q", "fragile", ())
+        .await
+        .unwrap();
+
+    let mut doomed = spawn_worker(&backend, &tasks, quick_config(&["q"]));
+    next_event(&mut doomed.events, LIMIT, |e| {
+        matches!(e, WorkerEvent::Job { .. }).then_some(())
+    })
+    .await;
+    doomed.handle.abort(); // a crash: no unregistration, no completion
+    let _ = doomed.handle.await;
+    assert_eq!(
+        backend.workers().await.unwrap().len(),
+        1,
+        "the dead worker is still registered"
+    );
+
+    let survivor = spawn_worker(&backend, &tasks, quick_config(&["q"]));
+    let scheduler = Scheduler::new(
+        Arc::clone(&backend),
+        SchedulerConfig {
+            poll_interval: Duration::from_millis(100),
+            leader_ttl: Duration::from_secs(5),
+            stuck_worker_timeout: Some(Duration::from_millis(600)),
+            ..SchedulerConfig::default()
+        },
+    )
+    .unwrap();
+    wait_until(LIMIT, "the job is recovered and run", || {
+        let (s, b) = (&scheduler, Arc::clone(&backend));
+        async move {
+            s.poll().await.unwrap();
+            b.stat("processed").await.unwrap() == 1
+        }
+    })
+    .await;
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    assert_eq!(backend.failed_count().await.unwrap(), 0);
+    let names: Vec<String> = backend.workers().await.unwrap().into_iter().map(|w| w.name).collect();
+    assert_eq!(names, vec![survivor.name.clone()], "the dead worker is gone");
+    survivor.shutdown().await;
+}
+
+/// Shutdown while a job runs: no new job is claimed, the running one
+/// finishes and is counted, then the worker unregisters.
+pub async fn graceful_shutdown_finishes_in_flight_job(backend: Arc<dyn Backend>) {
+    let log = runs();
+    let tasks = standard_tasks(&log);
+    let q = Queue::new(Arc::clone(&backend));
+    q.enqueue("q", "slow", (400,)).await.unwrap();
+    q.enqueue("q", "record", ("after",)).await.unwrap();
+    let mut w = spawn_worker(&backend, &tasks, quick_config(&["q"]));
+    next_event(&mut w.events, LIMIT, |e| {
+        matches!(e, WorkerEvent::Job { .. }).then_some(())
+    })
+    .await;
+    w.stop.cancel();
+    tokio::time::timeout(LIMIT, w.handle).await.unwrap().unwrap().unwrap();
+    assert_eq!(recorded(&log).len(), 1, "the in-flight job finished");
+    assert_eq!(backend.stat("processed").await.unwrap(), 1);
+    assert_eq!(q.length("q").await.unwrap(), 1, "no new job was claimed");
+    assert!(backend.workers().await.unwrap().is_empty());
+    assert!(q.all_working_on().await.unwrap().is_empty());
+}
+
+/// A job still running at the shutdown deadline is aborted and put back at
+/// the head of its queue, not lost and not failed.
+pub async fn shutdown_deadline_requeues_unfinished_job(backend: Arc<dyn Backend>) {
+    let tasks = standard_tasks(&runs());
+    let q = Queue::new(Arc::clone(&backend));
+    q.enqueue("q", "slow", (30_000,)).await.unwrap();
+    q.enqueue("q", "record", ("next",)).await.unwrap();
+    let mut config = quick_config(&["q"]);
+    config.shutdown_timeout = Duration::from_millis(200);
+    let mut w = spawn_worker(&backend, &tasks, config);
+    next_event(&mut w.events, LIMIT, |e| {
+        matches!(e, WorkerEvent::Job { .. }).then_some(())
+    })
+    .await;
+    w.stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), w.handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        backend.queue_range("q", 0, -1).await.unwrap(),
+        vec![
+            r#"{"class":"slow","queue":"q","args":[30000]}"#.to_owned(),
+            r#"{"class":"record","queue":"q","args":["next"]}"#.to_owned()
+        ]
+    );
+    assert_eq!(backend.failed_count().await.unwrap(), 0);
+    assert!(backend.workers().await.unwrap().is_empty());
+}
+
+/// `Worker::run` takes any future as its shutdown signal.
+pub async fn run_stops_on_a_caller_future(backend: Arc<dyn Backend>) {
+    let tasks = standard_tasks(&runs());
+    let worker = Worker::new(Arc::clone(&backend), tasks, quick_config(&["q"]));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(worker.run(async move {
+        let _ = rx.await;
+    }));
+    wait_until(LIMIT, "registered", || {
+        let b = Arc::clone(&backend);
+        async move { b.workers().await.unwrap().len() == 1 }
+    })
+    .await;
+    tx.send(()).unwrap();
+    tokio::time::timeout(LIMIT, handle).await.unwrap().unwrap().unwrap();
+    assert!(backend.workers().await.unwrap().is_empty());
+}
+
+/// The pool grows past `min` under a backlog, never beyond `max`, runs every
+/// job once, and shrinks back to `min` when idle.
+pub async fn pool_scales_with_backlog(backend: Arc<dyn Backend>) {
+    let log = runs();
+    let tasks = standard_tasks(&log);
+    let q = Queue::new(Arc::clone(&backend));
+    let jobs = (0..24).map(|_| resq_core::NewJob::new("q", "slow", (150,)).unwrap());
+    q.enqueue_batch(jobs).await.unwrap();
+    let pool = Arc::new(WorkerPool::new(
+        Arc::clone(&backend),
+        tasks,
+        PoolConfig {
+            min: 1,
+            max: 4,
+            check_interval: Duration::from_millis(30),
+            worker: quick_config(&["q"]),
+        },
+    ));
+    let stop = CancellationToken::new();
+    let running = tokio::spawn({
+        let (p, t) = (Arc::clone(&pool), stop.clone());
+        async move { p.run_until(t).await }
+    });
+    let mut peak = 0;
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while recorded(&log).len() < 24 {
+        peak = peak.max(pool.size());
+        assert!(pool.size() <= 4, "pool exceeded max");
+        assert!(tokio::time::Instant::now() < deadline, "jobs did not finish");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(peak >= 2, "the pool never grew (peak {peak})");
+    wait_until(LIMIT, "pool shrinks to min", || async { pool.size() == 1 }).await;
+    assert!(backend.workers().await.unwrap().len() <= 4);
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    assert_eq!(recorded(&log).len(), 24, "each job ran once");
+    assert!(backend.workers().await.unwrap().is_empty());
+}
+
+/// The full path: `enqueue_in` → scheduler promotion → worker → success,
+/// with the right arguments (spec §8.6).
+pub async fn delayed_job_runs_end_to_end(backend: Arc<dyn Backend>) {
+    let log = runs();
+    let tasks = standard_tasks(&log);
+    let q = Queue::new(Arc::clone(&backend));
+    q.enqueue_in(Duration::from_millis(1), "math", "record", (1, "two"))
+        .await
+        .unwrap();
+    assert_eq!(q.scheduled_at("math", "record", (1, "two")).await.unwrap().len(), 1);
+    let scheduler = Scheduler::new(
+        Arc::clone(&backend),
+        SchedulerConfig {
+            poll_interval: Duration::from_millis(100),
+            ..SchedulerConfig::default()
+        },
+    )
+    .unwrap();
+    wait_until(LIMIT, "promoted", || {
+        let (s, q) = (&scheduler, q.clone());
+        async move {
+            s.poll().await.unwrap();
+            q.length("math").await.unwrap() == 1
+        }
+    })
+    .await;
+    assert!(q.scheduled_at("math", "record", (1, "two")).await.unwrap().is_empty());
+    let w = spawn_worker(&backend, &tasks, quick_config(&["math"]));
+    wait_until(LIMIT, "ran", || {
+        let log = Arc::clone(&log);
+        async move { recorded(&log).len() == 1 }
+    })
+    .await;
+    assert_eq!(
+        recorded(&log)[0].1,
+        vec![serde_json::json!(1), serde_json::json!("two")]
+    );
+    w.shutdown().await;
+}
