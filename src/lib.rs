@@ -23,6 +23,9 @@ pub use resq_core::*;
 #[cfg(feature = "memory")]
 pub use resq_memory as memory;
 
+#[cfg(feature = "redis")]
+pub use resq_redis as redis;
+
 use std::sync::Arc;
 
 /// Opens the backend a URL names:
@@ -44,7 +47,7 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Backend>> {
     let parsed = ::url::Url::parse(url).map_err(|e| invalid(format!("not a valid URL: {e}")))?;
     match parsed.scheme() {
         "memory" => connect_memory(url).await,
-        "redis" | "rediss" => Err(invalid(unavailable("redis", "Redis"))),
+        "redis" | "rediss" => connect_redis(url).await,
         "postgres" | "postgresql" => Err(invalid(unavailable("postgres", "PostgreSQL"))),
         other => Err(invalid(format!(
             "unknown scheme `{other}`: use memory://, redis://, rediss://, postgres:// or postgresql://"
@@ -63,6 +66,20 @@ async fn connect_memory(url: &str) -> Result<Arc<dyn Backend>> {
     Err(Error::InvalidUrl {
         url: url.to_owned(),
         reason: "the memory backend is not compiled in: enable resq's `memory` feature".into(),
+    })
+}
+
+#[cfg(feature = "redis")]
+async fn connect_redis(url: &str) -> Result<Arc<dyn Backend>> {
+    let backend: Arc<dyn Backend> = resq_redis::connect(url).await?;
+    Ok(backend)
+}
+
+#[cfg(not(feature = "redis"))]
+async fn connect_redis(url: &str) -> Result<Arc<dyn Backend>> {
+    Err(Error::InvalidUrl {
+        url: url.to_owned(),
+        reason: unavailable("redis", "Redis"),
     })
 }
 
@@ -98,8 +115,10 @@ mod tests {
         assert!(connect("memory://").await.is_ok());
         assert!(err("not a url").await.contains("not a valid URL"));
         assert!(err("ftp://x").await.contains("unknown scheme `ftp`"));
-        let redis = err("redis://127.0.0.1:6379").await;
-        assert!(redis.contains("`redis` feature"), "{redis}");
+        if cfg!(not(feature = "redis")) {
+            let redis = err("redis://127.0.0.1:6379").await;
+            assert!(redis.contains("`redis` feature"), "{redis}");
+        }
         let pg = err("postgresql://postgres@127.0.0.1/test").await;
         assert!(pg.contains("`postgres` feature"), "{pg}");
     }

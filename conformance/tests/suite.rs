@@ -19,6 +19,10 @@ resq_conformance::suite!(memory, || async {
     Ok::<_, String>(Arc::new(resq_memory::MemoryBackend::new()) as Arc<dyn resq_core::Backend>)
 });
 
+resq_conformance::suite!(redis, resq_redis::testing::fresh_backend);
+
+// The PostgreSQL backend joins here when it lands (issue #5).
+
 /// Every test function in the crate's group modules is listed in `suite!`,
 /// so none is silently never run.
 #[test]

@@ -185,7 +185,8 @@ pub trait QueueStore: Send + Sync {
     /// applies `outcome` (counters, failed entry), atomically.
     async fn complete(&self, worker: &WorkerId, outcome: Outcome) -> Result<()>;
 
-    /// Waits until a job may be available in one of `queues`, or `timeout`.
+    /// Waits until a job may be available in one of `queues` (`*` means any
+    /// queue, even one that does not exist yet), or `timeout`.
     /// It may return early or spuriously; callers claim afterwards. The
     /// default sleeps for `timeout`.
     async fn wait_for_jobs(&self, queues: &[String], timeout: Duration) -> Result<()> {

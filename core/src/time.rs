@@ -65,6 +65,10 @@ pub fn parse_date(s: &str) -> Option<i64> {
     if let Ok(d) = DateTime::parse_from_str(js, "%a %b %d %Y %H:%M:%S GMT%z") {
         return Some(d.timestamp_millis());
     }
+    // "2024-01-02 03:04:05 +0000" (Ruby's Time#to_s).
+    if let Ok(d) = DateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S %z") {
+        return Some(d.timestamp_millis());
+    }
     // "2024/01/02 03:04:05 UTC" (Ruby); only UTC is understood as a zone name.
     let ruby = s.trim_end_matches(" UTC");
     if let Ok(d) = chrono::NaiveDateTime::parse_from_str(ruby, "%Y/%m/%d %H:%M:%S") {
@@ -103,6 +107,7 @@ mod tests {
         assert_eq!(parse_date(&s), Some(ms));
         assert_eq!(parse_date(&iso8601(ms)), Some(ms));
         assert_eq!(parse_date("2026/11/28 21:36:02 UTC"), Some(ms));
+        assert_eq!(parse_date("2026-11-28 21:36:02 +0000"), Some(ms));
         assert_eq!(parse_date("not a date"), None);
     }
 }

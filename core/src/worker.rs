@@ -210,6 +210,7 @@ impl Worker {
         let mut queues: Vec<String> = Vec::new();
         let mut queues_read: Option<Instant> = None;
         let wildcard = self.config.is_wildcard();
+        let wildcard_queues = vec!["*".to_owned()];
         while !shutdown.is_cancelled() {
             if wildcard {
                 let stale = queues_read.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
@@ -265,6 +266,9 @@ impl Worker {
                             tokio::time::sleep(poll).await;
                             Ok(())
                         }) as std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send>>
+                    } else if wildcard {
+                        // Any queue, including ones that do not exist yet.
+                        self.backend.wait_for_jobs(&wildcard_queues, self.config.poll_interval)
                     } else {
                         self.backend.wait_for_jobs(&queues, self.config.poll_interval)
                     };

@@ -1,0 +1,159 @@
+//! The delayed schedule: `delayed:<secs>` lists, the
+//! `delayed_queue_schedule` zset and `timestamps:<item>` sets.
+
+use crate::scripts::{BUCKETS, PROMOTE, REMOVE_DELAYED, SCHEDULE};
+use crate::{be, RedisBackend};
+use async_trait::async_trait;
+use resq_core::failed::promotion_failure_entry;
+use resq_core::job::promotion_target;
+use resq_core::time::now_ms;
+use resq_core::{DelayedStore, Promotion, Result};
+
+/// More buckets than any schedule holds, for "all of them".
+const ALL: usize = 1 << 30;
+
+fn parse_secs(members: Vec<String>) -> Vec<i64> {
+    let mut out: Vec<i64> = members.iter().filter_map(|m| m.trim().parse().ok()).collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+impl RedisBackend {
+    async fn buckets(&self, up_to: Option<i64>, limit: usize) -> Result<Vec<i64>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let max = up_to.map_or_else(|| "+inf".to_owned(), |s| s.to_string());
+        let members: Vec<String> = BUCKETS
+            .key(self.keys.schedule())
+            .arg(self.keys.prefix())
+            .arg(max)
+            .arg(limit)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(be)?;
+        Ok(parse_secs(members))
+    }
+}
+
+#[async_trait]
+impl DelayedStore for RedisBackend {
+    async fn schedule(&self, timestamp: i64, payload: &str) -> Result<bool> {
+        let added: i64 = SCHEDULE
+            .key(self.keys.timestamps(payload))
+            .key(self.keys.delayed(timestamp))
+            .key(self.keys.schedule())
+            .arg(format!("delayed:{timestamp}"))
+            .arg(payload)
+            .arg(timestamp)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(be)?;
+        Ok(added == 1)
+    }
+
+    async fn due_timestamps(&self, up_to: i64, limit: usize) -> Result<Vec<i64>> {
+        self.buckets((up_to != i64::MAX).then_some(up_to), limit).await
+    }
+
+    async fn delayed_timestamps(&self) -> Result<Vec<i64>> {
+        self.buckets(None, ALL).await
+    }
+
+    async fn delayed_at(&self, timestamp: i64) -> Result<Vec<String>> {
+        redis::cmd("LRANGE")
+            .arg(self.keys.delayed(timestamp))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(be)
+    }
+
+    async fn timestamps_of(&self, payload: &str) -> Result<Vec<i64>> {
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.keys.timestamps(payload))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(be)?;
+        Ok(parse_secs(
+            members
+                .into_iter()
+                .filter_map(|m| m.strip_prefix("delayed:").map(str::to_owned))
+                .collect(),
+        ))
+    }
+
+    async fn remove_delayed(&self, payload: &str) -> Result<Vec<i64>> {
+        let removed: Vec<String> = REMOVE_DELAYED
+            .key(self.keys.timestamps(payload))
+            .key(self.keys.schedule())
+            .arg(self.keys.prefix())
+            .arg(payload)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(be)?;
+        Ok(parse_secs(removed))
+    }
+
+    async fn promote_due(&self, up_to: i64, limit: usize) -> Result<Vec<Promotion>> {
+        let mut done = Vec::new();
+        while done.len() < limit {
+            let Some(&bucket) = self.buckets(Some(up_to), 1).await?.first() else {
+                break;
+            };
+            let want = limit - done.len();
+            let stop = i64::try_from(want).unwrap_or(i64::MAX).saturating_sub(1);
+            let items: Vec<String> = redis::cmd("LRANGE")
+                .arg(self.keys.delayed(bucket))
+                .arg(0)
+                .arg(stop)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(be)?;
+            let mut inv = PROMOTE.prepare_invoke();
+            inv.key(self.keys.delayed(bucket))
+                .key(self.keys.schedule())
+                .key(self.keys.queues())
+                .key(self.keys.failed())
+                .arg(self.keys.prefix())
+                .arg(bucket)
+                .arg(self.keys.wakeup_channel());
+            let now = now_ms();
+            let mut planned = Vec::with_capacity(items.len());
+            for item in &items {
+                match promotion_target(item) {
+                    Ok(queue) => {
+                        inv.arg(item).arg("q").arg(&queue);
+                        planned.push(Ok(queue));
+                    }
+                    Err(reason) => {
+                        inv.arg(item).arg("f").arg(promotion_failure_entry(item, &reason, now));
+                        planned.push(Err(reason));
+                    }
+                }
+            }
+            // With no items the script still drops the empty bucket.
+            let flags: Vec<i64> = inv.invoke_async(&mut self.conn()).await.map_err(be)?;
+            for ((item, plan), flag) in items.into_iter().zip(planned).zip(flags) {
+                if flag != 1 {
+                    continue; // another scheduler moved it first
+                }
+                done.push(match plan {
+                    Ok(queue) => Promotion::Moved {
+                        timestamp: bucket,
+                        queue,
+                        payload: item,
+                    },
+                    Err(reason) => Promotion::Failed {
+                        timestamp: bucket,
+                        payload: item,
+                        reason,
+                    },
+                });
+            }
+        }
+        Ok(done)
+    }
+}

@@ -1,0 +1,119 @@
+//! Resque's key layout under a namespace (spec §1.2).
+
+use resq_core::WorkerId;
+
+/// Builds physical keys: `<namespace>:<logical key>`, or the bare logical
+/// key when the namespace is empty (node-resque drops empty segments).
+#[derive(Clone, Debug)]
+pub(crate) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub(crate) fn new(namespace: &str) -> Self {
+        let prefix = if namespace.trim().is_empty() {
+            String::new()
+        } else {
+            format!("{namespace}:")
+        };
+        Keys { prefix }
+    }
+
+    /// The prefix including its `:` (empty without a namespace).
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `<ns>:<logical>`.
+    pub(crate) fn key(&self, logical: &str) -> String {
+        format!("{}{logical}", self.prefix)
+    }
+
+    pub(crate) fn queues(&self) -> String {
+        self.key("queues")
+    }
+
+    pub(crate) fn queue(&self, q: &str) -> String {
+        format!("{}queue:{q}", self.prefix)
+    }
+
+    pub(crate) fn delayed(&self, secs: i64) -> String {
+        format!("{}delayed:{secs}", self.prefix)
+    }
+
+    pub(crate) fn schedule(&self) -> String {
+        self.key("delayed_queue_schedule")
+    }
+
+    pub(crate) fn timestamps(&self, item: &str) -> String {
+        format!("{}timestamps:{item}", self.prefix)
+    }
+
+    pub(crate) fn stat(&self, name: &str) -> String {
+        format!("{}stat:{name}", self.prefix)
+    }
+
+    pub(crate) fn workers(&self) -> String {
+        self.key("workers")
+    }
+
+    pub(crate) fn working(&self, w: &WorkerId) -> String {
+        format!("{}worker:{}", self.prefix, w.member())
+    }
+
+    pub(crate) fn started(&self, w: &WorkerId) -> String {
+        format!("{}worker:{}:started", self.prefix, w.member())
+    }
+
+    pub(crate) fn ping(&self, name: &str) -> String {
+        format!("{}worker:ping:{name}", self.prefix)
+    }
+
+    pub(crate) fn failed(&self) -> String {
+        self.key("failed")
+    }
+
+    pub(crate) fn leader(&self) -> String {
+        self.key("resque_scheduler_leader_lock")
+    }
+
+    /// The pub/sub channel resq producers announce new jobs on.
+    pub(crate) fn wakeup_channel(&self) -> String {
+        format!("{}resq:wakeup", self.prefix)
+    }
+
+    /// A `SCAN MATCH` pattern for `<ns>:<logical_prefix>*`, with the glob
+    /// characters of the namespace escaped.
+    pub(crate) fn pattern(&self, logical_prefix: &str) -> String {
+        let mut out = String::with_capacity(self.prefix.len() + logical_prefix.len() + 1);
+        for c in self.prefix.chars().chain(logical_prefix.chars()) {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('*');
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_resque() {
+        let k = Keys::new("resque");
+        let w = WorkerId::new("host:1+2", &["math".to_owned(), "low".to_owned()]);
+        assert_eq!(k.queue("math"), "resque:queue:math");
+        assert_eq!(k.delayed(10), "resque:delayed:10");
+        assert_eq!(k.timestamps("{}"), "resque:timestamps:{}");
+        assert_eq!(k.working(&w), "resque:worker:host:1+2:math,low");
+        assert_eq!(k.started(&w), "resque:worker:host:1+2:math,low:started");
+        assert_eq!(k.ping("host:1+2"), "resque:worker:ping:host:1+2");
+        assert_eq!(k.stat("processed:host:1+2"), "resque:stat:processed:host:1+2");
+        assert_eq!(k.leader(), "resque:resque_scheduler_leader_lock");
+        assert_eq!(Keys::new("").key("thing"), "thing");
+        assert_eq!(Keys::new("a*b").pattern("stat:"), "a\\*b:stat:*");
+    }
+}

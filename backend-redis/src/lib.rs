@@ -1,0 +1,189 @@
+//! resq-redis is resq's Redis backend. It implements the engine's
+//! [`Backend`] trait on Resque's own key layout and JSON formats, so resq
+//! workers, schedulers and clients share one Redis with node-resque, Ruby
+//! resque and resque-scheduler without corrupting either side: the same
+//! queue lists and `queues` set, `delayed:<secs>` buckets with the
+//! `delayed_queue_schedule` zset and `timestamps:<json>` sets, `stat:*`
+//! counters, worker registry keys, the `failed` list and the
+//! `resque_scheduler_leader_lock`. Every multi-step operation is one Lua
+//! script or `MULTI` transaction, and payload bytes are never re-encoded.
+//!
+//! ```no_run
+//! # async fn demo() -> resq_core::Result<()> {
+//! let backend = resq_redis::connect("redis://127.0.0.1:6379/0?namespace=resque").await?;
+//! let queue = resq_core::Queue::new(backend);
+//! queue.enqueue("math", "add", (1, 2)).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Compatibility notes
+//!
+//! * Writes node-resque's bytes (`{"class","queue","args"}`), reads any
+//!   client's. Delayed-job lookups probe node-resque's and
+//!   resque-scheduler's encodings.
+//! * Working-on records keep the job's original bytes (node-resque's own
+//!   script re-encodes them through `cjson`) and include `worker`.
+//! * Pings are node-resque's `worker:ping:<name>` JSON with an extra
+//!   `time_ms` field for millisecond precision.
+//! * Idle workers wake at once for jobs that resq producers push (they
+//!   publish on `<ns>:resq:wakeup`); jobs from other clients are found at
+//!   the next poll.
+//! * `locks()` lists node-resque's plugin lock keys, `lock:*` and
+//!   `workerslock:*`.
+
+#![warn(missing_docs)]
+
+mod config;
+mod delayed;
+mod failed;
+mod keys;
+mod leader;
+mod lock;
+mod queue;
+mod scripts;
+mod stats;
+pub mod testing;
+mod wake;
+mod worker;
+
+pub use config::{RedisConfig, DEFAULT_NAMESPACE};
+
+use async_trait::async_trait;
+use keys::Keys;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use resq_core::{Backend, Error, Result};
+use std::sync::Arc;
+use wake::Wakeups;
+
+/// resq's Redis backend; see the [crate documentation](crate).
+pub struct RedisBackend {
+    conn: ConnectionManager,
+    keys: Keys,
+    wakeups: Wakeups,
+    config: RedisConfig,
+    /// Delete every key of the namespace when dropped (test namespaces only).
+    cleanup_on_drop: bool,
+    client: redis::Client,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("namespace", &self.config.namespace)
+            .finish()
+    }
+}
+
+/// Connects to the Redis server a `redis://` or `rediss://` URL names (see
+/// [`RedisConfig`] for resq's parameters, such as `namespace`).
+pub async fn connect(url: &str) -> Result<Arc<RedisBackend>> {
+    RedisBackend::connect(RedisConfig::from_url(url)?).await.map(Arc::new)
+}
+
+pub(crate) fn be(e: redis::RedisError) -> Error {
+    Error::Backend(format!("redis: {e}"))
+}
+
+impl RedisBackend {
+    /// Connects with explicit settings. The connection reconnects by itself
+    /// after a failure; commands issued while Redis is down return errors,
+    /// which workers and schedulers log before backing off and retrying.
+    pub async fn connect(config: RedisConfig) -> Result<Self> {
+        let client = redis::Client::open(config.url.as_str()).map_err(|e| Error::InvalidUrl {
+            url: config.url.clone(),
+            reason: e.to_string(),
+        })?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(config.response_timeout))
+            .set_connection_timeout(Some(config.connection_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(std::time::Duration::from_secs(2));
+        let conn = client
+            .get_connection_manager_with_config(manager_config)
+            .await
+            .map_err(be)?;
+        let keys = Keys::new(&config.namespace);
+        let wakeups = Wakeups::start(client.clone(), keys.wakeup_channel());
+        Ok(RedisBackend {
+            conn,
+            keys,
+            wakeups,
+            config,
+            cleanup_on_drop: false,
+            client,
+        })
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+
+    /// A handle on the shared, self-reconnecting connection.
+    pub(crate) fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Collects every key matching `pattern` with `SCAN`.
+    pub(crate) async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
+        let mut conn = self.conn();
+        let mut cursor: u64 = 0;
+        let mut out = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(be)?;
+            out.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Deletes every key of this backend's namespace. Refuses the empty
+    /// namespace, which would mean the whole database.
+    pub async fn delete_namespace(&self) -> Result<u64> {
+        if self.keys.prefix().is_empty() {
+            return Err(Error::InvalidArgument(
+                "refusing to delete keys without a namespace".into(),
+            ));
+        }
+        let keys = self.scan(&self.keys.pattern("")).await?;
+        let mut conn = self.conn();
+        let mut deleted = 0;
+        for chunk in keys.chunks(500) {
+            let n: u64 = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await.map_err(be)?;
+            deleted += n;
+        }
+        Ok(deleted)
+    }
+}
+
+impl Drop for RedisBackend {
+    fn drop(&mut self) {
+        if !self.cleanup_on_drop || self.keys.prefix().is_empty() {
+            return;
+        }
+        // Test namespaces only: a short blocking clean-up on a connection of its own.
+        if let Err(e) = testing::delete_keys_blocking(&self.client, &self.keys.pattern("")) {
+            tracing::warn!(target: "resq::redis", error = %e, "could not delete a test namespace");
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+}

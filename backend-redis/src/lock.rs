@@ -1,0 +1,78 @@
+//! Plugin locks: `SET NX PX`, with compare-and-expire and compare-and-delete scripts.
+
+use crate::scripts::{RELEASE_LOCK, RENEW_LOCK};
+use crate::{be, RedisBackend};
+use async_trait::async_trait;
+use resq_core::{LockStore, Result};
+use std::time::Duration;
+
+/// Redis refuses a zero expiry; a TTL under a millisecond counts as one.
+pub(crate) fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+#[async_trait]
+impl LockStore for RedisBackend {
+    async fn acquire_lock(&self, key: &str, value: &str, ttl: Duration) -> Result<bool> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.keys.key(key))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl_ms(ttl))
+            .arg("NX")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(be)?;
+        Ok(set.is_some())
+    }
+
+    async fn renew_lock(&self, key: &str, value: &str, ttl: Duration) -> Result<bool> {
+        let n: i64 = RENEW_LOCK
+            .key(self.keys.key(key))
+            .arg(value)
+            .arg(ttl_ms(ttl))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(be)?;
+        Ok(n == 1)
+    }
+
+    async fn release_lock(&self, key: &str, value: &str) -> Result<bool> {
+        let n: i64 = RELEASE_LOCK
+            .key(self.keys.key(key))
+            .arg(value)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(be)?;
+        Ok(n == 1)
+    }
+
+    async fn locks(&self) -> Result<Vec<(String, String)>> {
+        let mut keys = self.scan(&self.keys.pattern("lock:")).await?;
+        keys.extend(self.scan(&self.keys.pattern("workerslock:")).await?);
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(be)?;
+        let prefix = self.keys.prefix();
+        let mut out: Vec<(String, String)> = keys
+            .into_iter()
+            .zip(values)
+            .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_owned(), v?)))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    async fn delete_lock(&self, key: &str) -> Result<u64> {
+        redis::cmd("DEL")
+            .arg(self.keys.key(key))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(be)
+    }
+}

@@ -1,0 +1,196 @@
+//! Queues: `queue:<q>` lists, the `queues` set, claims and completions.
+
+use crate::scripts::CLAIM;
+use crate::wake::ANY;
+use crate::{be, RedisBackend};
+use async_trait::async_trait;
+use resq_core::json::write_js_str;
+use resq_core::{Claimed, Outcome, QueueStore, QueuedJob, Result, WorkerId};
+use std::time::Duration;
+
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    write_js_str(&mut out, s);
+    out
+}
+
+#[async_trait]
+impl QueueStore for RedisBackend {
+    async fn push(&self, queue: &str, payload: &str) -> Result<()> {
+        redis::pipe()
+            .atomic()
+            .sadd(self.keys.queues(), queue)
+            .ignore()
+            .rpush(self.keys.queue(queue), payload)
+            .ignore()
+            .publish(self.keys.wakeup_channel(), queue)
+            .ignore()
+            .exec_async(&mut self.conn())
+            .await
+            .map_err(be)
+    }
+
+    async fn push_batch(&self, jobs: &[QueuedJob]) -> Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let mut seen: Vec<&str> = Vec::new();
+        // One RPUSH per run of consecutive jobs for the same queue keeps the order.
+        let mut start = 0;
+        while start < jobs.len() {
+            let queue = jobs[start].queue.as_str();
+            let mut end = start;
+            while end < jobs.len() && jobs[end].queue == queue {
+                end += 1;
+            }
+            let payloads: Vec<&str> = jobs[start..end].iter().map(|j| j.payload.as_str()).collect();
+            pipe.rpush(self.keys.queue(queue), payloads).ignore();
+            if !seen.contains(&queue) {
+                seen.push(queue);
+            }
+            start = end;
+        }
+        pipe.sadd(self.keys.queues(), &seen).ignore();
+        for q in &seen {
+            pipe.publish(self.keys.wakeup_channel(), *q).ignore();
+        }
+        pipe.exec_async(&mut self.conn()).await.map_err(be)
+    }
+
+    async fn claim(&self, worker: &WorkerId, queues: &[String], run_at: &str) -> Result<Option<Claimed>> {
+        if queues.is_empty() {
+            return Ok(None);
+        }
+        let mut inv = CLAIM.prepare_invoke();
+        inv.key(self.keys.working(worker));
+        for q in queues {
+            inv.key(self.keys.queue(q));
+        }
+        inv.arg(json_str(run_at)).arg(json_str(&worker.name));
+        for q in queues {
+            inv.arg(json_str(q));
+        }
+        let got: Option<(usize, String)> = inv.invoke_async(&mut self.conn()).await.map_err(be)?;
+        Ok(got.and_then(|(index, payload)| {
+            queues.get(index.wrapping_sub(1)).map(|q| Claimed {
+                queue: q.clone(),
+                payload,
+            })
+        }))
+    }
+
+    async fn complete(&self, worker: &WorkerId, outcome: Outcome) -> Result<()> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        match &outcome {
+            Outcome::Success => {
+                pipe.incr(self.keys.stat("processed"), 1)
+                    .ignore()
+                    .incr(self.keys.stat(&format!("processed:{}", worker.name)), 1)
+                    .ignore();
+            }
+            Outcome::Failure { entry } => {
+                pipe.incr(self.keys.stat("failed"), 1)
+                    .ignore()
+                    .incr(self.keys.stat(&format!("failed:{}", worker.name)), 1)
+                    .ignore()
+                    .rpush(self.keys.failed(), entry)
+                    .ignore();
+            }
+            Outcome::Discard => {}
+        }
+        pipe.del(self.keys.working(worker)).ignore();
+        pipe.exec_async(&mut self.conn()).await.map_err(be)
+    }
+
+    async fn wait_for_jobs(&self, queues: &[String], timeout: Duration) -> Result<()> {
+        // Subscribe first, then look: a push that lands after the look is
+        // announced to us; one that landed before it is seen by it.
+        let mut rx = self.wakeups.subscribe();
+        let wildcard = queues.iter().any(|q| q == ANY);
+        let look: Vec<String> = if wildcard {
+            self.queues().await?
+        } else {
+            queues.to_vec()
+        };
+        if !look.is_empty() {
+            let mut pipe = redis::pipe();
+            for q in &look {
+                pipe.llen(self.keys.queue(q));
+            }
+            let lens: Vec<u64> = pipe.query_async(&mut self.conn()).await.map_err(be)?;
+            if lens.iter().any(|n| *n > 0) {
+                return Ok(());
+            }
+        }
+        let wait = async {
+            loop {
+                match rx.recv().await {
+                    Ok(q) => {
+                        if wildcard || &*q == ANY || queues.iter().any(|mine| mine.as_str() == &*q) {
+                            return;
+                        }
+                    }
+                    // Missed messages may have been ours.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(timeout, wait).await;
+        Ok(())
+    }
+
+    async fn queue_len(&self, queue: &str) -> Result<u64> {
+        redis::cmd("LLEN")
+            .arg(self.keys.queue(queue))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(be)
+    }
+
+    async fn queue_range(&self, queue: &str, start: i64, stop: i64) -> Result<Vec<String>> {
+        redis::cmd("LRANGE")
+            .arg(self.keys.queue(queue))
+            .arg(start)
+            .arg(stop)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(be)
+    }
+
+    async fn remove_from_queue(&self, queue: &str, payload: &str, count: i64) -> Result<u64> {
+        redis::cmd("LREM")
+            .arg(self.keys.queue(queue))
+            .arg(count)
+            .arg(payload)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(be)
+    }
+
+    async fn delete_queue(&self, queue: &str) -> Result<bool> {
+        let (deleted, _): (u64, u64) = redis::pipe()
+            .atomic()
+            .del(self.keys.queue(queue))
+            .srem(self.keys.queues(), queue)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(be)?;
+        Ok(deleted > 0)
+    }
+
+    async fn queues(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.keys.queues())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(be)?;
+        names.sort();
+        Ok(names)
+    }
+}

@@ -1,0 +1,215 @@
+//! The Lua scripts behind every multi-step operation. Each runs atomically
+//! in Redis. Payload bytes are moved as strings and never re-encoded: the
+//! claim script splices the raw payload into the working-on JSON, and uses
+//! `cjson` only to check that it is JSON.
+//!
+//! Some scripts build key names from a prefix (`delayed:<s>` members of
+//! `timestamps:` sets name the lists to touch). That is fine on a single
+//! Redis server; Redis Cluster would need hash-tagged namespaces.
+
+use redis::Script;
+use std::sync::LazyLock;
+
+/// KEYS: working key, queue keys in priority order.
+/// ARGV: run_at (JSON string), worker name (JSON string), queue names (JSON strings, one per queue key).
+/// Returns `{index, payload}` (1-based queue index) or nil.
+pub(crate) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+for i = 2, #KEYS do
+  local item = redis.call('LPOP', KEYS[i])
+  if item then
+    local body = item
+    if not pcall(cjson.decode, item) then body = cjson.encode(item) end
+    redis.call('SET', KEYS[1], '{"run_at":' .. ARGV[1] .. ',"queue":' .. ARGV[i + 1] ..
+      ',"worker":' .. ARGV[2] .. ',"payload":' .. body .. '}')
+    return {i - 1, item}
+  end
+end
+return false
+"#,
+    )
+});
+
+/// KEYS: timestamps:<item>, delayed:<s>, delayed_queue_schedule.
+/// ARGV: "delayed:<s>", item, s. Returns 1 if scheduled, 0 for a duplicate.
+pub(crate) static SCHEDULE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[3])
+return 1
+"#,
+    )
+});
+
+/// KEYS: delayed_queue_schedule. ARGV: key prefix, max score ("+inf" or a
+/// number), limit. Returns up to `limit` members whose list exists,
+/// ascending; members whose list is gone are removed from the schedule.
+pub(crate) static BUCKETS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local out = {}
+local limit = tonumber(ARGV[3])
+local offset = 0
+while #out < limit do
+  local batch = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', offset, limit)
+  if #batch == 0 then break end
+  for _, m in ipairs(batch) do
+    if redis.call('EXISTS', ARGV[1] .. 'delayed:' .. m) == 1 then
+      offset = offset + 1
+      if #out < limit then table.insert(out, m) end
+    else
+      redis.call('ZREM', KEYS[1], m)
+    end
+  end
+  if #batch < limit then break end
+end
+return out
+"#,
+    )
+});
+
+/// KEYS: timestamps:<item>, delayed_queue_schedule. ARGV: key prefix, item.
+/// Removes every copy of the item from every bucket it is indexed in.
+/// Returns the bucket seconds it was removed from.
+pub(crate) static REMOVE_DELAYED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local out = {}
+for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local list = ARGV[1] .. m
+  local n = redis.call('LREM', list, 0, ARGV[2])
+  redis.call('SREM', KEYS[1], m)
+  if n > 0 then table.insert(out, string.sub(m, 9)) end
+  if redis.call('LLEN', list) == 0 then
+    redis.call('DEL', list)
+    redis.call('ZREM', KEYS[2], string.sub(m, 9))
+  end
+end
+return out
+"#,
+    )
+});
+
+/// KEYS: delayed:<s>, delayed_queue_schedule, queues set, failed list.
+/// ARGV: key prefix, s, wakeup channel, then triples (item, mode, target):
+/// mode "q" pushes the item to queue `target`; mode "f" pushes `target`
+/// (a failed entry) to the failed list. Each item is moved only if it is
+/// still in the bucket. Returns one 0/1 flag per item.
+pub(crate) static PROMOTE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local flags = {}
+local marker = 'delayed:' .. ARGV[2]
+for i = 4, #ARGV, 3 do
+  local item, mode, target = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if redis.call('LREM', KEYS[1], 1, item) == 1 then
+    if not redis.call('LPOS', KEYS[1], item) then
+      redis.call('SREM', ARGV[1] .. 'timestamps:' .. item, marker)
+    end
+    if mode == 'q' then
+      redis.call('SADD', KEYS[3], target)
+      redis.call('RPUSH', ARGV[1] .. 'queue:' .. target, item)
+      redis.call('PUBLISH', ARGV[3], target)
+    else
+      redis.call('RPUSH', KEYS[4], target)
+    end
+    table.insert(flags, 1)
+  else
+    table.insert(flags, 0)
+  end
+end
+if redis.call('LLEN', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[2])
+end
+return flags
+"#,
+    )
+});
+
+/// KEYS: failed list, queue list, queues set. ARGV: entry, payload, queue,
+/// wakeup channel. Removes the entry and, if it was there, enqueues the payload.
+pub(crate) static RETRY_FAILED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
+  redis.call('SADD', KEYS[3], ARGV[3])
+  redis.call('RPUSH', KEYS[2], ARGV[2])
+  redis.call('PUBLISH', ARGV[4], ARGV[3])
+  return 1
+end
+return 0
+"#,
+    )
+});
+
+/// KEYS: workers set, ping, started, working, stat:processed:<name>,
+/// stat:failed:<name>, target list, queues set, stat:failed.
+/// ARGV: member, expected working-on value ("" for none), mode ("none",
+/// "requeue", "fail"), value to push, queue name, wakeup channel.
+/// Returns -1 if the working-on value changed since it was read (the caller
+/// retries), else how many of the worker's keys existed.
+pub(crate) static CLEAN_WORKER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local current = redis.call('GET', KEYS[4])
+if (current or '') ~= ARGV[2] then return -1 end
+local found = redis.call('SREM', KEYS[1], ARGV[1]) + redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[5], KEYS[6])
+if current then
+  if ARGV[3] == 'requeue' then
+    redis.call('LPUSH', KEYS[7], ARGV[4])
+    redis.call('SADD', KEYS[8], ARGV[5])
+    redis.call('PUBLISH', ARGV[6], ARGV[5])
+  elseif ARGV[3] == 'fail' then
+    redis.call('RPUSH', KEYS[7], ARGV[4])
+    redis.call('INCR', KEYS[9])
+  end
+end
+return found
+"#,
+    )
+});
+
+/// KEYS: lock key. ARGV: value, ttl ms. Extends the TTL if the value matches.
+pub(crate) static RENEW_LOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"#,
+    )
+});
+
+/// KEYS: lock key. ARGV: value. Deletes the key if the value matches.
+pub(crate) static RELEASE_LOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#,
+    )
+});
+
+/// KEYS: leader key. ARGV: name, ttl ms. Takes the lock if free, renews it
+/// if `name` holds it. Returns 1 when `name` leads.
+pub(crate) static ACQUIRE_LEADER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"#,
+    )
+});

@@ -1,0 +1,303 @@
+//! The worker registry: the `workers` set, `worker:<id>` working-on
+//! records, `worker:<id>:started` and `worker:ping:<name>`.
+
+use crate::scripts::CLEAN_WORKER;
+use crate::{be, RedisBackend};
+use async_trait::async_trait;
+use resq_core::failed::{encode_entry, Failure, PAYLOAD_ERROR};
+use resq_core::json::write_js_str;
+use resq_core::{Cleaned, Error, Job, Orphan, Result, WorkerId, WorkerRegistry, WorkingOn};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// How often `clean_worker` re-reads a working-on record that changed under it.
+const CLEAN_ATTEMPTS: usize = 8;
+
+fn ping_json(worker: &WorkerId, now_ms: i64) -> String {
+    let mut out = format!("{{\"time\":{},\"name\":", resq_core::time::bucket_of_ms(now_ms));
+    write_js_str(&mut out, &worker.name);
+    out.push_str(",\"queues\":");
+    write_js_str(&mut out, &worker.queues);
+    out.push_str(&format!(",\"time_ms\":{now_ms}}}"));
+    out
+}
+
+#[derive(Deserialize)]
+struct Ping {
+    #[serde(default)]
+    time: Option<f64>,
+    #[serde(default)]
+    time_ms: Option<i64>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    queues: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Working<'a> {
+    #[serde(default)]
+    run_at: Option<String>,
+    #[serde(default)]
+    queue: Option<String>,
+    #[serde(default)]
+    worker: Option<String>,
+    #[serde(default, borrow)]
+    payload: Option<&'a RawValue>,
+}
+
+/// Reads a working-on record written by resq, node-resque or Ruby. A record
+/// that is not JSON is returned whole as the payload, so nothing is hidden.
+fn parse_working(worker: &WorkerId, raw: &str) -> WorkingOn {
+    match serde_json::from_str::<Working<'_>>(raw) {
+        Ok(w) => {
+            let payload = match w.payload.map(RawValue::get) {
+                // A payload that was not JSON is stored as a JSON string.
+                Some(p) if p.starts_with('"') => serde_json::from_str::<String>(p).unwrap_or_else(|_| p.to_owned()),
+                Some(p) => p.to_owned(),
+                None => String::new(),
+            };
+            WorkingOn {
+                worker: w.worker.unwrap_or_default(),
+                queue: w.queue.unwrap_or_default(),
+                run_at: w.run_at.unwrap_or_default(),
+                payload,
+            }
+        }
+        Err(_) => WorkingOn {
+            worker: worker.name.clone(),
+            queue: String::new(),
+            run_at: String::new(),
+            payload: raw.to_owned(),
+        },
+    }
+}
+
+/// Parses node-resque's started value (seconds) or Ruby's `Time#to_s`.
+fn parse_started(raw: &str) -> Option<i64> {
+    let t = raw.trim();
+    if let Ok(secs) = t.parse::<i64>() {
+        return Some(secs.saturating_mul(1000));
+    }
+    if let Ok(secs) = t.parse::<f64>() {
+        // Seconds with a fraction; the cast saturates for absurd values.
+        return Some((secs * 1000.0) as i64);
+    }
+    resq_core::time::parse_date(t)
+}
+
+/// What cleaning does with a working-on record: (mode, value, queue).
+fn plan(worker: &WorkerId, working: &WorkingOn, orphan: &Orphan) -> (&'static str, String, String) {
+    let queue = if working.queue.is_empty() {
+        Job::decode(&working.payload)
+            .ok()
+            .and_then(|j| j.queue)
+            .unwrap_or_default()
+    } else {
+        working.queue.clone()
+    };
+    let name = if working.worker.is_empty() {
+        &worker.name
+    } else {
+        &working.worker
+    };
+    match orphan {
+        Orphan::Requeue if !queue.is_empty() && Job::decode(&working.payload).is_ok() => {
+            ("requeue", working.payload.clone(), queue)
+        }
+        Orphan::Requeue => {
+            // It cannot go back on a queue: keep it on the failed list instead.
+            let failure = Failure::new(
+                PAYLOAD_ERROR,
+                "the dead worker's job cannot be re-enqueued: no queue or bad payload",
+            );
+            let entry = encode_entry(name, &queue, &working.payload, &failure, resq_core::time::now_ms());
+            ("fail", entry, queue)
+        }
+        Orphan::Fail { failure, at_ms } => (
+            "fail",
+            encode_entry(name, &queue, &working.payload, failure, *at_ms),
+            queue,
+        ),
+    }
+}
+
+#[async_trait]
+impl WorkerRegistry for RedisBackend {
+    async fn register_worker(&self, worker: &WorkerId, now_ms: i64) -> Result<()> {
+        redis::pipe()
+            .atomic()
+            .sadd(self.keys.workers(), worker.member())
+            .ignore()
+            .set(self.keys.started(worker), resq_core::time::bucket_of_ms(now_ms))
+            .ignore()
+            .set(self.keys.ping(&worker.name), ping_json(worker, now_ms))
+            .ignore()
+            .exec_async(&mut self.conn())
+            .await
+            .map_err(be)
+    }
+
+    async fn ping_worker(&self, worker: &WorkerId, now_ms: i64) -> Result<()> {
+        redis::cmd("SET")
+            .arg(self.keys.ping(&worker.name))
+            .arg(ping_json(worker, now_ms))
+            .exec_async(&mut self.conn())
+            .await
+            .map_err(be)
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerId>> {
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.keys.workers())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(be)?;
+        let mut out: Vec<WorkerId> = members.iter().filter_map(|m| WorkerId::parse(m)).collect();
+        out.sort();
+        Ok(out)
+    }
+
+    async fn worker_started(&self, worker: &WorkerId) -> Result<Option<i64>> {
+        let raw: Option<String> = redis::cmd("GET")
+            .arg(self.keys.started(worker))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(be)?;
+        Ok(raw.as_deref().and_then(parse_started))
+    }
+
+    async fn working_on(&self, worker: &WorkerId) -> Result<Option<WorkingOn>> {
+        let raw: Option<String> = redis::cmd("GET")
+            .arg(self.keys.working(worker))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(be)?;
+        Ok(raw.map(|r| parse_working(worker, &r)))
+    }
+
+    async fn stale_workers(&self, cutoff_ms: i64) -> Result<Vec<WorkerId>> {
+        let prefix = self.keys.ping("");
+        let keys = self.scan(&self.keys.pattern("worker:ping:")).await?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(be)?;
+        let mut out = Vec::new();
+        for (key, value) in keys.iter().zip(values) {
+            let Some(raw) = value else { continue };
+            let Ok(ping) = serde_json::from_str::<Ping>(&raw) else {
+                tracing::warn!(target: "resq::redis", key = %key, "skipping a ping that is not JSON");
+                continue;
+            };
+            // The cast saturates; node-resque writes whole seconds.
+            let at = ping.time_ms.or(ping.time.map(|t| (t * 1000.0) as i64));
+            let Some(at) = at else { continue };
+            if at >= cutoff_ms {
+                continue;
+            }
+            let name = ping
+                .name
+                .filter(|n| !n.is_empty())
+                .or_else(|| key.strip_prefix(&prefix).map(str::to_owned));
+            if let Some(name) = name {
+                out.push(WorkerId {
+                    name,
+                    queues: ping.queues.unwrap_or_default(),
+                });
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn clean_worker(&self, worker: &WorkerId, orphan: Orphan) -> Result<Option<Cleaned>> {
+        for _ in 0..CLEAN_ATTEMPTS {
+            let raw: Option<String> = redis::cmd("GET")
+                .arg(self.keys.working(worker))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(be)?;
+            let working = raw.as_deref().map(|r| parse_working(worker, r));
+            let (mode, value, queue) = match &working {
+                Some(w) => plan(worker, w, &orphan),
+                None => ("none", String::new(), String::new()),
+            };
+            let target = if mode == "requeue" {
+                self.keys.queue(&queue)
+            } else {
+                self.keys.failed()
+            };
+            let found: i64 = CLEAN_WORKER
+                .key(self.keys.workers())
+                .key(self.keys.ping(&worker.name))
+                .key(self.keys.started(worker))
+                .key(self.keys.working(worker))
+                .key(self.keys.stat(&format!("processed:{}", worker.name)))
+                .key(self.keys.stat(&format!("failed:{}", worker.name)))
+                .key(target)
+                .key(self.keys.queues())
+                .key(self.keys.stat("failed"))
+                .arg(worker.member())
+                .arg(raw.as_deref().unwrap_or(""))
+                .arg(mode)
+                .arg(&value)
+                .arg(&queue)
+                .arg(self.keys.wakeup_channel())
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(be)?;
+            if found < 0 {
+                continue; // the worker finished or took a job meanwhile: read again
+            }
+            if found == 0 && working.is_none() {
+                return Ok(None);
+            }
+            return Ok(Some(Cleaned {
+                worker: worker.clone(),
+                failed_entry: (mode == "fail").then_some(value),
+                working_on: working,
+            }));
+        }
+        Err(Error::Backend(format!(
+            "the working-on record of {worker} kept changing while it was being cleaned"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_every_dialect_of_working_on() {
+        let w = WorkerId::new("h:1+1", &["q".to_owned()]);
+        let ours = r#"{"run_at":"x","queue":"q","worker":"h:1+1","payload":{"class":"a","queue":"q","args":[]}}"#;
+        assert_eq!(
+            parse_working(&w, ours).payload,
+            r#"{"class":"a","queue":"q","args":[]}"#
+        );
+        let ruby = r#"{"queue":"q","run_at":"2024-01-02T03:04:05Z","payload":{"class":"A","args":[1]}}"#;
+        let r = parse_working(&w, ruby);
+        assert_eq!(r.worker, "");
+        assert_eq!(r.payload, r#"{"class":"A","args":[1]}"#);
+        let bad = r#"{"run_at":"x","queue":"q","worker":"h","payload":"not json {"}"#;
+        assert_eq!(parse_working(&w, bad).payload, "not json {");
+        assert_eq!(parse_working(&w, "garbage").payload, "garbage");
+    }
+
+    #[test]
+    fn ping_is_node_resque_json_plus_ms() {
+        let w = WorkerId::new("h:1+1", &["a".to_owned(), "b".to_owned()]);
+        assert_eq!(
+            ping_json(&w, 1_795_901_762_400),
+            r#"{"time":1795901762,"name":"h:1+1","queues":"a,b","time_ms":1795901762400}"#
+        );
+        assert_eq!(parse_started("1795901762"), Some(1_795_901_762_000));
+        assert_eq!(parse_started("soon"), None);
+    }
+}
