@@ -18,7 +18,6 @@ fn required() -> bool {
 
 struct Server {
     child: Child,
-    port: u16,
     dir: std::path::PathBuf,
 }
 
@@ -33,7 +32,6 @@ impl Server {
             .spawn()?;
         Ok(Server {
             child,
-            port,
             dir: dir.to_owned(),
         })
     }

@@ -1,0 +1,293 @@
+//! The Redis backend's wire format: the exact keys and bytes Resque,
+//! node-resque and resque-scheduler read and write (spec §1, §2, §8.9).
+//! Behaviour shared by every backend lives in the conformance suite; this
+//! file checks what only Redis has: key names and stored bytes.
+
+use redis::AsyncCommands;
+use resq_core::task::{JobContext, TaskError, Tasks};
+use resq_core::{Queue, Scheduler, SchedulerConfig, Worker, WorkerConfig, WorkerStatus};
+use resq_redis::{testing, RedisBackend};
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// A fresh backend plus a raw connection and the namespace prefix, or a skip.
+async fn setup(test: &str) -> Option<(Arc<RedisBackend>, redis::aio::MultiplexedConnection, String)> {
+    match testing::fresh_redis().await {
+        Ok(b) => {
+            let client = redis::Client::open(testing::server_url()).expect("url");
+            let conn = client.get_multiplexed_async_connection().await.expect("raw connection");
+            let ns = format!("{}:", b.config().namespace);
+            Some((Arc::new(b), conn, ns))
+        }
+        Err(reason) => {
+            assert!(
+                std::env::var("RESQ_REQUIRE_BACKENDS").as_deref() != Ok("1"),
+                "{test}: {reason}"
+            );
+            eprintln!("SKIP {test}: {reason}");
+            None
+        }
+    }
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn recording_tasks(log: &Arc<Mutex<Vec<Vec<Value>>>>) -> Arc<Tasks> {
+    let mut tasks = Tasks::new();
+    for class in ["Archive", "add"] {
+        let log = Arc::clone(log);
+        tasks
+            .register_fn(class, move |args: Vec<Value>, _ctx: JobContext| {
+                let log = Arc::clone(&log);
+                async move {
+                    log.lock().expect("log").push(args);
+                    Ok::<_, TaskError>(())
+                }
+            })
+            .unwrap();
+    }
+    Arc::new(tasks)
+}
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_writes_resque_keys_and_bytes() {
+    let Some((backend, mut raw, ns)) = setup("enqueue_writes_resque_keys_and_bytes").await else {
+        return;
+    };
+    let q = Queue::new(backend.clone());
+    q.enqueue("math", "add", (1, 2.0)).await.unwrap();
+    let items: Vec<String> = raw.lrange(format!("{ns}queue:math"), 0, -1).await.unwrap();
+    assert_eq!(items, vec![r#"{"class":"add","queue":"math","args":[1,2]}"#.to_owned()]);
+    let queues: Vec<String> = raw.smembers(format!("{ns}queues")).await.unwrap();
+    assert_eq!(queues, vec!["math".to_owned()]);
+
+    q.enqueue_at(10_000, "math", "add", (3, 4)).await.unwrap();
+    let payload = r#"{"class":"add","queue":"math","args":[3,4]}"#;
+    let score: Option<f64> = raw.zscore(format!("{ns}delayed_queue_schedule"), "10").await.unwrap();
+    assert_eq!(score, Some(10.0));
+    let bucket: Vec<String> = raw.lrange(format!("{ns}delayed:10"), 0, -1).await.unwrap();
+    assert_eq!(bucket, vec![payload.to_owned()]);
+    let stamps: Vec<String> = raw.smembers(format!("{ns}timestamps:{payload}")).await.unwrap();
+    assert_eq!(stamps, vec!["delayed:10".to_owned()]);
+    backend.delete_namespace().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_keys_match_node_resque() {
+    let Some((backend, mut raw, ns)) = setup("worker_keys_match_node_resque").await else {
+        return;
+    };
+    let q = Queue::new(backend.clone());
+    q.enqueue("q", "slow", ()).await.unwrap();
+    let mut tasks = Tasks::new();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let r = Arc::clone(&release);
+    tasks
+        .register_fn("slow", move |_: (), _ctx: JobContext| {
+            let r = Arc::clone(&r);
+            async move {
+                r.notified().await;
+                Ok::<_, TaskError>(())
+            }
+        })
+        .unwrap();
+    let mut config = WorkerConfig::for_queues(["q"]);
+    config.name = Some("host:7+1".into());
+    config.poll_interval = Duration::from_millis(100);
+    let worker = Worker::new(backend.clone(), Arc::new(tasks), config);
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(worker.run_until(stop.clone()));
+
+    let working_key = format!("{ns}worker:host:7+1:q");
+    let mut working: Option<String> = None;
+    for _ in 0..250 {
+        working = raw.get(&working_key).await.unwrap();
+        if working.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let working = working.expect("working-on record written");
+    // The job's bytes are spliced in unchanged: `args:[]` stays `[]` (cjson would write `{}`).
+    assert!(
+        working.contains(r#""payload":{"class":"slow","queue":"q","args":[]}"#),
+        "{working}"
+    );
+    let parsed: Value = serde_json::from_str(&working).unwrap();
+    assert_eq!(parsed["worker"], "host:7+1");
+    assert_eq!(parsed["queue"], "q");
+    assert!(resq_core::time::parse_date(parsed["run_at"].as_str().unwrap()).is_some());
+
+    let members: Vec<String> = raw.smembers(format!("{ns}workers")).await.unwrap();
+    assert_eq!(members, vec!["host:7+1:q".to_owned()]);
+    let started: String = raw.get(format!("{ns}worker:host:7+1:q:started")).await.unwrap();
+    assert!(started.parse::<i64>().is_ok(), "started is seconds: {started}");
+    let ping: String = raw.get(format!("{ns}worker:ping:host:7+1")).await.unwrap();
+    let ping: Value = serde_json::from_str(&ping).unwrap();
+    assert!(ping["time"].is_i64());
+    assert_eq!(ping["name"], "host:7+1");
+    assert_eq!(ping["queues"], "q");
+
+    release.notify_one();
+    let mut processed: Option<String> = None;
+    for _ in 0..250 {
+        processed = raw.get(format!("{ns}stat:processed")).await.unwrap();
+        if processed.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(processed.as_deref(), Some("1"), "stat:processed is a decimal string");
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{ns}worker*"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "unregistering removes every worker key: {left:?}");
+    backend.delete_namespace().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ruby_shaped_data_is_read_and_worked() {
+    let Some((backend, mut raw, ns)) = setup("ruby_shaped_data_is_read_and_worked").await else {
+        return;
+    };
+    // A Ruby job (no `queue` key), a resque-scheduler delayed item (class,
+    // args, queue order) that is due, and resque-scheduler's
+    // `delayed:last_enqueued_at` hash, which matches `delayed:*`.
+    let ruby_job = r#"{"class":"Archive","args":[35,"tar"]}"#;
+    let rs_item = r#"{"class":"add","args":[1,2],"queue":"files"}"#;
+    let _: () = raw.rpush(format!("{ns}queue:files"), ruby_job).await.unwrap();
+    let _: () = raw.sadd(format!("{ns}queues"), "files").await.unwrap();
+    let _: () = raw.rpush(format!("{ns}delayed:100"), rs_item).await.unwrap();
+    let _: () = raw
+        .sadd(format!("{ns}timestamps:{rs_item}"), "delayed:100")
+        .await
+        .unwrap();
+    let _: () = raw
+        .zadd(format!("{ns}delayed_queue_schedule"), "100", 100)
+        .await
+        .unwrap();
+    let _: () = raw
+        .hset(
+            format!("{ns}delayed:last_enqueued_at"),
+            "nightly",
+            "2024-01-02 03:04:05 +0000",
+        )
+        .await
+        .unwrap();
+
+    let q = Queue::new(backend.clone());
+    assert_eq!(q.timestamps().await.unwrap(), vec![100_000], "the hash is not a bucket");
+    assert_eq!(q.scheduled_at("files", "add", (1, 2)).await.unwrap(), vec![100]);
+    let report = Scheduler::new(backend.clone(), SchedulerConfig::default())
+        .unwrap()
+        .poll()
+        .await
+        .unwrap();
+    assert_eq!(report.promoted, 1);
+    let queued: Vec<String> = raw.lrange(format!("{ns}queue:files"), 0, -1).await.unwrap();
+    assert_eq!(
+        queued,
+        vec![ruby_job.to_owned(), rs_item.to_owned()],
+        "promoted bytes unchanged"
+    );
+
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let worker = Worker::new(
+        backend.clone(),
+        recording_tasks(&log),
+        WorkerConfig::for_queues(["files"]),
+    );
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(worker.run_until(stop.clone()));
+    wait_for("both Ruby-shaped jobs ran", || log.lock().unwrap().len() == 2).await;
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    let got = log.lock().unwrap().clone();
+    assert_eq!(got[0], vec![Value::from(35), Value::from("tar")]);
+    assert_eq!(got[1], vec![Value::from(1), Value::from(2)]);
+    backend.delete_namespace().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ruby_workers_and_failures_are_understood() {
+    let Some((backend, mut raw, ns)) = setup("ruby_workers_and_failures_are_understood").await else {
+        return;
+    };
+    // A Ruby worker: id host:pid:queues, a working-on record without `worker`.
+    let _: () = raw
+        .sadd(format!("{ns}workers"), "rubyhost:42:files,mail")
+        .await
+        .unwrap();
+    let ruby_working = r#"{"queue":"files","run_at":"2024-01-02T03:04:05Z","payload":{"class":"Archive","args":[1]}}"#;
+    let _: () = raw
+        .set(format!("{ns}worker:rubyhost:42:files,mail"), ruby_working)
+        .await
+        .unwrap();
+    let q = Queue::new(backend.clone());
+    let workers = q.workers().await.unwrap();
+    assert_eq!(workers.get("rubyhost:42").map(String::as_str), Some("files,mail"));
+    match q.all_working_on().await.unwrap().get("rubyhost:42") {
+        Some(WorkerStatus::Working(w)) => {
+            assert_eq!(w.queue, "files");
+            assert_eq!(w.payload, r#"{"class":"Archive","args":[1]}"#);
+        }
+        other => panic!("expected the Ruby worker busy, got {other:?}"),
+    }
+    // A Ruby failure entry, already retried once (`retried_at`), is listed and retried.
+    let ruby_failure = r#"{"failed_at":"2024/01/02 03:04:05 UTC","payload":{"class":"Archive","args":[1]},"exception":"RuntimeError","error":"disk full","backtrace":["x.rb:1"],"worker":"rubyhost:42:files","queue":"files","retried_at":"2024/01/02 03:05:00 UTC"}"#;
+    let _: () = raw.rpush(format!("{ns}failed"), ruby_failure).await.unwrap();
+    let failed = q.failed(0, -1).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].exception.as_deref(), Some("RuntimeError"));
+    assert!(failed[0].retried_at.is_some());
+    q.retry_and_remove_failed(&failed[0]).await.unwrap();
+    let queued: Vec<String> = raw.lrange(format!("{ns}queue:files"), 0, -1).await.unwrap();
+    assert_eq!(queued, vec![r#"{"class":"Archive","args":[1]}"#.to_owned()]);
+    assert_eq!(q.failed_count().await.unwrap(), 0);
+    backend.delete_namespace().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_lock_is_node_resques_key() {
+    let Some((backend, mut raw, ns)) = setup("leader_lock_is_node_resques_key").await else {
+        return;
+    };
+    let s = Scheduler::new(
+        backend.clone(),
+        SchedulerConfig {
+            name: Some("sched-1".into()),
+            ..SchedulerConfig::default()
+        },
+    )
+    .unwrap();
+    assert!(s.poll().await.unwrap().leader);
+    let key = format!("{ns}resque_scheduler_leader_lock");
+    let holder: String = raw.get(&key).await.unwrap();
+    assert_eq!(holder, "sched-1");
+    let ttl: i64 = raw.pttl(&key).await.unwrap();
+    assert!(ttl > 0, "the leader lock always has a TTL");
+    // A node-resque scheduler holding the key is respected.
+    assert!(s.release().await.unwrap());
+    let _: () = raw.set_ex(&key, "node-host:99", 30).await.unwrap();
+    assert!(!s.poll().await.unwrap().leader);
+    let still: String = raw.get(&key).await.unwrap();
+    assert_eq!(
+        still, "node-host:99",
+        "resq neither renews nor deletes another scheduler's lock"
+    );
+    assert!(!s.release().await.unwrap());
+    backend.delete_namespace().await.unwrap();
+}
