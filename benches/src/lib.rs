@@ -1,6 +1,11 @@
-//! Benchmarks for resq. For now this crate only builds: the criterion
-//! micro-benchmarks and the end-to-end load harness come with their own issue,
-//! and `BENCHMARKS.md` will hold their figures and the commands that give them.
+//! resq's benchmarks. `benches/hot_paths.rs` holds the criterion
+//! micro-benchmarks of payload encoding and the memory backend's enqueue,
+//! claim and complete; the `load` binary (`src/bin/load.rs`) is the
+//! end-to-end harness whose figures `BENCHMARKS.md` reports, measured with
+//! [`measure`] and printed by [`report`].
+
+pub mod measure;
+pub mod report;
 
 /// The crate version of the engine being benchmarked, so the harness can print it.
 pub fn engine_version() -> &'static str {

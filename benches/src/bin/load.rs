@@ -1,0 +1,64 @@
+//! The end-to-end load harness: enqueue and processing throughput, idle
+//! pickup latency (normal and due-now delayed jobs), memory per queued job,
+//! a bare tokio mpsc ceiling, Redis's own raw limit (redis-benchmark), and
+//! node-resque measured the same way against the same Redis, with ratios.
+//! Every processing run checks that each job ran exactly once and the binary
+//! exits non-zero otherwise.
+//!
+//! `cargo run --release -p resq-benches --bin load -- --help`
+
+use clap::Parser;
+use resq_benches::{measure, report};
+use std::process::ExitCode;
+
+/// Command-line options.
+#[derive(Parser, Debug)]
+#[command(about = "resq end-to-end load harness")]
+struct Args {
+    /// Backends to measure (repeatable): memory://, redis://HOST:PORT
+    #[arg(long = "backend", default_values_t = ["memory://".to_string(), "redis://127.0.0.1:6379".to_string()])]
+    backends: Vec<String>,
+    /// Jobs per throughput run.
+    #[arg(long, default_value_t = 20_000)]
+    jobs: usize,
+    /// Samples for each latency figure.
+    #[arg(long, default_value_t = 1_000)]
+    samples: usize,
+    /// Jobs queued for the memory-footprint figures.
+    #[arg(long, default_value_t = 1_000_000)]
+    footprint_jobs: usize,
+    /// Skip the node-resque comparison.
+    #[arg(long)]
+    no_node: bool,
+    /// Skip redis-benchmark.
+    #[arg(long)]
+    no_redis_benchmark: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut tables = Vec::new();
+    for url in &args.backends {
+        eprintln!("== measuring {url}");
+        match measure::backend(url, args.jobs, args.samples, args.footprint_jobs).await {
+            Ok(t) => tables.push(t),
+            Err(e) => {
+                eprintln!("FAILED on {url}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let ceiling = measure::mpsc_ceiling(args.jobs.max(100_000)).await;
+    let redis_url = args.backends.iter().find(|u| u.starts_with("redis")).cloned();
+    let raw = match (&redis_url, args.no_redis_benchmark) {
+        (Some(url), false) => measure::redis_benchmark(url),
+        _ => None,
+    };
+    let node = match (&redis_url, args.no_node) {
+        (Some(url), false) => measure::node_resque(url, args.jobs.min(20_000)),
+        _ => None,
+    };
+    println!("{}", report::render(&tables, ceiling, raw.as_ref(), node.as_ref()));
+    ExitCode::SUCCESS
+}

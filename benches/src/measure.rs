@@ -1,0 +1,592 @@
+//! The measurements behind the load harness. Each run is bounded in time
+//! and every processing run checks that each job ran exactly once.
+
+use resq_core::task::{JobContext, TaskError, Tasks};
+use resq_core::{Backend, NewJob, Queue, Scheduler, SchedulerConfig, Worker, WorkerConfig};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+/// How long one throughput run may take before the harness gives up.
+const RUN_LIMIT: Duration = Duration::from_secs(300);
+
+/// Latency percentiles of a set of samples, in milliseconds.
+#[derive(Clone, Debug)]
+pub struct Latency {
+    /// The median.
+    pub median_ms: f64,
+    /// The 99th percentile.
+    pub p99_ms: f64,
+    /// How many samples.
+    pub samples: usize,
+}
+
+impl Latency {
+    fn of(mut samples: Vec<Duration>) -> Latency {
+        samples.sort();
+        let pick = |q: f64| {
+            let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+            samples.get(i).map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+        };
+        Latency {
+            median_ms: pick(0.5),
+            p99_ms: pick(0.99),
+            samples: samples.len(),
+        }
+    }
+}
+
+/// Memory use while jobs sit queued.
+#[derive(Clone, Debug)]
+pub enum Footprint {
+    /// In-process queues: bytes per queued job beyond the payload's own bytes.
+    PerJob {
+        /// Bytes per job, payload excluded.
+        overhead_bytes: f64,
+        /// The payload's length.
+        payload_bytes: usize,
+        /// Jobs queued.
+        jobs: usize,
+    },
+    /// Remote queues: the worker process's RSS with few and with many jobs queued.
+    Rss {
+        /// RSS (KiB) with `small` jobs queued.
+        small_kib: u64,
+        /// RSS (KiB) with `large` jobs queued.
+        large_kib: u64,
+        /// Few jobs.
+        small: usize,
+        /// Many jobs.
+        large: usize,
+    },
+}
+
+/// Every figure for one backend.
+#[derive(Clone, Debug)]
+pub struct Table {
+    /// The backend's URL.
+    pub url: String,
+    /// Enqueue jobs/s, one at a time.
+    pub enqueue_sequential: f64,
+    /// Enqueue jobs/s with 50 concurrent producers.
+    pub enqueue_concurrent: f64,
+    /// Enqueue jobs/s in batches of 1,000.
+    pub enqueue_batch: f64,
+    /// No-op jobs/s with one worker.
+    pub process_one: f64,
+    /// No-op jobs/s with the best pool size tried, and that size.
+    pub process_pool: (usize, f64),
+    /// Enqueue-to-start delay into an idle queue.
+    pub idle_pickup: Latency,
+    /// Requested-time-to-start delay of delayed jobs due at once.
+    pub delayed_pickup: Latency,
+    /// Memory use with jobs queued.
+    pub footprint: Footprint,
+}
+
+struct Fresh {
+    backend: Arc<dyn Backend>,
+    redis: Option<Arc<resq_redis::RedisBackend>>,
+}
+
+impl Fresh {
+    async fn done(self) {
+        drop(self.backend);
+        if let Some(r) = self.redis {
+            let _ = r.delete_namespace().await;
+        }
+    }
+}
+
+async fn fresh(url: &str) -> Result<Fresh, String> {
+    if url.starts_with("memory") {
+        return Ok(Fresh {
+            backend: Arc::new(resq_memory::MemoryBackend::new()),
+            redis: None,
+        });
+    }
+    if url.starts_with("redis") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let ns = resq_redis::testing::unique_namespace().replace("resq-test", "resq-bench");
+        let r = resq_redis::connect(&format!("{url}{sep}namespace={ns}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(Fresh {
+            backend: r.clone(),
+            redis: Some(r),
+        });
+    }
+    Err(format!("the harness does not know the backend {url}"))
+}
+
+fn rate(n: usize, took: Duration) -> f64 {
+    n as f64 / took.as_secs_f64().max(1e-9)
+}
+
+/// Measures every figure for the backend at `url`.
+pub async fn backend(url: &str, jobs: usize, samples: usize, footprint_jobs: usize) -> Result<Table, String> {
+    let enqueue_sequential = enqueue(url, jobs, 1).await?;
+    eprintln!("   enqueue sequential {enqueue_sequential:.0}/s");
+    let enqueue_concurrent = enqueue(url, jobs, 50).await?;
+    eprintln!("   enqueue 50 producers {enqueue_concurrent:.0}/s");
+    let enqueue_batch = enqueue_batched(url, jobs).await?;
+    eprintln!("   enqueue batch {enqueue_batch:.0}/s");
+    let process_one = process(url, jobs, 1).await?;
+    eprintln!("   process 1 worker {process_one:.0}/s");
+    let mut process_pool = (1, process_one);
+    for size in [4, 16, 64] {
+        let r = process(url, jobs, size).await?;
+        eprintln!("   process {size} workers {r:.0}/s");
+        if r > process_pool.1 {
+            process_pool = (size, r);
+        }
+    }
+    let idle_pickup = idle_latency(url, samples).await?;
+    eprintln!("   idle pickup median {:.2} ms", idle_pickup.median_ms);
+    let delayed_pickup = delayed_latency(url, samples).await?;
+    eprintln!("   delayed pickup median {:.2} ms", delayed_pickup.median_ms);
+    let footprint = footprint(url, footprint_jobs).await?;
+    Ok(Table {
+        url: url.to_owned(),
+        enqueue_sequential,
+        enqueue_concurrent,
+        enqueue_batch,
+        process_one,
+        process_pool,
+        idle_pickup,
+        delayed_pickup,
+        footprint,
+    })
+}
+
+async fn enqueue(url: &str, jobs: usize, producers: usize) -> Result<f64, String> {
+    let f = fresh(url).await?;
+    let queue = Queue::new(Arc::clone(&f.backend));
+    let per = jobs / producers;
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for p in 0..producers {
+        let q = queue.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..per {
+                q.enqueue("bench", "noop", (p * per + i,)).await?;
+            }
+            Ok::<_, resq_core::Error>(())
+        }));
+    }
+    for h in handles {
+        h.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    }
+    let took = start.elapsed();
+    let len = queue.length("bench").await.map_err(|e| e.to_string())?;
+    f.done().await;
+    if len as usize != per * producers {
+        return Err(format!("enqueued {} jobs but {len} are queued", per * producers));
+    }
+    Ok(rate(per * producers, took))
+}
+
+async fn enqueue_batched(url: &str, jobs: usize) -> Result<f64, String> {
+    let f = fresh(url).await?;
+    let queue = Queue::new(Arc::clone(&f.backend));
+    let batch: Vec<NewJob> = (0..jobs)
+        .map(|i| NewJob::new("bench", "noop", (i,)).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let start = Instant::now();
+    for chunk in batch.chunks(1000) {
+        queue.enqueue_batch(chunk.to_vec()).await.map_err(|e| e.to_string())?;
+    }
+    let took = start.elapsed();
+    let len = queue.length("bench").await.map_err(|e| e.to_string())?;
+    f.done().await;
+    if len as usize != jobs {
+        return Err(format!("enqueued {jobs} jobs but {len} are queued"));
+    }
+    Ok(rate(jobs, took))
+}
+
+/// A no-op task that marks each job id it runs.
+struct Ledger {
+    runs: Vec<AtomicU8>,
+    done: AtomicUsize,
+    all_done: Notify,
+}
+
+fn ledger_tasks(ledger: &Arc<Ledger>) -> Result<Arc<Tasks>, String> {
+    let mut tasks = Tasks::new();
+    let l = Arc::clone(ledger);
+    tasks
+        .register_fn("noop", move |(i,): (usize,), _ctx: JobContext| {
+            let l = Arc::clone(&l);
+            async move {
+                if let Some(slot) = l.runs.get(i) {
+                    slot.fetch_add(1, Ordering::Relaxed);
+                }
+                if l.done.fetch_add(1, Ordering::AcqRel) + 1 == l.runs.len() {
+                    l.all_done.notify_one();
+                }
+                Ok::<_, TaskError>(())
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(tasks))
+}
+
+fn quick_worker(queue: &str) -> WorkerConfig {
+    WorkerConfig {
+        poll_interval: Duration::from_millis(500),
+        ping_interval: Duration::from_secs(5),
+        shutdown_timeout: Duration::from_secs(10),
+        ..WorkerConfig::for_queues([queue])
+    }
+}
+
+async fn process(url: &str, jobs: usize, workers: usize) -> Result<f64, String> {
+    let f = fresh(url).await?;
+    let queue = Queue::new(Arc::clone(&f.backend));
+    for chunk in (0..jobs).collect::<Vec<_>>().chunks(1000) {
+        let batch: Vec<NewJob> = chunk
+            .iter()
+            .map(|i| NewJob::new("bench", "noop", (*i,)).map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?;
+        queue.enqueue_batch(batch).await.map_err(|e| e.to_string())?;
+    }
+    let ledger = Arc::new(Ledger {
+        runs: (0..jobs).map(|_| AtomicU8::new(0)).collect(),
+        done: AtomicUsize::new(0),
+        all_done: Notify::new(),
+    });
+    let tasks = ledger_tasks(&ledger)?;
+    let stop = CancellationToken::new();
+    let start = Instant::now();
+    let handles: Vec<_> = (0..workers)
+        .map(|_| {
+            let w = Worker::new(Arc::clone(&f.backend), Arc::clone(&tasks), quick_worker("bench"));
+            tokio::spawn(w.run_until(stop.clone()))
+        })
+        .collect();
+    let finished = tokio::time::timeout(RUN_LIMIT, ledger.all_done.notified()).await;
+    let took = start.elapsed();
+    stop.cancel();
+    for h in handles {
+        h.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    }
+    f.done().await;
+    if finished.is_err() {
+        return Err(format!(
+            "{workers} workers ran {} of {jobs} jobs within {RUN_LIMIT:?}",
+            ledger.done.load(Ordering::Acquire)
+        ));
+    }
+    check_exactly_once(&ledger)?;
+    Ok(rate(jobs, took))
+}
+
+fn check_exactly_once(ledger: &Ledger) -> Result<(), String> {
+    let lost = ledger.runs.iter().filter(|r| r.load(Ordering::Acquire) == 0).count();
+    let twice = ledger.runs.iter().filter(|r| r.load(Ordering::Acquire) > 1).count();
+    if lost > 0 || twice > 0 {
+        return Err(format!("{lost} jobs lost and {twice} run more than once"));
+    }
+    Ok(())
+}
+
+async fn stamp_worker(
+    backend: &Arc<dyn Backend>,
+    queue: &str,
+) -> Result<
+    (
+        mpsc::UnboundedReceiver<(usize, Instant)>,
+        CancellationToken,
+        tokio::task::JoinHandle<resq_core::Result<()>>,
+    ),
+    String,
+> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut tasks = Tasks::new();
+    tasks
+        .register_fn("stamp", move |(i,): (usize,), _ctx: JobContext| {
+            let at = Instant::now();
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send((i, at));
+                Ok::<_, TaskError>(())
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    let stop = CancellationToken::new();
+    let mut config = quick_worker(queue);
+    config.poll_interval = Duration::from_secs(5);
+    let w = Worker::new(Arc::clone(backend), Arc::new(tasks), config);
+    let handle = tokio::spawn(w.run_until(stop.clone()));
+    Ok((rx, stop, handle))
+}
+
+async fn idle_latency(url: &str, samples: usize) -> Result<Latency, String> {
+    let f = fresh(url).await?;
+    let queue = Queue::new(Arc::clone(&f.backend));
+    let (mut rx, stop, handle) = stamp_worker(&f.backend, "idle").await?;
+    // Let the worker register and go idle.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut out = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let t0 = Instant::now();
+        queue.enqueue("idle", "stamp", (i,)).await.map_err(|e| e.to_string())?;
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some((j, at))) if j == i => out.push(at.saturating_duration_since(t0)),
+            other => return Err(format!("idle pickup sample {i}: unexpected {other:?}")),
+        }
+        // Let the worker go back to waiting before the next sample.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    stop.cancel();
+    handle.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    f.done().await;
+    Ok(Latency::of(out))
+}
+
+async fn delayed_latency(url: &str, samples: usize) -> Result<Latency, String> {
+    let f = fresh(url).await?;
+    let queue = Queue::new(Arc::clone(&f.backend));
+    let (mut rx, stop, handle) = stamp_worker(&f.backend, "delayed").await?;
+    let scheduler = Arc::new(
+        Scheduler::new(
+            Arc::clone(&f.backend),
+            SchedulerConfig {
+                poll_interval: Duration::from_millis(250),
+                ..SchedulerConfig::default()
+            },
+        )
+        .map_err(|e| e.to_string())?,
+    );
+    let s_task = tokio::spawn({
+        let (s, t) = (Arc::clone(&scheduler), stop.clone());
+        async move { s.run_until(t).await }
+    });
+    // One job due "now" every 10 ms: delays come from the one-second buckets
+    // and the scheduler's wake-ups, not from a backlog.
+    let mut t0s = Vec::with_capacity(samples);
+    for i in 0..samples {
+        t0s.push(Instant::now());
+        queue
+            .enqueue_at(resq_core::time::now_ms(), "delayed", "stamp", (i,))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut out = vec![Duration::ZERO; samples];
+    for _ in 0..samples {
+        match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+            Ok(Some((i, at))) if i < samples => out[i] = at.saturating_duration_since(t0s[i]),
+            other => return Err(format!("delayed pickup: unexpected {other:?}")),
+        }
+    }
+    stop.cancel();
+    handle.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    s_task.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    f.done().await;
+    Ok(Latency::of(out))
+}
+
+/// This process's resident set size, KiB (Linux).
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn footprint(url: &str, jobs: usize) -> Result<Footprint, String> {
+    if url.starts_with("memory") {
+        let payload = resq_core::job::encode_payload("bench", "noop", &[serde_json::json!(0)]);
+        let f = fresh(url).await?;
+        let before = rss_kib();
+        let queue = Queue::new(Arc::clone(&f.backend));
+        let mut n = 0;
+        while n < jobs {
+            let batch: Vec<NewJob> = (n..(n + 1000).min(jobs))
+                .map(|_| NewJob::new("bench", "noop", (0,)).map_err(|e| e.to_string()))
+                .collect::<Result<_, _>>()?;
+            n += batch.len();
+            queue.enqueue_batch(batch).await.map_err(|e| e.to_string())?;
+        }
+        let after = rss_kib();
+        f.done().await;
+        let per_job = (after.saturating_sub(before) * 1024) as f64 / jobs as f64;
+        return Ok(Footprint::PerJob {
+            overhead_bytes: per_job - payload.len() as f64,
+            payload_bytes: payload.len(),
+            jobs,
+        });
+    }
+    let small = 1_000;
+    let small_kib = rss_while_working(url, small).await?;
+    let large_kib = rss_while_working(url, jobs).await?;
+    Ok(Footprint::Rss {
+        small_kib,
+        large_kib,
+        small,
+        large: jobs,
+    })
+}
+
+/// Peak RSS of this process while a worker works a queue holding `queued` jobs.
+async fn rss_while_working(url: &str, queued: usize) -> Result<u64, String> {
+    let f = fresh(url).await?;
+    let queue = Queue::new(Arc::clone(&f.backend));
+    let mut n = 0;
+    while n < queued {
+        let batch: Vec<NewJob> = (n..(n + 1000).min(queued))
+            .map(|i| NewJob::new("bench", "noop", (i,)).map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?;
+        n += batch.len();
+        queue.enqueue_batch(batch).await.map_err(|e| e.to_string())?;
+    }
+    let ledger = Arc::new(Ledger {
+        runs: (0..queued).map(|_| AtomicU8::new(0)).collect(),
+        done: AtomicUsize::new(0),
+        all_done: Notify::new(),
+    });
+    let tasks = ledger_tasks(&ledger)?;
+    let stop = CancellationToken::new();
+    let w = Worker::new(Arc::clone(&f.backend), tasks, quick_worker("bench"));
+    let handle = tokio::spawn(w.run_until(stop.clone()));
+    let mut peak = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        peak = peak.max(rss_kib());
+    }
+    stop.cancel();
+    handle.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    f.done().await;
+    Ok(peak)
+}
+
+/// A bare tokio mpsc producer/consumer loop: the ceiling for any in-process queue.
+pub async fn mpsc_ceiling(messages: usize) -> f64 {
+    let (tx, mut rx) = mpsc::channel::<usize>(1024);
+    let start = Instant::now();
+    let producer = tokio::spawn(async move {
+        for i in 0..messages {
+            if tx.send(i).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut got = 0;
+    while rx.recv().await.is_some() {
+        got += 1;
+    }
+    let _ = producer.await;
+    rate(got, start.elapsed())
+}
+
+/// Redis's own limits for list pushes and pops, from `redis-benchmark`.
+#[derive(Clone, Debug)]
+pub struct RawLimits {
+    /// (label, requests/s) rows.
+    pub rows: Vec<(String, f64)>,
+}
+
+fn host_port(url: &str) -> (String, String) {
+    let rest = url.split("://").nth(1).unwrap_or("127.0.0.1:6379");
+    let hostport = rest.split(['/', '?']).next().unwrap_or("127.0.0.1:6379");
+    let hostport = hostport.rsplit('@').next().unwrap_or(hostport);
+    match hostport.rsplit_once(':') {
+        Some((h, p)) => (h.to_owned(), p.to_owned()),
+        None => (hostport.to_owned(), "6379".to_owned()),
+    }
+}
+
+/// Runs `redis-benchmark` on a key of the harness's own (deleted afterwards).
+pub fn redis_benchmark(url: &str) -> Option<RawLimits> {
+    let (host, port) = host_port(url);
+    let key = format!("resq-bench:{}:raw", std::process::id());
+    let mut rows = Vec::new();
+    let runs: [(&str, &str, &[&str]); 5] = [
+        ("LPUSH, 1 client", "LPUSH", &["-c", "1"]),
+        ("LPUSH, 50 clients", "LPUSH", &["-c", "50"]),
+        ("LPUSH, 50 clients, pipeline 100", "LPUSH", &["-c", "50", "-P", "100"]),
+        ("LPOP, 1 client", "LPOP", &["-c", "1"]),
+        ("LPOP, 50 clients", "LPOP", &["-c", "50"]),
+    ];
+    for (label, cmd, extra) in runs {
+        let n = if extra.contains(&"-P") { "1000000" } else { "100000" };
+        let mut c = std::process::Command::new("redis-benchmark");
+        c.args(["-h", &host, "-p", &port, "-n", n, "-q"])
+            .args(extra)
+            .arg(cmd)
+            .arg(&key);
+        if cmd == "LPUSH" {
+            c.arg("x");
+        }
+        let out = c.output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        // "LPUSH resq-bench:1:raw x: 12345.68 requests per second, p50=…"
+        let rps = text
+            .split("requests per second")
+            .next()
+            .and_then(|s| s.rsplit(':').next())
+            .and_then(|s| s.trim().parse::<f64>().ok())?;
+        rows.push((label.to_owned(), rps));
+    }
+    let _ = std::process::Command::new("redis-cli")
+        .args(["-h", &host, "-p", &port, "DEL", &key])
+        .output();
+    Some(RawLimits { rows })
+}
+
+/// node-resque's figures, measured by `interop/bench.js` the same way.
+#[derive(Clone, Debug)]
+pub struct NodeFigures {
+    /// (label, jobs/s) rows, keyed like resq's rows.
+    pub rows: Vec<(String, f64)>,
+}
+
+/// Runs the pinned node-resque benchmark script against the same Redis.
+pub fn node_resque(url: &str, jobs: usize) -> Option<NodeFigures> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../interop");
+    let script = dir.join("bench.js");
+    if !script.exists() {
+        eprintln!("   node-resque: {} is missing", script.display());
+        return None;
+    }
+    if !dir.join("node_modules").exists() {
+        let ok = std::process::Command::new("npm")
+            .arg("ci")
+            .current_dir(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("   node-resque: npm ci failed");
+            return None;
+        }
+    }
+    let (host, port) = host_port(url);
+    let out = std::process::Command::new("node")
+        .arg(&script)
+        .env("REDIS_HOST", host)
+        .env("REDIS_PORT", port)
+        .env("NAMESPACE", format!("resq-bench:{}:node", std::process::id()))
+        .env("JOBS", jobs.to_string())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!("   node-resque failed: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let rows = v
+        .as_object()?
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+        .collect();
+    Some(NodeFigures { rows })
+}
