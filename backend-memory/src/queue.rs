@@ -60,6 +60,67 @@ impl QueueStore for MemoryBackend {
         }))
     }
 
+    async fn claim_batch(
+        &self,
+        workers: &[WorkerId],
+        queues: &[String],
+        run_at: &str,
+    ) -> Result<Vec<(usize, Claimed)>> {
+        let mut out = Vec::with_capacity(workers.len());
+        let mut replaced = Vec::new();
+        {
+            let mut st = self.state.lock();
+            let mut q = 0;
+            'slots: for (slot, worker) in workers.iter().enumerate() {
+                let payload = loop {
+                    let Some(name) = queues.get(q) else {
+                        break 'slots;
+                    };
+                    match st.queues.get_mut(name.as_str()).and_then(|l| l.pop_front()) {
+                        Some(p) => break p,
+                        None => q += 1,
+                    }
+                };
+                let copy = payload.clone();
+                // `q` indexes `queues`: the loop above only stops on a valid index.
+                replaced.push(st.working.start(worker, &queues[q], run_at, payload));
+                out.push((
+                    slot,
+                    Claimed {
+                        queue: queues[q].clone(),
+                        payload: copy,
+                    },
+                ));
+            }
+            if !out.is_empty() {
+                st.touch();
+            }
+        }
+        drop(replaced);
+        Ok(out)
+    }
+
+    async fn complete_batch(&self, done: &[(WorkerId, Outcome)]) -> Result<()> {
+        let mut finished = Vec::with_capacity(done.len());
+        {
+            let mut st = self.state.lock();
+            for (worker, outcome) in done {
+                finished.push(st.working.finish(worker));
+                match outcome {
+                    Outcome::Success => st.stats.count_processed(&worker.name),
+                    Outcome::Failure { entry } => {
+                        st.stats.count_failed(&worker.name);
+                        st.failed.push_back(entry.clone());
+                    }
+                    Outcome::Discard => {}
+                }
+            }
+            st.touch();
+        }
+        drop(finished);
+        Ok(())
+    }
+
     async fn complete(&self, worker: &WorkerId, outcome: Outcome) -> Result<()> {
         let finished = {
             let mut st = self.state.lock();

@@ -1,6 +1,6 @@
 //! Queues: `queue:<q>` lists, the `queues` set, claims and completions.
 
-use crate::scripts::CLAIM;
+use crate::scripts::{CLAIM, CLAIM_BATCH};
 use crate::wake::ANY;
 use crate::{be, RedisBackend};
 use async_trait::async_trait;
@@ -12,6 +12,31 @@ fn json_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     write_js_str(&mut out, s);
     out
+}
+
+impl RedisBackend {
+    /// Queues one completion's commands: counters, failed entry, and the
+    /// removal of the working-on record.
+    fn add_completion(&self, pipe: &mut redis::Pipeline, worker: &WorkerId, outcome: &Outcome) {
+        match outcome {
+            Outcome::Success => {
+                pipe.incr(self.keys.stat("processed"), 1)
+                    .ignore()
+                    .incr(self.keys.stat(&format!("processed:{}", worker.name)), 1)
+                    .ignore();
+            }
+            Outcome::Failure { entry } => {
+                pipe.incr(self.keys.stat("failed"), 1)
+                    .ignore()
+                    .incr(self.keys.stat(&format!("failed:{}", worker.name)), 1)
+                    .ignore()
+                    .rpush(self.keys.failed(), entry)
+                    .ignore();
+            }
+            Outcome::Discard => {}
+        }
+        pipe.del(self.keys.working(worker)).ignore();
+    }
 }
 
 #[async_trait]
@@ -81,27 +106,55 @@ impl QueueStore for RedisBackend {
         }))
     }
 
+    async fn claim_batch(
+        &self,
+        workers: &[WorkerId],
+        queues: &[String],
+        run_at: &str,
+    ) -> Result<Vec<(usize, Claimed)>> {
+        if workers.is_empty() || queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = CLAIM_BATCH.prepare_invoke();
+        for w in workers {
+            inv.key(self.keys.working(w));
+        }
+        for q in queues {
+            inv.key(self.keys.queue(q));
+        }
+        inv.arg(workers.len()).arg(json_str(run_at));
+        for w in workers {
+            inv.arg(json_str(&w.name));
+        }
+        for q in queues {
+            inv.arg(json_str(q));
+        }
+        let got: Vec<(usize, usize, String)> = inv.invoke_async(&mut self.conn()).await.map_err(be)?;
+        Ok(got
+            .into_iter()
+            .filter_map(|(slot, q, payload)| {
+                let queue = queues.get(q)?.clone();
+                Some((slot, Claimed { queue, payload }))
+            })
+            .collect())
+    }
+
+    async fn complete_batch(&self, done: &[(WorkerId, Outcome)]) -> Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (worker, outcome) in done {
+            self.add_completion(&mut pipe, worker, outcome);
+        }
+        pipe.exec_async(&mut self.conn()).await.map_err(be)
+    }
+
     async fn complete(&self, worker: &WorkerId, outcome: Outcome) -> Result<()> {
         let mut pipe = redis::pipe();
         pipe.atomic();
-        match &outcome {
-            Outcome::Success => {
-                pipe.incr(self.keys.stat("processed"), 1)
-                    .ignore()
-                    .incr(self.keys.stat(&format!("processed:{}", worker.name)), 1)
-                    .ignore();
-            }
-            Outcome::Failure { entry } => {
-                pipe.incr(self.keys.stat("failed"), 1)
-                    .ignore()
-                    .incr(self.keys.stat(&format!("failed:{}", worker.name)), 1)
-                    .ignore()
-                    .rpush(self.keys.failed(), entry)
-                    .ignore();
-            }
-            Outcome::Discard => {}
-        }
-        pipe.del(self.keys.working(worker)).ignore();
+        self.add_completion(&mut pipe, worker, &outcome);
         pipe.exec_async(&mut self.conn()).await.map_err(be)
     }
 

@@ -31,6 +31,36 @@ return false
     )
 });
 
+/// KEYS: the n slots' working keys, then queue keys in priority order.
+/// ARGV: n, run_at (JSON string), n worker names (JSON strings), queue
+/// names (JSON strings). Pops up to n jobs (`LPOP key count`), one per slot,
+/// and records each as its slot's working-on entry. Returns
+/// `{{slot, queue index, payload}, …}` (0-based indexes).
+pub(crate) static CLAIM_BATCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n = tonumber(ARGV[1])
+local out = {}
+local slot = 1
+for q = n + 1, #KEYS do
+  if slot > n then break end
+  local items = redis.call('LPOP', KEYS[q], n - slot + 1)
+  if items then
+    for _, item in ipairs(items) do
+      local body = item
+      if not pcall(cjson.decode, item) then body = cjson.encode(item) end
+      redis.call('SET', KEYS[slot], '{"run_at":' .. ARGV[2] .. ',"queue":' .. ARGV[2 + q] ..
+        ',"worker":' .. ARGV[2 + slot] .. ',"payload":' .. body .. '}')
+      table.insert(out, {slot - 1, q - n - 1, item})
+      slot = slot + 1
+    end
+  end
+end
+return out
+"#,
+    )
+});
+
 /// KEYS: timestamps:<item>, delayed:<s>, delayed_queue_schedule.
 /// ARGV: "delayed:<s>", item, s. Returns 1 if scheduled, 0 for a duplicate.
 pub(crate) static SCHEDULE: LazyLock<Script> = LazyLock::new(|| {

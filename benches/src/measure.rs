@@ -76,8 +76,8 @@ pub struct Table {
     pub enqueue_batch: f64,
     /// No-op jobs/s with one worker.
     pub process_one: f64,
-    /// No-op jobs/s with the best pool size tried, and that size.
-    pub process_pool: (usize, f64),
+    /// No-op jobs/s with the best pool tried, and its shape.
+    pub process_pool: (String, f64),
     /// Enqueue-to-start delay into an idle queue.
     pub idle_pickup: Latency,
     /// Requested-time-to-start delay of delayed jobs due at once.
@@ -133,14 +133,15 @@ pub async fn backend(url: &str, jobs: usize, samples: usize, footprint_jobs: usi
     eprintln!("   enqueue 50 producers {enqueue_concurrent:.0}/s");
     let enqueue_batch = enqueue_batched(url, jobs).await?;
     eprintln!("   enqueue batch {enqueue_batch:.0}/s");
-    let process_one = process(url, jobs, 1).await?;
+    let process_one = process(url, jobs, 1, 1).await?;
     eprintln!("   process 1 worker {process_one:.0}/s");
-    let mut process_pool = (1, process_one);
-    for size in [4, 16, 64] {
-        let r = process(url, jobs, size).await?;
-        eprintln!("   process {size} workers {r:.0}/s");
+    let mut process_pool = ("1 worker".to_owned(), process_one);
+    for (workers, slots) in [(4, 1), (16, 1), (64, 1), (1, 16), (1, 64), (2, 64), (1, 256)] {
+        let r = process(url, jobs, workers, slots).await?;
+        let shape = format!("{workers} worker(s) × {slots} slot(s)");
+        eprintln!("   process {shape}: {r:.0}/s");
         if r > process_pool.1 {
-            process_pool = (size, r);
+            process_pool = (shape, r);
         }
     }
     let idle_pickup = idle_latency(url, samples).await?;
@@ -243,7 +244,7 @@ fn quick_worker(queue: &str) -> WorkerConfig {
     }
 }
 
-async fn process(url: &str, jobs: usize, workers: usize) -> Result<f64, String> {
+async fn process(url: &str, jobs: usize, workers: usize, slots: usize) -> Result<f64, String> {
     let f = fresh(url).await?;
     let queue = Queue::new(Arc::clone(&f.backend));
     for chunk in (0..jobs).collect::<Vec<_>>().chunks(1000) {
@@ -263,7 +264,9 @@ async fn process(url: &str, jobs: usize, workers: usize) -> Result<f64, String> 
     let start = Instant::now();
     let handles: Vec<_> = (0..workers)
         .map(|_| {
-            let w = Worker::new(Arc::clone(&f.backend), Arc::clone(&tasks), quick_worker("bench"));
+            let mut config = quick_worker("bench");
+            config.concurrency = slots;
+            let w = Worker::new(Arc::clone(&f.backend), Arc::clone(&tasks), config);
             tokio::spawn(w.run_until(stop.clone()))
         })
         .collect();

@@ -262,3 +262,77 @@ pub async fn delayed_job_runs_end_to_end(backend: Arc<dyn Backend>) {
     );
     w.shutdown().await;
 }
+
+/// A worker with 8 slots runs every job exactly once, registers each slot
+/// while it runs, and unregisters them all when it stops.
+pub async fn worker_slots_run_each_job_once(backend: Arc<dyn Backend>) {
+    const JOBS: i64 = 300;
+    let log = runs();
+    let tasks = standard_tasks(&log);
+    let q = Queue::new(Arc::clone(&backend));
+    q.enqueue_batch((0..JOBS).map(|i| resq_core::NewJob::new("q", "record", (i,)).unwrap()))
+        .await
+        .unwrap();
+    let mut config = quick_config(&["q"]);
+    config.concurrency = 8;
+    let w = spawn_worker(&backend, &tasks, config);
+    wait_until(LIMIT, "every job ran", || {
+        let log = Arc::clone(&log);
+        async move { recorded(&log).len() as i64 >= JOBS }
+    })
+    .await;
+    let slots = backend.workers().await.unwrap();
+    assert_eq!(slots.len(), 8, "one registration per slot: {slots:?}");
+    assert!(slots.iter().all(|s| s.name.starts_with(&format!("{}.", w.name))));
+    w.shutdown().await;
+    let mut counts: HashMap<i64, usize> = HashMap::new();
+    for (_, args) in recorded(&log) {
+        *counts.entry(args[0].as_i64().unwrap()).or_default() += 1;
+    }
+    assert_eq!(counts.len() as i64, JOBS);
+    assert!(counts.values().all(|&n| n == 1), "a job ran twice");
+    assert_eq!(backend.stat("processed").await.unwrap(), JOBS);
+    assert!(backend.workers().await.unwrap().is_empty());
+}
+
+/// Slots still busy at the shutdown deadline put their jobs back at the
+/// head of the queue; jobs that finished are counted.
+pub async fn worker_slots_shutdown_requeues_unfinished(backend: Arc<dyn Backend>) {
+    let log = runs();
+    let tasks = standard_tasks(&log);
+    let q = Queue::new(Arc::clone(&backend));
+    q.enqueue("q", "slow", (30_000,)).await.unwrap();
+    q.enqueue("q", "slow", (30_001,)).await.unwrap();
+    q.enqueue("q", "record", ("quick",)).await.unwrap();
+    let mut config = quick_config(&["q"]);
+    config.concurrency = 4;
+    config.shutdown_timeout = Duration::from_millis(300);
+    let w = spawn_worker(&backend, &tasks, config);
+    wait_until(LIMIT, "the quick job ran", || {
+        let log = Arc::clone(&log);
+        async move { recorded(&log).len() == 1 }
+    })
+    .await;
+    wait_until(LIMIT, "processed counted", || {
+        let b = Arc::clone(&backend);
+        async move { b.stat("processed").await.unwrap() == 1 }
+    })
+    .await;
+    w.stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), w.handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let mut left = backend.queue_range("q", 0, -1).await.unwrap();
+    left.sort();
+    assert_eq!(
+        left,
+        vec![
+            r#"{"class":"slow","queue":"q","args":[30000]}"#.to_owned(),
+            r#"{"class":"slow","queue":"q","args":[30001]}"#.to_owned()
+        ]
+    );
+    assert_eq!(backend.failed_count().await.unwrap(), 0);
+    assert!(backend.workers().await.unwrap().is_empty());
+}

@@ -98,6 +98,9 @@ macro_rules! suite {
                 wait_for_jobs_wakes_on_push,
                 wait_for_jobs_wakes_on_every_enqueue_path,
                 wait_for_jobs_returns_by_timeout,
+                claim_batch_fills_slots_in_priority_order,
+                claim_batch_on_empty_queues_claims_nothing,
+                complete_batch_applies_each_outcome,
             ],
             async delayed: [
                 schedule_and_inspect,
@@ -160,6 +163,8 @@ macro_rules! suite {
                 run_stops_on_a_caller_future,
                 pool_scales_with_backlog,
                 delayed_job_runs_end_to_end,
+                worker_slots_run_each_job_once,
+                worker_slots_shutdown_requeues_unfinished,
             ],
             async client: [
                 enqueue_writes_node_resque_payload,

@@ -533,3 +533,103 @@ pub async fn wait_for_jobs_returns_by_timeout(backend: Arc<dyn Backend>) {
     assert!(start.elapsed() < Duration::from_secs(5));
     assert_eq!(backend.queue_len("silent").await.unwrap(), 0);
 }
+
+/// `claim_batch` gives one job to each idle slot, in queue priority order
+/// and FIFO within a queue, and records each slot's working-on entry.
+pub async fn claim_batch_fills_slots_in_priority_order(backend: Arc<dyn Backend>) {
+    let payload = |q: &str, n: i64| format!(r#"{{"class":"c","queue":"{q}","args":[{n}]}}"#);
+    for n in 0..2 {
+        backend.push("high", &payload("high", n)).await.unwrap();
+    }
+    for n in 0..3 {
+        backend.push("low", &payload("low", n)).await.unwrap();
+    }
+    let slots: Vec<WorkerId> = (1..=4)
+        .map(|i| WorkerId::new(format!("h:1+1.{i}"), &["high".to_owned(), "low".to_owned()]))
+        .collect();
+    let queues = vec!["high".to_owned(), "low".to_owned()];
+    let got = backend.claim_batch(&slots, &queues, "t").await.unwrap();
+    let seen: Vec<(usize, String, String)> = got
+        .iter()
+        .map(|(i, c)| (*i, c.queue.clone(), c.payload.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (0, "high".to_owned(), payload("high", 0)),
+            (1, "high".to_owned(), payload("high", 1)),
+            (2, "low".to_owned(), payload("low", 0)),
+            (3, "low".to_owned(), payload("low", 1)),
+        ]
+    );
+    for (i, c) in &got {
+        let wo = backend
+            .working_on(&slots[*i])
+            .await
+            .unwrap()
+            .expect("working-on recorded");
+        assert_eq!(wo.payload, c.payload);
+        assert_eq!(wo.queue, c.queue);
+        assert_eq!(wo.worker, slots[*i].name);
+    }
+    assert_eq!(
+        backend.queue_range("low", 0, -1).await.unwrap(),
+        vec![payload("low", 2)]
+    );
+    assert!(backend.claim_batch(&slots[..0], &queues, "t").await.unwrap().is_empty());
+}
+
+/// `claim_batch` on empty queues claims nothing and records nothing.
+pub async fn claim_batch_on_empty_queues_claims_nothing(backend: Arc<dyn Backend>) {
+    let slots: Vec<WorkerId> = (1..=3)
+        .map(|i| WorkerId::new(format!("h:1+1.{i}"), &["q".to_owned()]))
+        .collect();
+    assert!(backend
+        .claim_batch(&slots, &["q".to_owned()], "t")
+        .await
+        .unwrap()
+        .is_empty());
+    for s in &slots {
+        assert!(backend.working_on(s).await.unwrap().is_none());
+    }
+}
+
+/// `complete_batch` applies each outcome as `complete` would.
+pub async fn complete_batch_applies_each_outcome(backend: Arc<dyn Backend>) {
+    let slots: Vec<WorkerId> = (1..=3)
+        .map(|i| WorkerId::new(format!("h:1+1.{i}"), &["q".to_owned()]))
+        .collect();
+    for n in 0..3 {
+        backend
+            .push("q", &format!(r#"{{"class":"c","queue":"q","args":[{n}]}}"#))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        backend.claim_batch(&slots, &["q".to_owned()], "t").await.unwrap().len(),
+        3
+    );
+    let done = vec![
+        (slots[0].clone(), Outcome::Success),
+        (
+            slots[1].clone(),
+            Outcome::Failure {
+                entry: r#"{"error":"x"}"#.to_owned(),
+            },
+        ),
+        (slots[2].clone(), Outcome::Discard),
+    ];
+    backend.complete_batch(&done).await.unwrap();
+    assert_eq!(backend.stat("processed").await.unwrap(), 1);
+    assert_eq!(backend.stat("failed").await.unwrap(), 1);
+    assert_eq!(backend.stat(&format!("processed:{}", slots[0].name)).await.unwrap(), 1);
+    assert_eq!(backend.stat(&format!("failed:{}", slots[1].name)).await.unwrap(), 1);
+    assert_eq!(
+        backend.failed_range(0, -1).await.unwrap(),
+        vec![r#"{"error":"x"}"#.to_owned()]
+    );
+    for s in &slots {
+        assert!(backend.working_on(s).await.unwrap().is_none());
+    }
+    backend.complete_batch(&[]).await.unwrap();
+}

@@ -80,6 +80,7 @@ pub fn quick_config(queues: &[&str]) -> WorkerConfig {
         poll_interval: Duration::from_millis(100),
         ping_interval: Duration::from_millis(100),
         shutdown_timeout: Duration::from_secs(5),
+        concurrency: 1,
     }
 }
 

@@ -185,6 +185,38 @@ pub trait QueueStore: Send + Sync {
     /// applies `outcome` (counters, failed entry), atomically.
     async fn complete(&self, worker: &WorkerId, outcome: Outcome) -> Result<()>;
 
+    /// Claims up to one job for each of `workers` (idle worker slots), in
+    /// one round trip where the backend can: jobs are taken in queue
+    /// priority order and FIFO within a queue, and each is recorded as its
+    /// worker's working-on entry atomically with its pop. Returns
+    /// `(index into workers, job)` pairs, for a prefix of `workers`. The
+    /// default claims one at a time.
+    async fn claim_batch(
+        &self,
+        workers: &[WorkerId],
+        queues: &[String],
+        run_at: &str,
+    ) -> Result<Vec<(usize, Claimed)>> {
+        let mut out = Vec::new();
+        for (i, w) in workers.iter().enumerate() {
+            match self.claim(w, queues, run_at).await? {
+                Some(c) => out.push((i, c)),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies many [`QueueStore::complete`] calls, in one round trip where
+    /// the backend can. Each completion is atomic on its own. The default
+    /// completes one at a time.
+    async fn complete_batch(&self, done: &[(WorkerId, Outcome)]) -> Result<()> {
+        for (w, outcome) in done {
+            self.complete(w, outcome.clone()).await?;
+        }
+        Ok(())
+    }
+
     /// Waits until a job may be available in one of `queues` (`*` means any
     /// queue, even one that does not exist yet), or `timeout`.
     /// It may return early or spuriously; callers claim afterwards. The

@@ -171,6 +171,14 @@ pub enum SchedulerEvent {
     },
 }
 
+/// Builds and sends an event only if anyone listens, so the hot path pays
+/// nothing for events nobody reads.
+pub(crate) fn emit_with<T: Clone>(tx: &broadcast::Sender<T>, make: impl FnOnce() -> T) {
+    if tx.receiver_count() > 0 {
+        let _ = tx.send(make());
+    }
+}
+
 /// Sends an event if anyone listens; events are best-effort.
 pub(crate) fn emit<T: Clone>(tx: &broadcast::Sender<T>, event: T) {
     if tx.receiver_count() > 0 {

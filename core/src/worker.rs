@@ -3,7 +3,7 @@
 
 use crate::backend::{Backend, Claimed, Orphan, Outcome, WorkerId};
 use crate::error::Result;
-use crate::event::{emit, WorkerEvent, EVENT_CAPACITY};
+use crate::event::{emit, emit_with, WorkerEvent, EVENT_CAPACITY};
 use crate::failed::{encode_entry, Failure, PAYLOAD_ERROR};
 use crate::job::Job;
 use crate::shutdown::{run_with_shutdown, AbortOnDrop, Backoff};
@@ -62,6 +62,12 @@ pub struct WorkerConfig {
     /// How long an in-flight job may run on after shutdown is requested.
     /// After that it is aborted and its job put back at the head of its queue.
     pub shutdown_timeout: Duration,
+    /// How many jobs the worker runs at once. Above 1, the worker registers
+    /// one slot per job (`<name>.1`, `<name>.2`, …, each with its own
+    /// working-on record, as Resque expects) and claims and completes for
+    /// all its idle slots in one backend round trip: the fast path for many
+    /// short jobs.
+    pub concurrency: usize,
 }
 
 impl Default for WorkerConfig {
@@ -72,6 +78,7 @@ impl Default for WorkerConfig {
             poll_interval: Duration::from_secs(5),
             ping_interval: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(30),
+            concurrency: 1,
         }
     }
 }
@@ -125,13 +132,6 @@ impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker").field("id", &self.id).finish()
     }
-}
-
-enum JobEnd {
-    Done(Outcome),
-    /// Aborted at the shutdown deadline: the working-on record stays and the
-    /// unregistration puts the job back.
-    Abandoned,
 }
 
 impl Worker {
@@ -197,12 +197,15 @@ impl Worker {
 
     /// Like [`Worker::run`], driven by a cancellation token.
     pub async fn run_until(self, shutdown: CancellationToken) -> Result<()> {
+        if self.config.concurrency > 1 {
+            return self.run_slots(shutdown).await;
+        }
         if !self.start(&shutdown).await {
             return Ok(());
         }
         let _pinger = AbortOnDrop(tokio::spawn(ping_loop(
             Arc::clone(&self.backend),
-            self.id.clone(),
+            vec![self.id.clone()],
             self.config.ping_interval,
             self.events.clone(),
         )));
@@ -230,13 +233,10 @@ impl Worker {
             } else if queues.is_empty() {
                 queues = self.config.queues.clone();
             }
-            emit(
-                &self.events,
-                WorkerEvent::Poll {
-                    worker: self.id.name.clone(),
-                    queues: queues.clone(),
-                },
-            );
+            emit_with(&self.events, || WorkerEvent::Poll {
+                worker: self.id.name.clone(),
+                queues: queues.clone(),
+            });
             let claimed = if queues.is_empty() {
                 Ok(None)
             } else {
@@ -251,12 +251,9 @@ impl Worker {
                 }
                 Ok(None) => {
                     backoff.reset();
-                    emit(
-                        &self.events,
-                        WorkerEvent::Pause {
-                            worker: self.id.name.clone(),
-                        },
-                    );
+                    emit_with(&self.events, || WorkerEvent::Pause {
+                        worker: self.id.name.clone(),
+                    });
                     tracing::trace!(target: "resq::worker", worker = %self.id.name, "pause");
                     // A wildcard worker re-reads the queue list after waiting.
                     queues_read = None;
@@ -289,19 +286,217 @@ impl Worker {
         self.stop().await
     }
 
+    /// The multi-slot loop (`concurrency > 1`): one claim and one completion
+    /// round trip serve every slot that is ready.
+    async fn run_slots(self, shutdown: CancellationToken) -> Result<()> {
+        let slots: Vec<WorkerId> = (1..=self.config.concurrency)
+            .map(|i| WorkerId {
+                name: format!("{}.{i}", self.id.name),
+                queues: self.id.queues.clone(),
+            })
+            .collect();
+        if !self.start_ids(&slots, &shutdown).await {
+            return Ok(());
+        }
+        let _pinger = AbortOnDrop(tokio::spawn(ping_loop(
+            Arc::clone(&self.backend),
+            slots.clone(),
+            self.config.ping_interval,
+            self.events.clone(),
+        )));
+        let wildcard = self.config.is_wildcard();
+        let wildcard_queues = vec!["*".to_owned()];
+        let mut queues: Vec<String> = if wildcard {
+            Vec::new()
+        } else {
+            self.config.queues.clone()
+        };
+        let mut queues_read: Option<Instant> = None;
+        let mut idle: Vec<usize> = (0..slots.len()).rev().collect();
+        let mut running: tokio::task::JoinSet<(usize, Outcome)> = tokio::task::JoinSet::new();
+        let mut done: Vec<(WorkerId, Outcome)> = Vec::new();
+        let mut done_slots: Vec<usize> = Vec::new();
+        let mut backoff = Backoff::new(Duration::from_millis(50), self.config.poll_interval);
+        let grace = self.config.shutdown_timeout;
+        let deadline = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::pin!(deadline);
+        loop {
+            if !done.is_empty() && self.complete_all(&mut done, shutdown.is_cancelled()).await {
+                idle.append(&mut done_slots);
+            }
+            let stopping = shutdown.is_cancelled();
+            if stopping && running.is_empty() {
+                break;
+            }
+            let mut claimed = 0;
+            if !stopping && !idle.is_empty() {
+                if wildcard && queues_read.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    match self.backend.queues().await {
+                        Ok(q) => {
+                            queues = q;
+                            queues_read = Some(Instant::now());
+                        }
+                        Err(e) => self.error(&e),
+                    }
+                }
+                if !queues.is_empty() {
+                    let ids: Vec<WorkerId> = idle.iter().map(|&i| slots[i].clone()).collect();
+                    match self.backend.claim_batch(&ids, &queues, &js_date_string(now_ms())).await {
+                        Ok(got) => {
+                            backoff.reset();
+                            claimed = got.len();
+                            let mut taken = Vec::with_capacity(got.len());
+                            for (k, job) in got {
+                                let Some(&slot) = idle.get(k) else { continue };
+                                taken.push(k);
+                                let fut = run_job(
+                                    Arc::clone(&self.tasks),
+                                    self.events.clone(),
+                                    slots[slot].name.clone(),
+                                    job,
+                                );
+                                running.spawn(async move { (slot, fut.await) });
+                            }
+                            taken.sort_unstable();
+                            for k in taken.into_iter().rev() {
+                                idle.remove(k);
+                            }
+                        }
+                        Err(e) => {
+                            self.error(&e);
+                            backoff.wait(&shutdown).await;
+                            continue;
+                        }
+                    }
+                }
+            }
+            self.busy.store(!running.is_empty(), Ordering::Release);
+            if running.is_empty() {
+                if stopping {
+                    continue;
+                }
+                emit_with(&self.events, || WorkerEvent::Pause {
+                    worker: self.id.name.clone(),
+                });
+                queues_read = None;
+                let wait_on = if wildcard { &wildcard_queues } else { &queues };
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    r = self.backend.wait_for_jobs(wait_on, self.config.poll_interval) => if let Err(e) = r {
+                        self.error(&e);
+                        backoff.wait(&shutdown).await;
+                    }
+                }
+                continue;
+            }
+            // Some idle slots and nothing claimed: wake for new jobs too.
+            let want_more = !stopping && !idle.is_empty() && claimed == 0;
+            let wait_on = if wildcard { &wildcard_queues } else { &queues };
+            tokio::select! {
+                Some(joined) = running.join_next() => {
+                    self.collect(joined, &slots, &mut done, &mut done_slots);
+                    while let Some(joined) = running.try_join_next() {
+                        self.collect(joined, &slots, &mut done, &mut done_slots);
+                    }
+                }
+                _ = self.backend.wait_for_jobs(wait_on, self.config.poll_interval), if want_more => {}
+                _ = &mut deadline => {
+                    running.abort_all();
+                    self.error(&format!(
+                        "{} jobs did not finish within the shutdown timeout of {grace:?}: aborted and put back on their queues",
+                        running.len()
+                    ));
+                    while running.join_next().await.is_some() {}
+                    break;
+                }
+            }
+        }
+        if !done.is_empty() {
+            self.complete_all(&mut done, true).await;
+        }
+        self.busy.store(false, Ordering::Release);
+        let mut result = Ok(());
+        for id in &slots {
+            if let Err(e) = self.unregister(id).await {
+                result = Err(e);
+            }
+        }
+        tracing::info!(target: "resq::worker", worker = %self.id.name, "end");
+        emit(
+            &self.events,
+            WorkerEvent::End {
+                worker: self.id.name.clone(),
+            },
+        );
+        result
+    }
+
+    fn collect(
+        &self,
+        joined: std::result::Result<(usize, Outcome), tokio::task::JoinError>,
+        slots: &[WorkerId],
+        done: &mut Vec<(WorkerId, Outcome)>,
+        done_slots: &mut Vec<usize>,
+    ) {
+        match joined {
+            Ok((slot, outcome)) => {
+                if let Some(id) = slots.get(slot) {
+                    done.push((id.clone(), outcome));
+                    done_slots.push(slot);
+                }
+            }
+            // `run_job` catches panics; only an abort gets here.
+            Err(e) => self.error(&format!("job task ended abnormally: {e}")),
+        }
+    }
+
+    /// Records many outcomes at once. Returns true once they are recorded.
+    /// On backend errors it retries a few times and returns false, keeping
+    /// them for the next round and their slots busy, so a slot's working-on
+    /// record is never overwritten. When `giving_up` (at shutdown), it drops
+    /// them instead: the unregistration then puts those jobs back on their
+    /// queues, so they may run again but are not lost.
+    async fn complete_all(&self, done: &mut Vec<(WorkerId, Outcome)>, giving_up: bool) -> bool {
+        for attempt in 0..3u32 {
+            match self.backend.complete_batch(done).await {
+                Ok(()) => {
+                    done.clear();
+                    return true;
+                }
+                Err(e) => {
+                    self.error(&e);
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt + 1))).await;
+                }
+            }
+        }
+        if giving_up {
+            done.clear();
+        }
+        false
+    }
+
     /// Registers the worker, cleaning an earlier registration under the same
     /// id first. Retries while the backend is down. False if shut down first.
     async fn start(&self, shutdown: &CancellationToken) -> bool {
+        self.start_ids(std::slice::from_ref(&self.id), shutdown).await
+    }
+
+    async fn start_ids(&self, ids: &[WorkerId], shutdown: &CancellationToken) -> bool {
         let mut backoff = Backoff::new(Duration::from_millis(50), self.config.poll_interval);
-        loop {
-            if shutdown.is_cancelled() {
-                return false;
-            }
-            match self.register().await {
-                Ok(()) => break,
-                Err(e) => {
-                    self.error(&e);
-                    backoff.wait(shutdown).await;
+        for id in ids {
+            loop {
+                if shutdown.is_cancelled() {
+                    return false;
+                }
+                match self.register(id).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        self.error(&e);
+                        backoff.wait(shutdown).await;
+                    }
                 }
             }
         }
@@ -315,29 +510,41 @@ impl Worker {
         true
     }
 
-    async fn register(&self) -> Result<()> {
-        let known = self.backend.workers().await?.contains(&self.id);
-        if known || self.backend.working_on(&self.id).await?.is_some() {
-            if let Some(cleaned) = self.backend.clean_worker(&self.id, Orphan::Requeue).await? {
-                tracing::warn!(target: "resq::worker", worker = %self.id.name, "cleaned an earlier registration under this name");
+    async fn register(&self, id: &WorkerId) -> Result<()> {
+        let known = self.backend.workers().await?.contains(id);
+        if known || self.backend.working_on(id).await?.is_some() {
+            if let Some(cleaned) = self.backend.clean_worker(id, Orphan::Requeue).await? {
+                tracing::warn!(target: "resq::worker", worker = %id.name, "cleaned an earlier registration under this name");
                 emit(
                     &self.events,
                     WorkerEvent::CleaningWorker {
-                        worker: self.id.name.clone(),
+                        worker: id.name.clone(),
                         cleaned,
                     },
                 );
             }
         }
-        self.backend.register_worker(&self.id, now_ms()).await
+        self.backend.register_worker(id, now_ms()).await
     }
 
     /// Unregisters; a job still recorded (aborted at the deadline) goes back
     /// to the head of its queue.
     async fn stop(&self) -> Result<()> {
+        let result = self.unregister(&self.id).await;
+        tracing::info!(target: "resq::worker", worker = %self.id.name, "end");
+        emit(
+            &self.events,
+            WorkerEvent::End {
+                worker: self.id.name.clone(),
+            },
+        );
+        result
+    }
+
+    async fn unregister(&self, id: &WorkerId) -> Result<()> {
         let mut last_err = None;
         for attempt in 0..5u32 {
-            match self.backend.clean_worker(&self.id, Orphan::Requeue).await {
+            match self.backend.clean_worker(id, Orphan::Requeue).await {
                 Ok(_) => {
                     last_err = None;
                     break;
@@ -349,13 +556,6 @@ impl Worker {
                 }
             }
         }
-        tracing::info!(target: "resq::worker", worker = %self.id.name, "end");
-        emit(
-            &self.events,
-            WorkerEvent::End {
-                worker: self.id.name.clone(),
-            },
-        );
         match last_err {
             Some(e) => Err(e),
             None => Ok(()),
@@ -374,127 +574,145 @@ impl Worker {
     }
 
     async fn perform(&self, claimed: Claimed, shutdown: &CancellationToken) {
-        let started = Instant::now();
-        let job = match Job::decode(&claimed.payload) {
-            Ok(job) => Arc::new(job),
-            Err(e) => {
-                let failure = Failure::new(PAYLOAD_ERROR, e.to_string());
-                self.fail(&claimed, failure, started).await;
-                return;
-            }
-        };
-        let Some(task) = self.tasks.get(&job.class) else {
-            let failure = Failure::new("Error", format!("No job defined for class \"{}\"", job.class));
-            self.fail(&claimed, failure, started).await;
-            return;
-        };
-        tracing::debug!(target: "resq::worker", worker = %self.id.name, queue = %claimed.queue, class = %job.class, "job");
-        emit(
-            &self.events,
-            WorkerEvent::Job {
-                worker: self.id.name.clone(),
-                queue: claimed.queue.clone(),
-                job: Arc::clone(&job),
-            },
+        let job = run_job(
+            Arc::clone(&self.tasks),
+            self.events.clone(),
+            self.id.name.clone(),
+            claimed,
         );
-        let ctx = JobContext {
-            worker: self.id.name.clone(),
-            queue: claimed.queue.clone(),
-            job: Arc::clone(&job),
-        };
-        let mut handle = tokio::spawn(task.call(ctx));
+        let mut handle = tokio::spawn(job);
         let grace = self.config.shutdown_timeout;
         let deadline = async move {
             shutdown.cancelled().await;
             tokio::time::sleep(grace).await;
         };
-        let end = tokio::select! {
+        tokio::select! {
             r = &mut handle => match r {
-                Ok(Ok(result)) => {
-                    let duration = started.elapsed();
-                    tracing::info!(target: "resq::worker", worker = %self.id.name, queue = %claimed.queue, class = %job.class, ?duration, "success");
-                    emit(&self.events, WorkerEvent::Success {
-                        worker: self.id.name.clone(),
-                        queue: claimed.queue.clone(),
-                        job: Arc::clone(&job),
-                        result,
-                        duration,
-                    });
-                    JobEnd::Done(Outcome::Success)
-                }
-                Ok(Err(task_error)) => {
-                    let failure = task_error.to_failure();
-                    JobEnd::Done(self.failure_outcome(&claimed, failure, started))
-                }
-                Err(join) => {
-                    let message = if join.is_panic() {
-                        let p = join.into_panic();
-                        p.downcast_ref::<&str>().map(|s| (*s).to_owned())
-                            .or_else(|| p.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "the task panicked".to_owned())
-                    } else {
-                        "the task was cancelled".to_owned()
-                    };
-                    JobEnd::Done(self.failure_outcome(&claimed, Failure::new("Panic", message), started))
-                }
+                Ok(outcome) => self.complete(&self.id, outcome, shutdown).await,
+                // `run_job` catches panics, so only an abort gets here.
+                Err(e) => self.error(&format!("job task ended abnormally: {e}")),
             },
             _ = deadline => {
                 handle.abort();
                 self.error(&format!(
-                    "job {} did not finish within the shutdown timeout of {grace:?}: aborted and put back on {}",
-                    job.class, claimed.queue
+                    "a job did not finish within the shutdown timeout of {grace:?}: aborted and put back on its queue"
                 ));
-                JobEnd::Abandoned
             }
-        };
-        if let JobEnd::Done(outcome) = end {
-            self.complete(outcome).await;
         }
     }
 
-    async fn fail(&self, claimed: &Claimed, failure: Failure, started: Instant) {
-        let outcome = self.failure_outcome(claimed, failure, started);
-        self.complete(outcome).await;
-    }
-
-    fn failure_outcome(&self, claimed: &Claimed, failure: Failure, started: Instant) -> Outcome {
-        let duration = started.elapsed();
-        tracing::warn!(target: "resq::worker", worker = %self.id.name, queue = %claimed.queue,
-            exception = %failure.exception, error = %failure.error, "failure");
-        let entry = encode_entry(&self.id.name, &claimed.queue, &claimed.payload, &failure, now_ms());
-        emit(
-            &self.events,
-            WorkerEvent::Failure {
-                worker: self.id.name.clone(),
-                queue: claimed.queue.clone(),
-                payload: claimed.payload.clone(),
-                exception: failure.exception,
-                error: failure.error,
-                duration,
-            },
-        );
-        Outcome::Failure { entry }
-    }
-
-    /// Records the outcome, retrying through backend errors. If it never
-    /// gets through, the working-on record stays, and the job is recovered
-    /// as a stuck worker's: it is never silently lost.
-    async fn complete(&self, outcome: Outcome) {
-        for attempt in 0..10u32 {
-            match self.backend.complete(&self.id, outcome.clone()).await {
+    /// Records the outcome, retrying through backend errors for as long as
+    /// the worker runs; the worker claims nothing meanwhile, so its
+    /// working-on record is never overwritten. At shutdown it gives up after
+    /// ten tries and the unregistration puts the job back on its queue.
+    async fn complete(&self, id: &WorkerId, outcome: Outcome, shutdown: &CancellationToken) {
+        let mut attempt: u32 = 0;
+        loop {
+            match self.backend.complete(id, outcome.clone()).await {
                 Ok(()) => return,
                 Err(e) => {
                     self.error(&e);
-                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt + 1))).await;
+                    attempt += 1;
+                    if attempt >= 10 && shutdown.is_cancelled() {
+                        // Unregistering puts the job back: it may run again, but is not lost.
+                        return;
+                    }
+                    let wait = Duration::from_millis(50 * u64::from(attempt.min(40)));
+                    tokio::time::sleep(wait).await;
                 }
             }
         }
     }
 }
 
+/// Runs one claimed job to its outcome: decodes it, finds its task, runs
+/// it with panics caught, and reports `job`, `success` or `failure`. An
+/// undecodable payload or an unknown class is a failure, never a panic.
+async fn run_job(
+    tasks: Arc<Tasks>,
+    events: broadcast::Sender<WorkerEvent>,
+    worker: String,
+    claimed: Claimed,
+) -> Outcome {
+    let started = Instant::now();
+    let job = match Job::decode(&claimed.payload) {
+        Ok(job) => Arc::new(job),
+        Err(e) => {
+            return failure_outcome(
+                &events,
+                &worker,
+                &claimed,
+                Failure::new(PAYLOAD_ERROR, e.to_string()),
+                started,
+            );
+        }
+    };
+    let Some(task) = tasks.get(&job.class) else {
+        let failure = Failure::new("Error", format!("No job defined for class \"{}\"", job.class));
+        return failure_outcome(&events, &worker, &claimed, failure, started);
+    };
+    tracing::debug!(target: "resq::worker", %worker, queue = %claimed.queue, class = %job.class, "job");
+    emit_with(&events, || WorkerEvent::Job {
+        worker: worker.clone(),
+        queue: claimed.queue.clone(),
+        job: Arc::clone(&job),
+    });
+    let ctx = JobContext {
+        worker: worker.clone(),
+        queue: claimed.queue.clone(),
+        job: Arc::clone(&job),
+    };
+    let run = std::panic::AssertUnwindSafe(task.call(ctx));
+    match futures_util::FutureExt::catch_unwind(run).await {
+        Ok(Ok(result)) => {
+            let duration = started.elapsed();
+            tracing::info!(target: "resq::worker", %worker, queue = %claimed.queue, class = %job.class, ?duration, "success");
+            emit_with(&events, || WorkerEvent::Success {
+                worker: worker.clone(),
+                queue: claimed.queue.clone(),
+                job: Arc::clone(&job),
+                result,
+                duration,
+            });
+            Outcome::Success
+        }
+        Ok(Err(task_error)) => failure_outcome(&events, &worker, &claimed, task_error.to_failure(), started),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "the task panicked".to_owned());
+            failure_outcome(&events, &worker, &claimed, Failure::new("Panic", message), started)
+        }
+    }
+}
+
+fn failure_outcome(
+    events: &broadcast::Sender<WorkerEvent>,
+    worker: &str,
+    claimed: &Claimed,
+    failure: Failure,
+    started: Instant,
+) -> Outcome {
+    let duration = started.elapsed();
+    tracing::warn!(target: "resq::worker", %worker, queue = %claimed.queue,
+        exception = %failure.exception, error = %failure.error, "failure");
+    let entry = encode_entry(worker, &claimed.queue, &claimed.payload, &failure, now_ms());
+    emit_with(events, || WorkerEvent::Failure {
+        worker: worker.to_owned(),
+        queue: claimed.queue.clone(),
+        payload: claimed.payload.clone(),
+        exception: failure.exception.clone(),
+        error: failure.error.clone(),
+        duration,
+    });
+    Outcome::Failure { entry }
+}
+
 async fn ping_loop(
     backend: Arc<dyn Backend>,
-    id: WorkerId,
+    ids: Vec<WorkerId>,
     interval: Duration,
     events: broadcast::Sender<WorkerEvent>,
 ) {
@@ -504,25 +722,28 @@ async fn ping_loop(
     tick.tick().await;
     loop {
         tick.tick().await;
-        let at_ms = now_ms();
-        match backend.ping_worker(&id, at_ms).await {
-            Ok(()) => emit(
-                &events,
-                WorkerEvent::Ping {
+        for id in &ids {
+            ping_once(&backend, id, &events).await;
+        }
+    }
+}
+
+async fn ping_once(backend: &Arc<dyn Backend>, id: &WorkerId, events: &broadcast::Sender<WorkerEvent>) {
+    let at_ms = now_ms();
+    match backend.ping_worker(id, at_ms).await {
+        Ok(()) => emit_with(events, || WorkerEvent::Ping {
+            worker: id.name.clone(),
+            at_ms,
+        }),
+        Err(e) => {
+            tracing::warn!(target: "resq::worker", worker = %id.name, error = %e, "ping failed");
+            emit(
+                events,
+                WorkerEvent::Error {
                     worker: id.name.clone(),
-                    at_ms,
+                    error: format!("ping failed: {e}"),
                 },
-            ),
-            Err(e) => {
-                tracing::warn!(target: "resq::worker", worker = %id.name, error = %e, "ping failed");
-                emit(
-                    &events,
-                    WorkerEvent::Error {
-                        worker: id.name.clone(),
-                        error: format!("ping failed: {e}"),
-                    },
-                );
-            }
+            );
         }
     }
 }
