@@ -98,25 +98,43 @@ impl Job {
     /// Decodes a payload written by any Resque client. Never panics: a value
     /// that is not a JSON object with a string `class` is an [`Error::Decode`].
     pub fn decode(raw: &str) -> Result<Job> {
+        Self::decode_owned(raw.to_owned())
+    }
+
+    /// Like [`Job::decode`], taking ownership of the bytes (no copy).
+    pub fn decode_owned(raw: String) -> Result<Job> {
         let err = |reason: String| Error::Decode {
             what: "job payload",
             reason,
         };
-        let value: Value = serde_json::from_str(raw).map_err(|e| err(e.to_string()))?;
-        let Value::Object(mut map) = value else {
-            return Err(err("the payload is not a JSON object".into()));
+        // Only the three fields resq reads are decoded; other keys are skipped.
+        #[derive(serde::Deserialize)]
+        struct Wire {
+            #[serde(default)]
+            class: Option<Value>,
+            #[serde(default)]
+            queue: Option<Value>,
+            #[serde(default)]
+            args: Option<Value>,
+        }
+        let wire: Wire = match serde_json::from_str(&raw) {
+            Ok(w) => w,
+            Err(e) if e.classify() == serde_json::error::Category::Data => {
+                return Err(err("the payload is not a JSON object".into()))
+            }
+            Err(e) => return Err(err(e.to_string())),
         };
-        let class = match map.remove("class") {
+        let class = match wire.class {
             Some(Value::String(s)) if !s.is_empty() => s,
             Some(Value::String(_)) => return Err(err("`class` is empty".into())),
             Some(_) => return Err(err("`class` is not a string".into())),
             None => return Err(err("`class` is missing".into())),
         };
-        let queue = match map.remove("queue") {
+        let queue = match wire.queue {
             Some(Value::String(s)) if !s.trim().is_empty() => Some(s),
             _ => None,
         };
-        let args = match map.remove("args") {
+        let args = match wire.args {
             None => Vec::new(),
             Some(v) => wrap_args_strict(v),
         };
@@ -124,7 +142,7 @@ impl Job {
             class,
             queue,
             args,
-            raw: raw.to_owned(),
+            raw,
         })
     }
 
@@ -132,6 +150,25 @@ impl Job {
     /// (the list it was popped from).
     pub fn queue_or<'a>(&'a self, fallback: &'a str) -> &'a str {
         self.queue.as_deref().unwrap_or(fallback)
+    }
+}
+
+/// Undoes the one change node-resque's working-on records make to a job:
+/// its Lua script re-encodes the payload through Redis's `cjson`, which
+/// writes an empty `args` array as `{}`. For such a payload this returns the
+/// node-resque bytes with `"args":[]`; for any other it returns `None`.
+pub fn repair_cjson_empty_args(raw: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Wire {
+        class: String,
+        #[serde(default)]
+        queue: Option<String>,
+        args: Value,
+    }
+    let wire: Wire = serde_json::from_str(raw).ok()?;
+    match (&wire.args, wire.queue) {
+        (Value::Object(m), Some(queue)) if m.is_empty() => Some(encode_payload(&queue, &wire.class, &[])),
+        _ => None,
     }
 }
 
@@ -190,6 +227,22 @@ mod tests {
         assert_eq!(rs.queue.as_deref(), Some("q"));
         let big = r#"{"class":"X","queue":"q","args":[12345678901234567890]}"#;
         assert_eq!(Job::decode(big).unwrap().raw, big);
+    }
+
+    #[test]
+    fn repairs_cjson_mangled_empty_args() {
+        assert_eq!(
+            repair_cjson_empty_args(r#"{"class":"slow","args":{},"queue":"q"}"#).as_deref(),
+            Some(r#"{"class":"slow","queue":"q","args":[]}"#)
+        );
+        assert_eq!(
+            repair_cjson_empty_args(r#"{"class":"a","queue":"q","args":[{}]}"#),
+            None
+        );
+        assert_eq!(
+            repair_cjson_empty_args(r#"{"class":"a","queue":"q","args":{"x":1}}"#),
+            None
+        );
     }
 
     #[test]

@@ -41,8 +41,17 @@ pub fn write_js(out: &mut String, value: &Value) {
             out.push(']');
         }
         Value::Object(map) => {
+            // JavaScript orders an object's integer-like keys first, ascending,
+            // then the other keys in insertion order.
+            let mut indexed: Vec<(u32, &String, &Value)> = map
+                .iter()
+                .filter_map(|(k, v)| array_index(k).map(|i| (i, k, v)))
+                .collect();
+            indexed.sort_unstable_by_key(|(i, _, _)| *i);
+            let named = map.iter().filter(|(k, _)| array_index(k).is_none());
             out.push('{');
-            for (i, (k, v)) in map.iter().enumerate() {
+            let entries = indexed.into_iter().map(|(_, k, v)| (k, v)).chain(named);
+            for (i, (k, v)) in entries.enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
@@ -53,6 +62,15 @@ pub fn write_js(out: &mut String, value: &Value) {
             out.push('}');
         }
     }
+}
+
+/// ECMAScript's array index: a canonical decimal below 2^32 − 1 ("0", "7", not "07").
+fn array_index(key: &str) -> Option<u32> {
+    let canonical = key == "0" || (!key.starts_with('0') && !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit()));
+    if !canonical {
+        return None;
+    }
+    key.parse::<u32>().ok().filter(|i| *i < u32::MAX)
 }
 
 /// The `JSON.stringify` form of `value`.
@@ -108,6 +126,15 @@ mod tests {
         assert_eq!(to_js_string(&v), "[\"a\\\"b\\\\c\\n\\u0001/é\u{2028}\"]");
         // serde_json agrees for strings, which is why write_js_str may be swapped for it.
         assert_eq!(serde_json::to_string(&v).unwrap(), to_js_string(&v));
+    }
+
+    #[test]
+    fn integer_like_keys_come_first_as_in_javascript() {
+        let v: Value = serde_json::from_str(r#"{"b":1,"10":2,"1":3,"01":4,"-1":5,"4294967295":6,"a":7}"#).unwrap();
+        assert_eq!(
+            to_js_string(&v),
+            r#"{"1":3,"10":2,"b":1,"01":4,"-1":5,"4294967295":6,"a":7}"#
+        );
     }
 
     #[test]

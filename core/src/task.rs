@@ -138,8 +138,9 @@ pub trait ErasedTask: Send + Sync {
 /// Decodes a job's args array into `A`. An empty array also decodes as
 /// JSON `null`, so that `()` and `Option<T>` accept a job with no arguments.
 fn decode_args<A: DeserializeOwned>(job: &Job) -> std::result::Result<A, TaskError> {
-    let decoded = serde_json::from_value::<A>(Value::Array(job.args.clone()));
-    let decoded = match decoded {
+    // Deserialize straight from the decoded args, without copying them.
+    let seq = serde::de::value::SeqDeserializer::<_, serde_json::Error>::new(job.args.iter());
+    let decoded = match A::deserialize(seq) {
         Err(_) if job.args.is_empty() => serde_json::from_value::<A>(Value::Null),
         other => other,
     };

@@ -48,6 +48,24 @@ pub fn js_date_string(ms: i64) -> String {
         .to_string()
 }
 
+/// [`js_date_string`] of the current second, formatted once per second
+/// per thread: workers stamp every claim with it.
+pub fn js_date_string_now() -> String {
+    use std::cell::RefCell;
+    thread_local! {
+        static CACHE: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+    }
+    let now = now_ms();
+    let second = now.div_euclid(1000);
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != second {
+            *c = (second, js_date_string(now));
+        }
+        c.1.clone()
+    })
+}
+
 /// ISO 8601 in UTC with second precision, the format Ruby resque writes.
 pub fn iso8601(ms: i64) -> String {
     utc(ms).format("%Y-%m-%dT%H:%M:%SZ").to_string()

@@ -8,7 +8,7 @@ use crate::failed::{encode_entry, Failure, PAYLOAD_ERROR};
 use crate::job::Job;
 use crate::shutdown::{run_with_shutdown, AbortOnDrop, Backoff};
 use crate::task::{JobContext, Tasks};
-use crate::time::{js_date_string, now_ms};
+use crate::time::{js_date_string_now, now_ms};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -240,7 +240,7 @@ impl Worker {
             let claimed = if queues.is_empty() {
                 Ok(None)
             } else {
-                self.backend.claim(&self.id, &queues, &js_date_string(now_ms())).await
+                self.backend.claim(&self.id, &queues, &js_date_string_now()).await
             };
             match claimed {
                 Ok(Some(job)) => {
@@ -344,7 +344,7 @@ impl Worker {
                 }
                 if !queues.is_empty() {
                     let ids: Vec<WorkerId> = idle.iter().map(|&i| slots[i].clone()).collect();
-                    match self.backend.claim_batch(&ids, &queues, &js_date_string(now_ms())).await {
+                    match self.backend.claim_batch(&ids, &queues, &js_date_string_now()).await {
                         Ok(got) => {
                             backoff.reset();
                             claimed = got.len();
