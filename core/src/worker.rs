@@ -9,7 +9,10 @@ use crate::job::Job;
 use crate::shutdown::{run_with_shutdown, AbortOnDrop, Backoff};
 use crate::task::{JobContext, Tasks};
 use crate::time::{js_date_string_now, now_ms};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,7 +69,9 @@ pub struct WorkerConfig {
     /// one slot per job (`<name>.1`, `<name>.2`, …, each with its own
     /// working-on record, as Resque expects) and claims and completes for
     /// all its idle slots in one backend round trip: the fast path for many
-    /// short jobs.
+    /// short jobs. A worker's jobs share its tokio task, as `async` code
+    /// does: run CPU-heavy parts with `tokio::task::spawn_blocking`, or run
+    /// several workers to spread jobs over the runtime's threads.
     pub concurrency: usize,
 }
 
@@ -313,7 +318,9 @@ impl Worker {
         };
         let mut queues_read: Option<Instant> = None;
         let mut idle: Vec<usize> = (0..slots.len()).rev().collect();
-        let mut running: tokio::task::JoinSet<(usize, Outcome)> = tokio::task::JoinSet::new();
+        // Slots run on this worker's own task, like a single job does.
+        let mut running: FuturesUnordered<Pin<Box<dyn Future<Output = (usize, Outcome)> + Send>>> =
+            FuturesUnordered::new();
         let mut done: Vec<(WorkerId, Outcome)> = Vec::new();
         let mut done_slots: Vec<usize> = Vec::new();
         let mut backoff = Backoff::new(Duration::from_millis(50), self.config.poll_interval);
@@ -358,7 +365,7 @@ impl Worker {
                                     slots[slot].name.clone(),
                                     job,
                                 );
-                                running.spawn(async move { (slot, fut.await) });
+                                running.push(Box::pin(async move { (slot, fut.await) }));
                             }
                             taken.sort_unstable();
                             for k in taken.into_iter().rev() {
@@ -396,20 +403,19 @@ impl Worker {
             let want_more = !stopping && !idle.is_empty() && claimed == 0;
             let wait_on = if wildcard { &wildcard_queues } else { &queues };
             tokio::select! {
-                Some(joined) = running.join_next() => {
-                    self.collect(joined, &slots, &mut done, &mut done_slots);
-                    while let Some(joined) = running.try_join_next() {
-                        self.collect(joined, &slots, &mut done, &mut done_slots);
+                Some(finished) = running.next() => {
+                    collect(finished, &slots, &mut done, &mut done_slots);
+                    while let Some(Some(finished)) = running.next().now_or_never() {
+                        collect(finished, &slots, &mut done, &mut done_slots);
                     }
                 }
                 _ = self.backend.wait_for_jobs(wait_on, self.config.poll_interval), if want_more => {}
                 _ = &mut deadline => {
-                    running.abort_all();
                     self.error(&format!(
                         "{} jobs did not finish within the shutdown timeout of {grace:?}: aborted and put back on their queues",
                         running.len()
                     ));
-                    while running.join_next().await.is_some() {}
+                    running.clear();
                     break;
                 }
             }
@@ -432,25 +438,6 @@ impl Worker {
             },
         );
         result
-    }
-
-    fn collect(
-        &self,
-        joined: std::result::Result<(usize, Outcome), tokio::task::JoinError>,
-        slots: &[WorkerId],
-        done: &mut Vec<(WorkerId, Outcome)>,
-        done_slots: &mut Vec<usize>,
-    ) {
-        match joined {
-            Ok((slot, outcome)) => {
-                if let Some(id) = slots.get(slot) {
-                    done.push((id.clone(), outcome));
-                    done_slots.push(slot);
-                }
-            }
-            // `run_job` catches panics; only an abort gets here.
-            Err(e) => self.error(&format!("job task ended abnormally: {e}")),
-        }
     }
 
     /// Records many outcomes at once. Returns true once they are recorded.
@@ -580,20 +567,17 @@ impl Worker {
             self.id.name.clone(),
             claimed,
         );
-        let mut handle = tokio::spawn(job);
+        // The job runs on this worker's own task (no spawn per job): `run_job`
+        // catches panics, and dropping it at the deadline cancels it.
+        tokio::pin!(job);
         let grace = self.config.shutdown_timeout;
         let deadline = async move {
             shutdown.cancelled().await;
             tokio::time::sleep(grace).await;
         };
         tokio::select! {
-            r = &mut handle => match r {
-                Ok(outcome) => self.complete(&self.id, outcome, shutdown).await,
-                // `run_job` catches panics, so only an abort gets here.
-                Err(e) => self.error(&format!("job task ended abnormally: {e}")),
-            },
+            outcome = &mut job => self.complete(&self.id, outcome, shutdown).await,
             _ = deadline => {
-                handle.abort();
                 self.error(&format!(
                     "a job did not finish within the shutdown timeout of {grace:?}: aborted and put back on its queue"
                 ));
@@ -622,6 +606,19 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+fn collect(
+    finished: (usize, Outcome),
+    slots: &[WorkerId],
+    done: &mut Vec<(WorkerId, Outcome)>,
+    done_slots: &mut Vec<usize>,
+) {
+    let (slot, outcome) = finished;
+    if let Some(id) = slots.get(slot) {
+        done.push((id.clone(), outcome));
+        done_slots.push(slot);
     }
 }
 
