@@ -319,8 +319,7 @@ impl Worker {
         let mut queues_read: Option<Instant> = None;
         let mut idle: Vec<usize> = (0..slots.len()).rev().collect();
         // Slots run on this worker's own task, like a single job does.
-        let mut running: FuturesUnordered<Pin<Box<dyn Future<Output = (usize, Outcome)> + Send>>> =
-            FuturesUnordered::new();
+        let mut running: FuturesUnordered<SlotJob> = FuturesUnordered::new();
         let mut done: Vec<(WorkerId, Outcome)> = Vec::new();
         let mut done_slots: Vec<usize> = Vec::new();
         let mut backoff = Backoff::new(Duration::from_millis(50), self.config.poll_interval);
@@ -608,6 +607,9 @@ impl Worker {
         }
     }
 }
+
+/// A slot's running job: resolves to the slot and the job's outcome.
+type SlotJob = Pin<Box<dyn Future<Output = (usize, Outcome)> + Send>>;
 
 fn collect(
     finished: (usize, Outcome),
