@@ -26,6 +26,9 @@ pub use resq_memory as memory;
 #[cfg(feature = "redis")]
 pub use resq_redis as redis;
 
+#[cfg(feature = "postgres")]
+pub use resq_postgres as postgres;
+
 use std::sync::Arc;
 
 /// Opens the backend a URL names:
@@ -48,7 +51,7 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Backend>> {
     match parsed.scheme() {
         "memory" => connect_memory(url).await,
         "redis" | "rediss" => connect_redis(url).await,
-        "postgres" | "postgresql" => Err(invalid(unavailable("postgres", "PostgreSQL"))),
+        "postgres" | "postgresql" => connect_postgres(url).await,
         other => Err(invalid(format!(
             "unknown scheme `{other}`: use memory://, redis://, rediss://, postgres:// or postgresql://"
         ))),
@@ -83,20 +86,24 @@ async fn connect_redis(url: &str) -> Result<Arc<dyn Backend>> {
     })
 }
 
-fn unavailable(feature: &str, name: &str) -> String {
-    if feature_enabled(feature) {
-        format!("the {name} backend is not part of this release yet, although the `{feature}` feature is enabled")
-    } else {
-        format!("the {name} backend is not compiled in: enable resq's `{feature}` feature")
-    }
+#[cfg(feature = "postgres")]
+async fn connect_postgres(url: &str) -> Result<Arc<dyn Backend>> {
+    let backend: Arc<dyn Backend> = resq_postgres::connect(url).await?;
+    Ok(backend)
 }
 
-fn feature_enabled(feature: &str) -> bool {
-    match feature {
-        "redis" => cfg!(feature = "redis"),
-        "postgres" => cfg!(feature = "postgres"),
-        _ => false,
-    }
+#[cfg(not(feature = "postgres"))]
+async fn connect_postgres(url: &str) -> Result<Arc<dyn Backend>> {
+    Err(Error::InvalidUrl {
+        url: url.to_owned(),
+        reason: unavailable("postgres", "PostgreSQL"),
+    })
+}
+
+/// Why a backend's scheme cannot be used: its feature is not compiled in.
+#[cfg(not(all(feature = "redis", feature = "postgres")))]
+fn unavailable(feature: &str, name: &str) -> String {
+    format!("the {name} backend is not compiled in: enable resq's `{feature}` feature")
 }
 
 #[cfg(test)]
@@ -119,8 +126,10 @@ mod tests {
             let redis = err("redis://127.0.0.1:6379").await;
             assert!(redis.contains("`redis` feature"), "{redis}");
         }
-        let pg = err("postgresql://postgres@127.0.0.1/test").await;
-        assert!(pg.contains("`postgres` feature"), "{pg}");
+        if cfg!(not(feature = "postgres")) {
+            let pg = err("postgresql://postgres@127.0.0.1/test").await;
+            assert!(pg.contains("`postgres` feature"), "{pg}");
+        }
     }
 }
 

@@ -84,18 +84,37 @@ pub struct Table {
     pub delayed_pickup: Latency,
     /// Memory use with jobs queued.
     pub footprint: Footprint,
+    /// Sequential claim+complete/s with 1,000 and with `footprint_jobs` queued.
+    pub claim_at_depth: (f64, f64, usize),
 }
 
 struct Fresh {
     backend: Arc<dyn Backend>,
     redis: Option<Arc<resq_redis::RedisBackend>>,
+    postgres: Option<Arc<resq_postgres::PostgresBackend>>,
 }
 
 impl Fresh {
+    /// `url` pointing at this run's own namespace or schema, for a child process.
+    fn child_url(&self, url: &str) -> String {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        if let Some(r) = &self.redis {
+            format!("{url}{sep}namespace={}", r.config().namespace)
+        } else if let Some(p) = &self.postgres {
+            format!("{url}{sep}schema={}", p.schema())
+        } else {
+            url.to_owned()
+        }
+    }
+
     async fn done(self) {
         drop(self.backend);
         if let Some(r) = self.redis {
             let _ = r.delete_namespace().await;
+        }
+        if let Some(p) = self.postgres {
+            let _ = resq_postgres::testing::drop_test_schema(&p).await;
+            let _ = resq_core::Backend::close(&*p).await;
         }
     }
 }
@@ -105,6 +124,23 @@ async fn fresh(url: &str) -> Result<Fresh, String> {
         return Ok(Fresh {
             backend: Arc::new(resq_memory::MemoryBackend::new()),
             redis: None,
+            postgres: None,
+        });
+    }
+    if url.starts_with("postgres") {
+        // Default durability (synchronous_commit on); a schema of its own, dropped afterwards.
+        let config = resq_postgres::PostgresConfig::from_url(url)
+            .map_err(|e| e.to_string())?
+            .schema(resq_postgres::testing::unique_schema())
+            .max_connections(32)
+            .migrate_on_connect(true);
+        let p = resq_postgres::PostgresBackend::connect_with(config)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(Fresh {
+            backend: p.clone(),
+            redis: None,
+            postgres: Some(p),
         });
     }
     if url.starts_with("redis") {
@@ -116,6 +152,7 @@ async fn fresh(url: &str) -> Result<Fresh, String> {
         return Ok(Fresh {
             backend: r.clone(),
             redis: Some(r),
+            postgres: None,
         });
     }
     Err(format!("the harness does not know the backend {url}"))
@@ -149,7 +186,11 @@ pub async fn backend(url: &str, jobs: usize, samples: usize, footprint_jobs: usi
     let delayed_pickup = delayed_latency(url, samples).await?;
     eprintln!("   delayed pickup median {:.2} ms", delayed_pickup.median_ms);
     let footprint = footprint(url, footprint_jobs).await?;
+    let shallow = claim_speed(url, 1_000).await?;
+    let deep = claim_speed(url, footprint_jobs).await?;
+    eprintln!("   claim+complete/s at 1,000 queued {shallow:.0}, at {footprint_jobs} queued {deep:.0}");
     Ok(Table {
+        claim_at_depth: (shallow, deep, footprint_jobs),
         url: url.to_owned(),
         enqueue_sequential,
         enqueue_concurrent,
@@ -393,13 +434,53 @@ async fn delayed_latency(url: &str, samples: usize) -> Result<Latency, String> {
     Ok(Latency::of(out))
 }
 
+/// Queues `queued` jobs, then times 1,000 sequential claim+complete pairs.
+async fn claim_speed(url: &str, queued: usize) -> Result<f64, String> {
+    let f = fresh(url).await?;
+    let queue = Queue::new(Arc::clone(&f.backend));
+    let mut n = 0;
+    while n < queued {
+        let batch: Vec<NewJob> = (n..(n + 5000).min(queued))
+            .map(|i| NewJob::new("bench", "noop", (i,)).map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?;
+        n += batch.len();
+        queue.enqueue_batch(batch).await.map_err(|e| e.to_string())?;
+    }
+    let worker = resq_core::WorkerId::new("bench:claim", &["bench".to_owned()]);
+    let queues = vec!["bench".to_owned()];
+    let rounds = 1_000.min(queued);
+    let start = Instant::now();
+    for _ in 0..rounds {
+        let got = f
+            .backend
+            .claim(&worker, &queues, "now")
+            .await
+            .map_err(|e| e.to_string())?;
+        if got.is_none() {
+            return Err("a queued job could not be claimed".into());
+        }
+        f.backend
+            .complete(&worker, resq_core::Outcome::Success)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let took = start.elapsed();
+    f.done().await;
+    Ok(rate(rounds, took))
+}
+
 /// This process's resident set size, KiB (Linux).
 pub fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+/// A KiB figure from `/proc/self/status` (Linux), 0 where there is none.
+fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
@@ -408,23 +489,15 @@ pub fn rss_kib() -> u64 {
 
 async fn footprint(url: &str, jobs: usize) -> Result<Footprint, String> {
     if url.starts_with("memory") {
+        // In a fresh process, so the figure is not blurred by this one's heap.
+        let out = child(&["--footprint-memory", &jobs.to_string()])?;
+        let overhead_bytes: f64 = out
+            .trim()
+            .parse()
+            .map_err(|_| format!("footprint child said {out:?}"))?;
         let payload = resq_core::job::encode_payload("bench", "noop", &[serde_json::json!(0)]);
-        let f = fresh(url).await?;
-        let before = rss_kib();
-        let queue = Queue::new(Arc::clone(&f.backend));
-        let mut n = 0;
-        while n < jobs {
-            let batch: Vec<NewJob> = (n..(n + 1000).min(jobs))
-                .map(|_| NewJob::new("bench", "noop", (0,)).map_err(|e| e.to_string()))
-                .collect::<Result<_, _>>()?;
-            n += batch.len();
-            queue.enqueue_batch(batch).await.map_err(|e| e.to_string())?;
-        }
-        let after = rss_kib();
-        f.done().await;
-        let per_job = (after.saturating_sub(before) * 1024) as f64 / jobs as f64;
         return Ok(Footprint::PerJob {
-            overhead_bytes: per_job - payload.len() as f64,
+            overhead_bytes,
             payload_bytes: payload.len(),
             jobs,
         });
@@ -440,36 +513,92 @@ async fn footprint(url: &str, jobs: usize) -> Result<Footprint, String> {
     })
 }
 
-/// Peak RSS of this process while a worker works a queue holding `queued` jobs.
+/// Runs this binary again with `args` and returns what it prints.
+fn child(args: &[&str]) -> Result<String, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(exe)
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("{args:?} failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The child side of the memory footprint: bytes per queued no-op job
+/// beyond its payload, from the RSS growth of a fresh process.
+pub async fn footprint_memory_child(jobs: usize) -> Result<f64, String> {
+    let payload = resq_core::job::encode_payload("bench", "noop", &[serde_json::json!(0)]);
+    let backend: Arc<dyn Backend> = Arc::new(resq_memory::MemoryBackend::new());
+    let queue = Queue::new(Arc::clone(&backend));
+    // Warm the allocator and the queue's structures with one small batch.
+    queue
+        .enqueue_batch(vec![NewJob::new("bench", "noop", (0,)).map_err(|e| e.to_string())?])
+        .await
+        .map_err(|e| e.to_string())?;
+    let before = rss_kib();
+    let batch_size = 1000;
+    let mut n = 0;
+    while n < jobs {
+        let batch: Vec<resq_core::QueuedJob> = (n..(n + batch_size).min(jobs))
+            .map(|_| resq_core::QueuedJob {
+                queue: "bench".to_owned(),
+                payload: payload.clone(),
+            })
+            .collect();
+        n += batch.len();
+        backend.push_batch(&batch).await.map_err(|e| e.to_string())?;
+    }
+    let after = rss_kib();
+    let len = backend.queue_len("bench").await.map_err(|e| e.to_string())? as usize;
+    if len != jobs + 1 {
+        return Err(format!("{len} jobs queued, expected {}", jobs + 1));
+    }
+    Ok((after.saturating_sub(before) * 1024) as f64 / jobs as f64 - payload.len() as f64)
+}
+
+/// The child side of the remote footprint: a worker that works the queue at
+/// `url` (namespace or schema included) for two seconds, then its peak RSS (KiB).
+pub async fn rss_worker_child(url: &str) -> Result<u64, String> {
+    let backend: Arc<dyn Backend> = if url.starts_with("postgres") {
+        resq_postgres::connect(url).await.map_err(|e| e.to_string())?
+    } else {
+        resq_redis::connect(url).await.map_err(|e| e.to_string())?
+    };
+    let mut tasks = Tasks::new();
+    tasks
+        .register_fn(
+            "noop",
+            |_: (usize,), _ctx: JobContext| async move { Ok::<_, TaskError>(()) },
+        )
+        .map_err(|e| e.to_string())?;
+    let stop = CancellationToken::new();
+    let w = Worker::new(Arc::clone(&backend), Arc::new(tasks), quick_worker("bench"));
+    let handle = tokio::spawn(w.run_until(stop.clone()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    handle.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    Ok(status_kib("VmHWM:"))
+}
+
+/// Peak RSS (KiB) of a separate worker process working a queue that holds `queued` jobs.
 async fn rss_while_working(url: &str, queued: usize) -> Result<u64, String> {
     let f = fresh(url).await?;
     let queue = Queue::new(Arc::clone(&f.backend));
     let mut n = 0;
     while n < queued {
-        let batch: Vec<NewJob> = (n..(n + 1000).min(queued))
+        let batch: Vec<NewJob> = (n..(n + 5000).min(queued))
             .map(|i| NewJob::new("bench", "noop", (i,)).map_err(|e| e.to_string()))
             .collect::<Result<_, _>>()?;
         n += batch.len();
         queue.enqueue_batch(batch).await.map_err(|e| e.to_string())?;
     }
-    let ledger = Arc::new(Ledger {
-        runs: (0..queued).map(|_| AtomicU8::new(0)).collect(),
-        done: AtomicUsize::new(0),
-        all_done: Notify::new(),
-    });
-    let tasks = ledger_tasks(&ledger)?;
-    let stop = CancellationToken::new();
-    let w = Worker::new(Arc::clone(&f.backend), tasks, quick_worker("bench"));
-    let handle = tokio::spawn(w.run_until(stop.clone()));
-    let mut peak = 0;
-    for _ in 0..20 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        peak = peak.max(rss_kib());
-    }
-    stop.cancel();
-    handle.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    let child_url = f.child_url(url);
+    let out = child(&["--rss-worker", &child_url]);
     f.done().await;
-    Ok(peak)
+    let out = out?;
+    out.trim().parse().map_err(|_| format!("rss child said {out:?}"))
 }
 
 /// A bare tokio mpsc producer/consumer loop: the ceiling for any in-process queue.

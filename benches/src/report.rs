@@ -81,6 +81,12 @@ pub fn render(tables: &[Table], ceiling: f64, raw: Option<&RawLimits>, node_fig:
         }
         let _ = writeln!(s, " — |");
     }
+    let _ = write!(s, "| sequential claim+complete/s, 1,000 queued → N queued |");
+    for t in tables {
+        let (shallow, deep, n) = t.claim_at_depth;
+        let _ = write!(s, " {shallow:.0} → {deep:.0} (N={n}) |");
+    }
+    let _ = writeln!(s, " — |");
     let _ = write!(s, "| memory with jobs queued |");
     for t in tables {
         let text = match &t.footprint {

@@ -21,7 +21,7 @@ resq_conformance::suite!(memory, || async {
 
 resq_conformance::suite!(redis, resq_redis::testing::fresh_backend);
 
-// The PostgreSQL backend joins here when it lands (issue #5).
+resq_conformance::suite!(postgres, resq_postgres::testing::fresh_backend);
 
 /// Every test function in the crate's group modules is listed in `suite!`,
 /// so none is silently never run.

@@ -33,11 +33,23 @@ struct Args {
     /// Skip redis-benchmark.
     #[arg(long)]
     no_redis_benchmark: bool,
+    /// Internal: measure the memory backend's footprint in this (fresh) process.
+    #[arg(long, hide = true)]
+    footprint_memory: Option<usize>,
+    /// Internal: run a worker on this URL for two seconds and print its peak RSS.
+    #[arg(long, hide = true)]
+    rss_worker: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(jobs) = args.footprint_memory {
+        return print_or_fail(measure::footprint_memory_child(jobs).await);
+    }
+    if let Some(url) = &args.rss_worker {
+        return print_or_fail(measure::rss_worker_child(url).await);
+    }
     let mut tables = Vec::new();
     for url in &args.backends {
         eprintln!("== measuring {url}");
@@ -61,4 +73,17 @@ async fn main() -> ExitCode {
     };
     println!("{}", report::render(&tables, ceiling, raw.as_ref(), node.as_ref()));
     ExitCode::SUCCESS
+}
+
+fn print_or_fail<T: std::fmt::Display>(r: Result<T, String>) -> ExitCode {
+    match r {
+        Ok(v) => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }

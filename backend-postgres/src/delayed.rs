@@ -1,0 +1,184 @@
+//! The delayed schedule: the [`DelayedStore`] implementation.
+//!
+//! Each item is a row of `delayed` (bucket `ts`, insertion `id`, payload,
+//! and the SHA-256 `digest` of the payload's bytes). The unique index on
+//! `(digest, ts)` makes `schedule` refuse a payload already in its bucket in
+//! the same statement that inserts it (`ON CONFLICT DO NOTHING`), so
+//! concurrent identical schedules store one item; it also finds a
+//! payload's buckets. Lookups by payload compare the bytes as well.
+//!
+//! Promotion takes up to `limit` due rows, oldest bucket first and in
+//! insertion order within a bucket, with `FOR UPDATE SKIP LOCKED` (so
+//! concurrent promoters never take the same item), deletes them and pushes
+//! them onto their queues (or, when they cannot be promoted, appends their
+//! failed entries) in one transaction.
+
+use crate::error::{db, limit};
+use crate::PostgresBackend;
+use async_trait::async_trait;
+use resq_core::failed::promotion_failure_entry;
+use resq_core::job::promotion_target;
+use resq_core::{DelayedStore, Promotion, QueuedJob, Result};
+
+/// `$1` bucket, `$2` payload; returns a row only when the item was added.
+pub(crate) const SCHEDULE: &str = concat!(
+    "INSERT INTO {s}.delayed (ts, payload, digest) ",
+    "VALUES ($1::bigint, $2::text, sha256(convert_to($2::text, 'UTF8'))) ",
+    "ON CONFLICT (digest, ts) DO NOTHING RETURNING id"
+);
+
+/// Distinct non-empty buckets `<= $1`, ascending, at most `$2`: a loose
+/// index scan that visits each bucket once however many items it holds.
+pub(crate) const DUE_TIMESTAMPS: &str = concat!(
+    "WITH RECURSIVE b (ts) AS (",
+    "(SELECT d.ts FROM {s}.delayed AS d WHERE d.ts <= $1::bigint ORDER BY d.ts LIMIT 1) ",
+    "UNION ALL ",
+    "SELECT (SELECT d.ts FROM {s}.delayed AS d WHERE d.ts > b.ts AND d.ts <= $1::bigint ORDER BY d.ts LIMIT 1) ",
+    "FROM b WHERE b.ts IS NOT NULL) ",
+    "SELECT b.ts FROM b WHERE b.ts IS NOT NULL LIMIT $2::bigint"
+);
+
+/// The items of bucket `$1`, in insertion order.
+pub(crate) const DELAYED_AT: &str = "SELECT payload FROM {s}.delayed WHERE ts = $1 ORDER BY id";
+
+/// The buckets holding payload `$1`, ascending.
+pub(crate) const TIMESTAMPS_OF: &str = concat!(
+    "SELECT ts FROM {s}.delayed ",
+    "WHERE digest = sha256(convert_to($1::text, 'UTF8')) AND payload = $1::text ORDER BY ts"
+);
+
+/// Removes payload `$1` from every bucket; returns the buckets.
+pub(crate) const REMOVE_DELAYED: &str = concat!(
+    "DELETE FROM {s}.delayed ",
+    "WHERE digest = sha256(convert_to($1::text, 'UTF8')) AND payload = $1::text RETURNING ts"
+);
+
+/// Takes up to `$2` items from buckets `<= $1`, oldest first, skipping
+/// items another promoter (or a removal) holds.
+pub(crate) const TAKE_DUE: &str = concat!(
+    "WITH due AS (SELECT d.ts, d.id FROM {s}.delayed AS d WHERE d.ts <= $1::bigint ",
+    "ORDER BY d.ts, d.id LIMIT $2::bigint FOR UPDATE SKIP LOCKED) ",
+    "DELETE FROM {s}.delayed AS d USING due WHERE d.ts = due.ts AND d.id = due.id ",
+    "RETURNING d.ts, d.id, d.payload"
+);
+
+/// Appends failed entries `$1` in order.
+pub(crate) const PUSH_FAILED_BATCH: &str = concat!(
+    "INSERT INTO {s}.failed (entry) ",
+    "SELECT t.e FROM unnest($1::text[]) WITH ORDINALITY AS t (e, o) ORDER BY t.o"
+);
+
+#[async_trait]
+impl DelayedStore for PostgresBackend {
+    async fn schedule(&self, timestamp: i64, payload: &str) -> Result<bool> {
+        let added: Option<(i64,)> = sqlx::query_as(&self.sql.schedule)
+            .bind(timestamp)
+            .bind(payload)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(added.is_some())
+    }
+
+    async fn due_timestamps(&self, up_to: i64, max: usize) -> Result<Vec<i64>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(i64,)> = sqlx::query_as(&self.sql.due_timestamps)
+            .bind(up_to)
+            .bind(limit(max))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows.into_iter().map(|(t,)| t).collect())
+    }
+
+    async fn delayed_timestamps(&self) -> Result<Vec<i64>> {
+        self.due_timestamps(i64::MAX, usize::MAX).await
+    }
+
+    async fn delayed_at(&self, timestamp: i64) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(&self.sql.delayed_at)
+            .bind(timestamp)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows.into_iter().map(|(p,)| p).collect())
+    }
+
+    async fn timestamps_of(&self, payload: &str) -> Result<Vec<i64>> {
+        let rows: Vec<(i64,)> = sqlx::query_as(&self.sql.timestamps_of)
+            .bind(payload)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows.into_iter().map(|(t,)| t).collect())
+    }
+
+    async fn remove_delayed(&self, payload: &str) -> Result<Vec<i64>> {
+        let rows: Vec<(i64,)> = sqlx::query_as(&self.sql.remove_delayed)
+            .bind(payload)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        let mut buckets: Vec<i64> = rows.into_iter().map(|(t,)| t).collect();
+        buckets.sort_unstable();
+        buckets.dedup();
+        Ok(buckets)
+    }
+
+    async fn promote_due(&self, up_to: i64, max: usize) -> Result<Vec<Promotion>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut taken: Vec<(i64, i64, String)> = sqlx::query_as(&self.sql.take_due)
+            .bind(up_to)
+            .bind(limit(max))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        if taken.is_empty() {
+            tx.rollback().await.map_err(db)?;
+            return Ok(Vec::new());
+        }
+        taken.sort_unstable_by_key(|(ts, id, _)| (*ts, *id));
+        let now = resq_core::time::now_ms();
+        let mut jobs = Vec::new();
+        let mut entries = Vec::new();
+        let mut done = Vec::with_capacity(taken.len());
+        for (timestamp, _, payload) in taken {
+            match promotion_target(&payload) {
+                Ok(queue) => {
+                    jobs.push(QueuedJob {
+                        queue: queue.clone(),
+                        payload: payload.clone(),
+                    });
+                    done.push(Promotion::Moved {
+                        timestamp,
+                        queue,
+                        payload,
+                    });
+                }
+                Err(reason) => {
+                    entries.push(promotion_failure_entry(&payload, &reason, now));
+                    done.push(Promotion::Failed {
+                        timestamp,
+                        payload,
+                        reason,
+                    });
+                }
+            }
+        }
+        self.push_batch_on(&mut tx, &jobs).await?;
+        if !entries.is_empty() {
+            sqlx::query(&self.sql.push_failed_batch)
+                .bind(&entries)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(done)
+    }
+}

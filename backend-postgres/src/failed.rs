@@ -1,0 +1,114 @@
+//! The failed list: the [`FailedStore`] implementation.
+//!
+//! Entries are rows of `failed` in `id` order (the list's order), stored
+//! byte for byte as `text`. Removal and retry find the first entry equal
+//! to the given bytes through an index on `md5(entry)` (then compare the
+//! bytes), lock it with `FOR UPDATE SKIP LOCKED` so that concurrent retries
+//! of one entry requeue it once, and delete it; a retry pushes the payload
+//! in the same statement.
+
+use crate::error::{count, db};
+use crate::range::{from_tail_sql, window, Window};
+use crate::PostgresBackend;
+use async_trait::async_trait;
+use resq_core::{FailedStore, Result};
+
+/// The first entry equal to `$1`, locked.
+macro_rules! first_entry {
+    () => {
+        concat!(
+            "(SELECT f.id FROM {s}.failed AS f WHERE md5(f.entry) = md5($1::text) AND f.entry = $1::text ",
+            "ORDER BY f.id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+        )
+    };
+}
+
+/// `RPUSH failed $1`.
+pub(crate) const PUSH_FAILED: &str = "INSERT INTO {s}.failed (entry) VALUES ($1)";
+
+/// `LLEN failed`.
+pub(crate) const FAILED_COUNT: &str = "SELECT count(*) FROM {s}.failed";
+
+/// `LRANGE failed` from the head: `$1` offset, `$2` limit (NULL: all).
+pub(crate) const FAILED_SLICE: &str = "SELECT entry FROM {s}.failed ORDER BY id OFFSET $1::bigint LIMIT $2::bigint";
+
+/// `LRANGE failed` with tail-relative bounds: `$1` start, `$2` stop.
+pub(crate) const FAILED_RANGE: &str = from_tail_sql!("entry", "{s}.failed", "$1", "$2");
+
+/// `LREM failed 1 $1`.
+pub(crate) const REMOVE_FAILED: &str = concat!("DELETE FROM {s}.failed WHERE id = ", first_entry!());
+
+/// Removes entry `$1` and, if it was there, pushes payload `$3` to the tail
+/// of queue `$2` (and wakes its workers). Returns 1 or 0.
+pub(crate) const RETRY_FAILED: &str = concat!(
+    "WITH f AS (DELETE FROM {s}.failed WHERE id = ",
+    first_entry!(),
+    " RETURNING id), ",
+    "l AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared({ns}, hashtext($2::text)) FROM f), ",
+    "n AS (INSERT INTO {s}.queues (name) SELECT $2::text FROM l ON CONFLICT DO NOTHING), ",
+    "j AS (INSERT INTO {s}.jobs (queue, payload) SELECT $2::text, $3::text FROM l RETURNING 1) ",
+    "SELECT count(*) FROM (SELECT pg_notify('{ch}', ",
+    "CASE WHEN octet_length($2::text) <= 7000 THEN $2::text ELSE '' END) FROM j) AS woken"
+);
+
+#[async_trait]
+impl FailedStore for PostgresBackend {
+    async fn push_failed(&self, entry: &str) -> Result<()> {
+        sqlx::query(&self.sql.push_failed)
+            .bind(entry)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn failed_count(&self) -> Result<u64> {
+        let (n,): (i64,) = sqlx::query_as(&self.sql.failed_count)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        count(n)
+    }
+
+    async fn failed_range(&self, start: i64, stop: i64) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = match window(start, stop) {
+            Window::Empty => return Ok(Vec::new()),
+            Window::Slice { offset, limit } => {
+                sqlx::query_as(&self.sql.failed_slice)
+                    .bind(offset)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            Window::FromTail => {
+                sqlx::query_as(&self.sql.failed_range)
+                    .bind(start)
+                    .bind(stop)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(db)?;
+        Ok(rows.into_iter().map(|(e,)| e).collect())
+    }
+
+    async fn remove_failed(&self, entry: &str) -> Result<u64> {
+        let done = sqlx::query(&self.sql.remove_failed)
+            .bind(entry)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn retry_failed(&self, entry: &str, queue: &str, payload: &str) -> Result<bool> {
+        let (n,): (i64,) = sqlx::query_as(&self.sql.retry_failed)
+            .bind(entry)
+            .bind(queue)
+            .bind(payload)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(n > 0)
+    }
+}

@@ -1,0 +1,144 @@
+//! Expiring plugin locks: the [`LockStore`] implementation.
+//!
+//! A lock is a row of `locks` with its owner's value and an `expires_at`
+//! from the database clock (`clock_timestamp()`), so every process agrees on
+//! expiry whatever its own clock says. A row past its `expires_at` counts as
+//! absent everywhere: acquiring takes it over in the same statement, and
+//! renew, release and the listing ignore it. Expired rows are swept now and
+//! then by `acquire_lock`.
+
+use crate::error::db;
+use crate::PostgresBackend;
+use async_trait::async_trait;
+use resq_core::{LockStore, Result};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// The longest TTL stored: about a century (longer ones are capped).
+const MAX_TTL_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// How often (at most) `acquire_lock` sweeps expired rows, in ms.
+const SWEEP_EVERY_MS: i64 = 60_000;
+
+/// A TTL in whole milliseconds for SQL: at least 1 (Redis refuses a zero
+/// expiry, and resq's other backends round up likewise), at most
+/// [`MAX_TTL_MS`].
+pub(crate) fn ttl_ms(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).clamp(1, MAX_TTL_MS)
+}
+
+/// `SET key value NX PX ttl`, taking over an expired holder: `$1` key,
+/// `$2` value, `$3` TTL in ms.
+pub(crate) const ACQUIRE_LOCK: &str = concat!(
+    "INSERT INTO {s}.locks AS l (key, value, expires_at) ",
+    "VALUES ($1::text, $2::text, clock_timestamp() + $3::bigint * interval '1 millisecond') ",
+    "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at ",
+    "WHERE l.expires_at <= clock_timestamp() RETURNING 1"
+);
+
+/// Resets the TTL if `$1` still holds `$2`: `$3` TTL in ms.
+pub(crate) const RENEW_LOCK: &str = concat!(
+    "UPDATE {s}.locks SET expires_at = clock_timestamp() + $3::bigint * interval '1 millisecond' ",
+    "WHERE key = $1 AND value = $2 AND expires_at > clock_timestamp()"
+);
+
+/// Deletes `$1` if it still holds `$2`.
+pub(crate) const RELEASE_LOCK: &str =
+    "DELETE FROM {s}.locks WHERE key = $1 AND value = $2 AND expires_at > clock_timestamp()";
+
+/// Every live lock in byte order of its key.
+pub(crate) const LOCKS: &str =
+    "SELECT key, value FROM {s}.locks WHERE expires_at > clock_timestamp() ORDER BY key COLLATE \"C\"";
+
+/// Deletes `$1` whatever it holds; says whether it was live.
+pub(crate) const DELETE_LOCK: &str = "DELETE FROM {s}.locks WHERE key = $1 RETURNING expires_at > clock_timestamp()";
+
+/// Deletes every expired lock.
+pub(crate) const SWEEP_LOCKS: &str = "DELETE FROM {s}.locks WHERE expires_at <= clock_timestamp()";
+
+impl PostgresBackend {
+    /// Sweeps expired locks if the last sweep is more than a minute old.
+    async fn maybe_sweep_locks(&self) -> Result<()> {
+        let now = resq_core::time::now_ms();
+        let last = self.last_lock_sweep.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < SWEEP_EVERY_MS {
+            return Ok(());
+        }
+        if self
+            .last_lock_sweep
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return Ok(()); // another call is sweeping
+        }
+        sqlx::query(&self.sql.sweep_locks)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl LockStore for PostgresBackend {
+    async fn acquire_lock(&self, key: &str, value: &str, ttl: Duration) -> Result<bool> {
+        let taken: Option<(i32,)> = sqlx::query_as(&self.sql.acquire_lock)
+            .bind(key)
+            .bind(value)
+            .bind(ttl_ms(ttl))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        if let Err(e) = self.maybe_sweep_locks().await {
+            tracing::debug!(target: "resq::postgres", error = %e, "sweeping expired locks failed");
+        }
+        Ok(taken.is_some())
+    }
+
+    async fn renew_lock(&self, key: &str, value: &str, ttl: Duration) -> Result<bool> {
+        let done = sqlx::query(&self.sql.renew_lock)
+            .bind(key)
+            .bind(value)
+            .bind(ttl_ms(ttl))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn release_lock(&self, key: &str, value: &str) -> Result<bool> {
+        let done = sqlx::query(&self.sql.release_lock)
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn locks(&self) -> Result<Vec<(String, String)>> {
+        sqlx::query_as(&self.sql.locks).fetch_all(&self.pool).await.map_err(db)
+    }
+
+    async fn delete_lock(&self, key: &str) -> Result<u64> {
+        let live: Option<(bool,)> = sqlx::query_as(&self.sql.delete_lock)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(u64::from(live.is_some_and(|(l,)| l)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_bounds() {
+        assert_eq!(ttl_ms(Duration::ZERO), 1);
+        assert_eq!(ttl_ms(Duration::from_micros(10)), 1);
+        assert_eq!(ttl_ms(Duration::from_millis(1500)), 1500);
+        assert_eq!(ttl_ms(Duration::MAX), MAX_TTL_MS);
+    }
+}

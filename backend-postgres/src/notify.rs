@@ -1,0 +1,229 @@
+//! Wake-ups for idle workers: `LISTEN`/`NOTIFY`.
+//!
+//! Every path that puts a job on a queue runs `pg_notify(<channel>, <queue>)`
+//! in its own transaction, so the notification is delivered exactly when
+//! the job becomes visible (and never for a rolled-back push). One listener
+//! task per backend holds a dedicated connection that `LISTEN`s on the
+//! schema's channel and fans notifications out to waiters through a
+//! broadcast channel; it is started by the first [`Notifier::wait`].
+//!
+//! No wake-up is lost between a worker's empty claim and its wait: a waiter
+//! subscribes to the broadcast first, then checks whether its queues hold a
+//! job (a push committed before that check is seen by it; one committed
+//! after it is notified to the already subscribed waiter). The check is
+//! made once the listener is listening: a waiter that arrives before the
+//! first `LISTEN` is in force makes it when the listener announces itself.
+//! If the listener's connection drops, notifications sent meanwhile are
+//! lost, so once it is listening again it wakes every waiter; until then
+//! waiters fall back to their timeout (the worker's poll interval).
+
+use crate::PostgresBackend;
+use resq_core::Result;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// How many wake-ups a slow waiter may fall behind before it is simply
+/// woken (a lagging waiter returns, which is always allowed).
+const CAPACITY: usize = 256;
+
+/// The first and the longest pause between reconnection attempts.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// One wake-up: a queue that got a job, or `None` for "any queue" (after a
+/// reconnection, or for a queue name too long for a notification).
+type Wake = Option<Arc<str>>;
+
+/// The listener task and its fan-out.
+pub(crate) struct Notifier {
+    /// Connect options for the listener's own connection.
+    options: PgConnectOptions,
+    /// The channel to `LISTEN` on.
+    channel: String,
+    /// Wake-ups to waiters.
+    wakes: broadcast::Sender<Wake>,
+    /// True while the listener's `LISTEN` is in force.
+    live: Arc<AtomicBool>,
+    /// The listener task, once started.
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Notifier {
+    /// A notifier for `channel`; nothing runs until the first wait.
+    pub(crate) fn new(options: PgConnectOptions, channel: String) -> Self {
+        let (wakes, _) = broadcast::channel(CAPACITY);
+        Notifier {
+            options,
+            channel,
+            wakes,
+            live: Arc::new(AtomicBool::new(false)),
+            task: Mutex::new(None),
+        }
+    }
+
+    /// Starts the listener task unless it runs already.
+    fn ensure_started(&self) {
+        let mut task = match self.task.lock() {
+            Ok(t) => t,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if task.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        // A listener that died with its runtime left `live` as it was.
+        self.live.store(false, Ordering::SeqCst);
+        let options = self.options.clone().application_name("resq-listener");
+        let listener = listen(
+            options,
+            self.channel.clone(),
+            self.wakes.clone(),
+            Arc::clone(&self.live),
+        );
+        *task = Some(tokio::spawn(listener));
+    }
+
+    /// Stops the listener task.
+    pub(crate) fn stop(&self) {
+        let task = match self.task.lock() {
+            Ok(mut t) => t.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(task) = task {
+            task.abort();
+        }
+        self.live.store(false, Ordering::SeqCst);
+    }
+
+    /// Waits until a job may be available in `queues` (`*`: any queue), or
+    /// `timeout`; see the [module docs](self).
+    pub(crate) async fn wait(&self, backend: &PostgresBackend, queues: &[String], timeout: Duration) -> Result<()> {
+        // `None`: a timeout too large to represent, so wait for a wake-up only.
+        let deadline = Instant::now().checked_add(timeout);
+        if queues.is_empty() {
+            sleep_until(deadline).await;
+            return Ok(());
+        }
+        self.ensure_started();
+        let mut wakes = self.wakes.subscribe();
+        // Look only once the listener is listening: a job pushed after the
+        // look is then notified to this (already subscribed) waiter.
+        let mut looked = false;
+        if self.live.load(Ordering::SeqCst) {
+            if backend.any_ready(queues).await? {
+                return Ok(());
+            }
+            looked = true;
+        }
+        let any = queues.iter().any(|q| q == "*");
+        loop {
+            let next = match deadline {
+                Some(deadline) => match tokio::time::timeout_at(deadline, wakes.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => return Ok(()),
+                },
+                None => wakes.recv().await,
+            };
+            match next {
+                Ok(None) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if looked || !self.live.load(Ordering::SeqCst) {
+                        // Wake-ups may have been lost: let the caller look.
+                        return Ok(());
+                    }
+                    // The listener has just started listening: look now.
+                    if backend.any_ready(queues).await? {
+                        return Ok(());
+                    }
+                    looked = true;
+                }
+                Ok(Some(queue)) => {
+                    if any || queues.iter().any(|q| **q == *queue) {
+                        return Ok(());
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    sleep_until(deadline).await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Sleeps until `deadline`, or forever for `None`.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// The listener task: keeps a `LISTEN` connection up and forwards every
+/// notification, reconnecting with backoff when the connection fails.
+async fn listen(options: PgConnectOptions, channel: String, wakes: broadcast::Sender<Wake>, live: Arc<AtomicBool>) {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with(options);
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        match listen_once(&pool, &channel, &wakes, &live, &mut backoff).await {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(
+                    target: "resq::postgres",
+                    channel = %channel,
+                    error = %e,
+                    "the job-notification listener lost its connection; reconnecting in {backoff:?}"
+                );
+            }
+        }
+        live.store(false, Ordering::SeqCst);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One connection's worth of listening; returns when it fails.
+async fn listen_once(
+    pool: &sqlx::PgPool,
+    channel: &str,
+    wakes: &broadcast::Sender<Wake>,
+    live: &AtomicBool,
+    backoff: &mut Duration,
+) -> std::result::Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(channel).await?;
+    live.store(true, Ordering::SeqCst);
+    *backoff = BACKOFF_MIN;
+    // Anything sent while nobody listened is lost: wake every waiter.
+    let _ = wakes.send(None);
+    loop {
+        match listener.try_recv().await? {
+            Some(notification) => {
+                let queue = notification.payload();
+                let wake = if queue.is_empty() { None } else { Some(Arc::from(queue)) };
+                // No receiver is fine: nobody waits right now.
+                let _ = wakes.send(wake);
+            }
+            None => {
+                // The connection dropped and `try_recv` reconnected (and
+                // listens again); notifications in between are lost.
+                let _ = wakes.send(None);
+            }
+        }
+    }
+}

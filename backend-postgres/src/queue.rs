@@ -1,0 +1,395 @@
+//! Queues: the [`QueueStore`] implementation.
+//!
+//! A queue is the rows of `jobs` with its name, in `id` order; `queues`
+//! holds the names (Resque's `queues` set). A claim is one call of the
+//! `resq_claim` function, which deletes the head of the first non-empty
+//! queue (`FOR UPDATE SKIP LOCKED`, one index probe per queue) and writes
+//! the worker's `working` row in the same statement; `resq_claim_batch`
+//! does the same for several worker slots, and a batch of completions is
+//! one statement. Every path that puts a
+//! job on a queue sends a `NOTIFY` with the queue's name, delivered when its
+//! transaction commits (see [`crate::notify`]).
+//!
+//! Writers that add jobs to a queue hold a shared advisory lock on the
+//! queue's name until they commit, and `delete_queue` takes it exclusively
+//! before it deletes: a push racing a deletion either lands before it (and
+//! is deleted with the queue) or after it (and registers the name again),
+//! never half-way, as with Redis.
+
+use crate::error::{count, db};
+use crate::range::{from_tail_sql, window, Window};
+use crate::PostgresBackend;
+use async_trait::async_trait;
+use resq_core::{Claimed, Outcome, QueueStore, QueuedJob, Result, WorkerId};
+use sqlx::PgConnection;
+use std::time::Duration;
+
+/// The `NOTIFY` payload for queue `$1`: its name, or `''` ("any queue")
+/// for a name too long for a notification.
+macro_rules! wake_payload {
+    ($q:literal) => {
+        concat!("CASE WHEN octet_length(", $q, ") <= 7000 THEN ", $q, " ELSE '' END")
+    };
+}
+
+/// `RPUSH` + `SADD queues`: `$1` queue, `$2` payload.
+pub(crate) const PUSH: &str = concat!(
+    "WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared({ns}, hashtext($1::text))), ",
+    "n AS (INSERT INTO {s}.queues (name) SELECT $1::text FROM l ON CONFLICT DO NOTHING), ",
+    "j AS (INSERT INTO {s}.jobs (queue, payload) SELECT $1::text, $2::text FROM l) ",
+    "SELECT pg_notify('{ch}', ",
+    wake_payload!("$1::text"),
+    ")"
+);
+
+/// Many `RPUSH`es in order: `$1` queues, `$2` payloads (parallel arrays).
+/// Every queue's lock is taken before any row is written.
+pub(crate) const PUSH_BATCH: &str = concat!(
+    "WITH input AS MATERIALIZED (",
+    "SELECT t.q, t.p, t.o FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t (q, p, o)), ",
+    "l AS MATERIALIZED (SELECT d.q, pg_advisory_xact_lock_shared({ns}, hashtext(d.q)) AS locked ",
+    "FROM (SELECT DISTINCT i.q FROM input AS i ORDER BY i.q) AS d), ",
+    "n AS (INSERT INTO {s}.queues (name) SELECT l.q FROM l ON CONFLICT DO NOTHING), ",
+    "j AS (INSERT INTO {s}.jobs (queue, payload) ",
+    "SELECT i.q, i.p FROM input AS i WHERE (SELECT count(*) FROM l) > 0 ORDER BY i.o) ",
+    "SELECT pg_notify('{ch}', ",
+    wake_payload!("l.q"),
+    ") FROM l"
+);
+
+/// `LPUSH` + `SADD queues`: `$1` queue, `$2` payload, ahead of every job
+/// already queued.
+pub(crate) const PUSH_HEAD: &str = concat!(
+    "WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared({ns}, hashtext($1::text))), ",
+    "n AS (INSERT INTO {s}.queues (name) SELECT $1::text FROM l ON CONFLICT DO NOTHING), ",
+    "j AS (INSERT INTO {s}.jobs (queue, id, payload) ",
+    "SELECT $1::text, nextval('{s}.jobs_head_seq'), $2::text FROM l) ",
+    "SELECT pg_notify('{ch}', ",
+    wake_payload!("$1::text"),
+    ")"
+);
+
+/// The claim: `$1` queues in priority order, `$2` worker name, `$3` worker
+/// queues, `$4` run_at.
+pub(crate) const CLAIM: &str =
+    "SELECT claimed_queue, claimed_payload FROM {s}.resq_claim($1::text[], $2::text, $3::text, $4::text)";
+
+/// The batch claim: `$1` queues in priority order, `$2` worker names, `$3`
+/// their queue lists, `$4` run_at. Rows are `(0-based slot, queue, payload)`.
+pub(crate) const CLAIM_BATCH: &str = concat!(
+    "SELECT slot, claimed_queue, claimed_payload ",
+    "FROM {s}.resq_claim_batch($1::text[], $2::text[], $3::text[], $4::text)"
+);
+
+/// Many completions in one statement: `$1` worker names, `$2` their queue
+/// lists, `$3` outcomes (0 success, 1 failure, 2 discard), `$4` failed
+/// entries (NULL unless a failure). Counter rows are locked in key order,
+/// as single completions lock them, so concurrent calls cannot deadlock.
+pub(crate) const COMPLETE_BATCH: &str = concat!(
+    "WITH input AS MATERIALIZED (SELECT t.n, t.q, t.k, t.e, t.o ",
+    "FROM unnest($1::text[], $2::text[], $3::smallint[], $4::text[]) WITH ORDINALITY AS t (n, q, k, e, o)), ",
+    "w AS (DELETE FROM {s}.working AS w USING input AS i WHERE w.worker_name = i.n AND w.worker_queues = i.q), ",
+    "f AS (INSERT INTO {s}.failed (entry) SELECT i.e FROM input AS i WHERE i.k = 1 ORDER BY i.o), ",
+    "c AS (SELECT x.key, count(*) AS n FROM (",
+    "SELECT CASE i.k WHEN 0 THEN 'processed' ELSE 'failed' END AS key FROM input AS i WHERE i.k < 2 ",
+    "UNION ALL SELECT CASE i.k WHEN 0 THEN 'processed:' ELSE 'failed:' END || i.n FROM input AS i WHERE i.k < 2",
+    ") AS x GROUP BY x.key) ",
+    "INSERT INTO {s}.stats AS st (key, value) SELECT c.key, c.n FROM c ORDER BY c.key COLLATE \"C\" ",
+    "ON CONFLICT (key) DO UPDATE SET value = CASE WHEN st.value > 9223372036854775807 - EXCLUDED.value ",
+    "THEN 9223372036854775807 ELSE st.value + EXCLUDED.value END"
+);
+
+/// `complete(Success)`: `$1` worker name, `$2` worker queues. Counters
+/// saturate at `i64::MAX` rather than fail a job.
+pub(crate) const COMPLETE_SUCCESS: &str = concat!(
+    "WITH w AS (DELETE FROM {s}.working WHERE worker_name = $1 AND worker_queues = $2) ",
+    "INSERT INTO {s}.stats AS st (key, value) VALUES ('processed', 1), ('processed:' || $1::text, 1) ",
+    "ON CONFLICT (key) DO UPDATE SET value = LEAST(st.value, 9223372036854775806) + 1"
+);
+
+/// `complete(Failure)`: `$1` worker name, `$2` worker queues, `$3` entry.
+pub(crate) const COMPLETE_FAILURE: &str = concat!(
+    "WITH w AS (DELETE FROM {s}.working WHERE worker_name = $1 AND worker_queues = $2), ",
+    "f AS (INSERT INTO {s}.failed (entry) VALUES ($3::text)) ",
+    "INSERT INTO {s}.stats AS st (key, value) VALUES ('failed', 1), ('failed:' || $1::text, 1) ",
+    "ON CONFLICT (key) DO UPDATE SET value = LEAST(st.value, 9223372036854775806) + 1"
+);
+
+/// `complete(Discard)`: `$1` worker name, `$2` worker queues.
+pub(crate) const COMPLETE_DISCARD: &str = "DELETE FROM {s}.working WHERE worker_name = $1 AND worker_queues = $2";
+
+/// `LLEN`: `$1` queue.
+pub(crate) const QUEUE_LEN: &str = "SELECT count(*) FROM {s}.jobs WHERE queue = $1";
+
+/// `LRANGE` from the head: `$1` queue, `$2` offset, `$3` limit (NULL: all).
+pub(crate) const QUEUE_SLICE: &str =
+    "SELECT payload FROM {s}.jobs WHERE queue = $1 ORDER BY id OFFSET $2::bigint LIMIT $3::bigint";
+
+/// `LRANGE` with tail-relative bounds: `$1` queue, `$2` start, `$3` stop.
+pub(crate) const QUEUE_RANGE: &str = from_tail_sql!("payload", "{s}.jobs WHERE queue = $1", "$2", "$3");
+
+/// `LREM` with count > 0: `$1` queue, `$2` payload, `$3` how many, from the head.
+pub(crate) const REMOVE_FROM_HEAD: &str = concat!(
+    "DELETE FROM {s}.jobs WHERE queue = $1 AND id IN (SELECT id FROM {s}.jobs ",
+    "WHERE queue = $1 AND payload = $2 ORDER BY id LIMIT $3::bigint FOR UPDATE SKIP LOCKED)"
+);
+
+/// `LREM` with count < 0: `$1` queue, `$2` payload, `$3` how many, from the tail.
+pub(crate) const REMOVE_FROM_TAIL: &str = concat!(
+    "DELETE FROM {s}.jobs WHERE queue = $1 AND id IN (SELECT id FROM {s}.jobs ",
+    "WHERE queue = $1 AND payload = $2 ORDER BY id DESC LIMIT $3::bigint FOR UPDATE SKIP LOCKED)"
+);
+
+/// `LREM` with count 0: `$1` queue, `$2` payload.
+pub(crate) const REMOVE_ALL: &str = "DELETE FROM {s}.jobs WHERE queue = $1 AND payload = $2";
+
+/// Waits until no push to queue `$1` is in flight, and holds off new ones.
+pub(crate) const LOCK_QUEUE: &str = "SELECT pg_advisory_xact_lock({ns}, hashtext($1::text))";
+
+/// `DEL queue:<q>` + `SREM queues <q>`: `$1` queue.
+pub(crate) const DELETE_QUEUE: &str =
+    "WITH n AS (DELETE FROM {s}.queues WHERE name = $1) DELETE FROM {s}.jobs WHERE queue = $1";
+
+/// Every queue name in byte order.
+pub(crate) const QUEUES: &str = "SELECT name FROM {s}.queues ORDER BY name COLLATE \"C\"";
+
+/// Whether any of queues `$1` holds a job.
+pub(crate) const ANY_READY: &str = "SELECT EXISTS (SELECT 1 FROM {s}.jobs WHERE queue = ANY ($1::text[]))";
+
+/// Whether any queue holds a job.
+pub(crate) const ANY_JOB: &str = "SELECT EXISTS (SELECT 1 FROM {s}.jobs)";
+
+impl PostgresBackend {
+    /// Runs a batch push on `conn` (a pool connection or a caller's transaction).
+    pub(crate) async fn push_batch_on(&self, conn: &mut PgConnection, jobs: &[QueuedJob]) -> Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
+        let payloads: Vec<&str> = jobs.iter().map(|j| j.payload.as_str()).collect();
+        sqlx::query(&self.sql.push_batch)
+            .bind(&queues)
+            .bind(&payloads)
+            .execute(conn)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Whether `queues` (`*`: any) hold a job, for [`QueueStore::wait_for_jobs`].
+    pub(crate) async fn any_ready(&self, queues: &[String]) -> Result<bool> {
+        let row: (bool,) = if queues.iter().any(|q| q == "*") {
+            sqlx::query_as(&self.sql.any_job).fetch_one(&self.pool).await
+        } else {
+            sqlx::query_as(&self.sql.any_ready)
+                .bind(queues)
+                .fetch_one(&self.pool)
+                .await
+        }
+        .map_err(db)?;
+        Ok(row.0)
+    }
+}
+
+#[async_trait]
+impl QueueStore for PostgresBackend {
+    async fn push(&self, queue: &str, payload: &str) -> Result<()> {
+        sqlx::query(&self.sql.push)
+            .bind(queue)
+            .bind(payload)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn push_batch(&self, jobs: &[QueuedJob]) -> Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        self.push_batch_on(&mut conn, jobs).await
+    }
+
+    async fn claim(&self, worker: &WorkerId, queues: &[String], run_at: &str) -> Result<Option<Claimed>> {
+        if queues.is_empty() {
+            return Ok(None);
+        }
+        let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(&self.sql.claim)
+            .bind(queues)
+            .bind(&worker.name)
+            .bind(&worker.queues)
+            .bind(run_at)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        match row {
+            None => Ok(None),
+            Some((Some(queue), Some(payload))) => Ok(Some(Claimed { queue, payload })),
+            Some(_) => Err(resq_core::Error::Decode {
+                what: "a claimed job",
+                reason: "resq_claim returned a NULL queue or payload".into(),
+            }),
+        }
+    }
+
+    async fn claim_batch(
+        &self,
+        workers: &[WorkerId],
+        queues: &[String],
+        run_at: &str,
+    ) -> Result<Vec<(usize, Claimed)>> {
+        if workers.is_empty() || queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<&str> = workers.iter().map(|w| w.name.as_str()).collect();
+        let lists: Vec<&str> = workers.iter().map(|w| w.queues.as_str()).collect();
+        let rows: Vec<(i32, String, String)> = sqlx::query_as(&self.sql.claim_batch)
+            .bind(queues)
+            .bind(&names)
+            .bind(&lists)
+            .bind(run_at)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.into_iter()
+            .map(|(slot, queue, payload)| {
+                let slot = usize::try_from(slot)
+                    .ok()
+                    .filter(|s| *s < workers.len())
+                    .ok_or_else(|| resq_core::Error::Decode {
+                        what: "a batch claim",
+                        reason: format!("slot {slot} is out of range"),
+                    })?;
+                Ok((slot, Claimed { queue, payload }))
+            })
+            .collect()
+    }
+
+    async fn complete_batch(&self, done: &[(WorkerId, Outcome)]) -> Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let mut names = Vec::with_capacity(done.len());
+        let mut lists = Vec::with_capacity(done.len());
+        let mut kinds: Vec<i16> = Vec::with_capacity(done.len());
+        let mut entries: Vec<Option<&str>> = Vec::with_capacity(done.len());
+        for (worker, outcome) in done {
+            names.push(worker.name.as_str());
+            lists.push(worker.queues.as_str());
+            let (kind, entry) = match outcome {
+                Outcome::Success => (0, None),
+                Outcome::Failure { entry } => (1, Some(entry.as_str())),
+                Outcome::Discard => (2, None),
+            };
+            kinds.push(kind);
+            entries.push(entry);
+        }
+        sqlx::query(&self.sql.complete_batch)
+            .bind(&names)
+            .bind(&lists)
+            .bind(&kinds)
+            .bind(&entries)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn complete(&self, worker: &WorkerId, outcome: Outcome) -> Result<()> {
+        let query = match &outcome {
+            Outcome::Success => sqlx::query(&self.sql.complete_success)
+                .bind(&worker.name)
+                .bind(&worker.queues),
+            Outcome::Failure { entry } => sqlx::query(&self.sql.complete_failure)
+                .bind(&worker.name)
+                .bind(&worker.queues)
+                .bind(entry.as_str()),
+            Outcome::Discard => sqlx::query(&self.sql.complete_discard)
+                .bind(&worker.name)
+                .bind(&worker.queues),
+        };
+        query.execute(&self.pool).await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn wait_for_jobs(&self, queues: &[String], timeout: Duration) -> Result<()> {
+        self.notifier.wait(self, queues, timeout).await
+    }
+
+    async fn queue_len(&self, queue: &str) -> Result<u64> {
+        let (n,): (i64,) = sqlx::query_as(&self.sql.queue_len)
+            .bind(queue)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        count(n)
+    }
+
+    async fn queue_range(&self, queue: &str, start: i64, stop: i64) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = match window(start, stop) {
+            Window::Empty => return Ok(Vec::new()),
+            Window::Slice { offset, limit } => {
+                sqlx::query_as(&self.sql.queue_slice)
+                    .bind(queue)
+                    .bind(offset)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            Window::FromTail => {
+                sqlx::query_as(&self.sql.queue_range)
+                    .bind(queue)
+                    .bind(start)
+                    .bind(stop)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(db)?;
+        Ok(rows.into_iter().map(|(p,)| p).collect())
+    }
+
+    async fn remove_from_queue(&self, queue: &str, payload: &str, count: i64) -> Result<u64> {
+        let how_many = i64::try_from(count.unsigned_abs()).unwrap_or(i64::MAX);
+        let query = match count {
+            0 => sqlx::query(&self.sql.remove_all).bind(queue).bind(payload),
+            c if c > 0 => sqlx::query(&self.sql.remove_from_head)
+                .bind(queue)
+                .bind(payload)
+                .bind(how_many),
+            _ => sqlx::query(&self.sql.remove_from_tail)
+                .bind(queue)
+                .bind(payload)
+                .bind(how_many),
+        };
+        let done = query.execute(&self.pool).await.map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_queue(&self, queue: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query(&self.sql.lock_queue)
+            .bind(queue)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        // A new statement, so a new snapshot: it sees every push that held
+        // the lock before this transaction got it.
+        let done = sqlx::query(&self.sql.delete_queue)
+            .bind(queue)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn queues(&self) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(&self.sql.queues)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows.into_iter().map(|(q,)| q).collect())
+    }
+}

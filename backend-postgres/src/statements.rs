@@ -1,0 +1,84 @@
+//! Every SQL statement of one backend, rendered once for its schema.
+//!
+//! Each concept's module owns its statement templates (`{s}` for the
+//! schema, `{ch}` for the notification channel, `{ns}` for the advisory
+//! lock namespace, see [`crate::names`]); this module only lists them, so
+//! that a backend renders each template once when it is built.
+
+use crate::names::Names;
+use crate::{delayed, failed, leader, lock, queue, stats, worker};
+
+macro_rules! statements {
+    ($( $field:ident => $template:path ),* $(,)?) => {
+        /// The rendered statements, one field per template.
+        pub(crate) struct Statements {
+            $( pub(crate) $field: String, )*
+        }
+
+        impl Statements {
+            /// Renders every template for `names`' schema.
+            pub(crate) fn render(names: &Names) -> Statements {
+                Statements {
+                    $( $field: names.render($template), )*
+                }
+            }
+        }
+    };
+}
+
+statements! {
+    push => queue::PUSH,
+    push_batch => queue::PUSH_BATCH,
+    push_head => queue::PUSH_HEAD,
+    claim => queue::CLAIM,
+    claim_batch => queue::CLAIM_BATCH,
+    complete_batch => queue::COMPLETE_BATCH,
+    complete_success => queue::COMPLETE_SUCCESS,
+    complete_failure => queue::COMPLETE_FAILURE,
+    complete_discard => queue::COMPLETE_DISCARD,
+    queue_len => queue::QUEUE_LEN,
+    queue_slice => queue::QUEUE_SLICE,
+    queue_range => queue::QUEUE_RANGE,
+    remove_from_head => queue::REMOVE_FROM_HEAD,
+    remove_from_tail => queue::REMOVE_FROM_TAIL,
+    remove_all => queue::REMOVE_ALL,
+    lock_queue => queue::LOCK_QUEUE,
+    delete_queue => queue::DELETE_QUEUE,
+    queues => queue::QUEUES,
+    any_ready => queue::ANY_READY,
+    any_job => queue::ANY_JOB,
+    schedule => delayed::SCHEDULE,
+    due_timestamps => delayed::DUE_TIMESTAMPS,
+    delayed_at => delayed::DELAYED_AT,
+    timestamps_of => delayed::TIMESTAMPS_OF,
+    remove_delayed => delayed::REMOVE_DELAYED,
+    take_due => delayed::TAKE_DUE,
+    push_failed_batch => delayed::PUSH_FAILED_BATCH,
+    acquire_lock => lock::ACQUIRE_LOCK,
+    renew_lock => lock::RENEW_LOCK,
+    release_lock => lock::RELEASE_LOCK,
+    locks => lock::LOCKS,
+    delete_lock => lock::DELETE_LOCK,
+    sweep_locks => lock::SWEEP_LOCKS,
+    acquire_leader => leader::ACQUIRE_LEADER,
+    release_leader => leader::RELEASE_LEADER,
+    leader => leader::LEADER,
+    push_failed => failed::PUSH_FAILED,
+    failed_count => failed::FAILED_COUNT,
+    failed_slice => failed::FAILED_SLICE,
+    failed_range => failed::FAILED_RANGE,
+    remove_failed => failed::REMOVE_FAILED,
+    retry_failed => failed::RETRY_FAILED,
+    register_worker => worker::REGISTER_WORKER,
+    ping_worker => worker::PING_WORKER,
+    workers => worker::WORKERS,
+    worker_started => worker::WORKER_STARTED,
+    working_on => worker::WORKING_ON,
+    stale_workers => worker::STALE_WORKERS,
+    clean_worker => worker::CLEAN_WORKER,
+    fail_orphan => worker::FAIL_ORPHAN,
+    forget_worker_stats => worker::FORGET_WORKER_STATS,
+    incr_stat => stats::INCR_STAT,
+    stat => stats::STAT,
+    stats => stats::STATS,
+}

@@ -1,0 +1,143 @@
+//! The schema and its migrations: creation on demand, idempotence, safety
+//! under concurrent migrators, and the claim's use of the queue index.
+
+mod common;
+
+use resq_core::backend::Backend;
+use resq_core::{QueueStore, QueuedJob, WorkerId};
+use resq_postgres::{latest_version, testing, PostgresBackend};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_creates_the_schema_once() {
+    let Some(backend) = common::unmigrated("migrate_creates_the_schema_once").await else {
+        return;
+    };
+    assert_eq!(backend.schema_version().await.unwrap(), None);
+    assert!(backend.queues().await.is_err(), "tables exist before migrating");
+    let all: Vec<i32> = resq_postgres::MIGRATIONS.iter().map(|m| m.version).collect();
+    assert_eq!(backend.migrate().await.unwrap(), all);
+    assert_eq!(backend.schema_version().await.unwrap(), Some(latest_version()));
+    assert_eq!(backend.migrate().await.unwrap(), Vec::<i32>::new());
+    assert_eq!(backend.migrate().await.unwrap(), Vec::<i32>::new());
+    backend.push("q", "x").await.unwrap();
+    assert_eq!(backend.queue_len("q").await.unwrap(), 1);
+    testing::drop_test_schema(&backend).await.unwrap();
+    backend.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_migrations_apply_once() {
+    let Some(first) = common::unmigrated("concurrent_migrations_apply_once").await else {
+        return;
+    };
+    // Four processes' worth: separate backends (pools) on one new schema.
+    let config = testing::config(first.schema()).unwrap();
+    let mut backends = vec![first];
+    for _ in 0..3 {
+        backends.push(PostgresBackend::connect_with(config.clone()).await.unwrap());
+    }
+    let runs: Vec<_> = backends
+        .iter()
+        .map(|b| {
+            let b = b.clone();
+            tokio::spawn(async move { b.migrate().await })
+        })
+        .collect();
+    let mut applied = Vec::new();
+    for run in runs {
+        applied.push(run.await.unwrap().unwrap());
+    }
+    let all: Vec<i32> = resq_postgres::MIGRATIONS.iter().map(|m| m.version).collect();
+    assert_eq!(applied.iter().filter(|a| **a == all).count(), 1, "{applied:?}");
+    assert_eq!(applied.iter().filter(|a| a.is_empty()).count(), 3, "{applied:?}");
+    for b in &backends {
+        assert_eq!(b.schema_version().await.unwrap(), Some(latest_version()));
+    }
+    testing::drop_test_schema(&backends[0]).await.unwrap();
+    for b in backends {
+        b.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_on_connect_from_the_url() {
+    let schema = testing::unique_schema();
+    let Ok(mut url) = url::Url::parse(&testing::url()) else {
+        return common::skip("migrate_on_connect_from_the_url", "bad RESQ_POSTGRES_URL");
+    };
+    url.query_pairs_mut()
+        .append_pair("schema", &schema)
+        .append_pair("max_connections", "2")
+        .append_pair("migrate", "true");
+    let backend = match resq_postgres::connect(url.as_str()).await {
+        Ok(b) => b,
+        Err(e) => return common::skip("migrate_on_connect_from_the_url", &e.to_string()),
+    };
+    assert_eq!(backend.schema(), schema);
+    assert_eq!(backend.config().max_connections, 2);
+    assert_eq!(backend.schema_version().await.unwrap(), Some(latest_version()));
+    assert_eq!(backend.kind(), "postgres");
+    testing::drop_test_schema(&backend).await.unwrap();
+    backend.close().await.unwrap();
+}
+
+/// The claim probes `jobs (queue, id)` once per queue: the statement inside
+/// `resq_claim`, planned generically as the function's cached plan is,
+/// is an index scan with a limit, not a scan of the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_uses_the_queue_index() {
+    let Some(backend) = common::backend("claim_uses_the_queue_index").await else {
+        return;
+    };
+    let jobs: Vec<QueuedJob> = (0..20_000)
+        .map(|i| QueuedJob {
+            queue: if i % 4 == 0 { "rare".into() } else { "busy".into() },
+            payload: format!(r#"{{"class":"c","queue":"q","args":[{i}]}}"#),
+        })
+        .collect();
+    for chunk in jobs.chunks(5_000) {
+        backend.push_batch(chunk).await.unwrap();
+    }
+    let schema = backend.schema().to_owned();
+    let mut conn = backend.pool().acquire().await.unwrap();
+    sqlx::query(&format!("ANALYZE \"{schema}\".jobs"))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "PREPARE head_of(text) AS DELETE FROM \"{schema}\".jobs AS j WHERE j.queue = $1 AND j.id = \
+         (SELECT h.id FROM \"{schema}\".jobs AS h WHERE h.queue = $1 ORDER BY h.id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+         RETURNING j.payload"
+    ))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let plan: Vec<(String,)> = sqlx::query_as("EXPLAIN EXECUTE head_of('busy')")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let plan: Vec<String> = plan.into_iter().map(|(l,)| l).collect();
+    let text = plan.join("\n");
+    assert!(!text.contains("Seq Scan"), "the claim scans the table:\n{text}");
+    assert!(
+        text.contains("jobs_pkey"),
+        "the claim does not use jobs (queue, id):\n{text}"
+    );
+    assert!(text.contains("Limit"), "{text}");
+    sqlx::query("DEALLOCATE head_of").execute(&mut *conn).await.unwrap();
+    drop(conn);
+
+    let w = WorkerId::new("h:1", &["rare".to_owned(), "busy".to_owned()]);
+    let first = backend
+        .claim(&w, &["rare".to_owned(), "busy".to_owned()], "t")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.queue, "rare");
+    assert_eq!(first.payload, r#"{"class":"c","queue":"q","args":[0]}"#);
+    backend.close().await.unwrap();
+}
