@@ -150,6 +150,21 @@ impl RedisBackend {
         Ok(out)
     }
 
+    /// Every key matching `pattern` with its string value (`None` for a key
+    /// that vanished or is not a string), by `SCAN` then one `MGET`.
+    pub(crate) async fn scan_values(&self, pattern: &str) -> Result<Vec<(String, Option<String>)>> {
+        let keys = self.scan(pattern).await?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(be)?;
+        Ok(keys.into_iter().zip(values).collect())
+    }
+
     /// Deletes every key of this backend's namespace. Refuses the empty
     /// namespace, which would mean the whole database.
     pub async fn delete_namespace(&self) -> Result<u64> {

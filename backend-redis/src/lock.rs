@@ -48,20 +48,11 @@ impl LockStore for RedisBackend {
     }
 
     async fn locks(&self) -> Result<Vec<(String, String)>> {
-        let mut keys = self.scan(&self.keys.pattern("lock:")).await?;
-        keys.extend(self.scan(&self.keys.pattern("workerslock:")).await?);
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let values: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(be)?;
+        let mut found = self.scan_values(&self.keys.pattern("lock:")).await?;
+        found.extend(self.scan_values(&self.keys.pattern("workerslock:")).await?);
         let prefix = self.keys.prefix();
-        let mut out: Vec<(String, String)> = keys
+        let mut out: Vec<(String, String)> = found
             .into_iter()
-            .zip(values)
             .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_owned(), v?)))
             .collect();
         out.sort();

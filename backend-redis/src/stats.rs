@@ -32,18 +32,10 @@ impl StatsStore for RedisBackend {
     }
 
     async fn stats(&self) -> Result<Vec<(String, i64)>> {
-        let keys = self.scan(&self.keys.pattern("stat:")).await?;
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let values: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(be)?;
+        let found = self.scan_values(&self.keys.pattern("stat:")).await?;
         let prefix = self.keys.stat("");
-        let mut out = Vec::with_capacity(keys.len());
-        for (k, v) in keys.into_iter().zip(values) {
+        let mut out = Vec::with_capacity(found.len());
+        for (k, v) in found {
             let (Some(name), Some(raw)) = (k.strip_prefix(&prefix), v) else {
                 continue;
             };

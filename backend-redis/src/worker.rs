@@ -191,19 +191,11 @@ impl WorkerRegistry for RedisBackend {
 
     async fn stale_workers(&self, cutoff_ms: i64) -> Result<Vec<WorkerId>> {
         let prefix = self.keys.ping("");
-        let keys = self.scan(&self.keys.pattern("worker:ping:")).await?;
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let values: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(be)?;
+        let found = self.scan_values(&self.keys.pattern("worker:ping:")).await?;
         let mut out = Vec::new();
-        for (key, value) in keys.iter().zip(values) {
+        for (key, value) in &found {
             let Some(raw) = value else { continue };
-            let Ok(ping) = serde_json::from_str::<Ping>(&raw) else {
+            let Ok(ping) = serde_json::from_str::<Ping>(raw) else {
                 tracing::warn!(target: "resq::redis", key = %key, "skipping a ping that is not JSON");
                 continue;
             };

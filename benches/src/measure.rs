@@ -249,6 +249,19 @@ async fn enqueue_batched(url: &str, jobs: usize) -> Result<f64, String> {
     Ok(rate(jobs, took))
 }
 
+/// Queues `jobs` no-op jobs numbered 0.. on `bench`, in batches of 5,000.
+async fn fill(queue: &Queue, jobs: usize) -> Result<(), String> {
+    let mut n = 0;
+    while n < jobs {
+        let batch: Vec<NewJob> = (n..(n + 5000).min(jobs))
+            .map(|i| NewJob::new("bench", "noop", (i,)).map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?;
+        n += batch.len();
+        queue.enqueue_batch(batch).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// A no-op task that marks each job id it runs.
 struct Ledger {
     runs: Vec<AtomicU8>,
@@ -288,13 +301,7 @@ fn quick_worker(queue: &str) -> WorkerConfig {
 async fn process(url: &str, jobs: usize, workers: usize, slots: usize) -> Result<f64, String> {
     let f = fresh(url).await?;
     let queue = Queue::new(Arc::clone(&f.backend));
-    for chunk in (0..jobs).collect::<Vec<_>>().chunks(1000) {
-        let batch: Vec<NewJob> = chunk
-            .iter()
-            .map(|i| NewJob::new("bench", "noop", (*i,)).map_err(|e| e.to_string()))
-            .collect::<Result<_, _>>()?;
-        queue.enqueue_batch(batch).await.map_err(|e| e.to_string())?;
-    }
+    fill(&queue, jobs).await?;
     let ledger = Arc::new(Ledger {
         runs: (0..jobs).map(|_| AtomicU8::new(0)).collect(),
         done: AtomicUsize::new(0),
@@ -438,14 +445,7 @@ async fn delayed_latency(url: &str, samples: usize) -> Result<Latency, String> {
 async fn claim_speed(url: &str, queued: usize) -> Result<f64, String> {
     let f = fresh(url).await?;
     let queue = Queue::new(Arc::clone(&f.backend));
-    let mut n = 0;
-    while n < queued {
-        let batch: Vec<NewJob> = (n..(n + 5000).min(queued))
-            .map(|i| NewJob::new("bench", "noop", (i,)).map_err(|e| e.to_string()))
-            .collect::<Result<_, _>>()?;
-        n += batch.len();
-        queue.enqueue_batch(batch).await.map_err(|e| e.to_string())?;
-    }
+    fill(&queue, queued).await?;
     let worker = resq_core::WorkerId::new("bench:claim", &["bench".to_owned()]);
     let queues = vec!["bench".to_owned()];
     let rounds = 1_000.min(queued);
@@ -586,14 +586,7 @@ pub async fn rss_worker_child(url: &str) -> Result<u64, String> {
 async fn rss_while_working(url: &str, queued: usize) -> Result<u64, String> {
     let f = fresh(url).await?;
     let queue = Queue::new(Arc::clone(&f.backend));
-    let mut n = 0;
-    while n < queued {
-        let batch: Vec<NewJob> = (n..(n + 5000).min(queued))
-            .map(|i| NewJob::new("bench", "noop", (i,)).map_err(|e| e.to_string()))
-            .collect::<Result<_, _>>()?;
-        n += batch.len();
-        queue.enqueue_batch(batch).await.map_err(|e| e.to_string())?;
-    }
+    fill(&queue, queued).await?;
     let child_url = f.child_url(url);
     let out = child(&["--rss-worker", &child_url]);
     f.done().await;
