@@ -668,43 +668,62 @@ pub fn redis_benchmark(url: &str) -> Option<RawLimits> {
     Some(RawLimits { rows })
 }
 
-/// node-resque's figures, measured by `interop/bench.js` the same way.
-#[derive(Clone, Debug)]
-pub struct NodeFigures {
-    /// (label, jobs/s) rows, keyed like resq's rows.
-    pub rows: Vec<(String, f64)>,
+/// graphile-worker's figures, measured by `interop/graphile-bench.js` against
+/// the same PostgreSQL server (in a database of its own, dropped afterwards).
+pub fn graphile_worker(url: &str, jobs: usize) -> Option<NodeFigures> {
+    let rest = url.split("://").nth(1).unwrap_or("");
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let (user, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) => (u.split(':').next().unwrap_or("postgres").to_owned(), h.to_owned()),
+        None => ("postgres".to_owned(), authority.to_owned()),
+    };
+    let (host, port) = hostport
+        .rsplit_once(':')
+        .map_or((hostport.clone(), "5432".to_owned()), |(h, p)| {
+            (h.to_owned(), p.to_owned())
+        });
+    run_node_script(
+        "graphile-bench.js",
+        &[
+            ("PGHOST", host),
+            ("PGPORT", port),
+            ("PGUSER", user),
+            ("JOBS", jobs.to_string()),
+        ],
+    )
 }
 
-/// Runs the pinned node-resque benchmark script against the same Redis.
-pub fn node_resque(url: &str, jobs: usize) -> Option<NodeFigures> {
+/// Runs a script of `interop/` (installing its pinned packages first if
+/// needed) and reads the JSON object of figures it prints.
+fn run_node_script(name: &str, env: &[(&str, String)]) -> Option<NodeFigures> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../interop");
-    let script = dir.join("bench.js");
+    let script = dir.join(name);
     if !script.exists() {
-        eprintln!("   node-resque: {} is missing", script.display());
+        eprintln!("   {name}: {} is missing", script.display());
         return None;
     }
-    if !dir.join("node_modules").exists() {
+    let installed = ["node-resque", "graphile-worker"]
+        .iter()
+        .all(|p| dir.join("node_modules").join(p).exists());
+    if !installed {
         let ok = std::process::Command::new("npm")
             .arg("ci")
             .current_dir(&dir)
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            eprintln!("   node-resque: npm ci failed");
+            eprintln!("   {name}: npm ci failed");
             return None;
         }
     }
-    let (host, port) = host_port(url);
-    let out = std::process::Command::new("node")
-        .arg(&script)
-        .env("REDIS_HOST", host)
-        .env("REDIS_PORT", port)
-        .env("NAMESPACE", format!("resq-bench:{}:node", std::process::id()))
-        .env("JOBS", jobs.to_string())
-        .output()
-        .ok()?;
+    let mut cmd = std::process::Command::new("node");
+    cmd.arg(&script);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().ok()?;
     if !out.status.success() {
-        eprintln!("   node-resque failed: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!("   {name} failed: {}", String::from_utf8_lossy(&out.stderr));
         return None;
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -714,4 +733,25 @@ pub fn node_resque(url: &str, jobs: usize) -> Option<NodeFigures> {
         .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
         .collect();
     Some(NodeFigures { rows })
+}
+
+/// node-resque's figures, measured by `interop/bench.js` the same way.
+#[derive(Clone, Debug)]
+pub struct NodeFigures {
+    /// (label, jobs/s) rows, keyed like resq's rows.
+    pub rows: Vec<(String, f64)>,
+}
+
+/// Runs the pinned node-resque benchmark script against the same Redis.
+pub fn node_resque(url: &str, jobs: usize) -> Option<NodeFigures> {
+    let (host, port) = host_port(url);
+    run_node_script(
+        "bench.js",
+        &[
+            ("REDIS_HOST", host),
+            ("REDIS_PORT", port),
+            ("NAMESPACE", format!("resq-bench:{}:node", std::process::id())),
+            ("JOBS", jobs.to_string()),
+        ],
+    )
 }

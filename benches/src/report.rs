@@ -13,7 +13,13 @@ fn cell(v: Option<f64>) -> String {
 
 /// The full report: one column per backend, node-resque beside them, the
 /// resq/node-resque ratios, the raw Redis limits and the mpsc ceiling.
-pub fn render(tables: &[Table], ceiling: f64, raw: Option<&RawLimits>, node_fig: Option<&NodeFigures>) -> String {
+pub fn render(
+    tables: &[Table],
+    ceiling: f64,
+    raw: Option<&RawLimits>,
+    node_fig: Option<&NodeFigures>,
+    graphile: Option<&NodeFigures>,
+) -> String {
     let mut s = String::new();
     let _ = write!(s, "| figure |");
     for t in tables {
@@ -127,6 +133,35 @@ pub fn render(tables: &[Table], ceiling: f64, raw: Option<&RawLimits>, node_fig:
                 s,
                 "| {label} | {} |",
                 ratio.map_or_else(|| "—".into(), |r| format!("{r:.2}×"))
+            );
+        }
+    }
+    if let Some(pg) = tables.iter().find(|t| t.url.starts_with("postgres")) {
+        let _ = writeln!(
+            s,
+            "\n| PostgreSQL | resq | graphile-worker (same server) | ratio |\n|---|---:|---:|---:|"
+        );
+        let pairs = [
+            (
+                "enqueue jobs/s, one at a time",
+                pg.enqueue_sequential,
+                "enqueue_sequential",
+            ),
+            ("enqueue jobs/s, batch", pg.enqueue_batch, "enqueue_batch"),
+            ("process no-op jobs/s, 1 worker", pg.process_one, "process_one"),
+            (
+                "process no-op jobs/s, best configuration",
+                pg.process_pool.1,
+                "process_pool",
+            ),
+        ];
+        for (label, ours, key) in pairs {
+            let theirs = node(graphile, key);
+            let _ = writeln!(
+                s,
+                "| {label} | {ours:.0} | {} | {} |",
+                cell(theirs),
+                theirs.map_or_else(|| "—".into(), |t| format!("{:.2}×", ours / t))
             );
         }
     }

@@ -30,6 +30,9 @@ struct Args {
     /// Skip the node-resque comparison.
     #[arg(long)]
     no_node: bool,
+    /// Skip the graphile-worker comparison.
+    #[arg(long)]
+    no_graphile: bool,
     /// Skip redis-benchmark.
     #[arg(long)]
     no_redis_benchmark: bool,
@@ -71,7 +74,15 @@ async fn main() -> ExitCode {
         (Some(url), false) => measure::node_resque(url, args.jobs.min(20_000)),
         _ => None,
     };
-    println!("{}", report::render(&tables, ceiling, raw.as_ref(), node.as_ref()));
+    let pg_url = args.backends.iter().find(|u| u.starts_with("postgres")).cloned();
+    let graphile = match (&pg_url, args.no_graphile) {
+        (Some(url), false) => measure::graphile_worker(url, args.jobs.min(20_000)),
+        _ => None,
+    };
+    println!(
+        "{}",
+        report::render(&tables, ceiling, raw.as_ref(), node.as_ref(), graphile.as_ref())
+    );
     ExitCode::SUCCESS
 }
 
