@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use parking_lot::Mutex;
-use resq_core::{LockStore, Result};
+use resq_core::{Error, LockEntry, LockStore, Result};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -88,6 +88,34 @@ impl LockTable {
             .collect()
     }
 
+    /// Takes `key` for `value` until `ttl` from `now` if it is free (absent
+    /// or expired). Returns whether it was taken.
+    pub(crate) fn try_take(&self, key: &str, value: &str, ttl: Duration, now: Instant) -> bool {
+        let fresh = Held {
+            value: value.to_owned(),
+            expires: deadline(now, ttl),
+        };
+        let taken = match self.map.entry(key.to_owned()) {
+            Entry::Occupied(mut held) => {
+                if held.get().live(now) {
+                    false
+                } else {
+                    held.insert(fresh);
+                    true
+                }
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(fresh);
+                true
+            }
+        };
+        if taken {
+            self.touch();
+        }
+        self.maybe_sweep(now);
+        taken
+    }
+
     /// Drops expired locks, at most once per [`SWEEP_EVERY`].
     fn maybe_sweep(&self, now: Instant) {
         {
@@ -106,30 +134,7 @@ impl LockTable {
 #[async_trait]
 impl LockStore for MemoryBackend {
     async fn acquire_lock(&self, key: &str, value: &str, ttl: Duration) -> Result<bool> {
-        let now = Instant::now();
-        let fresh = Held {
-            value: value.to_owned(),
-            expires: deadline(now, ttl),
-        };
-        let taken = match self.locks.map.entry(key.to_owned()) {
-            Entry::Occupied(mut held) => {
-                if held.get().live(now) {
-                    false
-                } else {
-                    held.insert(fresh);
-                    true
-                }
-            }
-            Entry::Vacant(slot) => {
-                slot.insert(fresh);
-                true
-            }
-        };
-        if taken {
-            self.locks.touch();
-        }
-        self.locks.maybe_sweep(now);
-        Ok(taken)
+        Ok(self.locks.try_take(key, value, ttl, Instant::now()))
     }
 
     async fn renew_lock(&self, key: &str, value: &str, ttl: Duration) -> Result<bool> {
@@ -180,5 +185,54 @@ impl LockStore for MemoryBackend {
             }
             None => Ok(0),
         }
+    }
+
+    async fn get_lock(&self, key: &str) -> Result<Option<LockEntry>> {
+        let now = Instant::now();
+        Ok(self
+            .locks
+            .map
+            .get(key)
+            .filter(|held| held.live(now))
+            .map(|held| LockEntry {
+                value: held.value.clone(),
+                ttl: Some(held.expires.saturating_duration_since(now)),
+            }))
+    }
+
+    async fn set_lock(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
+        let now = Instant::now();
+        self.locks.map.insert(
+            key.to_owned(),
+            Held {
+                value: value.to_owned(),
+                expires: deadline(now, ttl),
+            },
+        );
+        self.locks.touch();
+        Ok(())
+    }
+
+    async fn incr_lock(&self, key: &str, by: i64, ttl: Duration) -> Result<i64> {
+        let now = Instant::now();
+        let mut held = self.locks.map.entry(key.to_owned()).or_insert_with(|| Held {
+            value: "0".to_owned(),
+            expires: now,
+        });
+        let current = if held.live(now) {
+            held.value.parse::<i64>().map_err(|_| {
+                Error::InvalidArgument(format!("the value of {key:?} is not an integer: {:?}", held.value))
+            })?
+        } else {
+            0
+        };
+        let next = current
+            .checked_add(by)
+            .ok_or_else(|| Error::InvalidArgument(format!("incrementing {key:?} by {by} overflows")))?;
+        held.value = next.to_string();
+        held.expires = deadline(now, ttl);
+        drop(held);
+        self.locks.touch();
+        Ok(next)
     }
 }

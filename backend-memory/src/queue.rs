@@ -20,6 +20,22 @@ impl QueueStore for MemoryBackend {
         Ok(())
     }
 
+    async fn push_once(&self, queue: &str, payload: &str, key: &str, value: &str, ttl: Duration) -> Result<bool> {
+        let payload = payload.to_owned();
+        {
+            // The state lock is held across the lock-table check, so no other
+            // push_once interleaves; plain lock calls never take the state lock.
+            let mut st = self.state.lock();
+            if !self.locks.try_take(key, value, ttl, tokio::time::Instant::now()) {
+                return Ok(false);
+            }
+            st.push_tail(queue, payload);
+            st.touch();
+        }
+        self.wakeup.wake();
+        Ok(true)
+    }
+
     async fn push_batch(&self, jobs: &[QueuedJob]) -> Result<()> {
         if jobs.is_empty() {
             return Ok(());

@@ -10,7 +10,7 @@
 use crate::error::db;
 use crate::PostgresBackend;
 use async_trait::async_trait;
-use resq_core::{LockStore, Result};
+use resq_core::{LockEntry, LockStore, Result};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -52,6 +52,45 @@ pub(crate) const LOCKS: &str =
 
 /// Deletes `$1` whatever it holds; says whether it was live.
 pub(crate) const DELETE_LOCK: &str = "DELETE FROM {s}.locks WHERE key = $1 RETURNING expires_at > clock_timestamp()";
+
+/// A live lock's value and its remaining TTL in ms (rounded up): `$1` key.
+pub(crate) const GET_LOCK: &str = concat!(
+    "SELECT value, ceil(extract(epoch FROM expires_at - clock_timestamp()) * 1000)::bigint ",
+    "FROM {s}.locks WHERE key = $1 AND expires_at > clock_timestamp()"
+);
+
+/// `SET key value PX ttl`: `$1` key, `$2` value, `$3` TTL in ms.
+pub(crate) const SET_LOCK: &str = concat!(
+    "INSERT INTO {s}.locks (key, value, expires_at) ",
+    "VALUES ($1::text, $2::text, clock_timestamp() + $3::bigint * interval '1 millisecond') ",
+    "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at"
+);
+
+/// `INCRBY` + `PEXPIRE`: `$1` key, `$2` increment, `$3` TTL in ms. An
+/// expired row counts as 0; a value that is not an integer fails the cast,
+/// which aborts the statement and leaves the row unchanged.
+pub(crate) const INCR_LOCK: &str = concat!(
+    "INSERT INTO {s}.locks AS l (key, value, expires_at) ",
+    "VALUES ($1::text, $2::bigint::text, clock_timestamp() + $3::bigint * interval '1 millisecond') ",
+    "ON CONFLICT (key) DO UPDATE SET ",
+    "value = ((CASE WHEN l.expires_at > clock_timestamp() THEN l.value::bigint ELSE 0 END) + $2::bigint)::text, ",
+    "expires_at = EXCLUDED.expires_at RETURNING value::bigint"
+);
+
+/// Takes lock `$3` (value `$4`, TTL `$5` ms) if it is free and, only then,
+/// pushes payload `$2` to queue `$1` like `queue::PUSH`, in one statement.
+/// Returns 1 when pushed, else 0.
+pub(crate) const PUSH_ONCE: &str = concat!(
+    "WITH k AS (INSERT INTO {s}.locks AS l (key, value, expires_at) ",
+    "VALUES ($3::text, $4::text, clock_timestamp() + $5::bigint * interval '1 millisecond') ",
+    "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at ",
+    "WHERE l.expires_at <= clock_timestamp() RETURNING 1), ",
+    "q AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared({ns}, hashtext($1::text)) FROM k), ",
+    "n AS (INSERT INTO {s}.queues (name) SELECT $1::text FROM q ON CONFLICT DO NOTHING), ",
+    "j AS (INSERT INTO {s}.jobs (queue, payload) SELECT $1::text, $2::text FROM q), ",
+    "w AS (SELECT pg_notify('{ch}', CASE WHEN octet_length($1::text) <= 7000 THEN $1::text ELSE '' END) FROM q) ",
+    "SELECT count(*) FROM w"
+);
 
 /// Deletes every expired lock.
 pub(crate) const SWEEP_LOCKS: &str = "DELETE FROM {s}.locks WHERE expires_at <= clock_timestamp()";
@@ -127,6 +166,40 @@ impl LockStore for PostgresBackend {
             .await
             .map_err(db)?;
         Ok(u64::from(live.is_some_and(|(l,)| l)))
+    }
+
+    async fn get_lock(&self, key: &str) -> Result<Option<LockEntry>> {
+        let row: Option<(String, i64)> = sqlx::query_as(&self.sql.get_lock)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.map(|(value, ms)| LockEntry {
+            value,
+            ttl: Some(Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
+        }))
+    }
+
+    async fn set_lock(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
+        sqlx::query(&self.sql.set_lock)
+            .bind(key)
+            .bind(value)
+            .bind(ttl_ms(ttl))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn incr_lock(&self, key: &str, by: i64, ttl: Duration) -> Result<i64> {
+        let (value,): (i64,) = sqlx::query_as(&self.sql.incr_lock)
+            .bind(key)
+            .bind(by)
+            .bind(ttl_ms(ttl))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(value)
     }
 }
 

@@ -203,6 +203,19 @@ impl QueueStore for PostgresBackend {
         Ok(())
     }
 
+    async fn push_once(&self, queue: &str, payload: &str, key: &str, value: &str, ttl: Duration) -> Result<bool> {
+        let (pushed,): (i64,) = sqlx::query_as(&self.sql.push_once)
+            .bind(queue)
+            .bind(payload)
+            .bind(key)
+            .bind(value)
+            .bind(crate::lock::ttl_ms(ttl))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(pushed > 0)
+    }
+
     async fn push_batch(&self, jobs: &[QueuedJob]) -> Result<()> {
         if jobs.is_empty() {
             return Ok(());

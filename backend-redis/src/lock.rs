@@ -1,9 +1,9 @@
 //! Plugin locks: `SET NX PX`, with compare-and-expire and compare-and-delete scripts.
 
-use crate::scripts::{RELEASE_LOCK, RENEW_LOCK};
+use crate::scripts::{INCR_LOCK, RELEASE_LOCK, RENEW_LOCK};
 use crate::{be, RedisBackend};
 use async_trait::async_trait;
-use resq_core::{LockStore, Result};
+use resq_core::{LockEntry, LockStore, Result};
 use std::time::Duration;
 
 /// Redis refuses a zero expiry; a TTL under a millisecond counts as one.
@@ -63,6 +63,45 @@ impl LockStore for RedisBackend {
         redis::cmd("DEL")
             .arg(self.keys.key(key))
             .query_async(&mut self.conn())
+            .await
+            .map_err(be)
+    }
+
+    async fn get_lock(&self, key: &str) -> Result<Option<LockEntry>> {
+        let key = self.keys.key(key);
+        // Read the value and its TTL in one atomic step.
+        let (value, pttl): (Option<String>, i64) = redis::pipe()
+            .atomic()
+            .get(&key)
+            .cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(be)?;
+        Ok(value.map(|value| LockEntry {
+            value,
+            // -1: no expiry; -2 cannot happen once GET found the key.
+            ttl: u64::try_from(pttl).ok().map(Duration::from_millis),
+        }))
+    }
+
+    async fn set_lock(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
+        redis::cmd("SET")
+            .arg(self.keys.key(key))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl_ms(ttl))
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(be)
+    }
+
+    async fn incr_lock(&self, key: &str, by: i64, ttl: Duration) -> Result<i64> {
+        INCR_LOCK
+            .key(self.keys.key(key))
+            .arg(by)
+            .arg(ttl_ms(ttl))
+            .invoke_async(&mut self.conn())
             .await
             .map_err(be)
     }

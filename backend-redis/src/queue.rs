@@ -1,6 +1,6 @@
 //! Queues: `queue:<q>` lists, the `queues` set, claims and completions.
 
-use crate::scripts::{CLAIM, CLAIM_BATCH};
+use crate::scripts::{CLAIM, CLAIM_BATCH, PUSH_ONCE};
 use crate::wake::ANY;
 use crate::{be, RedisBackend};
 use async_trait::async_trait;
@@ -53,6 +53,22 @@ impl QueueStore for RedisBackend {
             .exec_async(&mut self.conn())
             .await
             .map_err(be)
+    }
+
+    async fn push_once(&self, queue: &str, payload: &str, key: &str, value: &str, ttl: Duration) -> Result<bool> {
+        let pushed: i64 = PUSH_ONCE
+            .key(self.keys.key(key))
+            .key(self.keys.queues())
+            .key(self.keys.queue(queue))
+            .arg(value)
+            .arg(crate::lock::ttl_ms(ttl))
+            .arg(queue)
+            .arg(payload)
+            .arg(self.keys.wakeup_channel())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(be)?;
+        Ok(pushed == 1)
     }
 
     async fn push_batch(&self, jobs: &[QueuedJob]) -> Result<()> {

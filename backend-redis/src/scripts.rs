@@ -243,3 +243,33 @@ return 0
 "#,
     )
 });
+
+/// KEYS: lock key, `queues` set, queue list. ARGV: lock value, ttl ms,
+/// queue name, payload, wake-up channel. Takes the lock with `SET NX PX`
+/// and, only if it was free, pushes the payload and announces the queue.
+/// Returns 1 when pushed.
+pub(crate) static PUSH_ONCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then
+  return 0
+end
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('RPUSH', KEYS[3], ARGV[4])
+redis.call('PUBLISH', ARGV[5], ARGV[3])
+return 1
+"#,
+    )
+});
+
+/// KEYS: key. ARGV: increment, ttl ms. `INCRBY` then `PEXPIRE`; returns
+/// the new value (an error reply when the value is not an integer).
+pub(crate) static INCR_LOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local v = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return v
+"#,
+    )
+});

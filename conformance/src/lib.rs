@@ -124,6 +124,11 @@ macro_rules! suite {
                 locks_lists_live_locks_sorted_not_leader,
                 delete_lock_counts,
                 concurrent_acquire_has_one_winner,
+                get_lock_reads_value_and_ttl,
+                set_lock_overwrites_and_resets_ttl,
+                incr_lock_counts_and_sets_ttl,
+                concurrent_incr_lock_adds_up,
+                push_once_pushes_exactly_once_per_key,
             ],
             async failed: [
                 push_count_range,

@@ -154,3 +154,169 @@ pub async fn concurrent_acquire_has_one_winner(backend: Arc<dyn Backend>) {
         vec![("lock:race".to_owned(), winners[0].clone())]
     );
 }
+
+/// `get_lock` reads a live lock's value and remaining TTL; a missing or
+/// expired key reads as `None`.
+pub async fn get_lock_reads_value_and_ttl(backend: Arc<dyn Backend>) {
+    assert_eq!(backend.get_lock("lock:none").await.unwrap(), None);
+    assert!(backend
+        .acquire_lock("lock:a", "v1", Duration::from_secs(30))
+        .await
+        .unwrap());
+    let got = backend.get_lock("lock:a").await.unwrap().expect("lock:a is held");
+    assert_eq!(got.value, "v1");
+    let ttl = got.ttl.expect("a lock set with a TTL reports one");
+    assert!(
+        ttl > Duration::from_secs(25) && ttl <= Duration::from_secs(30),
+        "ttl {ttl:?}"
+    );
+    assert!(backend
+        .acquire_lock("lock:short", "v", Duration::from_millis(150))
+        .await
+        .unwrap());
+    sleep_ms(400).await;
+    assert_eq!(backend.get_lock("lock:short").await.unwrap(), None);
+}
+
+/// `set_lock` overwrites whoever holds the key and resets its TTL.
+pub async fn set_lock_overwrites_and_resets_ttl(backend: Arc<dyn Backend>) {
+    assert!(backend.acquire_lock("lock:s", "old", LONG).await.unwrap());
+    backend
+        .set_lock("lock:s", "new", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let got = backend.get_lock("lock:s").await.unwrap().expect("set");
+    assert_eq!(got.value, "new");
+    assert!(got.ttl.is_some_and(|t| t <= Duration::from_secs(10)), "{got:?}");
+    assert!(!backend.release_lock("lock:s", "old").await.unwrap());
+    assert!(backend.release_lock("lock:s", "new").await.unwrap());
+    backend
+        .set_lock("lock:fresh", "1", Duration::from_millis(150))
+        .await
+        .unwrap();
+    assert_eq!(
+        backend.get_lock("lock:fresh").await.unwrap().map(|e| e.value),
+        Some("1".into())
+    );
+    sleep_ms(400).await;
+    assert_eq!(backend.get_lock("lock:fresh").await.unwrap(), None);
+}
+
+/// `incr_lock` is `INCRBY` + `PEXPIRE`: a missing or expired key counts as
+/// 0, the TTL is reset on every call, and a non-integer value is an error
+/// that leaves it unchanged.
+pub async fn incr_lock_counts_and_sets_ttl(backend: Arc<dyn Backend>) {
+    let key = "resque-retry:job:1-2";
+    assert!(backend.acquire_lock(key, "-1", LONG).await.unwrap());
+    assert_eq!(backend.incr_lock(key, 1, Duration::from_secs(20)).await.unwrap(), 0);
+    assert_eq!(backend.incr_lock(key, 2, Duration::from_secs(20)).await.unwrap(), 2);
+    let got = backend.get_lock(key).await.unwrap().expect("counter");
+    assert_eq!(got.value, "2");
+    assert!(
+        got.ttl.is_some_and(|t| t <= Duration::from_secs(20)),
+        "TTL not reset: {got:?}"
+    );
+    assert_eq!(backend.incr_lock("counter:new", -3, LONG).await.unwrap(), -3);
+    backend
+        .set_lock("counter:short", "40", Duration::from_millis(150))
+        .await
+        .unwrap();
+    sleep_ms(400).await;
+    assert_eq!(
+        backend.incr_lock("counter:short", 1, LONG).await.unwrap(),
+        1,
+        "expired counts as 0"
+    );
+    assert!(backend.acquire_lock("lock:text", "abc", LONG).await.unwrap());
+    assert!(backend.incr_lock("lock:text", 1, LONG).await.is_err());
+    assert_eq!(
+        backend.get_lock("lock:text").await.unwrap().map(|e| e.value),
+        Some("abc".to_owned())
+    );
+}
+
+/// Concurrent `incr_lock` calls never lose an increment.
+pub async fn concurrent_incr_lock_adds_up(backend: Arc<dyn Backend>) {
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let b = Arc::clone(&backend);
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..10 {
+                seen.push(b.incr_lock("counter:c", 1, LONG).await.unwrap());
+            }
+            seen
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (1..=80).collect::<Vec<i64>>(),
+        "each increment returns a distinct value"
+    );
+}
+
+/// `push_once` pushes only while its key is free and takes the key in the
+/// same step: concurrent callers with one key push exactly once, and the
+/// pushed job wakes waiters like any push.
+pub async fn push_once_pushes_exactly_once_per_key(backend: Arc<dyn Backend>) {
+    let payload = r#"{"class":"tick","queue":"cron","args":[{}]}"#;
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let b = Arc::clone(&backend);
+        tasks.push(tokio::spawn(async move {
+            b.push_once("cron", payload, "resq:cron:tick:100", &format!("v{i}"), LONG)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut pushed = 0;
+    for t in tasks {
+        pushed += usize::from(t.await.unwrap());
+    }
+    assert_eq!(pushed, 1);
+    assert_eq!(backend.queue_len("cron").await.unwrap(), 1);
+    assert_eq!(backend.queues().await.unwrap(), vec!["cron".to_owned()]);
+    assert_eq!(
+        backend.queue_range("cron", 0, -1).await.unwrap(),
+        vec![payload.to_owned()]
+    );
+    // A second key pushes again; an expired key can be taken again.
+    assert!(backend
+        .push_once("cron", payload, "resq:cron:tick:101", "v", Duration::from_millis(150))
+        .await
+        .unwrap());
+    sleep_ms(400).await;
+    assert!(backend
+        .push_once("cron", payload, "resq:cron:tick:101", "v", LONG)
+        .await
+        .unwrap());
+    assert_eq!(backend.queue_len("cron").await.unwrap(), 3);
+    // A held plain lock blocks it too, and nothing is pushed.
+    assert!(backend.acquire_lock("lock:held", "x", LONG).await.unwrap());
+    assert!(!backend
+        .push_once("other", payload, "lock:held", "y", LONG)
+        .await
+        .unwrap());
+    assert_eq!(backend.queue_len("other").await.unwrap(), 0);
+    // It wakes a waiter.
+    let b = Arc::clone(&backend);
+    let waiter = tokio::spawn(async move {
+        let t = std::time::Instant::now();
+        b.wait_for_jobs(&["wake".to_owned()], Duration::from_secs(10))
+            .await
+            .unwrap();
+        t.elapsed()
+    });
+    sleep_ms(200).await;
+    assert!(backend.push_once("wake", payload, "lock:w", "v", LONG).await.unwrap());
+    let waited = waiter.await.unwrap();
+    assert!(
+        waited < Duration::from_secs(5),
+        "push_once did not wake the waiter: {waited:?}"
+    );
+}

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use resq_conformance::fixtures::*;
 use resq_conformance::model::{ModelRun, ModelVerdict};
-use resq_core::Result;
+use resq_core::{LockEntry, Result};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +45,8 @@ enum Bug {
     DeleteLockAlwaysOne,
     ExpiredLockListed,
     RacyClaim,
+    PushOnceIgnoresLock,
+    IncrLockKeepsTtl,
 }
 
 struct Mutant {
@@ -70,6 +72,14 @@ impl QueueStore for Mutant {
             }
         }
         self.inner.push(queue, payload).await
+    }
+    async fn push_once(&self, queue: &str, payload: &str, key: &str, value: &str, ttl: Duration) -> Result<bool> {
+        if self.bug == Bug::PushOnceIgnoresLock {
+            self.inner.acquire_lock(key, value, ttl).await?;
+            self.inner.push(queue, payload).await?;
+            return Ok(true);
+        }
+        self.inner.push_once(queue, payload, key, value, ttl).await
     }
     async fn push_batch(&self, jobs: &[QueuedJob]) -> Result<()> {
         self.inner.push_batch(jobs).await
@@ -266,6 +276,19 @@ impl LockStore for Mutant {
     async fn delete_lock(&self, key: &str) -> Result<u64> {
         let n = self.inner.delete_lock(key).await?;
         Ok(if self.bug == Bug::DeleteLockAlwaysOne { 1 } else { n })
+    }
+    async fn get_lock(&self, key: &str) -> Result<Option<LockEntry>> {
+        self.inner.get_lock(key).await
+    }
+    async fn set_lock(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
+        self.inner.set_lock(key, value, ttl).await
+    }
+    async fn incr_lock(&self, key: &str, by: i64, ttl: Duration) -> Result<i64> {
+        if self.bug == Bug::IncrLockKeepsTtl {
+            let n = self.inner.incr_lock(key, by, Duration::from_secs(3600)).await?;
+            return Ok(n);
+        }
+        self.inner.incr_lock(key, by, ttl).await
     }
 }
 
@@ -536,3 +559,6 @@ mutant!(m32, ClaimNotRecorded, queue::claim_records_working_on);
 mutant!(m33, DeleteLockAlwaysOne, lock::delete_lock_counts);
 mutant!(m34, ExpiredLockListed, lock::locks_lists_live_locks_sorted_not_leader);
 mutant!(concurrent m35, RacyClaim, queue::concurrent_claims_never_duplicate);
+// The model does not cover push_once and incr_lock: only their tests must catch these.
+mutant!(concurrent m36, PushOnceIgnoresLock, lock::push_once_pushes_exactly_once_per_key);
+mutant!(concurrent m37, IncrLockKeepsTtl, lock::incr_lock_counts_and_sets_ttl);

@@ -173,6 +173,12 @@ pub trait QueueStore: Send + Sync {
     /// Appends a payload to the tail of `queue` and records the queue name.
     async fn push(&self, queue: &str, payload: &str) -> Result<()>;
 
+    /// Pushes like [`QueueStore::push`] only if the lock `key` is free, and
+    /// takes it (with `value` and `ttl`, as [`LockStore::acquire_lock`]) in
+    /// the same atomic step. Returns whether the job was pushed. This is the
+    /// "enqueue exactly once per key" primitive behind cron fires.
+    async fn push_once(&self, queue: &str, payload: &str, key: &str, value: &str, ttl: Duration) -> Result<bool>;
+
     /// Appends many payloads, each to the tail of its queue, in order.
     async fn push_batch(&self, jobs: &[QueuedJob]) -> Result<()>;
 
@@ -294,6 +300,27 @@ pub trait LockStore: Send + Sync {
 
     /// Deletes `key` whatever it holds. Returns how many keys were removed (0 or 1).
     async fn delete_lock(&self, key: &str) -> Result<u64>;
+
+    /// The live value of `key` and its remaining time to live (`None` for a
+    /// key without expiry, which only other Redis clients write).
+    async fn get_lock(&self, key: &str) -> Result<Option<LockEntry>>;
+
+    /// Sets `key` to `value` with `ttl`, whoever held it (`SET key value PX ttl`).
+    async fn set_lock(&self, key: &str, value: &str, ttl: Duration) -> Result<()>;
+
+    /// Adds `by` to the integer `key` holds (a missing key holds 0), sets its
+    /// TTL to `ttl`, and returns the new value (`INCRBY` + `PEXPIRE`). A value
+    /// that is not an integer is an error and is left unchanged.
+    async fn incr_lock(&self, key: &str, by: i64, ttl: Duration) -> Result<i64>;
+}
+
+/// A lock's value and remaining time to live, from [`LockStore::get_lock`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockEntry {
+    /// The value it holds.
+    pub value: String,
+    /// How long it still lives; `None` when it never expires.
+    pub ttl: Option<Duration>,
 }
 
 /// The failed-job list.

@@ -23,7 +23,7 @@ pub mod time;
 pub mod worker;
 
 pub use backend::{
-    Backend, Claimed, Cleaned, DelayedStore, FailedStore, LeaderLock, LockStore, Orphan, Outcome, Promotion,
+    Backend, Claimed, Cleaned, DelayedStore, FailedStore, LeaderLock, LockEntry, LockStore, Orphan, Outcome, Promotion,
     QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry, WorkingOn,
 };
 pub use error::{Error, Result};
