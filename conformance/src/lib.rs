@@ -34,6 +34,7 @@ pub mod fixtures;
 pub mod leader;
 pub mod lock;
 pub mod model;
+pub mod plugin;
 pub mod queue;
 pub mod registry;
 pub mod scheduler;
@@ -215,6 +216,23 @@ macro_rules! suite {
                 lifecycle_events_are_emitted,
                 restart_under_same_name_recovers_job,
             ],
+            async plugin: [
+                custom_plugin_hooks_and_enqueue_veto,
+                delay_queue_lock_blocks_identical_delayed_job,
+                enqueue_veto_never_drops_a_delayed_job,
+                job_lock_runs_different_args_concurrently,
+                job_lock_serializes_identical_jobs,
+                job_lock_without_reenqueue_drops_duplicate,
+                job_lock_holder_keeps_lock_when_reenqueue_collides,
+                noop_turns_failure_into_logged_success,
+                queue_lock_blocks_identical_jobs,
+                queue_lock_expires_and_stale_lock_is_taken_over,
+                queue_lock_released_when_job_is_taken,
+                retry_success_leaves_nothing,
+                retry_limit_counts_attempts,
+                retry_backoff_strategy_sets_delays,
+                retry_attempt_is_delayed_with_node_resque_keys,
+            ],
             async scheduler: [
                 poll_promotes_due_jobs_only,
                 never_promotes_before_due_time,
@@ -373,6 +391,7 @@ const GROUP_SOURCES: &[(&str, &str)] = &[
     ("worker", include_str!("worker.rs")),
     ("scheduler", include_str!("scheduler.rs")),
     ("model", include_str!("model.rs")),
+    ("plugin", include_str!("plugin.rs")),
 ];
 
 /// Every `pub fn` / `pub async fn` defined at the top level of a group

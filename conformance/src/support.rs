@@ -168,3 +168,80 @@ pub async fn next_event<T>(
 pub fn recorded(runs: &Runs) -> Vec<(String, Vec<Value>)> {
     runs.lock().expect("runs lock").clone()
 }
+
+/// A scheduler running in the background.
+pub struct RunningScheduler {
+    /// Cancels it (graceful stop: it releases leadership).
+    pub stop: CancellationToken,
+    /// Its task.
+    pub handle: JoinHandle<resq_core::Result<()>>,
+    /// The scheduler.
+    pub scheduler: Arc<resq_core::Scheduler>,
+}
+
+impl RunningScheduler {
+    /// Stops it gracefully and waits (at most 10 s).
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.handle)
+            .await
+            .expect("scheduler stops within 10s")
+            .expect("scheduler task did not panic")
+            .expect("scheduler ended cleanly");
+    }
+}
+
+/// Starts a scheduler that polls every 100 ms, with `tasks` (for cron) if given.
+pub fn spawn_scheduler(
+    backend: &Arc<dyn Backend>,
+    tasks: Option<&Arc<Tasks>>,
+    config: resq_core::SchedulerConfig,
+) -> RunningScheduler {
+    let mut s = resq_core::Scheduler::new(Arc::clone(backend), config).expect("scheduler config");
+    if let Some(t) = tasks {
+        s = s.with_tasks(Arc::clone(t));
+    }
+    let scheduler = Arc::new(s);
+    let stop = CancellationToken::new();
+    let s2 = Arc::clone(&scheduler);
+    let token = stop.clone();
+    let handle = tokio::spawn(async move { s2.run_until(token).await });
+    RunningScheduler {
+        stop,
+        handle,
+        scheduler,
+    }
+}
+
+/// Scheduler settings tuned for tests: 100 ms polls, 5 s leader TTL.
+pub fn quick_scheduler() -> resq_core::SchedulerConfig {
+    resq_core::SchedulerConfig {
+        poll_interval: Duration::from_millis(100),
+        leader_ttl: Duration::from_secs(5),
+        ..resq_core::SchedulerConfig::default()
+    }
+}
+
+/// Every event a receiver gets from now on, collected in the background.
+pub type EventLog = Arc<Mutex<Vec<WorkerEvent>>>;
+
+/// Collects `rx`'s events into a shared log until the sender closes.
+pub fn collect_events(mut rx: broadcast::Receiver<WorkerEvent>) -> EventLog {
+    let log: EventLog = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&log);
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) => sink.lock().expect("event log").push(e),
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    log
+}
+
+/// How many logged events `pick` accepts.
+pub fn count_events(log: &EventLog, pick: impl Fn(&WorkerEvent) -> bool) -> usize {
+    log.lock().expect("event log").iter().filter(|e| pick(e)).count()
+}

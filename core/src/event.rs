@@ -73,6 +73,32 @@ pub enum WorkerEvent {
         /// How long it ran.
         duration: Duration,
     },
+    /// A plugin (Retry) put a failed job back to run again later.
+    ReEnqueue {
+        /// Worker name.
+        worker: String,
+        /// The queue it came from.
+        queue: String,
+        /// The job.
+        job: Arc<Job>,
+        /// When it runs again.
+        delay: Duration,
+        /// Attempts left after that one.
+        remaining_attempts: i64,
+        /// The error of the attempt that failed.
+        error: String,
+    },
+    /// A plugin's `before_perform` vetoed a job: it was dropped unrun.
+    Skipped {
+        /// Worker name.
+        worker: String,
+        /// The queue it came from.
+        queue: String,
+        /// The job.
+        job: Arc<Job>,
+        /// The plugin that vetoed it.
+        plugin: String,
+    },
     /// Something went wrong outside a job (a backend error, say). The worker
     /// backs off and carries on.
     Error {
@@ -162,6 +188,15 @@ pub enum SchedulerEvent {
         /// What was cleaned.
         cleaned: Cleaned,
     },
+    /// The leader enqueued one occurrence of a cron task.
+    CronFired {
+        /// Scheduler name.
+        scheduler: String,
+        /// The task.
+        task: String,
+        /// The occurrence, Unix ms.
+        at_ms: i64,
+    },
     /// A backend error; the scheduler backs off and carries on.
     Error {
         /// Scheduler name.
@@ -169,6 +204,44 @@ pub enum SchedulerEvent {
         /// What went wrong.
         error: String,
     },
+}
+
+impl WorkerEvent {
+    /// The event's name, as the task server's `log_levels` use it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            WorkerEvent::Start { .. } => "start",
+            WorkerEvent::End { .. } => "end",
+            WorkerEvent::Poll { .. } => "poll",
+            WorkerEvent::Job { .. } => "job",
+            WorkerEvent::Success { .. } => "success",
+            WorkerEvent::Failure { .. } => "failure",
+            WorkerEvent::ReEnqueue { .. } => "re_enqueue",
+            WorkerEvent::Skipped { .. } => "skipped",
+            WorkerEvent::Error { .. } => "error",
+            WorkerEvent::Pause { .. } => "pause",
+            WorkerEvent::Ping { .. } => "ping",
+            WorkerEvent::CleaningWorker { .. } => "cleaning_worker",
+        }
+    }
+}
+
+impl SchedulerEvent {
+    /// The event's name, as the task server's `log_levels` use it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SchedulerEvent::Start { .. } => "start",
+            SchedulerEvent::End { .. } => "end",
+            SchedulerEvent::Poll { .. } => "poll",
+            SchedulerEvent::Leader { .. } => "leader",
+            SchedulerEvent::Follower { .. } => "follower",
+            SchedulerEvent::TransferredJob { .. } => "transferred_job",
+            SchedulerEvent::PromotionFailed { .. } => "promotion_failed",
+            SchedulerEvent::CleanStuckWorker { .. } => "clean_stuck_worker",
+            SchedulerEvent::CronFired { .. } => "cron_fired",
+            SchedulerEvent::Error { .. } => "error",
+        }
+    }
 }
 
 /// Builds and sends an event only if anyone listens, so the hot path pays

@@ -3,20 +3,30 @@
 //! trait that every storage engine implements, and the parts built on it —
 //! the [`Queue`] client for enqueuing and inspection, the [`Worker`] and
 //! [`WorkerPool`] that run [`Task`]s, and the [`Scheduler`] that promotes
-//! delayed jobs, elects one leader and recovers the jobs of dead workers.
+//! delayed jobs, elects one leader, fires cron tasks and recovers the jobs
+//! of dead workers. On top sits the task layer: [`TaskDef`] definitions
+//! with queues, frequencies, cron schedules and [`Plugin`]s (the built-ins
+//! in [`plugins`]), periodic tasks ([`recurrent`]), and the [`TaskServer`]
+//! that boots one node of a cluster from a [`TaskServerConfig`].
 //! It knows no storage itself: backends live in their own crates.
 
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod config;
+pub mod cron;
 pub mod error;
 pub mod event;
 pub mod failed;
 pub mod job;
 pub mod json;
+pub mod plugin;
+pub mod plugins;
 pub mod pool;
 pub mod queue;
+pub mod recurrent;
 pub mod scheduler;
+pub mod server;
 mod shutdown;
 pub mod task;
 pub mod time;
@@ -26,14 +36,17 @@ pub use backend::{
     Backend, Claimed, Cleaned, DelayedStore, FailedStore, LeaderLock, LockEntry, LockStore, Orphan, Outcome, Promotion,
     QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry, WorkingOn,
 };
+pub use config::TaskServerConfig;
 pub use error::{Error, Result};
 pub use event::{SchedulerEvent, WorkerEvent};
 pub use failed::{FailedJob, Failure};
 pub use job::{Decoded, Job};
+pub use plugin::Plugin;
 pub use pool::{PoolConfig, WorkerPool};
 pub use queue::{Details, NewJob, Queue, WorkerStatus};
 pub use scheduler::{PollReport, Scheduler, SchedulerConfig, StuckJobPolicy};
-pub use task::{JobContext, Task, TaskError, TaskResult, Tasks};
+pub use server::TaskServer;
+pub use task::{Input, JobContext, Task, TaskDef, TaskError, TaskResult, Tasks};
 pub use worker::{Worker, WorkerConfig};
 
 /// This crate's version.

@@ -5,6 +5,8 @@ use crate::backend::{Backend, Cleaned, Orphan, QueuedJob, WorkerId, WorkingOn};
 use crate::error::{Error, Result};
 use crate::failed::{FailedJob, Failure, FORCE_CLEAN_MARK, WORKER_TIMEOUT};
 use crate::job::{args_of, encode_payload, encode_payload_rs_order, Decoded, Job};
+use crate::plugin::EnqueueContext;
+use crate::task::Tasks;
 use crate::time::{bucket_of_ms, js_date_string, now_ms};
 use serde::Serialize;
 use serde_json::Value;
@@ -81,6 +83,7 @@ pub struct Details {
 #[derive(Clone)]
 pub struct Queue {
     backend: Arc<dyn Backend>,
+    tasks: Option<Arc<Tasks>>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -99,7 +102,22 @@ fn check_name(what: &str, name: &str) -> Result<()> {
 impl Queue {
     /// A client over `backend`.
     pub fn new(backend: Arc<dyn Backend>) -> Self {
-        Queue { backend }
+        Queue { backend, tasks: None }
+    }
+
+    /// A client that knows the task definitions, so that `enqueue` runs
+    /// their plugins' enqueue hooks (a client without them runs none, as a
+    /// node-resque queue without job definitions).
+    pub fn with_tasks(backend: Arc<dyn Backend>, tasks: Arc<Tasks>) -> Self {
+        Queue {
+            backend,
+            tasks: Some(tasks),
+        }
+    }
+
+    /// The task definitions this client knows, if any.
+    pub fn tasks(&self) -> Option<&Arc<Tasks>> {
+        self.tasks.as_ref()
     }
 
     /// The backend this client uses.
@@ -110,12 +128,45 @@ impl Queue {
     // ---- enqueue -------------------------------------------------------
 
     /// Enqueues a job to run as soon as a worker is free. Returns whether it
-    /// was enqueued (`false` is reserved for an enqueue plugin's veto).
+    /// was enqueued: `false` when a plugin's `before_enqueue` vetoed it
+    /// (plugins run when this client knows the task, see [`Queue::with_tasks`]).
     pub async fn enqueue(&self, queue: &str, class: &str, args: impl Serialize) -> Result<bool> {
         check_name("queue", queue)?;
         check_name("class", class)?;
         let args = args_of(&args)?;
+        let def = self
+            .tasks
+            .as_ref()
+            .and_then(|t| t.get(class))
+            .filter(|d| !d.plugins.is_empty());
+        if let Some(def) = def {
+            for plugin in &def.plugins {
+                let ctx = EnqueueContext {
+                    client: self,
+                    queue,
+                    class,
+                    args: &args,
+                    options: def.options_for(plugin.name()),
+                };
+                if !plugin.before_enqueue(&ctx).await? {
+                    tracing::debug!(target: "resq::plugin", plugin = plugin.name(), %queue, %class, "enqueue vetoed");
+                    return Ok(false);
+                }
+            }
+        }
         self.backend.push(queue, &encode_payload(queue, class, &args)).await?;
+        if let Some(def) = def {
+            for plugin in &def.plugins {
+                let ctx = EnqueueContext {
+                    client: self,
+                    queue,
+                    class,
+                    args: &args,
+                    options: def.options_for(plugin.name()),
+                };
+                plugin.after_enqueue(&ctx).await?;
+            }
+        }
         Ok(true)
     }
 
@@ -162,6 +213,49 @@ impl Queue {
         let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
         self.enqueue_at(now_ms().saturating_add(delay_ms), queue, class, args)
             .await
+    }
+
+    // ---- tasks ---------------------------------------------------------
+
+    fn task(&self, name: &str) -> Result<Arc<crate::task::TaskDef>> {
+        self.tasks
+            .as_ref()
+            .and_then(|t| t.get(name))
+            .cloned()
+            .ok_or_else(|| Error::InvalidArgument(format!("no task named {name:?} is defined")))
+    }
+
+    /// Enqueues task `name` with `inputs` on the task's queue, ActionHero's
+    /// way: the job's args are `[inputs]`, after the task's declared inputs
+    /// are applied ([`crate::task::TaskDef::input`]: defaults, required
+    /// inputs, validators; a violation is an error). Runs the task's enqueue plugins;
+    /// `false` means one vetoed it. The task must be defined
+    /// ([`Queue::with_tasks`]).
+    pub async fn enqueue_task(&self, name: &str, inputs: impl Serialize) -> Result<bool> {
+        let (def, inputs) = self.task_inputs(name, inputs)?;
+        self.enqueue(&def.queue, name, (inputs,)).await
+    }
+
+    fn task_inputs(&self, name: &str, inputs: impl Serialize) -> Result<(Arc<crate::task::TaskDef>, Value)> {
+        let def = self.task(name)?;
+        let inputs = serde_json::to_value(inputs).map_err(|e| Error::Encode {
+            what: "task inputs",
+            reason: e.to_string(),
+        })?;
+        let inputs = def.check_inputs(inputs)?;
+        Ok((def, inputs))
+    }
+
+    /// Schedules task `name` with `inputs` for `timestamp_ms` on its queue.
+    pub async fn enqueue_task_at(&self, timestamp_ms: i64, name: &str, inputs: impl Serialize) -> Result<()> {
+        let (def, inputs) = self.task_inputs(name, inputs)?;
+        self.enqueue_at(timestamp_ms, &def.queue, name, (inputs,)).await
+    }
+
+    /// Schedules task `name` with `inputs` to run after `delay` on its queue.
+    pub async fn enqueue_task_in(&self, delay: Duration, name: &str, inputs: impl Serialize) -> Result<()> {
+        let (def, inputs) = self.task_inputs(name, inputs)?;
+        self.enqueue_in(delay, &def.queue, name, (inputs,)).await
     }
 
     // ---- queues --------------------------------------------------------

@@ -5,6 +5,7 @@ use crate::backend::{Backend, Orphan, Promotion};
 use crate::error::{Error, Result};
 use crate::event::{emit, SchedulerEvent, EVENT_CAPACITY};
 use crate::shutdown::{run_with_shutdown, Backoff};
+use crate::task::Tasks;
 use crate::time::{bucket_due_ms, last_due_bucket, now_ms};
 use crate::worker::unique_name;
 use std::future::Future;
@@ -43,6 +44,11 @@ pub struct SchedulerConfig {
     pub stuck_job_policy: StuckJobPolicy,
     /// How many delayed items one backend call promotes.
     pub promote_batch: usize,
+    /// How far back a new leader looks for cron occurrences that came due
+    /// while no leader was firing. Occurrences older than this are skipped;
+    /// it must exceed `leader_ttl` + `poll_interval` (the longest gap after
+    /// a leader dies) for a leader change never to skip a fire.
+    pub cron_catch_up: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -54,6 +60,7 @@ impl Default for SchedulerConfig {
             stuck_worker_timeout: Some(Duration::from_secs(300)),
             stuck_job_policy: StuckJobPolicy::Requeue,
             promote_batch: 100,
+            cron_catch_up: Duration::from_secs(300),
         }
     }
 }
@@ -71,6 +78,10 @@ pub struct PollReport {
     pub cleaned_workers: usize,
     /// The earliest bucket still scheduled (Unix secs), if any.
     pub next_due: Option<i64>,
+    /// Cron occurrences this poll enqueued.
+    pub cron_fired: usize,
+    /// The next cron occurrence of any task (Unix ms), if any.
+    pub next_cron_ms: Option<i64>,
 }
 
 /// Promotes delayed jobs and cleans up after dead workers, as the leader of
@@ -87,6 +98,7 @@ pub struct PollReport {
 /// ```
 pub struct Scheduler {
     backend: Arc<dyn Backend>,
+    tasks: Option<Arc<Tasks>>,
     config: SchedulerConfig,
     name: String,
     leading: AtomicBool,
@@ -113,13 +125,24 @@ impl Scheduler {
         }
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let name = config.name.clone().unwrap_or_else(unique_name);
+        if config.cron_catch_up.is_zero() {
+            return Err(Error::InvalidArgument("cron_catch_up must be positive".into()));
+        }
         Ok(Scheduler {
             backend,
+            tasks: None,
             config,
             name,
             leading: AtomicBool::new(false),
             events,
         })
+    }
+
+    /// Gives the scheduler the task definitions, so that as leader it fires
+    /// their cron schedules (see [`crate::cron`]).
+    pub fn with_tasks(mut self, tasks: Arc<Tasks>) -> Self {
+        self.tasks = Some(tasks);
+        self
     }
 
     /// The scheduler's name.
@@ -187,14 +210,19 @@ impl Scheduler {
     /// leader knows of a bucket that falls due sooner.
     fn next_wait(&self, report: &PollReport) -> Duration {
         let poll = self.config.poll_interval;
-        match (report.leader, report.next_due) {
-            (true, Some(secs)) => {
-                let until = bucket_due_ms(secs).saturating_sub(now_ms()).max(0);
-                let until = Duration::from_millis(u64::try_from(until).unwrap_or(0));
-                until.min(poll)
-            }
-            _ => poll,
+        if !report.leader {
+            return poll;
         }
+        let now = now_ms();
+        let until = |at_ms: i64| Duration::from_millis(u64::try_from(at_ms.saturating_sub(now).max(0)).unwrap_or(0));
+        let mut wait = poll;
+        if let Some(secs) = report.next_due {
+            wait = wait.min(until(bucket_due_ms(secs)));
+        }
+        if let Some(at) = report.next_cron_ms {
+            wait = wait.min(until(at));
+        }
+        wait
     }
 
     /// Gives up leadership, if held. Returns whether it was held.
@@ -255,9 +283,68 @@ impl Scheduler {
             },
         );
         self.promote(&mut report).await?;
+        self.fire_cron(&mut report).await?;
         self.clean_stuck_workers(&mut report).await?;
         report.next_due = self.backend.due_timestamps(i64::MAX, 1).await?.first().copied();
         Ok(report)
+    }
+
+    /// Fires every cron occurrence that is due and not yet fired. Each
+    /// occurrence is pushed with [`crate::QueueStore::push_once`] under the
+    /// marker `resq:cron:<task>:<ms>`, so it is enqueued exactly once however
+    /// many leaders (an old one that has not noticed it lost the lock, and
+    /// the new one) try. The cursor `resq:cron:<task>` keeps the last
+    /// occurrence handled, so that a new leader resumes from it and fires
+    /// what came due in between (up to `cron_catch_up` back). A task seen for
+    /// the first time starts from now: nothing before its first deployment fires.
+    async fn fire_cron(&self, report: &mut PollReport) -> Result<()> {
+        let Some(tasks) = &self.tasks else { return Ok(()) };
+        let catch_up = i64::try_from(self.config.cron_catch_up.as_millis()).unwrap_or(i64::MAX);
+        let marker_ttl = self.config.cron_catch_up + Duration::from_secs(3600);
+        let cursor_ttl = Duration::from_secs(30 * 24 * 3600);
+        for def in tasks.definitions() {
+            let Some(cron) = def.cron_schedule() else { continue };
+            let now = now_ms();
+            let cursor_key = format!("resq:cron:{}", def.name());
+            let cursor = self
+                .backend
+                .get_lock(&cursor_key)
+                .await?
+                .and_then(|e| e.value.trim().parse::<i64>().ok());
+            if let Some(from) = cursor {
+                let from = from.max(now.saturating_sub(catch_up));
+                for at in cron.occurrences(from, now, 10_000) {
+                    let payload = crate::job::encode_payload(
+                        def.default_queue(),
+                        def.name(),
+                        &[serde_json::json!({ "cron_at": at })],
+                    );
+                    let marker = format!("resq:cron:{}:{at}", def.name());
+                    if self
+                        .backend
+                        .push_once(def.default_queue(), &payload, &marker, &self.name, marker_ttl)
+                        .await?
+                    {
+                        report.cron_fired += 1;
+                        tracing::info!(target: "resq::scheduler", scheduler = %self.name, task = def.name(), at_ms = at, "cron fired");
+                        emit(
+                            &self.events,
+                            SchedulerEvent::CronFired {
+                                scheduler: self.name.clone(),
+                                task: def.name().to_owned(),
+                                at_ms: at,
+                            },
+                        );
+                    }
+                }
+            }
+            // Everything up to `now` is handled: fired here or by another leader.
+            self.backend.set_lock(&cursor_key, &now.to_string(), cursor_ttl).await?;
+            if let Some(next) = cron.next_after(now) {
+                report.next_cron_ms = Some(report.next_cron_ms.map_or(next, |n| n.min(next)));
+            }
+        }
+        Ok(())
     }
 
     async fn promote(&self, report: &mut PollReport) -> Result<()> {

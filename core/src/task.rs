@@ -190,11 +190,323 @@ where
     }
 }
 
-/// The registry of tasks by name (the job's `class`). Build it at start-up,
-/// then share it with workers as `Arc<Tasks>`.
+/// How a task's jobs are defined: its name (the job's `class`), the code
+/// that runs, and ActionHero's task fields — description, default queue,
+/// frequency, plugins with per-task options — plus an optional cron
+/// schedule.
+///
+/// ```
+/// use resq_core::plugins::Retry;
+/// use resq_core::task::{JobContext, TaskDef, TaskError, Tasks};
+/// use std::time::Duration;
+///
+/// let mut tasks = Tasks::new();
+/// tasks
+///     .define(
+///         TaskDef::from_fn("sendReport", |(_inputs,): (serde_json::Value,), _ctx: JobContext| async move {
+///             Ok::<_, TaskError>(())
+///         })
+///         .description("mails the daily report")
+///         .queue("reports")
+///         .frequency(Duration::from_secs(60))
+///         .plugin(Retry::new())
+///         .plugin_options("Retry", serde_json::json!({"retryLimit": 3})),
+///     )
+///     .unwrap();
+/// assert!(tasks.get("sendReport").unwrap().is_periodic());
+/// ```
+#[derive(Clone)]
+pub struct TaskDef {
+    pub(crate) name: String,
+    pub(crate) description: Option<String>,
+    pub(crate) queue: String,
+    pub(crate) frequency: std::time::Duration,
+    pub(crate) cron: Option<crate::cron::CronSchedule>,
+    pub(crate) plugins: Vec<Arc<dyn crate::plugin::Plugin>>,
+    pub(crate) plugin_options: HashMap<String, Value>,
+    pub(crate) reenqueue_periodic_on_error: bool,
+    pub(crate) inputs: Vec<(String, Input)>,
+    pub(crate) code: Arc<dyn ErasedTask>,
+}
+
+/// A validator of one input: `Err(reason)` refuses the value.
+pub type Validator = Arc<dyn Fn(&Value) -> std::result::Result<(), String> + Send + Sync>;
+
+/// One declared input of a task, checked when the task is enqueued through
+/// [`crate::Queue::enqueue_task`] (ActionHero's task `inputs`).
+#[derive(Clone, Default)]
+pub struct Input {
+    required: bool,
+    default: Option<Value>,
+    validator: Option<Validator>,
+}
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Input")
+            .field("required", &self.required)
+            .field("default", &self.default)
+            .field("validator", &self.validator.is_some())
+            .finish()
+    }
+}
+
+impl Input {
+    /// An optional input with no default.
+    pub fn optional() -> Self {
+        Self::default()
+    }
+
+    /// An input that must be present (after its default is applied).
+    pub fn required() -> Self {
+        Input {
+            required: true,
+            ..Self::default()
+        }
+    }
+
+    /// The value used when the input is missing or `null`.
+    pub fn default_value(mut self, value: Value) -> Self {
+        self.default = Some(value);
+        self
+    }
+
+    /// A check the value must pass.
+    pub fn validator(mut self, f: impl Fn(&Value) -> std::result::Result<(), String> + Send + Sync + 'static) -> Self {
+        self.validator = Some(Arc::new(f));
+        self
+    }
+}
+
+impl TaskDef {
+    /// A definition running the [`Task`] `task`, with ActionHero's defaults:
+    /// queue `default`, frequency 0 (not periodic), no plugins.
+    pub fn new<T: Task>(name: impl Into<String>, task: T) -> Self {
+        Self::erased(name.into(), Arc::new(TypedTask(Arc::new(task))))
+    }
+
+    /// A definition running an async closure (see [`Tasks::register_fn`]).
+    pub fn from_fn<F, A, O, Fut>(name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(A, JobContext) -> Fut + Send + Sync + 'static,
+        A: DeserializeOwned + Send + 'static,
+        O: Serialize + Send + 'static,
+        Fut: Future<Output = std::result::Result<O, TaskError>> + Send + 'static,
+    {
+        Self::erased(
+            name.into(),
+            Arc::new(FnTask {
+                f,
+                _types: std::marker::PhantomData,
+            }),
+        )
+    }
+
+    fn erased(name: String, code: Arc<dyn ErasedTask>) -> Self {
+        TaskDef {
+            name,
+            description: None,
+            queue: "default".to_owned(),
+            frequency: std::time::Duration::ZERO,
+            cron: None,
+            plugins: Vec::new(),
+            plugin_options: HashMap::new(),
+            reenqueue_periodic_on_error: true,
+            inputs: Vec::new(),
+            code,
+        }
+    }
+
+    /// Sets the description (by default the name).
+    pub fn description(mut self, text: impl Into<String>) -> Self {
+        self.description = Some(text.into());
+        self
+    }
+
+    /// Sets the queue its jobs go to unless the caller names another.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = queue.into();
+        self
+    }
+
+    /// Makes the task periodic: enqueued when a scheduler node boots and
+    /// re-enqueued `frequency` after each run, with at most one instance in
+    /// the cluster (see [`crate::recurrent`]). Zero means not periodic.
+    pub fn frequency(mut self, frequency: std::time::Duration) -> Self {
+        self.frequency = frequency;
+        self
+    }
+
+    /// Fires the task on a cron schedule (see [`crate::cron::CronSchedule`]),
+    /// from the scheduler leader only.
+    pub fn cron(mut self, schedule: crate::cron::CronSchedule) -> Self {
+        self.cron = Some(schedule);
+        self
+    }
+
+    /// Appends a plugin; plugins run in the order they are added.
+    pub fn plugin(mut self, plugin: impl crate::plugin::Plugin) -> Self {
+        self.plugins.push(Arc::new(plugin));
+        self
+    }
+
+    /// Appends a shared plugin instance.
+    pub fn plugin_arc(mut self, plugin: Arc<dyn crate::plugin::Plugin>) -> Self {
+        self.plugins.push(plugin);
+        self
+    }
+
+    /// Sets the options the plugin named `plugin` sees for this task
+    /// (node-resque's `pluginOptions[plugin]`).
+    pub fn plugin_options(mut self, plugin: impl Into<String>, options: Value) -> Self {
+        self.plugin_options.insert(plugin.into(), options);
+        self
+    }
+
+    /// Whether a periodic task that fails is re-enqueued all the same
+    /// (ActionHero's `reEnqueuePeriodicTaskIfException`, default true).
+    pub fn reenqueue_periodic_on_error(mut self, yes: bool) -> Self {
+        self.reenqueue_periodic_on_error = yes;
+        self
+    }
+
+    /// Declares an input: defaults are filled in, required inputs and
+    /// validators checked when the task is enqueued by name.
+    pub fn input(mut self, name: impl Into<String>, input: Input) -> Self {
+        self.inputs.push((name.into(), input));
+        self
+    }
+
+    /// Applies the declared inputs to `inputs` (an object, or null for
+    /// none): fills defaults, then checks required inputs and validators.
+    pub fn check_inputs(&self, inputs: Value) -> Result<Value> {
+        let mut map = match inputs {
+            Value::Object(m) => m,
+            Value::Null => serde_json::Map::new(),
+            other if self.inputs.is_empty() => return Ok(other),
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "the inputs of task {:?} must be an object, not {other}",
+                    self.name
+                )))
+            }
+        };
+        for (name, input) in &self.inputs {
+            let missing = map.get(name).is_none_or(Value::is_null);
+            if missing {
+                if let Some(d) = &input.default {
+                    map.insert(name.clone(), d.clone());
+                }
+            }
+            match map.get(name).filter(|v| !v.is_null()) {
+                None if input.required => {
+                    return Err(Error::InvalidArgument(format!(
+                        "task {:?}: input {name:?} is required",
+                        self.name
+                    )))
+                }
+                None => {}
+                Some(v) => {
+                    if let Some(check) = &input.validator {
+                        check(v).map_err(|why| {
+                            Error::InvalidArgument(format!("task {:?}: input {name:?} is invalid: {why}", self.name))
+                        })?;
+                    }
+                }
+            }
+        }
+        Ok(Value::Object(map))
+    }
+
+    /// The task's name, its jobs' `class`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The description, or the name when none was given.
+    pub fn description_text(&self) -> &str {
+        self.description.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The default queue.
+    pub fn default_queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// The frequency (zero when not periodic).
+    pub fn period(&self) -> std::time::Duration {
+        self.frequency
+    }
+
+    /// Whether the task is periodic (`frequency > 0`).
+    pub fn is_periodic(&self) -> bool {
+        !self.frequency.is_zero()
+    }
+
+    /// The cron schedule, if any.
+    pub fn cron_schedule(&self) -> Option<&crate::cron::CronSchedule> {
+        self.cron.as_ref()
+    }
+
+    /// The plugins, in the order they run.
+    pub fn plugins(&self) -> &[Arc<dyn crate::plugin::Plugin>] {
+        &self.plugins
+    }
+
+    /// The options for the plugin named `plugin` (`{}` when none are set).
+    pub fn options_for(&self, plugin: &str) -> &Value {
+        self.plugin_options.get(plugin).unwrap_or(&crate::plugin::NO_OPTIONS)
+    }
+
+    /// The code, as the worker calls it.
+    pub fn code(&self) -> &Arc<dyn ErasedTask> {
+        &self.code
+    }
+
+    /// Adds what a periodic task needs, as ActionHero does, unless the task
+    /// lists them already: JobLock (with `reEnqueue: false`, so a second
+    /// copy never runs beside the first), then DelayQueueLock and QueueLock,
+    /// in that order, so that JobLock is held before QueueLock is released
+    /// when a worker takes the job.
+    fn with_periodic_plugins(mut self) -> Self {
+        use crate::plugins::{DelayQueueLock, JobLock, QueueLock};
+        if !self.is_periodic() {
+            return self;
+        }
+        let has = |d: &TaskDef, n: &str| d.plugins.iter().any(|p| p.name() == n);
+        if !has(&self, JobLock::NAME) {
+            self.plugins.push(Arc::new(JobLock::new()));
+            self.plugin_options
+                .insert(JobLock::NAME.to_owned(), serde_json::json!({"reEnqueue": false}));
+        }
+        if !has(&self, DelayQueueLock::NAME) {
+            self.plugins.push(Arc::new(DelayQueueLock));
+        }
+        if !has(&self, QueueLock::NAME) {
+            self.plugins.push(Arc::new(QueueLock::new()));
+        }
+        self
+    }
+}
+
+impl std::fmt::Debug for TaskDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskDef")
+            .field("name", &self.name)
+            .field("queue", &self.queue)
+            .field("frequency", &self.frequency)
+            .field("cron", &self.cron)
+            .field("plugins", &self.plugins)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The registry of task definitions by name (the job's `class`). Build it
+/// at start-up, then share it with workers, queues and schedulers as
+/// `Arc<Tasks>`.
 #[derive(Clone, Default)]
 pub struct Tasks {
-    by_name: HashMap<String, Arc<dyn ErasedTask>>,
+    by_name: HashMap<String, Arc<TaskDef>>,
 }
 
 impl Tasks {
@@ -203,9 +515,30 @@ impl Tasks {
         Self::default()
     }
 
-    /// Registers a [`Task`] under `name`. A duplicate name is an error.
+    /// Registers a full definition. A duplicate name is an error; a
+    /// periodic task gets its locking plugins (see [`TaskDef::frequency`]).
+    pub fn define(&mut self, def: TaskDef) -> Result<&mut Self> {
+        if def.name.trim().is_empty() {
+            return Err(Error::InvalidArgument("a task name must not be empty".into()));
+        }
+        if def.is_periodic() && def.cron.is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "task {:?} has both a frequency and a cron schedule; choose one",
+                def.name
+            )));
+        }
+        if self.by_name.contains_key(&def.name) {
+            return Err(Error::DuplicateTask(def.name));
+        }
+        let def = def.with_periodic_plugins();
+        self.by_name.insert(def.name.clone(), Arc::new(def));
+        Ok(self)
+    }
+
+    /// Registers a [`Task`] under `name` with default settings. A duplicate
+    /// name is an error.
     pub fn register<T: Task>(&mut self, name: impl Into<String>, task: T) -> Result<&mut Self> {
-        self.insert(name.into(), Arc::new(TypedTask(Arc::new(task))))
+        self.define(TaskDef::new(name, task))
     }
 
     /// Registers an async closure under `name`. A duplicate name is an error.
@@ -227,25 +560,11 @@ impl Tasks {
         O: Serialize + Send + 'static,
         Fut: Future<Output = std::result::Result<O, TaskError>> + Send + 'static,
     {
-        self.insert(
-            name.into(),
-            Arc::new(FnTask {
-                f,
-                _types: std::marker::PhantomData,
-            }),
-        )
+        self.define(TaskDef::from_fn(name, f))
     }
 
-    fn insert(&mut self, name: String, task: Arc<dyn ErasedTask>) -> Result<&mut Self> {
-        if self.by_name.contains_key(&name) {
-            return Err(Error::DuplicateTask(name));
-        }
-        self.by_name.insert(name, task);
-        Ok(self)
-    }
-
-    /// The task registered under `name`.
-    pub fn get(&self, name: &str) -> Option<&Arc<dyn ErasedTask>> {
+    /// The definition registered under `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<TaskDef>> {
         self.by_name.get(name)
     }
 
@@ -259,6 +578,13 @@ impl Tasks {
         let mut names: Vec<String> = self.by_name.keys().cloned().collect();
         names.sort();
         names
+    }
+
+    /// Every definition, sorted by name.
+    pub fn definitions(&self) -> Vec<Arc<TaskDef>> {
+        let mut defs: Vec<Arc<TaskDef>> = self.by_name.values().cloned().collect();
+        defs.sort_by(|a, b| a.name.cmp(&b.name));
+        defs
     }
 }
 

@@ -6,8 +6,10 @@ use crate::error::Result;
 use crate::event::{emit, emit_with, WorkerEvent, EVENT_CAPACITY};
 use crate::failed::{encode_entry, Failure, PAYLOAD_ERROR};
 use crate::job::Job;
+use crate::plugin::PerformContext;
+use crate::queue::Queue;
 use crate::shutdown::{run_with_shutdown, AbortOnDrop, Backoff};
-use crate::task::{JobContext, Tasks};
+use crate::task::{JobContext, TaskError, Tasks};
 use crate::time::{js_date_string_now, now_ms};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
@@ -126,7 +128,7 @@ impl WorkerConfig {
 /// ```
 pub struct Worker {
     backend: Arc<dyn Backend>,
-    tasks: Arc<Tasks>,
+    client: Queue,
     config: WorkerConfig,
     id: WorkerId,
     events: broadcast::Sender<WorkerEvent>,
@@ -161,8 +163,8 @@ impl Worker {
         };
         let id = WorkerId::new(name, &registered_queues);
         Worker {
+            client: Queue::with_tasks(Arc::clone(&backend), tasks),
             backend,
-            tasks,
             config,
             id,
             events,
@@ -358,12 +360,8 @@ impl Worker {
                             for (k, job) in got {
                                 let Some(&slot) = idle.get(k) else { continue };
                                 taken.push(k);
-                                let fut = run_job(
-                                    Arc::clone(&self.tasks),
-                                    self.events.clone(),
-                                    slots[slot].name.clone(),
-                                    job,
-                                );
+                                let fut =
+                                    run_job(self.client.clone(), self.events.clone(), slots[slot].name.clone(), job);
                                 running.push(Box::pin(async move { (slot, fut.await) }));
                             }
                             taken.sort_unstable();
@@ -560,12 +558,7 @@ impl Worker {
     }
 
     async fn perform(&self, claimed: Claimed, shutdown: &CancellationToken) {
-        let job = run_job(
-            Arc::clone(&self.tasks),
-            self.events.clone(),
-            self.id.name.clone(),
-            claimed,
-        );
+        let job = run_job(self.client.clone(), self.events.clone(), self.id.name.clone(), claimed);
         // The job runs on this worker's own task (no spawn per job): `run_job`
         // catches panics, and dropping it at the deadline cancels it.
         tokio::pin!(job);
@@ -625,14 +618,11 @@ fn collect(
 }
 
 /// Runs one claimed job to its outcome: decodes it, finds its task, runs
-/// it with panics caught, and reports `job`, `success` or `failure`. An
-/// undecodable payload or an unknown class is a failure, never a panic.
-async fn run_job(
-    tasks: Arc<Tasks>,
-    events: broadcast::Sender<WorkerEvent>,
-    worker: String,
-    claimed: Claimed,
-) -> Outcome {
+/// its plugins' `before_perform` hooks, the task (panics caught), the
+/// periodic re-enqueue, and the `after_perform` hooks, and reports `job`,
+/// `success` or `failure`. An undecodable payload or an unknown class is a
+/// failure, never a panic.
+async fn run_job(client: Queue, events: broadcast::Sender<WorkerEvent>, worker: String, claimed: Claimed) -> Outcome {
     let started = Instant::now();
     let job = match Job::decode(&claimed.payload) {
         Ok(job) => Arc::new(job),
@@ -646,7 +636,7 @@ async fn run_job(
             );
         }
     };
-    let Some(task) = tasks.get(&job.class) else {
+    let Some(def) = client.tasks().and_then(|t| t.get(&job.class)).cloned() else {
         let failure = Failure::new("Error", format!("No job defined for class \"{}\"", job.class));
         return failure_outcome(&events, &worker, &claimed, failure, started);
     };
@@ -656,16 +646,74 @@ async fn run_job(
         queue: claimed.queue.clone(),
         job: Arc::clone(&job),
     });
+    let mut hooks = PerformContext::new(&client, &worker, &claimed.queue, Arc::clone(&job));
+    hooks.events = Some(&events);
+    for plugin in def.plugins() {
+        hooks.options = def.options_for(plugin.name());
+        match plugin.before_perform(&mut hooks).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(target: "resq::worker", %worker, queue = %claimed.queue, class = %job.class,
+                    plugin = plugin.name(), "skipped by plugin");
+                emit_with(&events, || WorkerEvent::Skipped {
+                    worker: worker.clone(),
+                    queue: claimed.queue.clone(),
+                    job: Arc::clone(&job),
+                    plugin: plugin.name().to_owned(),
+                });
+                return Outcome::Discard;
+            }
+            Err(e) => {
+                let failure = Failure::new("PluginError", format!("{} before_perform: {e}", plugin.name()));
+                return failure_outcome(&events, &worker, &claimed, failure, started);
+            }
+        }
+    }
+    let job = Arc::clone(&hooks.job);
     let ctx = JobContext {
         worker: worker.clone(),
         queue: claimed.queue.clone(),
         job: Arc::clone(&job),
     };
-    let run = std::panic::AssertUnwindSafe(task.call(ctx));
+    let run = std::panic::AssertUnwindSafe(def.code().call(ctx));
     match futures_util::FutureExt::catch_unwind(run).await {
-        Ok(Ok(result)) => {
+        Ok(Ok(result)) => hooks.result = Some(result),
+        Ok(Err(task_error)) => hooks.error = Some(task_error),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "the task panicked".to_owned());
+            hooks.error = Some(TaskError::new(message).with_exception("Panic"));
+        }
+    }
+    if def.is_periodic() && (hooks.error.is_none() || def.reenqueue_periodic_on_error) {
+        if let Err(e) = crate::recurrent::reenqueue_after_run(&client, &def).await {
+            tracing::warn!(target: "resq::worker", %worker, class = %job.class, error = %e, "periodic re-enqueue failed");
+            if hooks.error.is_none() {
+                hooks.error = Some(
+                    TaskError::new(format!("re-enqueueing the periodic task failed: {e}"))
+                        .with_exception("PeriodicError"),
+                );
+            }
+        }
+    }
+    for plugin in def.plugins() {
+        hooks.options = def.options_for(plugin.name());
+        if let Err(e) = plugin.after_perform(&mut hooks).await {
+            tracing::warn!(target: "resq::worker", %worker, plugin = plugin.name(), error = %e, "after_perform failed");
+            if hooks.error.is_none() {
+                hooks.error =
+                    Some(TaskError::new(format!("{} after_perform: {e}", plugin.name())).with_exception("PluginError"));
+            }
+        }
+    }
+    match hooks.error.take() {
+        None => {
             let duration = started.elapsed();
             tracing::info!(target: "resq::worker", %worker, queue = %claimed.queue, class = %job.class, ?duration, "success");
+            let result = hooks.result.take().unwrap_or(serde_json::Value::Null);
             emit_with(&events, || WorkerEvent::Success {
                 worker: worker.clone(),
                 queue: claimed.queue.clone(),
@@ -673,17 +721,13 @@ async fn run_job(
                 result,
                 duration,
             });
-            Outcome::Success
+            if hooks.counted() {
+                Outcome::Success
+            } else {
+                Outcome::Discard
+            }
         }
-        Ok(Err(task_error)) => failure_outcome(&events, &worker, &claimed, task_error.to_failure(), started),
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "the task panicked".to_owned());
-            failure_outcome(&events, &worker, &claimed, Failure::new("Panic", message), started)
-        }
+        Some(task_error) => failure_outcome(&events, &worker, &claimed, task_error.to_failure(), started),
     }
 }
 

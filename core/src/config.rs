@@ -1,0 +1,248 @@
+//! The task server's configuration, after ActionHero's `config/tasks.js`:
+//! from code ([`TaskServerConfig::default`] and struct update syntax), or
+//! from a TOML file with environment overrides ([`TaskServerConfig::load`]).
+//!
+//! ```toml
+//! # resq.toml — every key is optional
+//! backend = "redis://127.0.0.1:6379"
+//! scheduler = true                 # this node runs the scheduler
+//! queues = ["critical", "*"]       # worked in this order; "*" = every queue
+//! timeout_ms = 5000                # poll timeout of an idle worker
+//! min_task_processors = 1
+//! max_task_processors = 4          # 0: this node works no jobs (enqueue only)
+//! check_timeout_ms = 500           # how often the pool decides to scale
+//! stuck_worker_timeout_ms = 3600000
+//! retry_stuck_jobs = false         # true: re-enqueue a dead worker's job; false: fail it
+//!
+//! [log_levels]                     # per worker or scheduler event
+//! success = "info"
+//! failure = "error"
+//! poll = "off"
+//! ```
+//!
+//! Environment variables override the file: `RESQ_TASKS_<KEY>` in upper
+//! case, for example `RESQ_TASKS_MAX_TASK_PROCESSORS=8`,
+//! `RESQ_TASKS_SCHEDULER=false`, `RESQ_TASKS_QUEUES=critical,default`,
+//! `RESQ_TASKS_BACKEND=postgres://…`, `RESQ_TASKS_LOG_LEVELS={failure="warn"}`.
+
+use crate::error::{Error, Result};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// The prefix of environment overrides.
+pub const ENV_PREFIX: &str = "RESQ_TASKS_";
+
+/// A log level for one event, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Not logged.
+    Off,
+    /// `tracing::Level::TRACE`.
+    Trace,
+    /// `tracing::Level::DEBUG`.
+    Debug,
+    /// `tracing::Level::INFO`.
+    Info,
+    /// `tracing::Level::WARN`.
+    Warn,
+    /// `tracing::Level::ERROR`.
+    Error,
+}
+
+/// How one node of a resq cluster takes part: whether it schedules, which
+/// queues it works and with how many processors, and where the backend is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TaskServerConfig {
+    /// The backend URL (`memory://`, `redis://…`, `postgres://…`).
+    pub backend: String,
+    /// Whether this node runs a scheduler (which also enqueues the periodic
+    /// tasks at boot and fires cron tasks when it leads).
+    pub scheduler: bool,
+    /// The queues this node's workers take jobs from, in priority order;
+    /// `*` means every queue. A comma-separated string is accepted too.
+    #[serde(deserialize_with = "queue_list")]
+    pub queues: Vec<String>,
+    /// How long an idle worker waits for a job before polling again, ms.
+    pub timeout_ms: u64,
+    /// The fewest workers the pool keeps (raised to 1 when `max > 0`).
+    pub min_task_processors: usize,
+    /// The most workers the pool grows to; 0 means this node works no jobs.
+    pub max_task_processors: usize,
+    /// How often the pool checks whether to grow or shrink, ms.
+    pub check_timeout_ms: u64,
+    /// A worker silent for this long is dead and is cleaned, ms.
+    pub stuck_worker_timeout_ms: u64,
+    /// What happens to a dead worker's job: re-enqueued (`true`) or moved
+    /// to the failed list (`false`, ActionHero's default).
+    pub retry_stuck_jobs: bool,
+    /// The log level of each worker or scheduler event by its name
+    /// (`start`, `end`, `poll`, `job`, `success`, `failure`, `skipped`,
+    /// `re_enqueue`, `error`, `pause`, `ping`, `cleaning_worker`, `leader`,
+    /// `follower`, `transferred_job`, `promotion_failed`,
+    /// `clean_stuck_worker`, `cron_fired`); unnamed events use the defaults
+    /// of [`TaskServerConfig::log_level`].
+    pub log_levels: BTreeMap<String, LogLevel>,
+}
+
+fn queue_list<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Queues {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Queues::deserialize(d)? {
+        Queues::One(s) => crate::worker::parse_queues(&s),
+        Queues::Many(v) => v,
+    })
+}
+
+impl Default for TaskServerConfig {
+    fn default() -> Self {
+        TaskServerConfig {
+            backend: "memory://".to_owned(),
+            scheduler: false,
+            queues: vec!["*".to_owned()],
+            timeout_ms: 5000,
+            min_task_processors: 0,
+            max_task_processors: 0,
+            check_timeout_ms: 500,
+            stuck_worker_timeout_ms: 3_600_000,
+            retry_stuck_jobs: false,
+            log_levels: BTreeMap::new(),
+        }
+    }
+}
+
+impl TaskServerConfig {
+    /// Reads `path` (TOML) over the defaults, then `RESQ_TASKS_*` variables
+    /// over the file. A missing file is an error; use
+    /// [`TaskServerConfig::from_env`] for variables alone.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if !path.exists() {
+            return Err(Error::InvalidArgument(format!(
+                "task server config file {} does not exist",
+                path.display()
+            )));
+        }
+        Self::extract(Figment::from(Serialized::defaults(Self::default())).merge(Toml::file(path)))
+    }
+
+    /// Reads TOML text over the defaults, then `RESQ_TASKS_*` variables.
+    pub fn from_toml_str(text: &str) -> Result<Self> {
+        Self::extract(Figment::from(Serialized::defaults(Self::default())).merge(Toml::string(text)))
+    }
+
+    /// The defaults with `RESQ_TASKS_*` variables over them.
+    pub fn from_env() -> Result<Self> {
+        Self::extract(Figment::from(Serialized::defaults(Self::default())))
+    }
+
+    fn extract(figment: Figment) -> Result<Self> {
+        let config: TaskServerConfig = figment
+            .merge(Env::prefixed(ENV_PREFIX))
+            .extract()
+            .map_err(|e| Error::InvalidArgument(format!("task server config: {e}")))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the settings make sense together.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_task_processors > 0 && self.queues.is_empty() {
+            return Err(Error::InvalidArgument(
+                "queues must name at least one queue (or \"*\") when max_task_processors > 0".into(),
+            ));
+        }
+        if self.min_task_processors > self.max_task_processors && self.max_task_processors > 0 {
+            return Err(Error::InvalidArgument(format!(
+                "min_task_processors ({}) exceeds max_task_processors ({})",
+                self.min_task_processors, self.max_task_processors
+            )));
+        }
+        if self.timeout_ms == 0 || self.check_timeout_ms == 0 {
+            return Err(Error::InvalidArgument(
+                "timeout_ms and check_timeout_ms must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether this node runs workers.
+    pub fn works(&self) -> bool {
+        self.max_task_processors > 0
+    }
+
+    /// The pool's minimum: `min_task_processors`, at least 1 when the node works.
+    pub fn min_workers(&self) -> usize {
+        if self.works() {
+            self.min_task_processors.max(1)
+        } else {
+            0
+        }
+    }
+
+    /// The idle poll timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// The pool's scaling interval.
+    pub fn check_timeout(&self) -> Duration {
+        Duration::from_millis(self.check_timeout_ms)
+    }
+
+    /// The stuck-worker timeout.
+    pub fn stuck_worker_timeout(&self) -> Duration {
+        Duration::from_millis(self.stuck_worker_timeout_ms)
+    }
+
+    /// The level `event` is logged at: the configured one, else ActionHero's
+    /// defaults (failures and errors loud, the per-poll chatter quiet).
+    pub fn log_level(&self, event: &str) -> LogLevel {
+        if let Some(level) = self.log_levels.get(event) {
+            return *level;
+        }
+        match event {
+            "failure" | "error" | "clean_stuck_worker" | "promotion_failed" => LogLevel::Error,
+            "start" | "end" | "success" | "leader" | "follower" | "cron_fired" | "cleaning_worker" | "re_enqueue" => {
+                LogLevel::Info
+            }
+            _ => LogLevel::Debug,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_over_defaults() {
+        let c = TaskServerConfig::from_toml_str(
+            "scheduler = true\nqueues = \"high,low\"\nmax_task_processors = 3\n[log_levels]\npoll = \"off\"\n",
+        )
+        .unwrap();
+        assert!(c.scheduler);
+        assert_eq!(c.queues, vec!["high".to_owned(), "low".to_owned()]);
+        assert_eq!((c.min_workers(), c.max_task_processors), (1, 3));
+        assert_eq!(c.log_level("poll"), LogLevel::Off);
+        assert_eq!(c.log_level("failure"), LogLevel::Error);
+        assert_eq!(c.timeout_ms, 5000);
+    }
+
+    #[test]
+    fn bad_settings_are_errors() {
+        assert!(TaskServerConfig::from_toml_str("max_task_processors = 1\nmin_task_processors = 5").is_err());
+        assert!(TaskServerConfig::from_toml_str("no_such_key = 1").is_err());
+        assert!(TaskServerConfig::from_toml_str("timeout_ms = \"soon\"").is_err());
+        assert!(TaskServerConfig::load("/nonexistent/resq.toml").is_err());
+    }
+}
