@@ -6,8 +6,9 @@
 //! `pub async fn <test>(backend: Arc<dyn Backend>)` functions grouped by
 //! concern: the backend contract itself (`queue`, `delayed`, `lock`,
 //! `failed`, `registry`, `stats`, `leader`, plus a proptest state machine,
-//! `model`, that checks a backend against a pure-Rust reference model) and
-//! the engine running on it (`engine`, `client`, `worker`, `scheduler`).
+//! `model`, that checks a backend against a pure-Rust reference model), the
+//! engine running on it (`engine`, `client`, `worker`, `scheduler`), and the
+//! task layer (`plugin`, `tasks`, `cron`).
 //! To run a backend through it, invoke [`suite!`] once in an integration
 //! test with a factory that returns a fresh, isolated backend (or
 //! `Err(reason)` when its server is unreachable, which skips the tests
@@ -27,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod cron;
 pub mod delayed;
 pub mod engine;
 pub mod failed;
@@ -40,6 +42,7 @@ pub mod registry;
 pub mod scheduler;
 pub mod stats;
 pub mod support;
+pub mod tasks;
 pub mod worker;
 
 #[doc(hidden)]
@@ -233,6 +236,24 @@ macro_rules! suite {
                 retry_backoff_strategy_sets_delays,
                 retry_attempt_is_delayed_with_node_resque_keys,
             ],
+            async tasks: [
+                definitions_and_periodic_plugins,
+                periodic_task_enqueued_once_at_boot,
+                five_concurrent_runs_give_one_execution,
+                boot_during_a_run_adds_no_instance,
+                recurrent_rearm_and_stop_work_by_class,
+                task_enqueue_and_inspection,
+                task_inputs_are_checked_on_enqueue,
+                before_perform_can_change_arguments_or_veto,
+                task_server_node_shapes,
+                five_booting_nodes_enqueue_one_instance,
+            ],
+            async cron: [
+                leader_changes_neither_double_nor_skip_fires,
+                followers_never_fire,
+                first_poll_fires_nothing_from_the_past,
+                fires_are_timely_with_a_long_poll_interval,
+            ],
             async scheduler: [
                 poll_promotes_due_jobs_only,
                 never_promotes_before_due_time,
@@ -392,6 +413,8 @@ const GROUP_SOURCES: &[(&str, &str)] = &[
     ("scheduler", include_str!("scheduler.rs")),
     ("model", include_str!("model.rs")),
     ("plugin", include_str!("plugin.rs")),
+    ("tasks", include_str!("tasks.rs")),
+    ("cron", include_str!("cron.rs")),
 ];
 
 /// Every `pub fn` / `pub async fn` defined at the top level of a group

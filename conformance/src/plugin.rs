@@ -3,7 +3,7 @@
 //! §7.1 #5 and §7.4).
 
 use crate::support::{
-    collect_events, count_events, quick_config, quick_scheduler, spawn_scheduler, spawn_worker, wait_until, EventLog,
+    count_events, quick_config, quick_scheduler, spawn_scheduler, spawn_worker, wait_until, EventLog,
 };
 use resq_core::backend::Backend;
 use resq_core::plugin::{EnqueueContext, PerformContext, Plugin};
@@ -251,10 +251,10 @@ pub async fn job_lock_serializes_identical_jobs(backend: Arc<dyn Backend>) {
     let q = Queue::with_tasks(Arc::clone(&backend), Arc::clone(&tasks));
     q.enqueue("q", "job", (700,)).await.unwrap();
     q.enqueue("q", "job", (700,)).await.unwrap();
-    let w1 = spawn_worker(&backend, &tasks, quick_config(&["q"]));
-    let w2 = spawn_worker(&backend, &tasks, quick_config(&["q"]));
-    let log = collect_events(w2.events.resubscribe());
-    let log1 = collect_events(w1.events.resubscribe());
+    let mut w1 = spawn_worker(&backend, &tasks, quick_config(&["q"]));
+    let mut w2 = spawn_worker(&backend, &tasks, quick_config(&["q"]));
+    let log = w2.take_events();
+    let log1 = w1.take_events();
     wait_until(LIMIT, "one copy re-enqueued", || {
         let q = q.clone();
         async move { q.scheduled_at("q", "job", (700,)).await.unwrap().len() == 1 }
@@ -290,12 +290,9 @@ pub async fn job_lock_without_reenqueue_drops_duplicate(backend: Arc<dyn Backend
     let q = Queue::with_tasks(Arc::clone(&backend), Arc::clone(&tasks));
     q.enqueue("q", "job", (500,)).await.unwrap();
     q.enqueue("q", "job", (500,)).await.unwrap();
-    let w1 = spawn_worker(&backend, &tasks, quick_config(&["q"]));
-    let w2 = spawn_worker(&backend, &tasks, quick_config(&["q"]));
-    let (l1, l2) = (
-        collect_events(w1.events.resubscribe()),
-        collect_events(w2.events.resubscribe()),
-    );
+    let mut w1 = spawn_worker(&backend, &tasks, quick_config(&["q"]));
+    let mut w2 = spawn_worker(&backend, &tasks, quick_config(&["q"]));
+    let (l1, l2) = (w1.take_events(), w2.take_events());
     wait_until(LIMIT, "one ran, one dropped", || {
         let (spans, l1, l2) = (Arc::clone(&spans), Arc::clone(&l1), Arc::clone(&l2));
         async move {
@@ -328,8 +325,8 @@ pub async fn job_lock_holder_keeps_lock_when_reenqueue_collides(backend: Arc<dyn
     }
     let mut cfg = quick_config(&["q"]);
     cfg.concurrency = 3;
-    let w = spawn_worker(&backend, &tasks, cfg);
-    let log = collect_events(w.events.resubscribe());
+    let mut w = spawn_worker(&backend, &tasks, cfg);
+    let log = w.take_events();
     wait_until(LIMIT, "two copies dropped", || {
         let log = Arc::clone(&log);
         async move { count_events(&log, |e| matches!(e, WorkerEvent::Skipped { .. })) == 2 }
@@ -370,8 +367,8 @@ pub async fn noop_turns_failure_into_logged_success(backend: Arc<dyn Backend>) {
     let q = Queue::with_tasks(Arc::clone(&backend), Arc::clone(&tasks));
     q.enqueue("q", "fine", (1,)).await.unwrap();
     q.enqueue("q", "broken", ()).await.unwrap();
-    let w = spawn_worker(&backend, &tasks, quick_config(&["q"]));
-    let log = collect_events(w.events.resubscribe());
+    let mut w = spawn_worker(&backend, &tasks, quick_config(&["q"]));
+    let log = w.take_events();
     wait_until(LIMIT, "both done", || {
         let log = Arc::clone(&log);
         async move { count_events(&log, |e| matches!(e, WorkerEvent::Success { .. })) == 2 }
@@ -464,8 +461,8 @@ pub async fn queue_lock_released_when_job_is_taken(backend: Arc<dyn Backend>) {
     q.enqueue("q", "job", (1,)).await.unwrap();
     q.enqueue("q", "vetoed", (1,)).await.unwrap();
     assert_eq!(backend.locks().await.unwrap().len(), 2);
-    let w = spawn_worker(&backend, &tasks, quick_config(&["q"]));
-    let log = collect_events(w.events.resubscribe());
+    let mut w = spawn_worker(&backend, &tasks, quick_config(&["q"]));
+    let log = w.take_events();
     wait_until(LIMIT, "job ran and vetoed one skipped", || {
         let (spans, log) = (Arc::clone(&spans), Arc::clone(&log));
         async move {
@@ -507,8 +504,8 @@ pub async fn retry_success_leaves_nothing(backend: Arc<dyn Backend>) {
 
 async fn run_until_failed(backend: &Arc<dyn Backend>, tasks: &Arc<Tasks>) -> EventLog {
     let s = spawn_scheduler(backend, None, quick_scheduler());
-    let w = spawn_worker(backend, tasks, quick_config(&["q"]));
-    let log = collect_events(w.events.resubscribe());
+    let mut w = spawn_worker(backend, tasks, quick_config(&["q"]));
+    let log = w.take_events();
     wait_until(Duration::from_secs(40), "the last attempt failed", || {
         let log = Arc::clone(&log);
         async move { count_events(&log, |e| matches!(e, WorkerEvent::Failure { .. })) == 1 }

@@ -97,6 +97,13 @@ pub struct Running {
 }
 
 impl Running {
+    /// Collects this worker's events, from its start, in the background.
+    pub fn take_events(&mut self) -> EventLog {
+        let fresh = self.events.resubscribe();
+        let rx = std::mem::replace(&mut self.events, fresh);
+        collect_events(rx)
+    }
+
     /// Stops it gracefully and waits (at most 10 s) for it to end.
     pub async fn shutdown(self) {
         self.stop.cancel();
