@@ -1,14 +1,15 @@
-//! resq's demo on the in-process memory backend: normal, delayed and
-//! periodic-style tasks, a failure, and an inspection summary. It mirrors the
-//! tasks of ActionHero's documentation (sendWelcomeEmail, sayHello,
-//! sayGoodbye) and ends by itself after a few seconds.
+//! resq's demo on the in-process memory backend: one task server node that
+//! schedules and works, running normal, delayed, periodic and cron tasks, a
+//! retried failure, and an inspection summary. It mirrors the tasks of
+//! ActionHero's documentation (sendWelcomeEmail, sayHello, sayGoodbye) and
+//! ends by itself after a few seconds.
 //!
 //! Run it with `cargo run --example demo`.
 
-use resq::{
-    JobContext, PoolConfig, Queue, Scheduler, SchedulerConfig, SchedulerEvent, TaskError, Tasks, WorkerConfig,
-    WorkerEvent, WorkerPool,
-};
+use resq::config::TaskServerConfig;
+use resq::cron::CronSchedule;
+use resq::plugins::Retry;
+use resq::{JobContext, SchedulerEvent, TaskDef, TaskError, Tasks, WorkerEvent};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,33 +20,38 @@ struct Email {
     to: String,
 }
 
-/// Registers the demo's tasks. `sayHello` and `sayGoodbye` re-enqueue
-/// themselves after each run, every 500 ms and 1000 ms: the periodic pattern
-/// of ActionHero's `frequency`. Delayed jobs have Resque's one-second
-/// granularity, so the 500 ms one runs about once a second.
-fn tasks(queue: &Queue) -> resq::Result<Tasks> {
+/// The demo's tasks: `sendWelcomeEmail` (retried once on failure),
+/// `sayHello` and `sayGoodbye` (periodic, every 1 s and 2 s: ActionHero's
+/// `frequency`), and `tick` (cron, every 2 s, fired by the scheduler leader).
+fn tasks() -> resq::Result<Tasks> {
     let mut tasks = Tasks::new();
-    tasks.register_fn("sendWelcomeEmail", |(email,): (Email,), _ctx: JobContext| async move {
-        if !email.to.contains('@') {
-            return Err(TaskError::new(format!(
-                "cannot send to {:?}: not an email address",
-                email.to
-            )));
-        }
-        Ok(format!("welcome email sent to {}", email.to))
-    })?;
-    for (name, every_ms, words) in [("sayHello", 500_u64, "hello"), ("sayGoodbye", 1000, "goodbye")] {
-        let q = queue.clone();
-        tasks.register_fn(name, move |_: (), ctx: JobContext| {
-            let q = q.clone();
-            async move {
-                q.enqueue_in(Duration::from_millis(every_ms), &ctx.queue, &ctx.job.class, ())
-                    .await
-                    .or_else(|e| if e.is_already_scheduled() { Ok(()) } else { Err(e) })?;
-                Ok::<_, TaskError>(words)
+    tasks.define(
+        TaskDef::from_fn("sendWelcomeEmail", |(email,): (Email,), _ctx: JobContext| async move {
+            if !email.to.contains('@') {
+                return Err(TaskError::new(format!(
+                    "cannot send to {:?}: not an email address",
+                    email.to
+                )));
             }
-        })?;
+            Ok(format!("welcome email sent to {}", email.to))
+        })
+        .description("sends a welcome email")
+        .plugin(Retry::new().retry_limit(2).retry_delay(Duration::from_millis(300))),
+    )?;
+    for (name, every_ms, words) in [("sayHello", 1000_u64, "hello"), ("sayGoodbye", 2000, "goodbye")] {
+        tasks.define(
+            TaskDef::from_fn(name, move |_: (serde_json::Value,), _ctx: JobContext| async move {
+                Ok::<_, TaskError>(words)
+            })
+            .frequency(Duration::from_millis(every_ms)),
+        )?;
     }
+    tasks.define(
+        TaskDef::from_fn("tick", |(inputs,): (serde_json::Value,), _ctx: JobContext| async move {
+            Ok::<_, TaskError>(format!("cron fire due at {}", inputs["cron_at"]))
+        })
+        .cron(CronSchedule::parse("*/2 * * * * *")?),
+    )?;
     Ok(tasks)
 }
 
@@ -54,15 +60,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error,resq::tasks=off")),
         )
         .init();
     let t0 = Instant::now();
     let stamp = move || format!("{:>5} ms", t0.elapsed().as_millis());
 
-    let backend = resq::connect("memory://").await?;
-    let queue = Queue::new(Arc::clone(&backend));
-    let tasks = Arc::new(tasks(&queue)?);
+    let tasks = Arc::new(tasks()?);
+    // One node that schedules and works: the shape of ActionHero's
+    // config/tasks.js with `scheduler: true` and task processors.
+    let config = TaskServerConfig {
+        backend: "memory://".into(),
+        scheduler: true,
+        queues: vec!["default".into()],
+        min_task_processors: 1,
+        max_task_processors: 3,
+        timeout_ms: 250,
+        check_timeout_ms: 200,
+        ..TaskServerConfig::default()
+    };
+    let server = resq::task_server(config, Arc::clone(&tasks)).await?;
+    let queue = server.queue().clone();
     println!("resq demo — memory backend, tasks: {}", tasks.names().join(", "));
 
     // normal, delayed (in and at), periodic-style, and one that fails
@@ -97,32 +115,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             (serde_json::json!({"to": "at@example.com"}),),
         )
         .await?;
-    queue.enqueue("default", "sayHello", ()).await?;
-    queue.enqueue("default", "sayGoodbye", ()).await?;
-    println!("{} enqueued 4 normal jobs and 2 delayed ones", stamp());
-
-    let pool = WorkerPool::new(
-        Arc::clone(&backend),
-        Arc::clone(&tasks),
-        PoolConfig {
-            min: 1,
-            max: 3,
-            check_interval: Duration::from_millis(200),
-            worker: WorkerConfig {
-                queues: vec!["default".into()],
-                poll_interval: Duration::from_millis(500),
-                ..WorkerConfig::default()
-            },
-        },
+    println!(
+        "{} enqueued 2 normal jobs and 2 delayed ones; the periodic tasks start at boot",
+        stamp()
     );
-    let scheduler = Scheduler::new(
-        Arc::clone(&backend),
-        SchedulerConfig {
-            poll_interval: Duration::from_millis(250),
-            ..SchedulerConfig::default()
-        },
-    )?;
 
+    let (Some(pool), Some(scheduler)) = (server.pool(), server.scheduler()) else {
+        return Err("the demo node schedules and works".into());
+    };
     let mut worker_events = pool.subscribe();
     let mut scheduler_events = scheduler.subscribe();
     let printer = tokio::spawn(async move {
@@ -133,6 +133,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     Ok(SchedulerEvent::Leader { scheduler }) => println!("{} [{scheduler}] scheduler leads", stamp()),
                     Ok(SchedulerEvent::TransferredJob { timestamp, queue, payload, .. }) =>
                         println!("{} scheduler promoted a job due at {timestamp} s to {queue}: {payload}", stamp()),
+                    Ok(SchedulerEvent::CronFired { task, at_ms, .. }) =>
+                        println!("{} scheduler fired cron task {task} (due at {at_ms} ms)", stamp()),
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(_) => break,
@@ -142,6 +144,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         println!("{} [{worker}] success {} {} → {result} ({duration:?})", stamp(), job.class, args_text(&job.args)),
                     Ok(WorkerEvent::Failure { worker, exception, error, .. }) =>
                         println!("{} [{worker}] failure {exception}: {error}", stamp()),
+                    Ok(WorkerEvent::ReEnqueue { worker, job, delay, remaining_attempts, error, .. }) =>
+                        println!("{} [{worker}] {} failed ({error}); Retry runs it again in {delay:?}, {remaining_attempts} attempt(s) left", stamp(), job.class),
                     Ok(WorkerEvent::Start { worker }) => println!("{} [{worker}] worker started", stamp()),
                     Ok(WorkerEvent::End { worker }) => println!("{} [{worker}] worker stopped", stamp()),
                     Ok(_) => {}
@@ -156,17 +160,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stopper = stop.clone();
     let summary_queue = queue.clone();
     let summary = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(3200)).await;
+        tokio::time::sleep(Duration::from_millis(4200)).await;
         let d = summary_queue.details().await;
         stopper.cancel();
         d
     });
-    let (pool_result, scheduler_result) = tokio::join!(
-        pool.run(stop.clone().cancelled_owned()),
-        scheduler.run(stop.cancelled_owned())
-    );
-    pool_result?;
-    scheduler_result?;
+    server.run_until(stop).await?;
     let details = summary.await??;
     printer.abort();
 

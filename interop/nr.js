@@ -98,6 +98,32 @@ const oneShot = {
   delDelayed: async (o) => withQueue((q) => q.delDelayed(...job(o))),
   scheduledAt: async (o) => withQueue((q) => q.scheduledAt(...job(o))),
   leader: async () => withQueue((q) => q.leader()),
+  // Enqueues through a Queue that knows the job with these built-in
+  // plugins (`plugins: ["QueueLock", …]`, `pluginOptions`): true, or
+  // false when a plugin vetoed it.
+  enqueueWithPlugins: async (o) => {
+    const { Plugins } = require("node-resque");
+    const jobs = {
+      [o.class]: {
+        plugins: (o.plugins || []).map((name) => Plugins[name]),
+        pluginOptions: o.pluginOptions || {},
+        perform: async () => null,
+      },
+    };
+    const queue = new Queue({ connection: connectionOptions() }, jobs);
+    try {
+      await connected(queue, (q) => q.connection);
+      return await queue.enqueue(...job(o));
+    } finally {
+      await queue.end();
+    }
+  },
+  // The stored value and TTL (s) of a key under the namespace.
+  lockInfo: async (o) =>
+    withQueue(async (q) => {
+      const key = q.connection.key(o.key);
+      return { value: await q.connection.redis.get(key), ttl: await q.connection.redis.ttl(key) };
+    }),
   failed: async () => withQueue((q) => q.failed(0, -1)),
   // Picks the failed entry at `index` as node-resque lists it, then removes it.
   removeFailed: async (o) =>

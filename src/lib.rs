@@ -31,6 +31,24 @@ pub use resq_postgres as postgres;
 
 use std::sync::Arc;
 
+/// Opens the backend a task server config names (`config.backend`) and
+/// builds the node on it (see [`TaskServer`]).
+///
+/// ```
+/// # async fn demo() -> resq::Result<()> {
+/// use resq::{TaskServerConfig, Tasks};
+/// use std::sync::Arc;
+///
+/// let config = TaskServerConfig::from_toml_str("backend = \"memory://\"\nscheduler = true")?;
+/// let server = resq::task_server(config, Arc::new(Tasks::new())).await?;
+/// assert!(server.scheduler().is_some() && server.pool().is_none());
+/// # Ok(()) }
+/// ```
+pub async fn task_server(config: TaskServerConfig, tasks: Arc<Tasks>) -> Result<TaskServer> {
+    let backend = connect(&config.backend).await?;
+    TaskServer::new(backend, tasks, config)
+}
+
 /// Opens the backend a URL names:
 ///
 /// | URL | backend | feature |

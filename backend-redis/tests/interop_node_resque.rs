@@ -1532,3 +1532,49 @@ async fn dead_workers_are_cleaned_across_sides() {
     assert_eq!(node["length"][q2], 0);
     env.finish().await;
 }
+
+// ---- 8. plugin locks are shared ---------------------------------------------
+
+/// QueueLock's key and value are node-resque's, so each side honours the
+/// other's lock: node-resque's lock vetoes resq's identical enqueue, and
+/// resq's lock vetoes node-resque's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_locks_are_honoured_both_ways() {
+    let Some(env) = Env::setup("queue_locks_are_honoured_both_ways").await else {
+        return;
+    };
+    let mut tasks = Tasks::new();
+    tasks
+        .define(
+            resq_core::task::TaskDef::from_fn("locked", |_: Vec<Value>, _ctx: JobContext| async {
+                Ok::<_, TaskError>(())
+            })
+            .plugin(resq_core::plugins::QueueLock::new()),
+        )
+        .expect("define");
+    let resq = Queue::with_tasks(env.dyn_backend(), Arc::new(tasks));
+    let nr_enqueue =
+        |args: Value| json!({ "queue": "locks", "class": "locked", "args": args, "plugins": ["QueueLock"] });
+    // node-resque first.
+    assert_eq!(env.nr("enqueueWithPlugins", nr_enqueue(json!([1]))).await, json!(true));
+    assert!(
+        !resq.enqueue("locks", "locked", (1,)).await.expect("enqueue"),
+        "resq ignored node-resque's lock"
+    );
+    // resq first.
+    assert!(resq.enqueue("locks", "locked", (2,)).await.expect("enqueue"));
+    assert_eq!(
+        env.nr("enqueueWithPlugins", nr_enqueue(json!([2]))).await,
+        json!(false),
+        "node-resque ignored resq's lock"
+    );
+    assert_eq!(env.queue.length("locks").await.expect("length"), 2);
+    // resq's lock as node-resque reads it: a number of seconds, with a TTL.
+    let info = env.nr("lockInfo", json!({ "key": "lock:locked:locks:[2]" })).await;
+    let value: i64 = info["value"].as_str().expect("value").parse().expect("numeric");
+    let now_s = (now_ms() + 500) / 1000;
+    assert!((value - (now_s + 3601)).abs() <= 2, "value {value}");
+    let ttl = info["ttl"].as_i64().expect("ttl");
+    assert!(ttl > 3590 && ttl <= 3600, "ttl {ttl}");
+    env.finish().await;
+}

@@ -291,3 +291,119 @@ async fn leader_lock_is_node_resques_key() {
     assert!(!s.release().await.unwrap());
     backend.delete_namespace().await.unwrap();
 }
+
+/// Plugin keys are node-resque's: QueueLock `lock:<class>:<queue>:<args>`
+/// holding `now + lockTimeout + 1` with a TTL; a node-resque-style lock
+/// written without a TTL is honoured while its time has not passed and
+/// taken over (with a TTL) once it has; JobLock honours a held
+/// `workerslock:` key; Retry writes `resque-retry:` and
+/// `failure-resque-retry:` with node-resque's bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_keys_match_node_resque() {
+    use resq_core::plugins::{JobLock, QueueLock, Retry};
+    use resq_core::task::TaskDef;
+    let Some((backend, mut raw, ns)) = setup("plugin_keys_match_node_resque").await else {
+        return;
+    };
+    let dynb: Arc<dyn resq_core::Backend> = backend.clone();
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let r = Arc::clone(&ran);
+    let mut tasks = Tasks::new();
+    tasks
+        .define(
+            TaskDef::from_fn("job", |_: Vec<Value>, _ctx: JobContext| async {
+                Ok::<_, TaskError>(())
+            })
+            .plugin(QueueLock::new())
+            .plugin_options("QueueLock", serde_json::json!({"lockTimeout": 100})),
+        )
+        .unwrap();
+    tasks
+        .define(
+            TaskDef::from_fn("held", move |args: Vec<Value>, _ctx: JobContext| {
+                let r = Arc::clone(&r);
+                async move {
+                    r.lock().unwrap().push(args);
+                    Ok::<_, TaskError>(())
+                }
+            })
+            .plugin(JobLock::new())
+            .plugin_options("JobLock", serde_json::json!({"reEnqueue": false})),
+        )
+        .unwrap();
+    tasks
+        .define(
+            TaskDef::from_fn("brokenJob", |_: Vec<Value>, _ctx: JobContext| async {
+                Err::<(), _>(TaskError::new("BUSTED"))
+            })
+            .plugin(Retry::new().retry_limit(3).retry_delay(Duration::from_secs(60))),
+        )
+        .unwrap();
+    let tasks = Arc::new(tasks);
+    let q = Queue::with_tasks(Arc::clone(&dynb), Arc::clone(&tasks));
+    let now_s = (resq_core::time::now_ms() + 500) / 1000;
+
+    // QueueLock: key, value and TTL.
+    assert!(q.enqueue("q", "job", (1, 2)).await.unwrap());
+    let key = format!("{ns}lock:job:q:[1,2]");
+    let value: i64 = raw.get::<_, String>(&key).await.unwrap().parse().unwrap();
+    assert!((value - (now_s + 101)).abs() <= 1, "value {value}");
+    let ttl: i64 = raw.ttl(&key).await.unwrap();
+    assert!(ttl > 95 && ttl <= 100, "ttl {ttl}");
+    // A lock node-resque set without a TTL (issue #287): honoured while in
+    // force, taken over once its time has passed.
+    let _: () = raw.set(format!("{ns}lock:job:q:[3]"), now_s + 50).await.unwrap();
+    assert!(!q.enqueue("q", "job", (3,)).await.unwrap());
+    let _: () = raw.set(format!("{ns}lock:job:q:[4]"), now_s - 5).await.unwrap();
+    assert!(q.enqueue("q", "job", (4,)).await.unwrap());
+    let ttl: i64 = raw.ttl(format!("{ns}lock:job:q:[4]")).await.unwrap();
+    assert!(ttl > 0, "the taken-over lock has no TTL");
+    let listed: Vec<String> = q.locks().await.unwrap().into_keys().collect();
+    assert!(listed.contains(&"lock:job:q:[1,2]".to_owned()), "{listed:?}");
+
+    // JobLock: a workerslock key held by someone else (node-resque) keeps
+    // resq from running the identical job.
+    let _: () = raw
+        .set_ex(format!("{ns}workerslock:held:w:[7]"), now_s + 3601, 3600)
+        .await
+        .unwrap();
+    q.enqueue("w", "held", (7,)).await.unwrap();
+    q.enqueue("w", "held", (8,)).await.unwrap();
+    // Retry's keys after one failed attempt.
+    q.enqueue("w", "brokenJob", (1, 2)).await.unwrap();
+    let worker = Worker::new(Arc::clone(&dynb), Arc::clone(&tasks), WorkerConfig::for_queues(["w"]));
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(worker.run_until(stop.clone()));
+    let q2 = q.clone();
+    let mut retried = false;
+    for _ in 0..250 {
+        retried = q2.scheduled_at("w", "brokenJob", (1, 2)).await.unwrap().len() == 1;
+        if retried && ran.lock().unwrap().len() == 1 && q2.length("w").await.unwrap() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    assert!(retried);
+    assert_eq!(
+        *ran.lock().unwrap(),
+        vec![vec![serde_json::json!(8)]],
+        "ran the locked job"
+    );
+    let still: Option<String> = raw.get(format!("{ns}workerslock:held:w:[7]")).await.unwrap();
+    assert!(still.is_some(), "resq released a lock it did not hold");
+    let count: String = raw.get(format!("{ns}resque-retry:brokenJob:1-2")).await.unwrap();
+    assert_eq!(count, "0");
+    let record: String = raw
+        .get(format!("{ns}failure-resque-retry:brokenJob:1-2"))
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_str(&record).unwrap();
+    assert_eq!(v["payload"], serde_json::json!([1, 2]));
+    assert_eq!(v["exception"], "Error: BUSTED");
+    assert_eq!(v["worker"], "brokenJob");
+    assert_eq!(v["queue"], "w");
+    let ttl: i64 = raw.ttl(format!("{ns}resque-retry:brokenJob:1-2")).await.unwrap();
+    assert!(ttl > 3600, "attempt key TTL {ttl}");
+}

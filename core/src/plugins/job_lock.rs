@@ -24,23 +24,12 @@ static TOKENS: AtomicU64 = AtomicU64::new(0);
 /// can no longer delete the running holder's lock (node-resque's race, spec
 /// §4.3). A re-enqueue that finds the identical job already delayed in that
 /// second is not an error: that copy is the re-enqueue.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct JobLock {
     lock_timeout_secs: Option<u64>,
     re_enqueue: Option<bool>,
     enqueue_timeout: Option<Duration>,
     key: Option<KeyFn>,
-}
-
-impl Default for JobLock {
-    fn default() -> Self {
-        JobLock {
-            lock_timeout_secs: None,
-            re_enqueue: None,
-            enqueue_timeout: None,
-            key: None,
-        }
-    }
 }
 
 impl std::fmt::Debug for JobLock {
