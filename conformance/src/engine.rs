@@ -336,3 +336,45 @@ pub async fn worker_slots_shutdown_requeues_unfinished(backend: Arc<dyn Backend>
     assert_eq!(backend.failed_count().await.unwrap(), 0);
     assert!(backend.workers().await.unwrap().is_empty());
 }
+
+/// Slot jobs that call the backend themselves (locks, enqueues) all finish,
+/// however small the backend's connection pool: a job waiting on the
+/// backend never holds up the worker's own completions and claims, nor the
+/// other way round.
+pub async fn worker_slots_jobs_using_the_backend_finish(backend: Arc<dyn Backend>) {
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = resq_core::Tasks::new();
+    let b = Arc::clone(&backend);
+    let d = Arc::clone(&done);
+    tasks
+        .register_fn("busy", move |(n,): (u64,), _ctx: resq_core::JobContext| {
+            let (b, d) = (Arc::clone(&b), Arc::clone(&d));
+            async move {
+                for i in 0..5 {
+                    let key = format!("lock:busy:{n}:{i}");
+                    b.acquire_lock(&key, "v", Duration::from_secs(60)).await?;
+                    b.incr_stat("busy_calls", 1).await?;
+                    b.release_lock(&key, "v").await?;
+                }
+                d.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok::<_, resq_core::TaskError>(())
+            }
+        })
+        .unwrap();
+    let tasks = Arc::new(tasks);
+    let q = Queue::new(Arc::clone(&backend));
+    for n in 0..40u64 {
+        q.enqueue("busy", "busy", (n,)).await.unwrap();
+    }
+    let mut cfg = quick_config(&["busy"]);
+    cfg.concurrency = 16;
+    let w = spawn_worker(&backend, &tasks, cfg);
+    wait_until(Duration::from_secs(30), "every busy job finished", || {
+        let d = Arc::clone(&done);
+        async move { d.load(std::sync::atomic::Ordering::SeqCst) == 40 }
+    })
+    .await;
+    w.shutdown().await;
+    assert_eq!(backend.stat("busy_calls").await.unwrap(), 200);
+    assert_eq!(backend.stat("processed").await.unwrap(), 40);
+}

@@ -174,6 +174,7 @@ macro_rules! suite {
                 delayed_job_runs_end_to_end,
                 worker_slots_run_each_job_once,
                 worker_slots_shutdown_requeues_unfinished,
+                worker_slots_jobs_using_the_backend_finish,
             ],
             async client: [
                 enqueue_writes_node_resque_payload,

@@ -120,19 +120,15 @@ pub async fn five_concurrent_runs_give_one_execution(backend: Arc<dyn Backend>) 
     cfg.concurrency = 5;
     let mut w = spawn_worker(&backend, &tasks, cfg);
     let log = w.take_events();
-    let taken = |log: &crate::support::EventLog| {
-        count_events(log, |e| matches!(e, WorkerEvent::Skipped { .. }))
-            + count_events(log, |e| matches!(e, WorkerEvent::Success { .. }))
-    };
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    while taken(&log) < 5 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not all five taken: {:#?}",
-            log.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(LIMIT, "all five taken", || {
+        let log = Arc::clone(&log);
+        async move {
+            count_events(&log, |e| matches!(e, WorkerEvent::Skipped { .. }))
+                + count_events(&log, |e| matches!(e, WorkerEvent::Success { .. }))
+                == 5
+        }
+    })
+    .await;
     w.shutdown().await;
     assert_eq!(count.load(Ordering::SeqCst), 1);
     let q = Queue::new(Arc::clone(&backend));

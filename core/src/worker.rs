@@ -360,8 +360,12 @@ impl Worker {
                             for (k, job) in got {
                                 let Some(&slot) = idle.get(k) else { continue };
                                 taken.push(k);
-                                let fut =
-                                    run_job(self.client.clone(), self.events.clone(), slots[slot].name.clone(), job);
+                                let fut = spawn_slot_job(
+                                    self.client.clone(),
+                                    self.events.clone(),
+                                    slots[slot].name.clone(),
+                                    job,
+                                );
                                 running.push(Box::pin(async move { (slot, fut.await) }));
                             }
                             taken.sort_unstable();
@@ -614,6 +618,37 @@ fn collect(
     if let Some(id) = slots.get(slot) {
         done.push((id.clone(), outcome));
         done_slots.push(slot);
+    }
+}
+
+/// Runs a slot's job on a task of its own and resolves to its outcome.
+///
+/// Slot jobs must not run on the worker's task: while that task awaits a
+/// backend call (a completion or a claim), jobs polled only by it would
+/// stall, and a job stalled mid-call holds its pooled connection, so with a
+/// small pool (PostgreSQL) the worker's own call would wait for a
+/// connection that only the stalled job can give back. Dropping the
+/// returned future (at the shutdown deadline) aborts the job's task. A
+/// panic that escapes the job (from a plugin hook) becomes a failure.
+fn spawn_slot_job(
+    client: Queue,
+    events: broadcast::Sender<WorkerEvent>,
+    worker: String,
+    claimed: Claimed,
+) -> impl Future<Output = Outcome> + Send {
+    let payload = claimed.clone();
+    let name = worker.clone();
+    let task_events = events.clone();
+    let handle = AbortOnDrop(tokio::spawn(run_job(client, task_events, worker, claimed)));
+    async move {
+        let mut handle = handle;
+        match (&mut handle.0).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                let failure = Failure::new("Panic", format!("the job's task ended abnormally: {e}"));
+                failure_outcome(&events, &name, &payload, failure, Instant::now())
+            }
+        }
     }
 }
 

@@ -101,7 +101,8 @@ impl Plugin for JobLock {
             .unwrap_or(3600);
         let expiry = now_secs() + i64::try_from(timeout).unwrap_or(i64::MAX / 2) + 1;
         let token = format!(
-            "{expiry}:{}:{}",
+            "{expiry}:{}:{}:{}",
+            crate::worker::hostname(),
             std::process::id(),
             TOKENS.fetch_add(1, Ordering::Relaxed)
         );
