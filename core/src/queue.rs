@@ -141,14 +141,10 @@ impl Queue {
             .filter(|d| !d.plugins.is_empty());
         if let Some(def) = def {
             for plugin in &def.plugins {
-                let ctx = EnqueueContext {
-                    client: self,
-                    queue,
-                    class,
-                    args: &args,
-                    options: def.options_for(plugin.name()),
-                };
-                if !plugin.before_enqueue(&ctx).await? {
+                if !plugin
+                    .before_enqueue(&self.hook_context(def, plugin.name(), queue, class, &args))
+                    .await?
+                {
                     tracing::debug!(target: "resq::plugin", plugin = plugin.name(), %queue, %class, "enqueue vetoed");
                     return Ok(false);
                 }
@@ -157,14 +153,9 @@ impl Queue {
         self.backend.push(queue, &encode_payload(queue, class, &args)).await?;
         if let Some(def) = def {
             for plugin in &def.plugins {
-                let ctx = EnqueueContext {
-                    client: self,
-                    queue,
-                    class,
-                    args: &args,
-                    options: def.options_for(plugin.name()),
-                };
-                plugin.after_enqueue(&ctx).await?;
+                plugin
+                    .after_enqueue(&self.hook_context(def, plugin.name(), queue, class, &args))
+                    .await?;
             }
         }
         Ok(true)
@@ -213,6 +204,23 @@ impl Queue {
         let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
         self.enqueue_at(now_ms().saturating_add(delay_ms), queue, class, args)
             .await
+    }
+
+    fn hook_context<'a>(
+        &'a self,
+        def: &'a crate::task::TaskDef,
+        plugin: &str,
+        queue: &'a str,
+        class: &'a str,
+        args: &'a [Value],
+    ) -> EnqueueContext<'a> {
+        EnqueueContext {
+            client: self,
+            queue,
+            class,
+            args,
+            options: def.options_for(plugin),
+        }
     }
 
     // ---- tasks ---------------------------------------------------------

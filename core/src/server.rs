@@ -150,14 +150,22 @@ impl TaskServer {
 
     /// Like [`TaskServer::run`], driven by a cancellation token.
     pub async fn run_until(&self, shutdown: CancellationToken) -> Result<()> {
-        let _worker_log = self
-            .pool
-            .as_ref()
-            .map(|p| AbortOnDrop(tokio::spawn(log_worker_events(p.subscribe(), self.config.clone()))));
-        let _scheduler_log = self
-            .scheduler
-            .as_ref()
-            .map(|s| AbortOnDrop(tokio::spawn(log_scheduler_events(s.subscribe(), self.config.clone()))));
+        let _worker_log = self.pool.as_ref().map(|p| {
+            AbortOnDrop(tokio::spawn(log_events(
+                p.subscribe(),
+                self.config.clone(),
+                "worker",
+                WorkerEvent::name,
+            )))
+        });
+        let _scheduler_log = self.scheduler.as_ref().map(|s| {
+            AbortOnDrop(tokio::spawn(log_events(
+                s.subscribe(),
+                self.config.clone(),
+                "scheduler",
+                SchedulerEvent::name,
+            )))
+        });
         let boot = async {
             if self.scheduler.is_some() {
                 self.enqueue_periodic_tasks(&shutdown).await;
@@ -212,24 +220,19 @@ fn log_at(level: LogLevel, source: &str, event: &str, detail: &dyn std::fmt::Deb
     }
 }
 
-async fn log_worker_events(mut rx: broadcast::Receiver<WorkerEvent>, config: TaskServerConfig) {
+/// Logs every event of one source at its configured level until the
+/// channel closes.
+async fn log_events<E: Clone + std::fmt::Debug>(
+    mut rx: broadcast::Receiver<E>,
+    config: TaskServerConfig,
+    source: &'static str,
+    name: fn(&E) -> &'static str,
+) {
     loop {
         match rx.recv().await {
-            Ok(e) => log_at(config.log_level(e.name()), "worker", e.name(), &e),
+            Ok(e) => log_at(config.log_level(name(&e)), source, name(&e), &e),
             Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::debug!(target: "resq::tasks", skipped = n, "worker event log lagged");
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
-    }
-}
-
-async fn log_scheduler_events(mut rx: broadcast::Receiver<SchedulerEvent>, config: TaskServerConfig) {
-    loop {
-        match rx.recv().await {
-            Ok(e) => log_at(config.log_level(e.name()), "scheduler", e.name(), &e),
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::debug!(target: "resq::tasks", skipped = n, "scheduler event log lagged");
+                tracing::debug!(target: "resq::tasks", source, skipped = n, "event log lagged");
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
