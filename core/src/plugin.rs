@@ -6,10 +6,12 @@
 //! `false` stops the chain:
 //!
 //! * `before_enqueue` → `false`: [`crate::Queue::enqueue`] returns `Ok(false)`
-//!   and nothing is stored. Hooks run for `enqueue` (and for a retried
-//!   failed job), not for `enqueue_at`/`enqueue_in`, and never when the
-//!   scheduler promotes a delayed job, so a veto can never drop a delayed
-//!   job (node-resque issue #145): promotion moves it as it is.
+//!   and nothing is stored. Hooks run for `enqueue` (and the task-level
+//!   `enqueue_task`), not for `enqueue_at`/`enqueue_in`, not for a failed
+//!   job moved back by `retry_and_remove_failed` (one atomic step), and
+//!   never when the scheduler promotes a delayed job or fires a cron task,
+//!   so a veto can never drop a delayed job (node-resque issue #145):
+//!   promotion moves it as it is.
 //! * `before_perform` → `false`: the job is dropped without running, with no
 //!   counters, no failed entry and no `after_perform`.
 //! * `after_perform` runs after success and after failure. It sees the
