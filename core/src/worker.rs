@@ -330,15 +330,34 @@ impl Worker {
         };
         tokio::pin!(deadline);
         loop {
-            if !done.is_empty() && self.complete_all(&mut done, shutdown.is_cancelled()).await {
-                idle.append(&mut done_slots);
+            // Finished slots: record their outcomes and, while the queue list
+            // is current, claim for every idle slot in the same round trip.
+            let mut round = None;
+            if !done.is_empty() {
+                let current = !wildcard || queues_read.is_some_and(|t| t.elapsed() < Duration::from_secs(1));
+                if current && !queues.is_empty() && !shutdown.is_cancelled() {
+                    let ids: Vec<WorkerId> = idle.iter().chain(&done_slots).map(|&i| slots[i].clone()).collect();
+                    let now = js_date_string_now();
+                    match self.backend.complete_and_claim_batch(&done, &ids, &queues, &now).await {
+                        Ok(claims) => {
+                            done.clear();
+                            // The same order as `ids`: claims index into `idle`.
+                            idle.append(&mut done_slots);
+                            round = Some(claims);
+                        }
+                        Err(e) => self.error(&e),
+                    }
+                }
+                if !done.is_empty() && self.complete_all(&mut done, shutdown.is_cancelled()).await {
+                    idle.append(&mut done_slots);
+                }
             }
             let stopping = shutdown.is_cancelled();
-            if stopping && running.is_empty() {
+            if stopping && running.is_empty() && round.is_none() {
                 break;
             }
             let mut claimed = 0;
-            if !stopping && !idle.is_empty() {
+            if round.is_none() && !stopping && !idle.is_empty() {
                 if wildcard && queues_read.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                     match self.backend.queues().await {
                         Ok(q) => {
@@ -350,32 +369,35 @@ impl Worker {
                 }
                 if !queues.is_empty() {
                     let ids: Vec<WorkerId> = idle.iter().map(|&i| slots[i].clone()).collect();
-                    match self.backend.claim_batch(&ids, &queues, &js_date_string_now()).await {
-                        Ok(got) => {
-                            backoff.reset();
-                            claimed = got.len();
-                            let mut taken = Vec::with_capacity(got.len());
-                            for (k, job) in got {
-                                let Some(&slot) = idle.get(k) else { continue };
-                                taken.push(k);
-                                let fut = run_job(
-                                    Arc::clone(&self.tasks),
-                                    self.events.clone(),
-                                    slots[slot].name.clone(),
-                                    job,
-                                );
-                                running.push(Box::pin(async move { (slot, fut.await) }));
-                            }
-                            taken.sort_unstable();
-                            for k in taken.into_iter().rev() {
-                                idle.remove(k);
-                            }
+                    round = Some(self.backend.claim_batch(&ids, &queues, &js_date_string_now()).await);
+                }
+            }
+            if let Some(result) = round {
+                match result {
+                    Ok(got) => {
+                        backoff.reset();
+                        claimed = got.len();
+                        let mut taken = Vec::with_capacity(got.len());
+                        for (k, job) in got {
+                            let Some(&slot) = idle.get(k) else { continue };
+                            taken.push(k);
+                            let fut = run_job(
+                                Arc::clone(&self.tasks),
+                                self.events.clone(),
+                                slots[slot].name.clone(),
+                                job,
+                            );
+                            running.push(Box::pin(async move { (slot, fut.await) }));
                         }
-                        Err(e) => {
-                            self.error(&e);
-                            backoff.wait(&shutdown).await;
-                            continue;
+                        taken.sort_unstable();
+                        for k in taken.into_iter().rev() {
+                            idle.remove(k);
                         }
+                    }
+                    Err(e) => {
+                        self.error(&e);
+                        backoff.wait(&shutdown).await;
+                        continue;
                     }
                 }
             }
