@@ -47,8 +47,6 @@ DECLARE
     n_ok     bigint;
     n_failed bigint;
     updated  bigint;
-    keys     text[];
-    deltas   bigint[];
 BEGIN
     -- Claims: the heads of each queue in turn, as many as slots remain.
     FOREACH q IN ARRAY coalesce(p_queues, '{}') LOOP
@@ -99,11 +97,17 @@ BEGIN
         RETURN QUERY SELECT (t.o - 1)::integer, t.q, t.p FROM unnest(got_q, got_p) WITH ORDINALITY AS t (q, p, o);
         RETURN;
     END IF;
-    DELETE FROM working AS w
-     USING (SELECT d.n, d.q FROM unnest(p_done_names, p_done_queues) AS d (n, q)
-            EXCEPT
-            SELECT c.n, c.q FROM unnest(p_worker_names[1:k], p_worker_queues[1:k]) AS c (n, q)) AS d
-     WHERE w.worker_name = d.n AND w.worker_queues = d.q;
+    -- Usually every finished slot claimed again (a worker lists its idle
+    -- slots, then its finished ones): then there is nothing to delete.
+    IF k < slots OR EXISTS (SELECT d.n, d.q FROM unnest(p_done_names, p_done_queues) AS d (n, q)
+                            EXCEPT
+                            SELECT c.n, c.q FROM unnest(p_worker_names, p_worker_queues) AS c (n, q)) THEN
+        DELETE FROM working AS w
+         USING (SELECT d.n, d.q FROM unnest(p_done_names, p_done_queues) AS d (n, q)
+                EXCEPT
+                SELECT c.n, c.q FROM unnest(p_worker_names[1:k], p_worker_queues[1:k]) AS c (n, q)) AS d
+         WHERE w.worker_name = d.n AND w.worker_queues = d.q;
+    END IF;
 
     -- Outcomes: failed entries in order, then counters.
     INSERT INTO failed (entry)
@@ -124,22 +128,27 @@ BEGIN
             THEN 9223372036854775807 ELSE st.value + EXCLUDED.value END;
     END IF;
     IF n_ok + n_failed > 0 THEN
-        SELECT array_agg(x.key ORDER BY x.key COLLATE "C"), array_agg(x.n ORDER BY x.key COLLATE "C")
-          INTO keys, deltas
-          FROM (SELECT CASE t.k WHEN 0 THEN 'processed:' ELSE 'failed:' END || t.n AS key, count(*) AS n
-                  FROM unnest(p_kinds, p_done_names) AS t (k, n)
-                 WHERE t.k < 2
-                 GROUP BY 1) AS x;
+        -- Each finished slot's own counter, updated in place; the rare
+        -- missing one (a slot's first job) is inserted. Several completions
+        -- of one slot in a batch add up.
         UPDATE stats AS st
            SET value = CASE WHEN st.value > 9223372036854775807 - x.n
                             THEN 9223372036854775807 ELSE st.value + x.n END
-          FROM unnest(keys, deltas) AS x (key, n)
+          FROM (SELECT CASE t.k WHEN 0 THEN 'processed:' ELSE 'failed:' END || t.n AS key, count(*) AS n
+                  FROM unnest(p_kinds, p_done_names) AS t (k, n)
+                 WHERE t.k < 2
+                 GROUP BY 1) AS x
          WHERE st.key = x.key;
         GET DIAGNOSTICS updated = ROW_COUNT;
-        IF updated < cardinality(keys) THEN
+        IF updated < n_ok + n_failed THEN
             INSERT INTO stats AS st (key, value)
-            SELECT x.key, x.n FROM unnest(keys, deltas) AS x (key, n)
+            SELECT x.key, x.n
+              FROM (SELECT CASE t.k WHEN 0 THEN 'processed:' ELSE 'failed:' END || t.n AS key, count(*) AS n
+                      FROM unnest(p_kinds, p_done_names) AS t (k, n)
+                     WHERE t.k < 2
+                     GROUP BY 1) AS x
              WHERE NOT EXISTS (SELECT 1 FROM stats AS s WHERE s.key = x.key)
+             ORDER BY x.key COLLATE "C"
             ON CONFLICT (key) DO UPDATE SET value = CASE WHEN st.value > 9223372036854775807 - EXCLUDED.value
                 THEN 9223372036854775807 ELSE st.value + EXCLUDED.value END;
         END IF;

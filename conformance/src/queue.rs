@@ -767,4 +767,22 @@ pub async fn complete_and_claim_batch_degenerate_rounds(backend: Arc<dyn Backend
         .unwrap()
         .unwrap()
         .is_empty());
+
+    // Every slot claimed for gets a job, but the finished slot is not one
+    // of them: its record still goes.
+    backend
+        .push("q", r#"{"class":"c","queue":"q","args":[3]}"#)
+        .await
+        .unwrap();
+    assert_eq!(backend.claim_batch(&slots[..1], &queues, "t").await.unwrap().len(), 1);
+    let done = vec![(slots[0].clone(), Outcome::Success)];
+    let got = backend
+        .complete_and_claim_batch(&done, &slots[1..], &queues, "t")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![0]);
+    assert!(backend.working_on(&slots[0]).await.unwrap().is_none());
+    assert!(backend.working_on(&slots[1]).await.unwrap().is_some());
+    assert_eq!(backend.stat("processed").await.unwrap(), 3);
 }
