@@ -494,12 +494,29 @@ impl Worker {
 
     async fn start_ids(&self, ids: &[WorkerId], shutdown: &CancellationToken) -> bool {
         let mut backoff = Backoff::new(Duration::from_millis(50), self.config.poll_interval);
+        // One listing of the registry for all ids (a multi-slot worker has
+        // many), refreshed only after an error.
+        let mut known: Option<Vec<WorkerId>> = None;
         for id in ids {
             loop {
                 if shutdown.is_cancelled() {
                     return false;
                 }
-                match self.register(id).await {
+                let listed = match known.take() {
+                    Some(k) => Ok(k),
+                    None => self.backend.workers().await,
+                };
+                let registered = match listed {
+                    Ok(k) => {
+                        let r = self.register(id, k.contains(id)).await;
+                        if r.is_ok() {
+                            known = Some(k);
+                        }
+                        r
+                    }
+                    Err(e) => Err(e),
+                };
+                match registered {
                     Ok(()) => break,
                     Err(e) => {
                         self.error(&e);
@@ -518,8 +535,8 @@ impl Worker {
         true
     }
 
-    async fn register(&self, id: &WorkerId) -> Result<()> {
-        let known = self.backend.workers().await?.contains(id);
+    /// Registers `id`; `known` says whether the registry already lists it.
+    async fn register(&self, id: &WorkerId, known: bool) -> Result<()> {
         if known || self.backend.working_on(id).await?.is_some() {
             if let Some(cleaned) = self.backend.clean_worker(id, Orphan::Requeue).await? {
                 tracing::warn!(target: "resq::worker", worker = %id.name, "cleaned an earlier registration under this name");
