@@ -61,11 +61,15 @@
 //! Payloads and failed entries are `text`, stored byte for byte (PostgreSQL
 //! text cannot hold a NUL character: such a payload is refused with an
 //! error). Completed jobs leave nothing behind: a claim deletes the job's
-//! row, a completion the working-on row. Claims run in two PL/pgSQL
-//! functions, `resq_claim` and `resq_claim_batch`, which delete queue heads
-//! with `FOR UPDATE SKIP LOCKED` (one probe of `jobs (queue, id)` per
-//! queue, in priority order) and write the working-on rows in the same
-//! statement. Every path that adds a job sends `NOTIFY` on the schema's
+//! row, a completion the working-on row. Claims run in PL/pgSQL functions,
+//! `resq_claim` and `resq_complete_and_claim` (`resq_claim_batch` is the
+//! latter without completions), which delete queue heads with
+//! `FOR UPDATE SKIP LOCKED` (one probe of `jobs (queue, id)` per queue, in
+//! priority order) and write the working-on rows in the same statement. A
+//! multi-slot worker's round is one call of `resq_complete_and_claim` and
+//! one commit: its finished slots' outcomes, then a claim for every idle
+//! slot, with the working-on row of a slot that finishes and claims again
+//! and its counters updated in place. Every path that adds a job sends `NOTIFY` on the schema's
 //! channel ([`PostgresBackend::channel`]) with the queue's name; one
 //! listener connection per backend wakes the workers waiting in
 //! `wait_for_jobs`. A waiter subscribes before it checks its queues, so a

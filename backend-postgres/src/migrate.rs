@@ -29,11 +29,18 @@ pub struct Migration {
 }
 
 /// Every migration this version of resq knows, ascending.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../migrations/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "batch_rounds",
+        sql: include_str!("../migrations/0002_batch_rounds.sql"),
+    },
+];
 
 /// The version a fully migrated schema is at.
 pub fn latest_version() -> i32 {

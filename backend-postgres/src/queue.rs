@@ -5,8 +5,9 @@
 //! `resq_claim` function, which deletes the head of the first non-empty
 //! queue (`FOR UPDATE SKIP LOCKED`, one index probe per queue) and writes
 //! the worker's `working` row in the same statement; `resq_claim_batch`
-//! does the same for several worker slots, and a batch of completions is
-//! one statement. Every path that puts a
+//! does the same for several worker slots, a batch of completions is one
+//! statement, and `resq_complete_and_claim` records a batch of
+//! completions and claims the next batch in one call. Every path that puts a
 //! job on a queue sends a `NOTIFY` with the queue's name, delivered when its
 //! transaction commits (see [`crate::notify`]).
 //!
@@ -79,6 +80,16 @@ pub(crate) const CLAIM: &str =
 pub(crate) const CLAIM_BATCH: &str = concat!(
     "SELECT slot, claimed_queue, claimed_payload ",
     "FROM {s}.resq_claim_batch($1::text[], $2::text[], $3::text[], $4::text)"
+);
+
+/// A batch round, completions then claims, in one transaction (see
+/// `resq_complete_and_claim` in migration 2): `$1` finished worker names,
+/// `$2` their queue lists, `$3` outcomes, `$4` failed entries (as for
+/// [`COMPLETE_BATCH`]), `$5` queues in priority order, `$6` worker names to
+/// claim for, `$7` their queue lists, `$8` run_at. Rows as for [`CLAIM_BATCH`].
+pub(crate) const COMPLETE_AND_CLAIM: &str = concat!(
+    "SELECT slot, claimed_queue, claimed_payload FROM {s}.resq_complete_and_claim(",
+    "$1::text[], $2::text[], $3::smallint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text)"
 );
 
 /// Many completions in one statement: `$1` worker names, `$2` their queue
@@ -191,6 +202,56 @@ impl PostgresBackend {
     }
 }
 
+/// Completions as the parallel arrays the batch statements take.
+struct Completions<'a> {
+    names: Vec<&'a str>,
+    lists: Vec<&'a str>,
+    /// 0 success, 1 failure, 2 discard.
+    kinds: Vec<i16>,
+    /// The failed entry of each failure, NULL otherwise.
+    entries: Vec<Option<&'a str>>,
+}
+
+impl<'a> Completions<'a> {
+    fn of(done: &'a [(WorkerId, Outcome)]) -> Self {
+        let mut c = Completions {
+            names: Vec::with_capacity(done.len()),
+            lists: Vec::with_capacity(done.len()),
+            kinds: Vec::with_capacity(done.len()),
+            entries: Vec::with_capacity(done.len()),
+        };
+        for (worker, outcome) in done {
+            c.names.push(worker.name.as_str());
+            c.lists.push(worker.queues.as_str());
+            let (kind, entry) = match outcome {
+                Outcome::Success => (0, None),
+                Outcome::Failure { entry } => (1, Some(entry.as_str())),
+                Outcome::Discard => (2, None),
+            };
+            c.kinds.push(kind);
+            c.entries.push(entry);
+        }
+        c
+    }
+}
+
+/// Batch claim rows `(0-based slot, queue, payload)` as `(index, job)`
+/// pairs, checking each slot against the `slots` claimed for.
+fn slots_of(rows: Vec<(i32, String, String)>, slots: usize) -> Result<Vec<(usize, Claimed)>> {
+    rows.into_iter()
+        .map(|(slot, queue, payload)| {
+            let index = usize::try_from(slot)
+                .ok()
+                .filter(|s| *s < slots)
+                .ok_or_else(|| resq_core::Error::Decode {
+                    what: "a batch claim",
+                    reason: format!("slot {slot} is out of range"),
+                })?;
+            Ok((index, Claimed { queue, payload }))
+        })
+        .collect()
+}
+
 #[async_trait]
 impl QueueStore for PostgresBackend {
     async fn push(&self, queue: &str, payload: &str) -> Result<()> {
@@ -265,48 +326,57 @@ impl QueueStore for PostgresBackend {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        rows.into_iter()
-            .map(|(slot, queue, payload)| {
-                let slot = usize::try_from(slot)
-                    .ok()
-                    .filter(|s| *s < workers.len())
-                    .ok_or_else(|| resq_core::Error::Decode {
-                        what: "a batch claim",
-                        reason: format!("slot {slot} is out of range"),
-                    })?;
-                Ok((slot, Claimed { queue, payload }))
-            })
-            .collect()
+        slots_of(rows, workers.len())
     }
 
     async fn complete_batch(&self, done: &[(WorkerId, Outcome)]) -> Result<()> {
         if done.is_empty() {
             return Ok(());
         }
-        let mut names = Vec::with_capacity(done.len());
-        let mut lists = Vec::with_capacity(done.len());
-        let mut kinds: Vec<i16> = Vec::with_capacity(done.len());
-        let mut entries: Vec<Option<&str>> = Vec::with_capacity(done.len());
-        for (worker, outcome) in done {
-            names.push(worker.name.as_str());
-            lists.push(worker.queues.as_str());
-            let (kind, entry) = match outcome {
-                Outcome::Success => (0, None),
-                Outcome::Failure { entry } => (1, Some(entry.as_str())),
-                Outcome::Discard => (2, None),
-            };
-            kinds.push(kind);
-            entries.push(entry);
-        }
+        let c = Completions::of(done);
         sqlx::query(&self.sql.complete_batch)
-            .bind(&names)
-            .bind(&lists)
-            .bind(&kinds)
-            .bind(&entries)
+            .bind(&c.names)
+            .bind(&c.lists)
+            .bind(&c.kinds)
+            .bind(&c.entries)
             .execute(&self.pool)
             .await
             .map_err(db)?;
         Ok(())
+    }
+
+    /// One statement and one transaction: an error means nothing of it
+    /// was recorded (or the connection broke while committing).
+    async fn complete_and_claim_batch(
+        &self,
+        done: &[(WorkerId, Outcome)],
+        workers: &[WorkerId],
+        queues: &[String],
+        run_at: &str,
+    ) -> Result<Result<Vec<(usize, Claimed)>>> {
+        if done.is_empty() {
+            return Ok(self.claim_batch(workers, queues, run_at).await);
+        }
+        if workers.is_empty() || queues.is_empty() {
+            self.complete_batch(done).await?;
+            return Ok(Ok(Vec::new()));
+        }
+        let c = Completions::of(done);
+        let names: Vec<&str> = workers.iter().map(|w| w.name.as_str()).collect();
+        let lists: Vec<&str> = workers.iter().map(|w| w.queues.as_str()).collect();
+        let rows: Vec<(i32, String, String)> = sqlx::query_as(&self.sql.complete_and_claim)
+            .bind(&c.names)
+            .bind(&c.lists)
+            .bind(&c.kinds)
+            .bind(&c.entries)
+            .bind(queues)
+            .bind(&names)
+            .bind(&lists)
+            .bind(run_at)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(slots_of(rows, workers.len()))
     }
 
     async fn complete(&self, worker: &WorkerId, outcome: Outcome) -> Result<()> {

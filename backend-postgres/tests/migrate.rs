@@ -1,10 +1,11 @@
 //! The schema and its migrations: creation on demand, idempotence, safety
-//! under concurrent migrators, and the claim's use of the queue index.
+//! under concurrent migrators, upgrades with jobs in flight, and the claims'
+//! use of the queue index.
 
 mod common;
 
 use resq_core::backend::Backend;
-use resq_core::{QueueStore, QueuedJob, WorkerId};
+use resq_core::{QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry};
 use resq_postgres::{latest_version, testing, PostgresBackend};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,5 +140,122 @@ async fn claim_uses_the_queue_index() {
         .unwrap();
     assert_eq!(first.queue, "rare");
     assert_eq!(first.payload, r#"{"class":"c","queue":"q","args":[0]}"#);
+    backend.close().await.unwrap();
+}
+
+/// The batch claim of migration 2 finds queue heads by one index scan and
+/// deletes them by `ctid`, planned generically as the function's cached
+/// plan is: no scan of the whole table, however long the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_claim_uses_the_queue_index() {
+    let Some(backend) = common::backend("batch_claim_uses_the_queue_index").await else {
+        return;
+    };
+    let jobs: Vec<QueuedJob> = (0..20_000)
+        .map(|i| QueuedJob {
+            queue: "busy".into(),
+            payload: format!(r#"{{"class":"c","queue":"busy","args":[{i}]}}"#),
+        })
+        .collect();
+    for chunk in jobs.chunks(5_000) {
+        backend.push_batch(chunk).await.unwrap();
+    }
+    let schema = backend.schema().to_owned();
+    let mut conn = backend.pool().acquire().await.unwrap();
+    sqlx::query(&format!("ANALYZE \"{schema}\".jobs"))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "PREPARE heads_of(text, integer) AS DELETE FROM \"{schema}\".jobs AS j WHERE j.ctid = ANY (ARRAY(\
+         SELECT h.ctid FROM \"{schema}\".jobs AS h WHERE h.queue = $1 ORDER BY h.id LIMIT $2 \
+         FOR UPDATE SKIP LOCKED)) RETURNING j.id, j.payload"
+    ))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let plan: Vec<(String,)> = sqlx::query_as("EXPLAIN EXECUTE heads_of('busy', 256)")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let text = plan.into_iter().map(|(l,)| l).collect::<Vec<_>>().join("\n");
+    assert!(!text.contains("Seq Scan"), "the batch claim scans the table:\n{text}");
+    assert!(text.contains("jobs_pkey"), "{text}");
+    assert!(text.contains("Tid Scan"), "{text}");
+    sqlx::query("DEALLOCATE heads_of").execute(&mut *conn).await.unwrap();
+    drop(conn);
+
+    let slots: Vec<WorkerId> = (1..=3)
+        .map(|i| WorkerId::new(format!("h:1+1.{i}"), &["busy".to_owned()]))
+        .collect();
+    let got = backend.claim_batch(&slots, &["busy".to_owned()], "t").await.unwrap();
+    let payloads: Vec<&str> = got.iter().map(|(_, c)| c.payload.as_str()).collect();
+    assert_eq!(payloads, [0, 1, 2].map(|i| jobs[i].payload.as_str()));
+    backend.close().await.unwrap();
+}
+
+/// A schema at version 1 with jobs queued and running upgrades to the
+/// latest version in place: the running job's record is kept, and the
+/// queued jobs are claimed and completed in one round afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_one_upgrades_with_jobs_in_flight() {
+    let Some(backend) = common::unmigrated("version_one_upgrades_with_jobs_in_flight").await else {
+        return;
+    };
+    let schema = backend.schema().to_owned();
+    // What `migrate` did before version 2 existed: version 1 only.
+    let mut tx = backend.pool().begin().await.unwrap();
+    for sql in [
+        format!("CREATE SCHEMA \"{schema}\""),
+        format!(
+            "CREATE TABLE \"{schema}\".resq_migrations (version integer PRIMARY KEY, name text NOT NULL, \
+             applied_at timestamptz NOT NULL DEFAULT now())"
+        ),
+        format!("SET LOCAL search_path TO \"{schema}\""),
+    ] {
+        sqlx::query(&sql).execute(&mut *tx).await.unwrap();
+    }
+    sqlx::Executor::execute(&mut *tx, resq_postgres::MIGRATIONS[0].sql)
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "INSERT INTO \"{schema}\".resq_migrations (version, name) VALUES (1, 'init')"
+    ))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(backend.schema_version().await.unwrap(), Some(1));
+
+    let queues = vec!["q".to_owned()];
+    let slots: Vec<WorkerId> = (1..=3).map(|i| WorkerId::new(format!("h:1+1.{i}"), &queues)).collect();
+    for i in 0..4 {
+        backend.push("q", &format!("job {i}")).await.unwrap();
+    }
+    let running = backend.claim_batch(&slots[..1], &queues, "t").await.unwrap();
+    assert_eq!(running.len(), 1);
+
+    let applied: Vec<i32> = resq_postgres::MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| *v > 1)
+        .collect();
+    assert_eq!(backend.migrate().await.unwrap(), applied);
+    assert_eq!(backend.schema_version().await.unwrap(), Some(latest_version()));
+    assert_eq!(backend.working_on(&slots[0]).await.unwrap().unwrap().payload, "job 0");
+    let done = vec![(slots[0].clone(), resq_core::Outcome::Success)];
+    let got = backend
+        .complete_and_claim_batch(&done, &slots, &queues, "t")
+        .await
+        .unwrap()
+        .unwrap();
+    let payloads: Vec<&str> = got.iter().map(|(_, c)| c.payload.as_str()).collect();
+    assert_eq!(payloads, ["job 1", "job 2", "job 3"]);
+    assert_eq!(backend.stat("processed").await.unwrap(), 1);
+    testing::drop_test_schema(&backend).await.unwrap();
     backend.close().await.unwrap();
 }

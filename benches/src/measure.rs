@@ -172,15 +172,7 @@ pub async fn backend(url: &str, jobs: usize, samples: usize, footprint_jobs: usi
     eprintln!("   enqueue batch {enqueue_batch:.0}/s");
     let process_one = process(url, jobs, 1, 1).await?;
     eprintln!("   process 1 worker {process_one:.0}/s");
-    let mut process_pool = ("1 worker".to_owned(), process_one);
-    for (workers, slots) in [(4, 1), (16, 1), (64, 1), (1, 16), (1, 64), (2, 64), (1, 256)] {
-        let r = process(url, jobs, workers, slots).await?;
-        let shape = format!("{workers} worker(s) × {slots} slot(s)");
-        eprintln!("   process {shape}: {r:.0}/s");
-        if r > process_pool.1 {
-            process_pool = (shape, r);
-        }
-    }
+    let process_pool = process_shapes(url, jobs, ("1 worker".to_owned(), process_one)).await?;
     let idle_pickup = idle_latency(url, samples).await?;
     eprintln!("   idle pickup median {:.2} ms", idle_pickup.median_ms);
     let delayed_pickup = delayed_latency(url, samples).await?;
@@ -201,6 +193,29 @@ pub async fn backend(url: &str, jobs: usize, samples: usize, footprint_jobs: usi
         delayed_pickup,
         footprint,
     })
+}
+
+/// The pool shapes the harness tries: (workers, slots per worker).
+const SHAPES: &[(usize, usize)] = &[(4, 1), (16, 1), (64, 1), (1, 16), (1, 64), (2, 64), (1, 256)];
+
+/// Processing throughput of every pool shape in [`SHAPES`]; returns the best
+/// of them and `best` (a figure measured before, such as one worker's).
+pub async fn process_shapes(url: &str, jobs: usize, best: (String, f64)) -> Result<(String, f64), String> {
+    let mut best = best;
+    for &(workers, slots) in SHAPES {
+        let r = process(url, jobs, workers, slots).await?;
+        let shape = format!("{workers} worker(s) × {slots} slot(s)");
+        eprintln!("   process {shape}: {r:.0}/s");
+        if r > best.1 {
+            best = (shape, r);
+        }
+    }
+    Ok(best)
+}
+
+/// Processing throughput of one pool shape: `workers` workers of `slots` slots.
+pub async fn process_shape(url: &str, jobs: usize, workers: usize, slots: usize) -> Result<f64, String> {
+    process(url, jobs, workers, slots).await
 }
 
 async fn enqueue(url: &str, jobs: usize, producers: usize) -> Result<f64, String> {

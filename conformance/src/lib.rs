@@ -105,6 +105,8 @@ macro_rules! suite {
                 claim_batch_fills_slots_in_priority_order,
                 claim_batch_on_empty_queues_claims_nothing,
                 complete_batch_applies_each_outcome,
+                complete_and_claim_batch_completes_then_claims,
+                complete_and_claim_batch_degenerate_rounds,
             ],
             async delayed: [
                 schedule_and_inspect,

@@ -633,3 +633,156 @@ pub async fn complete_batch_applies_each_outcome(backend: Arc<dyn Backend>) {
     }
     backend.complete_batch(&[]).await.unwrap();
 }
+
+/// `complete_and_claim_batch` records the finished slots' outcomes
+/// (counters, failed entry, working-on records) and claims for the given
+/// slots in queue priority order, exactly as `complete_batch` followed by
+/// `claim_batch` would: a finished slot that gets a new job has the new job
+/// as its working-on record, one that gets none has no record.
+pub async fn complete_and_claim_batch_completes_then_claims(backend: Arc<dyn Backend>) {
+    let payload = |q: &str, n: i64| format!(r#"{{"class":"c","queue":"{q}","args":[{n}]}}"#);
+    let queues = vec!["high".to_owned(), "low".to_owned()];
+    let slots: Vec<WorkerId> = (1..=4).map(|i| WorkerId::new(format!("h:1+1.{i}"), &queues)).collect();
+    for n in 0..2 {
+        backend.push("high", &payload("high", n)).await.unwrap();
+    }
+    for n in 0..3 {
+        backend.push("low", &payload("low", n)).await.unwrap();
+    }
+    // Slots 0..3 run high 0, high 1 and low 0; slot 3 stays idle.
+    let first = backend.claim_batch(&slots[..3], &queues, "t1").await.unwrap();
+    assert_eq!(first.len(), 3);
+    backend.push("high", &payload("high", 2)).await.unwrap();
+    let done = vec![
+        (slots[0].clone(), Outcome::Success),
+        (
+            slots[1].clone(),
+            Outcome::Failure {
+                entry: r#"{"error":"x"}"#.to_owned(),
+            },
+        ),
+        (slots[2].clone(), Outcome::Discard),
+    ];
+    // Idle slot first, then the finished ones, as a worker lists them.
+    let ids = vec![slots[3].clone(), slots[0].clone(), slots[1].clone(), slots[2].clone()];
+    let got = backend
+        .complete_and_claim_batch(&done, &ids, &queues, "t2")
+        .await
+        .unwrap()
+        .unwrap();
+    let seen: Vec<(usize, String, String)> = got
+        .iter()
+        .map(|(i, c)| (*i, c.queue.clone(), c.payload.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (0, "high".to_owned(), payload("high", 2)),
+            (1, "low".to_owned(), payload("low", 1)),
+            (2, "low".to_owned(), payload("low", 2)),
+        ]
+    );
+    for (i, c) in &got {
+        let wo = backend
+            .working_on(&ids[*i])
+            .await
+            .unwrap()
+            .expect("working-on recorded");
+        assert_eq!(wo.payload, c.payload);
+        assert_eq!(wo.queue, c.queue);
+        assert_eq!(wo.worker, ids[*i].name);
+        assert_eq!(wo.run_at, "t2");
+    }
+    assert!(backend.working_on(&slots[2]).await.unwrap().is_none());
+    assert_eq!(backend.stat("processed").await.unwrap(), 1);
+    assert_eq!(backend.stat("failed").await.unwrap(), 1);
+    assert_eq!(backend.stat(&format!("processed:{}", slots[0].name)).await.unwrap(), 1);
+    assert_eq!(backend.stat(&format!("failed:{}", slots[1].name)).await.unwrap(), 1);
+    assert_eq!(backend.stat(&format!("processed:{}", slots[2].name)).await.unwrap(), 0);
+    assert_eq!(
+        backend.failed_range(0, -1).await.unwrap(),
+        vec![r#"{"error":"x"}"#.to_owned()]
+    );
+    assert_eq!(backend.queue_len("high").await.unwrap(), 0);
+    assert_eq!(backend.queue_len("low").await.unwrap(), 0);
+
+    // A second round: counters add up, and with the queues empty every
+    // finished slot loses its record and nothing is claimed.
+    let done: Vec<(WorkerId, Outcome)> = got.iter().map(|(i, _)| (ids[*i].clone(), Outcome::Success)).collect();
+    let again = backend
+        .complete_and_claim_batch(&done, &ids, &queues, "t3")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(again.is_empty());
+    for s in &slots {
+        assert!(backend.working_on(s).await.unwrap().is_none());
+    }
+    assert_eq!(backend.stat("processed").await.unwrap(), 4);
+    assert_eq!(backend.stat(&format!("processed:{}", slots[0].name)).await.unwrap(), 2);
+    assert_eq!(backend.stat(&format!("processed:{}", slots[1].name)).await.unwrap(), 1);
+    assert_eq!(backend.stat(&format!("processed:{}", slots[3].name)).await.unwrap(), 1);
+    assert_eq!(backend.stat("failed").await.unwrap(), 1);
+}
+
+/// `complete_and_claim_batch` with nothing finished is `claim_batch`, and
+/// with no slots to claim for (or no queues) it only completes.
+pub async fn complete_and_claim_batch_degenerate_rounds(backend: Arc<dyn Backend>) {
+    let queues = vec!["q".to_owned()];
+    let slots: Vec<WorkerId> = (1..=2).map(|i| WorkerId::new(format!("h:1+1.{i}"), &queues)).collect();
+    for n in 0..3 {
+        backend
+            .push("q", &format!(r#"{{"class":"c","queue":"q","args":[{n}]}}"#))
+            .await
+            .unwrap();
+    }
+    let got = backend
+        .complete_and_claim_batch(&[], &slots, &queues, "t")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![0, 1]);
+    let done = vec![(slots[0].clone(), Outcome::Success)];
+    assert!(backend
+        .complete_and_claim_batch(&done, &[], &queues, "t")
+        .await
+        .unwrap()
+        .unwrap()
+        .is_empty());
+    assert!(backend.working_on(&slots[0]).await.unwrap().is_none());
+    assert!(backend.working_on(&slots[1]).await.unwrap().is_some());
+    let done = vec![(slots[1].clone(), Outcome::Success)];
+    assert!(backend
+        .complete_and_claim_batch(&done, &slots, &[], "t")
+        .await
+        .unwrap()
+        .unwrap()
+        .is_empty());
+    assert!(backend.working_on(&slots[1]).await.unwrap().is_none());
+    assert_eq!(backend.stat("processed").await.unwrap(), 2);
+    assert_eq!(backend.queue_len("q").await.unwrap(), 1);
+    assert!(backend
+        .complete_and_claim_batch(&[], &[], &queues, "t")
+        .await
+        .unwrap()
+        .unwrap()
+        .is_empty());
+
+    // Every slot claimed for gets a job, but the finished slot is not one
+    // of them: its record still goes.
+    backend
+        .push("q", r#"{"class":"c","queue":"q","args":[3]}"#)
+        .await
+        .unwrap();
+    assert_eq!(backend.claim_batch(&slots[..1], &queues, "t").await.unwrap().len(), 1);
+    let done = vec![(slots[0].clone(), Outcome::Success)];
+    let got = backend
+        .complete_and_claim_batch(&done, &slots[1..], &queues, "t")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![0]);
+    assert!(backend.working_on(&slots[0]).await.unwrap().is_none());
+    assert!(backend.working_on(&slots[1]).await.unwrap().is_some());
+    assert_eq!(backend.stat("processed").await.unwrap(), 3);
+}

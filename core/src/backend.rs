@@ -223,6 +223,27 @@ pub trait QueueStore: Send + Sync {
         Ok(())
     }
 
+    /// One round of a multi-slot worker: [`QueueStore::complete_batch`] of
+    /// `done`, then [`QueueStore::claim_batch`] for `workers` (which may
+    /// include the slots of `done`), in one round trip and one transaction
+    /// where the backend can. The outcome is exactly that of the two calls
+    /// in that order.
+    ///
+    /// The outer `Err` means the completions were not recorded (as far as
+    /// the backend can tell) and nothing was claimed, so the caller may
+    /// complete them again; `Ok(Err(_))` means they were recorded but the
+    /// claim failed. The default makes the two calls.
+    async fn complete_and_claim_batch(
+        &self,
+        done: &[(WorkerId, Outcome)],
+        workers: &[WorkerId],
+        queues: &[String],
+        run_at: &str,
+    ) -> Result<Result<Vec<(usize, Claimed)>>> {
+        self.complete_batch(done).await?;
+        Ok(self.claim_batch(workers, queues, run_at).await)
+    }
+
     /// Waits until a job may be available in one of `queues` (`*` means any
     /// queue, even one that does not exist yet), or `timeout`.
     /// It may return early or spuriously; callers claim afterwards. The

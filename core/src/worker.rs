@@ -332,15 +332,34 @@ impl Worker {
         };
         tokio::pin!(deadline);
         loop {
-            if !done.is_empty() && self.complete_all(&mut done, shutdown.is_cancelled()).await {
-                idle.append(&mut done_slots);
+            // Finished slots: record their outcomes and, while the queue list
+            // is current, claim for every idle slot in the same round trip.
+            let mut round = None;
+            if !done.is_empty() {
+                let current = !wildcard || queues_read.is_some_and(|t| t.elapsed() < Duration::from_secs(1));
+                if current && !queues.is_empty() && !shutdown.is_cancelled() {
+                    let ids: Vec<WorkerId> = idle.iter().chain(&done_slots).map(|&i| slots[i].clone()).collect();
+                    let now = js_date_string_now();
+                    match self.backend.complete_and_claim_batch(&done, &ids, &queues, &now).await {
+                        Ok(claims) => {
+                            done.clear();
+                            // The same order as `ids`: claims index into `idle`.
+                            idle.append(&mut done_slots);
+                            round = Some(claims);
+                        }
+                        Err(e) => self.error(&e),
+                    }
+                }
+                if !done.is_empty() && self.complete_all(&mut done, shutdown.is_cancelled()).await {
+                    idle.append(&mut done_slots);
+                }
             }
             let stopping = shutdown.is_cancelled();
-            if stopping && running.is_empty() {
+            if stopping && running.is_empty() && round.is_none() {
                 break;
             }
             let mut claimed = 0;
-            if !stopping && !idle.is_empty() {
+            if round.is_none() && !stopping && !idle.is_empty() {
                 if wildcard && queues_read.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                     match self.backend.queues().await {
                         Ok(q) => {
@@ -352,32 +371,35 @@ impl Worker {
                 }
                 if !queues.is_empty() {
                     let ids: Vec<WorkerId> = idle.iter().map(|&i| slots[i].clone()).collect();
-                    match self.backend.claim_batch(&ids, &queues, &js_date_string_now()).await {
-                        Ok(got) => {
-                            backoff.reset();
-                            claimed = got.len();
-                            let mut taken = Vec::with_capacity(got.len());
-                            for (k, job) in got {
-                                let Some(&slot) = idle.get(k) else { continue };
-                                taken.push(k);
-                                let fut = spawn_slot_job(
-                                    self.client.clone(),
-                                    self.events.clone(),
-                                    slots[slot].name.clone(),
-                                    job,
-                                );
-                                running.push(Box::pin(async move { (slot, fut.await) }));
-                            }
-                            taken.sort_unstable();
-                            for k in taken.into_iter().rev() {
-                                idle.remove(k);
-                            }
+                    round = Some(self.backend.claim_batch(&ids, &queues, &js_date_string_now()).await);
+                }
+            }
+            if let Some(result) = round {
+                match result {
+                    Ok(got) => {
+                        backoff.reset();
+                        claimed = got.len();
+                        let mut taken = Vec::with_capacity(got.len());
+                        for (k, job) in got {
+                            let Some(&slot) = idle.get(k) else { continue };
+                            taken.push(k);
+                            let fut = spawn_slot_job(
+                                self.client.clone(),
+                                self.events.clone(),
+                                slots[slot].name.clone(),
+                                job,
+                            );
+                            running.push(Box::pin(async move { (slot, fut.await) }));
                         }
-                        Err(e) => {
-                            self.error(&e);
-                            backoff.wait(&shutdown).await;
-                            continue;
+                        taken.sort_unstable();
+                        for k in taken.into_iter().rev() {
+                            idle.remove(k);
                         }
+                    }
+                    Err(e) => {
+                        self.error(&e);
+                        backoff.wait(&shutdown).await;
+                        continue;
                     }
                 }
             }
@@ -474,12 +496,29 @@ impl Worker {
 
     async fn start_ids(&self, ids: &[WorkerId], shutdown: &CancellationToken) -> bool {
         let mut backoff = Backoff::new(Duration::from_millis(50), self.config.poll_interval);
+        // One listing of the registry for all ids (a multi-slot worker has
+        // many), refreshed only after an error.
+        let mut known: Option<Vec<WorkerId>> = None;
         for id in ids {
             loop {
                 if shutdown.is_cancelled() {
                     return false;
                 }
-                match self.register(id).await {
+                let listed = match known.take() {
+                    Some(k) => Ok(k),
+                    None => self.backend.workers().await,
+                };
+                let registered = match listed {
+                    Ok(k) => {
+                        let r = self.register(id, k.contains(id)).await;
+                        if r.is_ok() {
+                            known = Some(k);
+                        }
+                        r
+                    }
+                    Err(e) => Err(e),
+                };
+                match registered {
                     Ok(()) => break,
                     Err(e) => {
                         self.error(&e);
@@ -498,8 +537,8 @@ impl Worker {
         true
     }
 
-    async fn register(&self, id: &WorkerId) -> Result<()> {
-        let known = self.backend.workers().await?.contains(id);
+    /// Registers `id`; `known` says whether the registry already lists it.
+    async fn register(&self, id: &WorkerId, known: bool) -> Result<()> {
         if known || self.backend.working_on(id).await?.is_some() {
             if let Some(cleaned) = self.backend.clean_worker(id, Orphan::Requeue).await? {
                 tracing::warn!(target: "resq::worker", worker = %id.name, "cleaned an earlier registration under this name");

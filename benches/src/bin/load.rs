@@ -36,6 +36,10 @@ struct Args {
     /// Skip redis-benchmark.
     #[arg(long)]
     no_redis_benchmark: bool,
+    /// Only measure processing throughput, for these pool shapes
+    /// (`WORKERSxSLOTS`, repeatable; e.g. `--shape 1x256`), and exit.
+    #[arg(long = "shape")]
+    shapes: Vec<String>,
     /// Internal: measure the memory backend's footprint in this (fresh) process.
     #[arg(long, hide = true)]
     footprint_memory: Option<usize>,
@@ -52,6 +56,9 @@ async fn main() -> ExitCode {
     }
     if let Some(url) = &args.rss_worker {
         return print_or_fail(measure::rss_worker_child(url).await);
+    }
+    if !args.shapes.is_empty() {
+        return process_only(&args).await;
     }
     let mut tables = Vec::new();
     for url in &args.backends {
@@ -97,4 +104,28 @@ fn print_or_fail<T: std::fmt::Display>(r: Result<T, String>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--shape`: processing throughput of the given shapes on every backend.
+async fn process_only(args: &Args) -> ExitCode {
+    for url in &args.backends {
+        eprintln!("== processing on {url}");
+        for shape in &args.shapes {
+            let parsed = shape
+                .split_once('x')
+                .and_then(|(w, s)| Some((w.parse::<usize>().ok()?, s.parse::<usize>().ok()?)));
+            let Some((workers, slots)) = parsed else {
+                eprintln!("--shape {shape}: expected WORKERSxSLOTS, e.g. 1x256");
+                return ExitCode::FAILURE;
+            };
+            match measure::process_shape(url, args.jobs, workers, slots).await {
+                Ok(r) => println!("{url} {workers} worker(s) × {slots} slot(s): {r:.0} jobs/s"),
+                Err(e) => {
+                    eprintln!("FAILED on {url}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
