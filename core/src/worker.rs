@@ -383,12 +383,8 @@ impl Worker {
                         for (k, job) in got {
                             let Some(&slot) = idle.get(k) else { continue };
                             taken.push(k);
-                            let fut = spawn_slot_job(
-                                self.client.clone(),
-                                self.events.clone(),
-                                slots[slot].name.clone(),
-                                job,
-                            );
+                            let fut =
+                                spawn_slot_job(self.client.clone(), self.events.clone(), slots[slot].name.clone(), job);
                             running.push(Box::pin(async move { (slot, fut.await) }));
                         }
                         taken.sort_unstable();
