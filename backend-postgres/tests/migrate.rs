@@ -96,19 +96,7 @@ async fn claim_uses_the_queue_index() {
             payload: format!(r#"{{"class":"c","queue":"q","args":[{i}]}}"#),
         })
         .collect();
-    for chunk in jobs.chunks(5_000) {
-        backend.push_batch(chunk).await.unwrap();
-    }
-    let schema = backend.schema().to_owned();
-    let mut conn = backend.pool().acquire().await.unwrap();
-    sqlx::query(&format!("ANALYZE \"{schema}\".jobs"))
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    sqlx::query("SET plan_cache_mode = force_generic_plan")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
+    let (schema, mut conn) = queued_and_analyzed(&backend, &jobs).await;
     sqlx::query(&format!(
         "PREPARE head_of(text) AS DELETE FROM \"{schema}\".jobs AS j WHERE j.queue = $1 AND j.id = \
          (SELECT h.id FROM \"{schema}\".jobs AS h WHERE h.queue = $1 ORDER BY h.id LIMIT 1 FOR UPDATE SKIP LOCKED) \
@@ -157,19 +145,7 @@ async fn batch_claim_uses_the_queue_index() {
             payload: format!(r#"{{"class":"c","queue":"busy","args":[{i}]}}"#),
         })
         .collect();
-    for chunk in jobs.chunks(5_000) {
-        backend.push_batch(chunk).await.unwrap();
-    }
-    let schema = backend.schema().to_owned();
-    let mut conn = backend.pool().acquire().await.unwrap();
-    sqlx::query(&format!("ANALYZE \"{schema}\".jobs"))
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    sqlx::query("SET plan_cache_mode = force_generic_plan")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
+    let (schema, mut conn) = queued_and_analyzed(&backend, &jobs).await;
     sqlx::query(&format!(
         "PREPARE heads_of(text, integer) AS DELETE FROM \"{schema}\".jobs AS j WHERE j.ctid = ANY (ARRAY(\
          SELECT h.ctid FROM \"{schema}\".jobs AS h WHERE h.queue = $1 ORDER BY h.id LIMIT $2 \
@@ -258,4 +234,26 @@ async fn version_one_upgrades_with_jobs_in_flight() {
     assert_eq!(backend.stat("processed").await.unwrap(), 1);
     testing::drop_test_schema(&backend).await.unwrap();
     backend.close().await.unwrap();
+}
+
+/// Queues `jobs`, analyzes `jobs`, and returns the schema and a connection
+/// that plans prepared statements generically (as PL/pgSQL's cached plans do).
+async fn queued_and_analyzed(
+    backend: &PostgresBackend,
+    jobs: &[QueuedJob],
+) -> (String, sqlx::pool::PoolConnection<sqlx::Postgres>) {
+    for chunk in jobs.chunks(5_000) {
+        backend.push_batch(chunk).await.unwrap();
+    }
+    let schema = backend.schema().to_owned();
+    let mut conn = backend.pool().acquire().await.unwrap();
+    sqlx::query(&format!("ANALYZE \"{schema}\".jobs"))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    (schema, conn)
 }

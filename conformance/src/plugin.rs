@@ -3,7 +3,7 @@
 //! §7.1 #5 and §7.4).
 
 use crate::support::{
-    count_events, quick_config, quick_scheduler, spawn_scheduler, spawn_worker, wait_until, EventLog,
+    count_events, quick_config, quick_scheduler, registry, spawn_scheduler, spawn_worker, wait_until, EventLog,
 };
 use resq_core::backend::Backend;
 use resq_core::plugin::{EnqueueContext, PerformContext, Plugin};
@@ -41,14 +41,6 @@ fn broken(name: &str) -> TaskDef {
     TaskDef::from_fn(name, |_args: Vec<Value>, _ctx: JobContext| async move {
         Err::<(), _>(TaskError::new("BUSTED"))
     })
-}
-
-fn registry(defs: Vec<TaskDef>) -> Arc<Tasks> {
-    let mut tasks = Tasks::new();
-    for d in defs {
-        tasks.define(d).expect("define");
-    }
-    Arc::new(tasks)
 }
 
 fn overlaps(a: &(Vec<Value>, i64, i64), b: &(Vec<Value>, i64, i64)) -> bool {

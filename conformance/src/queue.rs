@@ -549,12 +549,8 @@ pub async fn claim_batch_fills_slots_in_priority_order(backend: Arc<dyn Backend>
         .collect();
     let queues = vec!["high".to_owned(), "low".to_owned()];
     let got = backend.claim_batch(&slots, &queues, "t").await.unwrap();
-    let seen: Vec<(usize, String, String)> = got
-        .iter()
-        .map(|(i, c)| (*i, c.queue.clone(), c.payload.clone()))
-        .collect();
     assert_eq!(
-        seen,
+        claims_seen(&got),
         vec![
             (0, "high".to_owned(), payload("high", 0)),
             (1, "high".to_owned(), payload("high", 1)),
@@ -562,16 +558,7 @@ pub async fn claim_batch_fills_slots_in_priority_order(backend: Arc<dyn Backend>
             (3, "low".to_owned(), payload("low", 1)),
         ]
     );
-    for (i, c) in &got {
-        let wo = backend
-            .working_on(&slots[*i])
-            .await
-            .unwrap()
-            .expect("working-on recorded");
-        assert_eq!(wo.payload, c.payload);
-        assert_eq!(wo.queue, c.queue);
-        assert_eq!(wo.worker, slots[*i].name);
-    }
+    assert_claims_recorded(&backend, &slots, &got, None).await;
     assert_eq!(
         backend.queue_range("low", 0, -1).await.unwrap(),
         vec![payload("low", 2)]
@@ -670,29 +657,15 @@ pub async fn complete_and_claim_batch_completes_then_claims(backend: Arc<dyn Bac
         .await
         .unwrap()
         .unwrap();
-    let seen: Vec<(usize, String, String)> = got
-        .iter()
-        .map(|(i, c)| (*i, c.queue.clone(), c.payload.clone()))
-        .collect();
     assert_eq!(
-        seen,
+        claims_seen(&got),
         vec![
             (0, "high".to_owned(), payload("high", 2)),
             (1, "low".to_owned(), payload("low", 1)),
             (2, "low".to_owned(), payload("low", 2)),
         ]
     );
-    for (i, c) in &got {
-        let wo = backend
-            .working_on(&ids[*i])
-            .await
-            .unwrap()
-            .expect("working-on recorded");
-        assert_eq!(wo.payload, c.payload);
-        assert_eq!(wo.queue, c.queue);
-        assert_eq!(wo.worker, ids[*i].name);
-        assert_eq!(wo.run_at, "t2");
-    }
+    assert_claims_recorded(&backend, &ids, &got, Some("t2")).await;
     assert!(backend.working_on(&slots[2]).await.unwrap().is_none());
     assert_eq!(backend.stat("processed").await.unwrap(), 1);
     assert_eq!(backend.stat("failed").await.unwrap(), 1);
@@ -785,4 +758,34 @@ pub async fn complete_and_claim_batch_degenerate_rounds(backend: Arc<dyn Backend
     assert!(backend.working_on(&slots[0]).await.unwrap().is_none());
     assert!(backend.working_on(&slots[1]).await.unwrap().is_some());
     assert_eq!(backend.stat("processed").await.unwrap(), 3);
+}
+
+/// A batch claim's result as `(slot, queue, payload)`.
+fn claims_seen(got: &[(usize, Claimed)]) -> Vec<(usize, String, String)> {
+    got.iter()
+        .map(|(i, c)| (*i, c.queue.clone(), c.payload.clone()))
+        .collect()
+}
+
+/// Asserts each claimed job is its slot's working-on record (and, if
+/// given, with that `run_at`).
+async fn assert_claims_recorded(
+    backend: &Arc<dyn Backend>,
+    ids: &[WorkerId],
+    got: &[(usize, Claimed)],
+    run_at: Option<&str>,
+) {
+    for (i, c) in got {
+        let wo = backend
+            .working_on(&ids[*i])
+            .await
+            .unwrap()
+            .expect("working-on recorded");
+        assert_eq!(wo.payload, c.payload);
+        assert_eq!(wo.queue, c.queue);
+        assert_eq!(wo.worker, ids[*i].name);
+        if let Some(run_at) = run_at {
+            assert_eq!(wo.run_at, run_at);
+        }
+    }
 }

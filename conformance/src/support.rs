@@ -252,3 +252,12 @@ pub fn collect_events(mut rx: broadcast::Receiver<WorkerEvent>) -> EventLog {
 pub fn count_events(log: &EventLog, pick: impl Fn(&WorkerEvent) -> bool) -> usize {
     log.lock().expect("event log").iter().filter(|e| pick(e)).count()
 }
+
+/// A registry of these task definitions (each must define cleanly).
+pub fn registry(defs: Vec<resq_core::TaskDef>) -> Arc<Tasks> {
+    let mut tasks = Tasks::new();
+    for d in defs {
+        tasks.define(d).expect("define");
+    }
+    Arc::new(tasks)
+}

@@ -2,7 +2,7 @@
 //! periodic tasks with one instance per cluster, and the task server's
 //! node shapes (wire spec §5.2, §8.8, and the repairs of §7.4 #27).
 
-use crate::support::{count_events, quick_config, spawn_worker, wait_until};
+use crate::support::{count_events, quick_config, registry, spawn_worker, wait_until};
 use resq_core::backend::Backend;
 use resq_core::config::TaskServerConfig;
 use resq_core::plugin::{PerformContext, Plugin};
@@ -44,14 +44,6 @@ fn regular(seen: &Arc<Mutex<Vec<Value>>>) -> TaskDef {
             Ok::<_, TaskError>(())
         }
     })
-}
-
-fn registry(defs: Vec<TaskDef>) -> Arc<Tasks> {
-    let mut tasks = Tasks::new();
-    for d in defs {
-        tasks.define(d).expect("define");
-    }
-    Arc::new(tasks)
 }
 
 /// Definitions: a duplicate name is an error; defaults are ActionHero's;
