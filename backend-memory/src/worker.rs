@@ -65,6 +65,29 @@ impl WorkerRegistry for MemoryBackend {
         Ok(())
     }
 
+    async fn register_workers(&self, workers: &[WorkerId], now_ms: i64) -> Result<()> {
+        let mut st = self.state.lock();
+        for w in workers {
+            st.registry.started.insert(w.clone(), now_ms);
+            st.registry.ping(w, now_ms);
+        }
+        st.touch();
+        Ok(())
+    }
+
+    async fn ping_workers(&self, workers: &[WorkerId], now_ms: i64) -> Result<()> {
+        let mut st = self.state.lock();
+        for w in workers {
+            st.registry.ping(w, now_ms);
+        }
+        Ok(())
+    }
+
+    async fn working_on_many(&self, workers: &[WorkerId]) -> Result<Vec<Option<WorkingOn>>> {
+        let st = self.state.lock();
+        Ok(workers.iter().map(|w| st.working.get(w).cloned()).collect())
+    }
+
     async fn workers(&self) -> Result<Vec<WorkerId>> {
         Ok(self.state.lock().registry.started.keys().cloned().collect())
     }

@@ -27,6 +27,49 @@ pub(crate) const PING_WORKER: &str = concat!(
     "ON CONFLICT (name) DO UPDATE SET queues = EXCLUDED.queues, ping_ms = EXCLUDED.ping_ms"
 );
 
+/// `$1`/`$2` (names, queues) as rows with their position; shared by the
+/// statements that take many workers at once.
+macro_rules! many_workers {
+    () => {
+        "WITH input AS (SELECT name, queues, ord FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(name, queues, ord)) "
+    };
+}
+
+/// The ping upsert of many workers at `$3`. A name given twice keeps its
+/// last queues (as calling `ping_worker` in order would); rows are written
+/// in name order, so concurrent callers lock them in one order.
+macro_rules! upsert_pings {
+    () => {
+        concat!(
+            "INSERT INTO {s}.pings (name, queues, ping_ms) ",
+            "SELECT DISTINCT ON (name) name, queues, $3::bigint FROM input ORDER BY name, ord DESC ",
+            "ON CONFLICT (name) DO UPDATE SET queues = EXCLUDED.queues, ping_ms = EXCLUDED.ping_ms"
+        )
+    };
+}
+
+/// Registers every `$1[k]:$2[k]` started at `$3` and records their first
+/// pings, in one statement.
+pub(crate) const REGISTER_WORKERS: &str = concat!(
+    many_workers!(),
+    ", w AS (INSERT INTO {s}.workers (name, queues, started_ms) ",
+    "SELECT DISTINCT ON (name, queues) name, queues, $3::bigint FROM input ORDER BY name, queues ",
+    "ON CONFLICT (name, queues) DO UPDATE SET started_ms = EXCLUDED.started_ms) ",
+    upsert_pings!()
+);
+
+/// Records a ping at `$3` of every worker `$1[k]` (queues `$2[k]`).
+pub(crate) const PING_WORKERS: &str = concat!(many_workers!(), upsert_pings!());
+
+/// The working-on rows of every `$1[k]:$2[k]`, one row per input in its
+/// order, all NULL where there is none.
+pub(crate) const WORKING_ON_MANY: &str = concat!(
+    "SELECT o.worker, o.queue, o.run_at, o.payload ",
+    "FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(name, queues, ord) ",
+    "LEFT JOIN {s}.working o ON o.worker_name = t.name AND o.worker_queues = t.queues ",
+    "ORDER BY t.ord"
+);
+
 /// Registered workers, sorted as [`WorkerId`]s sort (bytes of name, then queues).
 pub(crate) const WORKERS: &str =
     "SELECT name, queues FROM {s}.workers ORDER BY name COLLATE \"C\", queues COLLATE \"C\"";
@@ -69,6 +112,14 @@ pub(crate) const FAIL_ORPHAN: &str = concat!(
     "ON CONFLICT (key) DO UPDATE SET value = LEAST(st.value, 9223372036854775806) + 1"
 );
 
+/// A `working_on_many` row: all NULL for a worker without a record.
+type WorkingRow = (Option<String>, Option<String>, Option<String>, Option<String>);
+
+/// The names and queues of `workers` as two parallel arrays.
+fn columns(workers: &[WorkerId]) -> (Vec<&str>, Vec<&str>) {
+    workers.iter().map(|w| (w.name.as_str(), w.queues.as_str())).unzip()
+}
+
 /// A `clean_worker` result row.
 type CleanRow = (bool, Option<String>, Option<String>, Option<String>, Option<String>);
 
@@ -94,6 +145,67 @@ impl WorkerRegistry for PostgresBackend {
             .await
             .map_err(db)?;
         Ok(())
+    }
+
+    async fn register_workers(&self, workers: &[WorkerId], now_ms: i64) -> Result<()> {
+        if workers.is_empty() {
+            return Ok(());
+        }
+        let (names, queues) = columns(workers);
+        sqlx::query(&self.sql.register_workers)
+            .bind(names)
+            .bind(queues)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn ping_workers(&self, workers: &[WorkerId], now_ms: i64) -> Result<()> {
+        if workers.is_empty() {
+            return Ok(());
+        }
+        let (names, queues) = columns(workers);
+        sqlx::query(&self.sql.ping_workers)
+            .bind(names)
+            .bind(queues)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn working_on_many(&self, workers: &[WorkerId]) -> Result<Vec<Option<WorkingOn>>> {
+        if workers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (names, queues) = columns(workers);
+        let rows: Vec<WorkingRow> = sqlx::query_as(&self.sql.working_on_many)
+            .bind(names)
+            .bind(queues)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        if rows.len() != workers.len() {
+            return Err(Error::Backend(format!(
+                "working_on_many: {} rows for {} workers",
+                rows.len(),
+                workers.len()
+            )));
+        }
+        Ok(rows
+            .into_iter()
+            .map(|(worker, queue, run_at, payload)| {
+                Some(WorkingOn {
+                    worker: worker?,
+                    queue: queue.unwrap_or_default(),
+                    run_at: run_at.unwrap_or_default(),
+                    payload: payload.unwrap_or_default(),
+                })
+            })
+            .collect())
     }
 
     async fn workers(&self) -> Result<Vec<WorkerId>> {

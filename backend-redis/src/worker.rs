@@ -160,6 +160,70 @@ impl WorkerRegistry for RedisBackend {
             .map_err(be)
     }
 
+    async fn register_workers(&self, workers: &[WorkerId], now_ms: i64) -> Result<()> {
+        if workers.is_empty() {
+            return Ok(());
+        }
+        let members: Vec<String> = workers.iter().map(WorkerId::member).collect();
+        let started = resq_core::time::bucket_of_ms(now_ms);
+        let mut values: Vec<(String, String)> = Vec::with_capacity(workers.len() * 2);
+        for w in workers {
+            values.push((self.keys.started(w), started.to_string()));
+        }
+        // Later pings of the same name win, as with one call per worker.
+        for w in workers {
+            values.push((self.keys.ping(&w.name), ping_json(w, now_ms)));
+        }
+        redis::pipe()
+            .atomic()
+            .sadd(self.keys.workers(), members)
+            .ignore()
+            .mset(&values)
+            .ignore()
+            .exec_async(&mut self.conn())
+            .await
+            .map_err(be)
+    }
+
+    async fn ping_workers(&self, workers: &[WorkerId], now_ms: i64) -> Result<()> {
+        if workers.is_empty() {
+            return Ok(());
+        }
+        let values: Vec<(String, String)> = workers
+            .iter()
+            .map(|w| (self.keys.ping(&w.name), ping_json(w, now_ms)))
+            .collect();
+        redis::cmd("MSET")
+            .arg(&values)
+            .exec_async(&mut self.conn())
+            .await
+            .map_err(be)
+    }
+
+    async fn working_on_many(&self, workers: &[WorkerId]) -> Result<Vec<Option<WorkingOn>>> {
+        if workers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = workers.iter().map(|w| self.keys.working(w)).collect();
+        let raw: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(be)?;
+        if raw.len() != workers.len() {
+            return Err(Error::Backend(format!(
+                "MGET returned {} values for {} keys",
+                raw.len(),
+                workers.len()
+            )));
+        }
+        Ok(workers
+            .iter()
+            .zip(raw)
+            .map(|(w, r)| r.map(|r| parse_working(w, &r)))
+            .collect())
+    }
+
     async fn workers(&self) -> Result<Vec<WorkerId>> {
         let members: Vec<String> = redis::cmd("SMEMBERS")
             .arg(self.keys.workers())

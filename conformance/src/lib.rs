@@ -146,6 +146,9 @@ macro_rules! suite {
             async registry: [
                 register_lists_and_pings,
                 stale_workers_uses_ping_age,
+                register_workers_registers_each,
+                ping_workers_pings_each,
+                working_on_many_answers_in_order,
                 clean_idle_worker_removes_everything,
                 clean_busy_worker_requeues_to_head,
                 clean_busy_worker_fail_writes_entry_and_counts_failed,

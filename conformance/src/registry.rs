@@ -63,6 +63,113 @@ pub async fn stale_workers_uses_ping_age(backend: Arc<dyn Backend>) {
     assert_eq!(backend.stale_workers(T0 + 31_000).await.unwrap(), vec![a, b, c]);
 }
 
+/// `register_workers` registers every worker given, in any order, exactly
+/// as one `register_worker` call each would: all listed (sorted), each
+/// started and first pinged at the time given; again, it moves the start
+/// time; an empty list changes nothing.
+pub async fn register_workers_registers_each(backend: Arc<dyn Backend>) {
+    backend.register_workers(&[], T0).await.unwrap();
+    assert_eq!(backend.workers().await.unwrap(), Vec::new());
+    let w2 = worker("host:2", &["b"]);
+    let w1 = worker("host:1", &["a", "b"]);
+    let w3 = worker("host:1+1", &["*"]);
+    backend
+        .register_workers(&[w2.clone(), w1.clone(), w3.clone()], T0)
+        .await
+        .unwrap();
+    let mut sorted = vec![w1.clone(), w2.clone(), w3.clone()];
+    sorted.sort();
+    assert_eq!(backend.workers().await.unwrap(), sorted);
+    for w in &sorted {
+        assert_eq!(backend.worker_started(w).await.unwrap(), Some(T0), "{w:?}");
+        assert_eq!(backend.working_on(w).await.unwrap(), None);
+    }
+    assert_eq!(backend.stale_workers(T0).await.unwrap(), Vec::new());
+    assert_eq!(backend.stale_workers(T0 + 1_000).await.unwrap(), sorted);
+    // Registering some again restarts only those, and pings them.
+    backend
+        .register_workers(&[w3.clone(), w1.clone()], T0 + 5_000)
+        .await
+        .unwrap();
+    assert_eq!(backend.workers().await.unwrap(), sorted);
+    assert_eq!(backend.worker_started(&w1).await.unwrap(), Some(T0 + 5_000));
+    assert_eq!(backend.worker_started(&w2).await.unwrap(), Some(T0));
+    assert_eq!(backend.worker_started(&w3).await.unwrap(), Some(T0 + 5_000));
+    assert_eq!(backend.stale_workers(T0 + 5_000).await.unwrap(), vec![w2]);
+    assert_eq!(backend.queues().await.unwrap(), Vec::<String>::new());
+    assert_eq!(all_stats(&*backend).await, Vec::new());
+}
+
+/// `ping_workers` pings exactly the workers given, as one `ping_worker`
+/// call each would, without touching their start times; an empty list
+/// pings nobody.
+pub async fn ping_workers_pings_each(backend: Arc<dyn Backend>) {
+    let a = worker("host:a", &["q"]);
+    let b = worker("host:b", &["q"]);
+    let c = worker("host:c", &["q"]);
+    for w in [&a, &b, &c] {
+        backend.register_worker(w, T0).await.unwrap();
+    }
+    backend.ping_workers(&[], T0 + 20_000).await.unwrap();
+    assert_eq!(
+        backend.stale_workers(T0 + 1_000).await.unwrap(),
+        vec![a.clone(), b.clone(), c.clone()]
+    );
+    backend
+        .ping_workers(&[c.clone(), a.clone()], T0 + 10_000)
+        .await
+        .unwrap();
+    assert_eq!(backend.stale_workers(T0 + 5_000).await.unwrap(), vec![b.clone()]);
+    assert_eq!(
+        backend.stale_workers(T0 + 11_000).await.unwrap(),
+        vec![a.clone(), b.clone(), c.clone()]
+    );
+    for w in [&a, &b, &c] {
+        assert_eq!(backend.worker_started(w).await.unwrap(), Some(T0));
+    }
+}
+
+/// `working_on_many` answers one entry per worker given, in the order
+/// given (repeats included), each equal to that worker's `working_on`.
+pub async fn working_on_many_answers_in_order(backend: Arc<dyn Backend>) {
+    assert_eq!(backend.working_on_many(&[]).await.unwrap(), Vec::new());
+    let w1 = worker("host:1", &["q"]);
+    let w2 = worker("host:2", &["q"]);
+    let w3 = worker("host:3", &["q"]);
+    backend
+        .register_workers(&[w1.clone(), w2.clone(), w3.clone()], T0)
+        .await
+        .unwrap();
+    let p3 = job("q", "three", 3);
+    let p1 = job("q", "one", 1);
+    backend.push("q", &p3).await.unwrap();
+    backend.push("q", &p1).await.unwrap();
+    backend.claim(&w3, &names(&["q"]), RUN_AT).await.unwrap();
+    backend.claim(&w1, &names(&["q"]), RUN_AT).await.unwrap();
+    let on = |w: &WorkerId, p: &str| WorkingOn {
+        worker: w.name.clone(),
+        queue: "q".into(),
+        run_at: RUN_AT.into(),
+        payload: p.to_owned(),
+    };
+    let unknown = worker("host:9", &["q"]);
+    let got = backend
+        .working_on_many(&[w3.clone(), w2.clone(), unknown.clone(), w1.clone(), w3.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![Some(on(&w3, &p3)), None, None, Some(on(&w1, &p1)), Some(on(&w3, &p3))]
+    );
+    for w in [&w1, &w2, &w3, &unknown] {
+        let one = backend.working_on(w).await.unwrap();
+        assert_eq!(
+            backend.working_on_many(std::slice::from_ref(w)).await.unwrap(),
+            vec![one]
+        );
+    }
+}
+
 /// Cleaning an idle worker removes its registry entry, start time, ping and
 /// per-worker counters (not the global ones, nor other workers'), returns
 /// `Cleaned` without a job or entry, and changes no queue or failed list; a

@@ -47,6 +47,9 @@ enum Bug {
     RacyClaim,
     PushOnceIgnoresLock,
     IncrLockKeepsTtl,
+    RegisterWorkersSkipsFirst,
+    PingWorkersFirstOnly,
+    WorkingOnManySorted,
 }
 
 struct Mutant {
@@ -356,6 +359,29 @@ impl WorkerRegistry for Mutant {
         }
         Ok(())
     }
+    async fn register_workers(&self, workers: &[WorkerId], now_ms: i64) -> Result<()> {
+        let given = if self.bug == Bug::RegisterWorkersSkipsFirst && !workers.is_empty() {
+            &workers[1..]
+        } else {
+            workers
+        };
+        self.inner.register_workers(given, now_ms).await
+    }
+    async fn ping_workers(&self, workers: &[WorkerId], now_ms: i64) -> Result<()> {
+        let given = if self.bug == Bug::PingWorkersFirstOnly {
+            &workers[..workers.len().min(1)]
+        } else {
+            workers
+        };
+        self.inner.ping_workers(given, now_ms).await
+    }
+    async fn working_on_many(&self, workers: &[WorkerId]) -> Result<Vec<Option<WorkingOn>>> {
+        let mut given = workers.to_vec();
+        if self.bug == Bug::WorkingOnManySorted {
+            given.sort();
+        }
+        self.inner.working_on_many(&given).await
+    }
     async fn workers(&self) -> Result<Vec<WorkerId>> {
         self.inner.workers().await
     }
@@ -562,3 +588,7 @@ mutant!(concurrent m35, RacyClaim, queue::concurrent_claims_never_duplicate);
 // The model does not cover push_once and incr_lock: only their tests must catch these.
 mutant!(concurrent m36, PushOnceIgnoresLock, lock::push_once_pushes_exactly_once_per_key);
 mutant!(concurrent m37, IncrLockKeepsTtl, lock::incr_lock_counts_and_sets_ttl);
+// The model does not cover the many-worker registry calls either.
+mutant!(concurrent m38, RegisterWorkersSkipsFirst, registry::register_workers_registers_each);
+mutant!(concurrent m39, PingWorkersFirstOnly, registry::ping_workers_pings_each);
+mutant!(concurrent m40, WorkingOnManySorted, registry::working_on_many_answers_in_order);

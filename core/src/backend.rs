@@ -373,6 +373,29 @@ pub trait WorkerRegistry: Send + Sync {
     /// Records that `worker` is alive at `now_ms`.
     async fn ping_worker(&self, worker: &WorkerId, now_ms: i64) -> Result<()>;
 
+    /// Registers every worker in `workers` (started now) with its first
+    /// ping, as [`register_worker`](Self::register_worker) does for one. A
+    /// multi-slot worker registers all its slots with it. The default calls
+    /// `register_worker` for each; backends override it to use one round
+    /// trip. Registering is idempotent, so a partial failure is repaired by
+    /// calling it again.
+    async fn register_workers(&self, workers: &[WorkerId], now_ms: i64) -> Result<()> {
+        for w in workers {
+            self.register_worker(w, now_ms).await?;
+        }
+        Ok(())
+    }
+
+    /// Records that every worker in `workers` is alive at `now_ms`, as
+    /// [`ping_worker`](Self::ping_worker) does for one. The default calls
+    /// `ping_worker` for each; backends override it to use one round trip.
+    async fn ping_workers(&self, workers: &[WorkerId], now_ms: i64) -> Result<()> {
+        for w in workers {
+            self.ping_worker(w, now_ms).await?;
+        }
+        Ok(())
+    }
+
     /// Every registered worker, sorted.
     async fn workers(&self) -> Result<Vec<WorkerId>>;
 
@@ -381,6 +404,17 @@ pub trait WorkerRegistry: Send + Sync {
 
     /// `worker`'s working-on record, if it has one.
     async fn working_on(&self, worker: &WorkerId) -> Result<Option<WorkingOn>>;
+
+    /// The working-on records of `workers`, one entry per worker in the
+    /// order given. The default calls [`working_on`](Self::working_on) for
+    /// each; backends override it to use one round trip.
+    async fn working_on_many(&self, workers: &[WorkerId]) -> Result<Vec<Option<WorkingOn>>> {
+        let mut out = Vec::with_capacity(workers.len());
+        for w in workers {
+            out.push(self.working_on(w).await?);
+        }
+        Ok(out)
+    }
 
     /// Workers whose last ping is older than `cutoff_ms` (epoch ms), sorted.
     async fn stale_workers(&self, cutoff_ms: i64) -> Result<Vec<WorkerId>>;

@@ -13,6 +13,7 @@ use crate::task::{JobContext, TaskError, Tasks};
 use crate::time::{js_date_string_now, now_ms};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,6 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+
+/// How many slots of a multi-slot worker unregister at once when it stops.
+const UNREGISTER_CONCURRENCY: usize = 8;
 
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
 
@@ -443,9 +447,15 @@ impl Worker {
             self.complete_all(&mut done, true).await;
         }
         self.busy.store(false, Ordering::Release);
+        // Slots unregister a few at a time: each is its own atomic clean,
+        // and a few in flight keep a small connection pool usable by others.
         let mut result = Ok(());
-        for id in &slots {
-            if let Err(e) = self.unregister(id).await {
+        let this = &self;
+        let mut unregistering = futures_util::stream::iter(slots.iter().cloned())
+            .map(move |id| async move { this.unregister(&id).await })
+            .buffer_unordered(UNREGISTER_CONCURRENCY);
+        while let Some(r) = unregistering.next().await {
+            if let Err(e) = r {
                 result = Err(e);
             }
         }
@@ -492,34 +502,15 @@ impl Worker {
 
     async fn start_ids(&self, ids: &[WorkerId], shutdown: &CancellationToken) -> bool {
         let mut backoff = Backoff::new(Duration::from_millis(50), self.config.poll_interval);
-        // One listing of the registry for all ids (a multi-slot worker has
-        // many), refreshed only after an error.
-        let mut known: Option<Vec<WorkerId>> = None;
-        for id in ids {
-            loop {
-                if shutdown.is_cancelled() {
-                    return false;
-                }
-                let listed = match known.take() {
-                    Some(k) => Ok(k),
-                    None => self.backend.workers().await,
-                };
-                let registered = match listed {
-                    Ok(k) => {
-                        let r = self.register(id, k.contains(id)).await;
-                        if r.is_ok() {
-                            known = Some(k);
-                        }
-                        r
-                    }
-                    Err(e) => Err(e),
-                };
-                match registered {
-                    Ok(()) => break,
-                    Err(e) => {
-                        self.error(&e);
-                        backoff.wait(shutdown).await;
-                    }
+        loop {
+            if shutdown.is_cancelled() {
+                return false;
+            }
+            match self.register(ids).await {
+                Ok(()) => break,
+                Err(e) => {
+                    self.error(&e);
+                    backoff.wait(shutdown).await;
                 }
             }
         }
@@ -533,9 +524,18 @@ impl Worker {
         true
     }
 
-    /// Registers `id`; `known` says whether the registry already lists it.
-    async fn register(&self, id: &WorkerId, known: bool) -> Result<()> {
-        if known || self.backend.working_on(id).await?.is_some() {
+    /// Registers `ids` (a multi-slot worker has many) in a few round trips
+    /// whatever their number: one listing of the registry, one read of their
+    /// working-on records, one registration. An id that is already listed,
+    /// or still has a working-on record, is cleaned first (its job requeued).
+    /// Idempotent, so the caller simply retries after an error.
+    async fn register(&self, ids: &[WorkerId]) -> Result<()> {
+        let listed: HashSet<WorkerId> = self.backend.workers().await?.into_iter().collect();
+        let records = self.backend.working_on_many(ids).await?;
+        for (id, record) in ids.iter().zip(records) {
+            if !listed.contains(id) && record.is_none() {
+                continue;
+            }
             if let Some(cleaned) = self.backend.clean_worker(id, Orphan::Requeue).await? {
                 tracing::warn!(target: "resq::worker", worker = %id.name, "cleaned an earlier registration under this name");
                 emit(
@@ -547,7 +547,7 @@ impl Worker {
                 );
             }
         }
-        self.backend.register_worker(id, now_ms()).await
+        self.backend.register_workers(ids, now_ms()).await
     }
 
     /// Unregisters; a job still recorded (aborted at the deadline) goes back
@@ -835,28 +835,34 @@ async fn ping_loop(
     tick.tick().await;
     loop {
         tick.tick().await;
-        for id in &ids {
-            ping_once(&backend, id, &events).await;
-        }
+        ping_all(&backend, &ids, &events).await;
     }
 }
 
-async fn ping_once(backend: &Arc<dyn Backend>, id: &WorkerId, events: &broadcast::Sender<WorkerEvent>) {
+/// Pings every id in one call (one round trip on Redis and PostgreSQL) and
+/// reports the outcome for each.
+async fn ping_all(backend: &Arc<dyn Backend>, ids: &[WorkerId], events: &broadcast::Sender<WorkerEvent>) {
     let at_ms = now_ms();
-    match backend.ping_worker(id, at_ms).await {
-        Ok(()) => emit_with(events, || WorkerEvent::Ping {
-            worker: id.name.clone(),
-            at_ms,
-        }),
-        Err(e) => {
-            tracing::warn!(target: "resq::worker", worker = %id.name, error = %e, "ping failed");
-            emit(
-                events,
-                WorkerEvent::Error {
+    match backend.ping_workers(ids, at_ms).await {
+        Ok(()) => {
+            for id in ids {
+                emit_with(events, || WorkerEvent::Ping {
                     worker: id.name.clone(),
-                    error: format!("ping failed: {e}"),
-                },
-            );
+                    at_ms,
+                });
+            }
+        }
+        Err(e) => {
+            for id in ids {
+                tracing::warn!(target: "resq::worker", worker = %id.name, error = %e, "ping failed");
+                emit(
+                    events,
+                    WorkerEvent::Error {
+                        worker: id.name.clone(),
+                        error: format!("ping failed: {e}"),
+                    },
+                );
+            }
         }
     }
 }
