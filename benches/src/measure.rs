@@ -196,7 +196,17 @@ pub async fn backend(url: &str, jobs: usize, samples: usize, footprint_jobs: usi
 }
 
 /// The pool shapes the harness tries: (workers, slots per worker).
-const SHAPES: &[(usize, usize)] = &[(4, 1), (16, 1), (64, 1), (1, 16), (1, 64), (2, 64), (1, 256)];
+const SHAPES: &[(usize, usize)] = &[
+    (4, 1),
+    (16, 1),
+    (64, 1),
+    (1, 16),
+    (1, 64),
+    (2, 64),
+    (1, 256),
+    (2, 256),
+    (1, 512),
+];
 
 /// Processing throughput of every pool shape in [`SHAPES`]; returns the best
 /// of them and `best` (a figure measured before, such as one worker's).
