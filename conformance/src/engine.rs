@@ -378,3 +378,58 @@ pub async fn worker_slots_jobs_using_the_backend_finish(backend: Arc<dyn Backend
     assert_eq!(backend.stat("busy_calls").await.unwrap(), 200);
     assert_eq!(backend.stat("processed").await.unwrap(), 40);
 }
+
+/// Claims and completions that fail, some refused before reaching the
+/// backend and some applied with their replies lost (a connection dropped
+/// between a commit and its acknowledgement), lose no job and record none
+/// twice: a single worker and a worker with 4 slots each run every job
+/// exactly once, count each exactly once, fail none, and leave no queued
+/// job or working-on record behind.
+pub async fn failed_claims_and_completions_lose_no_job(backend: Arc<dyn Backend>) {
+    const JOBS: i64 = 60;
+    for (concurrency, queue) in [(1usize, "faults1"), (4, "faults4")] {
+        // Every 3rd claim/completion call loses its reply; every 5th other one is refused.
+        let faulty = crate::faults::Faulty::new(Arc::clone(&backend), 3, 5);
+        let wrapped: Arc<dyn Backend> = faulty.clone();
+        let log = runs();
+        let tasks = standard_tasks(&log);
+        let q = Queue::new(Arc::clone(&backend));
+        q.enqueue_batch((0..JOBS).map(|i| resq_core::NewJob::new(queue, "record", (i,)).unwrap()))
+            .await
+            .unwrap();
+        let before = backend.stat("processed").await.unwrap();
+        let mut config = quick_config(&[queue]);
+        config.concurrency = concurrency;
+        let w = spawn_worker(&wrapped, &tasks, config);
+        wait_until(LIMIT, "every outcome recorded", || {
+            let b = Arc::clone(&backend);
+            async move { b.stat("processed").await.unwrap() >= before + JOBS }
+        })
+        .await;
+        faulty.disarm();
+        w.shutdown().await;
+        let mut counts: HashMap<i64, usize> = HashMap::new();
+        for (_, args) in recorded(&log) {
+            *counts.entry(args[0].as_i64().unwrap()).or_default() += 1;
+        }
+        assert_eq!(counts.len() as i64, JOBS, "concurrency {concurrency}: jobs lost");
+        assert!(
+            counts.values().all(|&n| n == 1),
+            "concurrency {concurrency}: a job ran twice: {counts:?}"
+        );
+        assert_eq!(
+            backend.stat("processed").await.unwrap(),
+            before + JOBS,
+            "concurrency {concurrency}: an outcome was counted twice"
+        );
+        assert_eq!(backend.failed_count().await.unwrap(), 0);
+        assert_eq!(backend.queue_len(queue).await.unwrap(), 0);
+        assert!(backend.workers().await.unwrap().is_empty());
+        assert!(
+            faulty.lost_replies() >= 5 && faulty.refused_calls() >= 2,
+            "concurrency {concurrency}: too few faults injected: {} lost, {} refused",
+            faulty.lost_replies(),
+            faulty.refused_calls()
+        );
+    }
+}

@@ -32,6 +32,7 @@ pub mod cron;
 pub mod delayed;
 pub mod engine;
 pub mod failed;
+pub mod faults;
 pub mod fixtures;
 pub mod leader;
 pub mod lock;
@@ -180,6 +181,7 @@ macro_rules! suite {
                 worker_slots_run_each_job_once,
                 worker_slots_shutdown_requeues_unfinished,
                 worker_slots_jobs_using_the_backend_finish,
+                failed_claims_and_completions_lose_no_job,
             ],
             async client: [
                 enqueue_writes_node_resque_payload,

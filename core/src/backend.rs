@@ -229,10 +229,13 @@ pub trait QueueStore: Send + Sync {
     /// where the backend can. The outcome is exactly that of the two calls
     /// in that order.
     ///
-    /// The outer `Err` means the completions were not recorded (as far as
-    /// the backend can tell) and nothing was claimed, so the caller may
-    /// complete them again; `Ok(Err(_))` means they were recorded but the
-    /// claim failed. The default makes the two calls.
+    /// The outer `Err` means the completions were not recorded as far as
+    /// the backend can tell, and nothing was claimed; `Ok(Err(_))` means
+    /// they were recorded but the claim failed. As with every call, an
+    /// error can also hide a call that was applied with its reply lost (a
+    /// connection that dropped after the commit): the worker therefore
+    /// reads its slots' working-on records before completing or claiming
+    /// again. The default makes the two calls.
     async fn complete_and_claim_batch(
         &self,
         done: &[(WorkerId, Outcome)],

@@ -1,7 +1,7 @@
 //! The [`Worker`]: claims jobs from its queues in priority order, runs the
 //! registered task, records the outcome, and keeps its liveness ping fresh.
 
-use crate::backend::{Backend, Claimed, Orphan, Outcome, WorkerId};
+use crate::backend::{Backend, Claimed, Orphan, Outcome, WorkerId, WorkingOn};
 use crate::error::Result;
 use crate::event::{emit, emit_with, WorkerEvent, EVENT_CAPACITY};
 use crate::failed::{encode_entry, Failure, PAYLOAD_ERROR};
@@ -225,7 +225,33 @@ impl Worker {
         let mut queues_read: Option<Instant> = None;
         let wildcard = self.config.is_wildcard();
         let wildcard_queues = vec!["*".to_owned()];
+        // A claim failed: it may have been applied with only its reply lost.
+        let mut uncertain = false;
         while !shutdown.is_cancelled() {
+            if uncertain {
+                // A record means the lost reply gave this worker that job.
+                match self.backend.working_on(&self.id).await {
+                    Ok(record) => {
+                        uncertain = false;
+                        if let Some(r) = record {
+                            tracing::warn!(target: "resq::worker", worker = %self.id.name, "recovered a claim whose reply was lost");
+                            let job = Claimed {
+                                queue: r.queue,
+                                payload: r.payload,
+                            };
+                            self.busy.store(true, Ordering::Release);
+                            self.perform(job, &shutdown).await;
+                            self.busy.store(false, Ordering::Release);
+                            continue;
+                        }
+                    }
+                    Err(e) => {
+                        self.error(&e);
+                        backoff.wait(&shutdown).await;
+                        continue;
+                    }
+                }
+            }
             if wildcard {
                 let stale = queues_read.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
                 if stale {
@@ -290,6 +316,7 @@ impl Worker {
                 }
                 Err(e) => {
                     self.error(&e);
+                    uncertain = true;
                     backoff.wait(&shutdown).await;
                 }
             }
@@ -324,10 +351,17 @@ impl Worker {
         };
         let mut queues_read: Option<Instant> = None;
         let mut idle: Vec<usize> = (0..slots.len()).rev().collect();
-        // Slots run on this worker's own task, like a single job does.
+        // Each slot's job runs on a task of its own (see `spawn_slot_job`).
         let mut running: FuturesUnordered<SlotJob> = FuturesUnordered::new();
         let mut done: Vec<(WorkerId, Outcome)> = Vec::new();
         let mut done_slots: Vec<usize> = Vec::new();
+        // What each slot's last claim recorded, until its outcome is.
+        let mut held: Vec<Option<Held>> = vec![None; slots.len()];
+        // A round failed: it may have been applied with only its reply lost,
+        // so nothing is completed or claimed again until `settle` has read
+        // the stored working-on records.
+        let mut uncertain = false;
+        let mut stop_attempts = 0u32;
         let mut backoff = Backoff::new(Duration::from_millis(50), self.config.poll_interval);
         let grace = self.config.shutdown_timeout;
         let deadline = async {
@@ -336,34 +370,87 @@ impl Worker {
         };
         tokio::pin!(deadline);
         loop {
+            let stopping = shutdown.is_cancelled();
+            let mut failed = false;
+            if uncertain {
+                match self
+                    .settle(&slots, &mut idle, &mut done, &mut done_slots, &mut held)
+                    .await
+                {
+                    Ok(recovered) => {
+                        uncertain = false;
+                        for (slot, job) in recovered {
+                            running.push(self.slot_job(&slots, slot, job));
+                        }
+                    }
+                    Err(e) => {
+                        self.error(&e);
+                        failed = true;
+                    }
+                }
+            }
             // Finished slots: record their outcomes and, while the queue list
             // is current, claim for every idle slot in the same round trip.
             let mut round = None;
-            if !done.is_empty() {
+            let mut round_at: Arc<str> = Arc::from("");
+            if !uncertain && !done.is_empty() {
                 let current = !wildcard || queues_read.is_some_and(|t| t.elapsed() < Duration::from_secs(1));
-                if current && !queues.is_empty() && !shutdown.is_cancelled() {
+                if current && !queues.is_empty() && !stopping {
                     let ids: Vec<WorkerId> = idle.iter().chain(&done_slots).map(|&i| slots[i].clone()).collect();
-                    let now = js_date_string_now();
-                    match self.backend.complete_and_claim_batch(&done, &ids, &queues, &now).await {
+                    round_at = Arc::from(js_date_string_now());
+                    match self
+                        .backend
+                        .complete_and_claim_batch(&done, &ids, &queues, &round_at)
+                        .await
+                    {
                         Ok(claims) => {
-                            done.clear();
+                            recorded(&mut done, &mut done_slots, &mut idle, &mut held);
                             // The same order as `ids`: claims index into `idle`.
-                            idle.append(&mut done_slots);
                             round = Some(claims);
                         }
-                        Err(e) => self.error(&e),
+                        Err(e) => {
+                            self.error(&e);
+                            uncertain = true;
+                            failed = true;
+                        }
                     }
                 }
-                if !done.is_empty() && self.complete_all(&mut done, shutdown.is_cancelled()).await {
-                    idle.append(&mut done_slots);
+                if !uncertain && !done.is_empty() {
+                    match self.backend.complete_batch(&done).await {
+                        Ok(()) => recorded(&mut done, &mut done_slots, &mut idle, &mut held),
+                        Err(e) => {
+                            self.error(&e);
+                            uncertain = true;
+                            failed = true;
+                        }
+                    }
                 }
             }
-            let stopping = shutdown.is_cancelled();
             if stopping && running.is_empty() && round.is_none() {
-                break;
+                if done.is_empty() && !uncertain {
+                    break;
+                }
+                // Outcomes still unrecorded at shutdown: a few more tries,
+                // then the unregistration puts those jobs back on their
+                // queues (they may run again, but are not lost).
+                stop_attempts += 1;
+                if stop_attempts >= STOP_ATTEMPTS {
+                    self.error(&format!(
+                        "could not record {} outcomes before stopping: their jobs go back to their queues",
+                        done.len()
+                    ));
+                    done.clear();
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(stop_attempts))).await;
+                continue;
+            }
+            if failed && !stopping {
+                backoff.wait(&shutdown).await;
+                continue;
             }
             let mut claimed = 0;
-            if round.is_none() && !stopping && !idle.is_empty() {
+            if round.is_none() && !stopping && !uncertain && !idle.is_empty() {
                 if wildcard && queues_read.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                     match self.backend.queues().await {
                         Ok(q) => {
@@ -375,7 +462,8 @@ impl Worker {
                 }
                 if !queues.is_empty() {
                     let ids: Vec<WorkerId> = idle.iter().map(|&i| slots[i].clone()).collect();
-                    round = Some(self.backend.claim_batch(&ids, &queues, &js_date_string_now()).await);
+                    round_at = Arc::from(js_date_string_now());
+                    round = Some(self.backend.claim_batch(&ids, &queues, &round_at).await);
                 }
             }
             if let Some(result) = round {
@@ -387,9 +475,13 @@ impl Worker {
                         for (k, job) in got {
                             let Some(&slot) = idle.get(k) else { continue };
                             taken.push(k);
-                            let fut =
-                                spawn_slot_job(self.client.clone(), self.events.clone(), slots[slot].name.clone(), job);
-                            running.push(Box::pin(async move { (slot, fut.await) }));
+                            if let Some(h) = held.get_mut(slot) {
+                                *h = Some(Held {
+                                    payload: job.payload.clone(),
+                                    run_at: Arc::clone(&round_at),
+                                });
+                            }
+                            running.push(self.slot_job(&slots, slot, job));
                         }
                         taken.sort_unstable();
                         for k in taken.into_iter().rev() {
@@ -398,6 +490,7 @@ impl Worker {
                     }
                     Err(e) => {
                         self.error(&e);
+                        uncertain = true;
                         backoff.wait(&shutdown).await;
                         continue;
                     }
@@ -456,8 +549,12 @@ impl Worker {
                 }
             }
         }
-        if !done.is_empty() {
-            self.complete_all(&mut done, true).await;
+        if !done.is_empty() && !uncertain {
+            // Jobs that finished before the deadline; if this fails, the
+            // unregistration puts them back on their queues.
+            if let Err(e) = self.backend.complete_batch(&done).await {
+                self.error(&e);
+            }
         }
         self.busy.store(false, Ordering::Release);
         // Slots unregister a few at a time: each is its own atomic clean,
@@ -482,29 +579,88 @@ impl Worker {
         result
     }
 
-    /// Records many outcomes at once. Returns true once they are recorded.
-    /// On backend errors it retries a few times and returns false, keeping
-    /// them for the next round and their slots busy, so a slot's working-on
-    /// record is never overwritten. When `giving_up` (at shutdown), it drops
-    /// them instead: the unregistration then puts those jobs back on their
-    /// queues, so they may run again but are not lost.
-    async fn complete_all(&self, done: &mut Vec<(WorkerId, Outcome)>, giving_up: bool) -> bool {
-        for attempt in 0..3u32 {
-            match self.backend.complete_batch(done).await {
-                Ok(()) => {
-                    done.clear();
-                    return true;
+    /// Starts `job` on slot `slot`'s own task.
+    fn slot_job(&self, slots: &[WorkerId], slot: usize, job: Claimed) -> SlotJob {
+        let name = slots.get(slot).map(|id| id.name.clone()).unwrap_or_default();
+        let fut = spawn_slot_job(self.client.clone(), self.events.clone(), name, job);
+        Box::pin(async move { (slot, fut.await) })
+    }
+
+    /// After a failed round, which may have been applied with only its
+    /// reply lost: reads the working-on record of every slot that runs no
+    /// job and settles each from what is stored.
+    ///
+    /// - An idle slot with no record claimed nothing; one with a record was
+    ///   given that job by the lost reply, and runs it now.
+    /// - A slot whose finished job's outcome is pending: still holding the
+    ///   very record its claim wrote (payload and `run_at`), the outcome was
+    ///   not recorded and stays pending; without a record, it was recorded
+    ///   (or the slot was cleaned by someone else, who put the job back);
+    ///   with another record, it was recorded and the slot claimed that job,
+    ///   which runs now.
+    ///
+    /// One case cannot be told apart: a lost reply that recorded the outcome
+    /// and claimed, in the same second, a job with byte-identical payload.
+    /// It is taken as "not recorded", and that second job is completed
+    /// without running.
+    async fn settle(
+        &self,
+        slots: &[WorkerId],
+        idle: &mut Vec<usize>,
+        done: &mut Vec<(WorkerId, Outcome)>,
+        done_slots: &mut Vec<usize>,
+        held: &mut [Option<Held>],
+    ) -> Result<Vec<(usize, Claimed)>> {
+        let order: Vec<usize> = idle.iter().chain(done_slots.iter()).copied().collect();
+        let ids: Vec<WorkerId> = order.iter().filter_map(|&i| slots.get(i).cloned()).collect();
+        let records = self.backend.working_on_many(&ids).await?;
+        let first_pending = idle.len();
+        let mut still_pending = vec![false; done.len()];
+        let mut now_idle = Vec::new();
+        let mut recovered = Vec::new();
+        for (k, (slot, record)) in order.into_iter().zip(records).enumerate() {
+            let Some(h) = held.get_mut(slot) else { continue };
+            let pending = k >= first_pending;
+            match record {
+                None => {
+                    *h = None;
+                    now_idle.push(slot);
                 }
-                Err(e) => {
-                    self.error(&e);
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt + 1))).await;
+                Some(r) if pending && h.as_ref().is_some_and(|h| h.wrote(&r)) => {
+                    if let Some(p) = still_pending.get_mut(k - first_pending) {
+                        *p = true;
+                    }
+                }
+                Some(r) => {
+                    *h = Some(Held {
+                        payload: r.payload.clone(),
+                        run_at: Arc::from(r.run_at.as_str()),
+                    });
+                    recovered.push((
+                        slot,
+                        Claimed {
+                            queue: r.queue,
+                            payload: r.payload,
+                        },
+                    ));
                 }
             }
         }
-        if giving_up {
-            done.clear();
+        let mut keep = still_pending.into_iter();
+        let mut kept_slots = Vec::new();
+        let entries = std::mem::take(done);
+        for (entry, slot) in entries.into_iter().zip(done_slots.drain(..)) {
+            if keep.next().unwrap_or(false) {
+                done.push(entry);
+                kept_slots.push(slot);
+            }
         }
-        false
+        *done_slots = kept_slots;
+        *idle = now_idle;
+        if !recovered.is_empty() {
+            tracing::warn!(target: "resq::worker", worker = %self.id.name, jobs = recovered.len(), "recovered claims whose replies were lost");
+        }
+        Ok(recovered)
     }
 
     /// Registers the worker, cleaning an earlier registration under the same
@@ -633,9 +789,15 @@ impl Worker {
     /// the worker runs; the worker claims nothing meanwhile, so its
     /// working-on record is never overwritten. At shutdown it gives up after
     /// ten tries and the unregistration puts the job back on its queue.
+    /// A retry first checks the working-on record: gone means the failed
+    /// call was applied and only its reply was lost (or someone cleaned
+    /// this worker and put the job back), so it is not recorded twice.
     async fn complete(&self, id: &WorkerId, outcome: Outcome, shutdown: &CancellationToken) {
         let mut attempt: u32 = 0;
         loop {
+            if attempt > 0 && matches!(self.backend.working_on(id).await, Ok(None)) {
+                return;
+            }
             match self.backend.complete(id, outcome.clone()).await {
                 Ok(()) => return,
                 Err(e) => {
@@ -668,6 +830,40 @@ fn collect(
         done_slots.push(slot);
     }
 }
+
+/// The outcomes in `done` are recorded: their slots are idle again.
+fn recorded(
+    done: &mut Vec<(WorkerId, Outcome)>,
+    done_slots: &mut Vec<usize>,
+    idle: &mut Vec<usize>,
+    held: &mut [Option<Held>],
+) {
+    done.clear();
+    for &slot in done_slots.iter() {
+        if let Some(h) = held.get_mut(slot) {
+            *h = None;
+        }
+    }
+    idle.append(done_slots);
+}
+
+/// The working-on record a slot's claim wrote, kept until the job's outcome
+/// is recorded, to tell after a lost reply whether the record is still it.
+#[derive(Clone)]
+struct Held {
+    payload: String,
+    run_at: Arc<str>,
+}
+
+impl Held {
+    fn wrote(&self, record: &WorkingOn) -> bool {
+        self.payload == record.payload && *self.run_at == *record.run_at
+    }
+}
+
+/// How many times a stopping multi-slot worker retries recording its last
+/// outcomes before leaving their jobs to the unregistration.
+const STOP_ATTEMPTS: u32 = 10;
 
 /// Runs a slot's job on a task of its own and resolves to its outcome.
 ///

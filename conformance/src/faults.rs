@@ -1,0 +1,324 @@
+//! A backend wrapper that makes a worker's claim and completion calls fail
+//! on a fixed schedule, for the engine's error-handling tests. A call fails
+//! in one of two ways: refused (an error before it reaches the backend, so
+//! nothing is applied) or with its reply lost (the backend applies it, then
+//! the caller gets an error, as when a connection drops between a commit
+//! and its acknowledgement). Every other call passes straight through.
+
+use async_trait::async_trait;
+use resq_core::backend::{
+    Backend, Claimed, Cleaned, DelayedStore, FailedStore, LeaderLock, LockEntry, LockStore, Orphan, Outcome, Promotion,
+    QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry, WorkingOn,
+};
+use resq_core::{Error, Result};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What happens to one faulted call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    Pass,
+    Refuse,
+    LoseReply,
+}
+
+/// Wraps a backend; `claim`, `complete`, `claim_batch`, `complete_batch`
+/// and `complete_and_claim_batch` are counted together, and while armed the
+/// n-th of them loses its reply when n is a multiple of `lose_every`, or
+/// else is refused when n is a multiple of `refuse_every` (0 = never).
+pub struct Faulty {
+    inner: Arc<dyn Backend>,
+    lose_every: u64,
+    refuse_every: u64,
+    armed: AtomicBool,
+    calls: AtomicU64,
+    lost: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl Faulty {
+    /// Wraps `inner`, armed.
+    pub fn new(inner: Arc<dyn Backend>, lose_every: u64, refuse_every: u64) -> Arc<Self> {
+        Arc::new(Faulty {
+            inner,
+            lose_every,
+            refuse_every,
+            armed: AtomicBool::new(true),
+            calls: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        })
+    }
+
+    /// Stops injecting faults.
+    pub fn disarm(&self) {
+        self.armed.store(false, Ordering::SeqCst);
+    }
+
+    /// How many calls were applied with their replies lost.
+    pub fn lost_replies(&self) -> u64 {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// How many calls were refused.
+    pub fn refused_calls(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
+    }
+
+    fn fate(&self) -> Fate {
+        if !self.armed.load(Ordering::SeqCst) {
+            return Fate::Pass;
+        }
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.lose_every > 0 && n % self.lose_every == 0 {
+            self.lost.fetch_add(1, Ordering::SeqCst);
+            Fate::LoseReply
+        } else if self.refuse_every > 0 && n % self.refuse_every == 0 {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            Fate::Refuse
+        } else {
+            Fate::Pass
+        }
+    }
+}
+
+fn injected(call: &str, fate: Fate) -> Error {
+    Error::Backend(format!("injected fault in {call}: {fate:?}"))
+}
+
+#[async_trait]
+impl Backend for Faulty {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+}
+
+#[async_trait]
+impl QueueStore for Faulty {
+    async fn push(&self, queue: &str, payload: &str) -> Result<()> {
+        self.inner.push(queue, payload).await
+    }
+    async fn push_once(&self, queue: &str, payload: &str, key: &str, value: &str, ttl: Duration) -> Result<bool> {
+        self.inner.push_once(queue, payload, key, value, ttl).await
+    }
+    async fn push_batch(&self, jobs: &[QueuedJob]) -> Result<()> {
+        self.inner.push_batch(jobs).await
+    }
+    async fn claim(&self, worker: &WorkerId, queues: &[String], run_at: &str) -> Result<Option<Claimed>> {
+        let fate = self.fate();
+        if fate == Fate::Refuse {
+            return Err(injected("claim", fate));
+        }
+        let r = self.inner.claim(worker, queues, run_at).await;
+        if fate == Fate::LoseReply && r.is_ok() {
+            return Err(injected("claim", fate));
+        }
+        r
+    }
+    async fn complete(&self, worker: &WorkerId, outcome: Outcome) -> Result<()> {
+        let fate = self.fate();
+        if fate == Fate::Refuse {
+            return Err(injected("complete", fate));
+        }
+        let r = self.inner.complete(worker, outcome).await;
+        if fate == Fate::LoseReply && r.is_ok() {
+            return Err(injected("complete", fate));
+        }
+        r
+    }
+    async fn claim_batch(
+        &self,
+        workers: &[WorkerId],
+        queues: &[String],
+        run_at: &str,
+    ) -> Result<Vec<(usize, Claimed)>> {
+        let fate = self.fate();
+        if fate == Fate::Refuse {
+            return Err(injected("claim_batch", fate));
+        }
+        let r = self.inner.claim_batch(workers, queues, run_at).await;
+        if fate == Fate::LoseReply && r.is_ok() {
+            return Err(injected("claim_batch", fate));
+        }
+        r
+    }
+    async fn complete_batch(&self, done: &[(WorkerId, Outcome)]) -> Result<()> {
+        let fate = self.fate();
+        if fate == Fate::Refuse {
+            return Err(injected("complete_batch", fate));
+        }
+        let r = self.inner.complete_batch(done).await;
+        if fate == Fate::LoseReply && r.is_ok() {
+            return Err(injected("complete_batch", fate));
+        }
+        r
+    }
+    async fn complete_and_claim_batch(
+        &self,
+        done: &[(WorkerId, Outcome)],
+        workers: &[WorkerId],
+        queues: &[String],
+        run_at: &str,
+    ) -> Result<Result<Vec<(usize, Claimed)>>> {
+        let fate = self.fate();
+        if fate == Fate::Refuse {
+            return Err(injected("complete_and_claim_batch", fate));
+        }
+        let r = self.inner.complete_and_claim_batch(done, workers, queues, run_at).await;
+        if fate == Fate::LoseReply && r.is_ok() {
+            return Err(injected("complete_and_claim_batch", fate));
+        }
+        r
+    }
+    async fn wait_for_jobs(&self, queues: &[String], timeout: Duration) -> Result<()> {
+        self.inner.wait_for_jobs(queues, timeout).await
+    }
+    async fn queue_len(&self, queue: &str) -> Result<u64> {
+        self.inner.queue_len(queue).await
+    }
+    async fn queue_range(&self, queue: &str, start: i64, stop: i64) -> Result<Vec<String>> {
+        self.inner.queue_range(queue, start, stop).await
+    }
+    async fn remove_from_queue(&self, queue: &str, payload: &str, count: i64) -> Result<u64> {
+        self.inner.remove_from_queue(queue, payload, count).await
+    }
+    async fn delete_queue(&self, queue: &str) -> Result<bool> {
+        self.inner.delete_queue(queue).await
+    }
+    async fn queues(&self) -> Result<Vec<String>> {
+        self.inner.queues().await
+    }
+}
+
+#[async_trait]
+impl DelayedStore for Faulty {
+    async fn schedule(&self, timestamp: i64, payload: &str) -> Result<bool> {
+        self.inner.schedule(timestamp, payload).await
+    }
+    async fn due_timestamps(&self, up_to: i64, limit: usize) -> Result<Vec<i64>> {
+        self.inner.due_timestamps(up_to, limit).await
+    }
+    async fn delayed_timestamps(&self) -> Result<Vec<i64>> {
+        self.inner.delayed_timestamps().await
+    }
+    async fn delayed_at(&self, timestamp: i64) -> Result<Vec<String>> {
+        self.inner.delayed_at(timestamp).await
+    }
+    async fn timestamps_of(&self, payload: &str) -> Result<Vec<i64>> {
+        self.inner.timestamps_of(payload).await
+    }
+    async fn remove_delayed(&self, payload: &str) -> Result<Vec<i64>> {
+        self.inner.remove_delayed(payload).await
+    }
+    async fn promote_due(&self, up_to: i64, limit: usize) -> Result<Vec<Promotion>> {
+        self.inner.promote_due(up_to, limit).await
+    }
+}
+
+#[async_trait]
+impl LockStore for Faulty {
+    async fn acquire_lock(&self, key: &str, value: &str, ttl: Duration) -> Result<bool> {
+        self.inner.acquire_lock(key, value, ttl).await
+    }
+    async fn renew_lock(&self, key: &str, value: &str, ttl: Duration) -> Result<bool> {
+        self.inner.renew_lock(key, value, ttl).await
+    }
+    async fn release_lock(&self, key: &str, value: &str) -> Result<bool> {
+        self.inner.release_lock(key, value).await
+    }
+    async fn locks(&self) -> Result<Vec<(String, String)>> {
+        self.inner.locks().await
+    }
+    async fn delete_lock(&self, key: &str) -> Result<u64> {
+        self.inner.delete_lock(key).await
+    }
+    async fn get_lock(&self, key: &str) -> Result<Option<LockEntry>> {
+        self.inner.get_lock(key).await
+    }
+    async fn set_lock(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
+        self.inner.set_lock(key, value, ttl).await
+    }
+    async fn incr_lock(&self, key: &str, by: i64, ttl: Duration) -> Result<i64> {
+        self.inner.incr_lock(key, by, ttl).await
+    }
+}
+
+#[async_trait]
+impl FailedStore for Faulty {
+    async fn push_failed(&self, entry: &str) -> Result<()> {
+        self.inner.push_failed(entry).await
+    }
+    async fn failed_count(&self) -> Result<u64> {
+        self.inner.failed_count().await
+    }
+    async fn failed_range(&self, start: i64, stop: i64) -> Result<Vec<String>> {
+        self.inner.failed_range(start, stop).await
+    }
+    async fn remove_failed(&self, entry: &str) -> Result<u64> {
+        self.inner.remove_failed(entry).await
+    }
+    async fn retry_failed(&self, entry: &str, queue: &str, payload: &str) -> Result<bool> {
+        self.inner.retry_failed(entry, queue, payload).await
+    }
+}
+
+#[async_trait]
+impl WorkerRegistry for Faulty {
+    async fn register_worker(&self, worker: &WorkerId, now_ms: i64) -> Result<()> {
+        self.inner.register_worker(worker, now_ms).await
+    }
+    async fn ping_worker(&self, worker: &WorkerId, now_ms: i64) -> Result<()> {
+        self.inner.ping_worker(worker, now_ms).await
+    }
+    async fn register_workers(&self, workers: &[WorkerId], now_ms: i64) -> Result<()> {
+        self.inner.register_workers(workers, now_ms).await
+    }
+    async fn ping_workers(&self, workers: &[WorkerId], now_ms: i64) -> Result<()> {
+        self.inner.ping_workers(workers, now_ms).await
+    }
+    async fn workers(&self) -> Result<Vec<WorkerId>> {
+        self.inner.workers().await
+    }
+    async fn worker_started(&self, worker: &WorkerId) -> Result<Option<i64>> {
+        self.inner.worker_started(worker).await
+    }
+    async fn working_on(&self, worker: &WorkerId) -> Result<Option<WorkingOn>> {
+        self.inner.working_on(worker).await
+    }
+    async fn working_on_many(&self, workers: &[WorkerId]) -> Result<Vec<Option<WorkingOn>>> {
+        self.inner.working_on_many(workers).await
+    }
+    async fn stale_workers(&self, cutoff_ms: i64) -> Result<Vec<WorkerId>> {
+        self.inner.stale_workers(cutoff_ms).await
+    }
+    async fn clean_worker(&self, worker: &WorkerId, orphan: Orphan) -> Result<Option<Cleaned>> {
+        self.inner.clean_worker(worker, orphan).await
+    }
+}
+
+#[async_trait]
+impl StatsStore for Faulty {
+    async fn incr_stat(&self, key: &str, by: i64) -> Result<i64> {
+        self.inner.incr_stat(key, by).await
+    }
+    async fn stat(&self, key: &str) -> Result<i64> {
+        self.inner.stat(key).await
+    }
+    async fn stats(&self) -> Result<Vec<(String, i64)>> {
+        self.inner.stats().await
+    }
+}
+
+#[async_trait]
+impl LeaderLock for Faulty {
+    async fn acquire_leader(&self, name: &str, ttl: Duration) -> Result<bool> {
+        self.inner.acquire_leader(name, ttl).await
+    }
+    async fn release_leader(&self, name: &str) -> Result<bool> {
+        self.inner.release_leader(name).await
+    }
+    async fn leader(&self) -> Result<Option<String>> {
+        self.inner.leader().await
+    }
+}
