@@ -21,33 +21,50 @@ enum Fate {
     Pass,
     Refuse,
     LoseReply,
+    /// `complete_and_claim_batch` records the completions, then its claim
+    /// fails (`Ok(Err(_))`); other calls pass.
+    ClaimFails,
 }
 
-/// Wraps a backend; `claim`, `complete`, `claim_batch`, `complete_batch`
-/// and `complete_and_claim_batch` are counted together, and while armed the
-/// n-th of them loses its reply when n is a multiple of `lose_every`, or
-/// else is refused when n is a multiple of `refuse_every` (0 = never).
+/// Which calls fail: the faulted calls are counted together, and the n-th
+/// loses its reply when n is a multiple of `lose_every`, else has its claim
+/// fail when n is a multiple of `claim_fails_every`, else is refused when n
+/// is a multiple of `refuse_every` (0 = never).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FaultPlan {
+    /// Applied, then reported as failed.
+    pub lose_every: u64,
+    /// `complete_and_claim_batch` only: completions recorded, claim failed.
+    pub claim_fails_every: u64,
+    /// Failed before reaching the backend.
+    pub refuse_every: u64,
+}
+
+/// Wraps a backend. The faulted calls are `claim`, `complete`,
+/// `claim_batch`, `complete_batch`, `complete_and_claim_batch`, and the
+/// reads `working_on` and `working_on_many` (which, read-only, fail the same
+/// whether refused or with a lost reply).
 pub struct Faulty {
     inner: Arc<dyn Backend>,
-    lose_every: u64,
-    refuse_every: u64,
+    plan: FaultPlan,
     armed: AtomicBool,
     calls: AtomicU64,
     lost: AtomicU64,
     refused: AtomicU64,
+    claim_failed: AtomicU64,
 }
 
 impl Faulty {
     /// Wraps `inner`, armed.
-    pub fn new(inner: Arc<dyn Backend>, lose_every: u64, refuse_every: u64) -> Arc<Self> {
+    pub fn new(inner: Arc<dyn Backend>, plan: FaultPlan) -> Arc<Self> {
         Arc::new(Faulty {
             inner,
-            lose_every,
-            refuse_every,
+            plan,
             armed: AtomicBool::new(true),
             calls: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            claim_failed: AtomicU64::new(0),
         })
     }
 
@@ -66,19 +83,53 @@ impl Faulty {
         self.refused.load(Ordering::SeqCst)
     }
 
+    /// How many rounds recorded their completions and then failed to claim.
+    pub fn failed_claims(&self) -> u64 {
+        self.claim_failed.load(Ordering::SeqCst)
+    }
+
     fn fate(&self) -> Fate {
         if !self.armed.load(Ordering::SeqCst) {
             return Fate::Pass;
         }
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.lose_every > 0 && n % self.lose_every == 0 {
-            self.lost.fetch_add(1, Ordering::SeqCst);
+        let every = |k: u64| k > 0 && n % k == 0;
+        if every(self.plan.lose_every) {
             Fate::LoseReply
-        } else if self.refuse_every > 0 && n % self.refuse_every == 0 {
-            self.refused.fetch_add(1, Ordering::SeqCst);
+        } else if every(self.plan.claim_fails_every) {
+            Fate::ClaimFails
+        } else if every(self.plan.refuse_every) {
             Fate::Refuse
         } else {
             Fate::Pass
+        }
+    }
+
+    /// The fate of a call other than `complete_and_claim_batch`, counted.
+    fn plain_fate(&self) -> Fate {
+        let fate = match self.fate() {
+            Fate::ClaimFails => Fate::Pass,
+            f => f,
+        };
+        self.tally(fate);
+        fate
+    }
+
+    fn tally(&self, fate: Fate) {
+        let counter = match fate {
+            Fate::Pass => return,
+            Fate::Refuse => &self.refused,
+            Fate::LoseReply => &self.lost,
+            Fate::ClaimFails => &self.claim_failed,
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A read: refused or not.
+    async fn read<T>(&self, call: &str, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        match self.plain_fate() {
+            Fate::Pass | Fate::ClaimFails => f.await,
+            fate => Err(injected(call, fate)),
         }
     }
 }
@@ -106,7 +157,7 @@ impl QueueStore for Faulty {
         self.inner.push_batch(jobs).await
     }
     async fn claim(&self, worker: &WorkerId, queues: &[String], run_at: &str) -> Result<Option<Claimed>> {
-        let fate = self.fate();
+        let fate = self.plain_fate();
         if fate == Fate::Refuse {
             return Err(injected("claim", fate));
         }
@@ -117,7 +168,7 @@ impl QueueStore for Faulty {
         r
     }
     async fn complete(&self, worker: &WorkerId, outcome: Outcome) -> Result<()> {
-        let fate = self.fate();
+        let fate = self.plain_fate();
         if fate == Fate::Refuse {
             return Err(injected("complete", fate));
         }
@@ -133,7 +184,7 @@ impl QueueStore for Faulty {
         queues: &[String],
         run_at: &str,
     ) -> Result<Vec<(usize, Claimed)>> {
-        let fate = self.fate();
+        let fate = self.plain_fate();
         if fate == Fate::Refuse {
             return Err(injected("claim_batch", fate));
         }
@@ -144,7 +195,7 @@ impl QueueStore for Faulty {
         r
     }
     async fn complete_batch(&self, done: &[(WorkerId, Outcome)]) -> Result<()> {
-        let fate = self.fate();
+        let fate = self.plain_fate();
         if fate == Fate::Refuse {
             return Err(injected("complete_batch", fate));
         }
@@ -162,15 +213,25 @@ impl QueueStore for Faulty {
         run_at: &str,
     ) -> Result<Result<Vec<(usize, Claimed)>>> {
         let fate = self.fate();
-        if fate == Fate::Refuse {
-            return Err(injected("complete_and_claim_batch", fate));
+        self.tally(fate);
+        match fate {
+            Fate::Pass => self.inner.complete_and_claim_batch(done, workers, queues, run_at).await,
+            Fate::Refuse => Err(injected("complete_and_claim_batch", fate)),
+            Fate::LoseReply => {
+                // Applied either way (the claim's own result is lost too).
+                let _claims = self
+                    .inner
+                    .complete_and_claim_batch(done, workers, queues, run_at)
+                    .await?;
+                Err(injected("complete_and_claim_batch", fate))
+            }
+            Fate::ClaimFails => {
+                self.inner.complete_batch(done).await?;
+                Ok(Err(injected("complete_and_claim_batch", fate)))
+            }
         }
-        let r = self.inner.complete_and_claim_batch(done, workers, queues, run_at).await;
-        if fate == Fate::LoseReply && r.is_ok() {
-            return Err(injected("complete_and_claim_batch", fate));
-        }
-        r
     }
+
     async fn wait_for_jobs(&self, queues: &[String], timeout: Duration) -> Result<()> {
         self.inner.wait_for_jobs(queues, timeout).await
     }
@@ -284,10 +345,10 @@ impl WorkerRegistry for Faulty {
         self.inner.worker_started(worker).await
     }
     async fn working_on(&self, worker: &WorkerId) -> Result<Option<WorkingOn>> {
-        self.inner.working_on(worker).await
+        self.read("working_on", self.inner.working_on(worker)).await
     }
     async fn working_on_many(&self, workers: &[WorkerId]) -> Result<Vec<Option<WorkingOn>>> {
-        self.inner.working_on_many(workers).await
+        self.read("working_on_many", self.inner.working_on_many(workers)).await
     }
     async fn stale_workers(&self, cutoff_ms: i64) -> Result<Vec<WorkerId>> {
         self.inner.stale_workers(cutoff_ms).await

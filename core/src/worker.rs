@@ -13,7 +13,7 @@ use crate::task::{JobContext, TaskError, Tasks};
 use crate::time::{js_date_string_now, now_ms};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -214,7 +214,7 @@ impl Worker {
         if !self.start(&shutdown).await {
             return Ok(());
         }
-        let _pinger = AbortOnDrop(tokio::spawn(ping_loop(
+        let pinger = AbortOnDrop(tokio::spawn(ping_loop(
             Arc::clone(&self.backend),
             vec![self.id.clone()],
             self.config.ping_interval,
@@ -321,6 +321,8 @@ impl Worker {
                 }
             }
         }
+        // No ping may land after the worker is cleaned: it would leave a ghost.
+        drop(pinger);
         self.stop().await
     }
 
@@ -336,7 +338,7 @@ impl Worker {
         if !self.start_ids(&slots, &shutdown).await {
             return Ok(());
         }
-        let _pinger = AbortOnDrop(tokio::spawn(ping_loop(
+        let pinger = AbortOnDrop(tokio::spawn(ping_loop(
             Arc::clone(&self.backend),
             slots.clone(),
             self.config.ping_interval,
@@ -350,13 +352,9 @@ impl Worker {
             self.config.queues.clone()
         };
         let mut queues_read: Option<Instant> = None;
-        let mut idle: Vec<usize> = (0..slots.len()).rev().collect();
+        let mut book = SlotBook::new(slots);
         // Each slot's job runs on a task of its own (see `spawn_slot_job`).
         let mut running: FuturesUnordered<SlotJob> = FuturesUnordered::new();
-        let mut done: Vec<(WorkerId, Outcome)> = Vec::new();
-        let mut done_slots: Vec<usize> = Vec::new();
-        // What each slot's last claim recorded, until its outcome is.
-        let mut held: Vec<Option<Held>> = vec![None; slots.len()];
         // A round failed: it may have been applied with only its reply lost,
         // so nothing is completed or claimed again until `settle` has read
         // the stored working-on records.
@@ -373,14 +371,11 @@ impl Worker {
             let stopping = shutdown.is_cancelled();
             let mut failed = false;
             if uncertain {
-                match self
-                    .settle(&slots, &mut idle, &mut done, &mut done_slots, &mut held)
-                    .await
-                {
+                match self.settle(&mut book).await {
                     Ok(recovered) => {
                         uncertain = false;
                         for (slot, job) in recovered {
-                            running.push(self.slot_job(&slots, slot, job));
+                            running.push(self.slot_job(&book.slots, slot, job));
                         }
                     }
                     Err(e) => {
@@ -393,18 +388,18 @@ impl Worker {
             // is current, claim for every idle slot in the same round trip.
             let mut round = None;
             let mut round_at: Arc<str> = Arc::from("");
-            if !uncertain && !done.is_empty() {
+            if !uncertain && !book.done.is_empty() {
                 let current = !wildcard || queues_read.is_some_and(|t| t.elapsed() < Duration::from_secs(1));
                 if current && !queues.is_empty() && !stopping {
-                    let ids: Vec<WorkerId> = idle.iter().chain(&done_slots).map(|&i| slots[i].clone()).collect();
+                    let ids = book.ids(book.idle.iter().chain(&book.done_slots));
                     round_at = Arc::from(js_date_string_now());
                     match self
                         .backend
-                        .complete_and_claim_batch(&done, &ids, &queues, &round_at)
+                        .complete_and_claim_batch(&book.done, &ids, &queues, &round_at)
                         .await
                     {
                         Ok(claims) => {
-                            recorded(&mut done, &mut done_slots, &mut idle, &mut held);
+                            book.recorded();
                             // The same order as `ids`: claims index into `idle`.
                             round = Some(claims);
                         }
@@ -415,9 +410,9 @@ impl Worker {
                         }
                     }
                 }
-                if !uncertain && !done.is_empty() {
-                    match self.backend.complete_batch(&done).await {
-                        Ok(()) => recorded(&mut done, &mut done_slots, &mut idle, &mut held),
+                if !uncertain && !book.done.is_empty() {
+                    match self.backend.complete_batch(&book.done).await {
+                        Ok(()) => book.recorded(),
                         Err(e) => {
                             self.error(&e);
                             uncertain = true;
@@ -427,7 +422,7 @@ impl Worker {
                 }
             }
             if stopping && running.is_empty() && round.is_none() {
-                if done.is_empty() && !uncertain {
+                if book.done.is_empty() && !uncertain {
                     break;
                 }
                 // Outcomes still unrecorded at shutdown: a few more tries,
@@ -437,9 +432,9 @@ impl Worker {
                 if stop_attempts >= STOP_ATTEMPTS {
                     self.error(&format!(
                         "could not record {} outcomes before stopping: their jobs go back to their queues",
-                        done.len()
+                        book.done.len()
                     ));
-                    done.clear();
+                    book.done.clear();
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(100 * u64::from(stop_attempts))).await;
@@ -450,7 +445,7 @@ impl Worker {
                 continue;
             }
             let mut claimed = 0;
-            if round.is_none() && !stopping && !uncertain && !idle.is_empty() {
+            if round.is_none() && !stopping && !uncertain && !book.idle.is_empty() {
                 if wildcard && queues_read.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                     match self.backend.queues().await {
                         Ok(q) => {
@@ -461,7 +456,7 @@ impl Worker {
                     }
                 }
                 if !queues.is_empty() {
-                    let ids: Vec<WorkerId> = idle.iter().map(|&i| slots[i].clone()).collect();
+                    let ids = book.ids(book.idle.iter());
                     round_at = Arc::from(js_date_string_now());
                     round = Some(self.backend.claim_batch(&ids, &queues, &round_at).await);
                 }
@@ -473,19 +468,20 @@ impl Worker {
                         claimed = got.len();
                         let mut taken = Vec::with_capacity(got.len());
                         for (k, job) in got {
-                            let Some(&slot) = idle.get(k) else { continue };
+                            let Some(&slot) = book.idle.get(k) else { continue };
                             taken.push(k);
-                            if let Some(h) = held.get_mut(slot) {
-                                *h = Some(Held {
+                            book.set_held(
+                                slot,
+                                Some(Held {
                                     payload: job.payload.clone(),
                                     run_at: Arc::clone(&round_at),
-                                });
-                            }
-                            running.push(self.slot_job(&slots, slot, job));
+                                }),
+                            );
+                            running.push(self.slot_job(&book.slots, slot, job));
                         }
                         taken.sort_unstable();
                         for k in taken.into_iter().rev() {
-                            idle.remove(k);
+                            book.idle.remove(k);
                         }
                     }
                     Err(e) => {
@@ -516,11 +512,11 @@ impl Worker {
                 continue;
             }
             // Some idle slots and nothing claimed: wake for new jobs too.
-            let want_more = !stopping && !idle.is_empty() && claimed == 0;
+            let want_more = !stopping && !book.idle.is_empty() && claimed == 0;
             let wait_on = if wildcard { &wildcard_queues } else { &queues };
             tokio::select! {
                 Some(finished) = running.next() => {
-                    collect(finished, &slots, &mut done, &mut done_slots);
+                    book.finished(finished);
                     // Gather what else has finished, yielding between passes
                     // for as long as each pass finds more: slots whose jobs
                     // end together then share one round instead of settling
@@ -528,17 +524,26 @@ impl Worker {
                     // PostgreSQL: 256 slots, ~128 jobs per round → ~250,
                     // +25% jobs/s). Each pass must find a job, so this ends.
                     loop {
-                        let before = done.len();
+                        let before = book.done.len();
                         while let Some(Some(finished)) = running.next().now_or_never() {
-                            collect(finished, &slots, &mut done, &mut done_slots);
+                            book.finished(finished);
                         }
-                        if running.is_empty() || (done.len() == before && before > 0) {
+                        if running.is_empty() || (book.done.len() == before && before > 0) {
                             break;
                         }
                         tokio::task::yield_now().await;
                     }
                 }
-                _ = self.backend.wait_for_jobs(wait_on, self.config.poll_interval), if want_more => {}
+                r = self.backend.wait_for_jobs(wait_on, self.config.poll_interval), if want_more => {
+                    if let Err(e) = r {
+                        // While the backend is down: wait, but keep collecting.
+                        self.error(&e);
+                        tokio::select! {
+                            _ = backoff.wait(&shutdown) => {}
+                            Some(finished) = running.next() => book.finished(finished),
+                        }
+                    }
+                }
                 _ = &mut deadline => {
                     self.error(&format!(
                         "{} jobs did not finish within the shutdown timeout of {grace:?}: aborted and put back on their queues",
@@ -549,19 +554,21 @@ impl Worker {
                 }
             }
         }
-        if !done.is_empty() && !uncertain {
+        if !book.done.is_empty() && !uncertain {
             // Jobs that finished before the deadline; if this fails, the
             // unregistration puts them back on their queues.
-            if let Err(e) = self.backend.complete_batch(&done).await {
+            if let Err(e) = self.backend.complete_batch(&book.done).await {
                 self.error(&e);
             }
         }
         self.busy.store(false, Ordering::Release);
+        // No ping may land after a slot is cleaned: it would leave a ghost.
+        drop(pinger);
         // Slots unregister a few at a time: each is its own atomic clean,
         // and a few in flight keep a small connection pool usable by others.
         let mut result = Ok(());
         let this = &self;
-        let mut unregistering = futures_util::stream::iter(slots.iter().cloned())
+        let mut unregistering = futures_util::stream::iter(book.slots.iter().cloned())
             .map(move |id| async move { this.unregister(&id).await })
             .buffer_unordered(UNREGISTER_CONCURRENCY);
         while let Some(r) = unregistering.next().await {
@@ -592,71 +599,104 @@ impl Worker {
     ///
     /// - An idle slot with no record claimed nothing; one with a record was
     ///   given that job by the lost reply, and runs it now.
-    /// - A slot whose finished job's outcome is pending: still holding the
-    ///   very record its claim wrote (payload and `run_at`), the outcome was
-    ///   not recorded and stays pending; without a record, it was recorded
-    ///   (or the slot was cleaned by someone else, who put the job back);
-    ///   with another record, it was recorded and the slot claimed that job,
-    ///   which runs now.
-    ///
-    /// One case cannot be told apart: a lost reply that recorded the outcome
-    /// and claimed, in the same second, a job with byte-identical payload.
-    /// It is taken as "not recorded", and that second job is completed
-    /// without running.
-    async fn settle(
-        &self,
-        slots: &[WorkerId],
-        idle: &mut Vec<usize>,
-        done: &mut Vec<(WorkerId, Outcome)>,
-        done_slots: &mut Vec<usize>,
-        held: &mut [Option<Held>],
-    ) -> Result<Vec<(usize, Claimed)>> {
-        let order: Vec<usize> = idle.iter().chain(done_slots.iter()).copied().collect();
-        let ids: Vec<WorkerId> = order.iter().filter_map(|&i| slots.get(i).cloned()).collect();
+    /// - A slot whose finished job's outcome is pending: without a record,
+    ///   the outcome was recorded (or the slot was cleaned by someone else,
+    ///   who put the job back); with a record other than the one its claim
+    ///   wrote, the outcome was recorded and the slot claimed that job, which
+    ///   runs now.
+    /// - A pending slot still showing the record its claim wrote (payload
+    ///   and `run_at`) is either unchanged or recorded and given a job with
+    ///   the same bytes in the same second (Resque payloads carry no id).
+    ///   The slot's own counters tell: `counted` holds how many successes
+    ///   and failures this worker has recorded for each slot, and a stored
+    ///   count above it means the lost round recorded this one too. A
+    ///   discarded outcome counts nothing; that slot's record is run again
+    ///   rather than risk losing a job.
+    async fn settle(&self, book: &mut SlotBook) -> Result<Vec<(usize, Claimed)>> {
+        let order: Vec<usize> = book.idle.iter().chain(book.done_slots.iter()).copied().collect();
+        let ids: Vec<WorkerId> = order.iter().filter_map(|&i| book.slots.get(i).cloned()).collect();
         let records = self.backend.working_on_many(&ids).await?;
-        let first_pending = idle.len();
-        let mut still_pending = vec![false; done.len()];
+        let first_pending = book.idle.len();
+        let mut stored: Option<HashMap<String, i64>> = None;
+        let mut still_pending = vec![false; book.done.len()];
         let mut now_idle = Vec::new();
         let mut recovered = Vec::new();
         for (k, (slot, record)) in order.into_iter().zip(records).enumerate() {
-            let Some(h) = held.get_mut(slot) else { continue };
-            let pending = k >= first_pending;
-            match record {
-                None => {
-                    *h = None;
-                    now_idle.push(slot);
+            let outcome = k
+                .checked_sub(first_pending)
+                .and_then(|j| book.done.get(j))
+                .map(|(_, o)| o.clone());
+            let Some(r) = record else {
+                // Nothing claimed; a pending outcome was recorded.
+                if let Some(o) = &outcome {
+                    book.count(slot, o);
                 }
-                Some(r) if pending && h.as_ref().is_some_and(|h| h.wrote(&r)) => {
-                    if let Some(p) = still_pending.get_mut(k - first_pending) {
-                        *p = true;
+                book.set_held(slot, None);
+                now_idle.push(slot);
+                continue;
+            };
+            let unchanged = book
+                .held
+                .get(slot)
+                .and_then(Option::as_ref)
+                .is_some_and(|h| h.wrote(&r));
+            let recorded = match &outcome {
+                None => false,
+                Some(o) if !unchanged => {
+                    book.count(slot, o);
+                    true
+                }
+                Some(Outcome::Discard) => true,
+                Some(o) => {
+                    if stored.is_none() {
+                        stored = Some(self.backend.stats().await?.into_iter().collect());
+                    }
+                    let name = book.slots.get(slot).map(|id| id.name.as_str()).unwrap_or_default();
+                    let now = stored.as_ref().map_or(0, |m| {
+                        m.get(&format!("processed:{name}")).copied().unwrap_or(0)
+                            + m.get(&format!("failed:{name}")).copied().unwrap_or(0)
+                    });
+                    let was = book.counted.get(slot).copied().unwrap_or(0);
+                    if now > was {
+                        book.count(slot, o);
+                        true
+                    } else {
+                        false
                     }
                 }
-                Some(r) => {
-                    *h = Some(Held {
-                        payload: r.payload.clone(),
-                        run_at: Arc::from(r.run_at.as_str()),
-                    });
-                    recovered.push((
-                        slot,
-                        Claimed {
-                            queue: r.queue,
-                            payload: r.payload,
-                        },
-                    ));
+            };
+            if outcome.is_some() && !recorded {
+                if let Some(p) = still_pending.get_mut(k - first_pending) {
+                    *p = true;
                 }
+                continue;
             }
+            book.set_held(
+                slot,
+                Some(Held {
+                    payload: r.payload.clone(),
+                    run_at: Arc::from(r.run_at.as_str()),
+                }),
+            );
+            recovered.push((
+                slot,
+                Claimed {
+                    queue: r.queue,
+                    payload: r.payload,
+                },
+            ));
         }
         let mut keep = still_pending.into_iter();
         let mut kept_slots = Vec::new();
-        let entries = std::mem::take(done);
-        for (entry, slot) in entries.into_iter().zip(done_slots.drain(..)) {
+        let entries = std::mem::take(&mut book.done);
+        for (entry, slot) in entries.into_iter().zip(book.done_slots.drain(..)) {
             if keep.next().unwrap_or(false) {
-                done.push(entry);
+                book.done.push(entry);
                 kept_slots.push(slot);
             }
         }
-        *done_slots = kept_slots;
-        *idle = now_idle;
+        book.done_slots = kept_slots;
+        book.idle = now_idle;
         if !recovered.is_empty() {
             tracing::warn!(target: "resq::worker", worker = %self.id.name, jobs = recovered.len(), "recovered claims whose replies were lost");
         }
@@ -795,10 +835,17 @@ impl Worker {
     async fn complete(&self, id: &WorkerId, outcome: Outcome, shutdown: &CancellationToken) {
         let mut attempt: u32 = 0;
         loop {
-            if attempt > 0 && matches!(self.backend.working_on(id).await, Ok(None)) {
-                return;
-            }
-            match self.backend.complete(id, outcome.clone()).await {
+            // Only a record known to be still there is completed again.
+            let call = if attempt == 0 {
+                self.backend.complete(id, outcome.clone()).await
+            } else {
+                match self.backend.working_on(id).await {
+                    Ok(None) => return,
+                    Ok(Some(_)) => self.backend.complete(id, outcome.clone()).await,
+                    Err(e) => Err(e),
+                }
+            };
+            match call {
                 Ok(()) => return,
                 Err(e) => {
                     self.error(&e);
@@ -818,33 +865,78 @@ impl Worker {
 /// A slot's running job: resolves to the slot and the job's outcome.
 type SlotJob = Pin<Box<dyn Future<Output = (usize, Outcome)> + Send>>;
 
-fn collect(
-    finished: (usize, Outcome),
-    slots: &[WorkerId],
-    done: &mut Vec<(WorkerId, Outcome)>,
-    done_slots: &mut Vec<usize>,
-) {
-    let (slot, outcome) = finished;
-    if let Some(id) = slots.get(slot) {
-        done.push((id.clone(), outcome));
-        done_slots.push(slot);
-    }
+/// A multi-slot worker's bookkeeping: which slots are idle, which have
+/// finished jobs whose outcomes are not recorded yet, what each slot's last
+/// claim recorded, and how many outcomes it has had counted.
+struct SlotBook {
+    slots: Vec<WorkerId>,
+    /// Slots without a job, in the order their next claims fill them.
+    idle: Vec<usize>,
+    /// Finished jobs' outcomes to record, with their slots (`done_slots`,
+    /// the same order).
+    done: Vec<(WorkerId, Outcome)>,
+    done_slots: Vec<usize>,
+    /// Per slot: the working-on record its last claim wrote, until its
+    /// outcome is recorded.
+    held: Vec<Option<Held>>,
+    /// Per slot: successes and failures recorded for it (its
+    /// `processed:`/`failed:` counters, as far as this worker knows).
+    counted: Vec<i64>,
 }
 
-/// The outcomes in `done` are recorded: their slots are idle again.
-fn recorded(
-    done: &mut Vec<(WorkerId, Outcome)>,
-    done_slots: &mut Vec<usize>,
-    idle: &mut Vec<usize>,
-    held: &mut [Option<Held>],
-) {
-    done.clear();
-    for &slot in done_slots.iter() {
-        if let Some(h) = held.get_mut(slot) {
-            *h = None;
+impl SlotBook {
+    fn new(slots: Vec<WorkerId>) -> Self {
+        let n = slots.len();
+        SlotBook {
+            slots,
+            idle: (0..n).rev().collect(),
+            done: Vec::new(),
+            done_slots: Vec::new(),
+            held: vec![None; n],
+            counted: vec![0; n],
         }
     }
-    idle.append(done_slots);
+
+    fn ids<'a>(&self, which: impl Iterator<Item = &'a usize>) -> Vec<WorkerId> {
+        which.filter_map(|&i| self.slots.get(i).cloned()).collect()
+    }
+
+    /// A slot's job finished with this outcome.
+    fn finished(&mut self, (slot, outcome): (usize, Outcome)) {
+        if let Some(id) = self.slots.get(slot) {
+            self.done.push((id.clone(), outcome));
+            self.done_slots.push(slot);
+        }
+    }
+
+    fn set_held(&mut self, slot: usize, held: Option<Held>) {
+        if let Some(h) = self.held.get_mut(slot) {
+            *h = held;
+        }
+    }
+
+    /// `outcome` was recorded for `slot`.
+    fn count(&mut self, slot: usize, outcome: &Outcome) {
+        if matches!(outcome, Outcome::Success | Outcome::Failure { .. }) {
+            if let Some(c) = self.counted.get_mut(slot) {
+                *c += 1;
+            }
+        }
+    }
+
+    /// Every outcome in `done` was recorded: their slots are idle again.
+    fn recorded(&mut self) {
+        let done = std::mem::take(&mut self.done);
+        let slots = std::mem::take(&mut self.done_slots);
+        for ((_, outcome), &slot) in done.iter().zip(&slots) {
+            self.count(slot, outcome);
+            self.set_held(slot, None);
+        }
+        self.idle.extend(slots);
+        // Keep the allocations for the next round.
+        self.done = done;
+        self.done.clear();
+    }
 }
 
 /// The working-on record a slot's claim wrote, kept until the job's outcome
@@ -856,8 +948,22 @@ struct Held {
 }
 
 impl Held {
+    /// Whether `record` is the one this claim wrote. A backend may hand the
+    /// payload back normalised (Redis reads it out of a JSON record:
+    /// surrounding whitespace trimmed, a JSON string unquoted), so equal
+    /// JSON values count as the same payload.
     fn wrote(&self, record: &WorkingOn) -> bool {
-        self.payload == record.payload && *self.run_at == *record.run_at
+        if *self.run_at != *record.run_at {
+            return false;
+        }
+        if self.payload == record.payload {
+            return true;
+        }
+        match serde_json::from_str::<serde_json::Value>(&self.payload) {
+            Ok(serde_json::Value::String(inner)) => inner == record.payload,
+            Ok(mine) => serde_json::from_str::<serde_json::Value>(&record.payload).is_ok_and(|theirs| theirs == mine),
+            Err(_) => false,
+        }
     }
 }
 
