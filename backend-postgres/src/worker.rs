@@ -112,6 +112,25 @@ pub(crate) const FAIL_ORPHAN: &str = concat!(
     "ON CONFLICT (key) DO UPDATE SET value = LEAST(st.value, 9223372036854775806) + 1"
 );
 
+impl PostgresBackend {
+    /// Runs `sql`, one of the statements over many workers (`$1` names,
+    /// `$2` queues, `$3` a time in epoch ms); nothing for no workers.
+    async fn for_workers(&self, sql: &str, workers: &[WorkerId], now_ms: i64) -> Result<()> {
+        if workers.is_empty() {
+            return Ok(());
+        }
+        let (names, queues) = columns(workers);
+        sqlx::query(sql)
+            .bind(names)
+            .bind(queues)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+}
+
 /// A `working_on_many` row: all NULL for a worker without a record.
 type WorkingRow = (Option<String>, Option<String>, Option<String>, Option<String>);
 
@@ -148,33 +167,11 @@ impl WorkerRegistry for PostgresBackend {
     }
 
     async fn register_workers(&self, workers: &[WorkerId], now_ms: i64) -> Result<()> {
-        if workers.is_empty() {
-            return Ok(());
-        }
-        let (names, queues) = columns(workers);
-        sqlx::query(&self.sql.register_workers)
-            .bind(names)
-            .bind(queues)
-            .bind(now_ms)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(())
+        self.for_workers(&self.sql.register_workers, workers, now_ms).await
     }
 
     async fn ping_workers(&self, workers: &[WorkerId], now_ms: i64) -> Result<()> {
-        if workers.is_empty() {
-            return Ok(());
-        }
-        let (names, queues) = columns(workers);
-        sqlx::query(&self.sql.ping_workers)
-            .bind(names)
-            .bind(queues)
-            .bind(now_ms)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(())
+        self.for_workers(&self.sql.ping_workers, workers, now_ms).await
     }
 
     async fn working_on_many(&self, workers: &[WorkerId]) -> Result<Vec<Option<WorkingOn>>> {

@@ -125,6 +125,18 @@ impl Faulty {
         counter.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// A write: refused (`f` never runs), applied with its reply lost, or passed.
+    async fn write<T>(&self, call: &str, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        match self.plain_fate() {
+            Fate::Refuse => Err(injected(call, Fate::Refuse)),
+            Fate::LoseReply => {
+                f.await?;
+                Err(injected(call, Fate::LoseReply))
+            }
+            Fate::Pass | Fate::ClaimFails => f.await,
+        }
+    }
+
     /// A read: refused or not.
     async fn read<T>(&self, call: &str, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
         match self.plain_fate() {
@@ -157,26 +169,10 @@ impl QueueStore for Faulty {
         self.inner.push_batch(jobs).await
     }
     async fn claim(&self, worker: &WorkerId, queues: &[String], run_at: &str) -> Result<Option<Claimed>> {
-        let fate = self.plain_fate();
-        if fate == Fate::Refuse {
-            return Err(injected("claim", fate));
-        }
-        let r = self.inner.claim(worker, queues, run_at).await;
-        if fate == Fate::LoseReply && r.is_ok() {
-            return Err(injected("claim", fate));
-        }
-        r
+        self.write("claim", self.inner.claim(worker, queues, run_at)).await
     }
     async fn complete(&self, worker: &WorkerId, outcome: Outcome) -> Result<()> {
-        let fate = self.plain_fate();
-        if fate == Fate::Refuse {
-            return Err(injected("complete", fate));
-        }
-        let r = self.inner.complete(worker, outcome).await;
-        if fate == Fate::LoseReply && r.is_ok() {
-            return Err(injected("complete", fate));
-        }
-        r
+        self.write("complete", self.inner.complete(worker, outcome)).await
     }
     async fn claim_batch(
         &self,
@@ -184,26 +180,11 @@ impl QueueStore for Faulty {
         queues: &[String],
         run_at: &str,
     ) -> Result<Vec<(usize, Claimed)>> {
-        let fate = self.plain_fate();
-        if fate == Fate::Refuse {
-            return Err(injected("claim_batch", fate));
-        }
-        let r = self.inner.claim_batch(workers, queues, run_at).await;
-        if fate == Fate::LoseReply && r.is_ok() {
-            return Err(injected("claim_batch", fate));
-        }
-        r
+        self.write("claim_batch", self.inner.claim_batch(workers, queues, run_at))
+            .await
     }
     async fn complete_batch(&self, done: &[(WorkerId, Outcome)]) -> Result<()> {
-        let fate = self.plain_fate();
-        if fate == Fate::Refuse {
-            return Err(injected("complete_batch", fate));
-        }
-        let r = self.inner.complete_batch(done).await;
-        if fate == Fate::LoseReply && r.is_ok() {
-            return Err(injected("complete_batch", fate));
-        }
-        r
+        self.write("complete_batch", self.inner.complete_batch(done)).await
     }
     async fn complete_and_claim_batch(
         &self,
