@@ -209,7 +209,7 @@ const SHAPES: &[(usize, usize)] = &[
     (1, 512),
 ];
 
-/// Processing throughput of every pool shape in [`SHAPES`]; returns the best
+/// Processing throughput of every pool shape in `SHAPES`; returns the best
 /// of them and `best` (a figure measured before, such as one worker's).
 pub async fn process_shapes(url: &str, jobs: usize, best: (String, f64)) -> Result<(String, f64), String> {
     let mut best = best;
