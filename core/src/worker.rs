@@ -75,9 +75,10 @@ pub struct WorkerConfig {
     /// one slot per job (`<name>.1`, `<name>.2`, …, each with its own
     /// working-on record, as Resque expects) and claims and completes for
     /// all its idle slots in one backend round trip: the fast path for many
-    /// short jobs. A worker's jobs share its tokio task, as `async` code
-    /// does: run CPU-heavy parts with `tokio::task::spawn_blocking`, or run
-    /// several workers to spread jobs over the runtime's threads.
+    /// short jobs. Each slot's job then runs on a tokio task of its own, so
+    /// the jobs spread over the runtime's threads; a single-slot worker runs
+    /// its job on its own task. Either way, run CPU-heavy parts with
+    /// `tokio::task::spawn_blocking`.
     pub concurrency: usize,
 }
 
