@@ -316,8 +316,7 @@ impl QueueStore for PostgresBackend {
         if workers.is_empty() || queues.is_empty() {
             return Ok(Vec::new());
         }
-        let names: Vec<&str> = workers.iter().map(|w| w.name.as_str()).collect();
-        let lists: Vec<&str> = workers.iter().map(|w| w.queues.as_str()).collect();
+        let (names, lists) = crate::worker::columns(workers);
         let rows: Vec<(i32, String, String)> = sqlx::query_as(&self.sql.claim_batch)
             .bind(queues)
             .bind(&names)
@@ -362,8 +361,7 @@ impl QueueStore for PostgresBackend {
             return Ok(Ok(Vec::new()));
         }
         let c = Completions::of(done);
-        let names: Vec<&str> = workers.iter().map(|w| w.name.as_str()).collect();
-        let lists: Vec<&str> = workers.iter().map(|w| w.queues.as_str()).collect();
+        let (names, lists) = crate::worker::columns(workers);
         let rows: Vec<(i32, String, String)> = sqlx::query_as(&self.sql.complete_and_claim)
             .bind(&c.names)
             .bind(&c.lists)

@@ -135,7 +135,7 @@ impl PostgresBackend {
 type WorkingRow = (Option<String>, Option<String>, Option<String>, Option<String>);
 
 /// The names and queues of `workers` as two parallel arrays.
-fn columns(workers: &[WorkerId]) -> (Vec<&str>, Vec<&str>) {
+pub(crate) fn columns(workers: &[WorkerId]) -> (Vec<&str>, Vec<&str>) {
     workers.iter().map(|w| (w.name.as_str(), w.queues.as_str())).unzip()
 }
 

@@ -596,16 +596,7 @@ pub async fn complete_batch_applies_each_outcome(backend: Arc<dyn Backend>) {
         backend.claim_batch(&slots, &["q".to_owned()], "t").await.unwrap().len(),
         3
     );
-    let done = vec![
-        (slots[0].clone(), Outcome::Success),
-        (
-            slots[1].clone(),
-            Outcome::Failure {
-                entry: r#"{"error":"x"}"#.to_owned(),
-            },
-        ),
-        (slots[2].clone(), Outcome::Discard),
-    ];
+    let done = one_of_each_outcome(&slots);
     backend.complete_batch(&done).await.unwrap();
     assert_eq!(backend.stat("processed").await.unwrap(), 1);
     assert_eq!(backend.stat("failed").await.unwrap(), 1);
@@ -640,16 +631,7 @@ pub async fn complete_and_claim_batch_completes_then_claims(backend: Arc<dyn Bac
     let first = backend.claim_batch(&slots[..3], &queues, "t1").await.unwrap();
     assert_eq!(first.len(), 3);
     backend.push("high", &payload("high", 2)).await.unwrap();
-    let done = vec![
-        (slots[0].clone(), Outcome::Success),
-        (
-            slots[1].clone(),
-            Outcome::Failure {
-                entry: r#"{"error":"x"}"#.to_owned(),
-            },
-        ),
-        (slots[2].clone(), Outcome::Discard),
-    ];
+    let done = one_of_each_outcome(&slots);
     // Idle slot first, then the finished ones, as a worker lists them.
     let ids = vec![slots[3].clone(), slots[0].clone(), slots[1].clone(), slots[2].clone()];
     let got = backend
@@ -761,6 +743,21 @@ pub async fn complete_and_claim_batch_degenerate_rounds(backend: Arc<dyn Backend
 }
 
 /// A batch claim's result as `(slot, queue, payload)`.
+/// Slot 0 succeeded, slot 1 failed with entry `{"error":"x"}`, slot 2 was
+/// discarded.
+fn one_of_each_outcome(slots: &[WorkerId]) -> Vec<(WorkerId, Outcome)> {
+    vec![
+        (slots[0].clone(), Outcome::Success),
+        (
+            slots[1].clone(),
+            Outcome::Failure {
+                entry: r#"{"error":"x"}"#.to_owned(),
+            },
+        ),
+        (slots[2].clone(), Outcome::Discard),
+    ]
+}
+
 fn claims_seen(got: &[(usize, Claimed)]) -> Vec<(usize, String, String)> {
     got.iter()
         .map(|(i, c)| (*i, c.queue.clone(), c.payload.clone()))

@@ -361,6 +361,8 @@ impl Worker {
         // the stored working-on records.
         let mut uncertain = false;
         let mut stop_attempts = 0u32;
+        // `round_at` before a round sets it; no allocation per loop.
+        let no_round: Arc<str> = Arc::from("");
         let mut backoff = Backoff::new(Duration::from_millis(50), self.config.poll_interval);
         let grace = self.config.shutdown_timeout;
         let deadline = async {
@@ -388,7 +390,7 @@ impl Worker {
             // Finished slots: record their outcomes and, while the queue list
             // is current, claim for every idle slot in the same round trip.
             let mut round = None;
-            let mut round_at: Arc<str> = Arc::from("");
+            let mut round_at = Arc::clone(&no_round);
             if !uncertain && !book.done.is_empty() {
                 let current = !wildcard || queues_read.is_some_and(|t| t.elapsed() < Duration::from_secs(1));
                 if current && !queues.is_empty() && !stopping {
