@@ -88,7 +88,8 @@ fn parse_started(raw: &str) -> Option<i64> {
 
 /// What cleaning does with a working-on record: (mode, value, queue).
 /// A node-resque worker's record holds its job re-encoded by `cjson`, with
-/// empty args turned into `{}`; that one change is undone first.
+/// empty args turned into `{}`; that one change is undone first, whether
+/// or not the payload names its queue (see [`resq_core::job`]).
 fn plan(worker: &WorkerId, working: &WorkingOn, orphan: &Orphan) -> (&'static str, String, String) {
     let repaired;
     let working = match resq_core::job::repair_cjson_empty_args(&working.payload) {

@@ -1578,3 +1578,101 @@ async fn queue_locks_are_honoured_both_ways() {
     assert!(ttl > 3590 && ttl <= 3600, "ttl {ttl}");
     env.finish().await;
 }
+
+// ---- 9. edge cases between the two implementations (issue #11) -------------
+
+/// Starts a node-resque worker on `queues` named `name`, waits until it took
+/// a job (the next one queued) and kills it: it dies holding that job, with
+/// its working-on record written by node-resque's `cjson` Lua script.
+async fn node_worker_dies_holding_a_job(env: &Env, name: &str, queues: &[&str]) {
+    let mut nw = env.spawn_node(
+        "work",
+        json!({ "queues": queues, "name": name, "timeout": 100, "maxMs": 30000 }),
+    );
+    nw.wait_event(Duration::from_secs(15), "start").await;
+    nw.wait_event(Duration::from_secs(15), "job").await;
+    nw.kill().await;
+}
+
+/// The `{}`→`[]` repair runs on every path a node-resque re-encoded payload
+/// takes into resq: a dead node-resque worker's record holding a Ruby-shaped
+/// job (no `queue`) that resq's scheduler fails, retried with
+/// `retry_and_remove_failed`; and failed entries that node-resque's own
+/// cleanup wrote (both payload shapes), retried with `retry_stuck_jobs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cjson_empty_args_are_repaired_on_every_path() {
+    let Some(env) = Env::setup("cjson_empty_args_are_repaired_on_every_path").await else {
+        return;
+    };
+    use resq_core::QueueStore;
+    let q = "mangled";
+    let ruby = r#"{"class":"slow","args":[]}"#;
+    let nr_shaped = encode_payload(q, "slow", &[]);
+
+    // 1. Two node-resque workers die holding a job each; node-resque's
+    // scheduler cleans them and writes the cjson-mangled payloads.
+    env.backend.push(q, ruby).await.expect("push ruby payload");
+    node_worker_dies_holding_a_job(&env, "node-ruby:1", &[q]).await;
+    env.nr("enqueue", job(q, "slow", json!([]))).await;
+    node_worker_dies_holding_a_job(&env, "node-nr:2", &[q]).await;
+    let working = env.queue.working_on("node-ruby:1", q).await.expect("working_on").expect("record");
+    assert_eq!(parse(&working.payload)["args"], json!({}), "cjson wrote [] as {{}}: {working:?}");
+    let mut janitor = env.spawn_node(
+        "schedule",
+        json!({ "name": "node-janitor", "timeout": 200, "leaderLockTimeout": 3, "stuckWorkerTimeout": 1000, "maxMs": 30000 }),
+    );
+    for _ in 0..2 {
+        janitor.wait_event(Duration::from_secs(20), "cleanStuckWorker").await;
+    }
+    janitor.finish().await;
+    let entries = env.queue.failed(0, -1).await.expect("failed");
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert!(entries.iter().all(|e| e.is_force_cleaned()), "{entries:?}");
+    assert!(
+        entries.iter().all(|e| parse(e.payload.as_deref().unwrap_or("null"))["args"] == json!({})),
+        "node-resque's entries carry the mangled args: {entries:?}"
+    );
+    assert_eq!(env.queue.retry_stuck_jobs().await.expect("retry_stuck_jobs"), 2);
+    let mut queued = raw_queue(&env, q).await;
+    queued.sort();
+    let mut expected = vec![ruby.to_owned(), nr_shaped.clone()];
+    expected.sort();
+    assert_eq!(queued, expected, "both retried with `args:[]`");
+    env.queue.del_queue(q).await.expect("del_queue");
+
+    // 2. A node-resque worker dies holding the Ruby-shaped job; resq's
+    // scheduler fails it, and resq retries the failed entry.
+    env.backend.push(q, ruby).await.expect("push ruby payload");
+    node_worker_dies_holding_a_job(&env, "node-ruby:3", &[q]).await;
+    let config = SchedulerConfig {
+        stuck_worker_timeout: Some(Duration::from_secs(1)),
+        stuck_job_policy: StuckJobPolicy::Fail,
+        ..quick_scheduler("resq-janitor")
+    };
+    let scheduler = ResqScheduler::spawn_with(&env, config);
+    let deadline = Deadline::new(Duration::from_secs(20), "resq fails the dead node worker's job");
+    while env.queue.failed_count().await.expect("failed_count") == 0 {
+        deadline.tick().await;
+    }
+    scheduler.shutdown().await;
+    let entries = env.queue.failed(0, -1).await.expect("failed");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].payload.as_deref(), Some(ruby), "the failed entry holds `args:[]`");
+    env.queue
+        .retry_and_remove_failed(&entries[0])
+        .await
+        .expect("retry_and_remove_failed");
+    assert_eq!(raw_queue(&env, q).await, vec![ruby.to_owned()]);
+
+    // The retried job runs with no arguments on a resq worker.
+    let runs: Runs = Arc::default();
+    let tasks = resq_tasks(&runs, &Arc::new(Semaphore::new(1)));
+    let worker = ResqWorker::spawn(&env, &tasks, &[q]);
+    let deadline = Deadline::new(Duration::from_secs(15), "resq runs the retried job");
+    while recorded(&runs).is_empty() {
+        deadline.tick().await;
+    }
+    worker.shutdown().await;
+    assert_eq!(recorded(&runs)[0].args, Vec::<Value>::new());
+    env.finish().await;
+}

@@ -451,6 +451,40 @@ pub async fn retry_stuck_jobs_keeps_original_bytes(backend: Arc<dyn Backend>) {
     );
 }
 
+/// Failed entries that node-resque's cleanup wrote hold the job as Redis's
+/// `cjson` re-encoded it, with `args:[]` turned into `{}`. Both retry calls
+/// put such a job back with `args:[]`, whether its payload names a queue
+/// (node-resque's shape) or not (Ruby's); a `{}` nested in `args` is kept.
+pub async fn retries_repair_cjson_empty_args(backend: Arc<dyn Backend>) {
+    let stuck = Failure::new(WORKER_TIMEOUT, WORKER_TIMEOUT).with_backtrace(vec![
+        "killed by test".into(),
+        FORCE_CLEAN_MARK.into(),
+        "node-resque".into(),
+    ]);
+    let mangled_nr = r#"{"class":"noArgs","args":{},"queue":"q"}"#;
+    let mangled_ruby = r#"{"class":"Archive","args":{}}"#;
+    let nested = r#"{"class":"nested","queue":"q","args":[{}]}"#;
+    for payload in [mangled_nr, mangled_ruby, nested] {
+        backend
+            .push_failed(&encode_entry("node:1", "q", payload, &stuck, 1))
+            .await
+            .unwrap();
+    }
+    let q = Queue::new(Arc::clone(&backend));
+    let ruby_entry = q.failed(1, 1).await.unwrap().remove(0);
+    q.retry_and_remove_failed(&ruby_entry).await.unwrap();
+    assert_eq!(q.retry_stuck_jobs().await.unwrap(), 2);
+    assert_eq!(q.failed_count().await.unwrap(), 0);
+    assert_eq!(
+        backend.queue_range("q", 0, -1).await.unwrap(),
+        vec![
+            r#"{"class":"Archive","args":[]}"#.to_owned(),
+            r#"{"class":"noArgs","queue":"q","args":[]}"#.to_owned(),
+            nested.to_owned(),
+        ]
+    );
+}
+
 /// `retry_stuck_jobs` with more than 100 entries retries each exactly once.
 pub async fn retry_stuck_jobs_handles_many_entries(backend: Arc<dyn Backend>) {
     let stuck = Failure::new(WORKER_TIMEOUT, WORKER_TIMEOUT).with_backtrace(vec![

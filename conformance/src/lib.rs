@@ -208,6 +208,7 @@ macro_rules! suite {
                 force_clean_busy_worker,
                 force_clean_idle_worker,
                 retry_stuck_jobs_keeps_original_bytes,
+                retries_repair_cjson_empty_args,
                 retry_stuck_jobs_handles_many_entries,
                 big_integers_survive_working_on_and_failure,
             ],

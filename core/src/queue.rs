@@ -521,7 +521,8 @@ impl Queue {
     }
 
     /// Removes a failed entry and enqueues its job again, atomically, with
-    /// the payload's original bytes. An entry that is no longer there is
+    /// the payload's original bytes (only a top-level `"args":{}`, node-resque's
+    /// re-encoding of `[]`, is repaired; see [`crate::job`]). An entry that is no longer there is
     /// [`Error::NotInFailedQueue`] and changes nothing.
     pub async fn retry_and_remove_failed(&self, entry: &FailedJob) -> Result<()> {
         let (queue, payload) = retry_target(entry)?;
@@ -560,6 +561,8 @@ fn retry_target(entry: &FailedJob) -> Result<(String, String)> {
         what: "failed entry",
         reason: "it has no payload to retry".into(),
     })?;
+    // node-resque's cleanup may have written the payload through cjson.
+    let payload = crate::job::repaired_payload(payload);
     let job = Job::decode(&payload)?;
     let queue = entry
         .queue
