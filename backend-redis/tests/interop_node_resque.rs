@@ -40,7 +40,7 @@
 
 use resq_core::job::encode_payload;
 use resq_core::task::{JobContext, TaskError, Tasks};
-use resq_core::time::{bucket_of_ms, now_ms, parse_date};
+use resq_core::time::{bucket_due_ms, bucket_of_ms, delayed_bucket_of_ms, now_ms, parse_date};
 use resq_core::{
     Backend, Error, Queue, Scheduler, SchedulerConfig, StatsStore, StuckJobPolicy, Worker, WorkerConfig, WorkerEvent,
     WorkerStatus,
@@ -715,12 +715,19 @@ async fn node_jobs_run_on_resq_worker_and_scheduler() {
     find("echo", &args_vec(&tricky));
     let at_run = find("echo", &[json!("at"), json!(at)]);
     let in_run = find("add", &[json!(20), json!(22)]);
-    // resq never starts a delayed job before the time node-resque asked for.
-    assert!(at_run.at_ms >= at, "enqueueAt job ran {} ms early", at - at_run.at_ms);
+    // resq promotes node-resque's buckets when node-resque would, never
+    // sooner: bucket `round(t / 1000)` from its `s·1000 − 500` ms, which is
+    // at most half a second before `t` (node-resque's own rounding).
+    let not_before = |t: i64| bucket_due_ms(bucket_of_ms(t));
     assert!(
-        in_run.at_ms >= in_not_before,
-        "enqueueIn job ran {} ms early",
-        in_not_before - in_run.at_ms
+        at_run.at_ms >= not_before(at),
+        "enqueueAt job ran {} ms before its bucket was due",
+        not_before(at) - at_run.at_ms
+    );
+    assert!(
+        in_run.at_ms >= not_before(in_not_before),
+        "enqueueIn job ran {} ms before its bucket was due",
+        not_before(in_not_before) - in_run.at_ms
     );
 
     // Both sides now see the same empty schedule and the same counters.
@@ -767,7 +774,12 @@ async fn resq_jobs_run_on_node_worker_and_scheduler() {
             node_encoding(&env, q, "echo", &tricky).await,
         ]
     );
-    let at_bucket = env.queue.delayed_at(at).await.expect("delayed_at");
+    // resq filed it under the first bucket due no sooner than `at`.
+    let at_bucket = env
+        .queue
+        .delayed_at(delayed_bucket_of_ms(at) * 1000)
+        .await
+        .expect("delayed_at");
     assert_eq!(
         at_bucket.tasks.iter().map(|d| d.raw().to_owned()).collect::<Vec<_>>(),
         vec![node_encoding(&env, q, "echo", &json!(["at", at])).await]
@@ -808,7 +820,7 @@ async fn resq_jobs_run_on_node_worker_and_scheduler() {
     assert!(
         transferred
             .iter()
-            .any(|e| e["timestamp"] == bucket_of_ms(at) && e["job"]["args"] == json!(["at", at])),
+            .any(|e| e["timestamp"] == delayed_bucket_of_ms(at) && e["job"]["args"] == json!(["at", at])),
         "{transferred:#?}"
     );
 
@@ -1003,9 +1015,12 @@ async fn inspection_agrees_on_both_sides() {
     env.queue.enqueue(qa, "add", (1, 2)).await.expect("enqueue");
     env.queue.enqueue(qa, "echo", tricky_args()).await.expect("enqueue");
     env.nr("enqueue", job(qb, "add", json!([3, 4]))).await;
-    let now = now_ms();
+    // Times at x.500 s, where node-resque's bucket (`round(t / 1000)`) and
+    // resq's (`ceil((t + 500) / 1000)`) are the same one.
+    let now = now_ms().div_euclid(1000) * 1000 + 500;
     let (t1, t2) = (now + 3_600_000, now + 7_200_000);
     let (b1, b2) = (bucket_of_ms(t1), bucket_of_ms(t2));
+    assert_eq!((b1, b2), (delayed_bucket_of_ms(t1), delayed_bucket_of_ms(t2)));
     env.queue.enqueue_at(t1, qa, "echo", ("r1",)).await.expect("enqueue_at");
     env.queue.enqueue_at(t2, qa, "echo", ("r2",)).await.expect("enqueue_at");
     env.nr(
@@ -1352,9 +1367,12 @@ async fn del_and_del_delayed_work_across_sides() {
         ]
     );
 
-    let now = now_ms();
+    // Times at x.500 s, where node-resque's bucket (`round(t / 1000)`) and
+    // resq's (`ceil((t + 500) / 1000)`) are the same one.
+    let now = now_ms().div_euclid(1000) * 1000 + 500;
     let (t1, t2) = (now + 3_600_000, now + 7_200_000);
     let (b1, b2) = (bucket_of_ms(t1), bucket_of_ms(t2));
+    assert_eq!((b1, b2), (delayed_bucket_of_ms(t1), delayed_bucket_of_ms(t2)));
 
     // node-resque schedules one job twice; resq finds and deletes both.
     for t in [t1, t2] {
@@ -1387,7 +1405,7 @@ async fn del_and_del_delayed_work_across_sides() {
     env.queue.enqueue_at(t1, q, "add", (9, 10)).await.expect("enqueue_at");
     env.queue.enqueue_at(t2, q, "add", (9, 10)).await.expect("enqueue_at");
     env.queue.enqueue_at(t1, q, "add", (11, 12)).await.expect("enqueue_at");
-    // Either side refuses a job the other already scheduled in the same second.
+    // Either side refuses a job the other already scheduled in the same bucket.
     let dup = json!({ "timestamp": t1, "queue": q, "class": "add", "args": [9, 10] });
     let refused = env
         .nr_try("enqueueAt", dup)
@@ -1674,5 +1692,56 @@ async fn cjson_empty_args_are_repaired_on_every_path() {
     }
     worker.shutdown().await;
     assert_eq!(recorded(&runs)[0].args, Vec::<Value>::new());
+    env.finish().await;
+}
+
+/// resq files a delayed job under the first bucket that no scheduler
+/// promotes before the job's time, so with a node-resque scheduler leading
+/// (it promotes bucket `s` from `s·1000 − 500` ms) a job resq scheduled is
+/// never transferred nor run early, whatever its sub-second part, and is
+/// not more than about a second late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resq_delayed_jobs_are_never_early_under_a_node_scheduler() {
+    let Some(env) = Env::setup("resq_delayed_jobs_are_never_early_under_a_node_scheduler").await else {
+        return;
+    };
+    let q = "on_time";
+    let mut scheduler = env.spawn_node(
+        "schedule",
+        json!({ "name": "node-scheduler", "timeout": 50, "leaderLockTimeout": 3, "maxMs": 30000 }),
+    );
+    scheduler.wait_event(Duration::from_secs(15), "leader").await;
+    let base = now_ms().div_euclid(1000) * 1000 + 2_000;
+    let offsets = [499_i64, 501, 0, 999, 500, 1];
+    let mut times = Vec::new();
+    for (i, offset) in offsets.into_iter().enumerate() {
+        let t = base + i as i64 * 1000 + offset;
+        env.queue
+            .enqueue_at(t, q, "echo", ("due", t))
+            .await
+            .expect("enqueue_at");
+        times.push(t);
+    }
+    let runs: Runs = Arc::default();
+    let tasks = resq_tasks(&runs, &Arc::new(Semaphore::new(0)));
+    let worker = ResqWorker::spawn(&env, &tasks, &[q]);
+    let deadline = Deadline::new(Duration::from_secs(20), "every delayed job runs");
+    while recorded(&runs).len() < times.len() {
+        deadline.tick().await;
+    }
+    worker.shutdown().await;
+    scheduler.finish().await;
+    let transferred = scheduler.events("transferredJob");
+    assert_eq!(transferred.len(), times.len(), "{transferred:#?}");
+    for e in &transferred {
+        let t = e["job"]["args"][1].as_i64().expect("the job's time");
+        let at = e["at"].as_i64().expect("transfer time");
+        assert!(at >= t, "node-resque transferred the job for {t} {} ms early: {e}", t - at);
+        assert_eq!(e["timestamp"], delayed_bucket_of_ms(t), "{e}");
+    }
+    for run in recorded(&runs) {
+        let t = run.args[1].as_i64().expect("the job's time");
+        assert!(run.at_ms >= t, "the job for {t} ran {} ms early", t - run.at_ms);
+    }
     env.finish().await;
 }

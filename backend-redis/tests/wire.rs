@@ -70,7 +70,7 @@ async fn enqueue_writes_resque_keys_and_bytes() {
     let queues: Vec<String> = raw.smembers(format!("{ns}queues")).await.unwrap();
     assert_eq!(queues, vec!["math".to_owned()]);
 
-    q.enqueue_at(10_000, "math", "add", (3, 4)).await.unwrap();
+    q.enqueue_at(9_500, "math", "add", (3, 4)).await.unwrap();
     let payload = r#"{"class":"add","queue":"math","args":[3,4]}"#;
     let score: Option<f64> = raw.zscore(format!("{ns}delayed_queue_schedule"), "10").await.unwrap();
     assert_eq!(score, Some(10.0));

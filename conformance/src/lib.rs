@@ -191,6 +191,7 @@ macro_rules! suite {
                 queued_shows_undecodable_payloads,
                 enqueue_batch_keeps_order,
                 enqueue_at_buckets_and_refuses_duplicates,
+                enqueue_at_bucket_is_never_due_early,
                 enqueue_in_uses_rounded_bucket,
                 scheduled_at_and_del_delayed_match_args,
                 omitted_args_delayed_at_four_seconds,
