@@ -1,7 +1,7 @@
 //! The worker registry: the `workers` set, `worker:<id>` working-on
 //! records, `worker:<id>:started` and `worker:ping:<name>`.
 
-use crate::scripts::CLEAN_WORKER;
+use crate::scripts::{CLEAN_WORKER, PROBE_PING};
 use crate::{be, RedisBackend};
 use async_trait::async_trait;
 use resq_core::failed::{encode_entry, Failure, PAYLOAD_ERROR};
@@ -136,6 +136,57 @@ fn plan(worker: &WorkerId, working: &WorkingOn, orphan: &Orphan) -> (&'static st
     }
 }
 
+impl RedisBackend {
+    /// The liveness probe for registered workers without a ping key.
+    ///
+    /// An idle node-resque worker on `*` deletes its own ping key (and its
+    /// started key) on every idle pass and writes the ping again on its next
+    /// timer tick, so one killed between the two leaves its registration
+    /// with no ping at all, which no ping scan would ever find. The rule:
+    /// for each member of `workers` whose name has no ping key, write one
+    /// stamped with the current time, atomically and only if the member is
+    /// still registered, the key still absent, and the member has no Ruby
+    /// `workers:heartbeat` entry (Ruby workers never ping; Ruby prunes them
+    /// by heartbeat). A live node-resque worker deletes or overwrites that
+    /// ping within its `timeout`, so it never ages; a dead worker leaves it
+    /// to age and is cleaned once it is older than the stuck-worker timeout,
+    /// like any other stale ping (node-resque's scheduler then finds it too).
+    /// So a dead worker without a ping is cleaned one stuck-worker timeout
+    /// after the first scheduler pass that sees it.
+    async fn probe_unpinged(&self, prefix: &str, pings: &[(String, Option<String>)]) -> Result<()> {
+        let pinged: std::collections::HashSet<&str> = pings
+            .iter()
+            .filter(|(_, v)| v.is_some())
+            .filter_map(|(k, _)| k.strip_prefix(prefix))
+            .collect();
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.keys.workers())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(be)?;
+        let now = resq_core::time::now_ms();
+        for member in &members {
+            let Some(worker) = WorkerId::parse(member) else { continue };
+            if pinged.contains(worker.name.as_str()) {
+                continue;
+            }
+            let wrote: i64 = PROBE_PING
+                .key(self.keys.workers())
+                .key(self.keys.ping(&worker.name))
+                .key(self.keys.heartbeats())
+                .arg(member)
+                .arg(ping_json(&worker, now))
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(be)?;
+            if wrote == 1 {
+                tracing::info!(target: "resq::redis", worker = %worker, "registered worker had no ping; probing it");
+            }
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl WorkerRegistry for RedisBackend {
     async fn register_worker(&self, worker: &WorkerId, now_ms: i64) -> Result<()> {
@@ -254,9 +305,13 @@ impl WorkerRegistry for RedisBackend {
         Ok(raw.map(|r| parse_working(worker, &r)))
     }
 
+    /// Workers whose ping is older than `cutoff_ms`, after giving a ping to
+    /// every registered worker that has none (the liveness probe of
+    /// `probe_unpinged`).
     async fn stale_workers(&self, cutoff_ms: i64) -> Result<Vec<WorkerId>> {
         let prefix = self.keys.ping("");
         let found = self.scan_values(&self.keys.pattern("worker:ping:")).await?;
+        self.probe_unpinged(&prefix, &found).await?;
         let mut out = Vec::new();
         for (key, value) in &found {
             let Some(raw) = value else { continue };

@@ -1745,3 +1745,96 @@ async fn resq_delayed_jobs_are_never_early_under_a_node_scheduler() {
     }
     env.finish().await;
 }
+
+/// An idle node-resque worker on `*` deletes its own ping key on every idle
+/// pass (node-resque's `checkQueues` runs `untrack`) and writes it again on
+/// its next ping tick, so one killed in between is registered with no ping
+/// key. resq's scheduler gives such a worker a ping probe; a dead worker
+/// lets it age and is cleaned after the stuck-worker timeout, while a live
+/// idle `*` worker beside it deletes or refreshes the probe and is never
+/// cleaned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_idle_wildcard_node_workers_are_cleaned() {
+    let Some(env) = Env::setup("dead_idle_wildcard_node_workers_are_cleaned").await else {
+        return;
+    };
+    use redis::AsyncCommands;
+    let client = redis::Client::open(env.url.as_str()).expect("redis url");
+    let mut raw = client.get_multiplexed_async_connection().await.expect("redis");
+    let ns = format!("{}:", env.namespace);
+    let (dead, live) = ("node-dead:1", "node-live:2");
+
+    // The dead one: a `*` worker with a 3 s ping period. Its first idle pass
+    // deletes the ping key that `init` wrote; it is killed before its ping
+    // timer writes it again, so it stays registered with no ping key.
+    let mut dw = env.spawn_node(
+        "work",
+        json!({ "queues": ["*"], "name": dead, "timeout": 3000, "maxMs": 30000 }),
+    );
+    dw.wait_event(Duration::from_secs(15), "start").await;
+    let ping_key = format!("{ns}worker:ping:{dead}");
+    let dead_member = format!("{dead}:*");
+    let workers_key = format!("{ns}workers");
+    // (`untrack` also removes the member; `track` adds it back right after.)
+    let deadline = Deadline::new(Duration::from_secs(2), "the idle * worker deletes its ping key");
+    while raw.exists::<_, bool>(&ping_key).await.expect("exists")
+        || !raw.sismember::<_, _, bool>(&workers_key, &dead_member).await.expect("sismember")
+    {
+        deadline.tick().await;
+    }
+    dw.kill().await;
+    assert!(!raw.exists::<_, bool>(&ping_key).await.expect("exists"), "killed with no ping key");
+    let members: Vec<String> = raw.smembers(&workers_key).await.expect("smembers");
+    assert!(members.contains(&dead_member), "{members:?}");
+
+    // The live one: an idle `*` worker polling (and deleting its ping) every 100 ms.
+    let mut lw = env.spawn_node(
+        "work",
+        json!({ "queues": ["*"], "name": live, "timeout": 100, "maxMs": 30000 }),
+    );
+    lw.wait_event(Duration::from_secs(15), "start").await;
+
+    let config = SchedulerConfig {
+        stuck_worker_timeout: Some(Duration::from_secs(1)),
+        stuck_job_policy: StuckJobPolicy::Requeue,
+        ..quick_scheduler("resq-janitor")
+    };
+    let scheduler = ResqScheduler::spawn_with(&env, config);
+    let cleaned: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut events = scheduler.scheduler.subscribe();
+    let sink = Arc::clone(&cleaned);
+    let collector = tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(resq_core::SchedulerEvent::CleanStuckWorker { worker, .. }) => {
+                    sink.lock().expect("cleaned lock").push(worker.name)
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+    let deadline = Deadline::new(Duration::from_secs(15), "resq cleans the dead idle * worker");
+    loop {
+        let members: Vec<String> = raw.smembers(&workers_key).await.expect("smembers");
+        if !members.contains(&dead_member) {
+            break;
+        }
+        deadline.tick().await;
+    }
+    // Three more stuck-worker timeouts: the live worker is never cleaned.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    scheduler.shutdown().await;
+    tokio::time::timeout(Duration::from_secs(5), collector)
+        .await
+        .expect("the scheduler's event channel closes")
+        .expect("collector");
+    assert_eq!(*cleaned.lock().expect("cleaned lock"), vec![dead.to_owned()]);
+    assert!(!raw.exists::<_, bool>(&ping_key).await.expect("exists"));
+    lw.drain();
+    assert!(lw.events("error").is_empty(), "{:?}", lw.events("error"));
+    lw.finish().await;
+    let node = env.inspect(&[], json!([])).await;
+    assert_eq!(node["workers"], json!({}), "{node}");
+    env.finish().await;
+}
