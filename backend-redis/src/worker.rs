@@ -136,7 +136,74 @@ fn plan(worker: &WorkerId, working: &WorkingOn, orphan: &Orphan) -> (&'static st
     }
 }
 
+/// How many failed entries one `LRANGE` reads while looking for a job that
+/// node-resque's cleanup already failed.
+const FAILED_PAGE: i64 = 500;
+
+/// Whether the failed entry `raw` is node-resque's (or resq's) force-clean
+/// entry for this worker's recorded job: written for this worker name, from
+/// the record's queue, with the same job (compared as JSON values, since
+/// node-resque re-encodes the payload through `cjson`).
+fn is_force_clean_entry_of(raw: &str, worker: &WorkerId, working: &WorkingOn, job: &serde_json::Value) -> bool {
+    let Ok(entry) = resq_core::FailedJob::decode(raw) else {
+        return false;
+    };
+    if !entry.is_force_cleaned() || entry.worker.as_deref() != Some(worker.name.as_str()) {
+        return false;
+    }
+    if !working.queue.is_empty() && entry.queue.as_deref().is_some_and(|q| q != working.queue) {
+        return false;
+    }
+    let Some(payload) = entry.payload else { return false };
+    let payload = resq_core::job::repaired_payload(payload);
+    serde_json::from_str::<serde_json::Value>(&payload).is_ok_and(|v| v == *job)
+}
+
 impl RedisBackend {
+    /// Whether a working-on record is a leftover of node-resque's
+    /// `forceCleanWorker`: that call fails the dead worker's job (a failed
+    /// entry marked `queue#forceCleanWorker`) and unregisters the worker,
+    /// but deletes the key `worker:<name>` instead of the record's
+    /// `worker:<name>:<queues>`, which so stays behind. Re-queueing or
+    /// failing it again would run or list the job twice, so cleaning drops
+    /// such a record. The rule: the worker is no longer registered, and the
+    /// failed list holds a force-clean entry for this worker name with the
+    /// same job. Anything else (the entry is not found, say because someone
+    /// removed or retried it) is cleaned as usual.
+    async fn leaked_after_force_clean(&self, worker: &WorkerId, working: &WorkingOn) -> Result<bool> {
+        let registered: bool = redis::cmd("SISMEMBER")
+            .arg(self.keys.workers())
+            .arg(worker.member())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(be)?;
+        if registered {
+            return Ok(false);
+        }
+        let payload = resq_core::job::repaired_payload(working.payload.clone());
+        let Ok(job) = serde_json::from_str::<serde_json::Value>(&payload) else {
+            return Ok(false);
+        };
+        // Newest entries first: a cleanup's entry is usually recent.
+        let mut end = -1_i64;
+        loop {
+            let page: Vec<String> = redis::cmd("LRANGE")
+                .arg(self.keys.failed())
+                .arg(end - FAILED_PAGE + 1)
+                .arg(end)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(be)?;
+            if page.iter().any(|raw| is_force_clean_entry_of(raw, worker, working, &job)) {
+                return Ok(true);
+            }
+            if i64::try_from(page.len()).unwrap_or(0) < FAILED_PAGE {
+                return Ok(false);
+            }
+            end -= FAILED_PAGE;
+        }
+    }
+
     /// The liveness probe for registered workers without a ping key.
     ///
     /// An idle node-resque worker on `*` deletes its own ping key (and its
@@ -349,6 +416,7 @@ impl WorkerRegistry for RedisBackend {
                 .map_err(be)?;
             let working = raw.as_deref().map(|r| parse_working(worker, r));
             let (mode, value, queue) = match &working {
+                Some(w) if self.leaked_after_force_clean(worker, w).await? => ("drop", String::new(), String::new()),
                 Some(w) => plan(worker, w, &orphan),
                 None => ("none", String::new(), String::new()),
             };
@@ -381,6 +449,10 @@ impl WorkerRegistry for RedisBackend {
             }
             if found == 0 && working.is_none() {
                 return Ok(None);
+            }
+            if mode == "drop" {
+                tracing::warn!(target: "resq::redis", worker = %worker,
+                    "dropped a working-on record node-resque's cleanup left behind: its job is on the failed list already");
             }
             return Ok(Some(Cleaned {
                 worker: worker.clone(),

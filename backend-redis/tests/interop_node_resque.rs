@@ -490,7 +490,13 @@ struct ResqWorker {
 
 impl ResqWorker {
     fn spawn(env: &Env, tasks: &Arc<Tasks>, queues: &[&str]) -> Self {
+        Self::spawn_named(env, tasks, queues, None)
+    }
+
+    /// [`ResqWorker::spawn`] with a fixed name (`None`: a unique one).
+    fn spawn_named(env: &Env, tasks: &Arc<Tasks>, queues: &[&str], name: Option<&str>) -> Self {
         let config = WorkerConfig {
+            name: name.map(str::to_owned),
             poll_interval: Duration::from_millis(100),
             ping_interval: Duration::from_millis(500),
             shutdown_timeout: Duration::from_secs(5),
@@ -518,6 +524,21 @@ impl ResqWorker {
                 Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
                 Ok(Err(broadcast::error::RecvError::Closed)) => panic!("worker {} ended", self.name),
                 Err(_) => panic!("worker {} took no job within {limit:?}", self.name),
+            }
+        }
+    }
+
+    /// Waits until the worker started and then polled `n` times.
+    async fn wait_polls(&mut self, n: usize, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        let (mut started, mut polls) = (false, 0);
+        while polls < n {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Ok(WorkerEvent::Start { .. })) => started = true,
+                Ok(Ok(WorkerEvent::Poll { .. })) if started => polls += 1,
+                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+                Ok(Err(broadcast::error::RecvError::Closed)) => panic!("worker {} ended", self.name),
+                Err(_) => panic!("worker {} did not poll {n} times within {limit:?}", self.name),
             }
         }
     }
@@ -1836,5 +1857,59 @@ async fn dead_idle_wildcard_node_workers_are_cleaned() {
     lw.finish().await;
     let node = env.inspect(&[], json!([])).await;
     assert_eq!(node["workers"], json!({}), "{node}");
+    env.finish().await;
+}
+
+/// node-resque's `forceCleanWorker` fails a dead worker's job and
+/// unregisters it, but deletes `worker:<name>` instead of the working-on key
+/// `worker:<name>:<queues>`, which stays behind. A resq worker restarted
+/// under the same name finds that record at start-up: it must not run the
+/// job again, and the job stays on the failed list exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaked_working_on_record_is_not_rerun() {
+    let Some(env) = Env::setup("leaked_working_on_record_is_not_rerun").await else {
+        return;
+    };
+    let q = "leaks";
+    let name = "resq-host:4242";
+    let runs: Runs = Arc::default();
+    let tasks = resq_tasks(&runs, &Arc::new(Semaphore::new(0)));
+    let mut worker = ResqWorker::spawn_named(&env, &tasks, &[q], Some(name));
+    env.queue.enqueue(q, "slow", ("leak", 1)).await.expect("enqueue");
+    worker.wait_job(Duration::from_secs(15)).await;
+    worker.crash().await;
+    let original = encode_payload(q, "slow", &[json!("leak"), json!(1)]);
+
+    // node-resque's scheduler cleans the dead worker: a failed entry, and
+    // the working-on record left behind.
+    let mut janitor = env.spawn_node(
+        "schedule",
+        json!({ "name": "node-janitor", "timeout": 200, "leaderLockTimeout": 3, "stuckWorkerTimeout": 1000, "maxMs": 30000 }),
+    );
+    let cleaned = janitor.wait_event(Duration::from_secs(20), "cleanStuckWorker").await;
+    janitor.finish().await;
+    assert_eq!(cleaned["worker"], name, "{cleaned}");
+    assert!(!env.queue.workers().await.expect("workers").contains_key(name));
+    let leaked = env.queue.working_on(name, q).await.expect("working_on");
+    assert_eq!(
+        leaked.map(|w| w.payload),
+        Some(original.clone()),
+        "node-resque leaves the working-on record behind"
+    );
+    assert_eq!(env.queue.failed_count().await.expect("failed_count"), 1);
+
+    // A resq worker restarts under the same name.
+    let runs2: Runs = Arc::default();
+    let tasks2 = resq_tasks(&runs2, &Arc::new(Semaphore::new(5)));
+    let mut again = ResqWorker::spawn_named(&env, &tasks2, &[q], Some(name));
+    again.wait_polls(3, Duration::from_secs(15)).await;
+    again.shutdown().await;
+    assert_eq!(recorded(&runs2).len(), 0, "the failed job ran again: {:?}", recorded(&runs2));
+    assert_eq!(env.queue.length(q).await.expect("length"), 0);
+    assert!(env.queue.working_on(name, q).await.expect("working_on").is_none());
+    let entries = env.queue.failed(0, -1).await.expect("failed");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert!(entries[0].is_force_cleaned());
+    assert_eq!(entries[0].job().expect("decodes").raw, original);
     env.finish().await;
 }
