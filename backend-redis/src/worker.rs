@@ -194,7 +194,10 @@ impl RedisBackend {
                 .query_async(&mut self.conn())
                 .await
                 .map_err(be)?;
-            if page.iter().any(|raw| is_force_clean_entry_of(raw, worker, working, &job)) {
+            if page
+                .iter()
+                .any(|raw| is_force_clean_entry_of(raw, worker, working, &job))
+            {
                 return Ok(true);
             }
             if i64::try_from(page.len()).unwrap_or(0) < FAILED_PAGE {
@@ -233,7 +236,9 @@ impl RedisBackend {
             .map_err(be)?;
         let now = resq_core::time::now_ms();
         for member in &members {
-            let Some(worker) = WorkerId::parse(member) else { continue };
+            let Some(worker) = WorkerId::parse(member) else {
+                continue;
+            };
             if pinged.contains(worker.name.as_str()) {
                 continue;
             }

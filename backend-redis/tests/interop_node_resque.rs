@@ -26,6 +26,13 @@
 //!    the same second;
 //! 7. a worker of either side that dies mid-job is cleaned up by the other
 //!    side's scheduler, and its job comes back with its arguments.
+//! 8. each side honours the other's QueueLock;
+//! 9. edge cases between the two (issue #11): node-resque's `cjson` `{}`
+//!    args are repaired on every path into resq; a node-resque `*` worker
+//!    killed while idle (no ping key) is cleaned, a live one beside it is
+//!    not; resq's delayed jobs are never early under a node-resque
+//!    scheduler; and the working-on record node-resque's cleanup leaves
+//!    behind is not run again by a resq worker restarted under that name.
 //!
 //! Along the way, the payload bytes each side stores are compared with the
 //! other side's encoding of the same job, and the failed entries' field order
@@ -1654,8 +1661,17 @@ async fn cjson_empty_args_are_repaired_on_every_path() {
     node_worker_dies_holding_a_job(&env, "node-ruby:1", &[q]).await;
     env.nr("enqueue", job(q, "slow", json!([]))).await;
     node_worker_dies_holding_a_job(&env, "node-nr:2", &[q]).await;
-    let working = env.queue.working_on("node-ruby:1", q).await.expect("working_on").expect("record");
-    assert_eq!(parse(&working.payload)["args"], json!({}), "cjson wrote [] as {{}}: {working:?}");
+    let working = env
+        .queue
+        .working_on("node-ruby:1", q)
+        .await
+        .expect("working_on")
+        .expect("record");
+    assert_eq!(
+        parse(&working.payload)["args"],
+        json!({}),
+        "cjson wrote [] as {{}}: {working:?}"
+    );
     let mut janitor = env.spawn_node(
         "schedule",
         json!({ "name": "node-janitor", "timeout": 200, "leaderLockTimeout": 3, "stuckWorkerTimeout": 1000, "maxMs": 30000 }),
@@ -1668,7 +1684,9 @@ async fn cjson_empty_args_are_repaired_on_every_path() {
     assert_eq!(entries.len(), 2, "{entries:?}");
     assert!(entries.iter().all(|e| e.is_force_cleaned()), "{entries:?}");
     assert!(
-        entries.iter().all(|e| parse(e.payload.as_deref().unwrap_or("null"))["args"] == json!({})),
+        entries
+            .iter()
+            .all(|e| parse(e.payload.as_deref().unwrap_or("null"))["args"] == json!({})),
         "node-resque's entries carry the mangled args: {entries:?}"
     );
     assert_eq!(env.queue.retry_stuck_jobs().await.expect("retry_stuck_jobs"), 2);
@@ -1696,7 +1714,11 @@ async fn cjson_empty_args_are_repaired_on_every_path() {
     scheduler.shutdown().await;
     let entries = env.queue.failed(0, -1).await.expect("failed");
     assert_eq!(entries.len(), 1, "{entries:?}");
-    assert_eq!(entries[0].payload.as_deref(), Some(ruby), "the failed entry holds `args:[]`");
+    assert_eq!(
+        entries[0].payload.as_deref(),
+        Some(ruby),
+        "the failed entry holds `args:[]`"
+    );
     env.queue
         .retry_and_remove_failed(&entries[0])
         .await
@@ -1757,7 +1779,11 @@ async fn resq_delayed_jobs_are_never_early_under_a_node_scheduler() {
     for e in &transferred {
         let t = e["job"]["args"][1].as_i64().expect("the job's time");
         let at = e["at"].as_i64().expect("transfer time");
-        assert!(at >= t, "node-resque transferred the job for {t} {} ms early: {e}", t - at);
+        assert!(
+            at >= t,
+            "node-resque transferred the job for {t} {} ms early: {e}",
+            t - at
+        );
         assert_eq!(e["timestamp"], delayed_bucket_of_ms(t), "{e}");
     }
     for run in recorded(&runs) {
@@ -1799,12 +1825,18 @@ async fn dead_idle_wildcard_node_workers_are_cleaned() {
     // (`untrack` also removes the member; `track` adds it back right after.)
     let deadline = Deadline::new(Duration::from_secs(2), "the idle * worker deletes its ping key");
     while raw.exists::<_, bool>(&ping_key).await.expect("exists")
-        || !raw.sismember::<_, _, bool>(&workers_key, &dead_member).await.expect("sismember")
+        || !raw
+            .sismember::<_, _, bool>(&workers_key, &dead_member)
+            .await
+            .expect("sismember")
     {
         deadline.tick().await;
     }
     dw.kill().await;
-    assert!(!raw.exists::<_, bool>(&ping_key).await.expect("exists"), "killed with no ping key");
+    assert!(
+        !raw.exists::<_, bool>(&ping_key).await.expect("exists"),
+        "killed with no ping key"
+    );
     let members: Vec<String> = raw.smembers(&workers_key).await.expect("smembers");
     assert!(members.contains(&dead_member), "{members:?}");
 
@@ -1904,7 +1936,12 @@ async fn leaked_working_on_record_is_not_rerun() {
     let mut again = ResqWorker::spawn_named(&env, &tasks2, &[q], Some(name));
     again.wait_polls(3, Duration::from_secs(15)).await;
     again.shutdown().await;
-    assert_eq!(recorded(&runs2).len(), 0, "the failed job ran again: {:?}", recorded(&runs2));
+    assert_eq!(
+        recorded(&runs2).len(),
+        0,
+        "the failed job ran again: {:?}",
+        recorded(&runs2)
+    );
     assert_eq!(env.queue.length(q).await.expect("length"), 0);
     assert!(env.queue.working_on(name, q).await.expect("working_on").is_none());
     let entries = env.queue.failed(0, -1).await.expect("failed");

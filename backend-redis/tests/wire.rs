@@ -431,10 +431,19 @@ async fn unpinged_workers_get_a_probe_but_ruby_workers_do_not() {
     assert_eq!(probe["name"], "node-idle:7");
     assert_eq!(probe["queues"], "*");
     assert!(probe["time_ms"].as_i64().unwrap() >= before);
-    assert!(!raw.exists::<_, bool>(format!("{ns}worker:ping:rubyhost:42")).await.unwrap());
+    assert!(!raw
+        .exists::<_, bool>(format!("{ns}worker:ping:rubyhost:42"))
+        .await
+        .unwrap());
     // Nothing renewed the probe: once older than the cutoff, the worker is stale.
     let later = resq_core::time::now_ms() + 60_000;
     let stale = backend.stale_workers(later).await.unwrap();
-    assert_eq!(stale, vec![resq_core::WorkerId { name: "node-idle:7".into(), queues: "*".into() }]);
+    assert_eq!(
+        stale,
+        vec![resq_core::WorkerId {
+            name: "node-idle:7".into(),
+            queues: "*".into()
+        }]
+    );
     backend.delete_namespace().await.unwrap();
 }

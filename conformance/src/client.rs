@@ -132,7 +132,11 @@ pub async fn enqueue_at_bucket_is_never_due_early(backend: Arc<dyn Backend>) {
         let buckets = q.scheduled_at("q", "job", (i,)).await.unwrap();
         assert_eq!(buckets.len(), 1, "{t}: {buckets:?}");
         let s = buckets[0];
-        assert!(bucket_due_ms(s) >= t, "{t} in bucket {s} is due at {}", bucket_due_ms(s));
+        assert!(
+            bucket_due_ms(s) >= t,
+            "{t} in bucket {s} is due at {}",
+            bucket_due_ms(s)
+        );
         assert!(last_due_bucket(t - 1) < s, "{t} in bucket {s} is due before {t}");
         assert!(s * 1000 >= t, "{t} in bucket {s}: early for resque-scheduler");
         assert!(bucket_due_ms(s) < t + 1000, "{t} in bucket {s} is due a second late");

@@ -284,10 +284,7 @@ mod tests {
             repair_cjson_empty_args(r#"{"class":"a","queue":"q","args":{"x":1}}"#),
             None
         );
-        assert_eq!(
-            repair_cjson_empty_args(r#"{"class":"a","queue":"q","args":[]}"#),
-            None
-        );
+        assert_eq!(repair_cjson_empty_args(r#"{"class":"a","queue":"q","args":[]}"#), None);
     }
 
     #[test]
