@@ -222,7 +222,8 @@ impl RedisBackend {
     /// to age and is cleaned once it is older than the stuck-worker timeout,
     /// like any other stale ping (node-resque's scheduler then finds it too).
     /// So a dead worker without a ping is cleaned one stuck-worker timeout
-    /// after the first scheduler pass that sees it.
+    /// after the first scheduler pass that sees it. (A Ruby worker that
+    /// writes no heartbeat looks the same and would be cleaned too.)
     async fn probe_unpinged(&self, prefix: &str, pings: &[(String, Option<String>)]) -> Result<()> {
         let pinged: std::collections::HashSet<&str> = pings
             .iter()
