@@ -283,7 +283,7 @@ async function schedule(o) {
     return won;
   };
   scheduler.on("leader", () => emit({ event: "leader", at: Date.now() }));
-  scheduler.on("transferredJob", (timestamp, j) => emit({ event: "transferredJob", timestamp, job: j }));
+  scheduler.on("transferredJob", (timestamp, j) => emit({ event: "transferredJob", timestamp, job: j, at: Date.now() }));
   scheduler.on("cleanStuckWorker", (worker, errorPayload, delta) =>
     emit({ event: "cleanStuckWorker", worker, errorPayload: errorPayload || null, delta }),
   );

@@ -65,6 +65,11 @@ impl Keys {
         format!("{}worker:{}:started", self.prefix, w.member())
     }
 
+    /// Ruby resque's `workers:heartbeat` hash (field: worker id).
+    pub(crate) fn heartbeats(&self) -> String {
+        self.key("workers:heartbeat")
+    }
+
     pub(crate) fn ping(&self, name: &str) -> String {
         format!("{}worker:ping:{name}", self.prefix)
     }

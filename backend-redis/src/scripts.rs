@@ -205,6 +205,22 @@ return found
     )
 });
 
+/// KEYS: workers set, ping key, `workers:heartbeat` hash. ARGV: member, ping
+/// JSON. Writes the ping (a liveness probe, see `stale_workers`) only if the
+/// member is registered, has no ping key and no Ruby heartbeat. Returns 1
+/// when it wrote it.
+pub(crate) static PROBE_PING: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then return 0 end
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
+"#,
+    )
+});
+
 /// KEYS: lock key. ARGV: value, ttl ms. Extends the TTL if the value matches.
 pub(crate) static RENEW_LOCK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(

@@ -1,7 +1,7 @@
 //! The worker registry: the `workers` set, `worker:<id>` working-on
 //! records, `worker:<id>:started` and `worker:ping:<name>`.
 
-use crate::scripts::CLEAN_WORKER;
+use crate::scripts::{CLEAN_WORKER, PROBE_PING};
 use crate::{be, RedisBackend};
 use async_trait::async_trait;
 use resq_core::failed::{encode_entry, Failure, PAYLOAD_ERROR};
@@ -88,7 +88,8 @@ fn parse_started(raw: &str) -> Option<i64> {
 
 /// What cleaning does with a working-on record: (mode, value, queue).
 /// A node-resque worker's record holds its job re-encoded by `cjson`, with
-/// empty args turned into `{}`; that one change is undone first.
+/// empty args turned into `{}`; that one change is undone first, whether
+/// or not the payload names its queue (see [`resq_core::job`]).
 fn plan(worker: &WorkerId, working: &WorkingOn, orphan: &Orphan) -> (&'static str, String, String) {
     let repaired;
     let working = match resq_core::job::repair_cjson_empty_args(&working.payload) {
@@ -132,6 +133,130 @@ fn plan(worker: &WorkerId, working: &WorkingOn, orphan: &Orphan) -> (&'static st
             encode_entry(name, &queue, &working.payload, failure, *at_ms),
             queue,
         ),
+    }
+}
+
+/// How many failed entries one `LRANGE` reads while looking for a job that
+/// node-resque's cleanup already failed.
+const FAILED_PAGE: i64 = 500;
+
+/// Whether the failed entry `raw` is node-resque's (or resq's) force-clean
+/// entry for this worker's recorded job: written for this worker name, from
+/// the record's queue, with the same job (compared as JSON values, since
+/// node-resque re-encodes the payload through `cjson`).
+fn is_force_clean_entry_of(raw: &str, worker: &WorkerId, working: &WorkingOn, job: &serde_json::Value) -> bool {
+    let Ok(entry) = resq_core::FailedJob::decode(raw) else {
+        return false;
+    };
+    if !entry.is_force_cleaned() || entry.worker.as_deref() != Some(worker.name.as_str()) {
+        return false;
+    }
+    if !working.queue.is_empty() && entry.queue.as_deref().is_some_and(|q| q != working.queue) {
+        return false;
+    }
+    let Some(payload) = entry.payload else { return false };
+    let payload = resq_core::job::repaired_payload(payload);
+    serde_json::from_str::<serde_json::Value>(&payload).is_ok_and(|v| v == *job)
+}
+
+impl RedisBackend {
+    /// Whether a working-on record is a leftover of node-resque's
+    /// `forceCleanWorker`: that call fails the dead worker's job (a failed
+    /// entry marked `queue#forceCleanWorker`) and unregisters the worker,
+    /// but deletes the key `worker:<name>` instead of the record's
+    /// `worker:<name>:<queues>`, which so stays behind. Re-queueing or
+    /// failing it again would run or list the job twice, so cleaning drops
+    /// such a record. The rule: the worker is no longer registered, and the
+    /// failed list holds a force-clean entry for this worker name with the
+    /// same job. Anything else (the entry is not found, say because someone
+    /// removed or retried it) is cleaned as usual.
+    async fn leaked_after_force_clean(&self, worker: &WorkerId, working: &WorkingOn) -> Result<bool> {
+        let registered: bool = redis::cmd("SISMEMBER")
+            .arg(self.keys.workers())
+            .arg(worker.member())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(be)?;
+        if registered {
+            return Ok(false);
+        }
+        let payload = resq_core::job::repaired_payload(working.payload.clone());
+        let Ok(job) = serde_json::from_str::<serde_json::Value>(&payload) else {
+            return Ok(false);
+        };
+        // Newest entries first: a cleanup's entry is usually recent.
+        let mut end = -1_i64;
+        loop {
+            let page: Vec<String> = redis::cmd("LRANGE")
+                .arg(self.keys.failed())
+                .arg(end - FAILED_PAGE + 1)
+                .arg(end)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(be)?;
+            if page
+                .iter()
+                .any(|raw| is_force_clean_entry_of(raw, worker, working, &job))
+            {
+                return Ok(true);
+            }
+            if i64::try_from(page.len()).unwrap_or(0) < FAILED_PAGE {
+                return Ok(false);
+            }
+            end -= FAILED_PAGE;
+        }
+    }
+
+    /// The liveness probe for registered workers without a ping key.
+    ///
+    /// An idle node-resque worker on `*` deletes its own ping key (and its
+    /// started key) on every idle pass and writes the ping again on its next
+    /// timer tick, so one killed between the two leaves its registration
+    /// with no ping at all, which no ping scan would ever find. The rule:
+    /// for each member of `workers` whose name has no ping key, write one
+    /// stamped with the current time, atomically and only if the member is
+    /// still registered, the key still absent, and the member has no Ruby
+    /// `workers:heartbeat` entry (Ruby workers never ping; Ruby prunes them
+    /// by heartbeat). A live node-resque worker deletes or overwrites that
+    /// ping within its `timeout`, so it never ages; a dead worker leaves it
+    /// to age and is cleaned once it is older than the stuck-worker timeout,
+    /// like any other stale ping (node-resque's scheduler then finds it too).
+    /// So a dead worker without a ping is cleaned one stuck-worker timeout
+    /// after the first scheduler pass that sees it. (A Ruby worker that
+    /// writes no heartbeat looks the same and would be cleaned too.)
+    async fn probe_unpinged(&self, prefix: &str, pings: &[(String, Option<String>)]) -> Result<()> {
+        let pinged: std::collections::HashSet<&str> = pings
+            .iter()
+            .filter(|(_, v)| v.is_some())
+            .filter_map(|(k, _)| k.strip_prefix(prefix))
+            .collect();
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.keys.workers())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(be)?;
+        let now = resq_core::time::now_ms();
+        for member in &members {
+            let Some(worker) = WorkerId::parse(member) else {
+                continue;
+            };
+            if pinged.contains(worker.name.as_str()) {
+                continue;
+            }
+            let wrote: i64 = PROBE_PING
+                .key(self.keys.workers())
+                .key(self.keys.ping(&worker.name))
+                .key(self.keys.heartbeats())
+                .arg(member)
+                .arg(ping_json(&worker, now))
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(be)?;
+            if wrote == 1 {
+                tracing::info!(target: "resq::redis", worker = %worker, "registered worker had no ping; probing it");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -253,9 +378,13 @@ impl WorkerRegistry for RedisBackend {
         Ok(raw.map(|r| parse_working(worker, &r)))
     }
 
+    /// Workers whose ping is older than `cutoff_ms`, after giving a ping to
+    /// every registered worker that has none (the liveness probe of
+    /// `probe_unpinged`).
     async fn stale_workers(&self, cutoff_ms: i64) -> Result<Vec<WorkerId>> {
         let prefix = self.keys.ping("");
         let found = self.scan_values(&self.keys.pattern("worker:ping:")).await?;
+        self.probe_unpinged(&prefix, &found).await?;
         let mut out = Vec::new();
         for (key, value) in &found {
             let Some(raw) = value else { continue };
@@ -293,6 +422,7 @@ impl WorkerRegistry for RedisBackend {
                 .map_err(be)?;
             let working = raw.as_deref().map(|r| parse_working(worker, r));
             let (mode, value, queue) = match &working {
+                Some(w) if self.leaked_after_force_clean(worker, w).await? => ("drop", String::new(), String::new()),
                 Some(w) => plan(worker, w, &orphan),
                 None => ("none", String::new(), String::new()),
             };
@@ -325,6 +455,10 @@ impl WorkerRegistry for RedisBackend {
             }
             if found == 0 && working.is_none() {
                 return Ok(None);
+            }
+            if mode == "drop" {
+                tracing::warn!(target: "resq::redis", worker = %worker,
+                    "dropped a working-on record node-resque's cleanup left behind: its job is on the failed list already");
             }
             return Ok(Some(Cleaned {
                 worker: worker.clone(),

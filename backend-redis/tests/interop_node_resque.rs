@@ -26,6 +26,13 @@
 //!    the same second;
 //! 7. a worker of either side that dies mid-job is cleaned up by the other
 //!    side's scheduler, and its job comes back with its arguments.
+//! 8. each side honours the other's QueueLock;
+//! 9. edge cases between the two (issue #11): node-resque's `cjson` `{}`
+//!    args are repaired on every path into resq; a node-resque `*` worker
+//!    killed while idle (no ping key) is cleaned, a live one beside it is
+//!    not; resq's delayed jobs are never early under a node-resque
+//!    scheduler; and the working-on record node-resque's cleanup leaves
+//!    behind is not run again by a resq worker restarted under that name.
 //!
 //! Along the way, the payload bytes each side stores are compared with the
 //! other side's encoding of the same job, and the failed entries' field order
@@ -40,7 +47,7 @@
 
 use resq_core::job::encode_payload;
 use resq_core::task::{JobContext, TaskError, Tasks};
-use resq_core::time::{bucket_of_ms, now_ms, parse_date};
+use resq_core::time::{bucket_due_ms, bucket_of_ms, delayed_bucket_of_ms, now_ms, parse_date};
 use resq_core::{
     Backend, Error, Queue, Scheduler, SchedulerConfig, StatsStore, StuckJobPolicy, Worker, WorkerConfig, WorkerEvent,
     WorkerStatus,
@@ -490,7 +497,13 @@ struct ResqWorker {
 
 impl ResqWorker {
     fn spawn(env: &Env, tasks: &Arc<Tasks>, queues: &[&str]) -> Self {
+        Self::spawn_named(env, tasks, queues, None)
+    }
+
+    /// [`ResqWorker::spawn`] with a fixed name (`None`: a unique one).
+    fn spawn_named(env: &Env, tasks: &Arc<Tasks>, queues: &[&str], name: Option<&str>) -> Self {
         let config = WorkerConfig {
+            name: name.map(str::to_owned),
             poll_interval: Duration::from_millis(100),
             ping_interval: Duration::from_millis(500),
             shutdown_timeout: Duration::from_secs(5),
@@ -518,6 +531,21 @@ impl ResqWorker {
                 Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
                 Ok(Err(broadcast::error::RecvError::Closed)) => panic!("worker {} ended", self.name),
                 Err(_) => panic!("worker {} took no job within {limit:?}", self.name),
+            }
+        }
+    }
+
+    /// Waits until the worker started and then polled `n` times.
+    async fn wait_polls(&mut self, n: usize, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        let (mut started, mut polls) = (false, 0);
+        while polls < n {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Ok(WorkerEvent::Start { .. })) => started = true,
+                Ok(Ok(WorkerEvent::Poll { .. })) if started => polls += 1,
+                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+                Ok(Err(broadcast::error::RecvError::Closed)) => panic!("worker {} ended", self.name),
+                Err(_) => panic!("worker {} did not poll {n} times within {limit:?}", self.name),
             }
         }
     }
@@ -715,12 +743,19 @@ async fn node_jobs_run_on_resq_worker_and_scheduler() {
     find("echo", &args_vec(&tricky));
     let at_run = find("echo", &[json!("at"), json!(at)]);
     let in_run = find("add", &[json!(20), json!(22)]);
-    // resq never starts a delayed job before the time node-resque asked for.
-    assert!(at_run.at_ms >= at, "enqueueAt job ran {} ms early", at - at_run.at_ms);
+    // resq promotes node-resque's buckets when node-resque would, never
+    // sooner: bucket `round(t / 1000)` from its `s·1000 − 500` ms, which is
+    // at most half a second before `t` (node-resque's own rounding).
+    let not_before = |t: i64| bucket_due_ms(bucket_of_ms(t));
     assert!(
-        in_run.at_ms >= in_not_before,
-        "enqueueIn job ran {} ms early",
-        in_not_before - in_run.at_ms
+        at_run.at_ms >= not_before(at),
+        "enqueueAt job ran {} ms before its bucket was due",
+        not_before(at) - at_run.at_ms
+    );
+    assert!(
+        in_run.at_ms >= not_before(in_not_before),
+        "enqueueIn job ran {} ms before its bucket was due",
+        not_before(in_not_before) - in_run.at_ms
     );
 
     // Both sides now see the same empty schedule and the same counters.
@@ -767,7 +802,12 @@ async fn resq_jobs_run_on_node_worker_and_scheduler() {
             node_encoding(&env, q, "echo", &tricky).await,
         ]
     );
-    let at_bucket = env.queue.delayed_at(at).await.expect("delayed_at");
+    // resq filed it under the first bucket due no sooner than `at`.
+    let at_bucket = env
+        .queue
+        .delayed_at(delayed_bucket_of_ms(at) * 1000)
+        .await
+        .expect("delayed_at");
     assert_eq!(
         at_bucket.tasks.iter().map(|d| d.raw().to_owned()).collect::<Vec<_>>(),
         vec![node_encoding(&env, q, "echo", &json!(["at", at])).await]
@@ -808,7 +848,7 @@ async fn resq_jobs_run_on_node_worker_and_scheduler() {
     assert!(
         transferred
             .iter()
-            .any(|e| e["timestamp"] == bucket_of_ms(at) && e["job"]["args"] == json!(["at", at])),
+            .any(|e| e["timestamp"] == delayed_bucket_of_ms(at) && e["job"]["args"] == json!(["at", at])),
         "{transferred:#?}"
     );
 
@@ -1003,9 +1043,12 @@ async fn inspection_agrees_on_both_sides() {
     env.queue.enqueue(qa, "add", (1, 2)).await.expect("enqueue");
     env.queue.enqueue(qa, "echo", tricky_args()).await.expect("enqueue");
     env.nr("enqueue", job(qb, "add", json!([3, 4]))).await;
-    let now = now_ms();
+    // Times at x.500 s, where node-resque's bucket (`round(t / 1000)`) and
+    // resq's (`ceil((t + 500) / 1000)`) are the same one.
+    let now = now_ms().div_euclid(1000) * 1000 + 500;
     let (t1, t2) = (now + 3_600_000, now + 7_200_000);
     let (b1, b2) = (bucket_of_ms(t1), bucket_of_ms(t2));
+    assert_eq!((b1, b2), (delayed_bucket_of_ms(t1), delayed_bucket_of_ms(t2)));
     env.queue.enqueue_at(t1, qa, "echo", ("r1",)).await.expect("enqueue_at");
     env.queue.enqueue_at(t2, qa, "echo", ("r2",)).await.expect("enqueue_at");
     env.nr(
@@ -1352,9 +1395,12 @@ async fn del_and_del_delayed_work_across_sides() {
         ]
     );
 
-    let now = now_ms();
+    // Times at x.500 s, where node-resque's bucket (`round(t / 1000)`) and
+    // resq's (`ceil((t + 500) / 1000)`) are the same one.
+    let now = now_ms().div_euclid(1000) * 1000 + 500;
     let (t1, t2) = (now + 3_600_000, now + 7_200_000);
     let (b1, b2) = (bucket_of_ms(t1), bucket_of_ms(t2));
+    assert_eq!((b1, b2), (delayed_bucket_of_ms(t1), delayed_bucket_of_ms(t2)));
 
     // node-resque schedules one job twice; resq finds and deletes both.
     for t in [t1, t2] {
@@ -1387,7 +1433,7 @@ async fn del_and_del_delayed_work_across_sides() {
     env.queue.enqueue_at(t1, q, "add", (9, 10)).await.expect("enqueue_at");
     env.queue.enqueue_at(t2, q, "add", (9, 10)).await.expect("enqueue_at");
     env.queue.enqueue_at(t1, q, "add", (11, 12)).await.expect("enqueue_at");
-    // Either side refuses a job the other already scheduled in the same second.
+    // Either side refuses a job the other already scheduled in the same bucket.
     let dup = json!({ "timestamp": t1, "queue": q, "class": "add", "args": [9, 10] });
     let refused = env
         .nr_try("enqueueAt", dup)
@@ -1576,5 +1622,331 @@ async fn queue_locks_are_honoured_both_ways() {
     assert!((value - (now_s + 3601)).abs() <= 2, "value {value}");
     let ttl = info["ttl"].as_i64().expect("ttl");
     assert!(ttl > 3590 && ttl <= 3600, "ttl {ttl}");
+    env.finish().await;
+}
+
+// ---- 9. edge cases between the two implementations (issue #11) -------------
+
+/// Starts a node-resque worker on `queues` named `name`, waits until it took
+/// a job (the next one queued) and kills it: it dies holding that job, with
+/// its working-on record written by node-resque's `cjson` Lua script.
+async fn node_worker_dies_holding_a_job(env: &Env, name: &str, queues: &[&str]) {
+    let mut nw = env.spawn_node(
+        "work",
+        json!({ "queues": queues, "name": name, "timeout": 100, "maxMs": 30000 }),
+    );
+    nw.wait_event(Duration::from_secs(15), "start").await;
+    nw.wait_event(Duration::from_secs(15), "job").await;
+    nw.kill().await;
+}
+
+/// The `{}`→`[]` repair runs on every path a node-resque re-encoded payload
+/// takes into resq: a dead node-resque worker's record holding a Ruby-shaped
+/// job (no `queue`) that resq's scheduler fails, retried with
+/// `retry_and_remove_failed`; and failed entries that node-resque's own
+/// cleanup wrote (both payload shapes), retried with `retry_stuck_jobs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cjson_empty_args_are_repaired_on_every_path() {
+    let Some(env) = Env::setup("cjson_empty_args_are_repaired_on_every_path").await else {
+        return;
+    };
+    use resq_core::QueueStore;
+    let q = "mangled";
+    let ruby = r#"{"class":"slow","args":[]}"#;
+    let nr_shaped = encode_payload(q, "slow", &[]);
+
+    // 1. Two node-resque workers die holding a job each; node-resque's
+    // scheduler cleans them and writes the cjson-mangled payloads.
+    env.backend.push(q, ruby).await.expect("push ruby payload");
+    node_worker_dies_holding_a_job(&env, "node-ruby:1", &[q]).await;
+    env.nr("enqueue", job(q, "slow", json!([]))).await;
+    node_worker_dies_holding_a_job(&env, "node-nr:2", &[q]).await;
+    let working = env
+        .queue
+        .working_on("node-ruby:1", q)
+        .await
+        .expect("working_on")
+        .expect("record");
+    assert_eq!(
+        parse(&working.payload)["args"],
+        json!({}),
+        "cjson wrote [] as {{}}: {working:?}"
+    );
+    let mut janitor = env.spawn_node(
+        "schedule",
+        json!({ "name": "node-janitor", "timeout": 200, "leaderLockTimeout": 3, "stuckWorkerTimeout": 1000, "maxMs": 30000 }),
+    );
+    for _ in 0..2 {
+        janitor.wait_event(Duration::from_secs(20), "cleanStuckWorker").await;
+    }
+    janitor.finish().await;
+    let entries = env.queue.failed(0, -1).await.expect("failed");
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert!(entries.iter().all(|e| e.is_force_cleaned()), "{entries:?}");
+    assert!(
+        entries
+            .iter()
+            .all(|e| parse(e.payload.as_deref().unwrap_or("null"))["args"] == json!({})),
+        "node-resque's entries carry the mangled args: {entries:?}"
+    );
+    assert_eq!(env.queue.retry_stuck_jobs().await.expect("retry_stuck_jobs"), 2);
+    let mut queued = raw_queue(&env, q).await;
+    queued.sort();
+    let mut expected = vec![ruby.to_owned(), nr_shaped.clone()];
+    expected.sort();
+    assert_eq!(queued, expected, "both retried with `args:[]`");
+    env.queue.del_queue(q).await.expect("del_queue");
+
+    // 2. A node-resque worker dies holding the Ruby-shaped job; resq's
+    // scheduler fails it, and resq retries the failed entry.
+    env.backend.push(q, ruby).await.expect("push ruby payload");
+    node_worker_dies_holding_a_job(&env, "node-ruby:3", &[q]).await;
+    let config = SchedulerConfig {
+        stuck_worker_timeout: Some(Duration::from_secs(1)),
+        stuck_job_policy: StuckJobPolicy::Fail,
+        ..quick_scheduler("resq-janitor")
+    };
+    let scheduler = ResqScheduler::spawn_with(&env, config);
+    let deadline = Deadline::new(Duration::from_secs(20), "resq fails the dead node worker's job");
+    while env.queue.failed_count().await.expect("failed_count") == 0 {
+        deadline.tick().await;
+    }
+    scheduler.shutdown().await;
+    let entries = env.queue.failed(0, -1).await.expect("failed");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(
+        entries[0].payload.as_deref(),
+        Some(ruby),
+        "the failed entry holds `args:[]`"
+    );
+    env.queue
+        .retry_and_remove_failed(&entries[0])
+        .await
+        .expect("retry_and_remove_failed");
+    assert_eq!(raw_queue(&env, q).await, vec![ruby.to_owned()]);
+
+    // The retried job runs with no arguments on a resq worker.
+    let runs: Runs = Arc::default();
+    let tasks = resq_tasks(&runs, &Arc::new(Semaphore::new(1)));
+    let worker = ResqWorker::spawn(&env, &tasks, &[q]);
+    let deadline = Deadline::new(Duration::from_secs(15), "resq runs the retried job");
+    while recorded(&runs).is_empty() {
+        deadline.tick().await;
+    }
+    worker.shutdown().await;
+    assert_eq!(recorded(&runs)[0].args, Vec::<Value>::new());
+    env.finish().await;
+}
+
+/// resq files a delayed job under the first bucket that no scheduler
+/// promotes before the job's time, so with a node-resque scheduler leading
+/// (it promotes bucket `s` from `s·1000 − 500` ms) a job resq scheduled is
+/// never transferred nor run early, whatever its sub-second part, and is
+/// not more than about a second late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resq_delayed_jobs_are_never_early_under_a_node_scheduler() {
+    let Some(env) = Env::setup("resq_delayed_jobs_are_never_early_under_a_node_scheduler").await else {
+        return;
+    };
+    let q = "on_time";
+    let mut scheduler = env.spawn_node(
+        "schedule",
+        json!({ "name": "node-scheduler", "timeout": 50, "leaderLockTimeout": 3, "maxMs": 30000 }),
+    );
+    scheduler.wait_event(Duration::from_secs(15), "leader").await;
+    let base = now_ms().div_euclid(1000) * 1000 + 2_000;
+    let offsets = [499_i64, 501, 0, 999, 500, 1];
+    let mut times = Vec::new();
+    for (i, offset) in offsets.into_iter().enumerate() {
+        let t = base + i as i64 * 1000 + offset;
+        env.queue
+            .enqueue_at(t, q, "echo", ("due", t))
+            .await
+            .expect("enqueue_at");
+        times.push(t);
+    }
+    let runs: Runs = Arc::default();
+    let tasks = resq_tasks(&runs, &Arc::new(Semaphore::new(0)));
+    let worker = ResqWorker::spawn(&env, &tasks, &[q]);
+    let deadline = Deadline::new(Duration::from_secs(20), "every delayed job runs");
+    while recorded(&runs).len() < times.len() {
+        deadline.tick().await;
+    }
+    worker.shutdown().await;
+    scheduler.finish().await;
+    let transferred = scheduler.events("transferredJob");
+    assert_eq!(transferred.len(), times.len(), "{transferred:#?}");
+    for e in &transferred {
+        let t = e["job"]["args"][1].as_i64().expect("the job's time");
+        let at = e["at"].as_i64().expect("transfer time");
+        assert!(
+            at >= t,
+            "node-resque transferred the job for {t} {} ms early: {e}",
+            t - at
+        );
+        assert_eq!(e["timestamp"], delayed_bucket_of_ms(t), "{e}");
+    }
+    for run in recorded(&runs) {
+        let t = run.args[1].as_i64().expect("the job's time");
+        assert!(run.at_ms >= t, "the job for {t} ran {} ms early", t - run.at_ms);
+    }
+    env.finish().await;
+}
+
+/// An idle node-resque worker on `*` deletes its own ping key on every idle
+/// pass (node-resque's `checkQueues` runs `untrack`) and writes it again on
+/// its next ping tick, so one killed in between is registered with no ping
+/// key. resq's scheduler gives such a worker a ping probe; a dead worker
+/// lets it age and is cleaned after the stuck-worker timeout, while a live
+/// idle `*` worker beside it deletes or refreshes the probe and is never
+/// cleaned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_idle_wildcard_node_workers_are_cleaned() {
+    let Some(env) = Env::setup("dead_idle_wildcard_node_workers_are_cleaned").await else {
+        return;
+    };
+    use redis::AsyncCommands;
+    let client = redis::Client::open(env.url.as_str()).expect("redis url");
+    let mut raw = client.get_multiplexed_async_connection().await.expect("redis");
+    let ns = format!("{}:", env.namespace);
+    let (dead, live) = ("node-dead:1", "node-live:2");
+
+    // The dead one: a `*` worker with a 3 s ping period. Its first idle pass
+    // deletes the ping key that `init` wrote; it is killed before its ping
+    // timer writes it again, so it stays registered with no ping key.
+    let mut dw = env.spawn_node(
+        "work",
+        json!({ "queues": ["*"], "name": dead, "timeout": 3000, "maxMs": 30000 }),
+    );
+    dw.wait_event(Duration::from_secs(15), "start").await;
+    let ping_key = format!("{ns}worker:ping:{dead}");
+    let dead_member = format!("{dead}:*");
+    let workers_key = format!("{ns}workers");
+    // (`untrack` also removes the member; `track` adds it back right after.)
+    let deadline = Deadline::new(Duration::from_secs(2), "the idle * worker deletes its ping key");
+    while raw.exists::<_, bool>(&ping_key).await.expect("exists")
+        || !raw
+            .sismember::<_, _, bool>(&workers_key, &dead_member)
+            .await
+            .expect("sismember")
+    {
+        deadline.tick().await;
+    }
+    dw.kill().await;
+    assert!(
+        !raw.exists::<_, bool>(&ping_key).await.expect("exists"),
+        "killed with no ping key"
+    );
+    let members: Vec<String> = raw.smembers(&workers_key).await.expect("smembers");
+    assert!(members.contains(&dead_member), "{members:?}");
+
+    // The live one: an idle `*` worker polling (and deleting its ping) every 100 ms.
+    let mut lw = env.spawn_node(
+        "work",
+        json!({ "queues": ["*"], "name": live, "timeout": 100, "maxMs": 30000 }),
+    );
+    lw.wait_event(Duration::from_secs(15), "start").await;
+
+    let config = SchedulerConfig {
+        stuck_worker_timeout: Some(Duration::from_secs(1)),
+        stuck_job_policy: StuckJobPolicy::Requeue,
+        ..quick_scheduler("resq-janitor")
+    };
+    let scheduler = ResqScheduler::spawn_with(&env, config);
+    let cleaned: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut events = scheduler.scheduler.subscribe();
+    let sink = Arc::clone(&cleaned);
+    let collector = tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(resq_core::SchedulerEvent::CleanStuckWorker { worker, .. }) => {
+                    sink.lock().expect("cleaned lock").push(worker.name)
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+    let deadline = Deadline::new(Duration::from_secs(15), "resq cleans the dead idle * worker");
+    loop {
+        let members: Vec<String> = raw.smembers(&workers_key).await.expect("smembers");
+        if !members.contains(&dead_member) {
+            break;
+        }
+        deadline.tick().await;
+    }
+    // Three more stuck-worker timeouts: the live worker is never cleaned.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    scheduler.shutdown().await;
+    tokio::time::timeout(Duration::from_secs(5), collector)
+        .await
+        .expect("the scheduler's event channel closes")
+        .expect("collector");
+    assert_eq!(*cleaned.lock().expect("cleaned lock"), vec![dead.to_owned()]);
+    assert!(!raw.exists::<_, bool>(&ping_key).await.expect("exists"));
+    lw.drain();
+    assert!(lw.events("error").is_empty(), "{:?}", lw.events("error"));
+    lw.finish().await;
+    let node = env.inspect(&[], json!([])).await;
+    assert_eq!(node["workers"], json!({}), "{node}");
+    env.finish().await;
+}
+
+/// node-resque's `forceCleanWorker` fails a dead worker's job and
+/// unregisters it, but deletes `worker:<name>` instead of the working-on key
+/// `worker:<name>:<queues>`, which stays behind. A resq worker restarted
+/// under the same name finds that record at start-up: it must not run the
+/// job again, and the job stays on the failed list exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaked_working_on_record_is_not_rerun() {
+    let Some(env) = Env::setup("leaked_working_on_record_is_not_rerun").await else {
+        return;
+    };
+    let q = "leaks";
+    let name = "resq-host:4242";
+    let runs: Runs = Arc::default();
+    let tasks = resq_tasks(&runs, &Arc::new(Semaphore::new(0)));
+    let mut worker = ResqWorker::spawn_named(&env, &tasks, &[q], Some(name));
+    env.queue.enqueue(q, "slow", ("leak", 1)).await.expect("enqueue");
+    worker.wait_job(Duration::from_secs(15)).await;
+    worker.crash().await;
+    let original = encode_payload(q, "slow", &[json!("leak"), json!(1)]);
+
+    // node-resque's scheduler cleans the dead worker: a failed entry, and
+    // the working-on record left behind.
+    let mut janitor = env.spawn_node(
+        "schedule",
+        json!({ "name": "node-janitor", "timeout": 200, "leaderLockTimeout": 3, "stuckWorkerTimeout": 1000, "maxMs": 30000 }),
+    );
+    let cleaned = janitor.wait_event(Duration::from_secs(20), "cleanStuckWorker").await;
+    janitor.finish().await;
+    assert_eq!(cleaned["worker"], name, "{cleaned}");
+    assert!(!env.queue.workers().await.expect("workers").contains_key(name));
+    let leaked = env.queue.working_on(name, q).await.expect("working_on");
+    assert_eq!(
+        leaked.map(|w| w.payload),
+        Some(original.clone()),
+        "node-resque leaves the working-on record behind"
+    );
+    assert_eq!(env.queue.failed_count().await.expect("failed_count"), 1);
+
+    // A resq worker restarts under the same name.
+    let runs2: Runs = Arc::default();
+    let tasks2 = resq_tasks(&runs2, &Arc::new(Semaphore::new(5)));
+    let mut again = ResqWorker::spawn_named(&env, &tasks2, &[q], Some(name));
+    again.wait_polls(3, Duration::from_secs(15)).await;
+    again.shutdown().await;
+    assert_eq!(
+        recorded(&runs2).len(),
+        0,
+        "the failed job ran again: {:?}",
+        recorded(&runs2)
+    );
+    assert_eq!(env.queue.length(q).await.expect("length"), 0);
+    assert!(env.queue.working_on(name, q).await.expect("working_on").is_none());
+    let entries = env.queue.failed(0, -1).await.expect("failed");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert!(entries[0].is_force_cleaned());
+    assert_eq!(entries[0].job().expect("decodes").raw, original);
     env.finish().await;
 }

@@ -70,7 +70,7 @@ async fn enqueue_writes_resque_keys_and_bytes() {
     let queues: Vec<String> = raw.smembers(format!("{ns}queues")).await.unwrap();
     assert_eq!(queues, vec!["math".to_owned()]);
 
-    q.enqueue_at(10_000, "math", "add", (3, 4)).await.unwrap();
+    q.enqueue_at(9_500, "math", "add", (3, 4)).await.unwrap();
     let payload = r#"{"class":"add","queue":"math","args":[3,4]}"#;
     let score: Option<f64> = raw.zscore(format!("{ns}delayed_queue_schedule"), "10").await.unwrap();
     assert_eq!(score, Some(10.0));
@@ -406,4 +406,44 @@ async fn plugin_keys_match_node_resque() {
     assert_eq!(v["queue"], "w");
     let ttl: i64 = raw.ttl(format!("{ns}resque-retry:brokenJob:1-2")).await.unwrap();
     assert!(ttl > 3600, "attempt key TTL {ttl}");
+}
+
+/// A registered worker without a ping key gets a ping probe from
+/// `stale_workers` (stamped now, so not stale yet) and, if nothing renews
+/// it, is reported once the probe is older than the cutoff. A Ruby worker
+/// (with a `workers:heartbeat` entry and never a ping) is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpinged_workers_get_a_probe_but_ruby_workers_do_not() {
+    use resq_core::WorkerRegistry;
+    let Some((backend, mut raw, ns)) = setup("unpinged_workers_get_a_probe_but_ruby_workers_do_not").await else {
+        return;
+    };
+    let (node, ruby) = ("node-idle:7:*", "rubyhost:42:*");
+    let _: () = raw.sadd(format!("{ns}workers"), &[node, ruby]).await.unwrap();
+    let _: () = raw
+        .hset(format!("{ns}workers:heartbeat"), ruby, "2026-11-28T21:36:02+00:00")
+        .await
+        .unwrap();
+    let before = resq_core::time::now_ms();
+    assert!(backend.stale_workers(before - 60_000).await.unwrap().is_empty());
+    let probe: Option<String> = raw.get(format!("{ns}worker:ping:node-idle:7")).await.unwrap();
+    let probe: Value = serde_json::from_str(&probe.expect("a probe ping")).unwrap();
+    assert_eq!(probe["name"], "node-idle:7");
+    assert_eq!(probe["queues"], "*");
+    assert!(probe["time_ms"].as_i64().unwrap() >= before);
+    assert!(!raw
+        .exists::<_, bool>(format!("{ns}worker:ping:rubyhost:42"))
+        .await
+        .unwrap());
+    // Nothing renewed the probe: once older than the cutoff, the worker is stale.
+    let later = resq_core::time::now_ms() + 60_000;
+    let stale = backend.stale_workers(later).await.unwrap();
+    assert_eq!(
+        stale,
+        vec![resq_core::WorkerId {
+            name: "node-idle:7".into(),
+            queues: "*".into()
+        }]
+    );
+    backend.delete_namespace().await.unwrap();
 }

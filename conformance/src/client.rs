@@ -3,7 +3,7 @@
 
 use resq_core::backend::{Backend, Orphan, Outcome, WorkerId};
 use resq_core::failed::{encode_entry, FailedJob, Failure, FORCE_CLEAN_MARK, WORKER_TIMEOUT};
-use resq_core::time::{bucket_of_ms, now_ms};
+use resq_core::time::{bucket_due_ms, delayed_bucket_of_ms, last_due_bucket, now_ms};
 use resq_core::{Error, NewJob, Queue, WorkerStatus};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -88,38 +88,65 @@ pub async fn enqueue_batch_keeps_order(backend: Arc<dyn Backend>) {
     assert_eq!(q.enqueue_batch(Vec::new()).await.unwrap(), 0);
 }
 
-/// `enqueue_at(10000)` lands in bucket 10; the same job in the same second is
-/// refused with node-resque's error and stored once; other args are fine.
+/// `enqueue_at(10000)` lands in bucket 11 (`ceil((ms + 500) / 1000)`, the
+/// first bucket no scheduler promotes before 10 s); the same job in the same
+/// bucket is refused with node-resque's error and stored once; other args
+/// are fine.
 pub async fn enqueue_at_buckets_and_refuses_duplicates(backend: Arc<dyn Backend>) {
     let q = Queue::new(Arc::clone(&backend));
     q.enqueue_at(10_000, "q", "add", (1, 2)).await.unwrap();
-    assert_eq!(backend.delayed_timestamps().await.unwrap(), vec![10]);
-    let dup = q.enqueue_at(10_400, "q", "add", (1, 2)).await.unwrap_err();
+    assert_eq!(backend.delayed_timestamps().await.unwrap(), vec![11]);
+    let dup = q.enqueue_at(10_500, "q", "add", (1, 2)).await.unwrap_err();
     assert!(dup.is_already_scheduled(), "{dup}");
     assert!(dup
         .to_string()
         .contains("Job already enqueued at this time with same arguments"));
-    assert_eq!(backend.delayed_at(10).await.unwrap().len(), 1);
-    q.enqueue_at(10_000, "q", "add", (2, 2)).await.unwrap();
-    assert_eq!(backend.delayed_at(10).await.unwrap().len(), 2);
+    assert_eq!(backend.delayed_at(11).await.unwrap().len(), 1);
+    q.enqueue_at(9_501, "q", "add", (2, 2)).await.unwrap();
+    assert_eq!(backend.delayed_at(11).await.unwrap().len(), 2);
+    q.enqueue_at(9_500, "q", "add", (1, 2)).await.unwrap();
+    assert_eq!(backend.delayed_timestamps().await.unwrap(), vec![10, 11]);
     assert_eq!(q.length("q").await.unwrap(), 0, "delayed jobs are not queued");
 }
 
-/// `enqueue_in` uses bucket `round((now + delay) / 1000)`.
+/// `enqueue_in` uses bucket `ceil((now + delay + 500) / 1000)`.
 pub async fn enqueue_in_uses_rounded_bucket(backend: Arc<dyn Backend>) {
     let q = Queue::new(Arc::clone(&backend));
-    let before = bucket_of_ms(now_ms() + 5_000);
+    let before = delayed_bucket_of_ms(now_ms() + 5_000);
     q.enqueue_in(Duration::from_secs(5), "q", "add", (1, 2)).await.unwrap();
-    let after = bucket_of_ms(now_ms() + 5_000);
+    let after = delayed_bucket_of_ms(now_ms() + 5_000);
     let ts = backend.delayed_timestamps().await.unwrap();
     assert_eq!(ts.len(), 1);
     assert!(ts[0] >= before && ts[0] <= after, "{ts:?} not in [{before}, {after}]");
 }
 
+/// The bucket `enqueue_at(t)` picks is due (for resq's and node-resque's
+/// schedulers, from `s·1000 − 500`; for Ruby's, from `s·1000`) no sooner
+/// than `t` and less than a second after it, for every sub-second offset.
+pub async fn enqueue_at_bucket_is_never_due_early(backend: Arc<dyn Backend>) {
+    let q = Queue::new(Arc::clone(&backend));
+    let base = 1_000_000_000_i64;
+    for (i, offset) in [0_i64, 1, 499, 500, 501, 999].into_iter().enumerate() {
+        let t = base + offset;
+        q.enqueue_at(t, "q", "job", (i,)).await.unwrap();
+        let buckets = q.scheduled_at("q", "job", (i,)).await.unwrap();
+        assert_eq!(buckets.len(), 1, "{t}: {buckets:?}");
+        let s = buckets[0];
+        assert!(
+            bucket_due_ms(s) >= t,
+            "{t} in bucket {s} is due at {}",
+            bucket_due_ms(s)
+        );
+        assert!(last_due_bucket(t - 1) < s, "{t} in bucket {s} is due before {t}");
+        assert!(s * 1000 >= t, "{t} in bucket {s}: early for resque-scheduler");
+        assert!(bucket_due_ms(s) < t + 1000, "{t} in bucket {s} is due a second late");
+    }
+}
+
 /// `scheduled_at` and `del_delayed` match by queue, class and args.
 pub async fn scheduled_at_and_del_delayed_match_args(backend: Arc<dyn Backend>) {
     let q = Queue::new(Arc::clone(&backend));
-    q.enqueue_at(10_000, "q", "add", (1, 2)).await.unwrap();
+    q.enqueue_at(9_500, "q", "add", (1, 2)).await.unwrap();
     assert_eq!(q.scheduled_at("q", "add", (1, 2)).await.unwrap(), vec![10]);
     assert_eq!(q.scheduled_at("q", "add", (3, 4)).await.unwrap(), Vec::<i64>::new());
     assert_eq!(q.scheduled_at("other", "add", (1, 2)).await.unwrap(), Vec::<i64>::new());
@@ -151,10 +178,10 @@ pub async fn omitted_args_delayed_at_four_seconds(backend: Arc<dyn Backend>) {
 /// `timestamps` (ms, numeric order), `delayed_at` and `all_delayed` agree.
 pub async fn timestamps_delayed_at_and_all_delayed(backend: Arc<dyn Backend>) {
     let q = Queue::new(backend);
-    q.enqueue_at(20_000, "q", "add", (3, 3)).await.unwrap();
-    q.enqueue_at(10_000, "q", "add", (1, 1)).await.unwrap();
-    q.enqueue_at(10_000, "q", "add", (2, 2)).await.unwrap();
-    q.enqueue_at(100_000, "q", "add", (4, 4)).await.unwrap();
+    q.enqueue_at(19_500, "q", "add", (3, 3)).await.unwrap();
+    q.enqueue_at(9_500, "q", "add", (1, 1)).await.unwrap();
+    q.enqueue_at(8_501, "q", "add", (2, 2)).await.unwrap();
+    q.enqueue_at(99_500, "q", "add", (4, 4)).await.unwrap();
     assert_eq!(q.timestamps().await.unwrap(), vec![10_000, 20_000, 100_000]);
     let at10 = q.delayed_at(10_000).await.unwrap();
     assert_eq!(at10.r_timestamp, 10);
@@ -448,6 +475,40 @@ pub async fn retry_stuck_jobs_keeps_original_bytes(backend: Arc<dyn Backend>) {
     assert_eq!(
         backend.queue_range("test_queue", 0, -1).await.unwrap(),
         vec![empty.to_owned(), big.to_owned()]
+    );
+}
+
+/// Failed entries that node-resque's cleanup wrote hold the job as Redis's
+/// `cjson` re-encoded it, with `args:[]` turned into `{}`. Both retry calls
+/// put such a job back with `args:[]`, whether its payload names a queue
+/// (node-resque's shape) or not (Ruby's); a `{}` nested in `args` is kept.
+pub async fn retries_repair_cjson_empty_args(backend: Arc<dyn Backend>) {
+    let stuck = Failure::new(WORKER_TIMEOUT, WORKER_TIMEOUT).with_backtrace(vec![
+        "killed by test".into(),
+        FORCE_CLEAN_MARK.into(),
+        "node-resque".into(),
+    ]);
+    let mangled_nr = r#"{"class":"noArgs","args":{},"queue":"q"}"#;
+    let mangled_ruby = r#"{"class":"Archive","args":{}}"#;
+    let nested = r#"{"class":"nested","queue":"q","args":[{}]}"#;
+    for payload in [mangled_nr, mangled_ruby, nested] {
+        backend
+            .push_failed(&encode_entry("node:1", "q", payload, &stuck, 1))
+            .await
+            .unwrap();
+    }
+    let q = Queue::new(Arc::clone(&backend));
+    let ruby_entry = q.failed(1, 1).await.unwrap().remove(0);
+    q.retry_and_remove_failed(&ruby_entry).await.unwrap();
+    assert_eq!(q.retry_stuck_jobs().await.unwrap(), 2);
+    assert_eq!(q.failed_count().await.unwrap(), 0);
+    assert_eq!(
+        backend.queue_range("q", 0, -1).await.unwrap(),
+        vec![
+            r#"{"class":"Archive","args":[]}"#.to_owned(),
+            r#"{"class":"noArgs","queue":"q","args":[]}"#.to_owned(),
+            nested.to_owned(),
+        ]
     );
 }
 

@@ -229,8 +229,8 @@ pub async fn task_enqueue_and_inspection(backend: Arc<dyn Backend>) {
     assert_eq!(ts.len(), 1);
     let floor = at.div_euclid(1000);
     let secs = ts[0] / 1000;
-    assert!(secs >= floor && secs < floor + 2, "{secs} not in [{floor}, {floor}+2)");
-    assert_eq!(ts[0], resq_core::time::bucket_of_ms(at) * 1000);
+    assert!(secs > floor && secs <= floor + 2, "{secs} not in ({floor}, {floor}+2]");
+    assert_eq!(ts[0], resq_core::time::delayed_bucket_of_ms(at) * 1000);
     let bucket = q.delayed_at(ts[0]).await.unwrap();
     assert_eq!(bucket.tasks.len(), 1);
     assert_eq!(q.all_delayed().await.unwrap().keys().copied().collect::<Vec<_>>(), ts);

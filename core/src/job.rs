@@ -5,6 +5,31 @@
 //! extra keys, and Ruby's `{"class","args"}` form. A decoded [`Job`] keeps
 //! the raw bytes it came from, so a payload is never re-encoded on its way
 //! through working-on records, failed entries and retries.
+//!
+//! # The `[]` repair
+//!
+//! node-resque's worker records the job it took by decoding and re-encoding
+//! it with Redis's `cjson`, which cannot tell an empty array from an empty
+//! object and writes both as `{}` (redis/redis#856). Such a record reaches
+//! resq when resq cleans a dead node-resque worker, and it reaches the failed
+//! list when node-resque's own cleanup (`forceCleanWorker`) fails it. So
+//! wherever resq takes a payload from one of those places, cleaning a worker
+//! ([`crate::WorkerRegistry::clean_worker`]) and retrying a failed entry
+//! ([`crate::Queue::retry_and_remove_failed`], [`crate::Queue::retry_stuck_jobs`]),
+//! it applies [`repair_cjson_empty_args`]. The rule:
+//!
+//! * a top-level `"args":{}` is always turned back into `"args":[]`, whether
+//!   the payload names its queue (node-resque) or not (Ruby): every Resque
+//!   client writes `args` as an array, so `{}` there can only be `cjson`'s;
+//! * an empty `{}` *inside* `args` is kept as it is: a real empty object
+//!   (ActionHero enqueues `[{}]`) and a mangled empty array are then the same
+//!   bytes, and nothing in the record tells them apart. For the same reason
+//!   `[{}]`, which node-resque's own retry makes of `{}`, is kept;
+//! * nothing else is changed (`cjson`'s key order, `\/` escapes and rounded
+//!   big integers decode to the same job or cannot be undone).
+//!
+//! Payloads that resq itself recorded are never re-encoded, so the repair
+//! never changes them.
 
 use crate::error::{Error, Result};
 use crate::json::{write_js, write_js_str};
@@ -153,23 +178,39 @@ impl Job {
     }
 }
 
-/// Undoes the one change node-resque's working-on records make to a job:
-/// its Lua script re-encodes the payload through Redis's `cjson`, which
-/// writes an empty `args` array as `{}`. For such a payload this returns the
-/// node-resque bytes with `"args":[]`; for any other it returns `None`.
+/// Undoes the one change node-resque's working-on records make to a job
+/// that can be undone (see the module docs, "The `[]` repair"): its Lua
+/// script re-encodes the payload through Redis's `cjson`, which writes an
+/// empty `args` array as `{}`. For a payload whose top-level `args` is `{}`
+/// this returns the payload with `"args":[]`: node-resque's bytes when it
+/// names a queue, Ruby's `{"class":…,"args":[]}` when it does not. For any
+/// other payload it returns `None` (use the bytes as they are).
 pub fn repair_cjson_empty_args(raw: &str) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Wire {
         class: String,
         #[serde(default)]
-        queue: Option<String>,
+        queue: Option<Value>,
         args: Value,
     }
     let wire: Wire = serde_json::from_str(raw).ok()?;
-    match (&wire.args, wire.queue) {
-        (Value::Object(m), Some(queue)) if m.is_empty() => Some(encode_payload(&queue, &wire.class, &[])),
-        _ => None,
+    if wire.class.is_empty() || !matches!(&wire.args, Value::Object(m) if m.is_empty()) {
+        return None;
     }
+    match wire.queue {
+        Some(Value::String(queue)) if !queue.trim().is_empty() => Some(encode_payload(&queue, &wire.class, &[])),
+        _ => {
+            let mut out = String::from("{\"class\":");
+            write_js_str(&mut out, &wire.class);
+            out.push_str(",\"args\":[]}");
+            Some(out)
+        }
+    }
+}
+
+/// [`repair_cjson_empty_args`] applied: the repaired bytes, or `raw` as it is.
+pub fn repaired_payload(raw: String) -> String {
+    repair_cjson_empty_args(&raw).unwrap_or(raw)
 }
 
 /// Where promotion sends a delayed item: its queue, or why it cannot be
@@ -243,6 +284,24 @@ mod tests {
             repair_cjson_empty_args(r#"{"class":"a","queue":"q","args":{"x":1}}"#),
             None
         );
+        assert_eq!(repair_cjson_empty_args(r#"{"class":"a","queue":"q","args":[]}"#), None);
+    }
+
+    #[test]
+    fn repairs_ruby_shaped_payloads_without_a_queue() {
+        assert_eq!(
+            repair_cjson_empty_args(r#"{"class":"Archive","args":{}}"#).as_deref(),
+            Some(r#"{"class":"Archive","args":[]}"#)
+        );
+        assert_eq!(
+            repair_cjson_empty_args(r#"{"args":{},"class":"A\/B","queue":null}"#).as_deref(),
+            Some(r#"{"class":"A/B","args":[]}"#)
+        );
+        assert_eq!(
+            repaired_payload(r#"{"class":"a","args":[{}]}"#.to_owned()),
+            r#"{"class":"a","args":[{}]}"#
+        );
+        assert_eq!(repair_cjson_empty_args(r#"{"class":"","args":{}}"#), None);
     }
 
     #[test]

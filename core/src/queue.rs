@@ -7,7 +7,7 @@ use crate::failed::{FailedJob, Failure, FORCE_CLEAN_MARK, WORKER_TIMEOUT};
 use crate::job::{args_of, encode_payload, encode_payload_rs_order, Decoded, Job};
 use crate::plugin::EnqueueContext;
 use crate::task::Tasks;
-use crate::time::{bucket_of_ms, js_date_string, now_ms};
+use crate::time::{bucket_of_ms, delayed_bucket_of_ms, js_date_string, now_ms};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -179,15 +179,16 @@ impl Queue {
     }
 
     /// Schedules a job for `timestamp_ms` (Unix ms). It lands in the bucket
-    /// `round(ms / 1000)` as node-resque does, and is promoted no earlier than
-    /// the time asked for. The identical job in the same second is an
-    /// [`Error::AlreadyScheduled`]; a time in the past is promoted on the next
-    /// scheduler poll.
+    /// `ceil((ms + 500) / 1000)` ([`crate::time::delayed_bucket_of_ms`]), the
+    /// first from which no scheduler (resq's, node-resque's or Ruby's)
+    /// promotes it before the time asked for; it runs up to a second late.
+    /// The identical job in the same bucket is an [`Error::AlreadyScheduled`];
+    /// a time in the past is promoted on the next scheduler poll.
     pub async fn enqueue_at(&self, timestamp_ms: i64, queue: &str, class: &str, args: impl Serialize) -> Result<()> {
         check_name("queue", queue)?;
         check_name("class", class)?;
         let args = args_of(&args)?;
-        let bucket = bucket_of_ms(timestamp_ms);
+        let bucket = delayed_bucket_of_ms(timestamp_ms);
         if self
             .backend
             .schedule(bucket, &encode_payload(queue, class, &args))
@@ -361,7 +362,11 @@ impl Queue {
         Ok(secs.into_iter().map(|s| s.saturating_mul(1000)).collect())
     }
 
-    /// The delayed jobs of the bucket that `timestamp_ms` falls in.
+    /// The delayed jobs of the bucket that `timestamp_ms` names, as in
+    /// node-resque: `round(ms / 1000)`, so the times [`Queue::timestamps`]
+    /// lists find their buckets. (A job resq scheduled for `t` sits in
+    /// [`crate::time::delayed_bucket_of_ms`]`(t)`; [`Queue::scheduled_at`]
+    /// finds it by its arguments.)
     pub async fn delayed_at(&self, timestamp_ms: i64) -> Result<DelayedAt> {
         let bucket = bucket_of_ms(timestamp_ms);
         let raw = self.backend.delayed_at(bucket).await?;
@@ -521,7 +526,8 @@ impl Queue {
     }
 
     /// Removes a failed entry and enqueues its job again, atomically, with
-    /// the payload's original bytes. An entry that is no longer there is
+    /// the payload's original bytes (only a top-level `"args":{}`, node-resque's
+    /// re-encoding of `[]`, is repaired; see [`crate::job`]). An entry that is no longer there is
     /// [`Error::NotInFailedQueue`] and changes nothing.
     pub async fn retry_and_remove_failed(&self, entry: &FailedJob) -> Result<()> {
         let (queue, payload) = retry_target(entry)?;
@@ -560,6 +566,8 @@ fn retry_target(entry: &FailedJob) -> Result<(String, String)> {
         what: "failed entry",
         reason: "it has no payload to retry".into(),
     })?;
+    // node-resque's cleanup may have written the payload through cjson.
+    let payload = crate::job::repaired_payload(payload);
     let job = Job::decode(&payload)?;
     let queue = entry
         .queue

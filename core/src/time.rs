@@ -13,25 +13,42 @@ pub fn now_ms() -> i64 {
     }
 }
 
-/// node-resque's bucket for a millisecond timestamp: `Math.round(ms / 1000)`,
-/// rounding halves up (towards +∞, as JavaScript does).
+/// `Math.round(ms / 1000)`, rounding halves up (towards +∞, as JavaScript
+/// does): node-resque's seconds for pings, started keys and lock values, and
+/// the bucket node-resque itself files a delayed job under.
 pub fn bucket_of_ms(ms: i64) -> i64 {
-    (ms + 500).div_euclid(1000)
+    ms.saturating_add(500).div_euclid(1000)
 }
 
-/// The first instant (ms) at which every job in bucket `secs` is due.
+/// The delayed bucket resq files a job for `ms` under: the first second `s`
+/// from which no scheduler promotes it early,
+/// `s = ceil((ms + 500) / 1000)`.
 ///
-/// A bucket holds the requests for `[secs·1000 − 500, secs·1000 + 500)` ms,
-/// so resq promotes it only from `secs·1000 + 500` on: a job is never
-/// started before the time it asked for (node-resque may start it up to half
-/// a second early).
-pub fn bucket_due_ms(secs: i64) -> i64 {
-    secs.saturating_mul(1000).saturating_add(500)
+/// Each scheduler promotes bucket `s` from its own instant: node-resque and
+/// resq from `s·1000 − 500` ms (node-resque's `Math.round(now / 1000) >= s`,
+/// see [`bucket_due_ms`]), Ruby's resque-scheduler from `s·1000`. The
+/// earliest, `s·1000 − 500`, is never before `ms`, so a job resq schedules
+/// never runs early whichever scheduler leads; it can run up to a second
+/// late (`s·1000 − 500 − ms` is 0 to 999 ms). node-resque files the same
+/// request under `Math.round(ms / 1000)` ([`bucket_of_ms`]), usually one
+/// bucket earlier.
+pub fn delayed_bucket_of_ms(ms: i64) -> i64 {
+    ms.saturating_add(1499).div_euclid(1000)
 }
 
-/// The newest bucket that is fully due at `now_ms`.
+/// The first instant (ms) at which resq's scheduler promotes bucket `secs`:
+/// `secs·1000 − 500`, when node-resque's scheduler does too. Buckets that
+/// resq writes ([`delayed_bucket_of_ms`]) are never due before their jobs'
+/// times; buckets node-resque writes are promoted when node-resque would
+/// promote them (up to half a second before the time asked for).
+pub fn bucket_due_ms(secs: i64) -> i64 {
+    secs.saturating_mul(1000).saturating_sub(500)
+}
+
+/// The newest bucket that is due at `now_ms` (see [`bucket_due_ms`]):
+/// `Math.round(now_ms / 1000)`, node-resque's rule.
 pub fn last_due_bucket(now_ms: i64) -> i64 {
-    (now_ms - 500).div_euclid(1000)
+    bucket_of_ms(now_ms)
 }
 
 fn utc(ms: i64) -> DateTime<Utc> {
@@ -109,12 +126,27 @@ mod tests {
 
     #[test]
     fn never_due_before_requested_time() {
-        for ms in [9_500_i64, 9_999, 10_000, 10_499] {
-            assert!(bucket_due_ms(bucket_of_ms(ms)) >= ms);
-            assert!(last_due_bucket(ms) < bucket_of_ms(ms) || bucket_due_ms(bucket_of_ms(ms)) <= ms);
+        for ms in (-3_000_i64..3_000).chain(9_000..12_000) {
+            let s = delayed_bucket_of_ms(ms);
+            // resq's and node-resque's schedulers: due from s·1000 − 500.
+            assert!(bucket_due_ms(s) >= ms, "{ms} in bucket {s}");
+            assert!(last_due_bucket(ms) <= s);
+            assert!(last_due_bucket(bucket_due_ms(s)) >= s);
+            assert!(last_due_bucket(bucket_due_ms(s) - 1) < s);
+            // Ruby's resque-scheduler: due from s·1000.
+            assert!(s * 1000 >= ms);
+            // Never more than a second late.
+            assert!(bucket_due_ms(s) - ms < 1000, "{ms} in bucket {s}");
         }
-        assert_eq!(last_due_bucket(10_500), 10);
-        assert_eq!(last_due_bucket(10_499), 9);
+        assert_eq!(delayed_bucket_of_ms(9_499), 10);
+        assert_eq!(delayed_bucket_of_ms(9_500), 10);
+        assert_eq!(delayed_bucket_of_ms(9_501), 11);
+        assert_eq!(delayed_bucket_of_ms(10_000), 11);
+        assert_eq!(delayed_bucket_of_ms(10_499), 11);
+        assert_eq!(delayed_bucket_of_ms(10_500), 11);
+        assert_eq!(last_due_bucket(10_499), 10);
+        assert_eq!(last_due_bucket(10_500), 11);
+        assert_eq!(bucket_due_ms(11), 10_500);
     }
 
     #[test]
