@@ -265,6 +265,7 @@ macro_rules! suite {
                 task_server_node_shapes,
                 five_booting_nodes_enqueue_one_instance,
                 rearm_never_reads_a_whole_queue_or_schedule,
+                task_server_runs_on_custom_parts,
             ],
             async cron: [
                 leader_changes_neither_double_nor_skip_fires,

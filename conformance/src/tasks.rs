@@ -470,3 +470,65 @@ pub async fn rearm_never_reads_a_whole_queue_or_schedule(backend: Arc<dyn Backen
         .count();
     assert_eq!(instances, 1, "exactly the new instance is delayed: {delayed:?}");
 }
+
+/// ActionHero's `resque_overrides`: a task server built with its own queue
+/// client and worker pool (here over a wrapped backend that records every
+/// call) uses them: `enqueue_front` through the custom client pushes to
+/// the head, and the custom pool claims and runs the jobs. A custom part
+/// the config does not run is refused.
+pub async fn task_server_runs_on_custom_parts(backend: Arc<dyn Backend>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let tasks = registry(vec![regular(&seen)]);
+    let wrapped = crate::counting::Counting::new(Arc::clone(&backend));
+    let custom: Arc<dyn Backend> = Arc::clone(&wrapped) as Arc<dyn Backend>;
+    let pool = resq_core::WorkerPool::new(
+        Arc::clone(&custom),
+        Arc::clone(&tasks),
+        resq_core::PoolConfig {
+            min: 1,
+            max: 1,
+            check_interval: Duration::from_millis(100),
+            worker: quick_config(&["default"]),
+        },
+    );
+    let server = TaskServer::builder(Arc::clone(&backend), Arc::clone(&tasks), node(false, 1, &["default"]))
+        .queue(Queue::with_tasks(Arc::clone(&custom), Arc::clone(&tasks)))
+        .pool(pool)
+        .build()
+        .unwrap();
+    server
+        .queue()
+        .enqueue_task("regularTask", json!({"n": 2}))
+        .await
+        .unwrap();
+    assert!(server
+        .queue()
+        .enqueue_front("default", "regularTask", (json!({"n": 1}),))
+        .await
+        .unwrap());
+    assert_eq!(
+        wrapped.count("push_front"),
+        1,
+        "enqueue_front went through the custom client"
+    );
+    let server = Arc::new(server);
+    let (stop, h) = run_server(Arc::clone(&server)).await;
+    wait_until(LIMIT, "the custom pool ran both jobs", || {
+        let s = Arc::clone(&seen);
+        async move { s.lock().unwrap().len() == 2 }
+    })
+    .await;
+    stop.cancel();
+    h.await.unwrap().unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![json!({"n": 1}), json!({"n": 2})],
+        "the front job ran first"
+    );
+    let claims = wrapped.count("claim") + wrapped.count("claim_batch") + wrapped.count("complete_and_claim_batch");
+    assert!(claims > 0, "the custom pool claimed through the wrapped backend");
+    let refused = TaskServer::builder(Arc::clone(&backend), Arc::clone(&tasks), node(false, 0, &["default"]))
+        .scheduler(resq_core::Scheduler::new(Arc::clone(&backend), resq_core::SchedulerConfig::default()).unwrap())
+        .build();
+    assert!(matches!(refused, Err(resq_core::Error::InvalidArgument(_))));
+}

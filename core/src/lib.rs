@@ -45,7 +45,7 @@ pub use plugin::Plugin;
 pub use pool::{PoolConfig, WorkerPool};
 pub use queue::{Details, NewJob, Queue, WorkerStatus};
 pub use scheduler::{PollReport, Scheduler, SchedulerConfig, StuckJobPolicy};
-pub use server::TaskServer;
+pub use server::{TaskServer, TaskServerBuilder};
 pub use task::{Input, JobContext, Task, TaskDef, TaskError, TaskResult, Tasks};
 pub use worker::{Worker, WorkerConfig};
 
