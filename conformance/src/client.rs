@@ -402,7 +402,16 @@ pub async fn force_clean_busy_worker(backend: Arc<dyn Backend>) {
     let id = busy_worker(&backend, "host:1+1", now_ms(), payload).await;
     let q = Queue::new(Arc::clone(&backend));
     let c = q.force_clean_worker("host:1+1").await.unwrap().expect("cleaned");
-    let entry = FailedJob::decode(c.failed_entry.as_deref().expect("failed entry")).unwrap();
+    let entry = c.failed_entry.expect("failed entry");
+    assert_eq!(entry.queue.as_deref(), Some("test_queue"));
+    assert_eq!(entry.worker.as_deref(), Some("host:1+1"));
+    assert_eq!(entry.payload.as_deref(), Some(payload), "payload bytes kept");
+    assert_eq!(entry.exception.as_deref(), Some(WORKER_TIMEOUT));
+    assert_eq!(
+        q.failed(0, 0).await.unwrap(),
+        vec![entry.clone()],
+        "the type and value `failed` lists"
+    );
     assert!(entry.backtrace[0].starts_with("killed by "), "{:?}", entry.backtrace);
     assert_eq!(entry.backtrace[1], FORCE_CLEAN_MARK);
     assert_eq!(entry.backtrace[2], "resq");

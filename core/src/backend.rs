@@ -7,7 +7,7 @@
 //! a concurrent caller sees the state before or after it, never between.
 
 use crate::error::Result;
-use crate::failed::Failure;
+use crate::failed::{FailedJob, Failure};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -139,8 +139,12 @@ pub struct Cleaned {
     pub worker: WorkerId,
     /// The job it was working on, if any, which [`Orphan`] then handled.
     pub working_on: Option<WorkingOn>,
-    /// The failed entry written, with [`Orphan::Fail`] and a working-on record.
-    pub failed_entry: Option<String>,
+    /// The failed entry written, with [`Orphan::Fail`] and a working-on
+    /// record: the same [`FailedJob`] that [`crate::Queue::failed`] lists,
+    /// with the stored bytes in [`FailedJob::raw`] (what
+    /// [`crate::Queue::remove_failed`] and
+    /// [`crate::Queue::retry_and_remove_failed`] match by).
+    pub failed_entry: Option<FailedJob>,
 }
 
 /// What promotion did with one delayed item.
