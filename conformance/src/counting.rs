@@ -27,6 +27,10 @@ pub struct Call {
 pub struct Counting {
     inner: Arc<dyn Backend>,
     calls: Mutex<Vec<Call>>,
+    default_removals: bool,
+    /// Set while a default by-class removal runs: its reads are recorded
+    /// as `remove_by_class/<method>`.
+    in_removal: std::sync::atomic::AtomicBool,
 }
 
 impl Counting {
@@ -35,6 +39,21 @@ impl Counting {
         Arc::new(Counting {
             inner,
             calls: Mutex::new(Vec::new()),
+            default_removals: false,
+            in_removal: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Wraps `inner`, but runs the trait's default by-class removals
+    /// ([`resq_core::backend::remove_by_class_paged`],
+    /// [`resq_core::backend::remove_delayed_by_class_per_bucket`]) through
+    /// this wrapper instead of the backend's own, so their reads are recorded.
+    pub fn with_default_removals(inner: Arc<dyn Backend>) -> Arc<Self> {
+        Arc::new(Counting {
+            inner,
+            calls: Mutex::new(Vec::new()),
+            default_removals: true,
+            in_removal: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -84,6 +103,14 @@ impl Counting {
     }
 
     fn note_range(&self, method: &'static str, start: i64, stop: i64) {
+        let method = if self.in_removal.load(std::sync::atomic::Ordering::SeqCst) {
+            match method {
+                "queue_range" => "remove_by_class/queue_range",
+                other => other,
+            }
+        } else {
+            method
+        };
         if let Ok(mut c) = self.calls.lock() {
             c.push(Call {
                 method,
@@ -181,6 +208,12 @@ impl QueueStore for Counting {
     }
     async fn remove_by_class(&self, queue: &str, class: &str) -> Result<u64> {
         self.note("remove_by_class");
+        if self.default_removals {
+            self.in_removal.store(true, std::sync::atomic::Ordering::SeqCst);
+            let done = resq_core::backend::remove_by_class_paged(self, queue, class).await;
+            self.in_removal.store(false, std::sync::atomic::Ordering::SeqCst);
+            return done;
+        }
         self.inner.remove_by_class(queue, class).await
     }
 }
@@ -213,6 +246,9 @@ impl DelayedStore for Counting {
     }
     async fn remove_delayed_by_class(&self, queue: &str, class: &str) -> Result<u64> {
         self.note("remove_delayed_by_class");
+        if self.default_removals {
+            return resq_core::backend::remove_delayed_by_class_per_bucket(self, queue, class).await;
+        }
         self.inner.remove_delayed_by_class(queue, class).await
     }
     async fn promote_due(&self, up_to: i64, limit: usize) -> Result<Vec<Promotion>> {

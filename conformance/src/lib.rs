@@ -113,6 +113,7 @@ macro_rules! suite {
                 push_front_wakes_an_idle_worker,
                 remove_by_class_removes_only_that_class,
                 remove_by_class_pages_through_long_queues,
+                default_by_class_removals_match_and_page,
             ],
             async delayed: [
                 schedule_and_inspect,

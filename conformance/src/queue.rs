@@ -877,3 +877,21 @@ pub async fn remove_by_class_pages_through_long_queues(backend: Arc<dyn Backend>
     assert_eq!(removed, u64::try_from(n - kept.len()).unwrap());
     assert_eq!(all(&*backend, "long").await, kept);
 }
+
+/// The trait's default by-class removals, for stores without their own,
+/// behave as the backends' own (the same group tests pass through them)
+/// and read the queue a page at a time.
+pub async fn default_by_class_removals_match_and_page(backend: Arc<dyn Backend>) {
+    let wrapped = crate::counting::Counting::with_default_removals(Arc::clone(&backend));
+    let via: Arc<dyn Backend> = Arc::clone(&wrapped) as Arc<dyn Backend>;
+    remove_by_class_removes_only_that_class(Arc::clone(&via)).await;
+    remove_by_class_pages_through_long_queues(Arc::clone(&via)).await;
+    crate::delayed::remove_delayed_by_class_removes_that_class_on_that_queue(Arc::clone(&via)).await;
+    crate::delayed::remove_delayed_by_class_pages_through_many_buckets(Arc::clone(&via)).await;
+    let widest = wrapped.widest("remove_by_class/queue_range");
+    let page = resq_core::backend::REMOVAL_PAGE as u64;
+    assert!(
+        matches!(widest, Some(Some(w)) if w <= page),
+        "the default remove_by_class read up to {widest:?} jobs at once (page {page})"
+    );
+}

@@ -195,6 +195,63 @@ pub fn delayed_is_of_class(raw: &str, queue: &str, class: &str) -> bool {
         && crate::job::Job::decode(raw).is_ok_and(|j| j.class == class && j.queue_or(queue) == queue)
 }
 
+/// The default [`QueueStore::remove_by_class`], usable by any store: pages
+/// through `queue` with [`QueueStore::queue_range`] from the tail,
+/// [`REMOVAL_PAGE`] payloads at a time, and removes the matches by their
+/// exact bytes ([`QueueStore::remove_from_queue`]).
+pub async fn remove_by_class_paged<S: QueueStore + ?Sized>(store: &S, queue: &str, class: &str) -> Result<u64> {
+    let page = i64::try_from(REMOVAL_PAGE).unwrap_or(i64::MAX);
+    // Walk from the tail: pushes to the tail and claims from the head
+    // then move no unvisited job past the window.
+    let mut visited: i64 = 0;
+    let mut removed = 0u64;
+    loop {
+        let items = store.queue_range(queue, -(visited + page), -(visited + 1)).await?;
+        if items.is_empty() {
+            return Ok(removed);
+        }
+        let mut gone = 0u64;
+        let mut seen = std::collections::HashSet::new();
+        for raw in &items {
+            if job_is_of_class(raw, class) && seen.insert(raw.as_str()) {
+                gone += store.remove_from_queue(queue, raw, 0).await?;
+            }
+        }
+        removed += gone;
+        let n = i64::try_from(items.len()).unwrap_or(i64::MAX);
+        if n < page {
+            return Ok(removed);
+        }
+        // Everything removed sat in or before (headwards of) this window;
+        // counting it all may revisit a few jobs but never skips one.
+        visited = visited
+            .saturating_add(n)
+            .saturating_sub(i64::try_from(gone).unwrap_or(i64::MAX))
+            .max(0);
+    }
+}
+
+/// The default [`DelayedStore::remove_delayed_by_class`], usable by any
+/// store: reads one bucket at a time and removes the matches by their exact
+/// bytes ([`DelayedStore::remove_delayed`]).
+pub async fn remove_delayed_by_class_per_bucket<S: DelayedStore + ?Sized>(
+    store: &S,
+    queue: &str,
+    class: &str,
+) -> Result<u64> {
+    let mut removed = 0u64;
+    for ts in store.delayed_timestamps().await? {
+        let mut seen = std::collections::HashSet::new();
+        for raw in store.delayed_at(ts).await? {
+            if delayed_is_of_class(&raw, queue, class) && seen.insert(raw.clone()) {
+                let buckets = store.remove_delayed(&raw).await?;
+                removed += u64::try_from(buckets.len()).unwrap_or(u64::MAX);
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// Named queues of job payloads (Resque's `queue:<q>` lists and `queues` set).
 #[async_trait]
 pub trait QueueStore: Send + Sync {
@@ -315,35 +372,7 @@ pub trait QueueStore: Send + Sync {
     /// [`QueueStore::queue_range`] from the tail, [`REMOVAL_PAGE`] payloads at
     /// a time, and removes by exact bytes.
     async fn remove_by_class(&self, queue: &str, class: &str) -> Result<u64> {
-        let page = i64::try_from(REMOVAL_PAGE).unwrap_or(i64::MAX);
-        // Walk from the tail: pushes to the tail and claims from the head
-        // then move no unvisited job past the window.
-        let mut visited: i64 = 0;
-        let mut removed = 0u64;
-        loop {
-            let items = self.queue_range(queue, -(visited + page), -(visited + 1)).await?;
-            if items.is_empty() {
-                return Ok(removed);
-            }
-            let mut gone = 0u64;
-            let mut seen = std::collections::HashSet::new();
-            for raw in &items {
-                if job_is_of_class(raw, class) && seen.insert(raw.as_str()) {
-                    gone += self.remove_from_queue(queue, raw, 0).await?;
-                }
-            }
-            removed += gone;
-            let n = i64::try_from(items.len()).unwrap_or(i64::MAX);
-            if n < page {
-                return Ok(removed);
-            }
-            // Everything removed sat in or before (headwards of) this window;
-            // counting it all may revisit a few jobs but never skips one.
-            visited = visited
-                .saturating_add(n)
-                .saturating_sub(i64::try_from(gone).unwrap_or(i64::MAX))
-                .max(0);
-        }
+        remove_by_class_paged(self, queue, class).await
     }
 
     /// All known queue names, sorted.
@@ -382,17 +411,7 @@ pub trait DelayedStore: Send + Sync {
     /// bounded number of items at a time; each bucket is cleaned atomically.
     /// The default reads the buckets one at a time.
     async fn remove_delayed_by_class(&self, queue: &str, class: &str) -> Result<u64> {
-        let mut removed = 0u64;
-        for ts in self.delayed_timestamps().await? {
-            let mut seen = std::collections::HashSet::new();
-            for raw in self.delayed_at(ts).await? {
-                if delayed_is_of_class(&raw, queue, class) && seen.insert(raw.clone()) {
-                    let buckets = self.remove_delayed(&raw).await?;
-                    removed += u64::try_from(buckets.len()).unwrap_or(u64::MAX);
-                }
-            }
-        }
-        Ok(removed)
+        remove_delayed_by_class_per_bucket(self, queue, class).await
     }
 
     /// Moves up to `limit` items from buckets `<= up_to` (oldest first) onto
