@@ -142,7 +142,7 @@ impl WorkerRegistry for MemoryBackend {
                         let entry = encode_entry(name, &wo.queue, &wo.payload, &failure, at_ms);
                         st.failed.push_back(entry.clone());
                         st.stats.count_failed_globally();
-                        failed_entry = Some(FailedJob::decode_lenient(&entry));
+                        failed_entry = Some(Box::new(FailedJob::decode_lenient(&entry)));
                     }
                 }
             }

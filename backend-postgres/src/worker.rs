@@ -296,7 +296,7 @@ impl WorkerRegistry for PostgresBackend {
                         .execute(&mut *tx)
                         .await
                         .map_err(db)?;
-                    failed_entry = Some(FailedJob::decode_lenient(&entry));
+                    failed_entry = Some(Box::new(FailedJob::decode_lenient(&entry)));
                 }
             }
         }

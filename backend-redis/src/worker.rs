@@ -328,7 +328,7 @@ impl WorkerRegistry for RedisBackend {
             }
             return Ok(Some(Cleaned {
                 worker: worker.clone(),
-                failed_entry: (mode == "fail").then(|| FailedJob::decode_lenient(&value)),
+                failed_entry: (mode == "fail").then(|| Box::new(FailedJob::decode_lenient(&value))),
                 working_on: working,
             }));
         }

@@ -2,7 +2,7 @@
 //! following node-resque's queue tests (spec §8.2) and §8.9's additions.
 
 use resq_core::backend::{Backend, Orphan, Outcome, WorkerId};
-use resq_core::failed::{encode_entry, FailedJob, Failure, FORCE_CLEAN_MARK, WORKER_TIMEOUT};
+use resq_core::failed::{encode_entry, Failure, FORCE_CLEAN_MARK, WORKER_TIMEOUT};
 use resq_core::time::{bucket_of_ms, now_ms};
 use resq_core::{Error, NewJob, Queue, WorkerStatus};
 use serde_json::{json, Value};
@@ -409,7 +409,7 @@ pub async fn force_clean_busy_worker(backend: Arc<dyn Backend>) {
     assert_eq!(entry.exception.as_deref(), Some(WORKER_TIMEOUT));
     assert_eq!(
         q.failed(0, 0).await.unwrap(),
-        vec![entry.clone()],
+        vec![*entry.clone()],
         "the type and value `failed` lists"
     );
     assert!(entry.backtrace[0].starts_with("killed by "), "{:?}", entry.backtrace);

@@ -302,7 +302,7 @@ pub async fn clean_busy_worker_fail_writes_entry_and_counts_failed(backend: Arc<
     let decoded = cleaned.failed_entry.expect("no failed entry returned");
     assert_eq!(all_failed(&*backend).await, vec![decoded.raw.clone()]);
     assert_eq!(
-        decoded,
+        *decoded,
         FailedJob::decode(&decoded.raw).unwrap(),
         "the entry as `failed` lists it"
     );

@@ -143,8 +143,9 @@ pub struct Cleaned {
     /// record: the same [`FailedJob`] that [`crate::Queue::failed`] lists,
     /// with the stored bytes in [`FailedJob::raw`] (what
     /// [`crate::Queue::remove_failed`] and
-    /// [`crate::Queue::retry_and_remove_failed`] match by).
-    pub failed_entry: Option<FailedJob>,
+    /// [`crate::Queue::retry_and_remove_failed`] match by). Boxed, so that
+    /// events carrying a `Cleaned` stay small.
+    pub failed_entry: Option<Box<FailedJob>>,
 }
 
 /// What promotion did with one delayed item.
