@@ -100,7 +100,7 @@ impl DelayedStore for RedisBackend {
         Ok(parse_secs(removed))
     }
 
-    /// One script call per [`BUCKETS_PER_CALL`] buckets, in score order:
+    /// One script call per 200 buckets, in score order:
     /// each call cleans its buckets atomically inside Redis, and no item
     /// crosses the network.
     async fn remove_delayed_by_class(&self, queue: &str, class: &str) -> Result<u64> {
