@@ -9,11 +9,11 @@
 use resq::config::TaskServerConfig;
 use resq::cron::CronSchedule;
 use resq::plugins::Retry;
+use resq::CancellationToken;
 use resq::{JobContext, SchedulerEvent, TaskDef, TaskError, Tasks, WorkerEvent};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Deserialize)]
 struct Email {

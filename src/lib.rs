@@ -135,6 +135,31 @@ mod tests {
         }
     }
 
+    /// The README's Rust examples need only `resq` and `tokio`: whatever
+    /// else they use comes through `resq` (`resq::CancellationToken`,
+    /// `resq::serde_json`), so no other crate must be added to use them.
+    #[test]
+    fn readme_examples_need_only_resq_and_tokio() {
+        let readme = include_str!("../README.md");
+        let mut in_rust = false;
+        for line in readme.lines() {
+            if line.starts_with("```") {
+                in_rust = line.starts_with("```rust");
+                continue;
+            }
+            if !in_rust {
+                continue;
+            }
+            for other in ["tokio_util", "serde_json::", "serde::"] {
+                let bare = line.contains(other) && !line.contains(&format!("resq::{other}"));
+                assert!(!bare, "README example line needs another crate ({other}): {line}");
+            }
+        }
+        // The re-exports are the ones the README uses.
+        let _token: CancellationToken = CancellationToken::new();
+        let _inputs: serde_json::Value = serde_json::json!({"to": "evan@example.com"});
+    }
+
     #[tokio::test]
     async fn urls_pick_backends_or_explain() {
         assert!(connect("memory://").await.is_ok());

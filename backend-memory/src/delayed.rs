@@ -3,6 +3,7 @@
 
 use crate::MemoryBackend;
 use async_trait::async_trait;
+use resq_core::backend::delayed_is_of_class;
 use resq_core::failed::promotion_failure_entry;
 use resq_core::job::promotion_target;
 use resq_core::{DelayedStore, Promotion, Result};
@@ -52,6 +53,30 @@ impl Schedule {
             }
         }
         stamps.into_iter().collect()
+    }
+
+    /// Removes every item that `matches`, from every bucket; returns how
+    /// many items went.
+    fn remove_where(&mut self, matches: impl Fn(&str) -> bool) -> u64 {
+        let mut removed = 0u64;
+        let index = &mut self.index;
+        self.buckets.retain(|stamp, bucket| {
+            bucket.retain(|item| {
+                if !matches(item) {
+                    return true;
+                }
+                removed += 1;
+                if let Some(stamps) = index.get_mut(item.as_str()) {
+                    stamps.remove(stamp);
+                    if stamps.is_empty() {
+                        index.remove(item.as_str());
+                    }
+                }
+                false
+            });
+            !bucket.is_empty()
+        });
+        removed
     }
 
     /// Takes the oldest item of the oldest bucket `<= up_to`.
@@ -125,6 +150,15 @@ impl DelayedStore for MemoryBackend {
         let mut st = self.state.lock();
         let removed = st.schedule.remove(payload);
         if !removed.is_empty() {
+            st.touch();
+        }
+        Ok(removed)
+    }
+
+    async fn remove_delayed_by_class(&self, queue: &str, class: &str) -> Result<u64> {
+        let mut st = self.state.lock();
+        let removed = st.schedule.remove_where(|item| delayed_is_of_class(item, queue, class));
+        if removed > 0 {
             st.touch();
         }
         Ok(removed)

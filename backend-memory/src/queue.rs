@@ -3,6 +3,7 @@
 
 use crate::{list, MemoryBackend};
 use async_trait::async_trait;
+use resq_core::backend::job_is_of_class;
 use resq_core::{Claimed, Outcome, QueueStore, QueuedJob, Result, WorkerId};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -213,6 +214,32 @@ impl QueueStore for MemoryBackend {
             removed
         };
         Ok(removed.is_some_and(|l| !l.is_empty()))
+    }
+
+    async fn push_front(&self, queue: &str, payload: &str) -> Result<()> {
+        let payload = payload.to_owned();
+        {
+            let mut st = self.state.lock();
+            st.push_head(queue, payload);
+            st.touch();
+        }
+        self.wakeup.wake();
+        Ok(())
+    }
+
+    /// In place, under the state lock: one pass, no copy of the queue.
+    async fn remove_by_class(&self, queue: &str, class: &str) -> Result<u64> {
+        let mut st = self.state.lock();
+        let Some(list) = st.queues.get_mut(queue) else {
+            return Ok(0);
+        };
+        let before = list.len();
+        list.retain(|raw| !job_is_of_class(raw, class));
+        let removed = before - list.len();
+        if removed > 0 {
+            st.touch();
+        }
+        Ok(removed as u64)
     }
 
     async fn queues(&self) -> Result<Vec<String>> {

@@ -4,7 +4,7 @@
 
 use crate::MemoryBackend;
 use async_trait::async_trait;
-use resq_core::failed::encode_entry;
+use resq_core::failed::{encode_entry, FailedJob};
 use resq_core::{Cleaned, Orphan, Result, WorkerId, WorkerRegistry, WorkingOn};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -142,7 +142,7 @@ impl WorkerRegistry for MemoryBackend {
                         let entry = encode_entry(name, &wo.queue, &wo.payload, &failure, at_ms);
                         st.failed.push_back(entry.clone());
                         st.stats.count_failed_globally();
-                        failed_entry = Some(entry);
+                        failed_entry = Some(Box::new(FailedJob::decode_lenient(&entry)));
                     }
                 }
             }

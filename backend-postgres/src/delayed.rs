@@ -16,6 +16,7 @@
 use crate::error::{db, limit};
 use crate::PostgresBackend;
 use async_trait::async_trait;
+use resq_core::backend::{delayed_is_of_class, REMOVAL_PAGE};
 use resq_core::failed::promotion_failure_entry;
 use resq_core::job::promotion_target;
 use resq_core::{DelayedStore, Promotion, QueuedJob, Result};
@@ -51,6 +52,19 @@ pub(crate) const TIMESTAMPS_OF: &str = concat!(
 pub(crate) const REMOVE_DELAYED: &str = concat!(
     "DELETE FROM {s}.delayed ",
     "WHERE digest = sha256(convert_to($1::text, 'UTF8')) AND payload = $1::text RETURNING ts"
+);
+
+/// The next page of delayed items that may be of class `$1` (holding it
+/// literally, or an escape), after `($2, $3)` in `(ts, id)` order, at most `$4`.
+pub(crate) const CLASS_CANDIDATES: &str = concat!(
+    "SELECT ts, id, payload FROM {s}.delayed WHERE (ts, id) > ($2::bigint, $3::bigint) ",
+    "AND (strpos(payload, $1::text) > 0 OR strpos(payload, '\\') > 0) ORDER BY ts, id LIMIT $4::bigint"
+);
+
+/// Deletes the delayed items `(ts, id)` given as parallel arrays `$1`, `$2`.
+pub(crate) const REMOVE_ITEMS: &str = concat!(
+    "DELETE FROM {s}.delayed AS d USING unnest($1::bigint[], $2::bigint[]) AS t (ts, id) ",
+    "WHERE d.ts = t.ts AND d.id = t.id"
 );
 
 /// Takes up to `$2` items from buckets `<= $1`, oldest first, skipping
@@ -125,6 +139,49 @@ impl DelayedStore for PostgresBackend {
         buckets.sort_unstable();
         buckets.dedup();
         Ok(buckets)
+    }
+
+    /// Pages through the schedule by `(ts, id)`, as
+    /// [`QueueStore::remove_by_class`](resq_core::QueueStore::remove_by_class)
+    /// pages through a queue, deciding with [`delayed_is_of_class`].
+    async fn remove_delayed_by_class(&self, queue: &str, class: &str) -> Result<u64> {
+        if class.is_empty() {
+            return Ok(0);
+        }
+        let page = limit(REMOVAL_PAGE);
+        let mut after = (i64::MIN, i64::MIN);
+        let mut removed = 0u64;
+        loop {
+            let rows: Vec<(i64, i64, String)> = sqlx::query_as(&self.sql.delayed_class_candidates)
+                .bind(class)
+                .bind(after.0)
+                .bind(after.1)
+                .bind(page)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+            let Some(&(last_ts, last_id, _)) = rows.last() else {
+                return Ok(removed);
+            };
+            let (stamps, ids): (Vec<i64>, Vec<i64>) = rows
+                .iter()
+                .filter(|(_, _, raw)| delayed_is_of_class(raw, queue, class))
+                .map(|(ts, id, _)| (*ts, *id))
+                .unzip();
+            if !ids.is_empty() {
+                let done = sqlx::query(&self.sql.remove_delayed_items)
+                    .bind(&stamps)
+                    .bind(&ids)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db)?;
+                removed += done.rows_affected();
+            }
+            if rows.len() < REMOVAL_PAGE {
+                return Ok(removed);
+            }
+            after = (last_ts, last_id);
+        }
     }
 
     async fn promote_due(&self, up_to: i64, max: usize) -> Result<Vec<Promotion>> {

@@ -17,10 +17,11 @@
 //! is deleted with the queue) or after it (and registers the name again),
 //! never half-way, as with Redis.
 
-use crate::error::{count, db};
+use crate::error::{count, db, limit};
 use crate::range::{from_tail_sql, window, Window};
 use crate::PostgresBackend;
 use async_trait::async_trait;
+use resq_core::backend::{job_is_of_class, REMOVAL_PAGE};
 use resq_core::{Claimed, Outcome, QueueStore, QueuedJob, Result, WorkerId};
 use sqlx::PgConnection;
 use std::time::Duration;
@@ -153,6 +154,17 @@ pub(crate) const REMOVE_FROM_TAIL: &str = concat!(
 
 /// `LREM` with count 0: `$1` queue, `$2` payload.
 pub(crate) const REMOVE_ALL: &str = "DELETE FROM {s}.jobs WHERE queue = $1 AND payload = $2";
+
+/// The next page of jobs in queue `$1` that may be of class `$2` (holding
+/// it literally, or an escape), after id `$3`, at most `$4`: a keyset page
+/// on the primary key, so concurrent pushes and claims shift nothing.
+pub(crate) const CLASS_CANDIDATES: &str = concat!(
+    "SELECT id, payload FROM {s}.jobs WHERE queue = $1::text AND id > $3::bigint ",
+    "AND (strpos(payload, $2::text) > 0 OR strpos(payload, '\\') > 0) ORDER BY id LIMIT $4::bigint"
+);
+
+/// Deletes the jobs of queue `$1` with ids `$2`.
+pub(crate) const REMOVE_IDS: &str = "DELETE FROM {s}.jobs WHERE queue = $1::text AND id = ANY ($2::bigint[])";
 
 /// Waits until no push to queue `$1` is in flight, and holds off new ones.
 pub(crate) const LOCK_QUEUE: &str = "SELECT pg_advisory_xact_lock({ns}, hashtext($1::text))";
@@ -464,6 +476,61 @@ impl QueueStore for PostgresBackend {
             .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn push_front(&self, queue: &str, payload: &str) -> Result<()> {
+        sqlx::query(&self.sql.push_head)
+            .bind(queue)
+            .bind(payload)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Pages through the queue by id, [`REMOVAL_PAGE`] candidates at a time:
+    /// PostgreSQL keeps only jobs that hold the class's text (or an escape),
+    /// resq decodes those ([`job_is_of_class`], the rule every backend
+    /// uses; payloads are `text`, and a `::jsonb` cast would abort on the
+    /// first undecodable one) and deletes the matches by id.
+    async fn remove_by_class(&self, queue: &str, class: &str) -> Result<u64> {
+        if class.is_empty() {
+            return Ok(0);
+        }
+        let page = limit(REMOVAL_PAGE);
+        let mut after = i64::MIN;
+        let mut removed = 0u64;
+        loop {
+            let rows: Vec<(i64, String)> = sqlx::query_as(&self.sql.class_candidates)
+                .bind(queue)
+                .bind(class)
+                .bind(after)
+                .bind(page)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+            let Some(&(last, _)) = rows.last() else {
+                return Ok(removed);
+            };
+            let ids: Vec<i64> = rows
+                .iter()
+                .filter(|(_, raw)| job_is_of_class(raw, class))
+                .map(|(id, _)| *id)
+                .collect();
+            if !ids.is_empty() {
+                let done = sqlx::query(&self.sql.remove_ids)
+                    .bind(queue)
+                    .bind(&ids)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db)?;
+                removed += done.rows_affected();
+            }
+            if rows.len() < REMOVAL_PAGE {
+                return Ok(removed);
+            }
+            after = last;
+        }
     }
 
     async fn queues(&self) -> Result<Vec<String>> {

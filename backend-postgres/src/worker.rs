@@ -10,7 +10,7 @@
 use crate::error::db;
 use crate::PostgresBackend;
 use async_trait::async_trait;
-use resq_core::failed::encode_entry;
+use resq_core::failed::{encode_entry, FailedJob};
 use resq_core::{Cleaned, Error, Orphan, Result, WorkerId, WorkerRegistry, WorkingOn};
 
 /// Registers `$1:$2` started at `$3` and records its first ping.
@@ -296,7 +296,7 @@ impl WorkerRegistry for PostgresBackend {
                         .execute(&mut *tx)
                         .await
                         .map_err(db)?;
-                    failed_entry = Some(entry);
+                    failed_entry = Some(Box::new(FailedJob::decode_lenient(&entry)));
                 }
             }
         }

@@ -1,13 +1,16 @@
 //! The delayed schedule: `delayed:<secs>` lists, the
 //! `delayed_queue_schedule` zset and `timestamps:<item>` sets.
 
-use crate::scripts::{BUCKETS, PROMOTE, REMOVE_DELAYED, SCHEDULE};
+use crate::scripts::{BUCKETS, PROMOTE, REMOVE_DELAYED, REMOVE_DELAYED_BY_CLASS, SCHEDULE};
 use crate::{be, RedisBackend};
 use async_trait::async_trait;
 use resq_core::failed::promotion_failure_entry;
 use resq_core::job::promotion_target;
 use resq_core::time::now_ms;
 use resq_core::{DelayedStore, Promotion, Result};
+
+/// How many buckets one call of the by-class removal script cleans.
+const BUCKETS_PER_CALL: usize = 200;
 
 /// More buckets than any schedule holds, for "all of them".
 const ALL: usize = 1 << 30;
@@ -95,6 +98,34 @@ impl DelayedStore for RedisBackend {
             .await
             .map_err(be)?;
         Ok(parse_secs(removed))
+    }
+
+    /// One script call per 200 buckets, in score order:
+    /// each call cleans its buckets atomically inside Redis, and no item
+    /// crosses the network.
+    async fn remove_delayed_by_class(&self, queue: &str, class: &str) -> Result<u64> {
+        if class.is_empty() {
+            return Ok(0);
+        }
+        let mut from = "-inf".to_owned();
+        let mut removed: u64 = 0;
+        loop {
+            let (gone, looked, last): (u64, u64, String) = REMOVE_DELAYED_BY_CLASS
+                .key(self.keys.schedule())
+                .arg(class)
+                .arg(queue)
+                .arg(self.keys.prefix())
+                .arg(&from)
+                .arg(BUCKETS_PER_CALL)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(be)?;
+            removed += gone;
+            if looked < BUCKETS_PER_CALL as u64 || last.is_empty() {
+                return Ok(removed);
+            }
+            from = format!("({last}");
+        }
     }
 
     async fn promote_due(&self, up_to: i64, limit: usize) -> Result<Vec<Promotion>> {

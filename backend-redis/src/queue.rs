@@ -1,9 +1,10 @@
 //! Queues: `queue:<q>` lists, the `queues` set, claims and completions.
 
-use crate::scripts::{CLAIM, CLAIM_BATCH, PUSH_ONCE};
+use crate::scripts::{CLAIM, CLAIM_BATCH, PUSH_ONCE, REMOVE_BY_CLASS};
 use crate::wake::ANY;
 use crate::{be, RedisBackend};
 use async_trait::async_trait;
+use resq_core::backend::REMOVAL_PAGE;
 use resq_core::json::write_js_str;
 use resq_core::{Claimed, Outcome, QueueStore, QueuedJob, Result, WorkerId};
 use std::time::Duration;
@@ -12,6 +13,19 @@ fn json_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     write_js_str(&mut out, s);
     out
+}
+
+/// A value no payload has, to mark list items for removal: a NUL byte
+/// (never in JSON text) and a per-call nonce.
+fn tombstone() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "\0resq-removed\0{}:{}:{}",
+        std::process::id(),
+        resq_core::time::now_ms(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl RedisBackend {
@@ -251,6 +265,49 @@ impl QueueStore for RedisBackend {
             .await
             .map_err(be)?;
         Ok(deleted > 0)
+    }
+
+    async fn push_front(&self, queue: &str, payload: &str) -> Result<()> {
+        redis::pipe()
+            .atomic()
+            .sadd(self.keys.queues(), queue)
+            .ignore()
+            .lpush(self.keys.queue(queue), payload)
+            .ignore()
+            .publish(self.keys.wakeup_channel(), queue)
+            .ignore()
+            .exec_async(&mut self.conn())
+            .await
+            .map_err(be)
+    }
+
+    /// One script call per page of [`REMOVAL_PAGE`] payloads, walking from
+    /// the tail: each page is scanned and cleaned atomically inside Redis,
+    /// and no payload crosses the network.
+    async fn remove_by_class(&self, queue: &str, class: &str) -> Result<u64> {
+        if class.is_empty() {
+            return Ok(0);
+        }
+        let tomb = tombstone();
+        let key = self.keys.queue(queue);
+        let mut visited: u64 = 0;
+        let mut removed: u64 = 0;
+        loop {
+            let (gone, looked): (u64, u64) = REMOVE_BY_CLASS
+                .key(&key)
+                .arg(class)
+                .arg(visited)
+                .arg(REMOVAL_PAGE)
+                .arg(&tomb)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(be)?;
+            removed += gone;
+            if looked < REMOVAL_PAGE as u64 {
+                return Ok(removed);
+            }
+            visited += looked - gone;
+        }
     }
 
     async fn queues(&self) -> Result<Vec<String>> {

@@ -289,3 +289,92 @@ return v
 "#,
     )
 });
+
+/// The Lua function the by-class removals match with (ARGV[1] is the
+/// class): an item containing neither the class literally nor a backslash
+/// cannot name it; any other is decoded, and matches when it is an object
+/// whose `class` is the class. Undecodable items never match.
+macro_rules! class_match_lua {
+    () => {
+        r#"
+local class = ARGV[1]
+local function decode_of_class(item)
+  if not string.find(item, class, 1, true) and not string.find(item, '\\', 1, true) then return nil end
+  local ok, job = pcall(cjson.decode, item)
+  if ok and type(job) == 'table' and job['class'] == class then return job end
+  return nil
+end
+"#
+    };
+}
+
+/// KEYS: queue list. ARGV: class, how many items from the tail were
+/// already visited, page size, tombstone (a value no payload has).
+/// Looks at the next page of up to `page size` items, walking from the
+/// tail towards the head, and removes those of the class (marked with the
+/// tombstone by index, then one `LREM` from the tail). Returns `{removed,
+/// looked at}`; fewer looked at than the page size means the head was reached.
+pub(crate) static REMOVE_BY_CLASS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        class_match_lua!(),
+        r#"
+local visited, page, tomb = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local len = redis.call('LLEN', KEYS[1])
+if visited >= len then return {0, 0} end
+local items = redis.call('LRANGE', KEYS[1], -(visited + page), -(visited + 1))
+local first = len - visited - #items
+local removed = 0
+for i, item in ipairs(items) do
+  if decode_of_class(item) then
+    local at = first + i - 1
+    if at > len / 2 then at = at - len end
+    redis.call('LSET', KEYS[1], at, tomb)
+    removed = removed + 1
+  end
+end
+if removed > 0 then redis.call('LREM', KEYS[1], -removed, tomb) end
+return {removed, #items}
+"#
+    ))
+});
+
+/// KEYS: delayed_queue_schedule. ARGV: class, queue, key prefix, lowest
+/// score to look at (`-inf` or `(<s>`), how many buckets. Removes from the
+/// next buckets every item of the class bound for the queue (or naming no
+/// queue), keeping `timestamps:` sets and the schedule in step, and drops
+/// buckets it empties. Returns `{removed, buckets looked at, last bucket's score}`.
+pub(crate) static REMOVE_DELAYED_BY_CLASS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        class_match_lua!(),
+        r#"
+local queue, prefix, limit = ARGV[2], ARGV[3], tonumber(ARGV[5])
+local found = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[4], '+inf', 'WITHSCORES', 'LIMIT', 0, limit)
+local removed = 0
+local last = ''
+for i = 1, #found, 2 do
+  local m = found[i]
+  last = found[i + 1]
+  local list = prefix .. 'delayed:' .. m
+  local done = {}
+  for _, item in ipairs(redis.call('LRANGE', list, 0, -1)) do
+    if not done[item] then
+      done[item] = true
+      local job = decode_of_class(item)
+      if job then
+        local q = job['queue']
+        if type(q) ~= 'string' or not string.find(q, '%S') or q == queue then
+          removed = removed + redis.call('LREM', list, 0, item)
+          redis.call('SREM', prefix .. 'timestamps:' .. item, 'delayed:' .. m)
+        end
+      end
+    end
+  end
+  if redis.call('LLEN', list) == 0 then
+    redis.call('DEL', list)
+    redis.call('ZREM', KEYS[1], m)
+  end
+end
+return {removed, #found / 2, last}
+"#
+    ))
+});

@@ -4,7 +4,7 @@
 use crate::scripts::{CLEAN_WORKER, PROBE_PING};
 use crate::{be, RedisBackend};
 use async_trait::async_trait;
-use resq_core::failed::{encode_entry, Failure, PAYLOAD_ERROR};
+use resq_core::failed::{encode_entry, FailedJob, Failure, PAYLOAD_ERROR};
 use resq_core::json::write_js_str;
 use resq_core::{Cleaned, Error, Job, Orphan, Result, WorkerId, WorkerRegistry, WorkingOn};
 use serde::Deserialize;
@@ -462,7 +462,7 @@ impl WorkerRegistry for RedisBackend {
             }
             return Ok(Some(Cleaned {
                 worker: worker.clone(),
-                failed_entry: (mode == "fail").then_some(value),
+                failed_entry: (mode == "fail").then(|| Box::new(FailedJob::decode_lenient(&value))),
                 working_on: working,
             }));
         }

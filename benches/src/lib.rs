@@ -2,9 +2,11 @@
 //! micro-benchmarks of payload encoding and the memory backend's enqueue,
 //! claim and complete; the `load` binary (`src/bin/load.rs`) is the
 //! end-to-end harness whose figures `BENCHMARKS.md` reports, measured with
-//! [`measure`] and printed by [`report`].
+//! [`measure`] and printed by [`report`]; the `rearm` binary times one
+//! periodic-task re-arm with many jobs queued ([`rearm`]).
 
 pub mod measure;
+pub mod rearm;
 pub mod report;
 
 /// The crate version of the engine being benchmarked, so the harness can print it.

@@ -88,8 +88,10 @@ pub struct Table {
     pub claim_at_depth: (f64, f64, usize),
 }
 
-struct Fresh {
-    backend: Arc<dyn Backend>,
+/// A fresh, isolated backend for one run (its own Redis namespace or
+/// PostgreSQL schema), cleaned up by [`Fresh::done`].
+pub(crate) struct Fresh {
+    pub(crate) backend: Arc<dyn Backend>,
     redis: Option<Arc<resq_redis::RedisBackend>>,
     postgres: Option<Arc<resq_postgres::PostgresBackend>>,
 }
@@ -107,7 +109,8 @@ impl Fresh {
         }
     }
 
-    async fn done(self) {
+    /// Drops the backend and deletes the namespace or schema it used.
+    pub(crate) async fn done(self) {
         drop(self.backend);
         if let Some(r) = self.redis {
             let _ = r.delete_namespace().await;
@@ -119,7 +122,8 @@ impl Fresh {
     }
 }
 
-async fn fresh(url: &str) -> Result<Fresh, String> {
+/// Opens a fresh, isolated backend for `url`.
+pub(crate) async fn fresh(url: &str) -> Result<Fresh, String> {
     if url.starts_with("memory") {
         return Ok(Fresh {
             backend: Arc::new(resq_memory::MemoryBackend::new()),

@@ -3,7 +3,7 @@
 
 use resq_core::backend::{Backend, Orphan, Outcome, WorkerId};
 use resq_core::failed::{encode_entry, FailedJob, Failure, FORCE_CLEAN_MARK, WORKER_TIMEOUT};
-use resq_core::time::{bucket_due_ms, delayed_bucket_of_ms, last_due_bucket, now_ms};
+use resq_core::time::{bucket_due_ms, bucket_of_ms, delayed_bucket_of_ms, last_due_bucket, now_ms};
 use resq_core::{Error, NewJob, Queue, WorkerStatus};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -429,7 +429,16 @@ pub async fn force_clean_busy_worker(backend: Arc<dyn Backend>) {
     let id = busy_worker(&backend, "host:1+1", now_ms(), payload).await;
     let q = Queue::new(Arc::clone(&backend));
     let c = q.force_clean_worker("host:1+1").await.unwrap().expect("cleaned");
-    let entry = FailedJob::decode(c.failed_entry.as_deref().expect("failed entry")).unwrap();
+    let entry = c.failed_entry.expect("failed entry");
+    assert_eq!(entry.queue.as_deref(), Some("test_queue"));
+    assert_eq!(entry.worker.as_deref(), Some("host:1+1"));
+    assert_eq!(entry.payload.as_deref(), Some(payload), "payload bytes kept");
+    assert_eq!(entry.exception.as_deref(), Some(WORKER_TIMEOUT));
+    assert_eq!(
+        q.failed(0, 0).await.unwrap(),
+        vec![*entry.clone()],
+        "the type and value `failed` lists"
+    );
     assert!(entry.backtrace[0].starts_with("killed by "), "{:?}", entry.backtrace);
     assert_eq!(entry.backtrace[1], FORCE_CLEAN_MARK);
     assert_eq!(entry.backtrace[2], "resq");
@@ -562,4 +571,80 @@ pub async fn big_integers_survive_working_on_and_failure(backend: Arc<dyn Backen
     backend.claim(&id, &["q".to_owned()], "t").await.unwrap().unwrap();
     backend.clean_worker(&id, Orphan::Requeue).await.unwrap().unwrap();
     assert_eq!(backend.queue_range("q", 0, -1).await.unwrap(), vec![payload.to_owned()]);
+}
+
+/// `retry_stuck_jobs` reads the failed list a page at a time (no read asks
+/// for more than [`resq_core::queue::RETRY_PAGE`] entries, none for "all"),
+/// and with several pages of entries, stuck ones interleaved with ordinary
+/// failures, still retries each stuck job exactly once.
+pub async fn retry_stuck_jobs_reads_the_failed_list_in_pages(backend: Arc<dyn Backend>) {
+    let page = resq_core::queue::RETRY_PAGE;
+    let stuck = Failure::new(WORKER_TIMEOUT, WORKER_TIMEOUT).with_backtrace(vec![
+        "killed by test".into(),
+        FORCE_CLEAN_MARK.into(),
+        "resq".into(),
+    ]);
+    let total = i64::try_from(page * 3 + 17).unwrap();
+    let mut stuck_count = 0;
+    for n in 0..total {
+        if n % 4 == 3 {
+            backend.push_failed(&entry(n)).await.unwrap();
+        } else {
+            let payload = format!(r#"{{"class":"job","queue":"q","args":[{n}]}}"#);
+            backend
+                .push_failed(&encode_entry("w", "q", &payload, &stuck, 1))
+                .await
+                .unwrap();
+            stuck_count += 1;
+        }
+    }
+    let counting = crate::counting::Counting::new(Arc::clone(&backend));
+    let q = Queue::new(Arc::clone(&counting) as Arc<dyn Backend>);
+    assert_eq!(q.retry_stuck_jobs().await.unwrap(), stuck_count);
+    let widest = counting.widest("failed_range");
+    assert!(
+        matches!(widest, Some(Some(w)) if w <= page as u64),
+        "retry_stuck_jobs read up to {widest:?} failed entries at once (page {page})"
+    );
+    assert_eq!(
+        q.failed_count().await.unwrap(),
+        u64::try_from(total).unwrap() - stuck_count
+    );
+    let mut seen: Vec<i64> = backend
+        .queue_range("q", 0, -1)
+        .await
+        .unwrap()
+        .iter()
+        .map(|raw| resq_core::Job::decode(raw).unwrap().args[0].as_i64().unwrap())
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..total).filter(|n| n % 4 != 3).collect::<Vec<_>>());
+}
+
+/// `enqueue_front` writes node-resque's bytes at the head of the queue, so
+/// the job runs before those already waiting.
+pub async fn enqueue_front_puts_the_job_at_the_head(backend: Arc<dyn Backend>) {
+    let q = Queue::new(Arc::clone(&backend));
+    q.enqueue("q", "later", (1,)).await.unwrap();
+    q.enqueue("q", "later", (2,)).await.unwrap();
+    assert!(q.enqueue_front("q", "first", (0,)).await.unwrap());
+    let raw: Vec<String> = q
+        .queued("q", 0, -1)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.raw().to_owned())
+        .collect();
+    assert_eq!(
+        raw,
+        vec![
+            r#"{"class":"first","queue":"q","args":[0]}"#.to_owned(),
+            r#"{"class":"later","queue":"q","args":[1]}"#.to_owned(),
+            r#"{"class":"later","queue":"q","args":[2]}"#.to_owned(),
+        ]
+    );
+    assert!(matches!(
+        q.enqueue_front("", "x", ()).await,
+        Err(Error::InvalidArgument(_))
+    ));
 }

@@ -408,3 +408,62 @@ pub async fn concurrent_remove_and_promote_never_both(backend: Arc<dyn Backend>)
     assert_eq!(accounted, items.into_iter().collect::<BTreeSet<_>>(), "items lost");
     assert_eq!(backend.delayed_timestamps().await.unwrap(), Vec::<i64>::new());
 }
+
+/// `remove_delayed_by_class` removes the class's items bound for the queue
+/// (or naming none, as Ruby's), from every bucket, keeps the index and the
+/// bucket list in step, and leaves other classes, other queues and
+/// undecodable items.
+pub async fn remove_delayed_by_class_removes_that_class_on_that_queue(backend: Arc<dyn Backend>) {
+    let ours = [
+        (10, job("q", "target", 1)),
+        (10, r#"{"class":"target","args":[2]}"#.to_owned()),
+        (11, r#"{"class":"target","args":[3],"queue":"q"}"#.to_owned()),
+        (12, r#"{"class":"t\u0061rget","queue":"q","args":[]}"#.to_owned()),
+        (13, job("q", "target", 1)),
+    ];
+    let theirs = [
+        (10, job("q", "other", 1)),
+        (11, job("q2", "target", 1)),
+        (12, "target: not json".to_owned()),
+        (14, r#"{"class":"other","queue":"q","args":["target"]}"#.to_owned()),
+    ];
+    for (ts, p) in ours.iter().chain(theirs.iter()) {
+        assert!(backend.schedule(*ts, p).await.unwrap());
+    }
+    assert_eq!(backend.remove_delayed_by_class("q", "target").await.unwrap(), 5);
+    assert_eq!(backend.delayed_timestamps().await.unwrap(), vec![10, 11, 12, 14]);
+    assert_eq!(backend.delayed_at(10).await.unwrap(), vec![job("q", "other", 1)]);
+    assert_eq!(backend.delayed_at(11).await.unwrap(), vec![job("q2", "target", 1)]);
+    assert_eq!(
+        backend.delayed_at(12).await.unwrap(),
+        vec!["target: not json".to_owned()]
+    );
+    for (_, p) in &ours {
+        assert!(backend.timestamps_of(p).await.unwrap().is_empty(), "{p} still indexed");
+    }
+    assert_eq!(backend.timestamps_of(&job("q2", "target", 1)).await.unwrap(), vec![11]);
+    assert_eq!(backend.remove_delayed_by_class("q", "target").await.unwrap(), 0);
+    assert_eq!(backend.remove_delayed_by_class("q", "").await.unwrap(), 0);
+    // What stays is promoted as usual.
+    let moved = backend.promote_due(20, 100).await.unwrap();
+    assert_eq!(moved.len(), 4);
+}
+
+/// `remove_delayed_by_class` over more buckets and items than one page or
+/// script call removes all of them.
+pub async fn remove_delayed_by_class_pages_through_many_buckets(backend: Arc<dyn Backend>) {
+    let n = i64::try_from(resq_core::backend::REMOVAL_PAGE).unwrap() + 150;
+    for ts in 0..n {
+        assert!(backend.schedule(1_000 + ts, &job("q", "gone", ts)).await.unwrap());
+        assert!(backend.schedule(1_000 + ts, &job("q", "kept", ts)).await.unwrap());
+    }
+    let removed = backend.remove_delayed_by_class("q", "gone").await.unwrap();
+    assert_eq!(removed, u64::try_from(n).unwrap());
+    let stamps = backend.delayed_timestamps().await.unwrap();
+    assert_eq!(stamps.len(), usize::try_from(n).unwrap());
+    assert_eq!(backend.delayed_at(1_000).await.unwrap(), vec![job("q", "kept", 0)]);
+    assert_eq!(
+        backend.delayed_at(1_000 + n - 1).await.unwrap(),
+        vec![job("q", "kept", n - 1)]
+    );
+}

@@ -231,6 +231,12 @@ impl QueueStore for Faulty {
     async fn queues(&self) -> Result<Vec<String>> {
         self.inner.queues().await
     }
+    async fn push_front(&self, queue: &str, payload: &str) -> Result<()> {
+        self.inner.push_front(queue, payload).await
+    }
+    async fn remove_by_class(&self, queue: &str, class: &str) -> Result<u64> {
+        self.inner.remove_by_class(queue, class).await
+    }
 }
 
 #[async_trait]
@@ -252,6 +258,9 @@ impl DelayedStore for Faulty {
     }
     async fn remove_delayed(&self, payload: &str) -> Result<Vec<i64>> {
         self.inner.remove_delayed(payload).await
+    }
+    async fn remove_delayed_by_class(&self, queue: &str, class: &str) -> Result<u64> {
+        self.inner.remove_delayed_by_class(queue, class).await
     }
     async fn promote_due(&self, up_to: i64, limit: usize) -> Result<Vec<Promotion>> {
         self.inner.promote_due(up_to, limit).await

@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod counting;
 pub mod cron;
 pub mod delayed;
 pub mod engine;
@@ -108,6 +109,11 @@ macro_rules! suite {
                 complete_batch_applies_each_outcome,
                 complete_and_claim_batch_completes_then_claims,
                 complete_and_claim_batch_degenerate_rounds,
+                push_front_puts_the_job_first,
+                push_front_wakes_an_idle_worker,
+                remove_by_class_removes_only_that_class,
+                remove_by_class_pages_through_long_queues,
+                default_by_class_removals_match_and_page,
             ],
             async delayed: [
                 schedule_and_inspect,
@@ -122,6 +128,8 @@ macro_rules! suite {
                 concurrent_schedule_same_job_same_second_stores_one,
                 concurrent_promoters_move_each_item_exactly_once,
                 concurrent_remove_and_promote_never_both,
+                remove_delayed_by_class_removes_that_class_on_that_queue,
+                remove_delayed_by_class_pages_through_many_buckets,
             ],
             async lock: [
                 acquire_is_exclusive,
@@ -212,6 +220,8 @@ macro_rules! suite {
                 retries_repair_cjson_empty_args,
                 retry_stuck_jobs_handles_many_entries,
                 big_integers_survive_working_on_and_failure,
+                retry_stuck_jobs_reads_the_failed_list_in_pages,
+                enqueue_front_puts_the_job_at_the_head,
             ],
             async worker: [
                 runs_job_and_reports_success,
@@ -257,6 +267,8 @@ macro_rules! suite {
                 before_perform_can_change_arguments_or_veto,
                 task_server_node_shapes,
                 five_booting_nodes_enqueue_one_instance,
+                rearm_never_reads_a_whole_queue_or_schedule,
+                task_server_runs_on_custom_parts,
             ],
             async cron: [
                 leader_changes_neither_double_nor_skip_fires,

@@ -1010,8 +1010,8 @@ impl Model {
                     return Err("clean_worker with Orphan::Fail of a busy worker returned no failed entry".into());
                 };
                 let wanted = encode_entry(name, &on.queue, &on.payload, &failure, AT_MS);
-                check_clean_entry(&entry, &wanted)?;
-                self.failed.push(entry);
+                check_clean_entry(&entry.raw, &wanted)?;
+                self.failed.push(entry.raw);
                 self.bump("failed", 1);
             }
         }

@@ -786,3 +786,112 @@ async fn assert_claims_recorded(
         }
     }
 }
+
+/// `push_front` puts a job at the head of its queue: it is claimed before
+/// the jobs already there, the queue is registered, and its bytes are kept.
+pub async fn push_front_puts_the_job_first(backend: Arc<dyn Backend>) {
+    let first = r#"{"class":"urgent","queue":"q","args":[12345678901234567890,"é",1.0]}"#;
+    backend.push("q", &job("q", "a", 1)).await.unwrap();
+    backend.push("q", &job("q", "a", 2)).await.unwrap();
+    backend.push_front("q", first).await.unwrap();
+    assert_eq!(
+        all(&*backend, "q").await,
+        vec![first.to_owned(), job("q", "a", 1), job("q", "a", 2)]
+    );
+    let w = worker("h:1", &["q"]);
+    let claimed = backend.claim(&w, &names(&["q"]), RUN_AT).await.unwrap().unwrap();
+    assert_eq!(claimed.payload, first, "the front job is claimed first, byte for byte");
+    backend.push_front("fresh", &job("fresh", "b", 1)).await.unwrap();
+    assert!(backend.queues().await.unwrap().contains(&"fresh".to_owned()));
+    assert_eq!(all(&*backend, "fresh").await, vec![job("fresh", "b", 1)]);
+}
+
+/// `push_front` wakes a worker waiting on the queue.
+pub async fn push_front_wakes_an_idle_worker(backend: Arc<dyn Backend>) {
+    woken_by(&backend, "front", "push_front", || async {
+        backend.push_front("front", &job("front", "x", 1)).await.unwrap();
+    })
+    .await;
+}
+
+/// `remove_by_class` removes every job of the class whatever its args or
+/// dialect (node-resque's, Ruby's without `queue`, escapes in the class),
+/// and leaves other classes (even one naming the class in its args),
+/// undecodable payloads, and the order of what stays.
+pub async fn remove_by_class_removes_only_that_class(backend: Arc<dyn Backend>) {
+    let ours = [
+        job("q", "target", 1),
+        r#"{"class":"target","args":[2]}"#.to_owned(),
+        r#"{"args":[3],"class":"t\u0061rget","extra":true}"#.to_owned(),
+        job("q", "target", 1),
+    ];
+    let theirs = [
+        job("q", "other", 1),
+        r#"{"class":"other","queue":"q","args":["target"]}"#.to_owned(),
+        "target: not json".to_owned(),
+        r#"{"class":["target"],"args":[]}"#.to_owned(),
+        r#"["target"]"#.to_owned(),
+        r#"{"class":"targetX","args":[]}"#.to_owned(),
+    ];
+    let mut expected_left = Vec::new();
+    for (i, t) in theirs.iter().enumerate() {
+        backend.push("q", t).await.unwrap();
+        expected_left.push(t.clone());
+        if let Some(o) = ours.get(i) {
+            backend.push("q", o).await.unwrap();
+        }
+    }
+    backend.push("elsewhere", &job("elsewhere", "target", 9)).await.unwrap();
+    assert_eq!(backend.remove_by_class("q", "target").await.unwrap(), 4);
+    assert_eq!(all(&*backend, "q").await, expected_left);
+    assert_eq!(
+        backend.queue_len("elsewhere").await.unwrap(),
+        1,
+        "other queues untouched"
+    );
+    assert_eq!(backend.remove_by_class("q", "target").await.unwrap(), 0);
+    assert_eq!(backend.remove_by_class("missing", "target").await.unwrap(), 0);
+    assert_eq!(backend.remove_by_class("q", "").await.unwrap(), 0);
+}
+
+/// `remove_by_class` on a queue longer than several pages removes every
+/// job of the class and keeps the others in order.
+pub async fn remove_by_class_pages_through_long_queues(backend: Arc<dyn Backend>) {
+    let n = resq_core::backend::REMOVAL_PAGE * 3 + 7;
+    let mut batch = Vec::with_capacity(n);
+    let mut kept = Vec::new();
+    for i in 0..n {
+        let i = i64::try_from(i).unwrap();
+        // Runs of removed jobs across page boundaries, and lone ones.
+        let payload = if i % 3 == 0 || (400..700).contains(&i) {
+            job("long", "gone", i)
+        } else {
+            let p = job("long", "kept", i);
+            kept.push(p.clone());
+            p
+        };
+        batch.push(queued("long", &payload));
+    }
+    backend.push_batch(&batch).await.unwrap();
+    let removed = backend.remove_by_class("long", "gone").await.unwrap();
+    assert_eq!(removed, u64::try_from(n - kept.len()).unwrap());
+    assert_eq!(all(&*backend, "long").await, kept);
+}
+
+/// The trait's default by-class removals, for stores without their own,
+/// behave as the backends' own (the same group tests pass through them)
+/// and read the queue a page at a time.
+pub async fn default_by_class_removals_match_and_page(backend: Arc<dyn Backend>) {
+    let wrapped = crate::counting::Counting::with_default_removals(Arc::clone(&backend));
+    let via: Arc<dyn Backend> = Arc::clone(&wrapped) as Arc<dyn Backend>;
+    remove_by_class_removes_only_that_class(Arc::clone(&via)).await;
+    remove_by_class_pages_through_long_queues(Arc::clone(&via)).await;
+    crate::delayed::remove_delayed_by_class_removes_that_class_on_that_queue(Arc::clone(&via)).await;
+    crate::delayed::remove_delayed_by_class_pages_through_many_buckets(Arc::clone(&via)).await;
+    let widest = wrapped.widest("remove_by_class/queue_range");
+    let page = resq_core::backend::REMOVAL_PAGE as u64;
+    assert!(
+        matches!(widest, Some(Some(w)) if w <= page),
+        "the default remove_by_class read up to {widest:?} jobs at once (page {page})"
+    );
+}

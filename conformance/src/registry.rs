@@ -299,9 +299,13 @@ pub async fn clean_busy_worker_fail_writes_entry_and_counts_failed(backend: Arc<
             payload: payload.into(),
         })
     );
-    let entry = cleaned.failed_entry.expect("no failed entry returned");
-    assert_eq!(all_failed(&*backend).await, vec![entry.clone()]);
-    let decoded = FailedJob::decode(&entry).unwrap();
+    let decoded = cleaned.failed_entry.expect("no failed entry returned");
+    assert_eq!(all_failed(&*backend).await, vec![decoded.raw.clone()]);
+    assert_eq!(
+        *decoded,
+        FailedJob::decode(&decoded.raw).unwrap(),
+        "the entry as `failed` lists it"
+    );
     assert_eq!(decoded.worker.as_deref(), Some("host:7+2"));
     assert_eq!(decoded.queue.as_deref(), Some("q"));
     assert_eq!(decoded.payload.as_deref(), Some(payload), "payload bytes changed");

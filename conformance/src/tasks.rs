@@ -413,3 +413,122 @@ pub async fn five_booting_nodes_enqueue_one_instance(backend: Arc<dyn Backend>) 
         h.await.unwrap().unwrap();
     }
 }
+
+/// Re-arming a periodic task removes its stray copies without reading the
+/// whole queue or schedule into memory: no `queue_range` asks for more than
+/// a page, and no bucket is read one round trip at a time; copies in every
+/// dialect go, other jobs stay in order.
+pub async fn rearm_never_reads_a_whole_queue_or_schedule(backend: Arc<dyn Backend>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let tasks = registry(vec![periodic(&count, 0)]);
+    let others: Vec<resq_core::QueuedJob> = (0..1_200)
+        .map(|i| resq_core::QueuedJob {
+            queue: "periodic".into(),
+            payload: resq_core::job::encode_payload("periodic", "otherTask", &[json!(i)]),
+        })
+        .collect();
+    backend.push_batch(&others).await.unwrap();
+    let copies = [
+        resq_core::job::encode_payload("periodic", PERIODIC, &[json!({})]),
+        resq_core::job::encode_payload("periodic", PERIODIC, &[json!({"odd": true})]),
+        format!(r#"{{"class":"{PERIODIC}","args":[{{}}]}}"#),
+    ];
+    for c in &copies {
+        backend.push("periodic", c).await.unwrap();
+    }
+    let later = now_ms() / 1000 + 3_600;
+    for (i, c) in copies.iter().enumerate() {
+        assert!(backend.schedule(later + i64::try_from(i).unwrap(), c).await.unwrap());
+    }
+    let other_delayed = resq_core::job::encode_payload("periodic", "otherTask", &[json!("d")]);
+    assert!(backend.schedule(later, &other_delayed).await.unwrap());
+
+    let counting = crate::counting::Counting::new(Arc::clone(&backend));
+    let q = Queue::with_tasks(Arc::clone(&counting) as Arc<dyn Backend>, Arc::clone(&tasks));
+    q.enqueue_recurrent_job(PERIODIC).await.unwrap();
+
+    let widest = counting.widest("queue_range");
+    let page = resq_core::backend::REMOVAL_PAGE as u64;
+    assert!(
+        matches!(widest, None | Some(Some(_))) && widest.flatten().is_none_or(|w| w <= page),
+        "re-arm read up to {widest:?} queued jobs at once"
+    );
+    assert_eq!(
+        counting.count("delayed_at"),
+        0,
+        "re-arm read delayed buckets one by one"
+    );
+    assert_eq!(counting.count("delayed_timestamps"), 0, "re-arm listed every bucket");
+    let left: Vec<String> = backend.queue_range("periodic", 0, -1).await.unwrap();
+    assert_eq!(left, others.iter().map(|j| j.payload.clone()).collect::<Vec<_>>());
+    assert_eq!(backend.delayed_at(later).await.unwrap(), vec![other_delayed]);
+    let delayed = q.all_delayed().await.unwrap();
+    let instances: usize = delayed
+        .values()
+        .flatten()
+        .filter(|d| d.job().is_some_and(|j| j.class == PERIODIC))
+        .count();
+    assert_eq!(instances, 1, "exactly the new instance is delayed: {delayed:?}");
+}
+
+/// ActionHero's `resque_overrides`: a task server built with its own queue
+/// client and worker pool (here over a wrapped backend that records every
+/// call) uses them: `enqueue_front` through the custom client pushes to
+/// the head, and the custom pool claims and runs the jobs. A custom part
+/// the config does not run is refused.
+pub async fn task_server_runs_on_custom_parts(backend: Arc<dyn Backend>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let tasks = registry(vec![regular(&seen)]);
+    let wrapped = crate::counting::Counting::new(Arc::clone(&backend));
+    let custom: Arc<dyn Backend> = Arc::clone(&wrapped) as Arc<dyn Backend>;
+    let pool = resq_core::WorkerPool::new(
+        Arc::clone(&custom),
+        Arc::clone(&tasks),
+        resq_core::PoolConfig {
+            min: 1,
+            max: 1,
+            check_interval: Duration::from_millis(100),
+            worker: quick_config(&["default"]),
+        },
+    );
+    let server = TaskServer::builder(Arc::clone(&backend), Arc::clone(&tasks), node(false, 1, &["default"]))
+        .queue(Queue::with_tasks(Arc::clone(&custom), Arc::clone(&tasks)))
+        .pool(pool)
+        .build()
+        .unwrap();
+    server
+        .queue()
+        .enqueue_task("regularTask", json!({"n": 2}))
+        .await
+        .unwrap();
+    assert!(server
+        .queue()
+        .enqueue_front("default", "regularTask", (json!({"n": 1}),))
+        .await
+        .unwrap());
+    assert_eq!(
+        wrapped.count("push_front"),
+        1,
+        "enqueue_front went through the custom client"
+    );
+    let server = Arc::new(server);
+    let (stop, h) = run_server(Arc::clone(&server)).await;
+    wait_until(LIMIT, "the custom pool ran both jobs", || {
+        let s = Arc::clone(&seen);
+        async move { s.lock().unwrap().len() == 2 }
+    })
+    .await;
+    stop.cancel();
+    h.await.unwrap().unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![json!({"n": 1}), json!({"n": 2})],
+        "the front job ran first"
+    );
+    let claims = wrapped.count("claim") + wrapped.count("claim_batch") + wrapped.count("complete_and_claim_batch");
+    assert!(claims > 0, "the custom pool claimed through the wrapped backend");
+    let refused = TaskServer::builder(Arc::clone(&backend), Arc::clone(&tasks), node(false, 0, &["default"]))
+        .scheduler(resq_core::Scheduler::new(Arc::clone(&backend), resq_core::SchedulerConfig::default()).unwrap())
+        .build();
+    assert!(matches!(refused, Err(resq_core::Error::InvalidArgument(_))));
+}

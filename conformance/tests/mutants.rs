@@ -161,6 +161,9 @@ impl QueueStore for Mutant {
         }
         self.inner.delete_queue(queue).await
     }
+    async fn push_front(&self, queue: &str, payload: &str) -> Result<()> {
+        self.inner.push_front(queue, payload).await
+    }
     async fn queues(&self) -> Result<Vec<String>> {
         let mut v = self.inner.queues().await?;
         if self.bug == Bug::QueuesUnsorted {

@@ -7,7 +7,7 @@
 //! a concurrent caller sees the state before or after it, never between.
 
 use crate::error::Result;
-use crate::failed::Failure;
+use crate::failed::{FailedJob, Failure};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -139,8 +139,13 @@ pub struct Cleaned {
     pub worker: WorkerId,
     /// The job it was working on, if any, which [`Orphan`] then handled.
     pub working_on: Option<WorkingOn>,
-    /// The failed entry written, with [`Orphan::Fail`] and a working-on record.
-    pub failed_entry: Option<String>,
+    /// The failed entry written, with [`Orphan::Fail`] and a working-on
+    /// record: the same [`FailedJob`] that [`crate::Queue::failed`] lists,
+    /// with the stored bytes in [`FailedJob::raw`] (what
+    /// [`crate::Queue::remove_failed`] and
+    /// [`crate::Queue::retry_and_remove_failed`] match by). Boxed, so that
+    /// events carrying a `Cleaned` stay small.
+    pub failed_entry: Option<Box<FailedJob>>,
 }
 
 /// What promotion did with one delayed item.
@@ -165,6 +170,87 @@ pub enum Promotion {
         /// Why it could not be promoted.
         reason: String,
     },
+}
+
+/// How many payloads the default by-class removals and paged scans hold at
+/// a time.
+pub const REMOVAL_PAGE: usize = 500;
+
+/// Whether a payload could name `class` at all: it holds `class` literally,
+/// or holds an escape that could spell it. A cheap filter before decoding.
+pub fn may_be_of_class(raw: &str, class: &str) -> bool {
+    !class.is_empty() && (raw.contains(class) || raw.contains('\\'))
+}
+
+/// The rule [`QueueStore::remove_by_class`] matches payloads by: the
+/// payload decodes ([`crate::Job::decode`]) and its `class` is `class`.
+pub fn job_is_of_class(raw: &str, class: &str) -> bool {
+    may_be_of_class(raw, class) && crate::job::Job::decode(raw).is_ok_and(|j| j.class == class)
+}
+
+/// The rule [`DelayedStore::remove_delayed_by_class`] matches items by: the
+/// item decodes, its `class` is `class`, and its `queue` is `queue` or
+/// absent (blank or not a string counts as absent).
+pub fn delayed_is_of_class(raw: &str, queue: &str, class: &str) -> bool {
+    may_be_of_class(raw, class)
+        && crate::job::Job::decode(raw).is_ok_and(|j| j.class == class && j.queue_or(queue) == queue)
+}
+
+/// The default [`QueueStore::remove_by_class`], usable by any store: pages
+/// through `queue` with [`QueueStore::queue_range`] from the tail,
+/// [`REMOVAL_PAGE`] payloads at a time, and removes the matches by their
+/// exact bytes ([`QueueStore::remove_from_queue`]).
+pub async fn remove_by_class_paged<S: QueueStore + ?Sized>(store: &S, queue: &str, class: &str) -> Result<u64> {
+    let page = i64::try_from(REMOVAL_PAGE).unwrap_or(i64::MAX);
+    // Walk from the tail: pushes to the tail and claims from the head
+    // then move no unvisited job past the window.
+    let mut visited: i64 = 0;
+    let mut removed = 0u64;
+    loop {
+        let items = store.queue_range(queue, -(visited + page), -(visited + 1)).await?;
+        if items.is_empty() {
+            return Ok(removed);
+        }
+        let mut gone = 0u64;
+        let mut seen = std::collections::HashSet::new();
+        for raw in &items {
+            if job_is_of_class(raw, class) && seen.insert(raw.as_str()) {
+                gone += store.remove_from_queue(queue, raw, 0).await?;
+            }
+        }
+        removed += gone;
+        let n = i64::try_from(items.len()).unwrap_or(i64::MAX);
+        if n < page {
+            return Ok(removed);
+        }
+        // Everything removed sat in or before (headwards of) this window;
+        // counting it all may revisit a few jobs but never skips one.
+        visited = visited
+            .saturating_add(n)
+            .saturating_sub(i64::try_from(gone).unwrap_or(i64::MAX))
+            .max(0);
+    }
+}
+
+/// The default [`DelayedStore::remove_delayed_by_class`], usable by any
+/// store: reads one bucket at a time and removes the matches by their exact
+/// bytes ([`DelayedStore::remove_delayed`]).
+pub async fn remove_delayed_by_class_per_bucket<S: DelayedStore + ?Sized>(
+    store: &S,
+    queue: &str,
+    class: &str,
+) -> Result<u64> {
+    let mut removed = 0u64;
+    for ts in store.delayed_timestamps().await? {
+        let mut seen = std::collections::HashSet::new();
+        for raw in store.delayed_at(ts).await? {
+            if delayed_is_of_class(&raw, queue, class) && seen.insert(raw.clone()) {
+                let buckets = store.remove_delayed(&raw).await?;
+                removed += u64::try_from(buckets.len()).unwrap_or(u64::MAX);
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Named queues of job payloads (Resque's `queue:<q>` lists and `queues` set).
@@ -272,6 +358,24 @@ pub trait QueueStore: Send + Sync {
     /// Deletes a queue and its jobs. Returns whether it held any jobs.
     async fn delete_queue(&self, queue: &str) -> Result<bool>;
 
+    /// Pushes a payload to the **head** of `queue` (`LPUSH`), so that it is
+    /// claimed before every job already queued, records the queue name and
+    /// wakes idle workers, as [`QueueStore::push`] does for the tail.
+    async fn push_front(&self, queue: &str, payload: &str) -> Result<()>;
+
+    /// Removes every job of `class` from `queue`, whatever its arguments or
+    /// encoding (node-resque's, Ruby's without `queue`), and returns how many
+    /// it removed. A payload that does not decode ([`job_is_of_class`]) is
+    /// left alone. Backends do it where the data is, holding at most a page
+    /// of payloads at a time; the scan is not one atomic step, but a job
+    /// pushed or claimed meanwhile never makes it miss a job of `class` that
+    /// stays queued throughout. The default pages with
+    /// [`QueueStore::queue_range`] from the tail, [`REMOVAL_PAGE`] payloads at
+    /// a time, and removes by exact bytes.
+    async fn remove_by_class(&self, queue: &str, class: &str) -> Result<u64> {
+        remove_by_class_paged(self, queue, class).await
+    }
+
     /// All known queue names, sorted.
     async fn queues(&self) -> Result<Vec<String>>;
 }
@@ -299,6 +403,17 @@ pub trait DelayedStore: Send + Sync {
     /// Removes every copy of `payload` from every bucket. Returns the buckets
     /// it was removed from, ascending.
     async fn remove_delayed(&self, payload: &str) -> Result<Vec<i64>>;
+
+    /// Removes every delayed item of `class` bound for `queue` (an item
+    /// without a `queue`, as Ruby writes them, counts as bound for `queue`),
+    /// whatever its arguments, from every bucket, and returns how many items
+    /// it removed. Items that do not decode are left alone (see
+    /// [`delayed_is_of_class`]). Backends do it where the data is, holding a
+    /// bounded number of items at a time; each bucket is cleaned atomically.
+    /// The default reads the buckets one at a time.
+    async fn remove_delayed_by_class(&self, queue: &str, class: &str) -> Result<u64> {
+        remove_delayed_by_class_per_bucket(self, queue, class).await
+    }
 
     /// Moves up to `limit` items from buckets `<= up_to` (oldest first) onto
     /// their queues. Each item moves atomically: it is in its bucket or on its

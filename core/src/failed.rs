@@ -94,7 +94,7 @@ pub fn promotion_failure_entry(payload_raw: &str, reason: &str, at_ms: i64) -> S
 
 /// A decoded failed entry plus its raw bytes, which identify it for
 /// [`crate::Queue::remove_failed`] and [`crate::Queue::retry_and_remove_failed`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FailedJob {
     /// The worker that failed it (`host:pid`, or Ruby's `host:pid:queues`).
     pub worker: Option<String>,

@@ -132,6 +132,11 @@ impl Job {
             what: "job payload",
             reason,
         };
+        // A struct also deserializes from a JSON array (positionally), so
+        // `["x"]` would pass as class `x`: only an object is a job.
+        if !raw.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{') {
+            return Err(err("the payload is not a JSON object".into()));
+        }
         // Only the three fields resq reads are decoded; other keys are skipped.
         #[derive(serde::Deserialize)]
         struct Wire {
@@ -306,7 +311,15 @@ mod tests {
 
     #[test]
     fn rejects_bad_payloads_without_panicking() {
-        for raw in ["", "[]", "{", r#"{"args":[]}"#, r#"{"class":5}"#, r#"{"class":""}"#] {
+        for raw in [
+            "",
+            "[]",
+            "{",
+            r#"{"args":[]}"#,
+            r#"{"class":5}"#,
+            r#"{"class":""}"#,
+            r#"["add","q",[1]]"#,
+        ] {
             assert!(Job::decode(raw).is_err(), "{raw}");
         }
     }

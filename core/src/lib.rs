@@ -45,9 +45,18 @@ pub use plugin::Plugin;
 pub use pool::{PoolConfig, WorkerPool};
 pub use queue::{Details, NewJob, Queue, WorkerStatus};
 pub use scheduler::{PollReport, Scheduler, SchedulerConfig, StuckJobPolicy};
-pub use server::TaskServer;
+pub use server::{TaskServer, TaskServerBuilder};
 pub use task::{Input, JobContext, Task, TaskDef, TaskError, TaskResult, Tasks};
 pub use worker::{Worker, WorkerConfig};
+
+/// The cancellation token that `run_until` methods take and that stops
+/// [`Worker`], [`WorkerPool`], [`Scheduler`] and [`TaskServer`] gracefully;
+/// re-exported so that callers need no `tokio-util` dependency of their own.
+pub use tokio_util::sync::CancellationToken;
+
+/// serde_json, whose `Value` task inputs and arguments are, re-exported so
+/// that callers can write `json!` inputs without a dependency of their own.
+pub use serde_json;
 
 /// This crate's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

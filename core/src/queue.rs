@@ -131,6 +131,10 @@ impl Queue {
     /// was enqueued: `false` when a plugin's `before_enqueue` vetoed it
     /// (plugins run when this client knows the task, see [`Queue::with_tasks`]).
     pub async fn enqueue(&self, queue: &str, class: &str, args: impl Serialize) -> Result<bool> {
+        self.enqueue_with(queue, class, args, false).await
+    }
+
+    async fn enqueue_with(&self, queue: &str, class: &str, args: impl Serialize, front: bool) -> Result<bool> {
         check_name("queue", queue)?;
         check_name("class", class)?;
         let args = args_of(&args)?;
@@ -150,7 +154,12 @@ impl Queue {
                 }
             }
         }
-        self.backend.push(queue, &encode_payload(queue, class, &args)).await?;
+        let payload = encode_payload(queue, class, &args);
+        if front {
+            self.backend.push_front(queue, &payload).await?;
+        } else {
+            self.backend.push(queue, &payload).await?;
+        }
         if let Some(def) = def {
             for plugin in &def.plugins {
                 plugin
@@ -159,6 +168,14 @@ impl Queue {
             }
         }
         Ok(true)
+    }
+
+    /// Enqueues a job at the **head** of `queue`, so it runs before every
+    /// job already waiting there (ActionHero's `enqueueFront` example of
+    /// extending the queue client). Enqueue plugins run as for
+    /// [`Queue::enqueue`]; `false` means one vetoed it.
+    pub async fn enqueue_front(&self, queue: &str, class: &str, args: impl Serialize) -> Result<bool> {
+        self.enqueue_with(queue, class, args, true).await
     }
 
     /// Enqueues many jobs in one backend call, in order.
@@ -314,18 +331,11 @@ impl Queue {
     }
 
     /// Removes every job of `class` from `queue`, whatever its arguments or
-    /// encoding. Returns how many were removed.
+    /// encoding. Returns how many were removed. The backend does it where the
+    /// jobs are ([`crate::QueueStore::remove_by_class`]), so a long queue is
+    /// never read into memory.
     pub async fn del_by_class(&self, queue: &str, class: &str) -> Result<u64> {
-        let all = self.backend.queue_range(queue, 0, -1).await?;
-        let mut seen = std::collections::HashSet::new();
-        let mut removed = 0;
-        for raw in all {
-            let matches = Job::decode(&raw).map(|j| j.class == class).unwrap_or(false);
-            if matches && seen.insert(raw.clone()) {
-                removed += self.backend.remove_from_queue(queue, &raw, 0).await?;
-            }
-        }
-        Ok(removed)
+        self.backend.remove_by_class(queue, class).await
     }
 
     // ---- delayed -------------------------------------------------------
@@ -540,26 +550,43 @@ impl Queue {
 
     /// Re-enqueues every failed job that a worker cleanup wrote (entries
     /// marked `queue#forceCleanWorker`), each exactly once. Returns how many.
+    /// The failed list is read [`RETRY_PAGE`] entries at a time, so a long
+    /// list is never held in memory.
     pub async fn retry_stuck_jobs(&self) -> Result<u64> {
-        // Take one snapshot, then retry by value: removing while paging by
-        // index would skip entries (node-resque's bug, spec §7.2 #11).
-        let all = self.backend.failed_range(0, -1).await?;
+        let page = i64::try_from(RETRY_PAGE).unwrap_or(i64::MAX);
+        let mut offset: i64 = 0;
         let mut retried = 0;
-        for raw in all {
-            let entry = FailedJob::decode_lenient(&raw);
-            if !entry.is_force_cleaned() {
-                continue;
+        loop {
+            let entries = self.backend.failed_range(offset, offset + page - 1).await?;
+            let mut removed: i64 = 0;
+            for raw in &entries {
+                let entry = FailedJob::decode_lenient(raw);
+                if !entry.is_force_cleaned() {
+                    continue;
+                }
+                let Ok((queue, payload)) = retry_target(&entry) else {
+                    continue;
+                };
+                // Retry by value (the first equal entry, at or before this
+                // one), never by index: node-resque's skip (spec §7.2 #11).
+                if self.backend.retry_failed(raw, &queue, &payload).await? {
+                    retried += 1;
+                    removed += 1;
+                }
             }
-            let Ok((queue, payload)) = retry_target(&entry) else {
-                continue;
-            };
-            if self.backend.retry_failed(&raw, &queue, &payload).await? {
-                retried += 1;
+            let n = i64::try_from(entries.len()).unwrap_or(i64::MAX);
+            if n < page {
+                return Ok(retried);
             }
+            // Each removed entry sat at or before the end of this page, so
+            // the next unread entry is `removed` places nearer the head.
+            offset = offset.saturating_add(n - removed);
         }
-        Ok(retried)
     }
 }
+
+/// How many failed entries [`Queue::retry_stuck_jobs`] reads at a time.
+pub const RETRY_PAGE: usize = 100;
 
 fn retry_target(entry: &FailedJob) -> Result<(String, String)> {
     let payload = entry.payload.clone().ok_or_else(|| Error::Decode {

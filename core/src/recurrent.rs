@@ -24,7 +24,6 @@
 //! job) is removed by the next run.
 
 use crate::error::{Error, Result};
-use crate::job::Job;
 use crate::plugins::{JobLock, QueueLock};
 use crate::queue::Queue;
 use crate::task::TaskDef;
@@ -57,22 +56,14 @@ async fn is_running(client: &Queue, def: &TaskDef) -> Result<bool> {
 }
 
 /// Removes every queued and delayed instance of task `def` (by class, on
-/// its queue). Returns how many it removed.
+/// its queue). Returns how many it removed. Both removals run where the
+/// jobs are ([`crate::QueueStore::remove_by_class`],
+/// [`crate::DelayedStore::remove_delayed_by_class`]): a long queue or
+/// schedule is never read into memory.
 async fn remove_instances(client: &Queue, def: &TaskDef) -> Result<u64> {
     let queued = client.del_by_class(&def.queue, &def.name).await?;
-    let mut delayed = 0u64;
-    for ts in client.backend().delayed_timestamps().await? {
-        for raw in client.backend().delayed_at(ts).await? {
-            let ours = Job::decode(&raw)
-                .map(|j| j.class == def.name && j.queue_or(&def.queue) == def.queue)
-                .unwrap_or(false);
-            if ours {
-                let buckets = client.backend().remove_delayed(&raw).await?;
-                delayed += u64::try_from(buckets.len()).unwrap_or(u64::MAX);
-            }
-        }
-    }
-    Ok(queued + delayed)
+    let delayed = client.backend().remove_delayed_by_class(&def.queue, &def.name).await?;
+    Ok(queued.saturating_add(delayed))
 }
 
 /// The periodic step after a run: remove other instances, then schedule

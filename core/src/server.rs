@@ -118,6 +118,20 @@ impl TaskServer {
         })
     }
 
+    /// A builder for a node whose queue client, scheduler or worker pool
+    /// are the caller's own (ActionHero's `resque_overrides`); see
+    /// [`TaskServerBuilder`].
+    pub fn builder(backend: Arc<dyn Backend>, tasks: Arc<Tasks>, config: TaskServerConfig) -> TaskServerBuilder {
+        TaskServerBuilder {
+            backend,
+            tasks,
+            config,
+            queue: None,
+            scheduler: None,
+            pool: None,
+        }
+    }
+
     /// The client for enqueuing tasks and inspecting queues, with the task
     /// definitions (so enqueue plugins run).
     pub fn queue(&self) -> &Queue {
@@ -236,5 +250,117 @@ async fn log_events<E: Clone + std::fmt::Debug>(
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
+    }
+}
+
+/// Builds a [`TaskServer`] with custom parts in place of the ones its
+/// config would make, as ActionHero's `resque_overrides` replace the queue,
+/// scheduler or multi-worker of its task server. A part is any
+/// [`Queue`], [`Scheduler`] or [`WorkerPool`] built by the caller: over a
+/// wrapped [`Backend`] (one that adds metrics, tracing, or a method of its
+/// own and forwards the rest), with other settings, or both. The node runs
+/// it exactly as it runs its own: the queue client enqueues the periodic
+/// tasks at boot and is [`TaskServer::queue`]; the scheduler and the pool
+/// run in [`TaskServer::run`]. The config still decides which parts the
+/// node runs: a custom scheduler needs `scheduler = true` and a custom pool
+/// `max_task_processors > 0`, else [`TaskServerBuilder::build`] refuses them.
+///
+/// ```
+/// # async fn demo(backend: std::sync::Arc<dyn resq_core::Backend>) -> resq_core::Result<()> {
+/// use resq_core::config::TaskServerConfig;
+/// use resq_core::task::{JobContext, TaskDef, TaskError, Tasks};
+/// use resq_core::{PoolConfig, Queue, TaskServer, WorkerConfig, WorkerPool};
+/// use std::{sync::Arc, time::Duration};
+///
+/// let mut tasks = Tasks::new();
+/// tasks.define(TaskDef::from_fn("urgent", |_: (serde_json::Value,), _ctx: JobContext| async {
+///     Ok::<_, TaskError>(())
+/// }))?;
+/// let tasks = Arc::new(tasks);
+/// let config = TaskServerConfig { max_task_processors: 2, ..TaskServerConfig::default() };
+/// // Own parts: here a pool with a shorter poll interval, and the queue
+/// // client, which could sit on a wrapped backend instead.
+/// let pool = WorkerPool::new(
+///     Arc::clone(&backend),
+///     Arc::clone(&tasks),
+///     PoolConfig {
+///         min: 1,
+///         max: 2,
+///         worker: WorkerConfig { poll_interval: Duration::from_millis(50), ..WorkerConfig::default() },
+///         ..PoolConfig::default()
+///     },
+/// );
+/// let server = TaskServer::builder(Arc::clone(&backend), Arc::clone(&tasks), config)
+///     .queue(Queue::with_tasks(Arc::clone(&backend), Arc::clone(&tasks)))
+///     .pool(pool)
+///     .build()?;
+/// // `enqueue_front`, the seed's example of a queue extension, is built in.
+/// server.queue().enqueue_front("default", "urgent", (serde_json::json!({}),)).await?;
+/// # Ok(()) }
+/// ```
+pub struct TaskServerBuilder {
+    backend: Arc<dyn Backend>,
+    tasks: Arc<Tasks>,
+    config: TaskServerConfig,
+    queue: Option<Queue>,
+    scheduler: Option<Scheduler>,
+    pool: Option<WorkerPool>,
+}
+
+impl std::fmt::Debug for TaskServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskServerBuilder")
+            .field("config", &self.config)
+            .field("custom_queue", &self.queue.is_some())
+            .field("custom_scheduler", &self.scheduler.is_some())
+            .field("custom_pool", &self.pool.is_some())
+            .finish()
+    }
+}
+
+impl TaskServerBuilder {
+    /// Uses `queue` as the node's queue client (it should know the task
+    /// definitions, [`Queue::with_tasks`], for enqueue plugins to run).
+    pub fn queue(mut self, queue: Queue) -> Self {
+        self.queue = Some(queue);
+        self
+    }
+
+    /// Runs `scheduler` instead of the one the config would make.
+    pub fn scheduler(mut self, scheduler: Scheduler) -> Self {
+        self.scheduler = Some(scheduler);
+        self
+    }
+
+    /// Runs `pool` instead of the one the config would make.
+    pub fn pool(mut self, pool: WorkerPool) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// The node. An invalid config, or a custom part the config does not
+    /// run (see [`TaskServerBuilder`]), is an [`Error::InvalidArgument`](crate::Error::InvalidArgument).
+    pub fn build(self) -> Result<TaskServer> {
+        if self.scheduler.is_some() && !self.config.scheduler {
+            return Err(crate::Error::InvalidArgument(
+                "a custom scheduler was given but the config has scheduler = false".into(),
+            ));
+        }
+        if self.pool.is_some() && !self.config.works() {
+            return Err(crate::Error::InvalidArgument(
+                "a custom worker pool was given but the config has max_task_processors = 0".into(),
+            ));
+        }
+        let mut server = TaskServer::new(self.backend, self.tasks, self.config)?;
+        if let Some(queue) = self.queue {
+            server.queue = queue;
+        }
+        if let Some(scheduler) = self.scheduler {
+            server.scheduler = Some(Arc::new(scheduler));
+        }
+        if let Some(pool) = self.pool {
+            server.pool = Some(Arc::new(pool));
+        }
+        Ok(server)
     }
 }

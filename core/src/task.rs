@@ -480,7 +480,7 @@ impl TaskDef {
                 .insert(JobLock::NAME.to_owned(), serde_json::json!({"reEnqueue": false}));
         }
         if !has(&self, DelayQueueLock::NAME) {
-            self.plugins.push(Arc::new(DelayQueueLock));
+            self.plugins.push(Arc::new(DelayQueueLock::new()));
         }
         if !has(&self, QueueLock::NAME) {
             self.plugins.push(Arc::new(QueueLock::new()));

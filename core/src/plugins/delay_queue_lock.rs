@@ -15,6 +15,11 @@ pub struct DelayQueueLock;
 impl DelayQueueLock {
     /// The name its options are found under: `DelayQueueLock`.
     pub const NAME: &'static str = "DelayQueueLock";
+
+    /// The plugin, as the other built-ins are made (it has no options).
+    pub fn new() -> Self {
+        DelayQueueLock
+    }
 }
 
 #[async_trait]
@@ -26,5 +31,21 @@ impl Plugin for DelayQueueLock {
     async fn before_enqueue(&self, ctx: &EnqueueContext<'_>) -> Result<bool> {
         let at = ctx.client.scheduled_at(ctx.queue, ctx.class, ctx.args).await?;
         Ok(at.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_like_the_other_plugins() {
+        let plugin = DelayQueueLock::new();
+        assert_eq!(plugin.name(), DelayQueueLock::NAME);
+        let def = crate::task::TaskDef::from_fn("t", |_: (serde_json::Value,), _ctx: crate::task::JobContext| async {
+            Ok::<_, crate::task::TaskError>(())
+        })
+        .plugin(DelayQueueLock::new());
+        assert_eq!(def.plugins().len(), 1);
     }
 }
