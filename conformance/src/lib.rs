@@ -210,6 +210,8 @@ macro_rules! suite {
                 retry_stuck_jobs_keeps_original_bytes,
                 retry_stuck_jobs_handles_many_entries,
                 big_integers_survive_working_on_and_failure,
+                out_of_range_times_are_refused,
+                huge_lock_ttls_are_capped,
             ],
             async worker: [
                 runs_job_and_reports_success,

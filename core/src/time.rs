@@ -13,10 +13,39 @@ pub fn now_ms() -> i64 {
     }
 }
 
+/// The largest time a JavaScript `Date` can hold, in ms either side of the
+/// epoch (±100 000 000 days, about the year 275 760): the range of times
+/// that jobs can be scheduled for, so that every Resque client can read
+/// them back.
+pub const MAX_TIMESTAMP_MS: i64 = 8_640_000_000_000_000;
+
+/// `timestamp_ms` if it lies within ±[`MAX_TIMESTAMP_MS`], else an
+/// [`Error::InvalidArgument`](crate::Error::InvalidArgument) naming `what`.
+pub fn checked_timestamp_ms(what: &str, timestamp_ms: i64) -> crate::Result<i64> {
+    if (-MAX_TIMESTAMP_MS..=MAX_TIMESTAMP_MS).contains(&timestamp_ms) {
+        Ok(timestamp_ms)
+    } else {
+        Err(crate::Error::InvalidArgument(format!(
+            "{what} {timestamp_ms} ms is out of range (a time within ±{MAX_TIMESTAMP_MS} ms of the epoch)"
+        )))
+    }
+}
+
+/// `now_ms() + delay`, or an [`Error::InvalidArgument`](crate::Error::InvalidArgument)
+/// when that lies beyond [`MAX_TIMESTAMP_MS`].
+pub fn checked_after_ms(delay: std::time::Duration) -> crate::Result<i64> {
+    let out_of_range = || crate::Error::InvalidArgument(format!("delay {delay:?} is out of range"));
+    let delay_ms = i64::try_from(delay.as_millis()).map_err(|_| out_of_range())?;
+    let at = now_ms().checked_add(delay_ms).ok_or_else(out_of_range)?;
+    checked_timestamp_ms("the time after the delay", at).map_err(|_| out_of_range())
+}
+
 /// node-resque's bucket for a millisecond timestamp: `Math.round(ms / 1000)`,
-/// rounding halves up (towards +∞, as JavaScript does).
+/// rounding halves up (towards +∞, as JavaScript does). Saturates at the
+/// ends of `i64` (a time that far out is refused by
+/// [`checked_timestamp_ms`] before anything is scheduled).
 pub fn bucket_of_ms(ms: i64) -> i64 {
-    (ms + 500).div_euclid(1000)
+    ms.saturating_add(500).div_euclid(1000)
 }
 
 /// The first instant (ms) at which every job in bucket `secs` is due.
@@ -31,7 +60,7 @@ pub fn bucket_due_ms(secs: i64) -> i64 {
 
 /// The newest bucket that is fully due at `now_ms`.
 pub fn last_due_bucket(now_ms: i64) -> i64 {
-    (now_ms - 500).div_euclid(1000)
+    now_ms.saturating_sub(500).div_euclid(1000)
 }
 
 fn utc(ms: i64) -> DateTime<Utc> {
@@ -115,6 +144,18 @@ mod tests {
         }
         assert_eq!(last_due_bucket(10_500), 10);
         assert_eq!(last_due_bucket(10_499), 9);
+    }
+
+    #[test]
+    fn extreme_times_neither_panic_nor_pass_the_range_check() {
+        assert_eq!(bucket_of_ms(i64::MAX), i64::MAX / 1000);
+        assert_eq!(last_due_bucket(i64::MIN), i64::MIN.div_euclid(1000));
+        assert!(checked_timestamp_ms("t", i64::MAX).is_err());
+        assert!(checked_timestamp_ms("t", i64::MIN).is_err());
+        assert!(checked_timestamp_ms("t", MAX_TIMESTAMP_MS).is_ok());
+        assert!(checked_timestamp_ms("t", -MAX_TIMESTAMP_MS).is_ok());
+        assert!(checked_after_ms(std::time::Duration::MAX).is_err());
+        assert!(checked_after_ms(std::time::Duration::from_secs(3600)).is_ok());
     }
 
     #[test]
