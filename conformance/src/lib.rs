@@ -31,12 +31,14 @@ pub mod client;
 pub mod cron;
 pub mod delayed;
 pub mod engine;
+pub mod errors;
 pub mod failed;
 pub mod faults;
 pub mod fixtures;
 pub mod leader;
 pub mod lock;
 pub mod model;
+pub mod outage;
 pub mod plugin;
 pub mod queue;
 pub mod registry;
@@ -182,6 +184,12 @@ macro_rules! suite {
                 worker_slots_shutdown_requeues_unfinished,
                 worker_slots_jobs_using_the_backend_finish,
                 failed_claims_and_completions_lose_no_job,
+            ],
+            async errors: [
+                worker_retries_transient_errors,
+                worker_stops_on_a_permanent_error,
+                scheduler_retries_transient_and_stops_on_permanent_errors,
+                pool_stops_on_a_permanent_error,
             ],
             async client: [
                 enqueue_writes_node_resque_payload,
@@ -418,6 +426,7 @@ const GROUP_SOURCES: &[(&str, &str)] = &[
     ("stats", include_str!("stats.rs")),
     ("leader", include_str!("leader.rs")),
     ("engine", include_str!("engine.rs")),
+    ("errors", include_str!("errors.rs")),
     ("client", include_str!("client.rs")),
     ("worker", include_str!("worker.rs")),
     ("scheduler", include_str!("scheduler.rs")),
