@@ -135,7 +135,7 @@ impl RedisBackend {
     /// which workers and schedulers log before backing off and retrying.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
         let client = redis::Client::open(config.url.as_str()).map_err(|e| Error::InvalidUrl {
-            url: config.url.clone(),
+            url: resq_core::error::redact_url(&config.url),
             reason: e.to_string(),
         })?;
         let manager_config = ConnectionManagerConfig::new()

@@ -70,7 +70,7 @@ pub enum Error {
     /// A connection URL could not be used.
     #[error("invalid backend URL {url:?}: {reason}")]
     InvalidUrl {
-        /// The URL as given.
+        /// The URL as given, its password replaced by `***` ([`redact_url`]).
         url: String,
         /// What is wrong with it.
         reason: String,
@@ -90,6 +90,64 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// `raw` with any password replaced by `***`, for errors, logs and `Debug`
+/// output: the password of the user part (`redis://:secret@host`,
+/// `postgres://user:secret@host`) and a `password` query parameter. A
+/// string that does not parse as a URL is redacted by its shape (whatever
+/// sits between `scheme://user:` and the last `@`), so that a malformed URL
+/// in an error does not leak it either.
+pub fn redact_url(raw: &str) -> String {
+    // `user:pw@host` alone parses, as scheme `user`: redact such by shape too.
+    let Some(mut url) = url::Url::parse(raw).ok().filter(|u| !u.cannot_be_a_base()) else {
+        return redact_unparsed(raw);
+    };
+    if url.password().is_some() {
+        // Only fails for URLs that cannot have a password, which this has.
+        let _ = url.set_password(Some("***"));
+    }
+    if url.query_pairs().any(|(k, _)| k == "password") {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "password" {
+                    "***".to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.set_query(None);
+        url.query_pairs_mut().extend_pairs(pairs);
+    }
+    url.into()
+}
+
+/// [`redact_url`] for a string that is not a URL.
+fn redact_unparsed(raw: &str) -> String {
+    let (scheme, rest) = raw.split_once("://").unwrap_or(("", raw));
+    let prefix = if scheme.is_empty() {
+        String::new()
+    } else {
+        format!("{scheme}://")
+    };
+    let rest = match rest.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => rest.to_owned(),
+        },
+        None => rest.to_owned(),
+    };
+    // A `password=` parameter: hide up to the next `&`.
+    match rest.split_once("password=") {
+        Some((before, after)) => {
+            let tail = after.find('&').map_or("", |i| &after[i..]);
+            format!("{prefix}{before}password=***{tail}")
+        }
+        None => format!("{prefix}{rest}"),
+    }
 }
 
 impl Error {
@@ -152,6 +210,31 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redact_url_hides_every_password() {
+        for (raw, shown) in [
+            ("redis://:secret@h:6379/0", "redis://:***@h:6379/0"),
+            ("redis://u:secret@h/0?namespace=a", "redis://u:***@h/0?namespace=a"),
+            (
+                "postgres://u@h/d?password=secret&schema=s",
+                "postgres://u@h/d?password=***&schema=s",
+            ),
+            ("redis://h:6379", "redis://h:6379"),
+            ("memory://", "memory://"),
+            // Not URLs: redacted by shape.
+            ("redis://u:sec ret@h:port", "redis://u:***@h:port"),
+            ("redis://:se/cr@et@h:99999", "redis://:***@h:99999"),
+            (
+                "postgres://u@h/d?password=sec ret&x=1",
+                "postgres://u@h/d?password=***&x=1",
+            ),
+        ] {
+            let got = redact_url(raw);
+            assert_eq!(got, shown, "{raw}");
+            assert!(!got.contains("secret") && !got.contains("sec ret"), "{got}");
+        }
+    }
 
     #[test]
     fn backend_errors_keep_kind_message_and_source() {
