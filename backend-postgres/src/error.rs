@@ -36,7 +36,11 @@ const TRANSIENT_STATES: &[&str] = &[
 ///
 /// Transient: I/O errors, TLS and protocol errors, pool timeouts, a closed
 /// pool or a crashed worker task of the driver, SQLSTATE class `08`
-/// (connection exceptions) and the states in [`TRANSIENT_STATES`].
+/// (connection exceptions), `53300` too_many_connections, `57P01`–`57P03`
+/// (admin shutdown, crash shutdown, cannot connect now), `40001`
+/// serialization_failure, `40P01` deadlock_detected, `55P03`
+/// lock_not_available, `57014` query_canceled and `53000`–`53200` (out of
+/// resources).
 /// Permanent: every other server error, such as `3F000`
 /// invalid_schema_name, `42P01` undefined_table, `42883`
 /// undefined_function, class `28` (authentication) and `42501`

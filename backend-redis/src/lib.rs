@@ -105,8 +105,9 @@ const TRANSIENT_CODES: &[&str] = &[
 ///
 /// Transient: I/O errors (connection refused, reset, broken pipe, EOF),
 /// timeouts, protocol parse errors (the connection is replaced), the
-/// server codes in [`TRANSIENT_CODES`] and `ERR max number of clients
-/// reached`. Permanent: everything else the server refuses (`NOAUTH`,
+/// server codes `TRYAGAIN`, `LOADING`, `BUSY`, `MASTERDOWN`, `CLUSTERDOWN`,
+/// `READONLY`, `MISCONF`, `OOM`, `NOSCRIPT`, `NOREPLICAS`, and `ERR max
+/// number of clients reached`. Permanent: everything else the server refuses (`NOAUTH`,
 /// `WRONGPASS`, `NOPERM`, `WRONGTYPE`, script errors, other `ERR`s), a
 /// failed authentication, and replies of an unexpected type.
 pub fn classify(e: &redis::RedisError) -> BackendErrorKind {

@@ -176,6 +176,8 @@ pub async fn scheduler_retries_transient_and_stops_on_permanent_errors(backend: 
 /// A pool whose worker stops on a permanent error stops too (instead of
 /// starting a new worker, to fail the same way, at every check): `run`
 /// returns the error.
+// `..PoolConfig::default()` keeps this compiling when the config gains fields.
+#[allow(clippy::needless_update)]
 pub async fn pool_stops_on_a_permanent_error(backend: Arc<dyn Backend>) {
     let outage = Outage::new(Arc::clone(&backend));
     outage.fail(BackendErrorKind::Permanent, None);

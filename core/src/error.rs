@@ -207,6 +207,9 @@ impl Error {
     }
 }
 
+/// The result type used across resq.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +254,3 @@ mod tests {
         assert!(Error::backend("anything").is_transient());
     }
 }
-
-/// The result type used across resq.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
