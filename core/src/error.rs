@@ -193,12 +193,19 @@ impl Error {
         }
     }
 
-    /// True for a [`BackendErrorKind::Transient`] backend error, the only
-    /// errors that workers and schedulers back off on and retry. Every other
-    /// error, a permanent backend error included, is not retried by them:
-    /// they log it once at ERROR, stop cleanly and return it.
+    /// True for a [`BackendErrorKind::Transient`] backend error: retrying
+    /// later may succeed.
     pub fn is_transient(&self) -> bool {
         self.backend_kind() == Some(BackendErrorKind::Transient)
+    }
+
+    /// True for a [`BackendErrorKind::Permanent`] backend error. Workers,
+    /// pools and schedulers do not retry these: they log the first once at
+    /// ERROR, stop cleanly and return it from `run`. Other errors of backend
+    /// calls (transient ones, and values that do not decode) are logged at
+    /// WARN and retried with backoff.
+    pub fn is_permanent(&self) -> bool {
+        self.backend_kind() == Some(BackendErrorKind::Permanent)
     }
 
     /// True for the duplicate-delayed-job error that `enqueue_at` returns.
@@ -249,7 +256,13 @@ mod tests {
         assert_eq!(source.to_string(), "refused");
         let p = Error::permanent("postgres: schema \"gone\" does not exist");
         assert_eq!(p.backend_kind(), Some(BackendErrorKind::Permanent));
-        assert!(!p.is_transient());
+        assert!(!p.is_transient() && p.is_permanent());
+        assert!(!e.is_permanent());
+        let decode = Error::Decode {
+            what: "x",
+            reason: "y".into(),
+        };
+        assert!(!decode.is_transient() && !decode.is_permanent());
         assert!(!Error::InvalidArgument("x".into()).is_transient());
         assert!(Error::backend("anything").is_transient());
     }

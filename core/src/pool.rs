@@ -50,9 +50,9 @@ impl Default for PoolConfig {
     }
 }
 
-/// Removes the members that have ended; returns the first permanent error
-/// one of them ended with (a transient one is only ever retried inside the
-/// worker, so a worker that ended otherwise is simply replaced).
+/// Removes the members that have ended; returns the first permanent backend
+/// error one of them ended with (a worker that ended otherwise is simply
+/// replaced).
 async fn reap(members: &mut Vec<Member>) -> Option<crate::Error> {
     let mut fatal = None;
     let mut i = 0;
@@ -63,7 +63,7 @@ async fn reap(members: &mut Vec<Member>) -> Option<crate::Error> {
         }
         let m = members.remove(i);
         if let Ok(Err(e)) = m.handle.await {
-            if !e.is_transient() && fatal.is_none() {
+            if e.is_permanent() && fatal.is_none() {
                 fatal = Some(e);
             }
         }
@@ -153,7 +153,7 @@ impl WorkerPool {
     /// Like [`WorkerPool::run`], driven by a cancellation token.
     ///
     /// A worker that stops on a permanent backend error (see
-    /// [`crate::Error::is_transient`]) stops the pool: the other workers stop
+    /// [`crate::Error::is_permanent`]) stops the pool: the other workers stop
     /// gracefully and this returns that error.
     pub async fn run_until(&self, shutdown: CancellationToken) -> Result<()> {
         let mut members: Vec<Member> = Vec::new();

@@ -170,11 +170,12 @@ impl Scheduler {
 
     /// Like [`Scheduler::run`], driven by a cancellation token.
     ///
-    /// A poll that fails with a transient backend error is logged at WARN
-    /// and retried with backoff. Any other error (a permanent backend error
-    /// such as refused credentials or a missing schema, see
-    /// [`Error::is_transient`]) is logged once at ERROR and stops the
-    /// scheduler, which releases leadership if it can and returns the error.
+    /// A poll that fails with a transient backend error (or a value that
+    /// does not decode) is logged at WARN and retried with backoff. A
+    /// permanent backend error, such as refused credentials or a missing
+    /// schema (see [`Error::is_permanent`]), is logged once at ERROR and
+    /// stops the scheduler, which releases leadership if it can and returns
+    /// the error.
     pub async fn run_until(&self, shutdown: CancellationToken) -> Result<()> {
         tracing::info!(target: "resq::scheduler", scheduler = %self.name, "start");
         emit(
@@ -191,7 +192,7 @@ impl Scheduler {
                     backoff.reset();
                     self.next_wait(&report)
                 }
-                Err(e) if !e.is_transient() => {
+                Err(e) if e.is_permanent() => {
                     // Retrying cannot help: stop as a shutdown would, and return it.
                     tracing::error!(target: "resq::scheduler", scheduler = %self.name, error = %e, "permanent error: the scheduler stops");
                     self.emit_error(&e);

@@ -216,7 +216,7 @@ impl Worker {
     /// Like [`Worker::run`], driven by a cancellation token.
     ///
     /// Transient backend errors are logged at WARN and retried with backoff.
-    /// A permanent one (see [`Error::is_transient`]), such as refused
+    /// A permanent one (see [`Error::is_permanent`]), such as refused
     /// credentials or a missing schema, is logged once at ERROR and stops the
     /// worker as a shutdown would; `run` then returns that error.
     pub async fn run_until(mut self, shutdown: CancellationToken) -> Result<()> {
@@ -802,7 +802,7 @@ impl Worker {
                     break;
                 }
                 // A permanent error is kept for `run` to return; no retries.
-                Err(e) if !e.is_transient() => {
+                Err(e) if e.is_permanent() => {
                     self.backend_error(e);
                     return Ok(());
                 }
@@ -819,12 +819,12 @@ impl Worker {
         }
     }
 
-    /// Reports a failed backend call. A transient error is logged at WARN
-    /// (the caller backs off and retries). The first permanent one is logged
+    /// Reports a failed backend call. A transient (or undecodable) one is
+    /// logged at WARN (the caller backs off and retries). The first permanent one is logged
     /// once at ERROR, kept for `run` to return, and stops the worker as a
     /// shutdown would; later ones (while it stops) are logged at DEBUG only.
     fn backend_error(&self, e: Error) {
-        if e.is_transient() {
+        if !e.is_permanent() {
             self.error(&e);
             return;
         }
@@ -922,7 +922,7 @@ impl Worker {
                 Ok(()) => return,
                 // Retrying cannot help: the worker stops, and unregistering
                 // puts the job back on its queue if the backend still can.
-                Err(e) if !e.is_transient() => {
+                Err(e) if e.is_permanent() => {
                     self.backend_error(e);
                     return;
                 }
