@@ -62,7 +62,7 @@ pub async fn task_server(config: TaskServerConfig, tasks: Arc<Tasks>) -> Result<
 /// compiled in is an [`Error::InvalidUrl`] that says which.
 pub async fn connect(url: &str) -> Result<Arc<dyn Backend>> {
     let invalid = |reason: String| Error::InvalidUrl {
-        url: url.to_owned(),
+        url: resq_core::error::redact_url(url),
         reason,
     };
     let parsed = ::url::Url::parse(url).map_err(|e| invalid(format!("not a valid URL: {e}")))?;
@@ -85,7 +85,7 @@ async fn connect_memory(url: &str) -> Result<Arc<dyn Backend>> {
 #[cfg(not(feature = "memory"))]
 async fn connect_memory(url: &str) -> Result<Arc<dyn Backend>> {
     Err(Error::InvalidUrl {
-        url: url.to_owned(),
+        url: resq_core::error::redact_url(url),
         reason: "the memory backend is not compiled in: enable resq's `memory` feature".into(),
     })
 }
@@ -99,7 +99,7 @@ async fn connect_redis(url: &str) -> Result<Arc<dyn Backend>> {
 #[cfg(not(feature = "redis"))]
 async fn connect_redis(url: &str) -> Result<Arc<dyn Backend>> {
     Err(Error::InvalidUrl {
-        url: url.to_owned(),
+        url: resq_core::error::redact_url(url),
         reason: unavailable("redis", "Redis"),
     })
 }
@@ -113,7 +113,7 @@ async fn connect_postgres(url: &str) -> Result<Arc<dyn Backend>> {
 #[cfg(not(feature = "postgres"))]
 async fn connect_postgres(url: &str) -> Result<Arc<dyn Backend>> {
     Err(Error::InvalidUrl {
-        url: url.to_owned(),
+        url: resq_core::error::redact_url(url),
         reason: unavailable("postgres", "PostgreSQL"),
     })
 }

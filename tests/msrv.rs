@@ -57,7 +57,11 @@ fn no_locked_dependency_needs_a_newer_rust_than_declared() {
         let name = p["name"].as_str().unwrap_or_default();
         let needs = p["rust_version"].as_str();
         if members.contains(id) {
-            assert_eq!(needs, Some(declared), "workspace crate {name} declares another rust-version");
+            assert_eq!(
+                needs,
+                Some(declared),
+                "workspace crate {name} declares another rust-version"
+            );
             continue;
         }
         checked += 1;
@@ -74,5 +78,8 @@ fn no_locked_dependency_needs_a_newer_rust_than_declared() {
         too_new.is_empty(),
         "declared rust-version {declared}, but locked dependencies need more: {too_new:?}"
     );
-    println!("rust-version {declared}; the most demanding dependency is {} ({})", newest.1, newest.0);
+    println!(
+        "rust-version {declared}; the most demanding dependency is {} ({})",
+        newest.1, newest.0
+    );
 }

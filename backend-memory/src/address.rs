@@ -31,7 +31,7 @@ pub(crate) struct Address {
 /// Reads a `memory://` URL.
 pub(crate) fn parse(url: &str) -> Result<Address> {
     let invalid = |reason: String| Error::InvalidUrl {
-        url: url.to_owned(),
+        url: resq_core::error::redact_url(url),
         reason,
     };
     let rest = match url.split_once("://") {
@@ -54,6 +54,8 @@ pub(crate) fn parse(url: &str) -> Result<Address> {
         t if t.starts_with('/') => Some(decode_path(t).map_err(invalid)?),
         t => {
             let host = t.split('/').next().unwrap_or(t);
+            // The "host" may be `user:password@`: show it without the password.
+            let host = resq_core::error::redact_url(host);
             return Err(invalid(format!(
                 "a memory URL has no host (found {host:?}); use memory:// for an in-process store or \
                  memory:///absolute/path for a snapshot file"

@@ -12,7 +12,7 @@ use crate::snapshot::{self, Image, SavedLock};
 use crate::MemoryBackend;
 use parking_lot::Mutex;
 use resq_core::time::now_ms;
-use resq_core::{Error, Result};
+use resq_core::{BackendErrorKind, Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -200,10 +200,13 @@ impl MemoryBackend {
             Ok(())
         };
         match tokio::runtime::Handle::try_current() {
-            Ok(rt) => rt
-                .spawn_blocking(write)
-                .await
-                .map_err(|e| Error::Backend(format!("memory snapshot writer failed: {e}")))?,
+            Ok(rt) => rt.spawn_blocking(write).await.map_err(|e| {
+                Error::backend_with(
+                    BackendErrorKind::Transient,
+                    format!("memory snapshot writer failed: {e}"),
+                    e,
+                )
+            })?,
             Err(_) => write(),
         }
     }

@@ -333,44 +333,7 @@ fn read_param(params: &mut Params, key: &str, value: &str) -> std::result::Resul
 }
 
 /// The URL with its password (in the user part or a `password` parameter)
-/// replaced by `***`, for errors and logs.
+/// replaced by `***`, for errors and logs (resq's one helper for this).
 pub(crate) fn redact(raw: &str) -> String {
-    let Ok(mut url) = url::Url::parse(raw) else {
-        return redact_unparsed(raw);
-    };
-    if url.password().is_some() {
-        // Only fails for URLs that cannot have a password, which this has.
-        let _ = url.set_password(Some("***"));
-    }
-    if url.query_pairs().any(|(k, _)| k == "password") {
-        let pairs: Vec<(String, String)> = url
-            .query_pairs()
-            .map(|(k, v)| {
-                let v = if k == "password" {
-                    "***".to_owned()
-                } else {
-                    v.into_owned()
-                };
-                (k.into_owned(), v)
-            })
-            .collect();
-        url.set_query(None);
-        url.query_pairs_mut().extend_pairs(pairs);
-    }
-    url.into()
-}
-
-/// Best-effort redaction of a string that is not a URL: whatever sits
-/// between `scheme://user:` and the next `@` is hidden.
-fn redact_unparsed(raw: &str) -> String {
-    let Some((scheme, rest)) = raw.split_once("://") else {
-        return raw.to_owned();
-    };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else {
-        return raw.to_owned();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => raw.to_owned(),
-    }
+    resq_core::error::redact_url(raw)
 }

@@ -78,8 +78,11 @@
 //! may have been lost meanwhile).
 //!
 //! Every statement is schema-qualified, each [`resq_core::Backend`] method
-//! is one statement or one transaction, and connection problems surface as
-//! [`resq_core::Error::Backend`] (the engine backs off and retries); the
+//! is one statement or one transaction, and database errors surface as
+//! [`resq_core::Error::Backend`] with the `sqlx` error as their source,
+//! classified by [`classify`]: connection problems are transient (the
+//! engine backs off and retries), a missing schema, table or function or a
+//! refused role is permanent (workers and schedulers stop with it); the
 //! notification listener reconnects by itself.
 
 #![warn(missing_docs)]
@@ -100,6 +103,7 @@ mod stats;
 pub mod testing;
 pub mod transactional;
 mod worker;
+pub use error::classify;
 
 pub use config::{PostgresConfig, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_SCHEMA};
 pub use migrate::{latest_version, Migration, MIGRATIONS};
@@ -139,7 +143,8 @@ impl PostgresBackend {
     /// reading resq's parameters from it (see [`config`]). The connection is
     /// checked (and, with `migrate=true`, the schema migrated) before this
     /// returns. A malformed URL is [`resq_core::Error::InvalidUrl`]; an
-    /// unreachable server is [`resq_core::Error::Backend`].
+    /// unreachable server is a transient [`resq_core::Error::Backend`], a
+    /// refused role a permanent one.
     pub async fn connect(url: &str) -> Result<Arc<Self>> {
         Self::connect_with(PostgresConfig::from_url(url)?).await
     }

@@ -12,9 +12,9 @@
 //! DDL is transactional in PostgreSQL, so a failed migration leaves nothing
 //! half-applied.
 
-use crate::error::db;
+use crate::error::{db, db_with};
 use crate::names::Names;
-use resq_core::{Error, Result};
+use resq_core::Result;
 use sqlx::PgPool;
 
 /// One embedded migration.
@@ -116,10 +116,13 @@ pub(crate) async fn run(pool: &PgPool, names: &Names) -> Result<Vec<i32>> {
     for m in pending {
         // A `&str` runs as a simple query: several statements, one round trip.
         sqlx::Executor::execute(&mut *tx, m.sql).await.map_err(|e| {
-            Error::Backend(format!(
-                "postgres: migration {} ({}) failed in schema {}: {e}",
-                m.version, m.name, names.schema
-            ))
+            db_with(
+                format!(
+                    "postgres: migration {} ({}) failed in schema {}: {e}",
+                    m.version, m.name, names.schema
+                ),
+                e,
+            )
         })?;
         sqlx::query(&format!(
             "INSERT INTO {}.{MIGRATIONS_TABLE} (version, name) VALUES ($1, $2)",

@@ -186,7 +186,7 @@ impl WorkerRegistry for PostgresBackend {
             .await
             .map_err(db)?;
         if rows.len() != workers.len() {
-            return Err(Error::Backend(format!(
+            return Err(Error::transient(format!(
                 "working_on_many: {} rows for {} workers",
                 rows.len(),
                 workers.len()

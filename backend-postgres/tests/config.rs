@@ -130,7 +130,10 @@ async fn unreachable_server_is_a_backend_error() {
     // Port 1 on the loopback: nothing listens there.
     let started = std::time::Instant::now();
     match resq_postgres::connect("postgres://u@127.0.0.1:1/d?acquire_timeout_ms=3000").await {
-        Err(Error::Backend(reason)) => assert!(reason.contains("postgres"), "{reason}"),
+        Err(e @ Error::Backend { .. }) => {
+            assert!(e.to_string().contains("postgres"), "{e}");
+            assert!(e.is_transient(), "a refused connection is transient: {e}");
+        }
         other => panic!("expected a backend error, got {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(10));

@@ -10,16 +10,19 @@
 //! | `response_timeout_ms` | how long a command may take before it fails | `10000` |
 //! | `connection_timeout_ms` | how long connecting may take | `5000` |
 
+use resq_core::error::redact_url;
 use resq_core::{Error, Result};
 use std::time::Duration;
 
 /// The default namespace, as in Resque and node-resque.
 pub const DEFAULT_NAMESPACE: &str = "resque";
 
-/// Settings for a [`crate::RedisBackend`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Settings for a [`crate::RedisBackend`]. Its `Debug` output hides the
+/// URL's password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// The URL handed to redis-rs (resq's own parameters removed).
+    /// The URL handed to redis-rs (resq's own parameters removed). It may
+    /// hold a password: show it with [`redact_url`], as `Debug` does.
     pub url: String,
     /// The key namespace, without the trailing `:`. Empty means no prefix.
     pub namespace: String,
@@ -29,11 +32,22 @@ pub struct RedisConfig {
     pub connection_timeout: Duration,
 }
 
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .field("namespace", &self.namespace)
+            .field("response_timeout", &self.response_timeout)
+            .field("connection_timeout", &self.connection_timeout)
+            .finish()
+    }
+}
+
 impl RedisConfig {
     /// Parses a `redis://` or `rediss://` URL with resq's optional parameters.
     pub fn from_url(url: &str) -> Result<Self> {
         let invalid = |reason: String| Error::InvalidUrl {
-            url: url.to_owned(),
+            url: redact_url(url),
             reason,
         };
         let mut parsed = url::Url::parse(url).map_err(|e| invalid(format!("not a valid URL: {e}")))?;

@@ -51,7 +51,7 @@ pub use config::{RedisConfig, DEFAULT_NAMESPACE};
 use async_trait::async_trait;
 use keys::Keys;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use resq_core::{Backend, Error, Result};
+use resq_core::{Backend, BackendErrorKind, Error, Result};
 use std::sync::Arc;
 use wake::Wakeups;
 
@@ -80,8 +80,54 @@ pub async fn connect(url: &str) -> Result<Arc<RedisBackend>> {
     RedisBackend::connect(RedisConfig::from_url(url)?).await.map(Arc::new)
 }
 
+/// Maps a redis-rs error to [`Error::Backend`], keeping it as the source and
+/// the server's message in the text, classified by [`classify`].
 pub(crate) fn be(e: redis::RedisError) -> Error {
-    Error::Backend(format!("redis: {e}"))
+    Error::backend_with(classify(&e), format!("redis: {e}"), e)
+}
+
+/// Server error codes that go away by themselves: a busy, loading,
+/// failing-over or out-of-memory server, a script to load again.
+const TRANSIENT_CODES: &[&str] = &[
+    "TRYAGAIN",
+    "LOADING",
+    "BUSY",
+    "MASTERDOWN",
+    "CLUSTERDOWN",
+    "READONLY",
+    "MISCONF",
+    "OOM",
+    "NOSCRIPT",
+    "NOREPLICAS",
+];
+
+/// Whether a Redis error may go away by itself.
+///
+/// Transient: I/O errors (connection refused, reset, broken pipe, EOF),
+/// timeouts, protocol parse errors (the connection is replaced), the
+/// server codes `TRYAGAIN`, `LOADING`, `BUSY`, `MASTERDOWN`, `CLUSTERDOWN`,
+/// `READONLY`, `MISCONF`, `OOM`, `NOSCRIPT`, `NOREPLICAS`, and `ERR max
+/// number of clients reached`. Permanent: everything else the server refuses (`NOAUTH`,
+/// `WRONGPASS`, `NOPERM`, `WRONGTYPE`, script errors, other `ERR`s), a
+/// failed authentication, and replies of an unexpected type.
+pub fn classify(e: &redis::RedisError) -> BackendErrorKind {
+    use redis::ErrorKind as K;
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        return BackendErrorKind::Transient;
+    }
+    if matches!(e.kind(), K::Io | K::Parse | K::ClusterConnectionNotFound) {
+        return BackendErrorKind::Transient;
+    }
+    let text = e.to_string();
+    let code = e.code().unwrap_or("");
+    let transient_code = TRANSIENT_CODES.iter().any(|c| {
+        *c == code || text.starts_with(c) || text.contains(&format!("{c}:")) || text.contains(&format!("- {c} "))
+    });
+    if transient_code || text.contains("max number of clients reached") {
+        BackendErrorKind::Transient
+    } else {
+        BackendErrorKind::Permanent
+    }
 }
 
 impl RedisBackend {
@@ -90,7 +136,7 @@ impl RedisBackend {
     /// which workers and schedulers log before backing off and retrying.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
         let client = redis::Client::open(config.url.as_str()).map_err(|e| Error::InvalidUrl {
-            url: config.url.clone(),
+            url: resq_core::error::redact_url(&config.url),
             reason: e.to_string(),
         })?;
         let manager_config = ConnectionManagerConfig::new()

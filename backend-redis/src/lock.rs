@@ -6,9 +6,14 @@ use async_trait::async_trait;
 use resq_core::{LockEntry, LockStore, Result};
 use std::time::Duration;
 
+/// The longest TTL set: about a century (longer ones are capped; Redis
+/// refuses an expiry that overflows its clock, and the other backends cap
+/// likewise).
+const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+
 /// Redis refuses a zero expiry; a TTL under a millisecond counts as one.
 pub(crate) fn ttl_ms(ttl: Duration) -> u64 {
-    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).clamp(1, MAX_TTL_MS)
 }
 
 #[async_trait]

@@ -336,7 +336,7 @@ impl WorkerRegistry for RedisBackend {
             .await
             .map_err(be)?;
         if raw.len() != workers.len() {
-            return Err(Error::Backend(format!(
+            return Err(Error::transient(format!(
                 "MGET returned {} values for {} keys",
                 raw.len(),
                 workers.len()
@@ -466,7 +466,7 @@ impl WorkerRegistry for RedisBackend {
                 working_on: working,
             }));
         }
-        Err(Error::Backend(format!(
+        Err(Error::transient(format!(
             "the working-on record of {worker} kept changing while it was being cleaned"
         )))
     }

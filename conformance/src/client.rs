@@ -2,7 +2,7 @@
 //! following node-resque's queue tests (spec §8.2) and §8.9's additions.
 
 use resq_core::backend::{Backend, Orphan, Outcome, WorkerId};
-use resq_core::failed::{encode_entry, FailedJob, Failure, FORCE_CLEAN_MARK, WORKER_TIMEOUT};
+use resq_core::failed::{encode_entry, Failure, FORCE_CLEAN_MARK, WORKER_TIMEOUT};
 use resq_core::time::{bucket_due_ms, bucket_of_ms, delayed_bucket_of_ms, last_due_bucket, now_ms};
 use resq_core::{Error, NewJob, Queue, WorkerStatus};
 use serde_json::{json, Value};
@@ -647,4 +647,63 @@ pub async fn enqueue_front_puts_the_job_at_the_head(backend: Arc<dyn Backend>) {
         q.enqueue_front("", "x", ()).await,
         Err(Error::InvalidArgument(_))
     ));
+}
+
+/// Times beyond a JavaScript `Date`'s range (and delays that end there) are
+/// refused with [`Error::InvalidArgument`] before anything is stored, with
+/// no overflow; the furthest valid time is scheduled and read back.
+pub async fn out_of_range_times_are_refused(backend: Arc<dyn Backend>) {
+    use resq_core::time::MAX_TIMESTAMP_MS;
+    let q = Queue::new(Arc::clone(&backend));
+    let refused = [
+        (
+            "enqueue_in(Duration::MAX)",
+            q.enqueue_in(Duration::MAX, "q", "far", ()).await,
+        ),
+        (
+            "enqueue_in(u64::MAX ms)",
+            q.enqueue_in(Duration::from_millis(u64::MAX), "q", "far", ()).await,
+        ),
+        ("enqueue_at(i64::MAX)", q.enqueue_at(i64::MAX, "q", "far", ()).await),
+        ("enqueue_at(i64::MIN)", q.enqueue_at(i64::MIN, "q", "far", ()).await),
+        (
+            "enqueue_at(max + 1)",
+            q.enqueue_at(MAX_TIMESTAMP_MS + 1, "q", "far", ()).await,
+        ),
+        (
+            "enqueue_at(-max - 1)",
+            q.enqueue_at(-MAX_TIMESTAMP_MS - 1, "q", "far", ()).await,
+        ),
+    ];
+    for (what, got) in refused {
+        match got {
+            Err(Error::InvalidArgument(reason)) => assert!(reason.contains("out of range"), "{what}: {reason}"),
+            other => panic!("{what}: expected InvalidArgument, got {other:?}"),
+        }
+    }
+    assert!(q.timestamps().await.unwrap().is_empty());
+    assert!(q.queues().await.unwrap().is_empty());
+    // Reads at extreme times neither overflow nor find anything.
+    assert!(q.delayed_at(i64::MAX).await.unwrap().tasks.is_empty());
+    assert!(q.delayed_at(i64::MIN).await.unwrap().tasks.is_empty());
+
+    // The edge of the range is valid, far in the future, and round-trips.
+    q.enqueue_at(MAX_TIMESTAMP_MS, "q", "far", ()).await.unwrap();
+    let bucket = bucket_of_ms(MAX_TIMESTAMP_MS);
+    assert_eq!(q.timestamps().await.unwrap(), vec![bucket * 1000]);
+    assert_eq!(q.delayed_at(MAX_TIMESTAMP_MS).await.unwrap().tasks.len(), 1);
+    assert_eq!(q.scheduled_at("q", "far", ()).await.unwrap(), vec![bucket]);
+}
+
+/// A lock TTL too long for the store (`Duration::MAX`) is capped, not an
+/// error or an overflow: the lock is taken and expires far in the future.
+pub async fn huge_lock_ttls_are_capped(backend: Arc<dyn Backend>) {
+    assert!(backend.acquire_lock("lock:far", "v", Duration::MAX).await.unwrap());
+    backend.set_lock("lock:set", "v", Duration::MAX).await.unwrap();
+    assert_eq!(backend.incr_lock("lock:n", 1, Duration::MAX).await.unwrap(), 1);
+    for key in ["lock:far", "lock:set", "lock:n"] {
+        let entry = backend.get_lock(key).await.unwrap().expect("the lock is held");
+        let ttl = entry.ttl.expect("the lock expires");
+        assert!(ttl > Duration::from_secs(50 * 365 * 24 * 3600), "{key}: {ttl:?}");
+    }
 }

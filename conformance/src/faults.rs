@@ -147,7 +147,7 @@ impl Faulty {
 }
 
 fn injected(call: &str, fate: Fate) -> Error {
-    Error::Backend(format!("injected fault in {call}: {fate:?}"))
+    Error::transient(format!("injected fault in {call}: {fate:?}"))
 }
 
 #[async_trait]

@@ -32,12 +32,14 @@ pub mod counting;
 pub mod cron;
 pub mod delayed;
 pub mod engine;
+pub mod errors;
 pub mod failed;
 pub mod faults;
 pub mod fixtures;
 pub mod leader;
 pub mod lock;
 pub mod model;
+pub mod outage;
 pub mod plugin;
 pub mod queue;
 pub mod registry;
@@ -191,6 +193,12 @@ macro_rules! suite {
                 worker_slots_jobs_using_the_backend_finish,
                 failed_claims_and_completions_lose_no_job,
             ],
+            async errors: [
+                worker_retries_transient_errors,
+                worker_stops_on_a_permanent_error,
+                scheduler_retries_transient_and_stops_on_permanent_errors,
+                pool_stops_on_a_permanent_error,
+            ],
             async client: [
                 enqueue_writes_node_resque_payload,
                 args_are_wrapped,
@@ -222,6 +230,8 @@ macro_rules! suite {
                 big_integers_survive_working_on_and_failure,
                 retry_stuck_jobs_reads_the_failed_list_in_pages,
                 enqueue_front_puts_the_job_at_the_head,
+                out_of_range_times_are_refused,
+                huge_lock_ttls_are_capped,
             ],
             async worker: [
                 runs_job_and_reports_success,
@@ -430,6 +440,7 @@ const GROUP_SOURCES: &[(&str, &str)] = &[
     ("stats", include_str!("stats.rs")),
     ("leader", include_str!("leader.rs")),
     ("engine", include_str!("engine.rs")),
+    ("errors", include_str!("errors.rs")),
     ("client", include_str!("client.rs")),
     ("worker", include_str!("worker.rs")),
     ("scheduler", include_str!("scheduler.rs")),

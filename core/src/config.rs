@@ -14,6 +14,8 @@
 //! stuck_worker_timeout_ms = 3600000
 //! retry_stuck_jobs = false         # true: re-enqueue a dead worker's job; false: fail it
 //!
+//! log_args = false                # true: log jobs' arguments, results and payloads
+//!
 //! [log_levels]                     # per worker or scheduler event
 //! success = "info"
 //! failure = "error"
@@ -23,7 +25,8 @@
 //! Environment variables override the file: `RESQ_TASKS_<KEY>` in upper
 //! case, for example `RESQ_TASKS_MAX_TASK_PROCESSORS=8`,
 //! `RESQ_TASKS_SCHEDULER=false`, `RESQ_TASKS_QUEUES=critical,default`,
-//! `RESQ_TASKS_BACKEND=postgres://…`, `RESQ_TASKS_LOG_LEVELS={failure="warn"}`.
+//! `RESQ_TASKS_BACKEND=postgres://…`, `RESQ_TASKS_LOG_LEVELS={failure="warn"}`,
+//! `RESQ_TASKS_LOG_ARGS=true`.
 
 use crate::error::{Error, Result};
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -56,10 +59,12 @@ pub enum LogLevel {
 
 /// How one node of a resq cluster takes part: whether it schedules, which
 /// queues it works and with how many processors, and where the backend is.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Its `Debug` output hides the backend URL's password.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TaskServerConfig {
-    /// The backend URL (`memory://`, `redis://…`, `postgres://…`).
+    /// The backend URL (`memory://`, `redis://…`, `postgres://…`). It may
+    /// hold a password; `Debug` shows it redacted.
     pub backend: String,
     /// Whether this node runs a scheduler (which also enqueues the periodic
     /// tasks at boot and fires cron tasks when it leads).
@@ -88,6 +93,43 @@ pub struct TaskServerConfig {
     /// `clean_stuck_worker`, `cron_fired`); unnamed events use the defaults
     /// of [`TaskServerConfig::log_level`].
     pub log_levels: BTreeMap<String, LogLevel>,
+    /// Whether the event log shows jobs whole, arguments, results and
+    /// payloads included. Off by default: arguments can hold personal data,
+    /// so events are logged with their worker, queue, class, timings and
+    /// errors only.
+    pub log_args: bool,
+}
+
+impl std::fmt::Debug for TaskServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured so that a new field cannot be left out unnoticed.
+        let TaskServerConfig {
+            backend,
+            scheduler,
+            queues,
+            timeout_ms,
+            min_task_processors,
+            max_task_processors,
+            check_timeout_ms,
+            stuck_worker_timeout_ms,
+            retry_stuck_jobs,
+            log_levels,
+            log_args,
+        } = self;
+        f.debug_struct("TaskServerConfig")
+            .field("backend", &crate::error::redact_url(backend))
+            .field("scheduler", scheduler)
+            .field("queues", queues)
+            .field("timeout_ms", timeout_ms)
+            .field("min_task_processors", min_task_processors)
+            .field("max_task_processors", max_task_processors)
+            .field("check_timeout_ms", check_timeout_ms)
+            .field("stuck_worker_timeout_ms", stuck_worker_timeout_ms)
+            .field("retry_stuck_jobs", retry_stuck_jobs)
+            .field("log_levels", log_levels)
+            .field("log_args", log_args)
+            .finish()
+    }
 }
 
 fn queue_list<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
@@ -116,6 +158,7 @@ impl Default for TaskServerConfig {
             stuck_worker_timeout_ms: 3_600_000,
             retry_stuck_jobs: false,
             log_levels: BTreeMap::new(),
+            log_args: false,
         }
     }
 }

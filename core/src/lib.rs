@@ -37,7 +37,7 @@ pub use backend::{
     QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry, WorkingOn,
 };
 pub use config::TaskServerConfig;
-pub use error::{Error, Result};
+pub use error::{BackendErrorKind, Error, Result};
 pub use event::{SchedulerEvent, WorkerEvent};
 pub use failed::{FailedJob, Failure};
 pub use job::{Decoded, Job};

@@ -50,6 +50,27 @@ impl Default for PoolConfig {
     }
 }
 
+/// Removes the members that have ended; returns the first permanent backend
+/// error one of them ended with (a worker that ended otherwise is simply
+/// replaced).
+async fn reap(members: &mut Vec<Member>) -> Option<crate::Error> {
+    let mut fatal = None;
+    let mut i = 0;
+    while i < members.len() {
+        if !members[i].handle.is_finished() {
+            i += 1;
+            continue;
+        }
+        let m = members.remove(i);
+        if let Ok(Err(e)) = m.handle.await {
+            if e.is_permanent() && fatal.is_none() {
+                fatal = Some(e);
+            }
+        }
+    }
+    fatal
+}
+
 /// A scaling decision, as node-resque's `multiWorkerAction` verbs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ScaleAction {
@@ -130,6 +151,10 @@ impl WorkerPool {
     }
 
     /// Like [`WorkerPool::run`], driven by a cancellation token.
+    ///
+    /// A worker that stops on a permanent backend error (see
+    /// [`crate::Error::is_permanent`]) stops the pool: the other workers stop
+    /// gracefully and this returns that error.
     pub async fn run_until(&self, shutdown: CancellationToken) -> Result<()> {
         let mut members: Vec<Member> = Vec::new();
         // Workers told to stop by a shrink, finishing their last job.
@@ -138,10 +163,14 @@ impl WorkerPool {
         let wildcard = queues_of_interest.is_empty() || queues_of_interest.iter().any(|q| q == "*");
         let mut tick = tokio::time::interval(self.config.check_interval.max(Duration::from_millis(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A permanent backend error one worker stopped with stops the pool.
+        let mut fatal = None;
         while !shutdown.is_cancelled() {
             // Reap workers that ended on their own (they only do on error).
-            members.retain(|m| !m.handle.is_finished());
-            retiring.retain(|m| !m.handle.is_finished());
+            if let Some(e) = reap(&mut members).await.or(reap(&mut retiring).await) {
+                fatal = Some(e);
+                break;
+            }
             let busy = members.iter().filter(|m| m.busy.load(Ordering::Acquire)).count();
             if wildcard {
                 if let Ok(q) = self.backend.queues().await {
@@ -178,12 +207,12 @@ impl WorkerPool {
                     first_err.get_or_insert(e);
                 }
                 Err(join) => {
-                    first_err.get_or_insert(crate::Error::Backend(format!("a pool worker crashed: {join}")));
+                    first_err.get_or_insert(crate::Error::transient(format!("a pool worker crashed: {join}")));
                 }
             }
         }
         self.size.store(0, Ordering::Release);
-        match first_err {
+        match fatal.or(first_err) {
             Some(e) => Err(e),
             None => Ok(()),
         }

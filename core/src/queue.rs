@@ -7,7 +7,7 @@ use crate::failed::{FailedJob, Failure, FORCE_CLEAN_MARK, WORKER_TIMEOUT};
 use crate::job::{args_of, encode_payload, encode_payload_rs_order, Decoded, Job};
 use crate::plugin::EnqueueContext;
 use crate::task::Tasks;
-use crate::time::{bucket_of_ms, delayed_bucket_of_ms, js_date_string, now_ms};
+use crate::time::{bucket_of_ms, checked_after_ms, checked_timestamp_ms, delayed_bucket_of_ms, js_date_string, now_ms};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -200,10 +200,14 @@ impl Queue {
     /// first from which no scheduler (resq's, node-resque's or Ruby's)
     /// promotes it before the time asked for; it runs up to a second late.
     /// The identical job in the same bucket is an [`Error::AlreadyScheduled`];
-    /// a time in the past is promoted on the next scheduler poll.
+    /// a time in the past is promoted on the next scheduler poll. A time
+    /// beyond a JavaScript `Date`'s range
+    /// (±[`MAX_TIMESTAMP_MS`](crate::time::MAX_TIMESTAMP_MS)) is an
+    /// [`Error::InvalidArgument`] and schedules nothing.
     pub async fn enqueue_at(&self, timestamp_ms: i64, queue: &str, class: &str, args: impl Serialize) -> Result<()> {
         check_name("queue", queue)?;
         check_name("class", class)?;
+        checked_timestamp_ms("enqueue_at time", timestamp_ms)?;
         let args = args_of(&args)?;
         let bucket = delayed_bucket_of_ms(timestamp_ms);
         if self
@@ -217,11 +221,11 @@ impl Queue {
         }
     }
 
-    /// Schedules a job to run after `delay` (see [`Queue::enqueue_at`]).
+    /// Schedules a job to run after `delay` (see [`Queue::enqueue_at`]). A
+    /// delay that ends beyond the range of times `enqueue_at` accepts is an
+    /// [`Error::InvalidArgument`].
     pub async fn enqueue_in(&self, delay: Duration, queue: &str, class: &str, args: impl Serialize) -> Result<()> {
-        let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-        self.enqueue_at(now_ms().saturating_add(delay_ms), queue, class, args)
-            .await
+        self.enqueue_at(checked_after_ms(delay)?, queue, class, args).await
     }
 
     fn hook_context<'a>(

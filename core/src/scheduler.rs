@@ -169,6 +169,13 @@ impl Scheduler {
     }
 
     /// Like [`Scheduler::run`], driven by a cancellation token.
+    ///
+    /// A poll that fails with a transient backend error (or a value that
+    /// does not decode) is logged at WARN and retried with backoff. A
+    /// permanent backend error, such as refused credentials or a missing
+    /// schema (see [`Error::is_permanent`]), is logged once at ERROR and
+    /// stops the scheduler, which releases leadership if it can and returns
+    /// the error.
     pub async fn run_until(&self, shutdown: CancellationToken) -> Result<()> {
         tracing::info!(target: "resq::scheduler", scheduler = %self.name, "start");
         emit(
@@ -178,11 +185,19 @@ impl Scheduler {
             },
         );
         let mut backoff = Backoff::new(Duration::from_millis(100), self.config.poll_interval);
+        let mut fatal = None;
         while !shutdown.is_cancelled() {
             let wait = match self.poll().await {
                 Ok(report) => {
                     backoff.reset();
                     self.next_wait(&report)
+                }
+                Err(e) if e.is_permanent() => {
+                    // Retrying cannot help: stop as a shutdown would, and return it.
+                    tracing::error!(target: "resq::scheduler", scheduler = %self.name, error = %e, "permanent error: the scheduler stops");
+                    self.emit_error(&e);
+                    fatal = Some(e);
+                    break;
                 }
                 Err(e) => {
                     self.error(&e);
@@ -203,7 +218,10 @@ impl Scheduler {
                 scheduler: self.name.clone(),
             },
         );
-        released.map(|_| ())
+        match fatal {
+            Some(e) => Err(e),
+            None => released.map(|_| ()),
+        }
     }
 
     /// How long to sleep after a poll: the poll interval, or less when the
@@ -255,6 +273,10 @@ impl Scheduler {
 
     fn error(&self, e: &Error) {
         tracing::warn!(target: "resq::scheduler", scheduler = %self.name, error = %e, "error");
+        self.emit_error(e);
+    }
+
+    fn emit_error(&self, e: &Error) {
         emit(
             &self.events,
             SchedulerEvent::Error {

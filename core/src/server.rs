@@ -12,7 +12,10 @@
 //!   delayed jobs, fires cron tasks and cleans up dead workers.
 //!
 //! Every worker and scheduler event is logged under target `resq::tasks`
-//! at the level the config gives it.
+//! at the level the config gives it. Job arguments can hold personal data,
+//! so by default the log shows an event's worker, queue, class, timings and
+//! errors, but no job arguments, results or payloads;
+//! [`TaskServerConfig::log_args`] logs whole events.
 
 use crate::backend::Backend;
 use crate::config::{LogLevel, TaskServerConfig};
@@ -170,6 +173,7 @@ impl TaskServer {
                 self.config.clone(),
                 "worker",
                 WorkerEvent::name,
+                worker_detail,
             )))
         });
         let _scheduler_log = self.scheduler.as_ref().map(|s| {
@@ -178,6 +182,7 @@ impl TaskServer {
                 self.config.clone(),
                 "scheduler",
                 SchedulerEvent::name,
+                scheduler_detail,
             )))
         });
         let boot = async {
@@ -235,16 +240,19 @@ fn log_at(level: LogLevel, source: &str, event: &str, detail: &dyn std::fmt::Deb
 }
 
 /// Logs every event of one source at its configured level until the
-/// channel closes.
+/// channel closes: the whole event with `log_args`, else its `private`
+/// description (no job arguments, results or payloads).
 async fn log_events<E: Clone + std::fmt::Debug>(
     mut rx: broadcast::Receiver<E>,
     config: TaskServerConfig,
     source: &'static str,
     name: fn(&E) -> &'static str,
+    private: fn(&E) -> String,
 ) {
     loop {
         match rx.recv().await {
-            Ok(e) => log_at(config.log_level(name(&e)), source, name(&e), &e),
+            Ok(e) if config.log_args => log_at(config.log_level(name(&e)), source, name(&e), &e),
+            Ok(e) => log_at(config.log_level(name(&e)), source, name(&e), &Shown(private(&e))),
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 tracing::debug!(target: "resq::tasks", source, skipped = n, "event log lagged");
             }
@@ -362,5 +370,118 @@ impl TaskServerBuilder {
             server.pool = Some(Arc::new(pool));
         }
         Ok(server)
+    }
+}
+
+/// A description logged as is (its `Debug` is the text, unquoted).
+struct Shown(String);
+
+impl std::fmt::Debug for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The class named in a payload, without its arguments.
+fn class_of(payload: &str) -> String {
+    crate::job::Job::decode(payload).map_or_else(|_| "<undecodable>".to_owned(), |j| j.class)
+}
+
+/// What a clean-up removed: the worker and its job's queue and class.
+fn cleaned_detail(cleaned: &crate::backend::Cleaned) -> String {
+    match &cleaned.working_on {
+        Some(w) => format!(
+            "cleaned={} job_queue={} job_class={}",
+            cleaned.worker.name,
+            w.queue,
+            class_of(&w.payload)
+        ),
+        None => format!("cleaned={}", cleaned.worker.name),
+    }
+}
+
+/// A worker event without job arguments, results or payloads.
+fn worker_detail(e: &WorkerEvent) -> String {
+    match e {
+        WorkerEvent::Start { worker, .. } | WorkerEvent::End { worker, .. } | WorkerEvent::Pause { worker, .. } => {
+            format!("worker={worker}")
+        }
+        WorkerEvent::Poll { worker, queues, .. } => format!("worker={worker} queues={queues:?}"),
+        WorkerEvent::Job { worker, queue, job, .. } => format!("worker={worker} queue={queue} class={}", job.class),
+        WorkerEvent::Success {
+            worker,
+            queue,
+            job,
+            duration,
+            ..
+        } => format!("worker={worker} queue={queue} class={} duration={duration:?}", job.class),
+        WorkerEvent::Failure {
+            worker,
+            queue,
+            payload,
+            exception,
+            error,
+            duration,
+            ..
+        } => format!(
+            "worker={worker} queue={queue} class={} exception={exception} error={error:?} duration={duration:?}",
+            class_of(payload)
+        ),
+        WorkerEvent::ReEnqueue {
+            worker,
+            queue,
+            job,
+            delay,
+            remaining_attempts,
+            error,
+            ..
+        } => format!(
+            "worker={worker} queue={queue} class={} delay={delay:?} remaining_attempts={remaining_attempts} error={error:?}",
+            job.class
+        ),
+        WorkerEvent::Skipped {
+            worker,
+            queue,
+            job,
+            plugin,
+            ..
+        } => format!("worker={worker} queue={queue} class={} plugin={plugin}", job.class),
+        WorkerEvent::Error { worker, error, .. } => format!("worker={worker} error={error:?}"),
+        WorkerEvent::Ping { worker, at_ms, .. } => format!("worker={worker} at_ms={at_ms}"),
+        WorkerEvent::CleaningWorker { worker, cleaned, .. } => format!("worker={worker} {}", cleaned_detail(cleaned)),
+    }
+}
+
+/// A scheduler event without job arguments or payloads.
+fn scheduler_detail(e: &SchedulerEvent) -> String {
+    match e {
+        SchedulerEvent::Start { scheduler, .. }
+        | SchedulerEvent::End { scheduler, .. }
+        | SchedulerEvent::Poll { scheduler, .. }
+        | SchedulerEvent::Leader { scheduler, .. }
+        | SchedulerEvent::Follower { scheduler, .. } => format!("scheduler={scheduler}"),
+        SchedulerEvent::TransferredJob {
+            scheduler,
+            timestamp,
+            queue,
+            payload,
+            ..
+        } => format!(
+            "scheduler={scheduler} timestamp={timestamp} queue={queue} class={}",
+            class_of(payload)
+        ),
+        SchedulerEvent::PromotionFailed {
+            scheduler,
+            timestamp,
+            reason,
+            ..
+        } => format!("scheduler={scheduler} timestamp={timestamp} reason={reason:?}"),
+        SchedulerEvent::CleanStuckWorker { scheduler, cleaned, .. } => {
+            format!("scheduler={scheduler} {}", cleaned_detail(cleaned))
+        }
+        SchedulerEvent::CronFired {
+            scheduler, task, at_ms, ..
+        } => format!("scheduler={scheduler} task={task} at_ms={at_ms}"),
+        SchedulerEvent::Error { scheduler, error, .. } => format!("scheduler={scheduler} error={error:?}"),
     }
 }

@@ -13,9 +13,38 @@ pub fn now_ms() -> i64 {
     }
 }
 
-/// `Math.round(ms / 1000)`, rounding halves up (towards +∞, as JavaScript
-/// does): node-resque's seconds for pings, started keys and lock values, and
-/// the bucket node-resque itself files a delayed job under.
+/// The largest time a JavaScript `Date` can hold, in ms either side of the
+/// epoch (±100 000 000 days, about the year 275 760): the range of times
+/// that jobs can be scheduled for, so that every Resque client can read
+/// them back.
+pub const MAX_TIMESTAMP_MS: i64 = 8_640_000_000_000_000;
+
+/// `timestamp_ms` if it lies within ±[`MAX_TIMESTAMP_MS`], else an
+/// [`Error::InvalidArgument`](crate::Error::InvalidArgument) naming `what`.
+pub fn checked_timestamp_ms(what: &str, timestamp_ms: i64) -> crate::Result<i64> {
+    if (-MAX_TIMESTAMP_MS..=MAX_TIMESTAMP_MS).contains(&timestamp_ms) {
+        Ok(timestamp_ms)
+    } else {
+        Err(crate::Error::InvalidArgument(format!(
+            "{what} {timestamp_ms} ms is out of range (a time within ±{MAX_TIMESTAMP_MS} ms of the epoch)"
+        )))
+    }
+}
+
+/// `now_ms() + delay`, or an [`Error::InvalidArgument`](crate::Error::InvalidArgument)
+/// when that lies beyond [`MAX_TIMESTAMP_MS`].
+pub fn checked_after_ms(delay: std::time::Duration) -> crate::Result<i64> {
+    let out_of_range = || crate::Error::InvalidArgument(format!("delay {delay:?} is out of range"));
+    let delay_ms = i64::try_from(delay.as_millis()).map_err(|_| out_of_range())?;
+    let at = now_ms().checked_add(delay_ms).ok_or_else(out_of_range)?;
+    checked_timestamp_ms("the time after the delay", at).map_err(|_| out_of_range())
+}
+
+/// `Math.round(ms / 1000)`: node-resque's seconds for pings, started keys and
+/// lock values, and the bucket node-resque itself files a delayed job under;
+/// rounding halves up (towards +∞, as JavaScript does). Saturates at the
+/// ends of `i64` (a time that far out is refused by
+/// [`checked_timestamp_ms`] before anything is scheduled).
 pub fn bucket_of_ms(ms: i64) -> i64 {
     ms.saturating_add(500).div_euclid(1000)
 }
@@ -147,6 +176,18 @@ mod tests {
         assert_eq!(last_due_bucket(10_499), 10);
         assert_eq!(last_due_bucket(10_500), 11);
         assert_eq!(bucket_due_ms(11), 10_500);
+    }
+
+    #[test]
+    fn extreme_times_neither_panic_nor_pass_the_range_check() {
+        assert_eq!(bucket_of_ms(i64::MAX), i64::MAX / 1000);
+        assert_eq!(last_due_bucket(i64::MIN), i64::MIN.div_euclid(1000));
+        assert!(checked_timestamp_ms("t", i64::MAX).is_err());
+        assert!(checked_timestamp_ms("t", i64::MIN).is_err());
+        assert!(checked_timestamp_ms("t", MAX_TIMESTAMP_MS).is_ok());
+        assert!(checked_timestamp_ms("t", -MAX_TIMESTAMP_MS).is_ok());
+        assert!(checked_after_ms(std::time::Duration::MAX).is_err());
+        assert!(checked_after_ms(std::time::Duration::from_secs(3600)).is_ok());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! registered task, records the outcome, and keeps its liveness ping fresh.
 
 use crate::backend::{Backend, Claimed, Orphan, Outcome, WorkerId, WorkingOn};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::event::{emit, emit_with, WorkerEvent, EVENT_CAPACITY};
 use crate::failed::{encode_entry, Failure, PAYLOAD_ERROR};
 use crate::job::Job;
@@ -138,6 +138,10 @@ pub struct Worker {
     id: WorkerId,
     events: broadcast::Sender<WorkerEvent>,
     busy: Arc<AtomicBool>,
+    /// Cancelled by the shutdown or by a permanent backend error.
+    halt: CancellationToken,
+    /// The permanent backend error that stopped the worker.
+    fatal: std::sync::Mutex<Option<Error>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -174,6 +178,8 @@ impl Worker {
             id,
             events,
             busy: Arc::new(AtomicBool::new(false)),
+            halt: CancellationToken::new(),
+            fatal: std::sync::Mutex::new(None),
         }
     }
 
@@ -208,12 +214,20 @@ impl Worker {
     }
 
     /// Like [`Worker::run`], driven by a cancellation token.
-    pub async fn run_until(self, shutdown: CancellationToken) -> Result<()> {
+    ///
+    /// Transient backend errors are logged at WARN and retried with backoff.
+    /// A permanent one (see [`Error::is_permanent`]), such as refused
+    /// credentials or a missing schema, is logged once at ERROR and stops the
+    /// worker as a shutdown would; `run` then returns that error.
+    pub async fn run_until(mut self, shutdown: CancellationToken) -> Result<()> {
+        // A permanent backend error cancels this token too.
+        self.halt = shutdown.child_token();
+        let shutdown = self.halt.clone();
         if self.config.concurrency > 1 {
             return self.run_slots(shutdown).await;
         }
         if !self.start(&shutdown).await {
-            return Ok(());
+            return self.finish(Ok(()));
         }
         let pinger = AbortOnDrop(tokio::spawn(ping_loop(
             Arc::clone(&self.backend),
@@ -247,7 +261,7 @@ impl Worker {
                         }
                     }
                     Err(e) => {
-                        self.error(&e);
+                        self.backend_error(e);
                         backoff.wait(&shutdown).await;
                         continue;
                     }
@@ -262,7 +276,7 @@ impl Worker {
                             queues_read = Some(Instant::now());
                         }
                         Err(e) => {
-                            self.error(&e);
+                            self.backend_error(e);
                             backoff.wait(&shutdown).await;
                             continue;
                         }
@@ -310,13 +324,13 @@ impl Worker {
                     tokio::select! {
                         _ = shutdown.cancelled() => {}
                         r = wait => if let Err(e) = r {
-                            self.error(&e);
+                            self.backend_error(e);
                             backoff.wait(&shutdown).await;
                         }
                     }
                 }
                 Err(e) => {
-                    self.error(&e);
+                    self.backend_error(e);
                     uncertain = true;
                     backoff.wait(&shutdown).await;
                 }
@@ -324,7 +338,8 @@ impl Worker {
         }
         // No ping may land after the worker is cleaned: it would leave a ghost.
         drop(pinger);
-        self.stop().await
+        let stopped = self.stop().await;
+        self.finish(stopped)
     }
 
     /// The multi-slot loop (`concurrency > 1`): one claim and one completion
@@ -337,7 +352,7 @@ impl Worker {
             })
             .collect();
         if !self.start_ids(&slots, &shutdown).await {
-            return Ok(());
+            return self.finish(Ok(()));
         }
         let pinger = AbortOnDrop(tokio::spawn(ping_loop(
             Arc::clone(&self.backend),
@@ -382,7 +397,7 @@ impl Worker {
                         }
                     }
                     Err(e) => {
-                        self.error(&e);
+                        self.backend_error(e);
                         failed = true;
                     }
                 }
@@ -407,7 +422,7 @@ impl Worker {
                             round = Some(claims);
                         }
                         Err(e) => {
-                            self.error(&e);
+                            self.backend_error(e);
                             uncertain = true;
                             failed = true;
                         }
@@ -417,7 +432,7 @@ impl Worker {
                     match self.backend.complete_batch(&book.done).await {
                         Ok(()) => book.recorded(),
                         Err(e) => {
-                            self.error(&e);
+                            self.backend_error(e);
                             uncertain = true;
                             failed = true;
                         }
@@ -425,7 +440,9 @@ impl Worker {
                 }
             }
             if stopping && running.is_empty() && round.is_none() {
-                if book.done.is_empty() && !uncertain {
+                // After a permanent error, retrying cannot help: the
+                // unregistration puts unrecorded jobs back if it can.
+                if (book.done.is_empty() && !uncertain) || self.stopped_by_error() {
                     break;
                 }
                 // Outcomes still unrecorded at shutdown: a few more tries,
@@ -455,7 +472,7 @@ impl Worker {
                             queues = q;
                             queues_read = Some(Instant::now());
                         }
-                        Err(e) => self.error(&e),
+                        Err(e) => self.backend_error(e),
                     }
                 }
                 if !queues.is_empty() {
@@ -488,7 +505,7 @@ impl Worker {
                         }
                     }
                     Err(e) => {
-                        self.error(&e);
+                        self.backend_error(e);
                         uncertain = true;
                         backoff.wait(&shutdown).await;
                         continue;
@@ -508,7 +525,7 @@ impl Worker {
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
                     r = self.backend.wait_for_jobs(wait_on, self.config.poll_interval) => if let Err(e) = r {
-                        self.error(&e);
+                        self.backend_error(e);
                         backoff.wait(&shutdown).await;
                     }
                 }
@@ -540,7 +557,7 @@ impl Worker {
                 r = self.backend.wait_for_jobs(wait_on, self.config.poll_interval), if want_more => {
                     if let Err(e) = r {
                         // While the backend is down: wait, but keep collecting.
-                        self.error(&e);
+                        self.backend_error(e);
                         tokio::select! {
                             _ = backoff.wait(&shutdown) => {}
                             Some(finished) = running.next() => book.finished(finished),
@@ -561,7 +578,7 @@ impl Worker {
             // Jobs that finished before the deadline; if this fails, the
             // unregistration puts them back on their queues.
             if let Err(e) = self.backend.complete_batch(&book.done).await {
-                self.error(&e);
+                self.backend_error(e);
             }
         }
         self.busy.store(false, Ordering::Release);
@@ -586,7 +603,7 @@ impl Worker {
                 worker: self.id.name.clone(),
             },
         );
-        result
+        self.finish(result)
     }
 
     /// Starts `job` on slot `slot`'s own task.
@@ -721,7 +738,7 @@ impl Worker {
             match self.register(ids).await {
                 Ok(()) => break,
                 Err(e) => {
-                    self.error(&e);
+                    self.backend_error(e);
                     backoff.wait(shutdown).await;
                 }
             }
@@ -773,7 +790,7 @@ impl Worker {
                 worker: self.id.name.clone(),
             },
         );
-        result
+        self.finish(result)
     }
 
     async fn unregister(&self, id: &WorkerId) -> Result<()> {
@@ -783,6 +800,11 @@ impl Worker {
                 Ok(_) => {
                     last_err = None;
                     break;
+                }
+                // A permanent error is kept for `run` to return; no retries.
+                Err(e) if e.is_permanent() => {
+                    self.backend_error(e);
+                    return Ok(());
                 }
                 Err(e) => {
                     self.error(&e);
@@ -794,6 +816,54 @@ impl Worker {
         match last_err {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+
+    /// Reports a failed backend call. A transient (or undecodable) one is
+    /// logged at WARN (the caller backs off and retries). The first permanent one is logged
+    /// once at ERROR, kept for `run` to return, and stops the worker as a
+    /// shutdown would; later ones (while it stops) are logged at DEBUG only.
+    fn backend_error(&self, e: Error) {
+        if !e.is_permanent() {
+            self.error(&e);
+            return;
+        }
+        let mut fatal = self.fatal.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if fatal.is_some() {
+            tracing::debug!(target: "resq::worker", worker = %self.id.name, error = %e, "another permanent backend error while stopping");
+            return;
+        }
+        tracing::error!(target: "resq::worker", worker = %self.id.name, error = %e, "permanent backend error: the worker stops");
+        emit(
+            &self.events,
+            WorkerEvent::Error {
+                worker: self.id.name.clone(),
+                error: e.to_string(),
+            },
+        );
+        *fatal = Some(e);
+        self.halt.cancel();
+    }
+
+    /// True once a permanent backend error has stopped the worker.
+    fn stopped_by_error(&self) -> bool {
+        self.fatal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// What `run` returns after the worker stopped: the permanent backend
+    /// error that stopped it, if any, else `stopped`.
+    fn finish(&self, stopped: Result<()>) -> Result<()> {
+        let fatal = self
+            .fatal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        match fatal {
+            Some(e) => Err(e),
+            None => stopped,
         }
     }
 
@@ -850,6 +920,12 @@ impl Worker {
             };
             match call {
                 Ok(()) => return,
+                // Retrying cannot help: the worker stops, and unregistering
+                // puts the job back on its queue if the backend still can.
+                Err(e) if e.is_permanent() => {
+                    self.backend_error(e);
+                    return;
+                }
                 Err(e) => {
                     self.error(&e);
                     attempt += 1;

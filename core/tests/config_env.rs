@@ -24,7 +24,10 @@ fn environment_overrides_the_file() {
     std::env::set_var("RESQ_TASKS_QUEUES", "critical,default");
     std::env::set_var("RESQ_TASKS_BACKEND", "postgres://postgres@127.0.0.1:5432/test");
     std::env::set_var("RESQ_TASKS_LOG_LEVELS", "{failure=\"warn\"}");
+    assert!(!from_file.log_args, "job arguments are not logged by default");
+    std::env::set_var("RESQ_TASKS_LOG_ARGS", "true");
     let merged = TaskServerConfig::load(&path).unwrap();
+    assert!(merged.log_args);
     assert!(!merged.scheduler);
     assert_eq!(merged.max_task_processors, 8);
     assert_eq!(merged.queues, vec!["critical".to_owned(), "default".to_owned()]);

@@ -99,7 +99,9 @@ impl Plugin for JobLock {
         let timeout = positive(options, "lockTimeout")
             .or(self.lock_timeout_secs)
             .unwrap_or(3600);
-        let expiry = now_secs() + i64::try_from(timeout).unwrap_or(i64::MAX / 2) + 1;
+        let expiry = now_secs()
+            .saturating_add(i64::try_from(timeout).unwrap_or(i64::MAX))
+            .saturating_add(1);
         let token = format!(
             "{expiry}:{}:{}:{}",
             crate::worker::hostname(),

@@ -75,7 +75,10 @@ impl Plugin for QueueLock {
         let key = self.key(ctx.options, &input);
         let timeout = self.timeout(ctx.options);
         let now = now_secs();
-        let value = (now + i64::try_from(timeout).unwrap_or(i64::MAX / 2) + 1).to_string();
+        let value = now
+            .saturating_add(i64::try_from(timeout).unwrap_or(i64::MAX))
+            .saturating_add(1)
+            .to_string();
         let backend = ctx.client.backend();
         if backend.acquire_lock(&key, &value, secs(timeout)).await? {
             return Ok(true);
