@@ -226,6 +226,7 @@ macro_rules! suite {
                 worker_names_are_unique,
                 lifecycle_events_are_emitted,
                 restart_under_same_name_recovers_job,
+                listed_queues_before_wildcard_keep_priority,
             ],
             async plugin: [
                 custom_plugin_hooks_and_enqueue_veto,

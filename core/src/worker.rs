@@ -60,8 +60,11 @@ pub struct WorkerConfig {
     /// The worker's name; `None` picks a unique `host:pid+n`. Two live
     /// workers must never share a name.
     pub name: Option<String>,
-    /// Queues in priority order. `*` (or an empty list) means every known
-    /// queue, re-read as queues appear, in name order.
+    /// Queues in priority order. `*` stands for every other known queue,
+    /// in name order, re-read as queues appear: `["critical", "*"]` works
+    /// `critical` first, then all the rest; `*` alone (or an empty list)
+    /// means every queue in name order. The worker registers the list as
+    /// given (`critical,*`; `*` alone or empty: `*`).
     pub queues: Vec<String>,
     /// How long an idle worker waits for a job before polling again. Backends
     /// that can wake a waiting worker (memory, Redis, Postgres) do so at once.
@@ -110,6 +113,30 @@ impl WorkerConfig {
 
     fn is_wildcard(&self) -> bool {
         self.queues.is_empty() || self.queues.iter().any(|q| q == "*")
+    }
+
+    /// The queues to poll, in priority order, given every known queue: the
+    /// listed ones in their order, with `*` standing for all the others
+    /// in name order.
+    fn expand_queues(&self, mut known: Vec<String>) -> Vec<String> {
+        if self.queues.iter().all(|q| q == "*") {
+            known.sort_unstable();
+            return known;
+        }
+        let listed: HashSet<&str> = self.queues.iter().map(String::as_str).filter(|q| *q != "*").collect();
+        known.retain(|q| !listed.contains(q.as_str()));
+        known.sort_unstable();
+        let mut others = Some(known);
+        let mut out = Vec::with_capacity(self.queues.len());
+        for q in &self.queues {
+            if q == "*" {
+                // Only the first `*` stands for the others.
+                out.extend(others.take().into_iter().flatten());
+            } else if !out.contains(q) {
+                out.push(q.clone());
+            }
+        }
+        out
     }
 }
 
@@ -161,7 +188,7 @@ impl Worker {
         events: broadcast::Sender<WorkerEvent>,
     ) -> Self {
         let name = config.name.clone().unwrap_or_else(unique_name);
-        let registered_queues = if config.is_wildcard() {
+        let registered_queues = if config.queues.iter().all(|q| q == "*") {
             vec!["*".to_owned()]
         } else {
             config.queues.clone()
@@ -258,7 +285,7 @@ impl Worker {
                 if stale {
                     match self.backend.queues().await {
                         Ok(q) => {
-                            queues = q;
+                            queues = self.config.expand_queues(q);
                             queues_read = Some(Instant::now());
                         }
                         Err(e) => {
@@ -452,7 +479,7 @@ impl Worker {
                 if wildcard && queues_read.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                     match self.backend.queues().await {
                         Ok(q) => {
-                            queues = q;
+                            queues = self.config.expand_queues(q);
                             queues_read = Some(Instant::now());
                         }
                         Err(e) => self.error(&e),
