@@ -182,6 +182,10 @@ macro_rules! suite {
                 worker_slots_shutdown_requeues_unfinished,
                 worker_slots_jobs_using_the_backend_finish,
                 failed_claims_and_completions_lose_no_job,
+                panics_anywhere_fail_only_their_job,
+                dropping_run_stops_workers,
+                retry_under_faults_runs_each_attempt_once,
+                pool_reports_a_worker_that_ends_abnormally,
             ],
             async client: [
                 enqueue_writes_node_resque_payload,

