@@ -517,12 +517,15 @@ pub async fn panics_anywhere_fail_only_their_job(backend: Arc<dyn Backend>) {
             TaskDef::from_fn("after_panics", record.clone())
                 .queue(queue.as_str())
                 .plugin(PanicHook { before: false }),
-            TaskDef::from_fn("task_panics", |_: Vec<serde_json::Value>, _ctx: JobContext| async move {
-                if true {
-                    panic!("task boom");
-                }
-                Ok::<(), TaskError>(())
-            })
+            TaskDef::from_fn(
+                "task_panics",
+                |_: Vec<serde_json::Value>, _ctx: JobContext| async move {
+                    if true {
+                        panic!("task boom");
+                    }
+                    Ok::<(), TaskError>(())
+                },
+            )
             .queue(queue.as_str()),
             TaskDef::from_fn("rearm_panics", record.clone())
                 .queue(queue.as_str())
@@ -587,7 +590,10 @@ pub async fn panics_anywhere_fail_only_their_job(backend: Arc<dyn Backend>) {
         ];
         for ((class, error), (want_class, want)) in reasons.iter().zip(expect) {
             assert_eq!(class, want_class, "{case}");
-            assert!(error.contains(want), "{case}: {class} failed with {error:?}, not {want:?}");
+            assert!(
+                error.contains(want),
+                "{case}: {class} failed with {error:?}, not {want:?}"
+            );
         }
         faulty.panic_in(None);
         w.shutdown().await;
@@ -630,7 +636,11 @@ pub async fn dropping_run_stops_workers(backend: Arc<dyn Backend>) {
             let before = q.length(&queue).await.unwrap();
             q.enqueue(&queue, "record", ("after the drop",)).await.unwrap();
             tokio::time::sleep(Duration::from_millis(300)).await;
-            assert_eq!(q.length(&queue).await.unwrap(), before + 1, "a dropped worker took a job");
+            assert_eq!(
+                q.length(&queue).await.unwrap(),
+                before + 1,
+                "a dropped worker took a job"
+            );
         }
     };
     for concurrency in [1usize, 3] {
@@ -822,4 +832,100 @@ pub async fn pool_reports_a_worker_that_ends_abnormally(backend: Arc<dyn Backend
     ran.unwrap();
     assert!(error.contains("injected panic in workers"), "{error}");
     assert!(backend.workers().await.unwrap().is_empty());
+}
+
+/// The pool adds no worker while the runtime lags (node-resque's
+/// `maxEventLoopDelay`), and does once it no longer lags. On a runtime
+/// with one thread, jobs that hold the thread in busy loops (60 ms, a
+/// yield, 60 ms more) make the pool's timers fire late: with a
+/// backlog and its one worker busy it holds at one worker, reporting
+/// `multi_worker_action` holds with `lagging`; jobs that only await let
+/// it grow.
+pub async fn pool_holds_while_the_runtime_lags(backend: Arc<dyn Backend>) {
+    tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime");
+        runtime.block_on(lagging_pool(backend));
+    })
+    .await
+    .unwrap();
+}
+
+async fn lagging_pool(backend: Arc<dyn Backend>) {
+    const CPU_JOBS: usize = 8;
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Tasks::new();
+    let d = Arc::clone(&done);
+    tasks
+        .register_fn("spin", move |(ms,): (u64,), _ctx: JobContext| {
+            let d = Arc::clone(&d);
+            async move {
+                let spin = |ms: u64| {
+                    let start = std::time::Instant::now();
+                    while start.elapsed() < Duration::from_millis(ms) {
+                        std::hint::spin_loop();
+                    }
+                };
+                spin(ms);
+                tokio::task::yield_now().await;
+                spin(ms);
+                d.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, TaskError>(())
+            }
+        })
+        .unwrap();
+    tasks
+        .register_fn("nap", |(ms,): (u64,), _ctx: JobContext| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, TaskError>(())
+        })
+        .unwrap();
+    let q = Queue::new(Arc::clone(&backend));
+    q.enqueue_batch((0..CPU_JOBS).map(|_| resq_core::NewJob::new("cpu", "spin", (60,)).unwrap()))
+        .await
+        .unwrap();
+    let pool = WorkerPool::new(
+        Arc::clone(&backend),
+        Arc::new(tasks),
+        PoolConfig {
+            min: 1,
+            max: 4,
+            check_interval: Duration::from_millis(50),
+            max_event_loop_delay: Duration::from_millis(5),
+            worker: quick_config(&["cpu", "io"]),
+        },
+    );
+    let events = crate::support::collect_events(pool.subscribe());
+    let stop = CancellationToken::new();
+    let watch = async {
+        let mut peak = 0;
+        wait_until(LIMIT, "the busy-looping jobs ran", || {
+            peak = peak.max(pool.size());
+            let d = Arc::clone(&done);
+            async move { d.load(Ordering::SeqCst) == CPU_JOBS }
+        })
+        .await;
+        let lagging_holds = crate::support::count_events(&events, |e| {
+            matches!(
+                e,
+                WorkerEvent::PoolAction {
+                    action: resq_core::pool::ScaleAction::Hold,
+                    lagging: true,
+                    ..
+                }
+            )
+        });
+        q.enqueue_batch((0..12).map(|_| resq_core::NewJob::new("io", "nap", (300,)).unwrap()))
+            .await
+            .unwrap();
+        wait_until(LIMIT, "the pool grows without lag", || async { pool.size() >= 2 }).await;
+        stop.cancel();
+        (peak, lagging_holds)
+    };
+    let (ran, (peak, lagging_holds)) = tokio::join!(pool.run_until(stop.clone()), watch);
+    ran.unwrap();
+    assert_eq!(peak, 1, "the pool grew while the runtime lagged");
+    assert!(lagging_holds >= 1, "no lagging hold was reported");
 }

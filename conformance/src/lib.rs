@@ -186,6 +186,7 @@ macro_rules! suite {
                 dropping_run_stops_workers,
                 retry_under_faults_runs_each_attempt_once,
                 pool_reports_a_worker_that_ends_abnormally,
+                pool_holds_while_the_runtime_lags,
             ],
             async client: [
                 enqueue_writes_node_resque_payload,

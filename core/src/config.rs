@@ -11,6 +11,7 @@
 //! min_task_processors = 1
 //! max_task_processors = 4          # 0: this node works no jobs (enqueue only)
 //! check_timeout_ms = 500           # how often the pool decides to scale
+//! max_event_loop_delay_ms = 5      # no new processor while the runtime lags more
 //! stuck_worker_timeout_ms = 3600000
 //! retry_stuck_jobs = false         # true: re-enqueue a dead worker's job; false: fail it
 //!
@@ -76,6 +77,10 @@ pub struct TaskServerConfig {
     pub max_task_processors: usize,
     /// How often the pool checks whether to grow or shrink, ms.
     pub check_timeout_ms: u64,
+    /// The pool adds no processor beyond the minimum while its check timer
+    /// fires more than this late (the runtime lags), ms; ActionHero's
+    /// `maxEventLoopDelay`. Logged as the `multi_worker_action` event.
+    pub max_event_loop_delay_ms: u64,
     /// A worker silent for this long is dead and is cleaned, ms.
     pub stuck_worker_timeout_ms: u64,
     /// What happens to a dead worker's job: re-enqueued (`true`) or moved
@@ -83,7 +88,8 @@ pub struct TaskServerConfig {
     pub retry_stuck_jobs: bool,
     /// The log level of each worker or scheduler event by its name
     /// (`start`, `end`, `poll`, `job`, `success`, `failure`, `skipped`,
-    /// `re_enqueue`, `error`, `pause`, `ping`, `cleaning_worker`, `leader`,
+    /// `re_enqueue`, `error`, `pause`, `ping`, `cleaning_worker`,
+    /// `multi_worker_action`, `leader`,
     /// `follower`, `transferred_job`, `promotion_failed`,
     /// `clean_stuck_worker`, `cron_fired`); unnamed events use the defaults
     /// of [`TaskServerConfig::log_level`].
@@ -113,6 +119,7 @@ impl Default for TaskServerConfig {
             min_task_processors: 0,
             max_task_processors: 0,
             check_timeout_ms: 500,
+            max_event_loop_delay_ms: 5,
             stuck_worker_timeout_ms: 3_600_000,
             retry_stuck_jobs: false,
             log_levels: BTreeMap::new(),
@@ -197,6 +204,11 @@ impl TaskServerConfig {
     /// The pool's scaling interval.
     pub fn check_timeout(&self) -> Duration {
         Duration::from_millis(self.check_timeout_ms)
+    }
+
+    /// The pool's lag limit (`max_event_loop_delay_ms`).
+    pub fn max_event_loop_delay(&self) -> Duration {
+        Duration::from_millis(self.max_event_loop_delay_ms)
     }
 
     /// The stuck-worker timeout.

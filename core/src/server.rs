@@ -100,6 +100,7 @@ impl TaskServer {
                 min: config.min_workers(),
                 max: config.max_task_processors,
                 check_interval: config.check_timeout(),
+                max_event_loop_delay: config.max_event_loop_delay(),
                 worker: WorkerConfig {
                     queues: config.queues.clone(),
                     poll_interval: config.timeout(),
@@ -141,6 +142,13 @@ impl TaskServer {
 
     /// Runs until `shutdown` completes, then stops the pool and the
     /// scheduler gracefully.
+    ///
+    /// Like every run method (`Worker`, `WorkerPool`, `Scheduler`), it
+    /// borrows, so [`TaskServer::queue`], [`TaskServer::pool`] and the
+    /// subscriptions work while it runs. Dropping the future stops the
+    /// node as well: the pool's workers are told to stop and finish on
+    /// their own tasks (see [`WorkerPool::run`]); the scheduler simply
+    /// stops polling (its leadership expires with its TTL).
     pub async fn run<F>(&self, shutdown: F) -> Result<()>
     where
         F: Future<Output = ()> + Send,

@@ -152,7 +152,8 @@ impl WorkerConfig {
 /// tasks.register_fn("add", |(a, b): (i64, i64), _ctx: JobContext| async move { Ok::<_, TaskError>(a + b) })?;
 /// let worker = Worker::new(backend, Arc::new(tasks), WorkerConfig::for_queues(["math"]));
 /// let stop = tokio_util::sync::CancellationToken::new();
-/// let running = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+/// let shutdown = stop.clone().cancelled_owned();
+/// let running = tokio::spawn(async move { worker.run(shutdown).await });
 /// // … later:
 /// stop.cancel();
 /// running.await.expect("worker task")?;
@@ -227,7 +228,15 @@ impl Worker {
     /// Runs until `shutdown` completes, then stops gracefully: no new
     /// claims, the in-flight job gets `shutdown_timeout` to finish, and the
     /// worker unregisters.
-    pub async fn run<F>(self, shutdown: F) -> Result<()>
+    ///
+    /// Like every run method (`WorkerPool`, `Scheduler`, `TaskServer`), it
+    /// borrows, so the worker can be inspected and subscribed to while it
+    /// runs; move it into the task that runs it (`async move { w.run(..).await }`).
+    /// Do not run one worker twice at once: both would use its one name.
+    /// Dropping the future stops the worker at once, as a crash would: its
+    /// registration and any in-flight job stay for the stuck-worker
+    /// clean-up (nothing it spawned outlives the future).
+    pub async fn run<F>(&self, shutdown: F) -> Result<()>
     where
         F: Future<Output = ()> + Send,
     {
@@ -235,7 +244,7 @@ impl Worker {
     }
 
     /// Like [`Worker::run`], driven by a cancellation token.
-    pub async fn run_until(self, shutdown: CancellationToken) -> Result<()> {
+    pub async fn run_until(&self, shutdown: CancellationToken) -> Result<()> {
         if self.config.concurrency > 1 {
             return self.run_slots(shutdown).await;
         }
@@ -356,7 +365,7 @@ impl Worker {
 
     /// The multi-slot loop (`concurrency > 1`): one claim and one completion
     /// round trip serve every slot that is ready.
-    async fn run_slots(self, shutdown: CancellationToken) -> Result<()> {
+    async fn run_slots(&self, shutdown: CancellationToken) -> Result<()> {
         let slots: Vec<WorkerId> = (1..=self.config.concurrency)
             .map(|i| WorkerId {
                 name: format!("{}.{i}", self.id.name),
@@ -601,7 +610,7 @@ impl Worker {
         // Slots unregister a few at a time: each is its own atomic clean,
         // and a few in flight keep a small connection pool usable by others.
         let mut result = Ok(());
-        let this = &self;
+        let this = self;
         let mut unregistering = futures_util::stream::iter(book.slots.iter().cloned())
             .map(move |id| async move { this.unregister(&id).await })
             .buffer_unordered(UNREGISTER_CONCURRENCY);
@@ -1118,12 +1127,7 @@ async fn execute(client: Queue, events: broadcast::Sender<WorkerEvent>, worker: 
 /// hooks, the task, the periodic re-enqueue, and the `after_perform` hooks,
 /// each with its panics caught, and reports `job`, `success` or `failure`.
 /// An undecodable payload or an unknown class is a failure, never a panic.
-async fn run_job(
-    client: &Queue,
-    events: &broadcast::Sender<WorkerEvent>,
-    worker: &str,
-    claimed: &Claimed,
-) -> Ran {
+async fn run_job(client: &Queue, events: &broadcast::Sender<WorkerEvent>, worker: &str, claimed: &Claimed) -> Ran {
     let started = Instant::now();
     let job = match Job::decode(&claimed.payload) {
         Ok(job) => Arc::new(job),
