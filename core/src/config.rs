@@ -6,7 +6,7 @@
 //! # resq.toml — every key is optional
 //! backend = "redis://127.0.0.1:6379"
 //! scheduler = true                 # this node runs the scheduler
-//! queues = ["critical", "*"]       # worked in this order; "*" = every queue
+//! queues = ["critical", "*"]       # worked in this order; "*" = every other queue
 //! timeout_ms = 5000                # poll timeout of an idle worker
 //! min_task_processors = 1
 //! max_task_processors = 4          # 0: this node works no jobs (enqueue only)
@@ -66,7 +66,8 @@ pub struct TaskServerConfig {
     /// tasks at boot and fires cron tasks when it leads).
     pub scheduler: bool,
     /// The queues this node's workers take jobs from, in priority order;
-    /// `*` means every queue. A comma-separated string is accepted too.
+    /// `*` stands for every other queue, in name order. A comma-separated
+    /// string is accepted too.
     #[serde(deserialize_with = "queue_list")]
     pub queues: Vec<String>,
     /// How long an idle worker waits for a job before polling again, ms.
