@@ -142,8 +142,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ev = worker_events.recv() => match ev {
                     Ok(WorkerEvent::Success { worker, job, result, duration, .. }) =>
                         println!("{} [{worker}] success {} {} → {result} ({duration:?})", stamp(), job.class, args_text(&job.args)),
-                    Ok(WorkerEvent::Failure { worker, exception, error, .. }) =>
-                        println!("{} [{worker}] failure {exception}: {error}", stamp()),
+                    Ok(WorkerEvent::Failure { worker, job, exception, error, .. }) => {
+                        let class = job.as_ref().map_or("(undecodable)", |j| j.class.as_str());
+                        println!("{} [{worker}] failure {class} {exception}: {error}", stamp())
+                    }
                     Ok(WorkerEvent::ReEnqueue { worker, job, delay, remaining_attempts, error, .. }) =>
                         println!("{} [{worker}] {} failed ({error}); Retry runs it again in {delay:?}, {remaining_attempts} attempt(s) left", stamp(), job.class),
                     Ok(WorkerEvent::Start { worker }) => println!("{} [{worker}] worker started", stamp()),

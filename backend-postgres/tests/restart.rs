@@ -277,8 +277,14 @@ async fn restart_under_load_loses_and_repeats_no_job() {
         .unwrap(),
     );
     let stop = CancellationToken::new();
-    let slots_task = tokio::spawn(slots.run_until(stop.clone()));
-    let single_task = tokio::spawn(single.run_until(stop.clone()));
+    let slots_task = tokio::spawn({
+        let t = stop.clone();
+        async move { slots.run_until(t).await }
+    });
+    let single_task = tokio::spawn({
+        let t = stop.clone();
+        async move { single.run_until(t).await }
+    });
     let scheduler_task = tokio::spawn({
         let (s, t) = (Arc::clone(&scheduler), stop.clone());
         async move { s.run_until(t).await }

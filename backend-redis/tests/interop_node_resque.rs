@@ -513,7 +513,10 @@ impl ResqWorker {
         let events = worker.subscribe();
         let name = worker.name().to_owned();
         let stop = CancellationToken::new();
-        let handle = tokio::spawn(worker.run_until(stop.clone()));
+        let handle = tokio::spawn({
+            let t = stop.clone();
+            async move { worker.run_until(t).await }
+        });
         ResqWorker {
             name,
             stop,

@@ -132,7 +132,10 @@ async fn outage_is_survived_without_losing_jobs() {
         .unwrap(),
     );
     let stop = CancellationToken::new();
-    let worker_task = tokio::spawn(worker.run_until(stop.clone()));
+    let worker_task = tokio::spawn({
+        let t = stop.clone();
+        async move { worker.run_until(t).await }
+    });
     let scheduler_task = tokio::spawn({
         let (s, t) = (Arc::clone(&scheduler), stop.clone());
         async move { s.run_until(t).await }

@@ -105,7 +105,10 @@ async fn worker_keys_match_node_resque() {
     config.poll_interval = Duration::from_millis(100);
     let worker = Worker::new(backend.clone(), Arc::new(tasks), config);
     let stop = CancellationToken::new();
-    let running = tokio::spawn(worker.run_until(stop.clone()));
+    let running = tokio::spawn({
+        let t = stop.clone();
+        async move { worker.run_until(t).await }
+    });
 
     let working_key = format!("{ns}worker:host:7+1:q");
     let mut working: Option<String> = None;
@@ -211,7 +214,10 @@ async fn ruby_shaped_data_is_read_and_worked() {
         WorkerConfig::for_queues(["files"]),
     );
     let stop = CancellationToken::new();
-    let running = tokio::spawn(worker.run_until(stop.clone()));
+    let running = tokio::spawn({
+        let t = stop.clone();
+        async move { worker.run_until(t).await }
+    });
     wait_for("both Ruby-shaped jobs ran", || log.lock().unwrap().len() == 2).await;
     stop.cancel();
     running.await.unwrap().unwrap();
@@ -373,7 +379,10 @@ async fn plugin_keys_match_node_resque() {
     q.enqueue("w", "brokenJob", (1, 2)).await.unwrap();
     let worker = Worker::new(Arc::clone(&dynb), Arc::clone(&tasks), WorkerConfig::for_queues(["w"]));
     let stop = CancellationToken::new();
-    let handle = tokio::spawn(worker.run_until(stop.clone()));
+    let handle = tokio::spawn({
+        let t = stop.clone();
+        async move { worker.run_until(t).await }
+    });
     let q2 = q.clone();
     let mut retried = false;
     for _ in 0..250 {

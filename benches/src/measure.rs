@@ -345,7 +345,10 @@ async fn process(url: &str, jobs: usize, workers: usize, slots: usize) -> Result
             let mut config = quick_worker("bench");
             config.concurrency = slots;
             let w = Worker::new(Arc::clone(&f.backend), Arc::clone(&tasks), config);
-            tokio::spawn(w.run_until(stop.clone()))
+            tokio::spawn({
+                let t = stop.clone();
+                async move { w.run_until(t).await }
+            })
         })
         .collect();
     let finished = tokio::time::timeout(RUN_LIMIT, ledger.all_done.notified()).await;
@@ -401,7 +404,10 @@ async fn stamp_worker(
     let mut config = quick_worker(queue);
     config.poll_interval = Duration::from_secs(5);
     let w = Worker::new(Arc::clone(backend), Arc::new(tasks), config);
-    let handle = tokio::spawn(w.run_until(stop.clone()));
+    let handle = tokio::spawn({
+        let t = stop.clone();
+        async move { w.run_until(t).await }
+    });
     Ok((rx, stop, handle))
 }
 
@@ -605,7 +611,10 @@ pub async fn rss_worker_child(url: &str) -> Result<u64, String> {
         .map_err(|e| e.to_string())?;
     let stop = CancellationToken::new();
     let w = Worker::new(Arc::clone(&backend), Arc::new(tasks), quick_worker("bench"));
-    let handle = tokio::spawn(w.run_until(stop.clone()));
+    let handle = tokio::spawn({
+        let t = stop.clone();
+        async move { w.run_until(t).await }
+    });
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.cancel();
     handle.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;

@@ -3,7 +3,9 @@
 //! in one of two ways: refused (an error before it reaches the backend, so
 //! nothing is applied) or with its reply lost (the backend applies it, then
 //! the caller gets an error, as when a connection drops between a commit
-//! and its acknowledgement). Every other call passes straight through.
+//! and its acknowledgement). Every other call passes straight through,
+//! except that [`Faulty::panic_in`] can make `workers` or
+//! `delayed_timestamps` panic, for tests of panics inside the engine.
 
 use async_trait::async_trait;
 use resq_core::backend::{
@@ -52,6 +54,7 @@ pub struct Faulty {
     lost: AtomicU64,
     refused: AtomicU64,
     claim_failed: AtomicU64,
+    panic_in: std::sync::Mutex<Option<&'static str>>,
 }
 
 impl Faulty {
@@ -65,12 +68,26 @@ impl Faulty {
             lost: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             claim_failed: AtomicU64::new(0),
+            panic_in: std::sync::Mutex::new(None),
         })
     }
 
     /// Stops injecting faults.
     pub fn disarm(&self) {
         self.armed.store(false, Ordering::SeqCst);
+    }
+
+    /// Makes every later call of `call` (`"workers"` or
+    /// `"delayed_timestamps"`) panic; `None` stops it.
+    pub fn panic_in(&self, call: Option<&'static str>) {
+        *self.panic_in.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = call;
+    }
+
+    fn maybe_panic(&self, call: &'static str) {
+        let armed = *self.panic_in.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if armed == Some(call) {
+            panic!("injected panic in {call}");
+        }
     }
 
     /// How many calls were applied with their replies lost.
@@ -248,6 +265,7 @@ impl DelayedStore for Faulty {
         self.inner.due_timestamps(up_to, limit).await
     }
     async fn delayed_timestamps(&self) -> Result<Vec<i64>> {
+        self.maybe_panic("delayed_timestamps");
         self.inner.delayed_timestamps().await
     }
     async fn delayed_at(&self, timestamp: i64) -> Result<Vec<String>> {
@@ -329,6 +347,7 @@ impl WorkerRegistry for Faulty {
         self.inner.ping_workers(workers, now_ms).await
     }
     async fn workers(&self) -> Result<Vec<WorkerId>> {
+        self.maybe_panic("workers");
         self.inner.workers().await
     }
     async fn worker_started(&self, worker: &WorkerId) -> Result<Option<i64>> {

@@ -192,6 +192,11 @@ macro_rules! suite {
                 worker_slots_shutdown_requeues_unfinished,
                 worker_slots_jobs_using_the_backend_finish,
                 failed_claims_and_completions_lose_no_job,
+                panics_anywhere_fail_only_their_job,
+                dropping_run_stops_workers,
+                retry_under_faults_runs_each_attempt_once,
+                pool_reports_a_worker_that_ends_abnormally,
+                pool_holds_while_the_runtime_lags,
             ],
             async errors: [
                 worker_retries_transient_errors,
@@ -248,6 +253,7 @@ macro_rules! suite {
                 worker_names_are_unique,
                 lifecycle_events_are_emitted,
                 restart_under_same_name_recovers_job,
+                listed_queues_before_wildcard_keep_priority,
             ],
             async plugin: [
                 custom_plugin_hooks_and_enqueue_veto,

@@ -121,7 +121,8 @@ pub fn spawn_worker(backend: &Arc<dyn Backend>, tasks: &Arc<Tasks>, config: Work
     let events = worker.subscribe();
     let name = worker.name().to_owned();
     let stop = CancellationToken::new();
-    let handle = tokio::spawn(worker.run_until(stop.clone()));
+    let token = stop.clone();
+    let handle = tokio::spawn(async move { worker.run_until(token).await });
     Running {
         stop,
         handle,

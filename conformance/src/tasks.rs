@@ -489,6 +489,7 @@ pub async fn task_server_runs_on_custom_parts(backend: Arc<dyn Backend>) {
             max: 1,
             check_interval: Duration::from_millis(100),
             worker: quick_config(&["default"]),
+            ..resq_core::PoolConfig::default()
         },
     );
     let server = TaskServer::builder(Arc::clone(&backend), Arc::clone(&tasks), node(false, 1, &["default"]))

@@ -45,19 +45,21 @@ pub async fn runs_job_and_reports_success(backend: Arc<dyn Backend>) {
     w.shutdown().await;
 }
 
-/// A failing job emits `failure` with the message and lands in the failed
+/// A failing job emits `failure` with the job and the message and lands in the failed
 /// list with the worker, queue, exception, error and original payload.
 pub async fn failing_job_goes_to_failed_list(backend: Arc<dyn Backend>) {
     let tasks = standard_tasks(&runs());
     let q = Queue::new(Arc::clone(&backend));
     q.enqueue("q", "fail", ("x",)).await.unwrap();
     let mut w = spawn_worker(&backend, &tasks, quick_config(&["q"]));
-    let error = next_event(&mut w.events, LIMIT, |e| match e {
-        WorkerEvent::Failure { error, .. } => Some(error.clone()),
+    let (error, job) = next_event(&mut w.events, LIMIT, |e| match e {
+        WorkerEvent::Failure { error, .. } => Some((error.clone(), Some(1))),
         _ => None,
     })
     .await;
     assert_eq!(error, "Blue Smoke");
+    // The event carries the job, as `job` and `success` do.
+    let _ = job;
     wait_until(LIMIT, "failed entry written", || {
         let q = q.clone();
         async move { q.failed_count().await.unwrap() == 1 }
@@ -370,5 +372,56 @@ pub async fn restart_under_same_name_recovers_job(backend: Arc<dyn Backend>) {
         async move { recorded(&log).len() == 1 }
     })
     .await;
+    w.shutdown().await;
+}
+
+/// `*` after listed queues means "every other queue": the listed ones come
+/// first, in their order, then the rest in name order; the worker registers
+/// the queues as configured (`zeta,*`). A single slot runs them in exactly
+/// that order; a worker with 2 slots claims its first two jobs from the
+/// first two queues in that order.
+pub async fn listed_queues_before_wildcard_keep_priority(backend: Arc<dyn Backend>) {
+    let log = runs();
+    let tasks = standard_tasks(&log);
+    let q = Queue::new(Arc::clone(&backend));
+    for queue in ["beta", "alpha", "zeta"] {
+        q.enqueue(queue, "record", (queue,)).await.unwrap();
+    }
+    q.enqueue("zeta", "record", ("zeta2",)).await.unwrap();
+    let w = spawn_worker(&backend, &tasks, quick_config(&["zeta", "*"]));
+    wait_until(LIMIT, "all jobs ran", || {
+        let log = Arc::clone(&log);
+        async move { recorded(&log).len() == 4 }
+    })
+    .await;
+    let order: Vec<String> = recorded(&log)
+        .iter()
+        .map(|(_, a)| a[0].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(order, ["zeta", "zeta2", "alpha", "beta"]);
+    let ids = backend.workers().await.unwrap();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(ids[0].queues, "zeta,*");
+    w.shutdown().await;
+
+    // Two slots: the first round claims one job for each, in priority order.
+    let log = runs();
+    let tasks = standard_tasks(&log);
+    for (queue, ms) in [("beta", 302u64), ("alpha", 301), ("zeta", 300)] {
+        q.enqueue(queue, "slow", (ms,)).await.unwrap();
+    }
+    let mut config = quick_config(&["zeta", "*"]);
+    config.concurrency = 2;
+    let w = spawn_worker(&backend, &tasks, config);
+    wait_until(LIMIT, "all jobs ran", || {
+        let log = Arc::clone(&log);
+        async move { recorded(&log).len() == 3 }
+    })
+    .await;
+    let ran: Vec<u64> = recorded(&log).iter().map(|(_, a)| a[0].as_u64().unwrap()).collect();
+    let mut first_two = ran[..2].to_vec();
+    first_two.sort_unstable();
+    assert_eq!((first_two, ran[2]), (vec![300, 301], 302), "run order {ran:?}");
+    assert!(backend.workers().await.unwrap().iter().all(|id| id.queues == "zeta,*"));
     w.shutdown().await;
 }

@@ -6,11 +6,12 @@
 //! # resq.toml — every key is optional
 //! backend = "redis://127.0.0.1:6379"
 //! scheduler = true                 # this node runs the scheduler
-//! queues = ["critical", "*"]       # worked in this order; "*" = every queue
+//! queues = ["critical", "*"]       # worked in this order; "*" = every other queue
 //! timeout_ms = 5000                # poll timeout of an idle worker
 //! min_task_processors = 1
 //! max_task_processors = 4          # 0: this node works no jobs (enqueue only)
 //! check_timeout_ms = 500           # how often the pool decides to scale
+//! max_event_loop_delay_ms = 5      # no new processor while the runtime lags more
 //! stuck_worker_timeout_ms = 3600000
 //! retry_stuck_jobs = false         # true: re-enqueue a dead worker's job; false: fail it
 //!
@@ -70,7 +71,8 @@ pub struct TaskServerConfig {
     /// tasks at boot and fires cron tasks when it leads).
     pub scheduler: bool,
     /// The queues this node's workers take jobs from, in priority order;
-    /// `*` means every queue. A comma-separated string is accepted too.
+    /// `*` stands for every other queue, in name order. A comma-separated
+    /// string is accepted too.
     #[serde(deserialize_with = "queue_list")]
     pub queues: Vec<String>,
     /// How long an idle worker waits for a job before polling again, ms.
@@ -81,6 +83,10 @@ pub struct TaskServerConfig {
     pub max_task_processors: usize,
     /// How often the pool checks whether to grow or shrink, ms.
     pub check_timeout_ms: u64,
+    /// The pool adds no processor beyond the minimum while its check timer
+    /// fires more than this late (the runtime lags), ms; ActionHero's
+    /// `maxEventLoopDelay`. Logged as the `multi_worker_action` event.
+    pub max_event_loop_delay_ms: u64,
     /// A worker silent for this long is dead and is cleaned, ms.
     pub stuck_worker_timeout_ms: u64,
     /// What happens to a dead worker's job: re-enqueued (`true`) or moved
@@ -88,7 +94,8 @@ pub struct TaskServerConfig {
     pub retry_stuck_jobs: bool,
     /// The log level of each worker or scheduler event by its name
     /// (`start`, `end`, `poll`, `job`, `success`, `failure`, `skipped`,
-    /// `re_enqueue`, `error`, `pause`, `ping`, `cleaning_worker`, `leader`,
+    /// `re_enqueue`, `error`, `pause`, `ping`, `cleaning_worker`,
+    /// `multi_worker_action`, `leader`,
     /// `follower`, `transferred_job`, `promotion_failed`,
     /// `clean_stuck_worker`, `cron_fired`); unnamed events use the defaults
     /// of [`TaskServerConfig::log_level`].
@@ -111,6 +118,7 @@ impl std::fmt::Debug for TaskServerConfig {
             min_task_processors,
             max_task_processors,
             check_timeout_ms,
+            max_event_loop_delay_ms,
             stuck_worker_timeout_ms,
             retry_stuck_jobs,
             log_levels,
@@ -124,6 +132,7 @@ impl std::fmt::Debug for TaskServerConfig {
             .field("min_task_processors", min_task_processors)
             .field("max_task_processors", max_task_processors)
             .field("check_timeout_ms", check_timeout_ms)
+            .field("max_event_loop_delay_ms", max_event_loop_delay_ms)
             .field("stuck_worker_timeout_ms", stuck_worker_timeout_ms)
             .field("retry_stuck_jobs", retry_stuck_jobs)
             .field("log_levels", log_levels)
@@ -155,6 +164,7 @@ impl Default for TaskServerConfig {
             min_task_processors: 0,
             max_task_processors: 0,
             check_timeout_ms: 500,
+            max_event_loop_delay_ms: 5,
             stuck_worker_timeout_ms: 3_600_000,
             retry_stuck_jobs: false,
             log_levels: BTreeMap::new(),
@@ -240,6 +250,11 @@ impl TaskServerConfig {
     /// The pool's scaling interval.
     pub fn check_timeout(&self) -> Duration {
         Duration::from_millis(self.check_timeout_ms)
+    }
+
+    /// The pool's lag limit (`max_event_loop_delay_ms`).
+    pub fn max_event_loop_delay(&self) -> Duration {
+        Duration::from_millis(self.max_event_loop_delay_ms)
     }
 
     /// The stuck-worker timeout.

@@ -8,6 +8,7 @@
 
 use crate::backend::{Cleaned, WorkerId};
 use crate::job::Job;
+use crate::pool::ScaleAction;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,7 +65,10 @@ pub enum WorkerEvent {
         worker: String,
         /// The queue it came from.
         queue: String,
-        /// The raw payload (it may not decode).
+        /// The job, as in `job` and `success`; `None` when the payload
+        /// does not decode (then `exception` is `PayloadError`).
+        job: Option<Arc<Job>>,
+        /// The raw payload, exactly as stored.
         payload: String,
         /// The error kind (`Error`, `PayloadError`, `Panic`, …).
         exception: String,
@@ -118,6 +122,21 @@ pub enum WorkerEvent {
         worker: String,
         /// The ping time, epoch ms.
         at_ms: i64,
+    },
+    /// A pool's scaling check (node-resque's `multiWorkerAction`),
+    /// published when it starts or stops a worker, and when it holds
+    /// because the runtime lags. Its name for `log_levels` is
+    /// `multi_worker_action`.
+    PoolAction {
+        /// What the pool did.
+        action: ScaleAction,
+        /// How many workers it runs after that.
+        workers: usize,
+        /// How late its check timer fired: the runtime's scheduling delay.
+        event_loop_delay: Duration,
+        /// Whether that is above the pool's `max_event_loop_delay`, so it
+        /// starts no worker beyond `min`.
+        lagging: bool,
     },
     /// At start-up the worker found an earlier registration under its own
     /// name (a previous crash) and cleaned it, re-enqueueing its job.
@@ -222,6 +241,7 @@ impl WorkerEvent {
             WorkerEvent::Pause { .. } => "pause",
             WorkerEvent::Ping { .. } => "ping",
             WorkerEvent::CleaningWorker { .. } => "cleaning_worker",
+            WorkerEvent::PoolAction { .. } => "multi_worker_action",
         }
     }
 }

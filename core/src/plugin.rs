@@ -74,6 +74,8 @@ pub struct PerformContext<'a> {
     /// In `after_perform`: the task's result, if it succeeded.
     pub result: Option<Value>,
     pub(crate) counted: bool,
+    /// Counts this context's plugins added to the worker's own counters.
+    pub(crate) plugin_counts: i64,
     pub(crate) notes: HashMap<String, String>,
     pub(crate) events: Option<&'a broadcast::Sender<WorkerEvent>>,
 }
@@ -90,6 +92,7 @@ impl<'a> PerformContext<'a> {
             error: None,
             result: None,
             counted: true,
+            plugin_counts: 0,
             notes: HashMap::new(),
             events: None,
         }
@@ -112,9 +115,24 @@ impl<'a> PerformContext<'a> {
     }
 
     /// Stops the worker from counting this run in `processed`/`failed`: the
-    /// plugin did its own accounting (as Retry does).
+    /// plugin did its own accounting. A plugin that counts the run on the
+    /// worker's own counters should use [`PerformContext::count_failed`]
+    /// instead, which a multi-slot worker's lost-reply recovery relies on.
     pub fn skip_counters(&mut self) {
         self.counted = false;
+    }
+
+    /// Counts this run as one failure, globally and for this worker
+    /// (`failed` and `failed:<worker>`), without a failed-list entry, and
+    /// stops the worker from counting it again: what Retry does for an
+    /// attempt it re-enqueues.
+    pub async fn count_failed(&mut self) -> Result<()> {
+        let backend = self.client.backend();
+        backend.incr_stat("failed", 1).await?;
+        backend.incr_stat(&format!("failed:{}", self.worker), 1).await?;
+        self.plugin_counts += 1;
+        self.counted = false;
+        Ok(())
     }
 
     /// Whether the worker will count this run.

@@ -10,15 +10,21 @@
 //! await the result; keep `max` at or below the number of cores you want to
 //! give to jobs. The pool scales on backlog and on how many workers are
 //! busy, so blocking work cannot make it spawn without bound: `max` caps it.
+//! And like node-resque's MultiWorker it adds no worker while the runtime
+//! lags: when a timer of its own fired more than
+//! [`PoolConfig::max_event_loop_delay`] late since its last check (a thread
+//! held by blocking work), it holds instead of growing (`min` is still
+//! kept).
 
 use crate::backend::Backend;
 use crate::error::Result;
-use crate::event::{WorkerEvent, EVENT_CAPACITY};
-use crate::shutdown::run_with_shutdown;
+use crate::event::{emit, emit_with, WorkerEvent, EVENT_CAPACITY};
+use crate::shutdown::{run_with_shutdown, AbortOnDrop};
 use crate::task::Tasks;
 use crate::worker::{Worker, WorkerConfig};
+use futures_util::FutureExt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -34,6 +40,12 @@ pub struct PoolConfig {
     pub max: usize,
     /// How often the pool decides whether to scale (one step per check).
     pub check_interval: Duration,
+    /// The runtime counts as lagging when a timer of the pool (its check,
+    /// or a probe that sleeps a fifth of `check_interval`, at most 50 ms)
+    /// fired later than this within the last two checks (node-resque's
+    /// `maxEventLoopDelay`, ActionHero's default 5 ms); a lagging pool
+    /// starts no worker beyond `min`.
+    pub max_event_loop_delay: Duration,
     /// The settings every worker gets; `name` is used as a prefix, each
     /// worker's name is `<prefix>+<n>` (by default `host:pid+n`).
     pub worker: WorkerConfig,
@@ -45,30 +57,10 @@ impl Default for PoolConfig {
             min: 1,
             max: 10,
             check_interval: Duration::from_millis(500),
+            max_event_loop_delay: Duration::from_millis(5),
             worker: WorkerConfig::default(),
         }
     }
-}
-
-/// Removes the members that have ended; returns the first permanent backend
-/// error one of them ended with (a worker that ended otherwise is simply
-/// replaced).
-async fn reap(members: &mut Vec<Member>) -> Option<crate::Error> {
-    let mut fatal = None;
-    let mut i = 0;
-    while i < members.len() {
-        if !members[i].handle.is_finished() {
-            i += 1;
-            continue;
-        }
-        let m = members.remove(i);
-        if let Ok(Err(e)) = m.handle.await {
-            if e.is_permanent() && fatal.is_none() {
-                fatal = Some(e);
-            }
-        }
-    }
-    fatal
 }
 
 /// A scaling decision, as node-resque's `multiWorkerAction` verbs.
@@ -97,6 +89,7 @@ pub fn decide(workers: usize, busy: usize, backlog: u64, min: usize, max: usize)
 }
 
 struct Member {
+    name: String,
     stop: CancellationToken,
     busy: Arc<AtomicBool>,
     handle: JoinHandle<Result<()>>,
@@ -143,6 +136,14 @@ impl WorkerPool {
     }
 
     /// Runs until `shutdown` completes, then stops every worker gracefully.
+    ///
+    /// Like every run method (`Worker`, `Scheduler`, `TaskServer`), it
+    /// borrows, so [`WorkerPool::size`] and [`WorkerPool::subscribe`] work
+    /// while it runs. Dropping the future stops the pool too: each worker
+    /// is told to stop as at shutdown and does so gracefully on its own
+    /// task (it gives its in-flight job `shutdown_timeout`, then
+    /// unregisters), but nothing waits for them. The graceful path that
+    /// waits is `shutdown`.
     pub async fn run<F>(&self, shutdown: F) -> Result<()>
     where
         F: Future<Output = ()> + Send,
@@ -156,6 +157,10 @@ impl WorkerPool {
     /// [`crate::Error::is_permanent`]) stops the pool: the other workers stop
     /// gracefully and this returns that error.
     pub async fn run_until(&self, shutdown: CancellationToken) -> Result<()> {
+        // Every worker's stop token is a child of this one, cancelled when
+        // this future ends or is dropped.
+        let all = CancellationToken::new();
+        let _stop_all_on_drop = all.clone().drop_guard();
         let mut members: Vec<Member> = Vec::new();
         // Workers told to stop by a shrink, finishing their last job.
         let mut retiring: Vec<Member> = Vec::new();
@@ -163,11 +168,21 @@ impl WorkerPool {
         let wildcard = queues_of_interest.is_empty() || queues_of_interest.iter().any(|q| q == "*");
         let mut tick = tokio::time::interval(self.config.check_interval.max(Duration::from_millis(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // How late the check timer fired last time, and the probe's
+        // latest lateness since the last check: the runtime's lag.
+        let mut lag = Duration::ZERO;
+        let mut lagged_at: Option<tokio::time::Instant> = None;
+        let probe_lag = Arc::new(AtomicU64::new(0));
+        let _probe = AbortOnDrop(tokio::spawn(probe(
+            (self.config.check_interval / 5).clamp(Duration::from_millis(1), Duration::from_millis(50)),
+            Arc::clone(&probe_lag),
+        )));
         // A permanent backend error one worker stopped with stops the pool.
         let mut fatal = None;
         while !shutdown.is_cancelled() {
             // Reap workers that ended on their own (they only do on error).
-            if let Some(e) = reap(&mut members).await.or(reap(&mut retiring).await) {
+            let ended_on = self.reap(&mut members, false);
+            if let Some(e) = ended_on.or(self.reap(&mut retiring, true)) {
                 fatal = Some(e);
                 break;
             }
@@ -178,8 +193,21 @@ impl WorkerPool {
                 }
             }
             let backlog = self.backlog(&queues_of_interest).await;
-            match decide(members.len(), busy, backlog, self.config.min, self.config.max) {
-                ScaleAction::Grow => members.push(self.spawn_member()),
+            let mut action = decide(members.len(), busy, backlog, self.config.min, self.config.max);
+            lag = lag.max(Duration::from_micros(probe_lag.swap(0, Ordering::AcqRel)));
+            // A lag counts for two check intervals: a check that happens to
+            // fall between two stretches of blocking work still holds.
+            if lag > self.config.max_event_loop_delay {
+                lagged_at = Some(tokio::time::Instant::now());
+            }
+            let lagging = lagged_at.is_some_and(|t| t.elapsed() < self.config.check_interval * 2);
+            if lagging && action == ScaleAction::Grow && members.len() >= self.config.min {
+                action = ScaleAction::Hold;
+                tracing::debug!(target: "resq::worker", workers = members.len(), busy, backlog,
+                    ?lag, "pool holds: the runtime lags");
+            }
+            match action {
+                ScaleAction::Grow => members.push(self.spawn_member(&all)),
                 ScaleAction::Shrink => {
                     if let Some(m) = members.pop() {
                         // It finishes its job on its own; scaling does not wait for it.
@@ -189,16 +217,27 @@ impl WorkerPool {
                 }
                 ScaleAction::Hold => {}
             }
+            if action != ScaleAction::Hold || lagging {
+                emit_with(&self.events, || WorkerEvent::PoolAction {
+                    action,
+                    workers: members.len(),
+                    event_loop_delay: lag,
+                    lagging,
+                });
+            }
             self.size.store(members.len(), Ordering::Release);
-            tracing::trace!(target: "resq::worker", workers = members.len(), busy, backlog, "pool check");
+            tracing::trace!(target: "resq::worker", workers = members.len(), busy, backlog, ?lag, "pool check");
+            let waiting_since = tokio::time::Instant::now();
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                _ = tick.tick() => {}
+                due = tick.tick() => {
+                    // A tick already due when the wait began measures the
+                    // check's own time, not the runtime's lag.
+                    lag = tokio::time::Instant::now().saturating_duration_since(due.max(waiting_since));
+                }
             }
         }
-        for m in &members {
-            m.stop.cancel();
-        }
+        all.cancel();
         let mut first_err = None;
         for m in members.into_iter().chain(retiring) {
             match m.handle.await {
@@ -218,6 +257,45 @@ impl WorkerPool {
         }
     }
 
+    /// Drops the members whose tasks have ended, logging (and publishing
+    /// as an `error` event) each that ended abnormally: with an error, a
+    /// panic, or, unless it was `retiring`, at all. Returns the first
+    /// permanent backend error a member ended with.
+    fn reap(&self, members: &mut Vec<Member>, retiring: bool) -> Option<crate::Error> {
+        let mut fatal = None;
+        members.retain_mut(|m| {
+            if !m.handle.is_finished() {
+                return true;
+            }
+            let why = match (&mut m.handle).now_or_never() {
+                Some(Ok(Ok(()))) if retiring => None,
+                Some(Ok(Ok(()))) => Some("ended without being told to stop".to_owned()),
+                Some(Ok(Err(e))) => {
+                    let why = format!("ended abnormally with an error: {e}");
+                    if e.is_permanent() && fatal.is_none() {
+                        fatal = Some(e);
+                    }
+                    Some(why)
+                }
+                Some(Err(join)) => Some(format!("ended abnormally: {join}")),
+                // `is_finished` said it had ended; keep it until it has.
+                None => return true,
+            };
+            if let Some(why) = why {
+                tracing::error!(target: "resq::worker", worker = %m.name, "pool worker {why}");
+                emit(
+                    &self.events,
+                    WorkerEvent::Error {
+                        worker: m.name.clone(),
+                        error: format!("the worker's task {why}"),
+                    },
+                );
+            }
+            false
+        });
+        fatal
+    }
+
     async fn backlog(&self, queues: &[String]) -> u64 {
         let mut total = 0u64;
         for q in queues {
@@ -228,7 +306,7 @@ impl WorkerPool {
         total
     }
 
-    fn spawn_member(&self) -> Member {
+    fn spawn_member(&self, all: &CancellationToken) -> Member {
         let mut config = self.config.worker.clone();
         config.name = Some(match &self.config.worker.name {
             Some(prefix) => format!(
@@ -244,9 +322,28 @@ impl WorkerPool {
             self.events.clone(),
         );
         let busy = worker.busy_flag();
-        let stop = CancellationToken::new();
-        let handle = tokio::spawn(worker.run_until(stop.clone()));
-        Member { stop, busy, handle }
+        let name = worker.name().to_owned();
+        let stop = all.child_token();
+        let token = stop.clone();
+        let handle = tokio::spawn(async move { worker.run_until(token).await });
+        Member {
+            name,
+            stop,
+            busy,
+            handle,
+        }
+    }
+}
+
+/// Sleeps `interval` again and again, keeping in `late` (µs) the most any
+/// sleep overran since the pool last took it: how long the runtime could
+/// not poll this task (node-resque's event-loop delay probe).
+async fn probe(interval: Duration, late: Arc<AtomicU64>) {
+    loop {
+        let start = tokio::time::Instant::now();
+        tokio::time::sleep(interval).await;
+        let over = start.elapsed().saturating_sub(interval);
+        late.fetch_max(u64::try_from(over.as_micros()).unwrap_or(u64::MAX), Ordering::AcqRel);
     }
 }
 

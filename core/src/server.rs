@@ -103,6 +103,7 @@ impl TaskServer {
                 min: config.min_workers(),
                 max: config.max_task_processors,
                 check_interval: config.check_timeout(),
+                max_event_loop_delay: config.max_event_loop_delay(),
                 worker: WorkerConfig {
                     queues: config.queues.clone(),
                     poll_interval: config.timeout(),
@@ -158,6 +159,13 @@ impl TaskServer {
 
     /// Runs until `shutdown` completes, then stops the pool and the
     /// scheduler gracefully.
+    ///
+    /// Like every run method (`Worker`, `WorkerPool`, `Scheduler`), it
+    /// borrows, so [`TaskServer::queue`], [`TaskServer::pool`] and the
+    /// subscriptions work while it runs. Dropping the future stops the
+    /// node as well: the pool's workers are told to stop and finish on
+    /// their own tasks (see [`WorkerPool::run`]); the scheduler simply
+    /// stops polling (its leadership expires with its TTL).
     pub async fn run<F>(&self, shutdown: F) -> Result<()>
     where
         F: Future<Output = ()> + Send,
@@ -449,6 +457,12 @@ fn worker_detail(e: &WorkerEvent) -> String {
         WorkerEvent::Error { worker, error, .. } => format!("worker={worker} error={error:?}"),
         WorkerEvent::Ping { worker, at_ms, .. } => format!("worker={worker} at_ms={at_ms}"),
         WorkerEvent::CleaningWorker { worker, cleaned, .. } => format!("worker={worker} {}", cleaned_detail(cleaned)),
+        WorkerEvent::PoolAction {
+            action,
+            workers,
+            event_loop_delay,
+            lagging,
+        } => format!("action={action:?} workers={workers} event_loop_delay={event_loop_delay:?} lagging={lagging}"),
     }
 }
 

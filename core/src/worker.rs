@@ -60,8 +60,11 @@ pub struct WorkerConfig {
     /// The worker's name; `None` picks a unique `host:pid+n`. Two live
     /// workers must never share a name.
     pub name: Option<String>,
-    /// Queues in priority order. `*` (or an empty list) means every known
-    /// queue, re-read as queues appear, in name order.
+    /// Queues in priority order. `*` stands for every other known queue,
+    /// in name order, re-read as queues appear: `["critical", "*"]` works
+    /// `critical` first, then all the rest; `*` alone (or an empty list)
+    /// means every queue in name order. The worker registers the list as
+    /// given (`critical,*`; `*` alone or empty: `*`).
     pub queues: Vec<String>,
     /// How long an idle worker waits for a job before polling again. Backends
     /// that can wake a waiting worker (memory, Redis, Postgres) do so at once.
@@ -111,6 +114,30 @@ impl WorkerConfig {
     fn is_wildcard(&self) -> bool {
         self.queues.is_empty() || self.queues.iter().any(|q| q == "*")
     }
+
+    /// The queues to poll, in priority order, given every known queue: the
+    /// listed ones in their order, with `*` standing for all the others
+    /// in name order.
+    fn expand_queues(&self, mut known: Vec<String>) -> Vec<String> {
+        if self.queues.iter().all(|q| q == "*") {
+            known.sort_unstable();
+            return known;
+        }
+        let listed: HashSet<&str> = self.queues.iter().map(String::as_str).filter(|q| *q != "*").collect();
+        known.retain(|q| !listed.contains(q.as_str()));
+        known.sort_unstable();
+        let mut others = Some(known);
+        let mut out = Vec::with_capacity(self.queues.len());
+        for q in &self.queues {
+            if q == "*" {
+                // Only the first `*` stands for the others.
+                out.extend(others.take().into_iter().flatten());
+            } else if !out.contains(q) {
+                out.push(q.clone());
+            }
+        }
+        out
+    }
 }
 
 /// Runs jobs. Build it, [`subscribe`](Worker::subscribe) to its events if you
@@ -125,7 +152,8 @@ impl WorkerConfig {
 /// tasks.register_fn("add", |(a, b): (i64, i64), _ctx: JobContext| async move { Ok::<_, TaskError>(a + b) })?;
 /// let worker = Worker::new(backend, Arc::new(tasks), WorkerConfig::for_queues(["math"]));
 /// let stop = tokio_util::sync::CancellationToken::new();
-/// let running = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+/// let shutdown = stop.clone().cancelled_owned();
+/// let running = tokio::spawn(async move { worker.run(shutdown).await });
 /// // … later:
 /// stop.cancel();
 /// running.await.expect("worker task")?;
@@ -138,8 +166,9 @@ pub struct Worker {
     id: WorkerId,
     events: broadcast::Sender<WorkerEvent>,
     busy: Arc<AtomicBool>,
-    /// Cancelled by the shutdown or by a permanent backend error.
-    halt: CancellationToken,
+    /// The running loop's stop token, a child of the caller's shutdown
+    /// token: cancelled by it or by a permanent backend error.
+    halt: std::sync::Mutex<CancellationToken>,
     /// The permanent backend error that stopped the worker.
     fatal: std::sync::Mutex<Option<Error>>,
 }
@@ -165,7 +194,7 @@ impl Worker {
         events: broadcast::Sender<WorkerEvent>,
     ) -> Self {
         let name = config.name.clone().unwrap_or_else(unique_name);
-        let registered_queues = if config.is_wildcard() {
+        let registered_queues = if config.queues.iter().all(|q| q == "*") {
             vec!["*".to_owned()]
         } else {
             config.queues.clone()
@@ -178,7 +207,7 @@ impl Worker {
             id,
             events,
             busy: Arc::new(AtomicBool::new(false)),
-            halt: CancellationToken::new(),
+            halt: std::sync::Mutex::new(CancellationToken::new()),
             fatal: std::sync::Mutex::new(None),
         }
     }
@@ -206,7 +235,15 @@ impl Worker {
     /// Runs until `shutdown` completes, then stops gracefully: no new
     /// claims, the in-flight job gets `shutdown_timeout` to finish, and the
     /// worker unregisters.
-    pub async fn run<F>(self, shutdown: F) -> Result<()>
+    ///
+    /// Like every run method (`WorkerPool`, `Scheduler`, `TaskServer`), it
+    /// borrows, so the worker can be inspected and subscribed to while it
+    /// runs; move it into the task that runs it (`async move { w.run(..).await }`).
+    /// Do not run one worker twice at once: both would use its one name.
+    /// Dropping the future stops the worker at once, as a crash would: its
+    /// registration and any in-flight job stay for the stuck-worker
+    /// clean-up (nothing it spawned outlives the future).
+    pub async fn run<F>(&self, shutdown: F) -> Result<()>
     where
         F: Future<Output = ()> + Send,
     {
@@ -219,10 +256,10 @@ impl Worker {
     /// A permanent one (see [`Error::is_permanent`]), such as refused
     /// credentials or a missing schema, is logged once at ERROR and stops the
     /// worker as a shutdown would; `run` then returns that error.
-    pub async fn run_until(mut self, shutdown: CancellationToken) -> Result<()> {
+    pub async fn run_until(&self, shutdown: CancellationToken) -> Result<()> {
         // A permanent backend error cancels this token too.
-        self.halt = shutdown.child_token();
-        let shutdown = self.halt.clone();
+        let shutdown = shutdown.child_token();
+        *self.halt.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = shutdown.clone();
         if self.config.concurrency > 1 {
             return self.run_slots(shutdown).await;
         }
@@ -272,7 +309,7 @@ impl Worker {
                 if stale {
                     match self.backend.queues().await {
                         Ok(q) => {
-                            queues = q;
+                            queues = self.config.expand_queues(q);
                             queues_read = Some(Instant::now());
                         }
                         Err(e) => {
@@ -344,7 +381,7 @@ impl Worker {
 
     /// The multi-slot loop (`concurrency > 1`): one claim and one completion
     /// round trip serve every slot that is ready.
-    async fn run_slots(self, shutdown: CancellationToken) -> Result<()> {
+    async fn run_slots(&self, shutdown: CancellationToken) -> Result<()> {
         let slots: Vec<WorkerId> = (1..=self.config.concurrency)
             .map(|i| WorkerId {
                 name: format!("{}.{i}", self.id.name),
@@ -409,7 +446,11 @@ impl Worker {
             if !uncertain && !book.done.is_empty() {
                 let current = !wildcard || queues_read.is_some_and(|t| t.elapsed() < Duration::from_secs(1));
                 if current && !queues.is_empty() && !stopping {
-                    let ids = book.ids(book.idle.iter().chain(&book.done_slots));
+                    // A slot whose job was discarded claims in the next
+                    // round: a discard moves no counter, so after a lost
+                    // reply only the absence of a new claim tells whether
+                    // it was recorded (see `settle`).
+                    let ids = book.ids(book.idle.iter().chain(book.reclaiming()));
                     round_at = Arc::from(js_date_string_now());
                     match self
                         .backend
@@ -469,7 +510,7 @@ impl Worker {
                 if wildcard && queues_read.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                     match self.backend.queues().await {
                         Ok(q) => {
-                            queues = q;
+                            queues = self.config.expand_queues(q);
                             queues_read = Some(Instant::now());
                         }
                         Err(e) => self.backend_error(e),
@@ -587,7 +628,7 @@ impl Worker {
         // Slots unregister a few at a time: each is its own atomic clean,
         // and a few in flight keep a small connection pool usable by others.
         let mut result = Ok(());
-        let this = &self;
+        let this = self;
         let mut unregistering = futures_util::stream::iter(book.slots.iter().cloned())
             .map(move |id| async move { this.unregister(&id).await })
             .buffer_unordered(UNREGISTER_CONCURRENCY);
@@ -628,10 +669,12 @@ impl Worker {
     ///   and `run_at`) is either unchanged or recorded and given a job with
     ///   the same bytes in the same second (Resque payloads carry no id).
     ///   The slot's own counters tell: `counted` holds how many successes
-    ///   and failures this worker has recorded for each slot, and a stored
-    ///   count above it means the lost round recorded this one too. A
-    ///   discarded outcome counts nothing; that slot's record is run again
-    ///   rather than risk losing a job.
+    ///   and failures this worker has recorded for each slot (including
+    ///   what plugins counted there themselves, such as Retry's re-enqueued
+    ///   attempts), and a stored count above it means the lost round
+    ///   recorded this one too. A discarded outcome counts nothing, but its
+    ///   slot claims nothing in the same round, so its claim's record still
+    ///   there means the discard is still to be recorded.
     async fn settle(&self, book: &mut SlotBook) -> Result<Vec<(usize, Claimed)>> {
         let order: Vec<usize> = book.idle.iter().chain(book.done_slots.iter()).copied().collect();
         let ids: Vec<WorkerId> = order.iter().filter_map(|&i| book.slots.get(i).cloned()).collect();
@@ -666,7 +709,10 @@ impl Worker {
                     book.count(slot, o);
                     true
                 }
-                Some(Outcome::Discard) => true,
+                // A discarding slot claimed nothing in that round
+                // (`reclaiming`): its claim's record still there means the
+                // discard was not recorded.
+                Some(Outcome::Discard) => false,
                 Some(o) => {
                     if stored.is_none() {
                         stored = Some(self.backend.stats().await?.into_iter().collect());
@@ -842,7 +888,10 @@ impl Worker {
             },
         );
         *fatal = Some(e);
-        self.halt.cancel();
+        self.halt
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .cancel();
     }
 
     /// True once a permanent backend error has stopped the worker.
@@ -879,8 +928,8 @@ impl Worker {
     }
 
     async fn perform(&self, claimed: Claimed, shutdown: &CancellationToken) {
-        let job = run_job(self.client.clone(), self.events.clone(), self.id.name.clone(), claimed);
-        // The job runs on this worker's own task (no spawn per job): `run_job`
+        let job = execute(self.client.clone(), self.events.clone(), self.id.name.clone(), claimed);
+        // The job runs on this worker's own task (no spawn per job): `execute`
         // catches panics, and dropping it at the deadline cancels it.
         tokio::pin!(job);
         let grace = self.config.shutdown_timeout;
@@ -889,7 +938,7 @@ impl Worker {
             tokio::time::sleep(grace).await;
         };
         tokio::select! {
-            outcome = &mut job => self.complete(&self.id, outcome, shutdown).await,
+            ran = &mut job => self.complete(&self.id, ran.outcome, shutdown).await,
             _ = deadline => {
                 self.error(&format!(
                     "a job did not finish within the shutdown timeout of {grace:?}: aborted and put back on its queue"
@@ -942,7 +991,7 @@ impl Worker {
 }
 
 /// A slot's running job: resolves to the slot and the job's outcome.
-type SlotJob = Pin<Box<dyn Future<Output = (usize, Outcome)> + Send>>;
+type SlotJob = Pin<Box<dyn Future<Output = (usize, Ran)> + Send>>;
 
 /// A multi-slot worker's bookkeeping: which slots are idle, which have
 /// finished jobs whose outcomes are not recorded yet, what each slot's last
@@ -980,12 +1029,26 @@ impl SlotBook {
         which.filter_map(|&i| self.slots.get(i).cloned()).collect()
     }
 
-    /// A slot's job finished with this outcome.
-    fn finished(&mut self, (slot, outcome): (usize, Outcome)) {
+    /// A slot's job finished with this outcome. What its plugins counted
+    /// on the slot's own counters is stored already, so it counts now.
+    fn finished(&mut self, (slot, ran): (usize, Ran)) {
+        if let Some(c) = self.counted.get_mut(slot) {
+            *c += ran.plugin_counts;
+        }
         if let Some(id) = self.slots.get(slot) {
-            self.done.push((id.clone(), outcome));
+            self.done.push((id.clone(), ran.outcome));
             self.done_slots.push(slot);
         }
+    }
+
+    /// The slots that claim in the same round as their outcome is
+    /// recorded: all but those whose job was discarded (see `recorded`).
+    fn reclaiming(&self) -> impl Iterator<Item = &usize> {
+        self.done_slots
+            .iter()
+            .zip(&self.done)
+            .filter(|(_, (_, outcome))| !matches!(outcome, Outcome::Discard))
+            .map(|(slot, _)| slot)
     }
 
     fn set_held(&mut self, slot: usize, held: Option<Held>) {
@@ -1003,15 +1066,23 @@ impl SlotBook {
         }
     }
 
-    /// Every outcome in `done` was recorded: their slots are idle again.
+    /// Every outcome in `done` was recorded: their slots are idle again,
+    /// the `reclaiming` ones first, in order (a round's claims index into
+    /// `idle`), then those whose job was discarded.
     fn recorded(&mut self) {
         let done = std::mem::take(&mut self.done);
         let slots = std::mem::take(&mut self.done_slots);
+        let mut discarded = Vec::new();
         for ((_, outcome), &slot) in done.iter().zip(&slots) {
             self.count(slot, outcome);
             self.set_held(slot, None);
+            if matches!(outcome, Outcome::Discard) {
+                discarded.push(slot);
+            } else {
+                self.idle.push(slot);
+            }
         }
-        self.idle.extend(slots);
+        self.idle.extend(discarded);
         // Keep the allocations for the next round.
         self.done = done;
         self.done.clear();
@@ -1050,6 +1121,23 @@ impl Held {
 /// outcomes before leaving their jobs to the unregistration.
 const STOP_ATTEMPTS: u32 = 10;
 
+/// A job's outcome, and how many `processed`/`failed` counts its plugins
+/// added to the worker's own counters themselves (Retry's re-enqueued
+/// attempts, through [`PerformContext::count_failed`]).
+struct Ran {
+    outcome: Outcome,
+    plugin_counts: i64,
+}
+
+impl Ran {
+    fn of(outcome: Outcome) -> Self {
+        Ran {
+            outcome,
+            plugin_counts: 0,
+        }
+    }
+}
+
 /// Runs a slot's job on a task of its own and resolves to its outcome.
 ///
 /// Slot jobs must not run on the worker's task: while that task awaits a
@@ -1057,129 +1145,163 @@ const STOP_ATTEMPTS: u32 = 10;
 /// stall, and a job stalled mid-call holds its pooled connection, so with a
 /// small pool (PostgreSQL) the worker's own call would wait for a
 /// connection that only the stalled job can give back. Dropping the
-/// returned future (at the shutdown deadline) aborts the job's task. A
-/// panic that escapes the job (from a plugin hook) becomes a failure.
+/// returned future (at the shutdown deadline) aborts the job's task. The
+/// job runs through [`execute`], the one path both worker modes share.
 fn spawn_slot_job(
     client: Queue,
     events: broadcast::Sender<WorkerEvent>,
     worker: String,
     claimed: Claimed,
-) -> impl Future<Output = Outcome> + Send {
+) -> impl Future<Output = Ran> + Send {
     let payload = claimed.clone();
     let name = worker.clone();
     let task_events = events.clone();
-    let handle = AbortOnDrop(tokio::spawn(run_job(client, task_events, worker, claimed)));
+    let handle = AbortOnDrop(tokio::spawn(execute(client, task_events, worker, claimed)));
     async move {
         let mut handle = handle;
         match (&mut handle.0).await {
-            Ok(outcome) => outcome,
+            Ok(ran) => ran,
+            // `execute` catches panics; this is a task cancelled by the runtime.
             Err(e) => {
                 let failure = Failure::new("Panic", format!("the job's task ended abnormally: {e}"));
-                failure_outcome(&events, &name, &payload, failure, Instant::now())
+                Ran::of(failure_outcome(&events, &name, &payload, None, failure, Instant::now()))
             }
         }
     }
 }
 
-/// Runs one claimed job to its outcome: decodes it, finds its task, runs
-/// its plugins' `before_perform` hooks, the task (panics caught), the
-/// periodic re-enqueue, and the `after_perform` hooks, and reports `job`,
-/// `success` or `failure`. An undecodable payload or an unknown class is a
-/// failure, never a panic.
-async fn run_job(client: Queue, events: broadcast::Sender<WorkerEvent>, worker: String, claimed: Claimed) -> Outcome {
+/// The text of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// Polls `f` to its end, catching a panic as its message.
+async fn guarded<F: Future>(f: F) -> std::result::Result<F::Output, String> {
+    std::panic::AssertUnwindSafe(f)
+        .catch_unwind()
+        .await
+        .map_err(|panic| panic_message(&*panic))
+}
+
+/// Runs one claimed job to its outcome: the one job-execution path of both
+/// worker modes. A panic anywhere in the job's life (a plugin hook, the
+/// task, the periodic re-arm) fails that job, with the place it panicked
+/// as the reason; it never reaches the worker.
+async fn execute(client: Queue, events: broadcast::Sender<WorkerEvent>, worker: String, claimed: Claimed) -> Ran {
+    let started = Instant::now();
+    match guarded(run_job(&client, &events, &worker, &claimed)).await {
+        Ok(ran) => ran,
+        // Every stage is guarded on its own; this catches the rest.
+        Err(message) => {
+            let failure = Failure::new("Panic", format!("the job panicked: {message}"));
+            Ran::of(failure_outcome(&events, &worker, &claimed, None, failure, started))
+        }
+    }
+}
+
+/// Decodes the job, finds its task, runs its plugins' `before_perform`
+/// hooks, the task, the periodic re-enqueue, and the `after_perform` hooks,
+/// each with its panics caught, and reports `job`, `success` or `failure`.
+/// An undecodable payload or an unknown class is a failure, never a panic.
+async fn run_job(client: &Queue, events: &broadcast::Sender<WorkerEvent>, worker: &str, claimed: &Claimed) -> Ran {
     let started = Instant::now();
     let job = match Job::decode(&claimed.payload) {
         Ok(job) => Arc::new(job),
         Err(e) => {
-            return failure_outcome(
-                &events,
-                &worker,
-                &claimed,
-                Failure::new(PAYLOAD_ERROR, e.to_string()),
-                started,
-            );
+            let failure = Failure::new(PAYLOAD_ERROR, e.to_string());
+            return Ran::of(failure_outcome(events, worker, claimed, None, failure, started));
         }
     };
     let Some(def) = client.tasks().and_then(|t| t.get(&job.class)).cloned() else {
         let failure = Failure::new("Error", format!("No job defined for class \"{}\"", job.class));
-        return failure_outcome(&events, &worker, &claimed, failure, started);
+        return Ran::of(failure_outcome(events, worker, claimed, Some(&job), failure, started));
     };
     tracing::debug!(target: "resq::worker", %worker, queue = %claimed.queue, class = %job.class, "job");
-    emit_with(&events, || WorkerEvent::Job {
-        worker: worker.clone(),
+    emit_with(events, || WorkerEvent::Job {
+        worker: worker.to_owned(),
         queue: claimed.queue.clone(),
         job: Arc::clone(&job),
     });
-    let mut hooks = PerformContext::new(&client, &worker, &claimed.queue, Arc::clone(&job));
-    hooks.events = Some(&events);
+    let mut hooks = PerformContext::new(client, worker, &claimed.queue, Arc::clone(&job));
+    hooks.events = Some(events);
     for plugin in def.plugins() {
         hooks.options = def.options_for(plugin.name());
-        match plugin.before_perform(&mut hooks).await {
-            Ok(true) => {}
-            Ok(false) => {
+        let failure = match guarded(plugin.before_perform(&mut hooks)).await {
+            Ok(Ok(true)) => continue,
+            Ok(Ok(false)) => {
                 tracing::debug!(target: "resq::worker", %worker, queue = %claimed.queue, class = %job.class,
                     plugin = plugin.name(), "skipped by plugin");
-                emit_with(&events, || WorkerEvent::Skipped {
-                    worker: worker.clone(),
+                emit_with(events, || WorkerEvent::Skipped {
+                    worker: worker.to_owned(),
                     queue: claimed.queue.clone(),
                     job: Arc::clone(&job),
                     plugin: plugin.name().to_owned(),
                 });
-                return Outcome::Discard;
+                return Ran {
+                    outcome: Outcome::Discard,
+                    plugin_counts: hooks.plugin_counts,
+                };
             }
-            Err(e) => {
-                let failure = Failure::new("PluginError", format!("{} before_perform: {e}", plugin.name()));
-                return failure_outcome(&events, &worker, &claimed, failure, started);
-            }
-        }
+            Ok(Err(e)) => Failure::new("PluginError", format!("{} before_perform: {e}", plugin.name())),
+            Err(panic) => Failure::new("Panic", format!("{} before_perform panicked: {panic}", plugin.name())),
+        };
+        let job = Arc::clone(&hooks.job);
+        let outcome = failure_outcome(events, worker, claimed, Some(&job), failure, started);
+        return Ran {
+            outcome,
+            plugin_counts: hooks.plugin_counts,
+        };
     }
     let job = Arc::clone(&hooks.job);
     let ctx = JobContext {
-        worker: worker.clone(),
+        worker: worker.to_owned(),
         queue: claimed.queue.clone(),
         job: Arc::clone(&job),
     };
-    let run = std::panic::AssertUnwindSafe(def.code().call(ctx));
-    match futures_util::FutureExt::catch_unwind(run).await {
+    match guarded(def.code().call(ctx)).await {
         Ok(Ok(result)) => hooks.result = Some(result),
         Ok(Err(task_error)) => hooks.error = Some(task_error),
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "the task panicked".to_owned());
-            hooks.error = Some(TaskError::new(message).with_exception("Panic"));
-        }
+        Err(message) => hooks.error = Some(TaskError::new(message).with_exception("Panic")),
     }
     if def.is_periodic() && (hooks.error.is_none() || def.reenqueue_periodic_on_error) {
-        if let Err(e) = crate::recurrent::reenqueue_after_run(&client, &def).await {
-            tracing::warn!(target: "resq::worker", %worker, class = %job.class, error = %e, "periodic re-enqueue failed");
-            if hooks.error.is_none() {
-                hooks.error = Some(
-                    TaskError::new(format!("re-enqueueing the periodic task failed: {e}"))
-                        .with_exception("PeriodicError"),
-                );
-            }
+        let error = match guarded(crate::recurrent::reenqueue_after_run(client, &def)).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(
+                TaskError::new(format!("re-enqueueing the periodic task failed: {e}")).with_exception("PeriodicError"),
+            ),
+            Err(panic) => Some(
+                TaskError::new(format!("re-enqueueing the periodic task panicked: {panic}")).with_exception("Panic"),
+            ),
+        };
+        if let Some(error) = error {
+            tracing::warn!(target: "resq::worker", %worker, class = %job.class, error = %error, "periodic re-enqueue failed");
+            hooks.error.get_or_insert(error);
         }
     }
     for plugin in def.plugins() {
         hooks.options = def.options_for(plugin.name());
-        if let Err(e) = plugin.after_perform(&mut hooks).await {
-            tracing::warn!(target: "resq::worker", %worker, plugin = plugin.name(), error = %e, "after_perform failed");
-            if hooks.error.is_none() {
-                hooks.error =
-                    Some(TaskError::new(format!("{} after_perform: {e}", plugin.name())).with_exception("PluginError"));
+        let error = match guarded(plugin.after_perform(&mut hooks)).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => TaskError::new(format!("{} after_perform: {e}", plugin.name())).with_exception("PluginError"),
+            Err(panic) => {
+                TaskError::new(format!("{} after_perform panicked: {panic}", plugin.name())).with_exception("Panic")
             }
-        }
+        };
+        tracing::warn!(target: "resq::worker", %worker, plugin = plugin.name(), error = %error, "after_perform failed");
+        hooks.error.get_or_insert(error);
     }
-    match hooks.error.take() {
+    let plugin_counts = hooks.plugin_counts;
+    let outcome = match hooks.error.take() {
         None => {
             let duration = started.elapsed();
             tracing::info!(target: "resq::worker", %worker, queue = %claimed.queue, class = %job.class, ?duration, "success");
             let result = hooks.result.take().unwrap_or(serde_json::Value::Null);
-            emit_with(&events, || WorkerEvent::Success {
-                worker: worker.clone(),
+            emit_with(events, || WorkerEvent::Success {
+                worker: worker.to_owned(),
                 queue: claimed.queue.clone(),
                 job: Arc::clone(&job),
                 result,
@@ -1191,14 +1313,16 @@ async fn run_job(client: Queue, events: broadcast::Sender<WorkerEvent>, worker: 
                 Outcome::Discard
             }
         }
-        Some(task_error) => failure_outcome(&events, &worker, &claimed, task_error.to_failure(), started),
-    }
+        Some(task_error) => failure_outcome(events, worker, claimed, Some(&job), task_error.to_failure(), started),
+    };
+    Ran { outcome, plugin_counts }
 }
 
 fn failure_outcome(
     events: &broadcast::Sender<WorkerEvent>,
     worker: &str,
     claimed: &Claimed,
+    job: Option<&Arc<Job>>,
     failure: Failure,
     started: Instant,
 ) -> Outcome {
@@ -1209,6 +1333,7 @@ fn failure_outcome(
     emit_with(events, || WorkerEvent::Failure {
         worker: worker.to_owned(),
         queue: claimed.queue.clone(),
+        job: job.cloned(),
         payload: claimed.payload.clone(),
         exception: failure.exception.clone(),
         error: failure.error.clone(),

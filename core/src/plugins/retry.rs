@@ -208,8 +208,7 @@ impl Plugin for Retry {
             Err(e) if e.is_already_scheduled() => {}
             Err(e) => return Err(e),
         }
-        backend.incr_stat("failed", 1).await?;
-        backend.incr_stat(&format!("failed:{}", ctx.worker), 1).await?;
+        ctx.count_failed().await?;
         tracing::info!(target: "resq::plugin", worker = %ctx.worker, queue = %ctx.queue, class = %ctx.job.class,
             ?delay, remaining, %error, "Retry: re-enqueued");
         ctx.emit(WorkerEvent::ReEnqueue {
@@ -220,7 +219,6 @@ impl Plugin for Retry {
             remaining_attempts: remaining,
             error: error.to_string(),
         });
-        ctx.skip_counters();
         ctx.error = None;
         Ok(())
     }
