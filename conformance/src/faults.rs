@@ -110,7 +110,7 @@ impl Faulty {
             return Fate::Pass;
         }
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        let every = |k: u64| k > 0 && n % k == 0;
+        let every = |k: u64| k > 0 && n.is_multiple_of(k);
         if every(self.plan.lose_every) {
             Fate::LoseReply
         } else if every(self.plan.claim_fails_every) {
