@@ -670,6 +670,11 @@ pub async fn out_of_range_times_are_refused(backend: Arc<dyn Backend>) {
             "enqueue_at(max + 1)",
             q.enqueue_at(MAX_TIMESTAMP_MS + 1, "q", "far", ()).await,
         ),
+        // Its bucket (a second later) would lie beyond a Date's range.
+        (
+            "enqueue_at(max - 499)",
+            q.enqueue_at(MAX_TIMESTAMP_MS - 499, "q", "far", ()).await,
+        ),
         (
             "enqueue_at(-max - 1)",
             q.enqueue_at(-MAX_TIMESTAMP_MS - 1, "q", "far", ()).await,
@@ -687,10 +692,12 @@ pub async fn out_of_range_times_are_refused(backend: Arc<dyn Backend>) {
     assert!(q.delayed_at(i64::MAX).await.unwrap().tasks.is_empty());
     assert!(q.delayed_at(i64::MIN).await.unwrap().tasks.is_empty());
 
-    // The edge of the range is valid, far in the future, and round-trips.
-    q.enqueue_at(MAX_TIMESTAMP_MS, "q", "far", ()).await.unwrap();
-    let bucket = bucket_of_ms(MAX_TIMESTAMP_MS);
-    assert_eq!(q.timestamps().await.unwrap(), vec![bucket * 1000]);
+    // The edge of the range is valid, far in the future, and round-trips:
+    // its bucket is the last second a Date can hold.
+    let edge = MAX_TIMESTAMP_MS - 500;
+    q.enqueue_at(edge, "q", "far", ()).await.unwrap();
+    let bucket = delayed_bucket_of_ms(edge);
+    assert_eq!(q.timestamps().await.unwrap(), vec![MAX_TIMESTAMP_MS]);
     assert_eq!(q.delayed_at(MAX_TIMESTAMP_MS).await.unwrap().tasks.len(), 1);
     assert_eq!(q.scheduled_at("q", "far", ()).await.unwrap(), vec![bucket]);
 }

@@ -532,8 +532,8 @@ pub async fn panics_anywhere_fail_only_their_job(backend: Arc<dyn Backend>) {
                 .frequency(Duration::from_secs(3600)),
         ]);
         let faulty = crate::faults::Faulty::new(Arc::clone(&backend), crate::faults::FaultPlan::default());
-        // Only the re-arm of the periodic task reads the delayed timestamps.
-        faulty.panic_in(Some("delayed_timestamps"));
+        // Only the re-arm of the periodic task removes delayed jobs by class.
+        faulty.panic_in(Some("remove_delayed_by_class"));
         let wrapped: Arc<dyn Backend> = faulty.clone();
         let q = Queue::new(Arc::clone(&backend));
         let (processed, failed) = (

@@ -217,3 +217,70 @@ pub async fn pool_stops_on_a_permanent_error(backend: Arc<dyn Backend>) {
             .unwrap();
     }
 }
+
+/// A task server whose scheduler stops on a permanent error stops as a
+/// whole: its healthy pool stops gracefully too, and `run` returns the
+/// error. So does one whose boot-time enqueue of periodic tasks meets a
+/// permanent error (before any worker could pick the tasks up).
+pub async fn task_server_stops_on_a_permanent_error(backend: Arc<dyn Backend>) {
+    use resq_core::config::TaskServerConfig;
+    use resq_core::task::{TaskDef, Tasks};
+    use resq_core::TaskServer;
+    let config = TaskServerConfig {
+        scheduler: true,
+        max_task_processors: 1,
+        min_task_processors: 1,
+        queues: vec!["q".to_owned()],
+        timeout_ms: 50,
+        check_timeout_ms: 50,
+        ..TaskServerConfig::default()
+    };
+    // The scheduler's backend fails permanently; the pool's is healthy.
+    let outage = Outage::new(Arc::clone(&backend));
+    outage.fail(BackendErrorKind::Permanent, None);
+    let faulty: Arc<dyn Backend> = outage.clone();
+    let log = runs();
+    let tasks = standard_tasks(&log);
+    let scheduler = resq_core::Scheduler::new(Arc::clone(&faulty), quick_scheduler()).unwrap();
+    let server = TaskServer::builder(Arc::clone(&backend), Arc::clone(&tasks), config.clone())
+        .scheduler(scheduler)
+        .build()
+        .unwrap();
+    let stop = CancellationToken::new();
+    let ran = tokio::time::timeout(LIMIT, server.run_until(stop.clone()))
+        .await
+        .expect("the node stops by itself when its scheduler stops");
+    let err = ran.expect_err("the scheduler's permanent error is returned");
+    assert_eq!(err.backend_kind(), Some(BackendErrorKind::Permanent), "{err}");
+    assert!(!stop.is_cancelled(), "nobody asked the node to stop");
+    // The healthy pool stopped gracefully: no worker is left registered.
+    assert!(backend.workers().await.unwrap().is_empty());
+
+    // Periodic tasks enqueued at boot through a queue client whose backend
+    // fails permanently: the node stops instead of retrying for ever.
+    let mut periodic = Tasks::new();
+    periodic
+        .define(
+            TaskDef::from_fn(
+                "tick",
+                |(_inputs,): (serde_json::Value,), _ctx: resq_core::task::JobContext| async {
+                    Ok::<_, resq_core::task::TaskError>(())
+                },
+            )
+            .queue("q")
+            .frequency(Duration::from_secs(60)),
+        )
+        .unwrap();
+    let periodic = Arc::new(periodic);
+    let server = TaskServer::builder(Arc::clone(&backend), Arc::clone(&periodic), config)
+        .queue(Queue::with_tasks(Arc::clone(&faulty), Arc::clone(&periodic)))
+        .build()
+        .unwrap();
+    let ran = tokio::time::timeout(LIMIT, server.run_until(stop.clone()))
+        .await
+        .expect("the node stops by itself when its boot enqueue fails permanently");
+    let err = ran.expect_err("the boot enqueue's permanent error is returned");
+    assert_eq!(err.backend_kind(), Some(BackendErrorKind::Permanent), "{err}");
+    assert!(backend.workers().await.unwrap().is_empty());
+    outage.recover();
+}

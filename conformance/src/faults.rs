@@ -4,8 +4,9 @@
 //! nothing is applied) or with its reply lost (the backend applies it, then
 //! the caller gets an error, as when a connection drops between a commit
 //! and its acknowledgement). Every other call passes straight through,
-//! except that [`Faulty::panic_in`] can make `workers` or
-//! `delayed_timestamps` panic, for tests of panics inside the engine.
+//! except that [`Faulty::panic_in`] can make `workers`,
+//! `delayed_timestamps` or `remove_delayed_by_class` panic, for tests of
+//! panics inside the engine.
 
 use async_trait::async_trait;
 use resq_core::backend::{
@@ -278,6 +279,7 @@ impl DelayedStore for Faulty {
         self.inner.remove_delayed(payload).await
     }
     async fn remove_delayed_by_class(&self, queue: &str, class: &str) -> Result<u64> {
+        self.maybe_panic("remove_delayed_by_class");
         self.inner.remove_delayed_by_class(queue, class).await
     }
     async fn promote_due(&self, up_to: i64, limit: usize) -> Result<Vec<Promotion>> {

@@ -203,6 +203,7 @@ macro_rules! suite {
                 worker_stops_on_a_permanent_error,
                 scheduler_retries_transient_and_stops_on_permanent_errors,
                 pool_stops_on_a_permanent_error,
+                task_server_stops_on_a_permanent_error,
             ],
             async client: [
                 enqueue_writes_node_resque_payload,

@@ -201,15 +201,18 @@ impl Queue {
     /// promotes it before the time asked for; it runs up to a second late.
     /// The identical job in the same bucket is an [`Error::AlreadyScheduled`];
     /// a time in the past is promoted on the next scheduler poll. A time
-    /// beyond a JavaScript `Date`'s range
-    /// (±[`MAX_TIMESTAMP_MS`](crate::time::MAX_TIMESTAMP_MS)) is an
-    /// [`Error::InvalidArgument`] and schedules nothing.
+    /// whose bucket lies beyond a JavaScript `Date`'s range
+    /// (±[`MAX_TIMESTAMP_MS`](crate::time::MAX_TIMESTAMP_MS), so the latest
+    /// time accepted is `MAX_TIMESTAMP_MS - 500`) is an
+    /// [`Error::InvalidArgument`] and schedules nothing: every Resque
+    /// client can read back each bucket resq writes.
     pub async fn enqueue_at(&self, timestamp_ms: i64, queue: &str, class: &str, args: impl Serialize) -> Result<()> {
         check_name("queue", queue)?;
         check_name("class", class)?;
         checked_timestamp_ms("enqueue_at time", timestamp_ms)?;
         let args = args_of(&args)?;
         let bucket = delayed_bucket_of_ms(timestamp_ms);
+        checked_timestamp_ms("enqueue_at time's bucket", bucket.saturating_mul(1000))?;
         if self
             .backend
             .schedule(bucket, &encode_payload(queue, class, &args))

@@ -166,6 +166,11 @@ impl TaskServer {
     /// node as well: the pool's workers are told to stop and finish on
     /// their own tasks (see [`WorkerPool::run`]); the scheduler simply
     /// stops polling (its leadership expires with its TTL).
+    ///
+    /// A permanent backend error (see [`crate::Error::is_permanent`]) that
+    /// stops the scheduler, the pool, or the boot-time enqueue of periodic
+    /// tasks stops the whole node the same graceful way, and `run` returns
+    /// it: a node never keeps running with a part gone.
     pub async fn run<F>(&self, shutdown: F) -> Result<()>
     where
         F: Future<Output = ()> + Send,
@@ -193,39 +198,60 @@ impl TaskServer {
                 scheduler_detail,
             )))
         });
+        // The node's own stop token: the shutdown, or a part that stopped
+        // on an error (a permanent backend error), stops every part.
+        let node = shutdown.child_token();
         let boot = async {
             if self.scheduler.is_some() {
-                self.enqueue_periodic_tasks(&shutdown).await;
-            }
-        };
-        let scheduling = async {
-            match &self.scheduler {
-                Some(s) => s.run_until(shutdown.clone()).await,
-                None => Ok(()),
-            }
-        };
-        let working = async {
-            match &self.pool {
-                Some(p) => p.run_until(shutdown.clone()).await,
-                None => {
-                    shutdown.cancelled().await;
-                    Ok(())
+                if let Err(e) = self.enqueue_periodic_tasks(&node).await {
+                    node.cancel();
+                    return Err(e);
                 }
             }
+            Ok(())
         };
-        let ((), scheduled, worked) = tokio::join!(boot, scheduling, working);
-        scheduled.and(worked)
+        let scheduling = async {
+            let ran = match &self.scheduler {
+                Some(s) => s.run_until(node.clone()).await,
+                None => Ok(()),
+            };
+            if ran.is_err() {
+                node.cancel();
+            }
+            ran
+        };
+        let working = async {
+            let ran = match &self.pool {
+                Some(p) => p.run_until(node.clone()).await,
+                None => {
+                    node.cancelled().await;
+                    Ok(())
+                }
+            };
+            if ran.is_err() {
+                node.cancel();
+            }
+            ran
+        };
+        let (booted, scheduled, worked) = tokio::join!(boot, scheduling, working);
+        booted.and(scheduled).and(worked)
     }
 
     /// Enqueues the periodic tasks that have no instance, retrying through
-    /// backend errors until it succeeds or the node shuts down.
-    async fn enqueue_periodic_tasks(&self, shutdown: &CancellationToken) {
+    /// transient backend errors until it succeeds or the node shuts down. A
+    /// permanent one is logged once and returned: the node stops.
+    async fn enqueue_periodic_tasks(&self, shutdown: &CancellationToken) -> Result<()> {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         while !shutdown.is_cancelled() {
             match self.queue.enqueue_all_recurrent_jobs().await {
                 Ok(names) => {
                     tracing::info!(target: "resq::tasks", enqueued = ?names, "periodic tasks enqueued at boot");
-                    return;
+                    return Ok(());
+                }
+                Err(e) if e.is_permanent() => {
+                    tracing::error!(target: "resq::tasks", error = %e,
+                        "enqueuing periodic tasks failed with a permanent backend error: the node stops");
+                    return Err(e);
                 }
                 Err(e) => {
                     tracing::warn!(target: "resq::tasks", error = %e, "enqueuing periodic tasks failed; retrying");
@@ -233,6 +259,7 @@ impl TaskServer {
                 }
             }
         }
+        Ok(())
     }
 }
 
