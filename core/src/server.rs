@@ -83,8 +83,9 @@ impl TaskServer {
         let scheduler = if config.scheduler {
             let sc = SchedulerConfig {
                 poll_interval: config.timeout(),
-                leader_ttl: (config.timeout() * 3).max(Duration::from_secs(60)),
+                leader_ttl: config.leader_lock_timeout(),
                 stuck_worker_timeout: Some(config.stuck_worker_timeout()),
+                worker_ping_interval: crate::config::WORKER_PING_INTERVAL,
                 stuck_job_policy: if config.retry_stuck_jobs {
                     StuckJobPolicy::Requeue
                 } else {
