@@ -89,8 +89,9 @@ pub struct SchedulerConfig {
     pub promote_batch: usize,
     /// How far back a new leader looks for cron occurrences that came due
     /// while no leader was firing. Occurrences older than this are skipped;
-    /// it must exceed `leader_ttl` + `poll_interval` (the longest gap after
-    /// a leader dies) for a leader change never to skip a fire.
+    /// it must exceed the longest gap after a leader dies (about 4/3 of
+    /// `leader_ttl`, see [`Scheduler::failover_bound`]) for a leader change
+    /// never to skip a fire.
     pub cron_catch_up: Duration,
 }
 
@@ -213,7 +214,11 @@ impl Scheduler {
         self.events.subscribe()
     }
 
-    /// Polls until `shutdown` completes, then releases leadership.
+    /// Polls until `shutdown` completes, then releases leadership. Beside
+    /// the polls it takes or renews the leader lock every
+    /// [`Scheduler::renew_interval`] (a third of `leader_ttl`), so a long
+    /// poll never lets the lock lapse and a follower takes a lapsed lock
+    /// within [`Scheduler::failover_bound`].
     pub async fn run<F>(&self, shutdown: F) -> Result<()>
     where
         F: Future<Output = ()> + Send,
