@@ -11,7 +11,7 @@ use resq_core::config::TaskServerConfig;
 use resq_core::scheduler::MIN_STUCK_TIMEOUT_PINGS;
 use resq_core::task::Tasks;
 use resq_core::time::now_ms;
-use resq_core::{Error, Scheduler, SchedulerConfig, TaskServer};
+use resq_core::{Error, PoolConfig, Scheduler, SchedulerConfig, TaskServer, WorkerConfig, WorkerPool};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -143,13 +143,44 @@ pub async fn stuck_timeout_below_three_pings_is_refused(backend: Arc<dyn Backend
     }
     TaskServer::new(
         Arc::clone(&backend),
-        tasks,
+        Arc::clone(&tasks),
         TaskServerConfig {
             stuck_worker_timeout_ms: 15_000,
             ..scheduler_node()
         },
     )
     .unwrap();
+
+    // A custom pool whose workers ping every 30 s under the node's own
+    // scheduler (60 s timeout: two pings) is refused by the builder too.
+    let working_node = TaskServerConfig {
+        max_task_processors: 1,
+        ..scheduler_node()
+    };
+    let slow_pings = |ping: Duration| {
+        WorkerPool::new(
+            Arc::clone(&backend),
+            Arc::clone(&tasks),
+            PoolConfig {
+                worker: WorkerConfig {
+                    ping_interval: ping,
+                    ..WorkerConfig::default()
+                },
+                ..PoolConfig::default()
+            },
+        )
+    };
+    assert_clear(
+        TaskServer::builder(Arc::clone(&backend), Arc::clone(&tasks), working_node.clone())
+            .pool(slow_pings(Duration::from_secs(30)))
+            .build()
+            .map(|_| ()),
+        "builder, custom pool pinging every 30 s",
+    );
+    TaskServer::builder(Arc::clone(&backend), Arc::clone(&tasks), working_node)
+        .pool(slow_pings(Duration::from_secs(20)))
+        .build()
+        .unwrap();
 }
 
 /// Under the task server's defaults, a scheduler leader that is dropped

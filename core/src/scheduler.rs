@@ -199,6 +199,11 @@ impl Scheduler {
         self
     }
 
+    /// The scheduler's settings.
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+
     /// The scheduler's name.
     pub fn name(&self) -> &str {
         &self.name
