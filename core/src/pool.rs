@@ -125,6 +125,11 @@ impl WorkerPool {
         }
     }
 
+    /// The pool's settings (its workers' included).
+    pub fn config(&self) -> &PoolConfig {
+        &self.config
+    }
+
     /// A receiver of every worker's events (each names its worker).
     pub fn subscribe(&self) -> broadcast::Receiver<WorkerEvent> {
         self.events.subscribe()
