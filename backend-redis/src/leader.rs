@@ -3,7 +3,7 @@
 
 use crate::lock::ttl_ms;
 use crate::scripts::{ACQUIRE_LEADER, RELEASE_LOCK};
-use crate::{be, RedisBackend};
+use crate::{be, text, RedisBackend};
 use async_trait::async_trait;
 use resq_core::{LeaderLock, Result};
 use std::time::Duration;
@@ -32,10 +32,11 @@ impl LeaderLock for RedisBackend {
     }
 
     async fn leader(&self) -> Result<Option<String>> {
-        redis::cmd("GET")
+        let name: Option<Vec<u8>> = redis::cmd("GET")
             .arg(self.keys.leader())
             .query_async(&mut self.conn())
             .await
-            .map_err(be)
+            .map_err(be)?;
+        Ok(name.map(text))
     }
 }

@@ -1,7 +1,7 @@
 //! Plugin locks: `SET NX PX`, with compare-and-expire and compare-and-delete scripts.
 
 use crate::scripts::{INCR_LOCK, RELEASE_LOCK, RENEW_LOCK};
-use crate::{be, RedisBackend};
+use crate::{be, text, RedisBackend};
 use async_trait::async_trait;
 use resq_core::{LockEntry, LockStore, Result};
 use std::time::Duration;
@@ -58,7 +58,8 @@ impl LockStore for RedisBackend {
         let prefix = self.keys.prefix();
         let mut out: Vec<(String, String)> = found
             .into_iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_owned(), v?)))
+            // A value that is not UTF-8 is shown escaped.
+            .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_owned(), text(v?))))
             .collect();
         out.sort();
         Ok(out)
@@ -75,7 +76,7 @@ impl LockStore for RedisBackend {
     async fn get_lock(&self, key: &str) -> Result<Option<LockEntry>> {
         let key = self.keys.key(key);
         // Read the value and its TTL in one atomic step.
-        let (value, pttl): (Option<String>, i64) = redis::pipe()
+        let (value, pttl): (Option<Vec<u8>>, i64) = redis::pipe()
             .atomic()
             .get(&key)
             .cmd("PTTL")
@@ -84,7 +85,7 @@ impl LockStore for RedisBackend {
             .await
             .map_err(be)?;
         Ok(value.map(|value| LockEntry {
-            value,
+            value: text(value),
             // -1: no expiry; -2 cannot happen once GET found the key.
             ttl: u64::try_from(pttl).ok().map(Duration::from_millis),
         }))

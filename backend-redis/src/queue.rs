@@ -1,18 +1,28 @@
 //! Queues: `queue:<q>` lists, the `queues` set, claims and completions.
 
-use crate::scripts::{CLAIM, CLAIM_BATCH, PUSH_ONCE, REMOVE_BY_CLASS};
+use crate::scripts::{CLAIM, CLAIM_BATCH, MAX_DIVERTED, PUSH_ONCE, REMOVE_BY_CLASS};
 use crate::wake::ANY;
-use crate::{be, RedisBackend};
+use crate::{be, text, utf8_members, RedisBackend};
 use async_trait::async_trait;
 use resq_core::backend::REMOVAL_PAGE;
 use resq_core::json::write_js_str;
-use resq_core::{Claimed, Outcome, QueueStore, QueuedJob, Result, WorkerId};
+use resq_core::time::{js_date_string, now_ms};
+use resq_core::{Claimed, Error, Outcome, QueueStore, QueuedJob, Result, WorkerId};
 use std::time::Duration;
 
 fn json_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     write_js_str(&mut out, s);
     out
+}
+
+/// Logs the queues a claim script moved items from because they were not
+/// valid UTF-8 (one line per item).
+fn log_diverted(keys: &[Vec<u8>]) {
+    for key in keys {
+        tracing::warn!(target: "resq::redis", key = %crate::text(key.clone()),
+            "a queued job is not valid UTF-8: moved to the failed list with its bytes escaped");
+    }
 }
 
 /// A value no payload has, to mark list items for removal: a NUL byte
@@ -118,22 +128,39 @@ impl QueueStore for RedisBackend {
         if queues.is_empty() {
             return Ok(None);
         }
-        let mut inv = CLAIM.prepare_invoke();
-        inv.key(self.keys.working(worker));
-        for q in queues {
-            inv.key(self.keys.queue(q));
-        }
-        inv.arg(json_str(run_at)).arg(json_str(&worker.name));
-        for q in queues {
-            inv.arg(json_str(q));
-        }
-        let got: Option<(usize, String)> = inv.invoke_async(&mut self.conn()).await.map_err(be)?;
-        Ok(got.and_then(|(index, payload)| {
-            queues.get(index.wrapping_sub(1)).map(|q| Claimed {
-                queue: q.clone(),
+        loop {
+            let mut inv = CLAIM.prepare_invoke();
+            inv.key(self.keys.working(worker))
+                .key(self.keys.failed())
+                .key(self.keys.stat("failed"));
+            for q in queues {
+                inv.key(self.keys.queue(q));
+            }
+            inv.arg(json_str(run_at))
+                .arg(json_str(&worker.name))
+                .arg(json_str(&js_date_string(now_ms())));
+            for q in queues {
+                inv.arg(json_str(q));
+            }
+            let (index, payload, diverted): (usize, Vec<u8>, Vec<Vec<u8>>) =
+                inv.invoke_async(&mut self.conn()).await.map_err(be)?;
+            log_diverted(&diverted);
+            let Some(queue) = queues.get(index.wrapping_sub(1)) else {
+                if diverted.len() >= MAX_DIVERTED {
+                    continue; // more bad items may lie before a good one
+                }
+                return Ok(None);
+            };
+            // The script returns only items that are valid UTF-8.
+            let payload = String::from_utf8(payload).map_err(|e| Error::Decode {
+                what: "claimed payload",
+                reason: format!("{} holds bytes that are not UTF-8: {e}", self.keys.queue(queue)),
+            })?;
+            return Ok(Some(Claimed {
+                queue: queue.clone(),
                 payload,
-            })
-        }))
+            }));
+        }
     }
 
     async fn claim_batch(
@@ -149,24 +176,41 @@ impl QueueStore for RedisBackend {
         for w in workers {
             inv.key(self.keys.working(w));
         }
+        inv.key(self.keys.failed()).key(self.keys.stat("failed"));
         for q in queues {
             inv.key(self.keys.queue(q));
         }
-        inv.arg(workers.len()).arg(json_str(run_at));
+        inv.arg(workers.len())
+            .arg(json_str(run_at))
+            .arg(json_str(&js_date_string(now_ms())));
         for w in workers {
             inv.arg(json_str(&w.name));
         }
         for q in queues {
             inv.arg(json_str(q));
         }
-        let got: Vec<(usize, usize, String)> = inv.invoke_async(&mut self.conn()).await.map_err(be)?;
-        Ok(got
-            .into_iter()
-            .filter_map(|(slot, q, payload)| {
-                let queue = queues.get(q)?.clone();
-                Some((slot, Claimed { queue, payload }))
-            })
-            .collect())
+        // A call that stops at MAX_DIVERTED bad items claims what it found
+        // so far; the next round goes on.
+        let (got, diverted): (Vec<(usize, usize, Vec<u8>)>, Vec<Vec<u8>>) =
+            inv.invoke_async(&mut self.conn()).await.map_err(be)?;
+        log_diverted(&diverted);
+        let mut out = Vec::with_capacity(got.len());
+        for (slot, q, payload) in got {
+            let Some(queue) = queues.get(q) else { continue };
+            // The script returns only items that are valid UTF-8.
+            let payload = String::from_utf8(payload).map_err(|e| Error::Decode {
+                what: "claimed payload",
+                reason: format!("{} holds bytes that are not UTF-8: {e}", self.keys.queue(queue)),
+            })?;
+            out.push((
+                slot,
+                Claimed {
+                    queue: queue.clone(),
+                    payload,
+                },
+            ));
+        }
+        Ok(out)
     }
 
     async fn complete_batch(&self, done: &[(WorkerId, Outcome)]) -> Result<()> {
@@ -236,14 +280,16 @@ impl QueueStore for RedisBackend {
             .map_err(be)
     }
 
+    /// Items that are not UTF-8 are listed escaped (see [`crate::text`]).
     async fn queue_range(&self, queue: &str, start: i64, stop: i64) -> Result<Vec<String>> {
-        redis::cmd("LRANGE")
+        let items: Vec<Vec<u8>> = redis::cmd("LRANGE")
             .arg(self.keys.queue(queue))
             .arg(start)
             .arg(stop)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)
+            .map_err(be)?;
+        Ok(items.into_iter().map(text).collect())
     }
 
     async fn remove_from_queue(&self, queue: &str, payload: &str, count: i64) -> Result<u64> {
@@ -311,11 +357,13 @@ impl QueueStore for RedisBackend {
     }
 
     async fn queues(&self) -> Result<Vec<String>> {
-        let mut names: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.keys.queues())
+        let key = self.keys.queues();
+        let members: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
+            .arg(&key)
             .query_async(&mut self.conn())
             .await
             .map_err(be)?;
+        let mut names = utf8_members(&key, members);
         names.sort();
         Ok(names)
     }

@@ -10,55 +10,136 @@
 use redis::Script;
 use std::sync::LazyLock;
 
-/// KEYS: working key, queue keys in priority order.
-/// ARGV: run_at (JSON string), worker name (JSON string), queue names (JSON strings, one per queue key).
-/// Returns `{index, payload}` (1-based queue index) or nil.
-pub(crate) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+/// The Lua helpers of the claim scripts. `valid_utf8(s)` checks `s` with
+/// the rules of Rust's `str::from_utf8` (no overlong forms, no surrogates,
+/// nothing above U+10FFFF), fast for ASCII. `divert(item, key, worker,
+/// queue, failed_at)` moves an item that is not valid UTF-8 to the failed
+/// list (KEYS[2], counting it in KEYS[3] and KEYS[4]) as the entry that
+/// `resq_core::failed::invalid_utf8_entry` writes: its bytes escaped
+/// (`\xNN` outside printable ASCII, `\\` for a backslash) and the key named.
+macro_rules! claim_helpers_lua {
+    () => {
         r#"
-for i = 2, #KEYS do
-  local item = redis.call('LPOP', KEYS[i])
-  if item then
-    local body = item
-    if not pcall(cjson.decode, item) then body = cjson.encode(item) end
-    redis.call('SET', KEYS[1], '{"run_at":' .. ARGV[1] .. ',"queue":' .. ARGV[i + 1] ..
-      ',"worker":' .. ARGV[2] .. ',"payload":' .. body .. '}')
-    return {i - 1, item}
+local function valid_utf8(s)
+  if not string.find(s, '[\128-\255]') then return true end
+  local i, n = 1, #s
+  while i <= n do
+    local c = string.byte(s, i)
+    if c < 128 then
+      i = i + 1
+    else
+      local len
+      if c >= 194 and c <= 223 then len = 1
+      elseif c >= 224 and c <= 239 then len = 2
+      elseif c >= 240 and c <= 244 then len = 3
+      else return false end
+      if i + len > n then return false end
+      for k = 1, len do
+        local b = string.byte(s, i + k)
+        if b < 128 or b > 191 then return false end
+      end
+      local b1 = string.byte(s, i + 1)
+      if (c == 224 and b1 < 160) or (c == 237 and b1 > 159) or (c == 240 and b1 < 144) or (c == 244 and b1 > 143) then
+        return false
+      end
+      i = i + len + 1
+    end
+  end
+  return true
+end
+local function divert(item, key, worker, queue, failed_at, failed_list, failed_stat)
+  local escaped = string.gsub(item, '.', function(ch)
+    local b = string.byte(ch)
+    if b == 92 then return '\\\\' end
+    if b < 32 or b > 126 then return string.format('\\x%02x', b) end
+    return nil
+  end)
+  local payload = string.gsub(escaped, '["\\]', '\\%0')
+  local reason = 'the payload is not valid UTF-8 (read from ' .. key ..
+    '); `payload` holds its bytes escaped: \\xNN per byte outside printable ASCII, \\\\ per backslash'
+  redis.call('RPUSH', failed_list, '{"worker":' .. worker .. ',"queue":' .. queue .. ',"payload":"' .. payload ..
+    '","exception":"PayloadError","error":' .. cjson.encode(reason) .. ',"backtrace":[],"failed_at":' .. failed_at .. '}')
+  redis.call('INCR', failed_stat)
+end
+local max_diverted = 100
+"#
+    };
+}
+
+/// At most this many items that are not valid UTF-8 are moved to the
+/// failed list by one claim script call (`max_diverted` in the scripts).
+pub(crate) const MAX_DIVERTED: usize = 100;
+
+/// KEYS: working key, failed list, stat:failed, queue keys in priority order.
+/// ARGV: run_at (JSON string), worker name (JSON string), failed_at (JSON
+/// string), queue names (JSON strings, one per queue key: the queue of
+/// KEYS[i] is ARGV[i]).
+/// Items that are not valid UTF-8 are moved to the failed list on the way
+/// (up to [`MAX_DIVERTED`]). Returns `{index, payload, diverted keys}`
+/// (1-based queue index; 0 and "" when nothing was claimed).
+pub(crate) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        claim_helpers_lua!(),
+        r#"
+local diverted = {}
+for i = 4, #KEYS do
+  while #diverted < max_diverted do
+    local item = redis.call('LPOP', KEYS[i])
+    if not item then break end
+    if valid_utf8(item) then
+      local body = item
+      if not pcall(cjson.decode, item) then body = cjson.encode(item) end
+      redis.call('SET', KEYS[1], '{"run_at":' .. ARGV[1] .. ',"queue":' .. ARGV[i] ..
+        ',"worker":' .. ARGV[2] .. ',"payload":' .. body .. '}')
+      return {i - 3, item, diverted}
+    end
+    divert(item, KEYS[i], ARGV[2], ARGV[i], ARGV[3], KEYS[2], KEYS[3])
+    table.insert(diverted, KEYS[i])
   end
 end
-return false
-"#,
-    )
+return {0, '', diverted}
+"#
+    ))
 });
 
-/// KEYS: the n slots' working keys, then queue keys in priority order.
-/// ARGV: n, run_at (JSON string), n worker names (JSON strings), queue
-/// names (JSON strings). Pops up to n jobs (`LPOP key count`), one per slot,
-/// and records each as its slot's working-on entry. Returns
-/// `{{slot, queue index, payload}, …}` (0-based indexes).
+/// KEYS: the n slots' working keys, failed list, stat:failed, then queue
+/// keys in priority order.
+/// ARGV: n, run_at (JSON string), failed_at (JSON string), n worker names
+/// (JSON strings), queue names (JSON strings: the queue of KEYS[q] is
+/// ARGV[q + 1]). Pops up to n jobs (`LPOP key count`), one per slot, and
+/// records each as its slot's working-on entry; items that are not valid
+/// UTF-8 are moved to the failed list on the way (up to [`MAX_DIVERTED`]).
+/// Returns `{{{slot, queue index, payload}, …}, diverted keys}` (0-based indexes).
 pub(crate) static CLAIM_BATCH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        claim_helpers_lua!(),
         r#"
 local n = tonumber(ARGV[1])
 local out = {}
+local diverted = {}
 local slot = 1
-for q = n + 1, #KEYS do
-  if slot > n then break end
-  local items = redis.call('LPOP', KEYS[q], n - slot + 1)
-  if items then
+for q = n + 3, #KEYS do
+  while slot <= n and #diverted < max_diverted do
+    local items = redis.call('LPOP', KEYS[q], n - slot + 1)
+    if not items then break end
     for _, item in ipairs(items) do
-      local body = item
-      if not pcall(cjson.decode, item) then body = cjson.encode(item) end
-      redis.call('SET', KEYS[slot], '{"run_at":' .. ARGV[2] .. ',"queue":' .. ARGV[2 + q] ..
-        ',"worker":' .. ARGV[2 + slot] .. ',"payload":' .. body .. '}')
-      table.insert(out, {slot - 1, q - n - 1, item})
-      slot = slot + 1
+      if valid_utf8(item) then
+        local body = item
+        if not pcall(cjson.decode, item) then body = cjson.encode(item) end
+        redis.call('SET', KEYS[slot], '{"run_at":' .. ARGV[2] .. ',"queue":' .. ARGV[q + 1] ..
+          ',"worker":' .. ARGV[3 + slot] .. ',"payload":' .. body .. '}')
+        table.insert(out, {slot - 1, q - n - 3, item})
+        slot = slot + 1
+      else
+        divert(item, KEYS[q], ARGV[3 + slot], ARGV[q + 1], ARGV[3], KEYS[n + 1], KEYS[n + 2])
+        table.insert(diverted, KEYS[q])
+      end
     end
   end
 end
-return out
-"#,
-    )
+return {out, diverted}
+"#
+    ))
 });
 
 /// KEYS: timestamps:<item>, delayed:<s>, delayed_queue_schedule.
@@ -76,12 +157,16 @@ return 1
 });
 
 /// KEYS: delayed_queue_schedule. ARGV: key prefix, max score ("+inf" or a
-/// number), limit. Returns up to `limit` members whose list exists,
-/// ascending; members whose list is gone are removed from the schedule.
+/// number), limit. Returns `{members, bad members}`: up to `limit` members
+/// whose list exists, ascending, and the members passed over because they
+/// are not a bucket's whole seconds (digits, at most 15, an optional `-`,
+/// no leading zero), which are left in place for their owner. Members
+/// whose list is gone are removed from the schedule.
 pub(crate) static BUCKETS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local out = {}
+local bad = {}
 local limit = tonumber(ARGV[3])
 local offset = 0
 while #out < limit do
@@ -90,14 +175,18 @@ while #out < limit do
   for _, m in ipairs(batch) do
     if redis.call('EXISTS', ARGV[1] .. 'delayed:' .. m) == 1 then
       offset = offset + 1
-      if #out < limit then table.insert(out, m) end
+      if #m > 16 or not (m == '0' or string.find(m, '^%-?[1-9]%d*$')) then
+        if #bad < 100 then table.insert(bad, m) end
+      elseif #out < limit then
+        table.insert(out, m)
+      end
     else
       redis.call('ZREM', KEYS[1], m)
     end
   end
   if #batch < limit then break end
 end
-return out
+return {out, bad}
 "#,
     )
 });

@@ -1,0 +1,333 @@
+//! Values that are not valid UTF-8, and other malformed items that other
+//! clients may leave in Redis, jam nothing and vanish nowhere: a bad queued
+//! or delayed job moves to the failed list with its bytes kept escaped and
+//! the key named, listings skip bad members or show them escaped, and the
+//! scheduler goes on promoting and cleaning after meeting each of them,
+//! with a log line that names the key. The bad values are written with raw
+//! commands, as another client would.
+
+use resq_core::failed::INVALID_UTF8;
+use resq_core::time::{last_due_bucket, now_ms};
+use resq_core::{
+    Backend, DelayedStore, FailedJob, FailedStore, Queue, QueueStore, Scheduler, SchedulerConfig, StatsStore, WorkerId,
+    WorkerRegistry,
+};
+use resq_redis::testing::{fresh_redis, server_url};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Not UTF-8: a lone continuation byte inside an otherwise good payload.
+const BAD: &[u8] = b"{\"class\":\"ok\",\"queue\":\"q\",\"args\":[\"\xff\"]}";
+
+fn required() -> bool {
+    std::env::var("RESQ_REQUIRE_BACKENDS").is_ok_and(|v| v == "1")
+}
+
+/// A fresh namespace on the shared server, its name, and a raw connection.
+async fn setup(test: &str) -> Option<(Arc<resq_redis::RedisBackend>, String, redis::aio::MultiplexedConnection)> {
+    let backend = match fresh_redis().await {
+        Ok(b) => b,
+        Err(reason) => {
+            assert!(!required(), "{test}: {reason}");
+            eprintln!("SKIP {test}: {reason}");
+            return None;
+        }
+    };
+    let ns = backend.config().namespace.clone();
+    let client = redis::Client::open(server_url()).unwrap();
+    let raw = client.get_multiplexed_async_connection().await.unwrap();
+    Some((Arc::new(backend), ns, raw))
+}
+
+/// Runs one raw command with byte arguments.
+async fn raw_cmd(conn: &mut redis::aio::MultiplexedConnection, args: &[&[u8]]) {
+    let mut cmd = redis::cmd(std::str::from_utf8(args[0]).unwrap());
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.exec_async(conn).await.unwrap();
+}
+
+fn key(ns: &str, logical: &[u8]) -> Vec<u8> {
+    let mut k = format!("{ns}:").into_bytes();
+    k.extend_from_slice(logical);
+    k
+}
+
+/// A `MakeWriter` appending into a shared buffer.
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buffer {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buffer {
+    type Writer = Buffer;
+    fn make_writer(&'a self) -> Buffer {
+        self.clone()
+    }
+}
+
+impl Buffer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Captures what this (current-thread) test logs.
+fn capture() -> (Buffer, tracing::subscriber::DefaultGuard) {
+    let buffer = Buffer::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(buffer.clone())
+        .finish();
+    (buffer.clone(), tracing::subscriber::set_default(subscriber))
+}
+
+/// The failed entries that hold escaped non-UTF-8 payloads.
+async fn escaped_failures(backend: &Arc<resq_redis::RedisBackend>) -> Vec<FailedJob> {
+    backend
+        .failed_range(0, -1)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| FailedJob::decode_lenient(r))
+        .filter(|f| f.payload_bytes().is_some())
+        .collect()
+}
+
+fn job(n: i64) -> String {
+    resq_core::job::encode_payload("q", "ok", &[serde_json::json!(n)])
+}
+
+#[tokio::test]
+async fn claim_moves_a_non_utf8_job_to_failed_and_goes_on() {
+    let Some((backend, ns, mut raw)) = setup("claim_moves_a_non_utf8_job_to_failed_and_goes_on").await else {
+        return;
+    };
+    let (logs, _guard) = capture();
+    let qkey = key(&ns, b"queue:q");
+    backend.push("q", &job(1)).await.unwrap();
+    raw_cmd(&mut raw, &[b"RPUSH", &qkey, BAD]).await;
+    backend.push("q", &job(2)).await.unwrap();
+    let w = WorkerId::new("h:1+1", &["q".to_owned()]);
+    let queues = vec!["q".to_owned()];
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        if let Some(c) = backend.claim(&w, &queues, "now").await.unwrap() {
+            got.push(c.payload);
+        }
+    }
+    assert_eq!(got, vec![job(1), job(2)], "the good jobs around the bad one are claimed");
+    let failed = escaped_failures(&backend).await;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].payload_bytes().unwrap(), BAD, "the bytes are kept");
+    let error = failed[0].error.clone().unwrap();
+    assert!(error.starts_with(INVALID_UTF8) && error.contains(&format!("{ns}:queue:q")), "{error}");
+    assert_eq!(failed[0].worker.as_deref(), Some("h:1+1"));
+    assert_eq!(backend.stat("failed").await.unwrap(), 1);
+    assert!(logs.text().contains(&format!("{ns}:queue:q")), "{}", logs.text());
+}
+
+#[tokio::test]
+async fn claim_batch_moves_non_utf8_jobs_to_failed_and_fills_the_slots() {
+    let Some((backend, ns, mut raw)) = setup("claim_batch_moves_non_utf8_jobs_to_failed_and_fills_the_slots").await
+    else {
+        return;
+    };
+    let qkey = key(&ns, b"queue:q");
+    raw_cmd(&mut raw, &[b"RPUSH", &qkey, BAD]).await;
+    backend.push("q", &job(1)).await.unwrap();
+    raw_cmd(&mut raw, &[b"RPUSH", &qkey, b"\xc0\xaf"]).await;
+    backend.push("q", &job(2)).await.unwrap();
+    let workers: Vec<WorkerId> = (1..=3)
+        .map(|i| WorkerId::new(format!("h:1+{i}"), &["q".to_owned()]))
+        .collect();
+    let got = backend
+        .claim_batch(&workers, &["q".to_owned()], "now")
+        .await
+        .unwrap();
+    let payloads: Vec<(usize, String)> = got.into_iter().map(|(s, c)| (s, c.payload)).collect();
+    assert_eq!(payloads, vec![(0, job(1)), (1, job(2))]);
+    let mut bytes: Vec<Vec<u8>> = escaped_failures(&backend)
+        .await
+        .iter()
+        .map(|f| f.payload_bytes().unwrap())
+        .collect();
+    bytes.sort();
+    assert_eq!(bytes, vec![BAD.to_vec(), b"\xc0\xaf".to_vec()]);
+    assert_eq!(backend.queue_len("q").await.unwrap(), 0);
+}
+
+/// The claim script's UTF-8 check agrees with Rust's on the edge cases.
+#[tokio::test]
+async fn claim_checks_utf8_as_rust_does() {
+    let Some((backend, ns, mut raw)) = setup("claim_checks_utf8_as_rust_does").await else {
+        return;
+    };
+    let cases: Vec<&[u8]> = vec![
+        b"plain",
+        "caf\u{e9} \u{20ac} \u{10348} \u{10ffff} \u{d7ff} \u{e000}".as_bytes(),
+        b"\xc3",
+        b"\xc1\xbf",
+        b"\xe0\x9f\xbf",
+        b"\xed\xa0\x80",
+        b"\xf0\x8f\xbf\xbf",
+        b"\xf4\x90\x80\x80",
+        b"\xf5\x80\x80\x80",
+        b"\xe2\x82",
+        b"a\x80b",
+        b"\xff",
+    ];
+    let qkey = key(&ns, b"queue:u");
+    for c in &cases {
+        raw_cmd(&mut raw, &[b"RPUSH", &qkey, c]).await;
+    }
+    let w = WorkerId::new("h:1+1", &["u".to_owned()]);
+    let mut claimed = Vec::new();
+    while let Some(c) = backend.claim(&w, &["u".to_owned()], "now").await.unwrap() {
+        claimed.push(c.payload.into_bytes());
+    }
+    let want: Vec<Vec<u8>> = cases
+        .iter()
+        .filter(|c| std::str::from_utf8(c).is_ok())
+        .map(|c| c.to_vec())
+        .collect();
+    assert_eq!(claimed, want);
+    assert_eq!(escaped_failures(&backend).await.len(), cases.len() - want.len());
+}
+
+#[tokio::test]
+async fn scheduler_meets_bad_delayed_items_and_goes_on() {
+    let Some((backend, ns, mut raw)) = setup("scheduler_meets_bad_delayed_items_and_goes_on").await else {
+        return;
+    };
+    let (logs, _guard) = capture();
+    let due = last_due_bucket(now_ms()) - 100;
+    // A non-numeric schedule member, with a list, scored before everything.
+    raw_cmd(&mut raw, &[b"ZADD", &key(&ns, b"delayed_queue_schedule"), b"1", b"soon"]).await;
+    raw_cmd(&mut raw, &[b"RPUSH", &key(&ns, b"delayed:soon"), job(9).as_bytes()]).await;
+    // A due bucket holding a good job, a non-UTF-8 one, and a good one.
+    backend.schedule(due, &job(1)).await.unwrap();
+    let bucket = key(&ns, format!("delayed:{due}").as_bytes());
+    raw_cmd(&mut raw, &[b"RPUSH", &bucket, BAD]).await;
+    backend.schedule(due, &job(2)).await.unwrap();
+    // A later due bucket with a good job.
+    backend.schedule(due + 1, &job(3)).await.unwrap();
+
+    let scheduler = Scheduler::new(
+        backend.clone() as Arc<dyn Backend>,
+        SchedulerConfig {
+            poll_interval: Duration::from_millis(100),
+            leader_ttl: Duration::from_secs(10),
+            stuck_worker_timeout: None,
+            ..SchedulerConfig::default()
+        },
+    )
+    .unwrap();
+    let report = scheduler.poll().await.unwrap();
+    assert!(report.leader);
+    assert_eq!(report.promoted, 3, "{report:?}");
+    assert_eq!(report.promotion_failures, 1, "{report:?}");
+    let queued = backend.queue_range("q", 0, -1).await.unwrap();
+    assert_eq!(queued, vec![job(1), job(2), job(3)]);
+    let failed = escaped_failures(&backend).await;
+    assert_eq!(failed.len(), 1, "the bad delayed item is not lost");
+    assert_eq!(failed[0].payload_bytes().unwrap(), BAD);
+    let bucket_name = format!("{ns}:delayed:{due}");
+    assert!(failed[0].error.as_deref().unwrap().contains(&bucket_name));
+    let text = logs.text();
+    assert!(text.contains(&bucket_name), "{text}");
+    assert!(
+        text.contains(&format!("{ns}:delayed_queue_schedule")) && text.contains("soon"),
+        "{text}"
+    );
+    // The bad member is left alone (its list is another client's) and the
+    // next poll still answers.
+    let again = scheduler.poll().await.unwrap();
+    assert_eq!(again.promoted, 0);
+    assert_eq!(backend.delayed_at(due).await.unwrap(), Vec::<String>::new());
+    assert_eq!(backend.delayed_timestamps().await.unwrap(), Vec::<i64>::new());
+}
+
+#[tokio::test]
+async fn scheduler_cleans_dead_workers_past_bad_pings() {
+    let Some((backend, ns, mut raw)) = setup("scheduler_cleans_dead_workers_past_bad_pings").await else {
+        return;
+    };
+    let (logs, _guard) = capture();
+    // A ping whose value is not UTF-8, and a ping whose key is not.
+    raw_cmd(&mut raw, &[b"SET", &key(&ns, b"worker:ping:h:7"), b"\xff\xfe"]).await;
+    raw_cmd(
+        &mut raw,
+        &[b"SET", &key(&ns, b"worker:ping:h:\xff"), br#"{"time":1,"name":"h:8","queues":"q"}"#],
+    )
+    .await;
+    // A dead worker holding a job.
+    let dead = WorkerId::new("h:9", &["q".to_owned()]);
+    backend.register_worker(&dead, now_ms() - 600_000).await.unwrap();
+    backend.push("q", &job(1)).await.unwrap();
+    backend.claim(&dead, &["q".to_owned()], "then").await.unwrap().unwrap();
+    let scheduler = Scheduler::new(
+        backend.clone() as Arc<dyn Backend>,
+        SchedulerConfig {
+            poll_interval: Duration::from_millis(100),
+            leader_ttl: Duration::from_secs(10),
+            stuck_worker_timeout: Some(Duration::from_secs(60)),
+            ..SchedulerConfig::default()
+        },
+    )
+    .unwrap();
+    let report = scheduler.poll().await.unwrap();
+    assert_eq!(report.cleaned_workers, 1, "{report:?}");
+    assert_eq!(backend.queue_range("q", 0, -1).await.unwrap(), vec![job(1)]);
+    let text = logs.text();
+    assert!(text.contains(&format!("{ns}:worker:ping:h:7")), "{text}");
+    assert!(text.contains(&format!("{ns}:worker:ping:h:\\xff")), "{text}");
+}
+
+#[tokio::test]
+async fn inspection_answers_past_bad_members_and_values() {
+    let Some((backend, ns, mut raw)) = setup("inspection_answers_past_bad_members_and_values").await else {
+        return;
+    };
+    let queue = Queue::new(backend.clone() as Arc<dyn Backend>);
+    queue.enqueue("q", "ok", (1,)).await.unwrap();
+    let live = WorkerId::new("h:1+1", &["q".to_owned()]);
+    backend.register_worker(&live, now_ms()).await.unwrap();
+    raw_cmd(&mut raw, &[b"SADD", &key(&ns, b"workers"), b"h:2:\xff"]).await;
+    raw_cmd(&mut raw, &[b"SADD", &key(&ns, b"queues"), b"\xff"]).await;
+    raw_cmd(&mut raw, &[b"SET", &key(&ns, b"lock:a"), b"v\xff"]).await;
+    raw_cmd(&mut raw, &[b"SET", &key(&ns, b"lock:\xff"), b"v"]).await;
+    raw_cmd(&mut raw, &[b"SET", &key(&ns, b"stat:odd"), b"\xff"]).await;
+    raw_cmd(&mut raw, &[b"RPUSH", &key(&ns, b"failed"), b"{\"error\":\"\xff\"}"]).await;
+    raw_cmd(&mut raw, &[b"RPUSH", &key(&ns, b"queue:q"), b"\xfe"]).await;
+
+    let workers = queue.workers().await.unwrap();
+    assert_eq!(workers.get("h:1+1").map(String::as_str), Some("q"));
+    assert!(queue.all_working_on().await.unwrap().contains_key("h:1+1"));
+    let details = queue.details().await.unwrap();
+    assert_eq!(details.queues.get("q"), Some(&2));
+    assert_eq!(queue.queues().await.unwrap(), vec!["q".to_owned()]);
+    let locks = queue.locks().await.unwrap();
+    assert_eq!(locks.get("lock:a").map(String::as_str), Some("v\\xff"), "{locks:?}");
+    let failed = queue.failed(0, -1).await.unwrap();
+    assert_eq!(failed.len(), 1, "the bad entry is listed");
+    assert_eq!(failed[0].raw, "{\"error\":\"\\xff\"}");
+    assert_eq!(queue.remove_failed(&failed[0]).await.unwrap(), 1, "and can be removed");
+    let listed = queue.queued("q", 0, -1).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[1].raw(), "\\xfe");
+    // A worker registers and finds itself in the registry.
+    backend.register_worker(&live, now_ms()).await.unwrap();
+    assert!(backend.workers().await.unwrap().contains(&live));
+}
