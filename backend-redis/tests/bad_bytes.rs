@@ -9,7 +9,7 @@
 use resq_core::failed::INVALID_UTF8;
 use resq_core::time::{last_due_bucket, now_ms};
 use resq_core::{
-    Backend, DelayedStore, FailedJob, FailedStore, Queue, QueueStore, Scheduler, SchedulerConfig, StatsStore, WorkerId,
+    Backend, DelayedStore, FailedJob, FailedStore, LockStore, Queue, QueueStore, Scheduler, SchedulerConfig, StatsStore, WorkerId,
     WorkerRegistry,
 };
 use resq_redis::testing::{fresh_redis, server_url};
@@ -76,21 +76,32 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buffer {
     }
 }
 
-impl Buffer {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
+/// Everything this test binary logs. One global subscriber (per-test
+/// scoped ones lose events when parallel tests come and go); each test
+/// finds its own lines by its unique namespace.
+fn logs() -> &'static Buffer {
+    static LOGS: std::sync::OnceLock<Buffer> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = Buffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(buffer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        buffer
+    })
 }
 
-/// Captures what this (current-thread) test logs.
-fn capture() -> (Buffer, tracing::subscriber::DefaultGuard) {
-    let buffer = Buffer::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(buffer.clone())
-        .finish();
-    (buffer.clone(), tracing::subscriber::set_default(subscriber))
+impl Buffer {
+    /// The lines logged so far that contain `needle`.
+    fn lines_with(&self, needle: &str) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 /// The failed entries that hold escaped non-UTF-8 payloads.
@@ -114,7 +125,7 @@ async fn claim_moves_a_non_utf8_job_to_failed_and_goes_on() {
     let Some((backend, ns, mut raw)) = setup("claim_moves_a_non_utf8_job_to_failed_and_goes_on").await else {
         return;
     };
-    let (logs, _guard) = capture();
+    let logs = logs();
     let qkey = key(&ns, b"queue:q");
     backend.push("q", &job(1)).await.unwrap();
     raw_cmd(&mut raw, &[b"RPUSH", &qkey, BAD]).await;
@@ -135,7 +146,8 @@ async fn claim_moves_a_non_utf8_job_to_failed_and_goes_on() {
     assert!(error.starts_with(INVALID_UTF8) && error.contains(&format!("{ns}:queue:q")), "{error}");
     assert_eq!(failed[0].worker.as_deref(), Some("h:1+1"));
     assert_eq!(backend.stat("failed").await.unwrap(), 1);
-    assert!(logs.text().contains(&format!("{ns}:queue:q")), "{}", logs.text());
+    let lines = logs.lines_with(&format!("{ns}:queue:q"));
+    assert!(lines.iter().any(|l| l.contains("WARN") && l.contains("not valid UTF-8")), "{lines:?}");
 }
 
 #[tokio::test]
@@ -206,128 +218,214 @@ async fn claim_checks_utf8_as_rust_does() {
     assert_eq!(escaped_failures(&backend).await.len(), cases.len() - want.len());
 }
 
-#[tokio::test]
-async fn scheduler_meets_bad_delayed_items_and_goes_on() {
-    let Some((backend, ns, mut raw)) = setup("scheduler_meets_bad_delayed_items_and_goes_on").await else {
-        return;
-    };
-    let (logs, _guard) = capture();
-    let due = last_due_bucket(now_ms()) - 100;
-    // A non-numeric schedule member, with a list, scored before everything.
-    raw_cmd(&mut raw, &[b"ZADD", &key(&ns, b"delayed_queue_schedule"), b"1", b"soon"]).await;
-    raw_cmd(&mut raw, &[b"RPUSH", &key(&ns, b"delayed:soon"), job(9).as_bytes()]).await;
-    // A due bucket holding a good job, a non-UTF-8 one, and a good one.
-    backend.schedule(due, &job(1)).await.unwrap();
-    let bucket = key(&ns, format!("delayed:{due}").as_bytes());
-    raw_cmd(&mut raw, &[b"RPUSH", &bucket, BAD]).await;
-    backend.schedule(due, &job(2)).await.unwrap();
-    // A later due bucket with a good job.
-    backend.schedule(due + 1, &job(3)).await.unwrap();
-
-    let scheduler = Scheduler::new(
+fn scheduler(backend: &Arc<resq_redis::RedisBackend>, stuck_worker_timeout: Option<Duration>) -> Scheduler {
+    Scheduler::new(
         backend.clone() as Arc<dyn Backend>,
         SchedulerConfig {
             poll_interval: Duration::from_millis(100),
             leader_ttl: Duration::from_secs(10),
-            stuck_worker_timeout: None,
+            stuck_worker_timeout,
             ..SchedulerConfig::default()
         },
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// A due bucket before the bad one and one after it, each with a good job.
+async fn schedule_good_around(backend: &Arc<resq_redis::RedisBackend>, due: i64) {
+    backend.schedule(due - 1, &job(1)).await.unwrap();
+    backend.schedule(due + 1, &job(3)).await.unwrap();
+}
+
+#[tokio::test]
+async fn scheduler_skips_a_non_numeric_schedule_member_and_promotes_the_rest() {
+    let Some((backend, ns, mut raw)) =
+        setup("scheduler_skips_a_non_numeric_schedule_member_and_promotes_the_rest").await
+    else {
+        return;
+    };
+    let logs = logs();
+    let due = last_due_bucket(now_ms()) - 100;
+    schedule_good_around(&backend, due).await;
+    // A member that is not a bucket's seconds, with a list, scored first.
+    raw_cmd(&mut raw, &[b"ZADD", &key(&ns, b"delayed_queue_schedule"), b"1", b"soon"]).await;
+    raw_cmd(&mut raw, &[b"RPUSH", &key(&ns, b"delayed:soon"), job(9).as_bytes()]).await;
+    let scheduler = scheduler(&backend, None);
     let report = scheduler.poll().await.unwrap();
     assert!(report.leader);
-    assert_eq!(report.promoted, 3, "{report:?}");
+    assert_eq!(report.promoted, 2, "{report:?}");
+    assert_eq!(backend.queue_range("q", 0, -1).await.unwrap(), vec![job(1), job(3)]);
+    let lines = logs.lines_with(&format!("{ns}:delayed_queue_schedule"));
+    assert!(lines.iter().any(|l| l.contains("WARN") && l.contains("soon")), "{lines:?}");
+    // The member is left for its owner, and the next poll still answers.
+    assert_eq!(scheduler.poll().await.unwrap().promoted, 0);
+    assert_eq!(backend.delayed_timestamps().await.unwrap(), Vec::<i64>::new());
+    let left: u64 = redis::cmd("LLEN")
+        .arg(key(&ns, b"delayed:soon"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(left, 1, "the member's list is untouched");
+}
+
+#[tokio::test]
+async fn scheduler_fails_a_non_utf8_delayed_item_and_promotes_the_rest() {
+    let Some((backend, ns, mut raw)) =
+        setup("scheduler_fails_a_non_utf8_delayed_item_and_promotes_the_rest").await
+    else {
+        return;
+    };
+    let logs = logs();
+    let due = last_due_bucket(now_ms()) - 100;
+    schedule_good_around(&backend, due).await;
+    // A due bucket holding a good job, a non-UTF-8 one, and a good one.
+    backend.schedule(due, &job(2)).await.unwrap();
+    let bucket = key(&ns, format!("delayed:{due}").as_bytes());
+    raw_cmd(&mut raw, &[b"RPUSH", &bucket, BAD]).await;
+    backend.schedule(due, &job(4)).await.unwrap();
+    let report = scheduler(&backend, None).poll().await.unwrap();
+    assert_eq!(report.promoted, 4, "{report:?}");
     assert_eq!(report.promotion_failures, 1, "{report:?}");
-    let queued = backend.queue_range("q", 0, -1).await.unwrap();
-    assert_eq!(queued, vec![job(1), job(2), job(3)]);
+    assert_eq!(
+        backend.queue_range("q", 0, -1).await.unwrap(),
+        vec![job(1), job(2), job(4), job(3)]
+    );
     let failed = escaped_failures(&backend).await;
     assert_eq!(failed.len(), 1, "the bad delayed item is not lost");
     assert_eq!(failed[0].payload_bytes().unwrap(), BAD);
     let bucket_name = format!("{ns}:delayed:{due}");
     assert!(failed[0].error.as_deref().unwrap().contains(&bucket_name));
-    let text = logs.text();
-    assert!(text.contains(&bucket_name), "{text}");
-    assert!(
-        text.contains(&format!("{ns}:delayed_queue_schedule")) && text.contains("soon"),
-        "{text}"
-    );
-    // The bad member is left alone (its list is another client's) and the
-    // next poll still answers.
-    let again = scheduler.poll().await.unwrap();
-    assert_eq!(again.promoted, 0);
-    assert_eq!(backend.delayed_at(due).await.unwrap(), Vec::<String>::new());
     assert_eq!(backend.delayed_timestamps().await.unwrap(), Vec::<i64>::new());
+    let lines = logs.lines_with(&bucket_name);
+    assert!(lines.iter().any(|l| l.contains("WARN")), "{lines:?}");
+}
+
+/// A registered dead worker holding a job, whose ping is ten minutes old.
+async fn dead_worker(backend: &Arc<resq_redis::RedisBackend>) {
+    let dead = WorkerId::new("h:9", &["q".to_owned()]);
+    backend.register_worker(&dead, now_ms() - 600_000).await.unwrap();
+    backend.push("q", &job(1)).await.unwrap();
+    backend.claim(&dead, &["q".to_owned()], "then").await.unwrap().unwrap();
 }
 
 #[tokio::test]
-async fn scheduler_cleans_dead_workers_past_bad_pings() {
-    let Some((backend, ns, mut raw)) = setup("scheduler_cleans_dead_workers_past_bad_pings").await else {
+async fn scheduler_cleans_dead_workers_past_a_non_utf8_ping_value() {
+    let Some((backend, ns, mut raw)) = setup("scheduler_cleans_dead_workers_past_a_non_utf8_ping_value").await else {
         return;
     };
-    let (logs, _guard) = capture();
-    // A ping whose value is not UTF-8, and a ping whose key is not.
+    let logs = logs();
     raw_cmd(&mut raw, &[b"SET", &key(&ns, b"worker:ping:h:7"), b"\xff\xfe"]).await;
+    dead_worker(&backend).await;
+    let report = scheduler(&backend, Some(Duration::from_secs(60))).poll().await.unwrap();
+    assert_eq!(report.cleaned_workers, 1, "{report:?}");
+    assert_eq!(backend.queue_range("q", 0, -1).await.unwrap(), vec![job(1)]);
+    let lines = logs.lines_with(&format!("{ns}:worker:ping:h:7"));
+    assert!(lines.iter().any(|l| l.contains("WARN")), "{lines:?}");
+}
+
+#[tokio::test]
+async fn scheduler_cleans_dead_workers_past_a_non_utf8_ping_key() {
+    let Some((backend, ns, mut raw)) = setup("scheduler_cleans_dead_workers_past_a_non_utf8_ping_key").await else {
+        return;
+    };
+    let logs = logs();
     raw_cmd(
         &mut raw,
         &[b"SET", &key(&ns, b"worker:ping:h:\xff"), br#"{"time":1,"name":"h:8","queues":"q"}"#],
     )
     .await;
-    // A dead worker holding a job.
-    let dead = WorkerId::new("h:9", &["q".to_owned()]);
-    backend.register_worker(&dead, now_ms() - 600_000).await.unwrap();
-    backend.push("q", &job(1)).await.unwrap();
-    backend.claim(&dead, &["q".to_owned()], "then").await.unwrap().unwrap();
-    let scheduler = Scheduler::new(
-        backend.clone() as Arc<dyn Backend>,
-        SchedulerConfig {
-            poll_interval: Duration::from_millis(100),
-            leader_ttl: Duration::from_secs(10),
-            stuck_worker_timeout: Some(Duration::from_secs(60)),
-            ..SchedulerConfig::default()
-        },
-    )
-    .unwrap();
-    let report = scheduler.poll().await.unwrap();
+    dead_worker(&backend).await;
+    let report = scheduler(&backend, Some(Duration::from_secs(60))).poll().await.unwrap();
     assert_eq!(report.cleaned_workers, 1, "{report:?}");
     assert_eq!(backend.queue_range("q", 0, -1).await.unwrap(), vec![job(1)]);
-    let text = logs.text();
-    assert!(text.contains(&format!("{ns}:worker:ping:h:7")), "{text}");
-    assert!(text.contains(&format!("{ns}:worker:ping:h:\\xff")), "{text}");
+    let lines = logs.lines_with(&format!("{ns}:worker:ping:h:\\xff"));
+    assert!(lines.iter().any(|l| l.contains("WARN")), "{lines:?}");
 }
 
 #[tokio::test]
-async fn inspection_answers_past_bad_members_and_values() {
-    let Some((backend, ns, mut raw)) = setup("inspection_answers_past_bad_members_and_values").await else {
+async fn a_non_utf8_workers_member_is_skipped_by_every_listing() {
+    let Some((backend, ns, mut raw)) = setup("a_non_utf8_workers_member_is_skipped_by_every_listing").await else {
+        return;
+    };
+    let logs = logs();
+    let queue = Queue::new(backend.clone() as Arc<dyn Backend>);
+    raw_cmd(&mut raw, &[b"SADD", &key(&ns, b"workers"), b"h:2:\xff"]).await;
+    let live = WorkerId::new("h:1+1", &["q".to_owned()]);
+    backend.register_worker(&live, now_ms()).await.unwrap();
+    assert!(backend.workers().await.unwrap().contains(&live), "a worker finds its registration");
+    let workers = queue.workers().await.unwrap();
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    assert_eq!(workers.get("h:1+1").map(String::as_str), Some("q"));
+    assert!(queue.all_working_on().await.unwrap().contains_key("h:1+1"));
+    assert!(queue.details().await.unwrap().workers.contains_key("h:1+1"));
+    let lines = logs.lines_with(&format!("{ns}:workers"));
+    assert!(lines.iter().any(|l| l.contains("WARN") && l.contains("h:2:\\xff")), "{lines:?}");
+}
+
+#[tokio::test]
+async fn a_non_utf8_queues_member_is_skipped() {
+    let Some((backend, ns, mut raw)) = setup("a_non_utf8_queues_member_is_skipped").await else {
         return;
     };
     let queue = Queue::new(backend.clone() as Arc<dyn Backend>);
     queue.enqueue("q", "ok", (1,)).await.unwrap();
-    let live = WorkerId::new("h:1+1", &["q".to_owned()]);
-    backend.register_worker(&live, now_ms()).await.unwrap();
-    raw_cmd(&mut raw, &[b"SADD", &key(&ns, b"workers"), b"h:2:\xff"]).await;
     raw_cmd(&mut raw, &[b"SADD", &key(&ns, b"queues"), b"\xff"]).await;
+    assert_eq!(queue.queues().await.unwrap(), vec!["q".to_owned()]);
+    let details = queue.details().await.unwrap();
+    assert_eq!(details.queues.into_iter().collect::<Vec<_>>(), vec![("q".to_owned(), 1)]);
+}
+
+#[tokio::test]
+async fn non_utf8_locks_and_counters_are_shown_escaped_or_skipped() {
+    let Some((backend, ns, mut raw)) = setup("non_utf8_locks_and_counters_are_shown_escaped_or_skipped").await else {
+        return;
+    };
+    let logs = logs();
+    let queue = Queue::new(backend.clone() as Arc<dyn Backend>);
     raw_cmd(&mut raw, &[b"SET", &key(&ns, b"lock:a"), b"v\xff"]).await;
     raw_cmd(&mut raw, &[b"SET", &key(&ns, b"lock:\xff"), b"v"]).await;
     raw_cmd(&mut raw, &[b"SET", &key(&ns, b"stat:odd"), b"\xff"]).await;
-    raw_cmd(&mut raw, &[b"RPUSH", &key(&ns, b"failed"), b"{\"error\":\"\xff\"}"]).await;
-    raw_cmd(&mut raw, &[b"RPUSH", &key(&ns, b"queue:q"), b"\xfe"]).await;
-
-    let workers = queue.workers().await.unwrap();
-    assert_eq!(workers.get("h:1+1").map(String::as_str), Some("q"));
-    assert!(queue.all_working_on().await.unwrap().contains_key("h:1+1"));
-    let details = queue.details().await.unwrap();
-    assert_eq!(details.queues.get("q"), Some(&2));
-    assert_eq!(queue.queues().await.unwrap(), vec!["q".to_owned()]);
+    backend.incr_stat("processed", 2).await.unwrap();
     let locks = queue.locks().await.unwrap();
-    assert_eq!(locks.get("lock:a").map(String::as_str), Some("v\\xff"), "{locks:?}");
+    assert_eq!(locks.into_iter().collect::<Vec<_>>(), vec![("lock:a".to_owned(), "v\\xff".to_owned())]);
+    assert_eq!(backend.get_lock("lock:a").await.unwrap().unwrap().value, "v\\xff");
+    let stats = queue.stats().await.unwrap();
+    assert_eq!(stats.into_iter().collect::<Vec<_>>(), vec![("processed".to_owned(), 2)]);
+    assert!(queue.details().await.is_ok());
+    let lines = logs.lines_with(&format!("{ns}:lock:\\xff"));
+    assert!(lines.iter().any(|l| l.contains("WARN")), "{lines:?}");
+    let lines = logs.lines_with(&format!("{ns}:stat:odd"));
+    assert!(lines.iter().any(|l| l.contains("WARN")), "{lines:?}");
+}
+
+#[tokio::test]
+async fn a_non_utf8_failed_entry_is_listed_escaped_and_removable() {
+    let Some((backend, ns, mut raw)) = setup("a_non_utf8_failed_entry_is_listed_escaped_and_removable").await else {
+        return;
+    };
+    let queue = Queue::new(backend.clone() as Arc<dyn Backend>);
+    let good = resq_core::failed::encode_entry("w", "q", &job(1), &resq_core::Failure::new("E", "x"), 0);
+    backend.push_failed(&good).await.unwrap();
+    raw_cmd(&mut raw, &[b"RPUSH", &key(&ns, b"failed"), b"{\"error\":\"\xff\"}"]).await;
     let failed = queue.failed(0, -1).await.unwrap();
-    assert_eq!(failed.len(), 1, "the bad entry is listed");
-    assert_eq!(failed[0].raw, "{\"error\":\"\\xff\"}");
-    assert_eq!(queue.remove_failed(&failed[0]).await.unwrap(), 1, "and can be removed");
+    assert_eq!(failed.len(), 2, "the bad entry is listed");
+    assert_eq!(failed[0].raw, good);
+    assert_eq!(failed[1].raw, "{\"error\":\"\\xff\"}");
+    assert_eq!(queue.remove_failed(&failed[1]).await.unwrap(), 1, "and can be removed");
+    assert_eq!(queue.failed_count().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_non_utf8_queued_job_is_listed_escaped() {
+    let Some((backend, ns, mut raw)) = setup("a_non_utf8_queued_job_is_listed_escaped").await else {
+        return;
+    };
+    let queue = Queue::new(backend.clone() as Arc<dyn Backend>);
+    queue.enqueue("q", "ok", (1,)).await.unwrap();
+    raw_cmd(&mut raw, &[b"RPUSH", &key(&ns, b"queue:q"), b"\xfe"]).await;
     let listed = queue.queued("q", 0, -1).await.unwrap();
     assert_eq!(listed.len(), 2);
+    assert!(listed[0].job().is_some());
     assert_eq!(listed[1].raw(), "\\xfe");
-    // A worker registers and finds itself in the registry.
-    backend.register_worker(&live, now_ms()).await.unwrap();
-    assert!(backend.workers().await.unwrap().contains(&live));
+    assert!(listed[1].job().is_none());
 }
