@@ -185,6 +185,7 @@ impl DelayedStore for RedisBackend {
                             planned.push((text.to_owned(), Ok(queue)));
                         }
                         Err(reason) => {
+                            let reason = format!("{reason} (read from {bucket_key})");
                             inv.arg("f").arg(promotion_failure_entry(text, &reason, now));
                             planned.push((text.to_owned(), Err(reason)));
                         }

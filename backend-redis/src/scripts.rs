@@ -59,7 +59,8 @@ local function divert(item, key, worker, queue, failed_at, failed_list, failed_s
     '); `payload` holds its bytes escaped: \\xNN per byte outside printable ASCII, \\\\ per backslash'
   redis.call('RPUSH', failed_list, '{"worker":' .. worker .. ',"queue":' .. queue .. ',"payload":"' .. payload ..
     '","exception":"PayloadError","error":' .. cjson.encode(reason) .. ',"backtrace":[],"failed_at":' .. failed_at .. '}')
-  redis.call('INCR', failed_stat)
+  -- A counter that another client broke must not undo the move.
+  redis.pcall('INCR', failed_stat)
 end
 local max_diverted = 100
 "#

@@ -283,9 +283,10 @@ async fn scheduler_fails_a_non_utf8_delayed_item_and_promotes_the_rest() {
     let bucket = key(&ns, format!("delayed:{due}").as_bytes());
     raw_cmd(&mut raw, &[b"RPUSH", &bucket, BAD]).await;
     backend.schedule(due, &job(4)).await.unwrap();
+    backend.schedule(due, "not json").await.unwrap();
     let report = scheduler(&backend, None).poll().await.unwrap();
     assert_eq!(report.promoted, 4, "{report:?}");
-    assert_eq!(report.promotion_failures, 1, "{report:?}");
+    assert_eq!(report.promotion_failures, 2, "{report:?}");
     assert_eq!(
         backend.queue_range("q", 0, -1).await.unwrap(),
         vec![job(1), job(2), job(4), job(3)]
@@ -295,6 +296,10 @@ async fn scheduler_fails_a_non_utf8_delayed_item_and_promotes_the_rest() {
     assert_eq!(failed[0].payload_bytes().unwrap(), BAD);
     let bucket_name = format!("{ns}:delayed:{due}");
     assert!(failed[0].error.as_deref().unwrap().contains(&bucket_name));
+    // The other failure (valid UTF-8, not JSON) names the key too.
+    let entries = backend.failed_range(0, -1).await.unwrap();
+    let not_json = entries.iter().map(|e| FailedJob::decode(e).unwrap()).find(|f| f.payload_bytes().is_none());
+    assert!(not_json.unwrap().error.unwrap().contains(&bucket_name));
     assert_eq!(backend.delayed_timestamps().await.unwrap(), Vec::<i64>::new());
     let lines = logs.lines_with(&bucket_name);
     assert!(lines.iter().any(|l| l.contains("WARN")), "{lines:?}");
@@ -428,4 +433,20 @@ async fn a_non_utf8_queued_job_is_listed_escaped() {
     assert!(listed[0].job().is_some());
     assert_eq!(listed[1].raw(), "\\xfe");
     assert!(listed[1].job().is_none());
+}
+
+/// A `stat:failed` counter that another client broke does not stop a bad
+/// item's move to the failed list, nor the claim behind it.
+#[tokio::test]
+async fn a_broken_failed_counter_does_not_stop_the_move() {
+    let Some((backend, ns, mut raw)) = setup("a_broken_failed_counter_does_not_stop_the_move").await else {
+        return;
+    };
+    raw_cmd(&mut raw, &[b"SET", &key(&ns, b"stat:failed"), b"many"]).await;
+    raw_cmd(&mut raw, &[b"RPUSH", &key(&ns, b"queue:q"), BAD]).await;
+    backend.push("q", &job(1)).await.unwrap();
+    let w = WorkerId::new("h:1+1", &["q".to_owned()]);
+    let got = backend.claim(&w, &["q".to_owned()], "now").await.unwrap();
+    assert_eq!(got.map(|c| c.payload), Some(job(1)));
+    assert_eq!(escaped_failures(&backend).await.len(), 1);
 }
