@@ -450,3 +450,67 @@ async fn a_broken_failed_counter_does_not_stop_the_move() {
     assert_eq!(got.map(|c| c.payload), Some(job(1)));
     assert_eq!(escaped_failures(&backend).await.len(), 1);
 }
+
+/// Runs a worker (`concurrency` slots) on queue `q` until `n` jobs of class
+/// `ok` ran (at most 30 s); returns their arguments in order.
+async fn work_until(backend: &Arc<resq_redis::RedisBackend>, concurrency: usize, n: usize) -> Vec<i64> {
+    let ran: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let mut tasks = resq_core::Tasks::new();
+    let log = Arc::clone(&ran);
+    tasks
+        .register_fn("ok", move |(n,): (i64,), _ctx: resq_core::JobContext| {
+            let log = Arc::clone(&log);
+            async move {
+                log.lock().unwrap().push(n);
+                Ok::<_, resq_core::TaskError>(())
+            }
+        })
+        .unwrap();
+    let config = resq_core::WorkerConfig {
+        queues: vec!["q".to_owned()],
+        poll_interval: Duration::from_millis(50),
+        ping_interval: Duration::from_millis(100),
+        shutdown_timeout: Duration::from_secs(5),
+        concurrency,
+        ..resq_core::WorkerConfig::default()
+    };
+    let worker = resq_core::Worker::new(backend.clone() as Arc<dyn Backend>, Arc::new(tasks), config);
+    let stop = resq_core::CancellationToken::new();
+    let token = stop.clone();
+    let handle = tokio::spawn(async move { worker.run_until(token).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while ran.lock().unwrap().len() < n && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), handle)
+        .await
+        .expect("the worker stops")
+        .unwrap()
+        .expect("the worker ends cleanly");
+    let ran = ran.lock().unwrap().clone();
+    ran
+}
+
+/// Workers (one slot and several) run the good jobs around non-UTF-8 ones;
+/// the bad ones end on the failed list with their bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_run_the_good_jobs_around_non_utf8_ones() {
+    for concurrency in [1, 3] {
+        let Some((backend, ns, mut raw)) = setup("workers_run_the_good_jobs_around_non_utf8_ones").await else {
+            return;
+        };
+        let qkey = key(&ns, b"queue:q");
+        for n in 1..=4 {
+            backend.push("q", &job(n)).await.unwrap();
+            raw_cmd(&mut raw, &[b"RPUSH", &qkey, BAD]).await;
+        }
+        let mut ran = work_until(&backend, concurrency, 4).await;
+        ran.sort_unstable();
+        assert_eq!(ran, vec![1, 2, 3, 4], "concurrency {concurrency}");
+        let failed = escaped_failures(&backend).await;
+        assert_eq!(failed.len(), 4, "concurrency {concurrency}");
+        assert!(failed.iter().all(|f| f.payload_bytes().as_deref() == Some(BAD)));
+        assert_eq!(backend.queue_len("q").await.unwrap(), 0);
+    }
+}
