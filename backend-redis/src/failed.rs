@@ -2,8 +2,8 @@
 
 use crate::scripts::RETRY_FAILED;
 use crate::{be, text, RedisBackend};
-use resq_core::failed::unescape_bytes;
 use async_trait::async_trait;
+use resq_core::failed::unescape_bytes;
 use resq_core::{FailedStore, Result};
 
 #[async_trait]

@@ -194,10 +194,9 @@ impl RedisBackend {
                 .query_async(&mut self.conn())
                 .await
                 .map_err(be)?;
-            if page
-                .iter()
-                .any(|raw| std::str::from_utf8(raw).is_ok_and(|raw| is_force_clean_entry_of(raw, worker, working, &job)))
-            {
+            if page.iter().any(|raw| {
+                std::str::from_utf8(raw).is_ok_and(|raw| is_force_clean_entry_of(raw, worker, working, &job))
+            }) {
                 return Ok(true);
             }
             if i64::try_from(page.len()).unwrap_or(0) < FAILED_PAGE {

@@ -9,8 +9,8 @@
 use resq_core::failed::INVALID_UTF8;
 use resq_core::time::{last_due_bucket, now_ms};
 use resq_core::{
-    Backend, DelayedStore, FailedJob, FailedStore, LockStore, Queue, QueueStore, Scheduler, SchedulerConfig, StatsStore, WorkerId,
-    WorkerRegistry,
+    Backend, DelayedStore, FailedJob, FailedStore, LockStore, Queue, QueueStore, Scheduler, SchedulerConfig,
+    StatsStore, WorkerId, WorkerRegistry,
 };
 use resq_redis::testing::{fresh_redis, server_url};
 use std::io::Write;
@@ -138,16 +138,28 @@ async fn claim_moves_a_non_utf8_job_to_failed_and_goes_on() {
             got.push(c.payload);
         }
     }
-    assert_eq!(got, vec![job(1), job(2)], "the good jobs around the bad one are claimed");
+    assert_eq!(
+        got,
+        vec![job(1), job(2)],
+        "the good jobs around the bad one are claimed"
+    );
     let failed = escaped_failures(&backend).await;
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].payload_bytes().unwrap(), BAD, "the bytes are kept");
     let error = failed[0].error.clone().unwrap();
-    assert!(error.starts_with(INVALID_UTF8) && error.contains(&format!("{ns}:queue:q")), "{error}");
+    assert!(
+        error.starts_with(INVALID_UTF8) && error.contains(&format!("{ns}:queue:q")),
+        "{error}"
+    );
     assert_eq!(failed[0].worker.as_deref(), Some("h:1+1"));
     assert_eq!(backend.stat("failed").await.unwrap(), 1);
     let lines = logs.lines_with(&format!("{ns}:queue:q"));
-    assert!(lines.iter().any(|l| l.contains("WARN") && l.contains("not valid UTF-8")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("not valid UTF-8")),
+        "{lines:?}"
+    );
 }
 
 #[tokio::test]
@@ -164,10 +176,7 @@ async fn claim_batch_moves_non_utf8_jobs_to_failed_and_fills_the_slots() {
     let workers: Vec<WorkerId> = (1..=3)
         .map(|i| WorkerId::new(format!("h:1+{i}"), &["q".to_owned()]))
         .collect();
-    let got = backend
-        .claim_batch(&workers, &["q".to_owned()], "now")
-        .await
-        .unwrap();
+    let got = backend.claim_batch(&workers, &["q".to_owned()], "now").await.unwrap();
     let payloads: Vec<(usize, String)> = got.into_iter().map(|(s, c)| (s, c.payload)).collect();
     assert_eq!(payloads, vec![(0, job(1)), (1, job(2))]);
     let mut bytes: Vec<Vec<u8>> = escaped_failures(&backend)
@@ -248,7 +257,11 @@ async fn scheduler_skips_a_non_numeric_schedule_member_and_promotes_the_rest() {
     let due = last_due_bucket(now_ms()) - 100;
     schedule_good_around(&backend, due).await;
     // A member that is not a bucket's seconds, with a list, scored first.
-    raw_cmd(&mut raw, &[b"ZADD", &key(&ns, b"delayed_queue_schedule"), b"1", b"soon"]).await;
+    raw_cmd(
+        &mut raw,
+        &[b"ZADD", &key(&ns, b"delayed_queue_schedule"), b"1", b"soon"],
+    )
+    .await;
     raw_cmd(&mut raw, &[b"RPUSH", &key(&ns, b"delayed:soon"), job(9).as_bytes()]).await;
     let scheduler = scheduler(&backend, None);
     let report = scheduler.poll().await.unwrap();
@@ -256,7 +269,10 @@ async fn scheduler_skips_a_non_numeric_schedule_member_and_promotes_the_rest() {
     assert_eq!(report.promoted, 2, "{report:?}");
     assert_eq!(backend.queue_range("q", 0, -1).await.unwrap(), vec![job(1), job(3)]);
     let lines = logs.lines_with(&format!("{ns}:delayed_queue_schedule"));
-    assert!(lines.iter().any(|l| l.contains("WARN") && l.contains("soon")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("WARN") && l.contains("soon")),
+        "{lines:?}"
+    );
     // The member is left for its owner, and the next poll still answers.
     assert_eq!(scheduler.poll().await.unwrap().promoted, 0);
     assert_eq!(backend.delayed_timestamps().await.unwrap(), Vec::<i64>::new());
@@ -270,8 +286,7 @@ async fn scheduler_skips_a_non_numeric_schedule_member_and_promotes_the_rest() {
 
 #[tokio::test]
 async fn scheduler_fails_a_non_utf8_delayed_item_and_promotes_the_rest() {
-    let Some((backend, ns, mut raw)) =
-        setup("scheduler_fails_a_non_utf8_delayed_item_and_promotes_the_rest").await
+    let Some((backend, ns, mut raw)) = setup("scheduler_fails_a_non_utf8_delayed_item_and_promotes_the_rest").await
     else {
         return;
     };
@@ -298,7 +313,10 @@ async fn scheduler_fails_a_non_utf8_delayed_item_and_promotes_the_rest() {
     assert!(failed[0].error.as_deref().unwrap().contains(&bucket_name));
     // The other failure (valid UTF-8, not JSON) names the key too.
     let entries = backend.failed_range(0, -1).await.unwrap();
-    let not_json = entries.iter().map(|e| FailedJob::decode(e).unwrap()).find(|f| f.payload_bytes().is_none());
+    let not_json = entries
+        .iter()
+        .map(|e| FailedJob::decode(e).unwrap())
+        .find(|f| f.payload_bytes().is_none());
     assert!(not_json.unwrap().error.unwrap().contains(&bucket_name));
     assert_eq!(backend.delayed_timestamps().await.unwrap(), Vec::<i64>::new());
     let lines = logs.lines_with(&bucket_name);
@@ -336,7 +354,11 @@ async fn scheduler_cleans_dead_workers_past_a_non_utf8_ping_key() {
     let logs = logs();
     raw_cmd(
         &mut raw,
-        &[b"SET", &key(&ns, b"worker:ping:h:\xff"), br#"{"time":1,"name":"h:8","queues":"q"}"#],
+        &[
+            b"SET",
+            &key(&ns, b"worker:ping:h:\xff"),
+            br#"{"time":1,"name":"h:8","queues":"q"}"#,
+        ],
     )
     .await;
     dead_worker(&backend).await;
@@ -357,14 +379,20 @@ async fn a_non_utf8_workers_member_is_skipped_by_every_listing() {
     raw_cmd(&mut raw, &[b"SADD", &key(&ns, b"workers"), b"h:2:\xff"]).await;
     let live = WorkerId::new("h:1+1", &["q".to_owned()]);
     backend.register_worker(&live, now_ms()).await.unwrap();
-    assert!(backend.workers().await.unwrap().contains(&live), "a worker finds its registration");
+    assert!(
+        backend.workers().await.unwrap().contains(&live),
+        "a worker finds its registration"
+    );
     let workers = queue.workers().await.unwrap();
     assert_eq!(workers.len(), 1, "{workers:?}");
     assert_eq!(workers.get("h:1+1").map(String::as_str), Some("q"));
     assert!(queue.all_working_on().await.unwrap().contains_key("h:1+1"));
     assert!(queue.details().await.unwrap().workers.contains_key("h:1+1"));
     let lines = logs.lines_with(&format!("{ns}:workers"));
-    assert!(lines.iter().any(|l| l.contains("WARN") && l.contains("h:2:\\xff")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("WARN") && l.contains("h:2:\\xff")),
+        "{lines:?}"
+    );
 }
 
 #[tokio::test]
@@ -377,7 +405,10 @@ async fn a_non_utf8_queues_member_is_skipped() {
     raw_cmd(&mut raw, &[b"SADD", &key(&ns, b"queues"), b"\xff"]).await;
     assert_eq!(queue.queues().await.unwrap(), vec!["q".to_owned()]);
     let details = queue.details().await.unwrap();
-    assert_eq!(details.queues.into_iter().collect::<Vec<_>>(), vec![("q".to_owned(), 1)]);
+    assert_eq!(
+        details.queues.into_iter().collect::<Vec<_>>(),
+        vec![("q".to_owned(), 1)]
+    );
 }
 
 #[tokio::test]
@@ -392,7 +423,10 @@ async fn non_utf8_locks_and_counters_are_shown_escaped_or_skipped() {
     raw_cmd(&mut raw, &[b"SET", &key(&ns, b"stat:odd"), b"\xff"]).await;
     backend.incr_stat("processed", 2).await.unwrap();
     let locks = queue.locks().await.unwrap();
-    assert_eq!(locks.into_iter().collect::<Vec<_>>(), vec![("lock:a".to_owned(), "v\\xff".to_owned())]);
+    assert_eq!(
+        locks.into_iter().collect::<Vec<_>>(),
+        vec![("lock:a".to_owned(), "v\\xff".to_owned())]
+    );
     assert_eq!(backend.get_lock("lock:a").await.unwrap().unwrap().value, "v\\xff");
     let stats = queue.stats().await.unwrap();
     assert_eq!(stats.into_iter().collect::<Vec<_>>(), vec![("processed".to_owned(), 2)]);

@@ -313,7 +313,9 @@ mod tests {
 
     #[test]
     fn duplicate_class_is_reported_as_such() {
-        let e = Job::decode(r#"{"class":"a","class":"b","args":[]}"#).unwrap_err().to_string();
+        let e = Job::decode(r#"{"class":"a","class":"b","args":[]}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("duplicate field `class`"), "{e}");
         assert!(!e.contains("not a JSON object"), "{e}");
         let e = Job::decode(r#"["add","q",[1]]"#).unwrap_err().to_string();
