@@ -1,7 +1,7 @@
 //! The `failed` list.
 
 use crate::scripts::RETRY_FAILED;
-use crate::{be, text, RedisBackend};
+use crate::{be_at, text, RedisBackend};
 use async_trait::async_trait;
 use resq_core::failed::unescape_bytes;
 use resq_core::{FailedStore, Result};
@@ -14,7 +14,7 @@ impl FailedStore for RedisBackend {
             .arg(entry)
             .exec_async(&mut self.conn())
             .await
-            .map_err(be)
+            .map_err(be_at(&self.keys.failed()))
     }
 
     async fn failed_count(&self) -> Result<u64> {
@@ -22,7 +22,7 @@ impl FailedStore for RedisBackend {
             .arg(self.keys.failed())
             .query_async(&mut self.conn())
             .await
-            .map_err(be)
+            .map_err(be_at(&self.keys.failed()))
     }
 
     /// Entries that are not UTF-8 are listed escaped (see [`crate::text`]).
@@ -33,7 +33,7 @@ impl FailedStore for RedisBackend {
             .arg(stop)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&self.keys.failed()))?;
         Ok(raw.into_iter().map(text).collect())
     }
 
@@ -47,7 +47,7 @@ impl FailedStore for RedisBackend {
             .arg(entry)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&self.keys.failed()))?;
         if n > 0 {
             return Ok(n);
         }
@@ -58,7 +58,7 @@ impl FailedStore for RedisBackend {
                 .arg(bytes)
                 .query_async(&mut self.conn())
                 .await
-                .map_err(be),
+                .map_err(be_at(&self.keys.failed())),
             _ => Ok(0),
         }
     }
@@ -74,7 +74,7 @@ impl FailedStore for RedisBackend {
             .arg(self.keys.wakeup_channel())
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&self.keys.failed()))?;
         Ok(n == 1)
     }
 }

@@ -110,6 +110,13 @@ pub(crate) fn utf8_members(key: &str, members: Vec<Vec<u8>>) -> Vec<String> {
         .collect()
 }
 
+/// Like [`be`], naming the key the command was about, so that an error
+/// about stored data (a key of the wrong type, a value that is not a
+/// number) says where it is.
+pub(crate) fn be_at(key: &str) -> impl FnOnce(redis::RedisError) -> Error + '_ {
+    move |e| Error::backend_with(classify(&e), format!("redis: {e} (key {key})"), e)
+}
+
 /// Server error codes that go away by themselves: a busy, loading,
 /// failing-over or out-of-memory server, a script to load again.
 const TRANSIENT_CODES: &[&str] = &[

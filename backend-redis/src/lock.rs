@@ -1,7 +1,7 @@
 //! Plugin locks: `SET NX PX`, with compare-and-expire and compare-and-delete scripts.
 
 use crate::scripts::{INCR_LOCK, RELEASE_LOCK, RENEW_LOCK};
-use crate::{be, text, RedisBackend};
+use crate::{be_at, text, RedisBackend};
 use async_trait::async_trait;
 use resq_core::{LockEntry, LockStore, Result};
 use std::time::Duration;
@@ -27,7 +27,7 @@ impl LockStore for RedisBackend {
             .arg("NX")
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&self.keys.key(key)))?;
         Ok(set.is_some())
     }
 
@@ -38,7 +38,7 @@ impl LockStore for RedisBackend {
             .arg(ttl_ms(ttl))
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&self.keys.key(key)))?;
         Ok(n == 1)
     }
 
@@ -48,7 +48,7 @@ impl LockStore for RedisBackend {
             .arg(value)
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&self.keys.key(key)))?;
         Ok(n == 1)
     }
 
@@ -70,7 +70,7 @@ impl LockStore for RedisBackend {
             .arg(self.keys.key(key))
             .query_async(&mut self.conn())
             .await
-            .map_err(be)
+            .map_err(be_at(&self.keys.key(key)))
     }
 
     async fn get_lock(&self, key: &str) -> Result<Option<LockEntry>> {
@@ -83,7 +83,7 @@ impl LockStore for RedisBackend {
             .arg(&key)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&key))?;
         Ok(value.map(|value| LockEntry {
             value: text(value),
             // -1: no expiry; -2 cannot happen once GET found the key.
@@ -99,7 +99,7 @@ impl LockStore for RedisBackend {
             .arg(ttl_ms(ttl))
             .query_async::<()>(&mut self.conn())
             .await
-            .map_err(be)
+            .map_err(be_at(&self.keys.key(key)))
     }
 
     async fn incr_lock(&self, key: &str, by: i64, ttl: Duration) -> Result<i64> {
@@ -109,6 +109,6 @@ impl LockStore for RedisBackend {
             .arg(ttl_ms(ttl))
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be)
+            .map_err(be_at(&self.keys.key(key)))
     }
 }

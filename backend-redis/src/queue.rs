@@ -2,7 +2,7 @@
 
 use crate::scripts::{CLAIM, CLAIM_BATCH, MAX_DIVERTED, PUSH_ONCE, REMOVE_BY_CLASS};
 use crate::wake::ANY;
-use crate::{be, text, utf8_members, RedisBackend};
+use crate::{be, be_at, text, utf8_members, RedisBackend};
 use async_trait::async_trait;
 use resq_core::backend::REMOVAL_PAGE;
 use resq_core::json::write_js_str;
@@ -91,7 +91,7 @@ impl QueueStore for RedisBackend {
             .arg(self.keys.wakeup_channel())
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&self.keys.key(key)))?;
         Ok(pushed == 1)
     }
 
@@ -277,7 +277,7 @@ impl QueueStore for RedisBackend {
             .arg(self.keys.queue(queue))
             .query_async(&mut self.conn())
             .await
-            .map_err(be)
+            .map_err(be_at(&self.keys.queue(queue)))
     }
 
     /// Items that are not UTF-8 are listed escaped (see [`crate::text`]).
@@ -288,7 +288,7 @@ impl QueueStore for RedisBackend {
             .arg(stop)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&self.keys.queue(queue)))?;
         Ok(items.into_iter().map(text).collect())
     }
 
@@ -299,7 +299,7 @@ impl QueueStore for RedisBackend {
             .arg(payload)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)
+            .map_err(be_at(&self.keys.queue(queue)))
     }
 
     async fn delete_queue(&self, queue: &str) -> Result<bool> {
@@ -347,7 +347,7 @@ impl QueueStore for RedisBackend {
                 .arg(&tomb)
                 .invoke_async(&mut self.conn())
                 .await
-                .map_err(be)?;
+                .map_err(be_at(&key))?;
             removed += gone;
             if looked < REMOVAL_PAGE as u64 {
                 return Ok(removed);
@@ -362,7 +362,7 @@ impl QueueStore for RedisBackend {
             .arg(&key)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&key))?;
         let mut names = utf8_members(&key, members);
         names.sort();
         Ok(names)

@@ -161,7 +161,8 @@ return 1
 /// number), limit. Returns `{members, bad members}`: up to `limit` members
 /// whose list exists, ascending, and the members passed over because they
 /// are not a bucket's whole seconds (digits, at most 15, an optional `-`,
-/// no leading zero), which are left in place for their owner. Members
+/// no leading zero) or whose `delayed:<member>` key is not a list, which
+/// are left in place for their owner. Members
 /// whose list is gone are removed from the schedule.
 pub(crate) static BUCKETS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -174,9 +175,10 @@ while #out < limit do
   local batch = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', offset, limit)
   if #batch == 0 then break end
   for _, m in ipairs(batch) do
-    if redis.call('EXISTS', ARGV[1] .. 'delayed:' .. m) == 1 then
+    local kind = redis.call('TYPE', ARGV[1] .. 'delayed:' .. m)['ok']
+    if kind ~= 'none' then
       offset = offset + 1
-      if #m > 16 or not (m == '0' or string.find(m, '^%-?[1-9]%d*$')) then
+      if kind ~= 'list' or #m > 16 or not (m == '0' or string.find(m, '^%-?[1-9]%d*$')) then
         if #bad < 100 then table.insert(bad, m) end
       elseif #out < limit then
         table.insert(out, m)
@@ -228,7 +230,8 @@ for i = 4, #ARGV, 3 do
   local item, mode, target = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   if redis.call('LREM', KEYS[1], 1, item) == 1 then
     if not redis.call('LPOS', KEYS[1], item) then
-      redis.call('SREM', ARGV[1] .. 'timestamps:' .. item, marker)
+      -- Another client's index key of the wrong type must not stop the move.
+      redis.pcall('SREM', ARGV[1] .. 'timestamps:' .. item, marker)
     end
     if mode == 'q' then
       redis.call('SADD', KEYS[3], target)

@@ -1,6 +1,6 @@
 //! Counters: `stat:<name>` integer strings.
 
-use crate::{be, text, RedisBackend};
+use crate::{be_at, text, RedisBackend};
 use async_trait::async_trait;
 use resq_core::{Error, Result, StatsStore};
 
@@ -19,7 +19,7 @@ impl StatsStore for RedisBackend {
             .arg(by)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)
+            .map_err(be_at(&self.keys.stat(key)))
     }
 
     async fn stat(&self, key: &str) -> Result<i64> {
@@ -28,7 +28,7 @@ impl StatsStore for RedisBackend {
             .arg(&full)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&full))?;
         raw.map_or(Ok(0), |r| parse(&full, &text(r)))
     }
 

@@ -2,7 +2,7 @@
 //! records, `worker:<id>:started` and `worker:ping:<name>`.
 
 use crate::scripts::{CLEAN_WORKER, PROBE_PING};
-use crate::{be, text, utf8_members, RedisBackend};
+use crate::{be, be_at, text, utf8_members, RedisBackend};
 use async_trait::async_trait;
 use resq_core::failed::{encode_entry, FailedJob, Failure, PAYLOAD_ERROR};
 use resq_core::json::write_js_str;
@@ -176,7 +176,7 @@ impl RedisBackend {
             .arg(worker.member())
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&self.keys.workers()))?;
         if registered {
             return Ok(false);
         }
@@ -193,7 +193,7 @@ impl RedisBackend {
                 .arg(end)
                 .query_async(&mut self.conn())
                 .await
-                .map_err(be)?;
+                .map_err(be_at(&self.keys.failed()))?;
             if page.iter().any(|raw| {
                 std::str::from_utf8(raw).is_ok_and(|raw| is_force_clean_entry_of(raw, worker, working, &job))
             }) {
@@ -234,7 +234,7 @@ impl RedisBackend {
             .arg(&key)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&key))?;
         let members = utf8_members(&key, members);
         let now = resq_core::time::now_ms();
         for member in &members {
@@ -252,7 +252,7 @@ impl RedisBackend {
                 .arg(ping_json(&worker, now))
                 .invoke_async(&mut self.conn())
                 .await
-                .map_err(be)?;
+                .map_err(be_at(&self.keys.ping(&worker.name)))?;
             if wrote == 1 {
                 tracing::info!(target: "resq::redis", worker = %worker, "registered worker had no ping; probing it");
             }
@@ -283,7 +283,7 @@ impl WorkerRegistry for RedisBackend {
             .arg(ping_json(worker, now_ms))
             .exec_async(&mut self.conn())
             .await
-            .map_err(be)
+            .map_err(be_at(&self.keys.ping(&worker.name)))
     }
 
     async fn register_workers(&self, workers: &[WorkerId], now_ms: i64) -> Result<()> {
@@ -356,7 +356,7 @@ impl WorkerRegistry for RedisBackend {
             .arg(&key)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&key))?;
         let mut out: Vec<WorkerId> = utf8_members(&key, members)
             .iter()
             .filter_map(|m| WorkerId::parse(m))
@@ -370,7 +370,7 @@ impl WorkerRegistry for RedisBackend {
             .arg(self.keys.started(worker))
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&self.keys.started(worker)))?;
         Ok(raw.map(text).as_deref().and_then(parse_started))
     }
 
@@ -379,7 +379,7 @@ impl WorkerRegistry for RedisBackend {
             .arg(self.keys.working(worker))
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&self.keys.working(worker)))?;
         Ok(raw.map(|r| parse_working(worker, &text(r))))
     }
 
@@ -426,7 +426,7 @@ impl WorkerRegistry for RedisBackend {
                 .arg(self.keys.working(worker))
                 .query_async(&mut self.conn())
                 .await
-                .map_err(be)?;
+                .map_err(be_at(&self.keys.working(worker)))?;
             let working = raw.clone().map(|r| parse_working(worker, &text(r)));
             let (mode, value, queue) = match &working {
                 Some(w) if self.leaked_after_force_clean(worker, w).await? => ("drop", String::new(), String::new()),
@@ -456,7 +456,7 @@ impl WorkerRegistry for RedisBackend {
                 .arg(self.keys.wakeup_channel())
                 .invoke_async(&mut self.conn())
                 .await
-                .map_err(be)?;
+                .map_err(be_at(&self.keys.working(worker)))?;
             if found < 0 {
                 continue; // the worker finished or took a job meanwhile: read again
             }

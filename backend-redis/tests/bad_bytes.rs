@@ -548,3 +548,63 @@ async fn workers_run_the_good_jobs_around_non_utf8_ones() {
         assert_eq!(backend.queue_len("q").await.unwrap(), 0);
     }
 }
+
+/// A dead worker whose working-on record is another client's key of the
+/// wrong type is skipped with a log line naming the key; the other dead
+/// workers are still cleaned, and the poll succeeds.
+#[tokio::test]
+async fn scheduler_cleans_the_other_dead_workers_past_one_it_cannot_clean() {
+    let Some((backend, ns, mut raw)) = setup("scheduler_cleans_the_other_dead_workers_past_one_it_cannot_clean").await
+    else {
+        return;
+    };
+    let logs = logs();
+    let broken = WorkerId::new("h:0", &["q".to_owned()]);
+    backend.register_worker(&broken, now_ms() - 600_000).await.unwrap();
+    raw_cmd(&mut raw, &[b"HSET", &key(&ns, b"worker:h:0:q"), b"f", b"v"]).await;
+    dead_worker(&backend).await;
+    let report = scheduler(&backend, Some(Duration::from_secs(60))).poll().await.unwrap();
+    assert_eq!(report.cleaned_workers, 1, "{report:?}");
+    assert_eq!(backend.queue_range("q", 0, -1).await.unwrap(), vec![job(1)]);
+    let lines = logs.lines_with(&format!("{ns}:worker:h:0:q"));
+    assert!(
+        lines.iter().any(|l| l.contains("WARN") && l.contains("WRONGTYPE")),
+        "{lines:?}"
+    );
+}
+
+/// A due bucket whose key is not a list (another client's) is skipped with
+/// a log line naming the schedule; the buckets after it are promoted.
+#[tokio::test]
+async fn scheduler_skips_a_bucket_that_is_not_a_list() {
+    let Some((backend, ns, mut raw)) = setup("scheduler_skips_a_bucket_that_is_not_a_list").await else {
+        return;
+    };
+    let logs = logs();
+    let due = last_due_bucket(now_ms()) - 100;
+    schedule_good_around(&backend, due).await;
+    let member = due.to_string();
+    raw_cmd(
+        &mut raw,
+        &[
+            b"ZADD",
+            &key(&ns, b"delayed_queue_schedule"),
+            member.as_bytes(),
+            member.as_bytes(),
+        ],
+    )
+    .await;
+    raw_cmd(
+        &mut raw,
+        &[b"SET", &key(&ns, format!("delayed:{due}").as_bytes()), b"x"],
+    )
+    .await;
+    let report = scheduler(&backend, None).poll().await.unwrap();
+    assert_eq!(report.promoted, 2, "{report:?}");
+    assert_eq!(backend.queue_range("q", 0, -1).await.unwrap(), vec![job(1), job(3)]);
+    let lines = logs.lines_with(&format!("{ns}:delayed_queue_schedule"));
+    assert!(
+        lines.iter().any(|l| l.contains("WARN") && l.contains(&member)),
+        "{lines:?}"
+    );
+}
