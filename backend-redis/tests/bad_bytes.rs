@@ -608,3 +608,33 @@ async fn scheduler_skips_a_bucket_that_is_not_a_list() {
         "{lines:?}"
     );
 }
+
+/// `details` and `all_working_on` answer past a queue and a working-on
+/// record that are another client's keys of the wrong type, leaving them out.
+#[tokio::test]
+async fn details_answer_past_keys_of_the_wrong_type() {
+    let Some((backend, ns, mut raw)) = setup("details_answer_past_keys_of_the_wrong_type").await else {
+        return;
+    };
+    let logs = logs();
+    let queue = Queue::new(backend.clone() as Arc<dyn Backend>);
+    queue.enqueue("q", "ok", (1,)).await.unwrap();
+    raw_cmd(&mut raw, &[b"SADD", &key(&ns, b"queues"), b"odd"]).await;
+    raw_cmd(&mut raw, &[b"SET", &key(&ns, b"queue:odd"), b"x"]).await;
+    let live = WorkerId::new("h:1+1", &["q".to_owned()]);
+    let odd = WorkerId::new("h:2+1", &["q".to_owned()]);
+    backend.register_worker(&live, now_ms()).await.unwrap();
+    backend.register_worker(&odd, now_ms()).await.unwrap();
+    raw_cmd(&mut raw, &[b"HSET", &key(&ns, b"worker:h:2+1:q"), b"f", b"v"]).await;
+    let details = queue.details().await.unwrap();
+    assert_eq!(
+        details.queues.into_iter().collect::<Vec<_>>(),
+        vec![("q".to_owned(), 1)]
+    );
+    assert_eq!(details.workers.keys().collect::<Vec<_>>(), vec!["h:1+1"]);
+    assert!(queue.all_working_on().await.unwrap().contains_key("h:1+1"));
+    let lines = logs.lines_with(&format!("{ns}:queue:odd"));
+    assert!(lines.iter().any(|l| l.contains("WARN")), "{lines:?}");
+    let lines = logs.lines_with(&format!("{ns}:worker:h:2+1:q"));
+    assert!(lines.iter().any(|l| l.contains("WARN")), "{lines:?}");
+}
