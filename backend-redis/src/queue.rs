@@ -1,13 +1,14 @@
 //! Queues: `queue:<q>` lists, the `queues` set, claims and completions.
 
-use crate::scripts::{CLAIM, CLAIM_BATCH, MAX_DIVERTED, PUSH_ONCE, REMOVE_BY_CLASS};
+use crate::scripts::{CLAIM, CLAIM_BATCH, DIVERT_CLAIMED, PUSH_ONCE, REMOVE_BY_CLASS};
 use crate::wake::ANY;
 use crate::{be, be_at, text, utf8_members, RedisBackend};
 use async_trait::async_trait;
 use resq_core::backend::REMOVAL_PAGE;
+use resq_core::failed::invalid_utf8_entry;
 use resq_core::json::write_js_str;
-use resq_core::time::{js_date_string, now_ms};
-use resq_core::{Claimed, Error, Outcome, QueueStore, QueuedJob, Result, WorkerId};
+use resq_core::time::now_ms;
+use resq_core::{Claimed, Outcome, QueueStore, QueuedJob, Result, WorkerId};
 use std::time::Duration;
 
 fn json_str(s: &str) -> String {
@@ -16,14 +17,9 @@ fn json_str(s: &str) -> String {
     out
 }
 
-/// Logs the queues a claim script moved items from because they were not
-/// valid UTF-8 (one line per item).
-fn log_diverted(keys: &[Vec<u8>]) {
-    for key in keys {
-        tracing::warn!(target: "resq::redis", key = %crate::text(key.clone()),
-            "a queued job is not valid UTF-8: moved to the failed list with its bytes escaped");
-    }
-}
+/// At most this many claimed items that are not valid UTF-8 are moved to
+/// the failed list by one `claim` call.
+const MAX_DIVERTED: usize = 100;
 
 /// A value no payload has, to mark list items for removal: a NUL byte
 /// (never in JSON text) and a per-call nonce.
@@ -39,6 +35,36 @@ fn tombstone() -> String {
 }
 
 impl RedisBackend {
+    /// Moves a claimed item that is not valid UTF-8 (another client's bytes,
+    /// which a `String` cannot hold) from the worker's working-on record to
+    /// the failed list, escaped and with its queue key named, and logs it.
+    /// Until then the record holds it, so a crash in between loses nothing:
+    /// cleaning the worker fails it the same way.
+    async fn divert_claimed(&self, worker: &WorkerId, queue: &str, run_at: &str, item: &[u8]) -> Result<()> {
+        let key = self.keys.queue(queue);
+        let entry = invalid_utf8_entry(&worker.name, queue, item, &key, now_ms());
+        let moved: i64 = DIVERT_CLAIMED
+            .key(self.keys.working(worker))
+            .key(self.keys.failed())
+            .key(self.keys.stat("failed"))
+            .arg(json_str(run_at))
+            .arg(json_str(queue))
+            .arg(json_str(&worker.name))
+            .arg(item)
+            .arg(entry)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(be_at(&key))?;
+        if moved == 1 {
+            tracing::warn!(target: "resq::redis", key = %key, worker = %worker,
+                "a queued job is not valid UTF-8: moved to the failed list with its bytes escaped");
+        } else {
+            tracing::warn!(target: "resq::redis", key = %key, worker = %worker,
+                "a queued job is not valid UTF-8, and the working-on record holding it changed; left to the worker cleanup");
+        }
+        Ok(())
+    }
+
     /// Queues one completion's commands: counters, failed entry, and the
     /// removal of the working-on record.
     fn add_completion(&self, pipe: &mut redis::Pipeline, worker: &WorkerId, outcome: &Outcome) {
@@ -128,39 +154,35 @@ impl QueueStore for RedisBackend {
         if queues.is_empty() {
             return Ok(None);
         }
-        loop {
+        for _ in 0..MAX_DIVERTED {
             let mut inv = CLAIM.prepare_invoke();
-            inv.key(self.keys.working(worker))
-                .key(self.keys.failed())
-                .key(self.keys.stat("failed"));
+            inv.key(self.keys.working(worker));
             for q in queues {
                 inv.key(self.keys.queue(q));
             }
-            inv.arg(json_str(run_at))
-                .arg(json_str(&worker.name))
-                .arg(json_str(&js_date_string(now_ms())));
+            inv.arg(json_str(run_at)).arg(json_str(&worker.name));
             for q in queues {
                 inv.arg(json_str(q));
             }
-            let (index, payload, diverted): (usize, Vec<u8>, Vec<Vec<u8>>) =
-                inv.invoke_async(&mut self.conn()).await.map_err(be)?;
-            log_diverted(&diverted);
-            let Some(queue) = queues.get(index.wrapping_sub(1)) else {
-                if diverted.len() >= MAX_DIVERTED {
-                    continue; // more bad items may lie before a good one
-                }
+            let got: Option<(usize, Vec<u8>)> = inv.invoke_async(&mut self.conn()).await.map_err(be)?;
+            let Some((index, payload)) = got else {
                 return Ok(None);
             };
-            // The script returns only items that are valid UTF-8.
-            let payload = String::from_utf8(payload).map_err(|e| Error::Decode {
-                what: "claimed payload",
-                reason: format!("{} holds bytes that are not UTF-8: {e}", self.keys.queue(queue)),
-            })?;
-            return Ok(Some(Claimed {
-                queue: queue.clone(),
-                payload,
-            }));
+            let Some(queue) = queues.get(index.wrapping_sub(1)) else {
+                return Ok(None);
+            };
+            match String::from_utf8(payload) {
+                Ok(payload) => {
+                    return Ok(Some(Claimed {
+                        queue: queue.clone(),
+                        payload,
+                    }))
+                }
+                Err(e) => self.divert_claimed(worker, queue, run_at, e.as_bytes()).await?,
+            }
         }
+        // Only bad items so far: the worker polls again.
+        Ok(None)
     }
 
     async fn claim_batch(
@@ -176,39 +198,33 @@ impl QueueStore for RedisBackend {
         for w in workers {
             inv.key(self.keys.working(w));
         }
-        inv.key(self.keys.failed()).key(self.keys.stat("failed"));
         for q in queues {
             inv.key(self.keys.queue(q));
         }
-        inv.arg(workers.len())
-            .arg(json_str(run_at))
-            .arg(json_str(&js_date_string(now_ms())));
+        inv.arg(workers.len()).arg(json_str(run_at));
         for w in workers {
             inv.arg(json_str(&w.name));
         }
         for q in queues {
             inv.arg(json_str(q));
         }
-        // A call that stops at MAX_DIVERTED bad items claims what it found
-        // so far; the next round goes on.
-        let (got, diverted): (Vec<(usize, usize, Vec<u8>)>, Vec<Vec<u8>>) =
-            inv.invoke_async(&mut self.conn()).await.map_err(be)?;
-        log_diverted(&diverted);
+        let got: Vec<(usize, usize, Vec<u8>)> = inv.invoke_async(&mut self.conn()).await.map_err(be)?;
         let mut out = Vec::with_capacity(got.len());
         for (slot, q, payload) in got {
-            let Some(queue) = queues.get(q) else { continue };
-            // The script returns only items that are valid UTF-8.
-            let payload = String::from_utf8(payload).map_err(|e| Error::Decode {
-                what: "claimed payload",
-                reason: format!("{} holds bytes that are not UTF-8: {e}", self.keys.queue(queue)),
-            })?;
-            out.push((
-                slot,
-                Claimed {
-                    queue: queue.clone(),
-                    payload,
-                },
-            ));
+            let (Some(queue), Some(worker)) = (queues.get(q), workers.get(slot)) else {
+                continue;
+            };
+            match String::from_utf8(payload) {
+                Ok(payload) => out.push((
+                    slot,
+                    Claimed {
+                        queue: queue.clone(),
+                        payload,
+                    },
+                )),
+                // The slot stays idle this round.
+                Err(e) => self.divert_claimed(worker, queue, run_at, e.as_bytes()).await?,
+            }
         }
         Ok(out)
     }

@@ -10,137 +10,79 @@
 use redis::Script;
 use std::sync::LazyLock;
 
-/// The Lua helpers of the claim scripts. `valid_utf8(s)` checks `s` with
-/// the rules of Rust's `str::from_utf8` (no overlong forms, no surrogates,
-/// nothing above U+10FFFF), fast for ASCII. `divert(item, key, worker,
-/// queue, failed_at)` moves an item that is not valid UTF-8 to the failed
-/// list (KEYS[2], counting it in KEYS[3] and KEYS[4]) as the entry that
-/// `resq_core::failed::invalid_utf8_entry` writes: its bytes escaped
-/// (`\xNN` outside printable ASCII, `\\` for a backslash) and the key named.
-macro_rules! claim_helpers_lua {
-    () => {
-        r#"
-local function valid_utf8(s)
-  if not string.find(s, '[\128-\255]') then return true end
-  local i, n = 1, #s
-  while i <= n do
-    local c = string.byte(s, i)
-    if c < 128 then
-      i = i + 1
-    else
-      local len
-      if c >= 194 and c <= 223 then len = 1
-      elseif c >= 224 and c <= 239 then len = 2
-      elseif c >= 240 and c <= 244 then len = 3
-      else return false end
-      if i + len > n then return false end
-      for k = 1, len do
-        local b = string.byte(s, i + k)
-        if b < 128 or b > 191 then return false end
-      end
-      local b1 = string.byte(s, i + 1)
-      if (c == 224 and b1 < 160) or (c == 237 and b1 > 159) or (c == 240 and b1 < 144) or (c == 244 and b1 > 143) then
-        return false
-      end
-      i = i + len + 1
-    end
-  end
-  return true
-end
-local function divert(item, key, worker, queue, failed_at, failed_list, failed_stat)
-  local escaped = string.gsub(item, '.', function(ch)
-    local b = string.byte(ch)
-    if b == 92 then return '\\\\' end
-    if b < 32 or b > 126 then return string.format('\\x%02x', b) end
-    return nil
-  end)
-  local payload = string.gsub(escaped, '["\\]', '\\%0')
-  local reason = 'the payload is not valid UTF-8 (read from ' .. key ..
-    '); `payload` holds its bytes escaped: \\xNN per byte outside printable ASCII, \\\\ per backslash'
-  redis.call('RPUSH', failed_list, '{"worker":' .. worker .. ',"queue":' .. queue .. ',"payload":"' .. payload ..
-    '","exception":"PayloadError","error":' .. cjson.encode(reason) .. ',"backtrace":[],"failed_at":' .. failed_at .. '}')
-  -- A counter that another client broke must not undo the move.
-  redis.pcall('INCR', failed_stat)
-end
-local max_diverted = 100
-"#
-    };
-}
-
-/// At most this many items that are not valid UTF-8 are moved to the
-/// failed list by one claim script call (`max_diverted` in the scripts).
-pub(crate) const MAX_DIVERTED: usize = 100;
-
-/// KEYS: working key, failed list, stat:failed, queue keys in priority order.
-/// ARGV: run_at (JSON string), worker name (JSON string), failed_at (JSON
-/// string), queue names (JSON strings, one per queue key: the queue of
-/// KEYS[i] is ARGV[i]).
-/// Items that are not valid UTF-8 are moved to the failed list on the way
-/// (up to [`MAX_DIVERTED`]). Returns `{index, payload, diverted keys}`
-/// (1-based queue index; 0 and "" when nothing was claimed).
+/// KEYS: working key, queue keys in priority order.
+/// ARGV: run_at (JSON string), worker name (JSON string), queue names (JSON strings, one per queue key).
+/// Returns `{index, payload}` (1-based queue index) or nil.
 pub(crate) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        claim_helpers_lua!(),
+    Script::new(
         r#"
-local diverted = {}
-for i = 4, #KEYS do
-  while #diverted < max_diverted do
-    local item = redis.call('LPOP', KEYS[i])
-    if not item then break end
-    if valid_utf8(item) then
-      local body = item
-      if not pcall(cjson.decode, item) then body = cjson.encode(item) end
-      redis.call('SET', KEYS[1], '{"run_at":' .. ARGV[1] .. ',"queue":' .. ARGV[i] ..
-        ',"worker":' .. ARGV[2] .. ',"payload":' .. body .. '}')
-      return {i - 3, item, diverted}
-    end
-    divert(item, KEYS[i], ARGV[2], ARGV[i], ARGV[3], KEYS[2], KEYS[3])
-    table.insert(diverted, KEYS[i])
+for i = 2, #KEYS do
+  local item = redis.call('LPOP', KEYS[i])
+  if item then
+    local body = item
+    if not pcall(cjson.decode, item) then body = cjson.encode(item) end
+    redis.call('SET', KEYS[1], '{"run_at":' .. ARGV[1] .. ',"queue":' .. ARGV[i + 1] ..
+      ',"worker":' .. ARGV[2] .. ',"payload":' .. body .. '}')
+    return {i - 1, item}
   end
 end
-return {0, '', diverted}
-"#
-    ))
+return false
+"#,
+    )
 });
 
-/// KEYS: the n slots' working keys, failed list, stat:failed, then queue
-/// keys in priority order.
-/// ARGV: n, run_at (JSON string), failed_at (JSON string), n worker names
-/// (JSON strings), queue names (JSON strings: the queue of KEYS[q] is
-/// ARGV[q + 1]). Pops up to n jobs (`LPOP key count`), one per slot, and
-/// records each as its slot's working-on entry; items that are not valid
-/// UTF-8 are moved to the failed list on the way (up to [`MAX_DIVERTED`]).
-/// Returns `{{{slot, queue index, payload}, …}, diverted keys}` (0-based indexes).
+/// KEYS: the n slots' working keys, then queue keys in priority order.
+/// ARGV: n, run_at (JSON string), n worker names (JSON strings), queue
+/// names (JSON strings). Pops up to n jobs (`LPOP key count`), one per slot,
+/// and records each as its slot's working-on entry. Returns
+/// `{{slot, queue index, payload}, …}` (0-based indexes).
 pub(crate) static CLAIM_BATCH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        claim_helpers_lua!(),
+    Script::new(
         r#"
 local n = tonumber(ARGV[1])
 local out = {}
-local diverted = {}
 local slot = 1
-for q = n + 3, #KEYS do
-  while slot <= n and #diverted < max_diverted do
-    local items = redis.call('LPOP', KEYS[q], n - slot + 1)
-    if not items then break end
+for q = n + 1, #KEYS do
+  if slot > n then break end
+  local items = redis.call('LPOP', KEYS[q], n - slot + 1)
+  if items then
     for _, item in ipairs(items) do
-      if valid_utf8(item) then
-        local body = item
-        if not pcall(cjson.decode, item) then body = cjson.encode(item) end
-        redis.call('SET', KEYS[slot], '{"run_at":' .. ARGV[2] .. ',"queue":' .. ARGV[q + 1] ..
-          ',"worker":' .. ARGV[3 + slot] .. ',"payload":' .. body .. '}')
-        table.insert(out, {slot - 1, q - n - 3, item})
-        slot = slot + 1
-      else
-        divert(item, KEYS[q], ARGV[3 + slot], ARGV[q + 1], ARGV[3], KEYS[n + 1], KEYS[n + 2])
-        table.insert(diverted, KEYS[q])
-      end
+      local body = item
+      if not pcall(cjson.decode, item) then body = cjson.encode(item) end
+      redis.call('SET', KEYS[slot], '{"run_at":' .. ARGV[2] .. ',"queue":' .. ARGV[2 + q] ..
+        ',"worker":' .. ARGV[2 + slot] .. ',"payload":' .. body .. '}')
+      table.insert(out, {slot - 1, q - n - 1, item})
+      slot = slot + 1
     end
   end
 end
-return {out, diverted}
-"#
-    ))
+return out
+"#,
+    )
+});
+
+/// KEYS: working key, failed list, stat:failed. ARGV: run_at, queue and
+/// worker name (JSON strings, as given to the claim), the claimed item, the
+/// failed entry. Moves an item that a claim recorded, but that is not valid
+/// UTF-8, from the working-on record to the failed list: only if the record
+/// is still the one the claim wrote (rebuilt here the same way). Returns 1
+/// when moved, 0 when the record changed meanwhile.
+pub(crate) static DIVERT_CLAIMED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local item = ARGV[4]
+local body = item
+if not pcall(cjson.decode, item) then body = cjson.encode(item) end
+local record = '{"run_at":' .. ARGV[1] .. ',"queue":' .. ARGV[2] .. ',"worker":' .. ARGV[3] ..
+  ',"payload":' .. body .. '}'
+if redis.call('GET', KEYS[1]) ~= record then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('RPUSH', KEYS[2], ARGV[5])
+-- A counter that another client broke must not undo the move.
+redis.pcall('INCR', KEYS[3])
+return 1
+"#,
+    )
 });
 
 /// KEYS: timestamps:<item>, delayed:<s>, delayed_queue_schedule.
