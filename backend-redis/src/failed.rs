@@ -25,7 +25,7 @@ impl FailedStore for RedisBackend {
             .map_err(be_at(&self.keys.failed()))
     }
 
-    /// Entries that are not UTF-8 are listed escaped (see [`crate::text`]).
+    /// Entries that are not UTF-8 are listed escaped (see `resq_core::failed::escape_bytes`).
     async fn failed_range(&self, start: i64, stop: i64) -> Result<Vec<String>> {
         let raw: Vec<Vec<u8>> = redis::cmd("LRANGE")
             .arg(self.keys.failed())

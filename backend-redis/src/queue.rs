@@ -296,7 +296,7 @@ impl QueueStore for RedisBackend {
             .map_err(be_at(&self.keys.queue(queue)))
     }
 
-    /// Items that are not UTF-8 are listed escaped (see [`crate::text`]).
+    /// Items that are not UTF-8 are listed escaped (see `resq_core::failed::escape_bytes`).
     async fn queue_range(&self, queue: &str, start: i64, stop: i64) -> Result<Vec<String>> {
         let items: Vec<Vec<u8>> = redis::cmd("LRANGE")
             .arg(self.keys.queue(queue))
