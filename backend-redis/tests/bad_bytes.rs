@@ -580,9 +580,11 @@ async fn workers_run_the_good_jobs_around_non_utf8_ones() {
             return;
         };
         let qkey = key(&ns, b"queue:q");
+        // Each bad item before a good one: once the last good job ran, every
+        // bad item was claimed (and moved) before it.
         for n in 1..=4 {
-            backend.push("q", &job(n)).await.unwrap();
             raw_cmd(&mut raw, &[b"RPUSH", &qkey, BAD]).await;
+            backend.push("q", &job(n)).await.unwrap();
         }
         let mut ran = work_until(&backend, concurrency, 4).await;
         ran.sort_unstable();
