@@ -56,6 +56,7 @@ pub struct Faulty {
     refused: AtomicU64,
     claim_failed: AtomicU64,
     panic_in: std::sync::Mutex<Option<&'static str>>,
+    bad_item: std::sync::Mutex<Option<String>>,
 }
 
 impl Faulty {
@@ -70,6 +71,7 @@ impl Faulty {
             refused: AtomicU64::new(0),
             claim_failed: AtomicU64::new(0),
             panic_in: std::sync::Mutex::new(None),
+            bad_item: std::sync::Mutex::new(None),
         })
     }
 
@@ -82,6 +84,22 @@ impl Faulty {
     /// `"delayed_timestamps"`) panic; `None` stops it.
     pub fn panic_in(&self, call: Option<&'static str>) {
         *self.panic_in.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = call;
+    }
+
+    /// Makes `clean_worker` and `working_on` of the worker named `name`, and
+    /// `queue_len` of the queue `name`, fail with a permanent error, as one
+    /// item's bad data (another client's key of the wrong type) does; `None`
+    /// stops it.
+    pub fn bad_item(&self, name: Option<&str>) {
+        *self.bad_item.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = name.map(str::to_owned);
+    }
+
+    fn check_item(&self, name: &str) -> Result<()> {
+        let bad = self.bad_item.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if bad.as_deref() == Some(name) {
+            return Err(Error::permanent(format!("injected: the data of {name} is bad")));
+        }
+        Ok(())
     }
 
     fn maybe_panic(&self, call: &'static str) {
@@ -235,6 +253,7 @@ impl QueueStore for Faulty {
         self.inner.wait_for_jobs(queues, timeout).await
     }
     async fn queue_len(&self, queue: &str) -> Result<u64> {
+        self.check_item(queue)?;
         self.inner.queue_len(queue).await
     }
     async fn queue_range(&self, queue: &str, start: i64, stop: i64) -> Result<Vec<String>> {
@@ -356,6 +375,7 @@ impl WorkerRegistry for Faulty {
         self.inner.worker_started(worker).await
     }
     async fn working_on(&self, worker: &WorkerId) -> Result<Option<WorkingOn>> {
+        self.check_item(&worker.name)?;
         self.read("working_on", self.inner.working_on(worker)).await
     }
     async fn working_on_many(&self, workers: &[WorkerId]) -> Result<Vec<Option<WorkingOn>>> {
@@ -365,6 +385,7 @@ impl WorkerRegistry for Faulty {
         self.inner.stale_workers(cutoff_ms).await
     }
     async fn clean_worker(&self, worker: &WorkerId, orphan: Orphan) -> Result<Option<Cleaned>> {
+        self.check_item(&worker.name)?;
         self.inner.clean_worker(worker, orphan).await
     }
 }
