@@ -39,7 +39,8 @@ impl RedisBackend {
     /// which a `String` cannot hold) from the worker's working-on record to
     /// the failed list, escaped and with its queue key named, and logs it.
     /// Until then the record holds it, so a crash in between loses nothing:
-    /// cleaning the worker fails it the same way.
+    /// cleaning the dead worker moves the whole record, escaped, to the
+    /// failed list.
     async fn divert_claimed(&self, worker: &WorkerId, queue: &str, run_at: &str, item: &[u8]) -> Result<()> {
         let key = self.keys.queue(queue);
         let entry = invalid_utf8_entry(&worker.name, queue, item, &key, now_ms());
