@@ -2,9 +2,11 @@
 //! `delayed_queue_schedule` zset and `timestamps:<item>` sets.
 
 use crate::scripts::{BUCKETS, PROMOTE, REMOVE_DELAYED, REMOVE_DELAYED_BY_CLASS, SCHEDULE};
-use crate::{be, RedisBackend};
+use crate::{be_at, text, RedisBackend};
 use async_trait::async_trait;
-use resq_core::failed::promotion_failure_entry;
+use resq_core::failed::{
+    escape_bytes, invalid_utf8_entry, invalid_utf8_reason, promotion_failure_entry, SCHEDULER_WORKER,
+};
 use resq_core::job::promotion_target;
 use resq_core::time::now_ms;
 use resq_core::{DelayedStore, Promotion, Result};
@@ -15,8 +17,18 @@ const BUCKETS_PER_CALL: usize = 200;
 /// More buckets than any schedule holds, for "all of them".
 const ALL: usize = 1 << 30;
 
-fn parse_secs(members: Vec<String>) -> Vec<i64> {
-    let mut out: Vec<i64> = members.iter().filter_map(|m| m.trim().parse().ok()).collect();
+/// Bucket seconds from members read as bytes; members that are not whole
+/// seconds are skipped with a log line naming `key`.
+fn parse_secs(key: &str, members: Vec<Vec<u8>>) -> Vec<i64> {
+    let mut out: Vec<i64> = Vec::with_capacity(members.len());
+    for m in members {
+        let m = text(m);
+        match m.trim().parse() {
+            Ok(secs) => out.push(secs),
+            Err(_) => tracing::warn!(target: "resq::redis", key, member = %m,
+                "skipping a member that is not a bucket's seconds"),
+        }
+    }
     out.sort_unstable();
     out.dedup();
     out
@@ -28,15 +40,20 @@ impl RedisBackend {
             return Ok(Vec::new());
         }
         let max = up_to.map_or_else(|| "+inf".to_owned(), |s| s.to_string());
-        let members: Vec<String> = BUCKETS
-            .key(self.keys.schedule())
+        let schedule = self.keys.schedule();
+        let (members, bad): (Vec<Vec<u8>>, Vec<Vec<u8>>) = BUCKETS
+            .key(&schedule)
             .arg(self.keys.prefix())
             .arg(max)
             .arg(limit)
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be)?;
-        Ok(parse_secs(members))
+            .map_err(be_at(&schedule))?;
+        for m in bad {
+            tracing::warn!(target: "resq::redis", key = %schedule, member = %text(m),
+                "skipping a schedule member that is not a bucket's whole seconds, or whose bucket is not a list (left in place)");
+        }
+        Ok(parse_secs(&schedule, members))
     }
 }
 
@@ -52,7 +69,7 @@ impl DelayedStore for RedisBackend {
             .arg(timestamp)
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&self.keys.timestamps(payload)))?;
         Ok(added == 1)
     }
 
@@ -65,39 +82,43 @@ impl DelayedStore for RedisBackend {
     }
 
     async fn delayed_at(&self, timestamp: i64) -> Result<Vec<String>> {
-        redis::cmd("LRANGE")
+        let items: Vec<Vec<u8>> = redis::cmd("LRANGE")
             .arg(self.keys.delayed(timestamp))
             .arg(0)
             .arg(-1)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)
+            .map_err(be_at(&self.keys.delayed(timestamp)))?;
+        Ok(items.into_iter().map(text).collect())
     }
 
     async fn timestamps_of(&self, payload: &str) -> Result<Vec<i64>> {
-        let members: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.keys.timestamps(payload))
+        let key = self.keys.timestamps(payload);
+        let members: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
+            .arg(&key)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&key))?;
         Ok(parse_secs(
+            &key,
             members
                 .into_iter()
-                .filter_map(|m| m.strip_prefix("delayed:").map(str::to_owned))
+                .filter_map(|m| m.strip_prefix(b"delayed:").map(<[u8]>::to_vec))
                 .collect(),
         ))
     }
 
     async fn remove_delayed(&self, payload: &str) -> Result<Vec<i64>> {
-        let removed: Vec<String> = REMOVE_DELAYED
-            .key(self.keys.timestamps(payload))
+        let key = self.keys.timestamps(payload);
+        let removed: Vec<Vec<u8>> = REMOVE_DELAYED
+            .key(&key)
             .key(self.keys.schedule())
             .arg(self.keys.prefix())
             .arg(payload)
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be)?;
-        Ok(parse_secs(removed))
+            .map_err(be_at(&key))?;
+        Ok(parse_secs(&key, removed))
     }
 
     /// One script call per 200 buckets, in score order:
@@ -119,7 +140,7 @@ impl DelayedStore for RedisBackend {
                 .arg(BUCKETS_PER_CALL)
                 .invoke_async(&mut self.conn())
                 .await
-                .map_err(be)?;
+                .map_err(be_at(&self.keys.schedule()))?;
             removed += gone;
             if looked < BUCKETS_PER_CALL as u64 || last.is_empty() {
                 return Ok(removed);
@@ -136,15 +157,16 @@ impl DelayedStore for RedisBackend {
             };
             let want = limit - done.len();
             let stop = i64::try_from(want).unwrap_or(i64::MAX).saturating_sub(1);
-            let items: Vec<String> = redis::cmd("LRANGE")
-                .arg(self.keys.delayed(bucket))
+            let bucket_key = self.keys.delayed(bucket);
+            let items: Vec<Vec<u8>> = redis::cmd("LRANGE")
+                .arg(&bucket_key)
                 .arg(0)
                 .arg(stop)
                 .query_async(&mut self.conn())
                 .await
-                .map_err(be)?;
+                .map_err(be_at(&bucket_key))?;
             let mut inv = PROMOTE.prepare_invoke();
-            inv.key(self.keys.delayed(bucket))
+            inv.key(&bucket_key)
                 .key(self.keys.schedule())
                 .key(self.keys.queues())
                 .key(self.keys.failed())
@@ -154,20 +176,30 @@ impl DelayedStore for RedisBackend {
             let now = now_ms();
             let mut planned = Vec::with_capacity(items.len());
             for item in &items {
-                match promotion_target(item) {
-                    Ok(queue) => {
-                        inv.arg(item).arg("q").arg(&queue);
-                        planned.push(Ok(queue));
-                    }
-                    Err(reason) => {
-                        inv.arg(item).arg("f").arg(promotion_failure_entry(item, &reason, now));
-                        planned.push(Err(reason));
+                // The script matches the item by its exact bytes.
+                inv.arg(item);
+                match std::str::from_utf8(item) {
+                    Ok(text) => match promotion_target(text) {
+                        Ok(queue) => {
+                            inv.arg("q").arg(&queue);
+                            planned.push((text.to_owned(), Ok(queue)));
+                        }
+                        Err(reason) => {
+                            let reason = format!("{reason} (read from {bucket_key})");
+                            inv.arg("f").arg(promotion_failure_entry(text, &reason, now));
+                            planned.push((text.to_owned(), Err(reason)));
+                        }
+                    },
+                    Err(_) => {
+                        let entry = invalid_utf8_entry(SCHEDULER_WORKER, "", item, &bucket_key, now);
+                        inv.arg("f").arg(entry);
+                        planned.push((escape_bytes(item), Err(invalid_utf8_reason(&bucket_key))));
                     }
                 }
             }
             // With no items the script still drops the empty bucket.
-            let flags: Vec<i64> = inv.invoke_async(&mut self.conn()).await.map_err(be)?;
-            for ((item, plan), flag) in items.into_iter().zip(planned).zip(flags) {
+            let flags: Vec<i64> = inv.invoke_async(&mut self.conn()).await.map_err(be_at(&bucket_key))?;
+            for ((item, plan), flag) in planned.into_iter().zip(flags) {
                 if flag != 1 {
                     continue; // another scheduler moved it first
                 }

@@ -1,8 +1,9 @@
 //! The `failed` list.
 
 use crate::scripts::RETRY_FAILED;
-use crate::{be, RedisBackend};
+use crate::{be_at, text, RedisBackend};
 use async_trait::async_trait;
+use resq_core::failed::unescape_bytes;
 use resq_core::{FailedStore, Result};
 
 #[async_trait]
@@ -13,7 +14,7 @@ impl FailedStore for RedisBackend {
             .arg(entry)
             .exec_async(&mut self.conn())
             .await
-            .map_err(be)
+            .map_err(be_at(&self.keys.failed()))
     }
 
     async fn failed_count(&self) -> Result<u64> {
@@ -21,27 +22,45 @@ impl FailedStore for RedisBackend {
             .arg(self.keys.failed())
             .query_async(&mut self.conn())
             .await
-            .map_err(be)
+            .map_err(be_at(&self.keys.failed()))
     }
 
+    /// Entries that are not UTF-8 are listed escaped (see `resq_core::failed::escape_bytes`).
     async fn failed_range(&self, start: i64, stop: i64) -> Result<Vec<String>> {
-        redis::cmd("LRANGE")
+        let raw: Vec<Vec<u8>> = redis::cmd("LRANGE")
             .arg(self.keys.failed())
             .arg(start)
             .arg(stop)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)
+            .map_err(be_at(&self.keys.failed()))?;
+        Ok(raw.into_iter().map(text).collect())
     }
 
+    /// An entry that is not there as given but was listed escaped (its
+    /// unescaped bytes are not UTF-8, so no `String` entry has them) is
+    /// removed by its stored bytes.
     async fn remove_failed(&self, entry: &str) -> Result<u64> {
-        redis::cmd("LREM")
+        let n: u64 = redis::cmd("LREM")
             .arg(self.keys.failed())
             .arg(1)
             .arg(entry)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)
+            .map_err(be_at(&self.keys.failed()))?;
+        if n > 0 {
+            return Ok(n);
+        }
+        match unescape_bytes(entry) {
+            Some(bytes) if std::str::from_utf8(&bytes).is_err() => redis::cmd("LREM")
+                .arg(self.keys.failed())
+                .arg(1)
+                .arg(bytes)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(be_at(&self.keys.failed())),
+            _ => Ok(0),
+        }
     }
 
     async fn retry_failed(&self, entry: &str, queue: &str, payload: &str) -> Result<bool> {
@@ -55,7 +74,7 @@ impl FailedStore for RedisBackend {
             .arg(self.keys.wakeup_channel())
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&self.keys.failed()))?;
         Ok(n == 1)
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::lock::ttl_ms;
 use crate::scripts::{ACQUIRE_LEADER, RELEASE_LOCK};
-use crate::{be, RedisBackend};
+use crate::{be_at, text, RedisBackend};
 use async_trait::async_trait;
 use resq_core::{LeaderLock, Result};
 use std::time::Duration;
@@ -17,7 +17,7 @@ impl LeaderLock for RedisBackend {
             .arg(ttl_ms(ttl))
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&self.keys.leader()))?;
         Ok(n == 1)
     }
 
@@ -27,15 +27,16 @@ impl LeaderLock for RedisBackend {
             .arg(name)
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&self.keys.leader()))?;
         Ok(n == 1)
     }
 
     async fn leader(&self) -> Result<Option<String>> {
-        redis::cmd("GET")
+        let name: Option<Vec<u8>> = redis::cmd("GET")
             .arg(self.keys.leader())
             .query_async(&mut self.conn())
             .await
-            .map_err(be)
+            .map_err(be_at(&self.keys.leader()))?;
+        Ok(name.map(text))
     }
 }

@@ -86,6 +86,37 @@ pub(crate) fn be(e: redis::RedisError) -> Error {
     Error::backend_with(classify(&e), format!("redis: {e}"), e)
 }
 
+/// The text of bytes read from Redis: themselves when they are UTF-8, else
+/// their lossless escape ([`resq_core::failed::escape_bytes`]), which no
+/// JSON decoder accepts, so a bad payload shows as undecodable, never as
+/// another job.
+pub(crate) fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| resq_core::failed::escape_bytes(e.as_bytes()))
+}
+
+/// The members of the set `key` that are UTF-8; the others (another
+/// client's) are skipped with a log line naming the key and the member escaped.
+pub(crate) fn utf8_members(key: &str, members: Vec<Vec<u8>>) -> Vec<String> {
+    members
+        .into_iter()
+        .filter_map(|m| match String::from_utf8(m) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::warn!(target: "resq::redis", key, member = %resq_core::failed::escape_bytes(e.as_bytes()),
+                    "skipping a set member that is not valid UTF-8");
+                None
+            }
+        })
+        .collect()
+}
+
+/// Like [`be`], naming the key the command was about, so that an error
+/// about stored data (a key of the wrong type, a value that is not a
+/// number) says where it is.
+pub(crate) fn be_at(key: &str) -> impl FnOnce(redis::RedisError) -> Error + '_ {
+    move |e| Error::backend_with(classify(&e), format!("redis: {e} (key {key})"), e)
+}
+
 /// Server error codes that go away by themselves: a busy, loading,
 /// failing-over or out-of-memory server, a script to load again.
 const TRANSIENT_CODES: &[&str] = &[
@@ -170,13 +201,13 @@ impl RedisBackend {
         self.conn.clone()
     }
 
-    /// Collects every key matching `pattern` with `SCAN`.
-    pub(crate) async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
+    /// Collects every key matching `pattern` with `SCAN`, as bytes.
+    async fn scan_raw(&self, pattern: &str) -> Result<Vec<Vec<u8>>> {
         let mut conn = self.conn();
         let mut cursor: u64 = 0;
         let mut out = Vec::new();
         loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
                 .arg(pattern)
@@ -196,14 +227,33 @@ impl RedisBackend {
         Ok(out)
     }
 
-    /// Every key matching `pattern` with its string value (`None` for a key
-    /// that vanished or is not a string), by `SCAN` then one `MGET`.
-    pub(crate) async fn scan_values(&self, pattern: &str) -> Result<Vec<(String, Option<String>)>> {
+    /// Collects every key matching `pattern` with `SCAN`. A key that is not
+    /// UTF-8 (another client's) is skipped with a log line naming it escaped.
+    pub(crate) async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
+        Ok(self
+            .scan_raw(pattern)
+            .await?
+            .into_iter()
+            .filter_map(|k| match String::from_utf8(k) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    tracing::warn!(target: "resq::redis", key = %resq_core::failed::escape_bytes(e.as_bytes()),
+                        "skipping a key that is not valid UTF-8");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// Every key matching `pattern` with its string value as bytes (`None`
+    /// for a key that vanished or is not a string), by `SCAN` then one
+    /// `MGET`. Keys that are not UTF-8 are skipped as in [`Self::scan`].
+    pub(crate) async fn scan_values(&self, pattern: &str) -> Result<Vec<(String, Option<Vec<u8>>)>> {
         let keys = self.scan(pattern).await?;
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let values: Vec<Option<String>> = redis::cmd("MGET")
+        let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
             .arg(&keys)
             .query_async(&mut self.conn())
             .await
@@ -219,7 +269,8 @@ impl RedisBackend {
                 "refusing to delete keys without a namespace".into(),
             ));
         }
-        let keys = self.scan(&self.keys.pattern("")).await?;
+        // Every key, whatever its bytes.
+        let keys = self.scan_raw(&self.keys.pattern("")).await?;
         let mut conn = self.conn();
         let mut deleted = 0;
         for chunk in keys.chunks(500) {

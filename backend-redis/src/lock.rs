@@ -1,7 +1,7 @@
 //! Plugin locks: `SET NX PX`, with compare-and-expire and compare-and-delete scripts.
 
 use crate::scripts::{INCR_LOCK, RELEASE_LOCK, RENEW_LOCK};
-use crate::{be, RedisBackend};
+use crate::{be_at, text, RedisBackend};
 use async_trait::async_trait;
 use resq_core::{LockEntry, LockStore, Result};
 use std::time::Duration;
@@ -27,7 +27,7 @@ impl LockStore for RedisBackend {
             .arg("NX")
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&self.keys.key(key)))?;
         Ok(set.is_some())
     }
 
@@ -38,7 +38,7 @@ impl LockStore for RedisBackend {
             .arg(ttl_ms(ttl))
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&self.keys.key(key)))?;
         Ok(n == 1)
     }
 
@@ -48,7 +48,7 @@ impl LockStore for RedisBackend {
             .arg(value)
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&self.keys.key(key)))?;
         Ok(n == 1)
     }
 
@@ -58,7 +58,8 @@ impl LockStore for RedisBackend {
         let prefix = self.keys.prefix();
         let mut out: Vec<(String, String)> = found
             .into_iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_owned(), v?)))
+            // A value that is not UTF-8 is shown escaped.
+            .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_owned(), text(v?))))
             .collect();
         out.sort();
         Ok(out)
@@ -69,22 +70,22 @@ impl LockStore for RedisBackend {
             .arg(self.keys.key(key))
             .query_async(&mut self.conn())
             .await
-            .map_err(be)
+            .map_err(be_at(&self.keys.key(key)))
     }
 
     async fn get_lock(&self, key: &str) -> Result<Option<LockEntry>> {
         let key = self.keys.key(key);
         // Read the value and its TTL in one atomic step.
-        let (value, pttl): (Option<String>, i64) = redis::pipe()
+        let (value, pttl): (Option<Vec<u8>>, i64) = redis::pipe()
             .atomic()
             .get(&key)
             .cmd("PTTL")
             .arg(&key)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&key))?;
         Ok(value.map(|value| LockEntry {
-            value,
+            value: text(value),
             // -1: no expiry; -2 cannot happen once GET found the key.
             ttl: u64::try_from(pttl).ok().map(Duration::from_millis),
         }))
@@ -98,7 +99,7 @@ impl LockStore for RedisBackend {
             .arg(ttl_ms(ttl))
             .query_async::<()>(&mut self.conn())
             .await
-            .map_err(be)
+            .map_err(be_at(&self.keys.key(key)))
     }
 
     async fn incr_lock(&self, key: &str, by: i64, ttl: Duration) -> Result<i64> {
@@ -108,6 +109,6 @@ impl LockStore for RedisBackend {
             .arg(ttl_ms(ttl))
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be)
+            .map_err(be_at(&self.keys.key(key)))
     }
 }

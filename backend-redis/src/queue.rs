@@ -1,11 +1,13 @@
 //! Queues: `queue:<q>` lists, the `queues` set, claims and completions.
 
-use crate::scripts::{CLAIM, CLAIM_BATCH, PUSH_ONCE, REMOVE_BY_CLASS};
+use crate::scripts::{CLAIM, CLAIM_BATCH, DIVERT_CLAIMED, PUSH_ONCE, REMOVE_BY_CLASS};
 use crate::wake::ANY;
-use crate::{be, RedisBackend};
+use crate::{be, be_at, text, utf8_members, RedisBackend};
 use async_trait::async_trait;
 use resq_core::backend::REMOVAL_PAGE;
+use resq_core::failed::invalid_utf8_entry;
 use resq_core::json::write_js_str;
+use resq_core::time::now_ms;
 use resq_core::{Claimed, Outcome, QueueStore, QueuedJob, Result, WorkerId};
 use std::time::Duration;
 
@@ -14,6 +16,10 @@ fn json_str(s: &str) -> String {
     write_js_str(&mut out, s);
     out
 }
+
+/// At most this many claimed items that are not valid UTF-8 are moved to
+/// the failed list by one `claim` call.
+const MAX_DIVERTED: usize = 100;
 
 /// A value no payload has, to mark list items for removal: a NUL byte
 /// (never in JSON text) and a per-call nonce.
@@ -29,6 +35,37 @@ fn tombstone() -> String {
 }
 
 impl RedisBackend {
+    /// Moves a claimed item that is not valid UTF-8 (another client's bytes,
+    /// which a `String` cannot hold) from the worker's working-on record to
+    /// the failed list, escaped and with its queue key named, and logs it.
+    /// Until then the record holds it, so a crash in between loses nothing:
+    /// cleaning the dead worker moves the whole record, escaped, to the
+    /// failed list.
+    async fn divert_claimed(&self, worker: &WorkerId, queue: &str, run_at: &str, item: &[u8]) -> Result<()> {
+        let key = self.keys.queue(queue);
+        let entry = invalid_utf8_entry(&worker.name, queue, item, &key, now_ms());
+        let moved: i64 = DIVERT_CLAIMED
+            .key(self.keys.working(worker))
+            .key(self.keys.failed())
+            .key(self.keys.stat("failed"))
+            .arg(json_str(run_at))
+            .arg(json_str(queue))
+            .arg(json_str(&worker.name))
+            .arg(item)
+            .arg(entry)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(be_at(&key))?;
+        if moved == 1 {
+            tracing::warn!(target: "resq::redis", key = %key, worker = %worker,
+                "a queued job is not valid UTF-8: moved to the failed list with its bytes escaped");
+        } else {
+            tracing::warn!(target: "resq::redis", key = %key, worker = %worker,
+                "a queued job is not valid UTF-8, and the working-on record holding it changed; left to the worker cleanup");
+        }
+        Ok(())
+    }
+
     /// Queues one completion's commands: counters, failed entry, and the
     /// removal of the working-on record.
     fn add_completion(&self, pipe: &mut redis::Pipeline, worker: &WorkerId, outcome: &Outcome) {
@@ -81,7 +118,7 @@ impl QueueStore for RedisBackend {
             .arg(self.keys.wakeup_channel())
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&self.keys.key(key)))?;
         Ok(pushed == 1)
     }
 
@@ -118,22 +155,35 @@ impl QueueStore for RedisBackend {
         if queues.is_empty() {
             return Ok(None);
         }
-        let mut inv = CLAIM.prepare_invoke();
-        inv.key(self.keys.working(worker));
-        for q in queues {
-            inv.key(self.keys.queue(q));
+        for _ in 0..MAX_DIVERTED {
+            let mut inv = CLAIM.prepare_invoke();
+            inv.key(self.keys.working(worker));
+            for q in queues {
+                inv.key(self.keys.queue(q));
+            }
+            inv.arg(json_str(run_at)).arg(json_str(&worker.name));
+            for q in queues {
+                inv.arg(json_str(q));
+            }
+            let got: Option<(usize, Vec<u8>)> = inv.invoke_async(&mut self.conn()).await.map_err(be)?;
+            let Some((index, payload)) = got else {
+                return Ok(None);
+            };
+            let Some(queue) = queues.get(index.wrapping_sub(1)) else {
+                return Ok(None);
+            };
+            match String::from_utf8(payload) {
+                Ok(payload) => {
+                    return Ok(Some(Claimed {
+                        queue: queue.clone(),
+                        payload,
+                    }))
+                }
+                Err(e) => self.divert_claimed(worker, queue, run_at, e.as_bytes()).await?,
+            }
         }
-        inv.arg(json_str(run_at)).arg(json_str(&worker.name));
-        for q in queues {
-            inv.arg(json_str(q));
-        }
-        let got: Option<(usize, String)> = inv.invoke_async(&mut self.conn()).await.map_err(be)?;
-        Ok(got.and_then(|(index, payload)| {
-            queues.get(index.wrapping_sub(1)).map(|q| Claimed {
-                queue: q.clone(),
-                payload,
-            })
-        }))
+        // Only bad items so far: the worker polls again.
+        Ok(None)
     }
 
     async fn claim_batch(
@@ -159,14 +209,25 @@ impl QueueStore for RedisBackend {
         for q in queues {
             inv.arg(json_str(q));
         }
-        let got: Vec<(usize, usize, String)> = inv.invoke_async(&mut self.conn()).await.map_err(be)?;
-        Ok(got
-            .into_iter()
-            .filter_map(|(slot, q, payload)| {
-                let queue = queues.get(q)?.clone();
-                Some((slot, Claimed { queue, payload }))
-            })
-            .collect())
+        let got: Vec<(usize, usize, Vec<u8>)> = inv.invoke_async(&mut self.conn()).await.map_err(be)?;
+        let mut out = Vec::with_capacity(got.len());
+        for (slot, q, payload) in got {
+            let (Some(queue), Some(worker)) = (queues.get(q), workers.get(slot)) else {
+                continue;
+            };
+            match String::from_utf8(payload) {
+                Ok(payload) => out.push((
+                    slot,
+                    Claimed {
+                        queue: queue.clone(),
+                        payload,
+                    },
+                )),
+                // The slot stays idle this round.
+                Err(e) => self.divert_claimed(worker, queue, run_at, e.as_bytes()).await?,
+            }
+        }
+        Ok(out)
     }
 
     async fn complete_batch(&self, done: &[(WorkerId, Outcome)]) -> Result<()> {
@@ -233,17 +294,19 @@ impl QueueStore for RedisBackend {
             .arg(self.keys.queue(queue))
             .query_async(&mut self.conn())
             .await
-            .map_err(be)
+            .map_err(be_at(&self.keys.queue(queue)))
     }
 
+    /// Items that are not UTF-8 are listed escaped (see `resq_core::failed::escape_bytes`).
     async fn queue_range(&self, queue: &str, start: i64, stop: i64) -> Result<Vec<String>> {
-        redis::cmd("LRANGE")
+        let items: Vec<Vec<u8>> = redis::cmd("LRANGE")
             .arg(self.keys.queue(queue))
             .arg(start)
             .arg(stop)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)
+            .map_err(be_at(&self.keys.queue(queue)))?;
+        Ok(items.into_iter().map(text).collect())
     }
 
     async fn remove_from_queue(&self, queue: &str, payload: &str, count: i64) -> Result<u64> {
@@ -253,7 +316,7 @@ impl QueueStore for RedisBackend {
             .arg(payload)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)
+            .map_err(be_at(&self.keys.queue(queue)))
     }
 
     async fn delete_queue(&self, queue: &str) -> Result<bool> {
@@ -301,7 +364,7 @@ impl QueueStore for RedisBackend {
                 .arg(&tomb)
                 .invoke_async(&mut self.conn())
                 .await
-                .map_err(be)?;
+                .map_err(be_at(&key))?;
             removed += gone;
             if looked < REMOVAL_PAGE as u64 {
                 return Ok(removed);
@@ -311,11 +374,13 @@ impl QueueStore for RedisBackend {
     }
 
     async fn queues(&self) -> Result<Vec<String>> {
-        let mut names: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.keys.queues())
+        let key = self.keys.queues();
+        let members: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
+            .arg(&key)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&key))?;
+        let mut names = utf8_members(&key, members);
         names.sort();
         Ok(names)
     }

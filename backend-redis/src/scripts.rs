@@ -61,6 +61,30 @@ return out
     )
 });
 
+/// KEYS: working key, failed list, stat:failed. ARGV: run_at, queue and
+/// worker name (JSON strings, as given to the claim), the claimed item, the
+/// failed entry. Moves an item that a claim recorded, but that is not valid
+/// UTF-8, from the working-on record to the failed list: only if the record
+/// is still the one the claim wrote (rebuilt here the same way). Returns 1
+/// when moved, 0 when the record changed meanwhile.
+pub(crate) static DIVERT_CLAIMED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local item = ARGV[4]
+local body = item
+if not pcall(cjson.decode, item) then body = cjson.encode(item) end
+local record = '{"run_at":' .. ARGV[1] .. ',"queue":' .. ARGV[2] .. ',"worker":' .. ARGV[3] ..
+  ',"payload":' .. body .. '}'
+if redis.call('GET', KEYS[1]) ~= record then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('RPUSH', KEYS[2], ARGV[5])
+-- A counter that another client broke must not undo the move.
+redis.pcall('INCR', KEYS[3])
+return 1
+"#,
+    )
+});
+
 /// KEYS: timestamps:<item>, delayed:<s>, delayed_queue_schedule.
 /// ARGV: "delayed:<s>", item, s. Returns 1 if scheduled, 0 for a duplicate.
 pub(crate) static SCHEDULE: LazyLock<Script> = LazyLock::new(|| {
@@ -76,28 +100,38 @@ return 1
 });
 
 /// KEYS: delayed_queue_schedule. ARGV: key prefix, max score ("+inf" or a
-/// number), limit. Returns up to `limit` members whose list exists,
-/// ascending; members whose list is gone are removed from the schedule.
+/// number), limit. Returns `{members, bad members}`: up to `limit` members
+/// whose list exists, ascending, and the members passed over because they
+/// are not a bucket's whole seconds (digits, at most 15, an optional `-`,
+/// no leading zero) or whose `delayed:<member>` key is not a list, which
+/// are left in place for their owner. Members
+/// whose list is gone are removed from the schedule.
 pub(crate) static BUCKETS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local out = {}
+local bad = {}
 local limit = tonumber(ARGV[3])
 local offset = 0
 while #out < limit do
   local batch = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', offset, limit)
   if #batch == 0 then break end
   for _, m in ipairs(batch) do
-    if redis.call('EXISTS', ARGV[1] .. 'delayed:' .. m) == 1 then
+    local kind = redis.call('TYPE', ARGV[1] .. 'delayed:' .. m)['ok']
+    if kind ~= 'none' then
       offset = offset + 1
-      if #out < limit then table.insert(out, m) end
+      if kind ~= 'list' or #m > 16 or not (m == '0' or string.find(m, '^%-?[1-9]%d*$')) then
+        if #bad < 100 then table.insert(bad, m) end
+      elseif #out < limit then
+        table.insert(out, m)
+      end
     else
       redis.call('ZREM', KEYS[1], m)
     end
   end
   if #batch < limit then break end
 end
-return out
+return {out, bad}
 "#,
     )
 });
@@ -138,7 +172,8 @@ for i = 4, #ARGV, 3 do
   local item, mode, target = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   if redis.call('LREM', KEYS[1], 1, item) == 1 then
     if not redis.call('LPOS', KEYS[1], item) then
-      redis.call('SREM', ARGV[1] .. 'timestamps:' .. item, marker)
+      -- Another client's index key of the wrong type must not stop the move.
+      redis.pcall('SREM', ARGV[1] .. 'timestamps:' .. item, marker)
     end
     if mode == 'q' then
       redis.call('SADD', KEYS[3], target)

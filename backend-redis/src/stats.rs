@@ -1,6 +1,6 @@
 //! Counters: `stat:<name>` integer strings.
 
-use crate::{be, RedisBackend};
+use crate::{be_at, text, RedisBackend};
 use async_trait::async_trait;
 use resq_core::{Error, Result, StatsStore};
 
@@ -19,16 +19,17 @@ impl StatsStore for RedisBackend {
             .arg(by)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)
+            .map_err(be_at(&self.keys.stat(key)))
     }
 
     async fn stat(&self, key: &str) -> Result<i64> {
-        let raw: Option<String> = redis::cmd("GET")
-            .arg(self.keys.stat(key))
+        let full = self.keys.stat(key);
+        let raw: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(&full)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
-        raw.map_or(Ok(0), |r| parse(key, &r))
+            .map_err(be_at(&full))?;
+        raw.map_or(Ok(0), |r| parse(&full, &text(r)))
     }
 
     async fn stats(&self) -> Result<Vec<(String, i64)>> {
@@ -39,7 +40,7 @@ impl StatsStore for RedisBackend {
             let (Some(name), Some(raw)) = (k.strip_prefix(&prefix), v) else {
                 continue;
             };
-            match parse(name, &raw) {
+            match parse(&k, &text(raw)) {
                 Ok(n) => out.push((name.to_owned(), n)),
                 // Another client's odd value is reported, not fatal.
                 Err(e) => tracing::warn!(target: "resq::redis", error = %e, "skipping a counter"),

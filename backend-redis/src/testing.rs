@@ -53,8 +53,24 @@ pub async fn fresh_backend() -> Result<Arc<dyn Backend>, String> {
 /// Deletes the keys matching `pattern` over a blocking connection.
 pub(crate) fn delete_keys_blocking(client: &redis::Client, pattern: &str) -> redis::RedisResult<()> {
     let mut conn = client.get_connection_with_timeout(std::time::Duration::from_secs(2))?;
-    let keys: Vec<String> =
-        redis::Commands::scan_match::<_, String>(&mut conn, pattern)?.collect::<redis::RedisResult<_>>()?;
+    // Keys as bytes (tests write keys that are not UTF-8 too), by an
+    // explicit SCAN loop.
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query(&mut conn)?;
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
     for chunk in keys.chunks(500) {
         redis::cmd("DEL").arg(chunk).exec(&mut conn)?;
     }

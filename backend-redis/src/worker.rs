@@ -2,7 +2,7 @@
 //! records, `worker:<id>:started` and `worker:ping:<name>`.
 
 use crate::scripts::{CLEAN_WORKER, PROBE_PING};
-use crate::{be, RedisBackend};
+use crate::{be, be_at, text, utf8_members, RedisBackend};
 use async_trait::async_trait;
 use resq_core::failed::{encode_entry, FailedJob, Failure, PAYLOAD_ERROR};
 use resq_core::json::write_js_str;
@@ -176,7 +176,7 @@ impl RedisBackend {
             .arg(worker.member())
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&self.keys.workers()))?;
         if registered {
             return Ok(false);
         }
@@ -187,17 +187,16 @@ impl RedisBackend {
         // Newest entries first: a cleanup's entry is usually recent.
         let mut end = -1_i64;
         loop {
-            let page: Vec<String> = redis::cmd("LRANGE")
+            let page: Vec<Vec<u8>> = redis::cmd("LRANGE")
                 .arg(self.keys.failed())
                 .arg(end - FAILED_PAGE + 1)
                 .arg(end)
                 .query_async(&mut self.conn())
                 .await
-                .map_err(be)?;
-            if page
-                .iter()
-                .any(|raw| is_force_clean_entry_of(raw, worker, working, &job))
-            {
+                .map_err(be_at(&self.keys.failed()))?;
+            if page.iter().any(|raw| {
+                std::str::from_utf8(raw).is_ok_and(|raw| is_force_clean_entry_of(raw, worker, working, &job))
+            }) {
                 return Ok(true);
             }
             if i64::try_from(page.len()).unwrap_or(0) < FAILED_PAGE {
@@ -224,17 +223,19 @@ impl RedisBackend {
     /// So a dead worker without a ping is cleaned one stuck-worker timeout
     /// after the first scheduler pass that sees it. (A Ruby worker that
     /// writes no heartbeat looks the same and would be cleaned too.)
-    async fn probe_unpinged(&self, prefix: &str, pings: &[(String, Option<String>)]) -> Result<()> {
+    async fn probe_unpinged(&self, prefix: &str, pings: &[(String, Option<Vec<u8>>)]) -> Result<()> {
         let pinged: std::collections::HashSet<&str> = pings
             .iter()
             .filter(|(_, v)| v.is_some())
             .filter_map(|(k, _)| k.strip_prefix(prefix))
             .collect();
-        let members: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.keys.workers())
+        let key = self.keys.workers();
+        let members: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
+            .arg(&key)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .map_err(be_at(&key))?;
+        let members = utf8_members(&key, members);
         let now = resq_core::time::now_ms();
         for member in &members {
             let Some(worker) = WorkerId::parse(member) else {
@@ -251,7 +252,7 @@ impl RedisBackend {
                 .arg(ping_json(&worker, now))
                 .invoke_async(&mut self.conn())
                 .await
-                .map_err(be)?;
+                .map_err(be_at(&self.keys.ping(&worker.name)))?;
             if wrote == 1 {
                 tracing::info!(target: "resq::redis", worker = %worker, "registered worker had no ping; probing it");
             }
@@ -282,7 +283,7 @@ impl WorkerRegistry for RedisBackend {
             .arg(ping_json(worker, now_ms))
             .exec_async(&mut self.conn())
             .await
-            .map_err(be)
+            .map_err(be_at(&self.keys.ping(&worker.name)))
     }
 
     async fn register_workers(&self, workers: &[WorkerId], now_ms: i64) -> Result<()> {
@@ -330,7 +331,7 @@ impl WorkerRegistry for RedisBackend {
             return Ok(Vec::new());
         }
         let keys: Vec<String> = workers.iter().map(|w| self.keys.working(w)).collect();
-        let raw: Vec<Option<String>> = redis::cmd("MGET")
+        let raw: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
             .arg(&keys)
             .query_async(&mut self.conn())
             .await
@@ -345,37 +346,41 @@ impl WorkerRegistry for RedisBackend {
         Ok(workers
             .iter()
             .zip(raw)
-            .map(|(w, r)| r.map(|r| parse_working(w, &r)))
+            .map(|(w, r)| r.map(|r| parse_working(w, &text(r))))
             .collect())
     }
 
     async fn workers(&self) -> Result<Vec<WorkerId>> {
-        let members: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.keys.workers())
+        let key = self.keys.workers();
+        let members: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
+            .arg(&key)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
-        let mut out: Vec<WorkerId> = members.iter().filter_map(|m| WorkerId::parse(m)).collect();
+            .map_err(be_at(&key))?;
+        let mut out: Vec<WorkerId> = utf8_members(&key, members)
+            .iter()
+            .filter_map(|m| WorkerId::parse(m))
+            .collect();
         out.sort();
         Ok(out)
     }
 
     async fn worker_started(&self, worker: &WorkerId) -> Result<Option<i64>> {
-        let raw: Option<String> = redis::cmd("GET")
+        let raw: Option<Vec<u8>> = redis::cmd("GET")
             .arg(self.keys.started(worker))
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
-        Ok(raw.as_deref().and_then(parse_started))
+            .map_err(be_at(&self.keys.started(worker)))?;
+        Ok(raw.map(text).as_deref().and_then(parse_started))
     }
 
     async fn working_on(&self, worker: &WorkerId) -> Result<Option<WorkingOn>> {
-        let raw: Option<String> = redis::cmd("GET")
+        let raw: Option<Vec<u8>> = redis::cmd("GET")
             .arg(self.keys.working(worker))
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
-        Ok(raw.map(|r| parse_working(worker, &r)))
+            .map_err(be_at(&self.keys.working(worker)))?;
+        Ok(raw.map(|r| parse_working(worker, &text(r))))
     }
 
     /// Workers whose ping is older than `cutoff_ms`, after giving a ping to
@@ -388,8 +393,8 @@ impl WorkerRegistry for RedisBackend {
         let mut out = Vec::new();
         for (key, value) in &found {
             let Some(raw) = value else { continue };
-            let Ok(ping) = serde_json::from_str::<Ping>(raw) else {
-                tracing::warn!(target: "resq::redis", key = %key, "skipping a ping that is not JSON");
+            let Ok(ping) = serde_json::from_slice::<Ping>(raw) else {
+                tracing::warn!(target: "resq::redis", key = %key, "skipping a ping that is not JSON (or not UTF-8)");
                 continue;
             };
             // The cast saturates; node-resque writes whole seconds.
@@ -415,12 +420,14 @@ impl WorkerRegistry for RedisBackend {
 
     async fn clean_worker(&self, worker: &WorkerId, orphan: Orphan) -> Result<Option<Cleaned>> {
         for _ in 0..CLEAN_ATTEMPTS {
-            let raw: Option<String> = redis::cmd("GET")
+            // Read as bytes: a record that is not UTF-8 is cleaned escaped,
+            // and matched by its stored bytes.
+            let raw: Option<Vec<u8>> = redis::cmd("GET")
                 .arg(self.keys.working(worker))
                 .query_async(&mut self.conn())
                 .await
-                .map_err(be)?;
-            let working = raw.as_deref().map(|r| parse_working(worker, r));
+                .map_err(be_at(&self.keys.working(worker)))?;
+            let working = raw.clone().map(|r| parse_working(worker, &text(r)));
             let (mode, value, queue) = match &working {
                 Some(w) if self.leaked_after_force_clean(worker, w).await? => ("drop", String::new(), String::new()),
                 Some(w) => plan(worker, w, &orphan),
@@ -442,14 +449,14 @@ impl WorkerRegistry for RedisBackend {
                 .key(self.keys.queues())
                 .key(self.keys.stat("failed"))
                 .arg(worker.member())
-                .arg(raw.as_deref().unwrap_or(""))
+                .arg(raw.as_deref().unwrap_or(b""))
                 .arg(mode)
                 .arg(&value)
                 .arg(&queue)
                 .arg(self.keys.wakeup_channel())
                 .invoke_async(&mut self.conn())
                 .await
-                .map_err(be)?;
+                .map_err(be_at(&self.keys.working(worker)))?;
             if found < 0 {
                 continue; // the worker finished or took a job meanwhile: read again
             }

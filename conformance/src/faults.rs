@@ -61,6 +61,8 @@ pub struct Faulty {
     stall: std::sync::Mutex<Option<Duration>>,
     /// How many stalled calls have started.
     stalls: AtomicU64,
+    /// The worker or queue whose data `bad_item` makes fail.
+    bad_item: std::sync::Mutex<Option<String>>,
 }
 
 impl Faulty {
@@ -77,6 +79,7 @@ impl Faulty {
             panic_in: std::sync::Mutex::new(None),
             stall: std::sync::Mutex::new(None),
             stalls: AtomicU64::new(0),
+            bad_item: std::sync::Mutex::new(None),
         })
     }
 
@@ -100,6 +103,22 @@ impl Faulty {
     /// How many stalled `stale_workers` calls have started.
     pub fn stalls_started(&self) -> u64 {
         self.stalls.load(Ordering::SeqCst)
+    }
+
+    /// Makes `clean_worker` and `working_on` of the worker named `name`, and
+    /// `queue_len` of the queue `name`, fail with a permanent error, as one
+    /// item's bad data (another client's key of the wrong type) does; `None`
+    /// stops it.
+    pub fn bad_item(&self, name: Option<&str>) {
+        *self.bad_item.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = name.map(str::to_owned);
+    }
+
+    fn check_item(&self, name: &str) -> Result<()> {
+        let bad = self.bad_item.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if bad.as_deref() == Some(name) {
+            return Err(Error::permanent(format!("injected: the data of {name} is bad")));
+        }
+        Ok(())
     }
 
     fn maybe_panic(&self, call: &'static str) {
@@ -253,6 +272,7 @@ impl QueueStore for Faulty {
         self.inner.wait_for_jobs(queues, timeout).await
     }
     async fn queue_len(&self, queue: &str) -> Result<u64> {
+        self.check_item(queue)?;
         self.inner.queue_len(queue).await
     }
     async fn queue_range(&self, queue: &str, start: i64, stop: i64) -> Result<Vec<String>> {
@@ -374,6 +394,7 @@ impl WorkerRegistry for Faulty {
         self.inner.worker_started(worker).await
     }
     async fn working_on(&self, worker: &WorkerId) -> Result<Option<WorkingOn>> {
+        self.check_item(&worker.name)?;
         self.read("working_on", self.inner.working_on(worker)).await
     }
     async fn working_on_many(&self, workers: &[WorkerId]) -> Result<Vec<Option<WorkingOn>>> {
@@ -388,6 +409,7 @@ impl WorkerRegistry for Faulty {
         self.inner.stale_workers(cutoff_ms).await
     }
     async fn clean_worker(&self, worker: &WorkerId, orphan: Orphan) -> Result<Option<Cleaned>> {
+        self.check_item(&worker.name)?;
         self.inner.clean_worker(worker, orphan).await
     }
 }

@@ -202,6 +202,50 @@ pub async fn stuck_worker_job_is_requeued(backend: Arc<dyn Backend>) {
     assert_eq!(cleaned, Some(id));
 }
 
+/// A stuck worker that cannot be cleaned for a reason other than a
+/// transient error (one item's bad data, injected here as a permanent
+/// error) is skipped: the poll succeeds and the other stuck workers are
+/// cleaned. Inspection calls leave out a queue or worker that cannot be
+/// read that way, and answer for the rest.
+pub async fn one_bad_item_stops_no_cleaning_or_inspection(backend: Arc<dyn Backend>) {
+    let faulty = crate::faults::Faulty::new(Arc::clone(&backend), crate::faults::FaultPlan::default());
+    faulty.disarm();
+    let wrapped: Arc<dyn Backend> = faulty.clone();
+    let payload = r#"{"class":"add","queue":"q","args":[]}"#;
+    let id = dead_busy_worker(&backend, payload).await;
+    let bad = WorkerId::new("host:0+1", &["q".to_owned()]);
+    backend.register_worker(&bad, now_ms() - 10_000).await.unwrap();
+    backend
+        .push("odd", r#"{"class":"add","queue":"odd","args":[]}"#)
+        .await
+        .unwrap();
+    faulty.bad_item(Some("host:0+1"));
+    let s = Scheduler::new(
+        Arc::clone(&wrapped),
+        SchedulerConfig {
+            stuck_worker_timeout: Some(Duration::from_secs(1)),
+            ..config("sched-1")
+        },
+    )
+    .unwrap();
+    let report = s.poll().await.unwrap();
+    assert_eq!(report.cleaned_workers, 1, "{report:?}");
+    assert!(backend.working_on(&id).await.unwrap().is_none());
+    assert_eq!(backend.queue_range("q", 0, 0).await.unwrap(), vec![payload.to_owned()]);
+    assert_eq!(
+        backend.workers().await.unwrap(),
+        vec![bad.clone()],
+        "the bad one is left"
+    );
+    let q = Queue::new(Arc::clone(&wrapped));
+    let working = q.all_working_on().await.unwrap();
+    assert!(!working.contains_key("host:0+1"), "{working:?}");
+    faulty.bad_item(Some("odd"));
+    let details = q.details().await.unwrap();
+    assert_eq!(details.queues.keys().collect::<Vec<_>>(), vec!["q"]);
+    assert!(details.workers.contains_key("host:0+1"));
+}
+
 /// With the `Fail` policy a stuck worker's job goes to the failed list as
 /// `Worker Timeout (killed manually)`.
 pub async fn stuck_worker_job_can_be_failed(backend: Arc<dyn Backend>) {

@@ -92,6 +92,76 @@ pub fn promotion_failure_entry(payload_raw: &str, reason: &str, at_ms: i64) -> S
     encode_entry(SCHEDULER_WORKER, "", payload_raw, &failure, at_ms)
 }
 
+/// Escapes bytes losslessly into printable ASCII text: every byte from
+/// `0x20` to `0x7e` stays as it is except the backslash, which becomes
+/// `\\`; every other byte becomes `\xNN` (two lowercase hex digits).
+/// [`unescape_bytes`] gives the bytes back. The Redis backend uses it for
+/// stored values that are not valid UTF-8, which a `String` cannot hold:
+/// listings show them escaped, and failed entries keep them so.
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() + 8);
+    for &b in bytes {
+        match b {
+            b'\\' => out.push_str("\\\\"),
+            0x20..=0x7e => out.push(char::from(b)),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out
+}
+
+/// The bytes that [`escape_bytes`] escaped; `None` for text it cannot have
+/// written (a lone backslash, a bad `\x` sequence, a byte outside printable ASCII).
+pub fn unescape_bytes(text: &str) -> Option<Vec<u8>> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => match bytes.get(i + 1) {
+                Some(b'\\') => {
+                    out.push(b'\\');
+                    i += 2;
+                }
+                Some(b'x') => {
+                    let hex = text.get(i + 2..i + 4)?;
+                    if !hex.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
+                        return None;
+                    }
+                    out.push(u8::from_str_radix(hex, 16).ok()?);
+                    i += 4;
+                }
+                _ => return None,
+            },
+            b @ 0x20..=0x7e => {
+                out.push(b);
+                i += 1;
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// The start of the `error` of a failed entry whose payload was not valid
+/// UTF-8; its `payload` is then a JSON string holding the bytes escaped with
+/// [`escape_bytes`] (see [`FailedJob::payload_bytes`]).
+pub const INVALID_UTF8: &str = "the payload is not valid UTF-8";
+
+/// The `error` text for a payload that is not valid UTF-8, read from `key`.
+pub fn invalid_utf8_reason(key: &str) -> String {
+    format!("{INVALID_UTF8} (read from {key}); `payload` holds its bytes escaped: \\xNN per byte outside printable ASCII, \\\\ per backslash")
+}
+
+/// The failed entry for a stored payload that is not valid UTF-8, read from
+/// `key`: the bytes escaped (a JSON string in `payload`) and the reason.
+pub fn invalid_utf8_entry(worker: &str, queue: &str, bytes: &[u8], key: &str, at_ms: i64) -> String {
+    let failure = Failure::new(PAYLOAD_ERROR, invalid_utf8_reason(key));
+    let mut payload = String::new();
+    write_js_str(&mut payload, &escape_bytes(bytes));
+    encode_entry(worker, queue, &payload, &failure, at_ms)
+}
+
 /// A decoded failed entry plus its raw bytes, which identify it for
 /// [`crate::Queue::remove_failed`] and [`crate::Queue::retry_and_remove_failed`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -183,6 +253,17 @@ impl FailedJob {
         }
     }
 
+    /// The payload's original bytes when the entry was written for a payload
+    /// that is not valid UTF-8 (its `error` starts with [`INVALID_UTF8`] and its
+    /// `payload` is the escaped text); `None` for any other entry.
+    pub fn payload_bytes(&self) -> Option<Vec<u8>> {
+        if !self.error.as_deref()?.starts_with(INVALID_UTF8) {
+            return None;
+        }
+        let text: String = serde_json::from_str(self.payload.as_deref()?).ok()?;
+        unescape_bytes(&text)
+    }
+
     /// True when `force_clean_worker` (or the scheduler's stuck-worker
     /// cleanup in fail mode) wrote this entry.
     pub fn is_force_cleaned(&self) -> bool {
@@ -216,6 +297,24 @@ mod tests {
         let back = FailedJob::decode(&raw).unwrap();
         assert_eq!(back.payload.as_deref(), Some(r#""{not json""#));
         assert!(back.job().is_err());
+    }
+
+    #[test]
+    fn escapes_bytes_losslessly() {
+        let all: Vec<u8> = (0..=255).collect();
+        let text = escape_bytes(&all);
+        assert!(text.bytes().all(|b| (0x20..=0x7e).contains(&b)));
+        assert_eq!(unescape_bytes(&text).unwrap(), all);
+        assert_eq!(escape_bytes(b"a\\b\xff\n"), "a\\\\b\\xff\\x0a");
+        for bad in ["\\", "\\x", "\\xf", "\\xFF", "\\q", "\u{e9}"] {
+            assert_eq!(unescape_bytes(bad), None, "{bad}");
+        }
+        let bytes = b"{\"class\":\"a\xff\",\"queue\":\"q\"}";
+        let entry = invalid_utf8_entry("w", "q", bytes, "ns:queue:q", 0);
+        let back = FailedJob::decode(&entry).unwrap();
+        assert_eq!(back.payload_bytes().unwrap(), bytes);
+        assert!(back.error.unwrap().contains("ns:queue:q"));
+        assert_eq!(FailedJob::decode_lenient("x").payload_bytes(), None);
     }
 
     #[test]

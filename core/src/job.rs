@@ -147,10 +147,12 @@ impl Job {
             #[serde(default)]
             args: Option<Value>,
         }
+        // Arrays are refused above, so a data error here is about the
+        // object's keys (a duplicate `class`, say): report it as it is.
         let wire: Wire = match serde_json::from_str(&raw) {
             Ok(w) => w,
             Err(e) if e.classify() == serde_json::error::Category::Data => {
-                return Err(err("the payload is not a JSON object".into()))
+                return Err(err(format!("the payload object is invalid: {e}")))
             }
             Err(e) => return Err(err(e.to_string())),
         };
@@ -307,6 +309,17 @@ mod tests {
             r#"{"class":"a","args":[{}]}"#
         );
         assert_eq!(repair_cjson_empty_args(r#"{"class":"","args":{}}"#), None);
+    }
+
+    #[test]
+    fn duplicate_class_is_reported_as_such() {
+        let e = Job::decode(r#"{"class":"a","class":"b","args":[]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("duplicate field `class`"), "{e}");
+        assert!(!e.contains("not a JSON object"), "{e}");
+        let e = Job::decode(r#"["add","q",[1]]"#).unwrap_err().to_string();
+        assert!(e.contains("not a JSON object"), "{e}");
     }
 
     #[test]

@@ -452,13 +452,16 @@ impl Queue {
         self.backend.working_on(&id).await
     }
 
-    /// Every worker's state, by name.
+    /// Every worker's state, by name. A worker whose record cannot be read
+    /// for a reason other than a transient backend error (another client's
+    /// key of the wrong type, say) is left out with a WARN log line.
     pub async fn all_working_on(&self) -> Result<BTreeMap<String, WorkerStatus>> {
         let mut out = BTreeMap::new();
         for w in self.backend.workers().await? {
-            let status = match self.backend.working_on(&w).await? {
-                Some(wo) => WorkerStatus::Working(wo),
-                None => WorkerStatus::Started,
+            let status = match skip_bad(self.backend.working_on(&w).await, "working-on record", &w.to_string())? {
+                Some(Some(wo)) => WorkerStatus::Working(wo),
+                Some(None) => WorkerStatus::Started,
+                None => continue,
             };
             out.insert(w.name, status);
         }
@@ -466,11 +469,14 @@ impl Queue {
     }
 
     /// Queues with lengths, workers with their state, stats and the leader.
+    /// A queue or worker that cannot be read for a reason other than a
+    /// transient backend error is left out with a WARN log line.
     pub async fn details(&self) -> Result<Details> {
         let mut queues = BTreeMap::new();
         for q in self.backend.queues().await? {
-            let len = self.backend.queue_len(&q).await?;
-            queues.insert(q, len);
+            if let Some(len) = skip_bad(self.backend.queue_len(&q).await, "queue length", &q)? {
+                queues.insert(q, len);
+            }
         }
         Ok(Details {
             queues,
@@ -643,5 +649,19 @@ pub(crate) fn force_clean_orphan() -> Orphan {
             "resq".to_owned(),
         ]),
         at_ms: now,
+    }
+}
+
+/// For inspection calls over many items: a transient error is returned (the
+/// whole call may be retried); any other error (one item's bad data) is
+/// logged with the item and the item is skipped (`Ok(None)`).
+fn skip_bad<T>(read: Result<T>, what: &str, item: &str) -> Result<Option<T>> {
+    match read {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_transient() => Err(e),
+        Err(e) => {
+            tracing::warn!(target: "resq::queue", item, error = %e, "skipping a {what} that cannot be read");
+            Ok(None)
+        }
     }
 }

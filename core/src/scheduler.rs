@@ -548,6 +548,10 @@ impl Scheduler {
         }
     }
 
+    /// Cleans every worker whose ping is older than the stuck-worker
+    /// timeout. A worker that cannot be cleaned for a reason other than a
+    /// transient backend error is logged (WARN) and skipped; the others are
+    /// still cleaned.
     async fn clean_stuck_workers(&self, report: &mut PollReport) -> Result<()> {
         let Some(timeout) = self.config.stuck_worker_timeout else {
             return Ok(());
@@ -559,7 +563,19 @@ impl Scheduler {
                 StuckJobPolicy::Requeue => Orphan::Requeue,
                 StuckJobPolicy::Fail => crate::queue::force_clean_orphan(),
             };
-            if let Some(cleaned) = self.backend.clean_worker(&worker, orphan).await? {
+            let cleaned = match self.backend.clean_worker(&worker, orphan).await {
+                Ok(cleaned) => cleaned,
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => {
+                    // One worker's bad data (another client's record of the
+                    // wrong type, say) must not keep the others uncleaned.
+                    tracing::warn!(target: "resq::scheduler", scheduler = %self.name, worker = %worker, error = %e,
+                        "cannot clean this stuck worker; skipping it");
+                    self.emit_error(&e);
+                    continue;
+                }
+            };
+            if let Some(cleaned) = cleaned {
                 report.cleaned_workers += 1;
                 tracing::warn!(target: "resq::scheduler", scheduler = %self.name, worker = %worker,
                     had_job = cleaned.working_on.is_some(), policy = ?self.config.stuck_job_policy, "cleaned stuck worker");
