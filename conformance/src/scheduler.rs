@@ -224,6 +224,7 @@ pub async fn one_bad_item_stops_no_cleaning_or_inspection(backend: Arc<dyn Backe
         Arc::clone(&wrapped),
         SchedulerConfig {
             stuck_worker_timeout: Some(Duration::from_secs(1)),
+            worker_ping_interval: Duration::from_millis(300),
             ..config("sched-1")
         },
     )
