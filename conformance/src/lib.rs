@@ -238,6 +238,7 @@ macro_rules! suite {
                 enqueue_front_puts_the_job_at_the_head,
                 out_of_range_times_are_refused,
                 huge_lock_ttls_are_capped,
+                enqueue_once_queues_once_per_key,
             ],
             async worker: [
                 runs_job_and_reports_success,
