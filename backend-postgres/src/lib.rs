@@ -134,6 +134,8 @@ pub struct PostgresBackend {
     config: PostgresConfig,
     /// When expired locks were last swept (epoch ms).
     last_lock_sweep: AtomicI64,
+    /// Explains pool timeouts with the server's own reason.
+    explainer: error::TimeoutExplainer,
     /// Set for the test suite's backends only: what to undo on close.
     test_guard: Mutex<Option<testing::TestGuard>>,
 }
@@ -163,7 +165,13 @@ impl PostgresBackend {
             .test_before_acquire(false)
             .connect_lazy_with(resolved.options.clone());
         let names = Names::new(&config.schema);
+        let explainer = error::TimeoutExplainer::new(
+            resolved.options.clone(),
+            config.acquire_timeout,
+            config.max_connections,
+        );
         let backend = Arc::new(PostgresBackend {
+            explainer,
             sql: Statements::render(&names),
             notifier: Notifier::new(resolved.options, names.channel.clone()),
             pool,
@@ -185,13 +193,19 @@ impl PostgresBackend {
     /// Returns the versions this call applied, ascending: empty when the
     /// schema was already up to date.
     pub async fn migrate(&self) -> Result<Vec<i32>> {
-        migrate::run(&self.pool, &self.names).await
+        match migrate::run(&self.pool, &self.names).await {
+            Ok(v) => Ok(v),
+            Err(e) => Err(self.explainer.explain_mapped(e).await),
+        }
     }
 
     /// The schema's migration version, `None` if it was never migrated.
     /// [`latest_version`] is what [`PostgresBackend::migrate`] brings it to.
     pub async fn schema_version(&self) -> Result<Option<i32>> {
-        migrate::current_version(&self.pool, &self.names).await
+        match migrate::current_version(&self.pool, &self.names).await {
+            Ok(v) => Ok(v),
+            Err(e) => Err(self.explainer.explain_mapped(e).await),
+        }
     }
 
     /// Checks that the server answers, and warns when the schema is not
