@@ -130,6 +130,59 @@ pub fn classify(e: &redis::RedisError) -> BackendErrorKind {
     }
 }
 
+/// How long [`server_refusal`] waits for the server's greeting.
+const REFUSAL_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Maps a failed connect like [`be`], with the server's own reason when it
+/// refused the connection. A server at its `maxclients` (or in protected
+/// mode) writes an error reply as soon as it accepts a connection, then
+/// closes it; redis-rs then reports only the reset or broken pipe its
+/// first command meets. So after an I/O error this opens one plain TCP
+/// connection and reads what the server says unasked.
+pub(crate) async fn explain_connect_error(config: &RedisConfig, e: redis::RedisError) -> Error {
+    if !(e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()) {
+        return be(e);
+    }
+    match server_refusal(&config.url, config.connection_timeout).await {
+        Some(reason) => {
+            // A full server clears by itself; anything else it refuses
+            // every client with (protected mode) needs someone to act.
+            let kind = if reason.contains("max number of clients reached") {
+                BackendErrorKind::Transient
+            } else {
+                BackendErrorKind::Permanent
+            };
+            Error::backend_with(kind, format!("redis: the server refuses new connections: {reason}"), e)
+        }
+        None => be(e),
+    }
+}
+
+/// The error reply a Redis server sends unasked on a new connection, if
+/// any (plain `redis://` TCP URLs only; TLS and Unix sockets are not
+/// probed).
+async fn server_refusal(url: &str, connect_timeout: std::time::Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let parsed = url::Url::parse(url).ok()?;
+    if parsed.scheme() != "redis" {
+        return None;
+    }
+    let host = parsed.host_str()?.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let port = parsed.port().unwrap_or(6379);
+    let mut stream = tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect((host.as_str(), port)))
+        .await
+        .ok()?
+        .ok()?;
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(REFUSAL_READ_TIMEOUT, stream.read(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let reply = String::from_utf8_lossy(&buf[..n]);
+    let line = reply.lines().next()?.strip_prefix('-')?.trim();
+    (!line.is_empty()).then(|| line.to_owned())
+}
+
 impl RedisBackend {
     /// Connects with explicit settings. The connection reconnects by itself
     /// after a failure; commands issued while Redis is down return errors,
@@ -144,10 +197,10 @@ impl RedisBackend {
             .set_connection_timeout(Some(config.connection_timeout))
             .set_number_of_retries(2)
             .set_max_delay(std::time::Duration::from_secs(2));
-        let conn = client
-            .get_connection_manager_with_config(manager_config)
-            .await
-            .map_err(be)?;
+        let conn = match client.get_connection_manager_with_config(manager_config).await {
+            Ok(conn) => conn,
+            Err(e) => return Err(explain_connect_error(&config, e).await),
+        };
         let keys = Keys::new(&config.namespace);
         let wakeups = Wakeups::start(client.clone(), keys.wakeup_channel());
         Ok(RedisBackend {
