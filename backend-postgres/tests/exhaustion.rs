@@ -7,6 +7,7 @@
 mod common;
 
 use resq_core::backend::QueueStore;
+use resq_core::Backend as _;
 use resq_core::BackendErrorKind;
 use resq_postgres::testing;
 use sqlx::{Connection, Executor, PgConnection};
@@ -38,6 +39,11 @@ impl LimitedRole {
     async fn drop_role(mut self) {
         // Close the role's sessions first, or DROP ROLE refuses.
         terminate_sessions(&self.name).await;
+        // Revokes what a test granted it (it owns nothing).
+        self.admin
+            .execute(format!("DROP OWNED BY \"{}\"", self.name).as_str())
+            .await
+            .expect("revoke the test role's privileges");
         self.admin
             .execute(format!("DROP ROLE IF EXISTS \"{}\"", self.name).as_str())
             .await
@@ -127,6 +133,105 @@ async fn exhaustion_reports_the_servers_reason() {
             last = e.to_string();
         }
         assert!(last.contains("too many connections for role"), "{last}");
+    })
+    .await;
+}
+
+/// Takes all `limit` connections of `role` away from everyone else: closes
+/// the other sessions of the role and connects in their place, until it
+/// holds them all (others, such as a pool, may reconnect in between).
+async fn take_all(role: &str, limit: usize) -> Vec<PgConnection> {
+    let mut admin = PgConnection::connect(&testing::url()).await.unwrap();
+    let mut held: Vec<PgConnection> = Vec::new();
+    let mut pids: Vec<i32> = Vec::new();
+    for _ in 0..200 {
+        if held.len() == limit {
+            return held;
+        }
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND NOT (pid = ANY($2))",
+        )
+        .bind(role)
+        .bind(&pids)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        if let Ok(mut c) = PgConnection::connect(&role_url(role, "")).await {
+            let (pid,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()").fetch_one(&mut c).await.unwrap();
+            pids.push(pid);
+            held.push(c);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("could not take the role's {limit} connections");
+}
+
+/// A worker whose backend cannot get a connection still stops promptly on
+/// shutdown: at start-up (registering) and while running (claiming,
+/// unregistering), no call holds the shutdown for the pool's 30 s acquire
+/// timeout (or five of them).
+#[tokio::test]
+async fn exhausted_workers_stop_promptly() {
+    with_role("exhausted_workers_stop_promptly", 2, |role| async move {
+        use resq_core::{task::Tasks, Worker, WorkerConfig};
+        use std::sync::Arc;
+        use tokio_util::sync::CancellationToken;
+        let schema = testing::unique_schema();
+        let admin = resq_postgres::connect(&format!("{}?schema={schema}&migrate=true", testing::url()))
+            .await
+            .unwrap();
+        for what in [
+            "USAGE ON SCHEMA",
+            "ALL ON ALL TABLES IN SCHEMA",
+            "ALL ON ALL SEQUENCES IN SCHEMA",
+            "EXECUTE ON ALL FUNCTIONS IN SCHEMA",
+        ] {
+            sqlx::query(&format!("GRANT {what} \"{schema}\" TO \"{role}\""))
+                .execute(admin.pool())
+                .await
+                .unwrap();
+        }
+        let url = role_url(&role, &format!("schema={schema}&max_connections=1&acquire_timeout_ms=30000"));
+        let mut config = WorkerConfig::for_queues(["q"]);
+        config.poll_interval = Duration::from_millis(500);
+
+        // Running, then the server refuses the role's connections.
+        let backend = resq_postgres::connect(&url).await.unwrap();
+        let worker = Worker::new(backend.clone() as Arc<dyn resq_core::Backend>, Arc::new(Tasks::new()), config.clone());
+        let stop = CancellationToken::new();
+        let run = tokio::spawn({
+            let stop = stop.clone();
+            async move { worker.run_until(stop).await }
+        });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let held = take_all(&role, 2).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let t = std::time::Instant::now();
+        stop.cancel();
+        let ran = tokio::time::timeout(Duration::from_secs(120), run).await.expect("the worker stops");
+        let running_stop = t.elapsed();
+        eprintln!("running worker: {ran:?} after {running_stop:?}");
+        assert!(matches!(ran, Ok(Ok(_)) | Ok(Err(_))), "{ran:?}");
+
+        // Starting while the server refuses them.
+        let worker = Worker::new(backend.clone() as Arc<dyn resq_core::Backend>, Arc::new(Tasks::new()), config);
+        let stop = CancellationToken::new();
+        let run = tokio::spawn({
+            let stop = stop.clone();
+            async move { worker.run_until(stop).await }
+        });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let t = std::time::Instant::now();
+        stop.cancel();
+        let ran = tokio::time::timeout(Duration::from_secs(120), run).await.expect("the worker stops");
+        let starting_stop = t.elapsed();
+        eprintln!("starting worker: {ran:?} after {starting_stop:?}");
+        drop(held);
+        backend.close().await.unwrap();
+        testing::drop_test_schema(&admin).await.unwrap();
+        // The unregistration gives up after 10 s; the pool's timeout is 30 s.
+        assert!(running_stop < Duration::from_secs(20), "a running worker took {running_stop:?} to stop");
+        assert!(starting_stop < Duration::from_secs(20), "a starting worker took {starting_stop:?} to stop");
     })
     .await;
 }

@@ -25,6 +25,25 @@ use tokio_util::sync::CancellationToken;
 /// How many slots of a multi-slot worker unregister at once when it stops.
 const UNREGISTER_CONCURRENCY: usize = 8;
 
+/// How long a stopping worker keeps trying to unregister. A backend that
+/// cannot hand out a connection (an exhausted server, a pool timeout of
+/// 30 s) must not hold a shutdown for minutes: after this the worker stops
+/// anyway, and its registration is left to the stuck-worker clean-up,
+/// which puts any job it still records back on its queue.
+const UNREGISTER_BUDGET: Duration = Duration::from_secs(10);
+
+/// Runs a backend call unless `shutdown` fires first (`None`). Used for
+/// calls that are safe to abandon: reads, and claims, whose job (if the
+/// abandoned claim was applied) is in the worker's working-on record, which
+/// the unregistration that follows puts back on its queue.
+async fn unless_shutdown<T>(shutdown: &CancellationToken, call: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => None,
+        r = call => Some(r),
+    }
+}
+
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
 
 /// This host's name as resq records it (any `:` replaced, since `:`
@@ -282,7 +301,10 @@ impl Worker {
         while !shutdown.is_cancelled() {
             if uncertain {
                 // A record means the lost reply gave this worker that job.
-                match self.backend.working_on(&self.id).await {
+                let Some(read) = unless_shutdown(&shutdown, self.backend.working_on(&self.id)).await else {
+                    break;
+                };
+                match read {
                     Ok(record) => {
                         uncertain = false;
                         if let Some(r) = record {
@@ -307,7 +329,10 @@ impl Worker {
             if wildcard {
                 let stale = queues_read.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
                 if stale {
-                    match self.backend.queues().await {
+                    let Some(read) = unless_shutdown(&shutdown, self.backend.queues()).await else {
+                        break;
+                    };
+                    match read {
                         Ok(q) => {
                             queues = self.config.expand_queues(q);
                             queues_read = Some(Instant::now());
@@ -329,7 +354,14 @@ impl Worker {
             let claimed = if queues.is_empty() {
                 Ok(None)
             } else {
-                self.backend.claim(&self.id, &queues, &js_date_string_now()).await
+                let run_at = js_date_string_now();
+                match unless_shutdown(&shutdown, self.backend.claim(&self.id, &queues, &run_at)).await {
+                    Some(r) => r,
+                    // An abandoned claim's job, if it was applied, is in
+                    // the working-on record: the unregistration below
+                    // puts it back at the head of its queue.
+                    None => break,
+                }
             };
             match claimed {
                 Ok(Some(job)) => {
@@ -629,8 +661,9 @@ impl Worker {
         // and a few in flight keep a small connection pool usable by others.
         let mut result = Ok(());
         let this = self;
+        let deadline = Instant::now() + UNREGISTER_BUDGET;
         let mut unregistering = futures_util::stream::iter(book.slots.iter().cloned())
-            .map(move |id| async move { this.unregister(&id).await })
+            .map(move |id| async move { this.unregister(&id, deadline).await })
             .buffer_unordered(UNREGISTER_CONCURRENCY);
         while let Some(r) = unregistering.next().await {
             if let Err(e) = r {
@@ -781,11 +814,21 @@ impl Worker {
             if shutdown.is_cancelled() {
                 return false;
             }
-            match self.register(ids).await {
-                Ok(()) => break,
-                Err(e) => {
+            // A shutdown while registering (which can wait long on a
+            // backend without a free connection) stops at once; the
+            // registration may have been applied, so it is undone.
+            match unless_shutdown(shutdown, self.register(ids)).await {
+                Some(Ok(())) => break,
+                Some(Err(e)) => {
                     self.backend_error(e);
                     backoff.wait(shutdown).await;
+                }
+                None => {
+                    let deadline = Instant::now() + UNREGISTER_BUDGET;
+                    for id in ids {
+                        let _ = self.unregister(id, deadline).await;
+                    }
+                    return false;
                 }
             }
         }
@@ -828,7 +871,7 @@ impl Worker {
     /// Unregisters; a job still recorded (aborted at the deadline) goes back
     /// to the head of its queue.
     async fn stop(&self) -> Result<()> {
-        let result = self.unregister(&self.id).await;
+        let result = self.unregister(&self.id, Instant::now() + UNREGISTER_BUDGET).await;
         tracing::info!(target: "resq::worker", worker = %self.id.name, "end");
         emit(
             &self.events,
@@ -839,10 +882,25 @@ impl Worker {
         self.finish(result)
     }
 
-    async fn unregister(&self, id: &WorkerId) -> Result<()> {
+    /// Unregisters `id` (its recorded job, if any, back to the head of its
+    /// queue), retrying transient errors a few times, and giving up at
+    /// `deadline` (see [`UNREGISTER_BUDGET`]).
+    async fn unregister(&self, id: &WorkerId, deadline: Instant) -> Result<()> {
         let mut last_err = None;
         for attempt in 0..5u32 {
-            match self.backend.clean_worker(id, Orphan::Requeue).await {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let cleaned = match tokio::time::timeout(left, self.backend.clean_worker(id, Orphan::Requeue)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let e = Error::transient(format!(
+                        "could not unregister worker {} within {UNREGISTER_BUDGET:?}: it is left to the stuck-worker clean-up, which puts its job (if any) back on its queue",
+                        id.name
+                    ));
+                    self.error(&e);
+                    return Err(e);
+                }
+            };
+            match cleaned {
                 Ok(_) => {
                     last_err = None;
                     break;
@@ -855,7 +913,11 @@ impl Worker {
                 Err(e) => {
                     self.error(&e);
                     last_err = Some(e);
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt + 1))).await;
+                    let pause = Duration::from_millis(100 * u64::from(attempt + 1));
+                    if Instant::now() + pause >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep(pause).await;
                 }
             }
         }
