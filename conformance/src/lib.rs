@@ -302,6 +302,7 @@ macro_rules! suite {
                 running_schedulers_promote_and_hand_over,
                 stuck_worker_job_is_requeued,
                 stuck_worker_job_can_be_failed,
+                no_worker_is_judged_on_pings_lost_in_an_outage,
                 unpromotable_items_are_reported,
                 config_is_validated,
             ];

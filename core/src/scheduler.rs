@@ -103,6 +103,10 @@ pub struct Scheduler {
     name: String,
     leading: AtomicBool,
     events: broadcast::Sender<SchedulerEvent>,
+    /// When a poll of this scheduler last failed with a transient backend
+    /// error (the store unreachable, as far as it can tell): no stuck-worker
+    /// check runs until a whole `stuck_worker_timeout` has passed since.
+    last_store_failure: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -134,6 +138,7 @@ impl Scheduler {
             config,
             name,
             leading: AtomicBool::new(false),
+            last_store_failure: std::sync::Mutex::new(None),
             events,
         })
     }
@@ -289,6 +294,19 @@ impl Scheduler {
     /// One round: take or renew leadership; as leader, promote every due
     /// delayed job and clean up dead workers. A follower does nothing else.
     pub async fn poll(&self) -> Result<PollReport> {
+        let polled = self.poll_once().await;
+        if let Err(e) = &polled {
+            if e.is_transient() {
+                *self
+                    .last_store_failure
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::time::Instant::now());
+            }
+        }
+        polled
+    }
+
+    async fn poll_once(&self) -> Result<PollReport> {
         let leader = self.backend.acquire_leader(&self.name, self.config.leader_ttl).await?;
         self.set_leading(leader);
         let mut report = PollReport {
@@ -429,6 +447,21 @@ impl Scheduler {
         let Some(timeout) = self.config.stuck_worker_timeout else {
             return Ok(());
         };
+        // Pings that went missing while this scheduler could not reach the
+        // store prove nothing: the workers most likely could not reach it
+        // either. Only judge once the store has been reachable for a whole
+        // timeout, so that every live worker has had one to ping again.
+        let failed_at = *self
+            .last_store_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(at) = failed_at {
+            if at.elapsed() < timeout {
+                tracing::debug!(target: "resq::scheduler", scheduler = %self.name, since = ?at.elapsed(),
+                    "stuck-worker check held: this scheduler could not reach the store within the last stuck_worker_timeout");
+                return Ok(());
+            }
+        }
         let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
         let now = now_ms();
         for worker in self.backend.stale_workers(now.saturating_sub(timeout_ms)).await? {
