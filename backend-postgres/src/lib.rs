@@ -22,7 +22,7 @@
 //! * [`connect`] / [`PostgresBackend::connect`]: from a `postgres://` or
 //!   `postgresql://` URL; resq's own parameters (`schema`,
 //!   `max_connections`, `statement_timeout_ms`, `acquire_timeout_ms`,
-//!   `migrate`) are read and removed, the rest (`sslmode`, `sslrootcert`,
+//!   `idle_timeout_ms`, `migrate`) are read and removed, the rest (`sslmode`, `sslrootcert`,
 //!   `application_name`, …) goes to `sqlx`. See [`config`].
 //! * [`PostgresBackend::connect_with`]: from a [`PostgresConfig`].
 //! * [`PostgresBackend::push_in`] / [`PostgresBackend::enqueue_in_tx`]:
@@ -105,7 +105,7 @@ pub mod transactional;
 mod worker;
 pub use error::classify;
 
-pub use config::{PostgresConfig, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_SCHEMA};
+pub use config::{PostgresConfig, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_SCHEMA};
 pub use migrate::{latest_version, Migration, MIGRATIONS};
 
 use async_trait::async_trait;
@@ -163,6 +163,9 @@ impl PostgresBackend {
             // fails its next call (an `Err` the engine retries) and is
             // discarded when the pool's check on release fails.
             .test_before_acquire(false)
+            // Unused connections go back to the server (checked about as
+            // often as the timeout), so a burst does not keep them.
+            .idle_timeout(config.idle_timeout)
             .connect_lazy_with(resolved.options.clone());
         let names = Names::new(&config.schema);
         let explainer = error::TimeoutExplainer::new(

@@ -235,3 +235,54 @@ async fn exhausted_workers_stop_promptly() {
     })
     .await;
 }
+
+/// Pooled connections left unused for `idle_timeout_ms` go back to the
+/// server; `idle_timeout_ms=0` keeps them; the default is one minute.
+#[tokio::test]
+async fn idle_connections_are_released() {
+    if common::backend("idle_connections_are_released").await.is_none() {
+        return;
+    }
+    use resq_postgres::{PostgresConfig, DEFAULT_IDLE_TIMEOUT};
+    assert_eq!(
+        PostgresConfig::from_url("postgres://h/d").unwrap().idle_timeout,
+        Some(DEFAULT_IDLE_TIMEOUT)
+    );
+    assert_eq!(
+        PostgresConfig::from_url("postgres://h/d?idle_timeout_ms=0").unwrap().idle_timeout,
+        None
+    );
+    assert!(PostgresConfig::from_url("postgres://h/d?idle_timeout_ms=soon").is_err());
+    let busy = |backend: std::sync::Arc<resq_postgres::PostgresBackend>| async move {
+        // Four calls at once open four connections.
+        let calls: Vec<_> = (0..4)
+            .map(|_| {
+                let b = backend.clone();
+                tokio::spawn(async move {
+                    sqlx::query("SELECT pg_sleep(0.3)").execute(b.pool()).await.unwrap();
+                })
+            })
+            .collect();
+        for c in calls {
+            c.await.unwrap();
+        }
+        assert!(backend.pool().size() >= 2, "{}", backend.pool().size());
+    };
+    let url = |params: &str| format!("{}?max_connections=4&{params}", testing::url());
+    let released = resq_postgres::connect(&url("idle_timeout_ms=500")).await.unwrap();
+    let kept = resq_postgres::connect(&url("idle_timeout_ms=0")).await.unwrap();
+    busy(released.clone()).await;
+    busy(kept.clone()).await;
+    let mut size = released.pool().size();
+    for _ in 0..50 {
+        if size == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        size = released.pool().size();
+    }
+    assert_eq!(size, 0, "idle connections are closed after idle_timeout_ms");
+    assert!(kept.pool().size() >= 2, "without an idle timeout they stay");
+    released.close().await.unwrap();
+    kept.close().await.unwrap();
+}
