@@ -169,7 +169,7 @@ async fn take_all(role: &str, limit: usize) -> Vec<PgConnection> {
 /// A worker whose backend cannot get a connection still stops promptly on
 /// shutdown: at start-up (registering) and while running (claiming,
 /// unregistering), no call holds the shutdown for the pool's 30 s acquire
-/// timeout (or five of them).
+/// timeout (or five of them). A scheduler stops as promptly.
 #[tokio::test]
 async fn exhausted_workers_stop_promptly() {
     with_role("exhausted_workers_stop_promptly", 2, |role| async move {
@@ -226,12 +226,30 @@ async fn exhausted_workers_stop_promptly() {
         let ran = tokio::time::timeout(Duration::from_secs(120), run).await.expect("the worker stops");
         let starting_stop = t.elapsed();
         eprintln!("starting worker: {ran:?} after {starting_stop:?}");
+        // A scheduler too.
+        let scheduler = resq_core::Scheduler::new(
+            backend.clone() as Arc<dyn resq_core::Backend>,
+            resq_core::SchedulerConfig::default(),
+        )
+        .unwrap();
+        let stop = CancellationToken::new();
+        let run = tokio::spawn({
+            let stop = stop.clone();
+            async move { scheduler.run_until(stop).await }
+        });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let t = std::time::Instant::now();
+        stop.cancel();
+        let ran = tokio::time::timeout(Duration::from_secs(120), run).await.expect("the scheduler stops");
+        let scheduler_stop = t.elapsed();
+        eprintln!("scheduler: {ran:?} after {scheduler_stop:?}");
         drop(held);
         backend.close().await.unwrap();
         testing::drop_test_schema(&admin).await.unwrap();
         // The unregistration gives up after 10 s; the pool's timeout is 30 s.
         assert!(running_stop < Duration::from_secs(20), "a running worker took {running_stop:?} to stop");
         assert!(starting_stop < Duration::from_secs(20), "a starting worker took {starting_stop:?} to stop");
+        assert!(scheduler_stop < Duration::from_secs(20), "a scheduler took {scheduler_stop:?} to stop");
     })
     .await;
 }
@@ -240,9 +258,10 @@ async fn exhausted_workers_stop_promptly() {
 /// server; `idle_timeout_ms=0` keeps them; the default is one minute.
 #[tokio::test]
 async fn idle_connections_are_released() {
-    if common::backend("idle_connections_are_released").await.is_none() {
+    let Some(probe) = common::backend("idle_connections_are_released").await else {
         return;
-    }
+    };
+    probe.close().await.unwrap();
     use resq_postgres::{PostgresConfig, DEFAULT_IDLE_TIMEOUT};
     assert_eq!(
         PostgresConfig::from_url("postgres://h/d").unwrap().idle_timeout,

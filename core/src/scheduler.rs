@@ -15,6 +15,9 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+/// How long a stopping scheduler tries to release leadership.
+const RELEASE_BUDGET: Duration = Duration::from_secs(10);
+
 /// What happens to the job of a worker that stopped pinging.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum StuckJobPolicy {
@@ -192,7 +195,16 @@ impl Scheduler {
         let mut backoff = Backoff::new(Duration::from_millis(100), self.config.poll_interval);
         let mut fatal = None;
         while !shutdown.is_cancelled() {
-            let wait = match self.poll().await {
+            // A shutdown does not wait for a poll stuck on a backend without
+            // a free connection: every step of a poll is atomic on its own
+            // (a promotion, a cron fire with its marker, a clean-up), so one
+            // abandoned half-way leaves nothing half-done.
+            let polled = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                r = self.poll() => r,
+            };
+            let wait = match polled {
                 Ok(report) => {
                     backoff.reset();
                     self.next_wait(&report)
@@ -215,7 +227,13 @@ impl Scheduler {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
-        let released = self.release().await;
+        // Bounded as a worker's unregistration is: the lock expires by itself.
+        let released = match tokio::time::timeout(RELEASE_BUDGET, self.release()).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::transient(format!(
+                "could not release leadership within {RELEASE_BUDGET:?}: it passes on when the leader lock expires"
+            ))),
+        };
         tracing::info!(target: "resq::scheduler", scheduler = %self.name, "end");
         emit(
             &self.events,
