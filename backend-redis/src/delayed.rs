@@ -2,7 +2,7 @@
 //! `delayed_queue_schedule` zset and `timestamps:<item>` sets.
 
 use crate::scripts::{BUCKETS, PROMOTE, REMOVE_DELAYED, REMOVE_DELAYED_BY_CLASS, SCHEDULE};
-use crate::{be, RedisBackend};
+use crate::{RedisBackend, RedisResult};
 use async_trait::async_trait;
 use resq_core::failed::promotion_failure_entry;
 use resq_core::job::promotion_target;
@@ -35,7 +35,7 @@ impl RedisBackend {
             .arg(limit)
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .rd(self).await?;
         Ok(parse_secs(members))
     }
 }
@@ -52,7 +52,7 @@ impl DelayedStore for RedisBackend {
             .arg(timestamp)
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .rd(self).await?;
         Ok(added == 1)
     }
 
@@ -71,7 +71,7 @@ impl DelayedStore for RedisBackend {
             .arg(-1)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)
+            .rd(self).await
     }
 
     async fn timestamps_of(&self, payload: &str) -> Result<Vec<i64>> {
@@ -79,7 +79,7 @@ impl DelayedStore for RedisBackend {
             .arg(self.keys.timestamps(payload))
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .rd(self).await?;
         Ok(parse_secs(
             members
                 .into_iter()
@@ -96,7 +96,7 @@ impl DelayedStore for RedisBackend {
             .arg(payload)
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .rd(self).await?;
         Ok(parse_secs(removed))
     }
 
@@ -119,7 +119,7 @@ impl DelayedStore for RedisBackend {
                 .arg(BUCKETS_PER_CALL)
                 .invoke_async(&mut self.conn())
                 .await
-                .map_err(be)?;
+                .rd(self).await?;
             removed += gone;
             if looked < BUCKETS_PER_CALL as u64 || last.is_empty() {
                 return Ok(removed);
@@ -142,7 +142,7 @@ impl DelayedStore for RedisBackend {
                 .arg(stop)
                 .query_async(&mut self.conn())
                 .await
-                .map_err(be)?;
+                .rd(self).await?;
             let mut inv = PROMOTE.prepare_invoke();
             inv.key(self.keys.delayed(bucket))
                 .key(self.keys.schedule())
@@ -166,7 +166,7 @@ impl DelayedStore for RedisBackend {
                 }
             }
             // With no items the script still drops the empty bucket.
-            let flags: Vec<i64> = inv.invoke_async(&mut self.conn()).await.map_err(be)?;
+            let flags: Vec<i64> = inv.invoke_async(&mut self.conn()).await.rd(self).await?;
             for ((item, plan), flag) in items.into_iter().zip(planned).zip(flags) {
                 if flag != 1 {
                     continue; // another scheduler moved it first

@@ -1,7 +1,7 @@
 //! The `failed` list.
 
 use crate::scripts::RETRY_FAILED;
-use crate::{be, RedisBackend};
+use crate::{RedisBackend, RedisResult};
 use async_trait::async_trait;
 use resq_core::{FailedStore, Result};
 
@@ -13,7 +13,7 @@ impl FailedStore for RedisBackend {
             .arg(entry)
             .exec_async(&mut self.conn())
             .await
-            .map_err(be)
+            .rd(self).await
     }
 
     async fn failed_count(&self) -> Result<u64> {
@@ -21,7 +21,7 @@ impl FailedStore for RedisBackend {
             .arg(self.keys.failed())
             .query_async(&mut self.conn())
             .await
-            .map_err(be)
+            .rd(self).await
     }
 
     async fn failed_range(&self, start: i64, stop: i64) -> Result<Vec<String>> {
@@ -31,7 +31,7 @@ impl FailedStore for RedisBackend {
             .arg(stop)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)
+            .rd(self).await
     }
 
     async fn remove_failed(&self, entry: &str) -> Result<u64> {
@@ -41,7 +41,7 @@ impl FailedStore for RedisBackend {
             .arg(entry)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)
+            .rd(self).await
     }
 
     async fn retry_failed(&self, entry: &str, queue: &str, payload: &str) -> Result<bool> {
@@ -55,7 +55,7 @@ impl FailedStore for RedisBackend {
             .arg(self.keys.wakeup_channel())
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .rd(self).await?;
         Ok(n == 1)
     }
 }

@@ -64,6 +64,9 @@ pub struct RedisBackend {
     /// Delete every key of the namespace when dropped (test namespaces only).
     cleanup_on_drop: bool,
     client: redis::Client,
+    /// The last probe for a refusal of new connections: when, and what the
+    /// server said.
+    last_refusal: tokio::sync::Mutex<Option<(std::time::Instant, Option<String>)>>,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -140,10 +143,22 @@ const REFUSAL_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_mill
 /// first command meets. So after an I/O error this opens one plain TCP
 /// connection and reads what the server says unasked.
 pub(crate) async fn explain_connect_error(config: &RedisConfig, e: redis::RedisError) -> Error {
-    if !(e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()) {
+    if !is_connection_error(&e) {
         return be(e);
     }
-    match server_refusal(&config.url, config.connection_timeout).await {
+    let refusal = server_refusal(&config.url, config.connection_timeout).await;
+    refused(refusal, e)
+}
+
+/// An error of the connection rather than of the command.
+fn is_connection_error(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()
+}
+
+/// `e` mapped like [`be`], with the server's `refusal` of new connections
+/// in the message when there is one.
+fn refused(refusal: Option<String>, e: redis::RedisError) -> Error {
+    match refusal {
         Some(reason) => {
             // A full server clears by itself; anything else it refuses
             // every client with (protected mode) needs someone to act.
@@ -152,9 +167,38 @@ pub(crate) async fn explain_connect_error(config: &RedisConfig, e: redis::RedisE
             } else {
                 BackendErrorKind::Permanent
             };
-            Error::backend_with(kind, format!("redis: the server refuses new connections: {reason}"), e)
+            Error::backend_with(
+                kind,
+                format!("redis: {e}; the server refuses new connections: {reason}"),
+                e,
+            )
         }
         None => be(e),
+    }
+}
+
+/// How long one probe of [`server_refusal`] answers for the connection
+/// errors that follow, so a failing connection does not flood the server
+/// with probes.
+const REFUSAL_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `redis` results mapped to resq errors, with the server's refusal of new
+/// connections explained (see [`explain_connect_error`]).
+pub(crate) trait RedisResult<T> {
+    /// Maps the error as [`be`] does; after a connection error (the shared
+    /// connection is reconnecting), says why the server refuses it, if it
+    /// does.
+    fn rd(self, backend: &RedisBackend) -> impl std::future::Future<Output = Result<T>> + Send;
+}
+
+impl<T: Send> RedisResult<T> for std::result::Result<T, redis::RedisError> {
+    fn rd(self, backend: &RedisBackend) -> impl std::future::Future<Output = Result<T>> + Send {
+        async move {
+            match self {
+                Ok(v) => Ok(v),
+                Err(e) => Err(backend.explain(e).await),
+            }
+        }
     }
 }
 
@@ -210,7 +254,27 @@ impl RedisBackend {
             config,
             cleanup_on_drop: false,
             client,
+            last_refusal: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// Maps `e` as [`be`] does; a connection error is explained with the
+    /// server's refusal of new connections, probed at most once a second.
+    pub(crate) async fn explain(&self, e: redis::RedisError) -> Error {
+        if !is_connection_error(&e) {
+            return be(e);
+        }
+        let mut last = self.last_refusal.lock().await;
+        let refusal = match last.as_ref() {
+            Some((at, refusal)) if at.elapsed() < REFUSAL_REUSE => refusal.clone(),
+            _ => {
+                let refusal = server_refusal(&self.config.url, self.config.connection_timeout).await;
+                *last = Some((std::time::Instant::now(), refusal.clone()));
+                refusal
+            }
+        };
+        drop(last);
+        refused(refusal, e)
     }
 
     /// The settings in use.
@@ -237,7 +301,7 @@ impl RedisBackend {
                 .arg(1000)
                 .query_async(&mut conn)
                 .await
-                .map_err(be)?;
+                .rd(self).await?;
             out.extend(batch);
             if next == 0 {
                 break;
@@ -260,7 +324,7 @@ impl RedisBackend {
             .arg(&keys)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .rd(self).await?;
         Ok(keys.into_iter().zip(values).collect())
     }
 
@@ -276,7 +340,7 @@ impl RedisBackend {
         let mut conn = self.conn();
         let mut deleted = 0;
         for chunk in keys.chunks(500) {
-            let n: u64 = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await.map_err(be)?;
+            let n: u64 = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await.rd(self).await?;
             deleted += n;
         }
         Ok(deleted)

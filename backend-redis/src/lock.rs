@@ -1,7 +1,7 @@
 //! Plugin locks: `SET NX PX`, with compare-and-expire and compare-and-delete scripts.
 
 use crate::scripts::{INCR_LOCK, RELEASE_LOCK, RENEW_LOCK};
-use crate::{be, RedisBackend};
+use crate::{RedisBackend, RedisResult};
 use async_trait::async_trait;
 use resq_core::{LockEntry, LockStore, Result};
 use std::time::Duration;
@@ -27,7 +27,7 @@ impl LockStore for RedisBackend {
             .arg("NX")
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .rd(self).await?;
         Ok(set.is_some())
     }
 
@@ -38,7 +38,7 @@ impl LockStore for RedisBackend {
             .arg(ttl_ms(ttl))
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .rd(self).await?;
         Ok(n == 1)
     }
 
@@ -48,7 +48,7 @@ impl LockStore for RedisBackend {
             .arg(value)
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .rd(self).await?;
         Ok(n == 1)
     }
 
@@ -69,7 +69,7 @@ impl LockStore for RedisBackend {
             .arg(self.keys.key(key))
             .query_async(&mut self.conn())
             .await
-            .map_err(be)
+            .rd(self).await
     }
 
     async fn get_lock(&self, key: &str) -> Result<Option<LockEntry>> {
@@ -82,7 +82,7 @@ impl LockStore for RedisBackend {
             .arg(&key)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .rd(self).await?;
         Ok(value.map(|value| LockEntry {
             value,
             // -1: no expiry; -2 cannot happen once GET found the key.
@@ -98,7 +98,7 @@ impl LockStore for RedisBackend {
             .arg(ttl_ms(ttl))
             .query_async::<()>(&mut self.conn())
             .await
-            .map_err(be)
+            .rd(self).await
     }
 
     async fn incr_lock(&self, key: &str, by: i64, ttl: Duration) -> Result<i64> {
@@ -108,6 +108,6 @@ impl LockStore for RedisBackend {
             .arg(ttl_ms(ttl))
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be)
+            .rd(self).await
     }
 }

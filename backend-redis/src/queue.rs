@@ -2,7 +2,7 @@
 
 use crate::scripts::{CLAIM, CLAIM_BATCH, PUSH_ONCE, REMOVE_BY_CLASS};
 use crate::wake::ANY;
-use crate::{be, RedisBackend};
+use crate::{RedisBackend, RedisResult};
 use async_trait::async_trait;
 use resq_core::backend::REMOVAL_PAGE;
 use resq_core::json::write_js_str;
@@ -66,7 +66,7 @@ impl QueueStore for RedisBackend {
             .ignore()
             .exec_async(&mut self.conn())
             .await
-            .map_err(be)
+            .rd(self).await
     }
 
     async fn push_once(&self, queue: &str, payload: &str, key: &str, value: &str, ttl: Duration) -> Result<bool> {
@@ -81,7 +81,7 @@ impl QueueStore for RedisBackend {
             .arg(self.keys.wakeup_channel())
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .rd(self).await?;
         Ok(pushed == 1)
     }
 
@@ -111,7 +111,7 @@ impl QueueStore for RedisBackend {
         for q in &seen {
             pipe.publish(self.keys.wakeup_channel(), *q).ignore();
         }
-        pipe.exec_async(&mut self.conn()).await.map_err(be)
+        pipe.exec_async(&mut self.conn()).await.rd(self).await
     }
 
     async fn claim(&self, worker: &WorkerId, queues: &[String], run_at: &str) -> Result<Option<Claimed>> {
@@ -127,7 +127,7 @@ impl QueueStore for RedisBackend {
         for q in queues {
             inv.arg(json_str(q));
         }
-        let got: Option<(usize, String)> = inv.invoke_async(&mut self.conn()).await.map_err(be)?;
+        let got: Option<(usize, String)> = inv.invoke_async(&mut self.conn()).await.rd(self).await?;
         Ok(got.and_then(|(index, payload)| {
             queues.get(index.wrapping_sub(1)).map(|q| Claimed {
                 queue: q.clone(),
@@ -159,7 +159,7 @@ impl QueueStore for RedisBackend {
         for q in queues {
             inv.arg(json_str(q));
         }
-        let got: Vec<(usize, usize, String)> = inv.invoke_async(&mut self.conn()).await.map_err(be)?;
+        let got: Vec<(usize, usize, String)> = inv.invoke_async(&mut self.conn()).await.rd(self).await?;
         Ok(got
             .into_iter()
             .filter_map(|(slot, q, payload)| {
@@ -178,14 +178,14 @@ impl QueueStore for RedisBackend {
         for (worker, outcome) in done {
             self.add_completion(&mut pipe, worker, outcome);
         }
-        pipe.exec_async(&mut self.conn()).await.map_err(be)
+        pipe.exec_async(&mut self.conn()).await.rd(self).await
     }
 
     async fn complete(&self, worker: &WorkerId, outcome: Outcome) -> Result<()> {
         let mut pipe = redis::pipe();
         pipe.atomic();
         self.add_completion(&mut pipe, worker, &outcome);
-        pipe.exec_async(&mut self.conn()).await.map_err(be)
+        pipe.exec_async(&mut self.conn()).await.rd(self).await
     }
 
     async fn wait_for_jobs(&self, queues: &[String], timeout: Duration) -> Result<()> {
@@ -203,7 +203,7 @@ impl QueueStore for RedisBackend {
             for q in &look {
                 pipe.llen(self.keys.queue(q));
             }
-            let lens: Vec<u64> = pipe.query_async(&mut self.conn()).await.map_err(be)?;
+            let lens: Vec<u64> = pipe.query_async(&mut self.conn()).await.rd(self).await?;
             if lens.iter().any(|n| *n > 0) {
                 return Ok(());
             }
@@ -233,7 +233,7 @@ impl QueueStore for RedisBackend {
             .arg(self.keys.queue(queue))
             .query_async(&mut self.conn())
             .await
-            .map_err(be)
+            .rd(self).await
     }
 
     async fn queue_range(&self, queue: &str, start: i64, stop: i64) -> Result<Vec<String>> {
@@ -243,7 +243,7 @@ impl QueueStore for RedisBackend {
             .arg(stop)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)
+            .rd(self).await
     }
 
     async fn remove_from_queue(&self, queue: &str, payload: &str, count: i64) -> Result<u64> {
@@ -253,7 +253,7 @@ impl QueueStore for RedisBackend {
             .arg(payload)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)
+            .rd(self).await
     }
 
     async fn delete_queue(&self, queue: &str) -> Result<bool> {
@@ -263,7 +263,7 @@ impl QueueStore for RedisBackend {
             .srem(self.keys.queues(), queue)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .rd(self).await?;
         Ok(deleted > 0)
     }
 
@@ -278,7 +278,7 @@ impl QueueStore for RedisBackend {
             .ignore()
             .exec_async(&mut self.conn())
             .await
-            .map_err(be)
+            .rd(self).await
     }
 
     /// One script call per page of [`REMOVAL_PAGE`] payloads, walking from
@@ -301,7 +301,7 @@ impl QueueStore for RedisBackend {
                 .arg(&tomb)
                 .invoke_async(&mut self.conn())
                 .await
-                .map_err(be)?;
+                .rd(self).await?;
             removed += gone;
             if looked < REMOVAL_PAGE as u64 {
                 return Ok(removed);
@@ -315,7 +315,7 @@ impl QueueStore for RedisBackend {
             .arg(self.keys.queues())
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .rd(self).await?;
         names.sort();
         Ok(names)
     }

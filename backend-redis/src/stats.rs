@@ -1,6 +1,6 @@
 //! Counters: `stat:<name>` integer strings.
 
-use crate::{be, RedisBackend};
+use crate::{RedisBackend, RedisResult};
 use async_trait::async_trait;
 use resq_core::{Error, Result, StatsStore};
 
@@ -19,7 +19,7 @@ impl StatsStore for RedisBackend {
             .arg(by)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)
+            .rd(self).await
     }
 
     async fn stat(&self, key: &str) -> Result<i64> {
@@ -27,7 +27,7 @@ impl StatsStore for RedisBackend {
             .arg(self.keys.stat(key))
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .rd(self).await?;
         raw.map_or(Ok(0), |r| parse(key, &r))
     }
 

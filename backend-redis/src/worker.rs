@@ -2,7 +2,7 @@
 //! records, `worker:<id>:started` and `worker:ping:<name>`.
 
 use crate::scripts::{CLEAN_WORKER, PROBE_PING};
-use crate::{be, RedisBackend};
+use crate::{RedisBackend, RedisResult};
 use async_trait::async_trait;
 use resq_core::failed::{encode_entry, FailedJob, Failure, PAYLOAD_ERROR};
 use resq_core::json::write_js_str;
@@ -176,7 +176,7 @@ impl RedisBackend {
             .arg(worker.member())
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .rd(self).await?;
         if registered {
             return Ok(false);
         }
@@ -193,7 +193,7 @@ impl RedisBackend {
                 .arg(end)
                 .query_async(&mut self.conn())
                 .await
-                .map_err(be)?;
+                .rd(self).await?;
             if page
                 .iter()
                 .any(|raw| is_force_clean_entry_of(raw, worker, working, &job))
@@ -234,7 +234,7 @@ impl RedisBackend {
             .arg(self.keys.workers())
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .rd(self).await?;
         let now = resq_core::time::now_ms();
         for member in &members {
             let Some(worker) = WorkerId::parse(member) else {
@@ -251,7 +251,7 @@ impl RedisBackend {
                 .arg(ping_json(&worker, now))
                 .invoke_async(&mut self.conn())
                 .await
-                .map_err(be)?;
+                .rd(self).await?;
             if wrote == 1 {
                 tracing::info!(target: "resq::redis", worker = %worker, "registered worker had no ping; probing it");
             }
@@ -273,7 +273,7 @@ impl WorkerRegistry for RedisBackend {
             .ignore()
             .exec_async(&mut self.conn())
             .await
-            .map_err(be)
+            .rd(self).await
     }
 
     async fn ping_worker(&self, worker: &WorkerId, now_ms: i64) -> Result<()> {
@@ -282,7 +282,7 @@ impl WorkerRegistry for RedisBackend {
             .arg(ping_json(worker, now_ms))
             .exec_async(&mut self.conn())
             .await
-            .map_err(be)
+            .rd(self).await
     }
 
     async fn register_workers(&self, workers: &[WorkerId], now_ms: i64) -> Result<()> {
@@ -307,7 +307,7 @@ impl WorkerRegistry for RedisBackend {
             .ignore()
             .exec_async(&mut self.conn())
             .await
-            .map_err(be)
+            .rd(self).await
     }
 
     async fn ping_workers(&self, workers: &[WorkerId], now_ms: i64) -> Result<()> {
@@ -322,7 +322,7 @@ impl WorkerRegistry for RedisBackend {
             .arg(&values)
             .exec_async(&mut self.conn())
             .await
-            .map_err(be)
+            .rd(self).await
     }
 
     async fn working_on_many(&self, workers: &[WorkerId]) -> Result<Vec<Option<WorkingOn>>> {
@@ -334,7 +334,7 @@ impl WorkerRegistry for RedisBackend {
             .arg(&keys)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .rd(self).await?;
         if raw.len() != workers.len() {
             return Err(Error::transient(format!(
                 "MGET returned {} values for {} keys",
@@ -354,7 +354,7 @@ impl WorkerRegistry for RedisBackend {
             .arg(self.keys.workers())
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .rd(self).await?;
         let mut out: Vec<WorkerId> = members.iter().filter_map(|m| WorkerId::parse(m)).collect();
         out.sort();
         Ok(out)
@@ -365,7 +365,7 @@ impl WorkerRegistry for RedisBackend {
             .arg(self.keys.started(worker))
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .rd(self).await?;
         Ok(raw.as_deref().and_then(parse_started))
     }
 
@@ -374,7 +374,7 @@ impl WorkerRegistry for RedisBackend {
             .arg(self.keys.working(worker))
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .rd(self).await?;
         Ok(raw.map(|r| parse_working(worker, &r)))
     }
 
@@ -419,7 +419,7 @@ impl WorkerRegistry for RedisBackend {
                 .arg(self.keys.working(worker))
                 .query_async(&mut self.conn())
                 .await
-                .map_err(be)?;
+                .rd(self).await?;
             let working = raw.as_deref().map(|r| parse_working(worker, r));
             let (mode, value, queue) = match &working {
                 Some(w) if self.leaked_after_force_clean(worker, w).await? => ("drop", String::new(), String::new()),
@@ -449,7 +449,7 @@ impl WorkerRegistry for RedisBackend {
                 .arg(self.keys.wakeup_channel())
                 .invoke_async(&mut self.conn())
                 .await
-                .map_err(be)?;
+                .rd(self).await?;
             if found < 0 {
                 continue; // the worker finished or took a job meanwhile: read again
             }

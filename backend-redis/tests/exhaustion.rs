@@ -110,3 +110,55 @@ async fn a_full_server_is_reported_as_full() {
     assert!(text.contains("max number of clients reached"), "the server's reason: {text}");
     assert!(std::error::Error::source(&e).is_some(), "{text}");
 }
+
+/// A backend whose connection drops while the server is full reports, on
+/// its calls, why it cannot reconnect.
+#[tokio::test]
+async fn a_connected_backend_reports_a_full_server() {
+    use resq_core::backend::QueueStore;
+    let Some(server) = Server::start("a_connected_backend_reports_a_full_server", 4).await else {
+        return;
+    };
+    let backend = resq_redis::connect(&server.url("connection_timeout_ms=2000&response_timeout_ms=2000"))
+        .await
+        .expect("room to connect");
+    backend.queue_len("q").await.unwrap();
+    // Drop the backend's connections and take every slot in their place.
+    let mut admin = server.occupy(1).pop().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        admin.write_all(b"CLIENT KILL TYPE normal SKIPME yes\r\n").unwrap();
+        admin.write_all(b"CLIENT KILL TYPE pubsub\r\n").unwrap();
+        let mut buf = [0u8; 64];
+        let _ = admin.read(&mut buf);
+        let _ = admin.read(&mut buf);
+        // The killed clients' slots: take them before the backend does.
+        while held.len() < 3 {
+            let Ok(mut s) = TcpStream::connect(("127.0.0.1", server.port)) else { break };
+            s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            s.write_all(b"PING\r\n").unwrap();
+            let mut buf = [0u8; 64];
+            match s.read(&mut buf) {
+                Ok(n) if buf[..n].starts_with(b"+PONG") => held.push(s),
+                _ => break,
+            }
+        }
+        if held.len() == 3 {
+            break;
+        }
+        held.clear();
+    }
+    assert_eq!(held.len(), 3, "could not fill the server");
+    let mut last = String::new();
+    for _ in 0..5 {
+        match backend.queue_len("q").await {
+            Ok(_) => panic!("a call succeeded on a full server"),
+            Err(e) => {
+                assert_eq!(e.backend_kind(), Some(BackendErrorKind::Transient), "{e}");
+                last = e.to_string();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(last.contains("max number of clients reached"), "{last}");
+}
