@@ -74,7 +74,10 @@ async fn start_up_waits_for_a_full_server_and_stops_on_shutdown() {
     let Some(server) = start("start_up_waits_for_a_full_server_and_stops_on_shutdown", 2).await else {
         return;
     };
-    let url = format!("redis://127.0.0.1:{}/0?namespace=retry&connection_timeout_ms=2000", server.port);
+    let url = format!(
+        "redis://127.0.0.1:{}/0?namespace=retry&connection_timeout_ms=2000",
+        server.port
+    );
     // Full: both client slots taken.
     let held: Vec<TcpStream> = (0..2).map(|_| ping(server.port).expect("a free slot")).collect();
     assert!(ping(server.port).is_none(), "the server is full");
@@ -117,7 +120,10 @@ async fn start_up_waits_for_a_full_server_and_stops_on_shutdown() {
         async move { resq::task_server_until(config, Arc::new(Tasks::new()), &stop).await }
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!starting.is_finished(), "task_server_until gave up on a transient error");
+    assert!(
+        !starting.is_finished(),
+        "task_server_until gave up on a transient error"
+    );
     drop(held);
     let server_started = tokio::time::timeout(Duration::from_secs(30), starting)
         .await

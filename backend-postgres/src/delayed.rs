@@ -90,7 +90,8 @@ impl DelayedStore for PostgresBackend {
             .bind(payload)
             .fetch_optional(&self.pool)
             .await
-            .pg(self).await?;
+            .pg(self)
+            .await?;
         Ok(added.is_some())
     }
 
@@ -103,7 +104,8 @@ impl DelayedStore for PostgresBackend {
             .bind(limit(max))
             .fetch_all(&self.pool)
             .await
-            .pg(self).await?;
+            .pg(self)
+            .await?;
         Ok(rows.into_iter().map(|(t,)| t).collect())
     }
 
@@ -116,7 +118,8 @@ impl DelayedStore for PostgresBackend {
             .bind(timestamp)
             .fetch_all(&self.pool)
             .await
-            .pg(self).await?;
+            .pg(self)
+            .await?;
         Ok(rows.into_iter().map(|(p,)| p).collect())
     }
 
@@ -125,7 +128,8 @@ impl DelayedStore for PostgresBackend {
             .bind(payload)
             .fetch_all(&self.pool)
             .await
-            .pg(self).await?;
+            .pg(self)
+            .await?;
         Ok(rows.into_iter().map(|(t,)| t).collect())
     }
 
@@ -134,7 +138,8 @@ impl DelayedStore for PostgresBackend {
             .bind(payload)
             .fetch_all(&self.pool)
             .await
-            .pg(self).await?;
+            .pg(self)
+            .await?;
         let mut buckets: Vec<i64> = rows.into_iter().map(|(t,)| t).collect();
         buckets.sort_unstable();
         buckets.dedup();
@@ -159,7 +164,8 @@ impl DelayedStore for PostgresBackend {
                 .bind(page)
                 .fetch_all(&self.pool)
                 .await
-                .pg(self).await?;
+                .pg(self)
+                .await?;
             let Some(&(last_ts, last_id, _)) = rows.last() else {
                 return Ok(removed);
             };
@@ -174,7 +180,8 @@ impl DelayedStore for PostgresBackend {
                     .bind(&ids)
                     .execute(&self.pool)
                     .await
-                    .pg(self).await?;
+                    .pg(self)
+                    .await?;
                 removed += done.rows_affected();
             }
             if rows.len() < REMOVAL_PAGE {
@@ -194,7 +201,8 @@ impl DelayedStore for PostgresBackend {
             .bind(limit(max))
             .fetch_all(&mut *tx)
             .await
-            .pg(self).await?;
+            .pg(self)
+            .await?;
         if taken.is_empty() {
             tx.rollback().await.pg(self).await?;
             return Ok(Vec::new());
@@ -233,7 +241,8 @@ impl DelayedStore for PostgresBackend {
                 .bind(&entries)
                 .execute(&mut *tx)
                 .await
-                .pg(self).await?;
+                .pg(self)
+                .await?;
         }
         tx.commit().await.pg(self).await?;
         Ok(done)

@@ -224,12 +224,10 @@ pub(crate) trait PgResult<T> {
 }
 
 impl<T: Send> PgResult<T> for std::result::Result<T, sqlx::Error> {
-    fn pg(self, backend: &crate::PostgresBackend) -> impl std::future::Future<Output = resq_core::Result<T>> + Send {
-        async move {
-            match self {
-                Ok(v) => Ok(v),
-                Err(e) => Err(backend.explainer.explain(e).await),
-            }
+    async fn pg(self, backend: &crate::PostgresBackend) -> resq_core::Result<T> {
+        match self {
+            Ok(v) => Ok(v),
+            Err(e) => Err(backend.explainer.explain(e).await),
         }
     }
 }

@@ -58,7 +58,8 @@ impl FailedStore for PostgresBackend {
             .bind(entry)
             .execute(&self.pool)
             .await
-            .pg(self).await?;
+            .pg(self)
+            .await?;
         Ok(())
     }
 
@@ -66,7 +67,8 @@ impl FailedStore for PostgresBackend {
         let (n,): (i64,) = sqlx::query_as(&self.sql.failed_count)
             .fetch_one(&self.pool)
             .await
-            .pg(self).await?;
+            .pg(self)
+            .await?;
         count(n)
     }
 
@@ -88,7 +90,8 @@ impl FailedStore for PostgresBackend {
                     .await
             }
         }
-        .pg(self).await?;
+        .pg(self)
+        .await?;
         Ok(rows.into_iter().map(|(e,)| e).collect())
     }
 
@@ -97,7 +100,8 @@ impl FailedStore for PostgresBackend {
             .bind(entry)
             .execute(&self.pool)
             .await
-            .pg(self).await?;
+            .pg(self)
+            .await?;
         Ok(done.rows_affected())
     }
 
@@ -108,7 +112,8 @@ impl FailedStore for PostgresBackend {
             .bind(payload)
             .fetch_one(&self.pool)
             .await
-            .pg(self).await?;
+            .pg(self)
+            .await?;
         Ok(n > 0)
     }
 }

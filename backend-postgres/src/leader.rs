@@ -34,7 +34,8 @@ impl LeaderLock for PostgresBackend {
             .bind(ttl_ms(ttl))
             .fetch_optional(&self.pool)
             .await
-            .pg(self).await?;
+            .pg(self)
+            .await?;
         Ok(won.is_some())
     }
 
@@ -43,7 +44,8 @@ impl LeaderLock for PostgresBackend {
             .bind(name)
             .execute(&self.pool)
             .await
-            .pg(self).await?;
+            .pg(self)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -51,7 +53,8 @@ impl LeaderLock for PostgresBackend {
         let row: Option<(String,)> = sqlx::query_as(&self.sql.leader)
             .fetch_optional(&self.pool)
             .await
-            .pg(self).await?;
+            .pg(self)
+            .await?;
         Ok(row.map(|(h,)| h))
     }
 }

@@ -105,7 +105,9 @@ pub mod transactional;
 mod worker;
 pub use error::classify;
 
-pub use config::{PostgresConfig, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_SCHEMA};
+pub use config::{
+    PostgresConfig, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_SCHEMA,
+};
 pub use migrate::{latest_version, Migration, MIGRATIONS};
 
 use async_trait::async_trait;
@@ -168,11 +170,8 @@ impl PostgresBackend {
             .idle_timeout(config.idle_timeout)
             .connect_lazy_with(resolved.options.clone());
         let names = Names::new(&config.schema);
-        let explainer = error::TimeoutExplainer::new(
-            resolved.options.clone(),
-            config.acquire_timeout,
-            config.max_connections,
-        );
+        let explainer =
+            error::TimeoutExplainer::new(resolved.options.clone(), config.acquire_timeout, config.max_connections);
         let backend = Arc::new(PostgresBackend {
             explainer,
             sql: Statements::render(&names),

@@ -195,7 +195,8 @@ impl PostgresBackend {
             .bind(&payloads)
             .execute(conn)
             .await
-            .pg(self).await?;
+            .pg(self)
+            .await?;
         Ok(())
     }
 
@@ -209,7 +210,8 @@ impl PostgresBackend {
                 .fetch_one(&self.pool)
                 .await
         }
-        .pg(self).await?;
+        .pg(self)
+        .await?;
         Ok(row.0)
     }
 }
@@ -272,7 +274,8 @@ impl QueueStore for PostgresBackend {
             .bind(payload)
             .execute(&self.pool)
             .await
-            .pg(self).await?;
+            .pg(self)
+            .await?;
         Ok(())
     }
 
@@ -285,7 +288,8 @@ impl QueueStore for PostgresBackend {
             .bind(crate::lock::ttl_ms(ttl))
             .fetch_one(&self.pool)
             .await
-            .pg(self).await?;
+            .pg(self)
+            .await?;
         Ok(pushed > 0)
     }
 
@@ -308,7 +312,8 @@ impl QueueStore for PostgresBackend {
             .bind(run_at)
             .fetch_optional(&self.pool)
             .await
-            .pg(self).await?;
+            .pg(self)
+            .await?;
         match row {
             None => Ok(None),
             Some((Some(queue), Some(payload))) => Ok(Some(Claimed { queue, payload })),
@@ -336,7 +341,8 @@ impl QueueStore for PostgresBackend {
             .bind(run_at)
             .fetch_all(&self.pool)
             .await
-            .pg(self).await?;
+            .pg(self)
+            .await?;
         slots_of(rows, workers.len())
     }
 
@@ -352,7 +358,8 @@ impl QueueStore for PostgresBackend {
             .bind(&c.entries)
             .execute(&self.pool)
             .await
-            .pg(self).await?;
+            .pg(self)
+            .await?;
         Ok(())
     }
 
@@ -385,7 +392,8 @@ impl QueueStore for PostgresBackend {
             .bind(run_at)
             .fetch_all(&self.pool)
             .await
-            .pg(self).await?;
+            .pg(self)
+            .await?;
         Ok(slots_of(rows, workers.len()))
     }
 
@@ -415,7 +423,8 @@ impl QueueStore for PostgresBackend {
             .bind(queue)
             .fetch_one(&self.pool)
             .await
-            .pg(self).await?;
+            .pg(self)
+            .await?;
         count(n)
     }
 
@@ -439,7 +448,8 @@ impl QueueStore for PostgresBackend {
                     .await
             }
         }
-        .pg(self).await?;
+        .pg(self)
+        .await?;
         Ok(rows.into_iter().map(|(p,)| p).collect())
     }
 
@@ -466,14 +476,16 @@ impl QueueStore for PostgresBackend {
             .bind(queue)
             .execute(&mut *tx)
             .await
-            .pg(self).await?;
+            .pg(self)
+            .await?;
         // A new statement, so a new snapshot: it sees every push that held
         // the lock before this transaction got it.
         let done = sqlx::query(&self.sql.delete_queue)
             .bind(queue)
             .execute(&mut *tx)
             .await
-            .pg(self).await?;
+            .pg(self)
+            .await?;
         tx.commit().await.pg(self).await?;
         Ok(done.rows_affected() > 0)
     }
@@ -484,7 +496,8 @@ impl QueueStore for PostgresBackend {
             .bind(payload)
             .execute(&self.pool)
             .await
-            .pg(self).await?;
+            .pg(self)
+            .await?;
         Ok(())
     }
 
@@ -508,7 +521,8 @@ impl QueueStore for PostgresBackend {
                 .bind(page)
                 .fetch_all(&self.pool)
                 .await
-                .pg(self).await?;
+                .pg(self)
+                .await?;
             let Some(&(last, _)) = rows.last() else {
                 return Ok(removed);
             };
@@ -523,7 +537,8 @@ impl QueueStore for PostgresBackend {
                     .bind(&ids)
                     .execute(&self.pool)
                     .await
-                    .pg(self).await?;
+                    .pg(self)
+                    .await?;
                 removed += done.rows_affected();
             }
             if rows.len() < REMOVAL_PAGE {
@@ -537,7 +552,8 @@ impl QueueStore for PostgresBackend {
         let rows: Vec<(String,)> = sqlx::query_as(&self.sql.queues)
             .fetch_all(&self.pool)
             .await
-            .pg(self).await?;
+            .pg(self)
+            .await?;
         Ok(rows.into_iter().map(|(q,)| q).collect())
     }
 }

@@ -45,11 +45,16 @@ impl StatsStore for PostgresBackend {
             .bind(key)
             .fetch_optional(&self.pool)
             .await
-            .pg(self).await?;
+            .pg(self)
+            .await?;
         Ok(row.map_or(0, |(v,)| v))
     }
 
     async fn stats(&self) -> Result<Vec<(String, i64)>> {
-        sqlx::query_as(&self.sql.stats).fetch_all(&self.pool).await.pg(self).await
+        sqlx::query_as(&self.sql.stats)
+            .fetch_all(&self.pool)
+            .await
+            .pg(self)
+            .await
     }
 }

@@ -88,9 +88,7 @@ fn role_url(role: &str, params: &str) -> String {
 async fn terminate_sessions(role: &str) {
     let mut admin = PgConnection::connect(&testing::url()).await.unwrap();
     admin
-        .execute(
-            format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'").as_str(),
-        )
+        .execute(format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'").as_str())
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -102,7 +100,9 @@ async fn terminate_sessions(role: &str) {
 #[tokio::test]
 async fn exhaustion_reports_the_servers_reason() {
     with_role("exhaustion_reports_the_servers_reason", 1, |role| async move {
-        let holder = PgConnection::connect(&role_url(&role, "")).await.expect("the one allowed connection");
+        let holder = PgConnection::connect(&role_url(&role, ""))
+            .await
+            .expect("the one allowed connection");
         let started = std::time::Instant::now();
         let e = resq_postgres::connect(&role_url(&role, "acquire_timeout_ms=2000"))
             .await
@@ -124,7 +124,9 @@ async fn exhaustion_reports_the_servers_reason() {
             .expect("a connection is free again");
         let _ = backend.queue_len("q").await;
         terminate_sessions(&role).await;
-        let _holder = PgConnection::connect(&role_url(&role, "")).await.expect("the slot again");
+        let _holder = PgConnection::connect(&role_url(&role, ""))
+            .await
+            .expect("the slot again");
         let mut last = String::new();
         for _ in 0..3 {
             // The first call may still meet the dropped connection.
@@ -157,7 +159,10 @@ async fn take_all(role: &str, limit: usize) -> Vec<PgConnection> {
         .await
         .unwrap();
         if let Ok(mut c) = PgConnection::connect(&role_url(role, "")).await {
-            let (pid,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()").fetch_one(&mut c).await.unwrap();
+            let (pid,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
             pids.push(pid);
             held.push(c);
         }
@@ -191,13 +196,20 @@ async fn exhausted_workers_stop_promptly() {
                 .await
                 .unwrap();
         }
-        let url = role_url(&role, &format!("schema={schema}&max_connections=1&acquire_timeout_ms=30000"));
+        let url = role_url(
+            &role,
+            &format!("schema={schema}&max_connections=1&acquire_timeout_ms=30000"),
+        );
         let mut config = WorkerConfig::for_queues(["q"]);
         config.poll_interval = Duration::from_millis(500);
 
         // Running, then the server refuses the role's connections.
         let backend = resq_postgres::connect(&url).await.unwrap();
-        let worker = Worker::new(backend.clone() as Arc<dyn resq_core::Backend>, Arc::new(Tasks::new()), config.clone());
+        let worker = Worker::new(
+            backend.clone() as Arc<dyn resq_core::Backend>,
+            Arc::new(Tasks::new()),
+            config.clone(),
+        );
         let stop = CancellationToken::new();
         let run = tokio::spawn({
             let stop = stop.clone();
@@ -208,13 +220,19 @@ async fn exhausted_workers_stop_promptly() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let t = std::time::Instant::now();
         stop.cancel();
-        let ran = tokio::time::timeout(Duration::from_secs(120), run).await.expect("the worker stops");
+        let ran = tokio::time::timeout(Duration::from_secs(120), run)
+            .await
+            .expect("the worker stops");
         let running_stop = t.elapsed();
         eprintln!("running worker: {ran:?} after {running_stop:?}");
         assert!(matches!(ran, Ok(Ok(_)) | Ok(Err(_))), "{ran:?}");
 
         // Starting while the server refuses them.
-        let worker = Worker::new(backend.clone() as Arc<dyn resq_core::Backend>, Arc::new(Tasks::new()), config);
+        let worker = Worker::new(
+            backend.clone() as Arc<dyn resq_core::Backend>,
+            Arc::new(Tasks::new()),
+            config,
+        );
         let stop = CancellationToken::new();
         let run = tokio::spawn({
             let stop = stop.clone();
@@ -223,7 +241,9 @@ async fn exhausted_workers_stop_promptly() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let t = std::time::Instant::now();
         stop.cancel();
-        let ran = tokio::time::timeout(Duration::from_secs(120), run).await.expect("the worker stops");
+        let ran = tokio::time::timeout(Duration::from_secs(120), run)
+            .await
+            .expect("the worker stops");
         let starting_stop = t.elapsed();
         eprintln!("starting worker: {ran:?} after {starting_stop:?}");
         // A scheduler too.
@@ -240,16 +260,27 @@ async fn exhausted_workers_stop_promptly() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let t = std::time::Instant::now();
         stop.cancel();
-        let ran = tokio::time::timeout(Duration::from_secs(120), run).await.expect("the scheduler stops");
+        let ran = tokio::time::timeout(Duration::from_secs(120), run)
+            .await
+            .expect("the scheduler stops");
         let scheduler_stop = t.elapsed();
         eprintln!("scheduler: {ran:?} after {scheduler_stop:?}");
         drop(held);
         backend.close().await.unwrap();
         testing::drop_test_schema(&admin).await.unwrap();
         // The unregistration gives up after 10 s; the pool's timeout is 30 s.
-        assert!(running_stop < Duration::from_secs(20), "a running worker took {running_stop:?} to stop");
-        assert!(starting_stop < Duration::from_secs(20), "a starting worker took {starting_stop:?} to stop");
-        assert!(scheduler_stop < Duration::from_secs(20), "a scheduler took {scheduler_stop:?} to stop");
+        assert!(
+            running_stop < Duration::from_secs(20),
+            "a running worker took {running_stop:?} to stop"
+        );
+        assert!(
+            starting_stop < Duration::from_secs(20),
+            "a starting worker took {starting_stop:?} to stop"
+        );
+        assert!(
+            scheduler_stop < Duration::from_secs(20),
+            "a scheduler took {scheduler_stop:?} to stop"
+        );
     })
     .await;
 }
@@ -268,7 +299,9 @@ async fn idle_connections_are_released() {
         Some(DEFAULT_IDLE_TIMEOUT)
     );
     assert_eq!(
-        PostgresConfig::from_url("postgres://h/d?idle_timeout_ms=0").unwrap().idle_timeout,
+        PostgresConfig::from_url("postgres://h/d?idle_timeout_ms=0")
+            .unwrap()
+            .idle_timeout,
         None
     );
     assert!(PostgresConfig::from_url("postgres://h/d?idle_timeout_ms=soon").is_err());

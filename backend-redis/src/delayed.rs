@@ -35,7 +35,8 @@ impl RedisBackend {
             .arg(limit)
             .invoke_async(&mut self.conn())
             .await
-            .rd(self).await?;
+            .rd(self)
+            .await?;
         Ok(parse_secs(members))
     }
 }
@@ -52,7 +53,8 @@ impl DelayedStore for RedisBackend {
             .arg(timestamp)
             .invoke_async(&mut self.conn())
             .await
-            .rd(self).await?;
+            .rd(self)
+            .await?;
         Ok(added == 1)
     }
 
@@ -71,7 +73,8 @@ impl DelayedStore for RedisBackend {
             .arg(-1)
             .query_async(&mut self.conn())
             .await
-            .rd(self).await
+            .rd(self)
+            .await
     }
 
     async fn timestamps_of(&self, payload: &str) -> Result<Vec<i64>> {
@@ -79,7 +82,8 @@ impl DelayedStore for RedisBackend {
             .arg(self.keys.timestamps(payload))
             .query_async(&mut self.conn())
             .await
-            .rd(self).await?;
+            .rd(self)
+            .await?;
         Ok(parse_secs(
             members
                 .into_iter()
@@ -96,7 +100,8 @@ impl DelayedStore for RedisBackend {
             .arg(payload)
             .invoke_async(&mut self.conn())
             .await
-            .rd(self).await?;
+            .rd(self)
+            .await?;
         Ok(parse_secs(removed))
     }
 
@@ -119,7 +124,8 @@ impl DelayedStore for RedisBackend {
                 .arg(BUCKETS_PER_CALL)
                 .invoke_async(&mut self.conn())
                 .await
-                .rd(self).await?;
+                .rd(self)
+                .await?;
             removed += gone;
             if looked < BUCKETS_PER_CALL as u64 || last.is_empty() {
                 return Ok(removed);
@@ -142,7 +148,8 @@ impl DelayedStore for RedisBackend {
                 .arg(stop)
                 .query_async(&mut self.conn())
                 .await
-                .rd(self).await?;
+                .rd(self)
+                .await?;
             let mut inv = PROMOTE.prepare_invoke();
             inv.key(self.keys.delayed(bucket))
                 .key(self.keys.schedule())

@@ -13,7 +13,8 @@ impl FailedStore for RedisBackend {
             .arg(entry)
             .exec_async(&mut self.conn())
             .await
-            .rd(self).await
+            .rd(self)
+            .await
     }
 
     async fn failed_count(&self) -> Result<u64> {
@@ -21,7 +22,8 @@ impl FailedStore for RedisBackend {
             .arg(self.keys.failed())
             .query_async(&mut self.conn())
             .await
-            .rd(self).await
+            .rd(self)
+            .await
     }
 
     async fn failed_range(&self, start: i64, stop: i64) -> Result<Vec<String>> {
@@ -31,7 +33,8 @@ impl FailedStore for RedisBackend {
             .arg(stop)
             .query_async(&mut self.conn())
             .await
-            .rd(self).await
+            .rd(self)
+            .await
     }
 
     async fn remove_failed(&self, entry: &str) -> Result<u64> {
@@ -41,7 +44,8 @@ impl FailedStore for RedisBackend {
             .arg(entry)
             .query_async(&mut self.conn())
             .await
-            .rd(self).await
+            .rd(self)
+            .await
     }
 
     async fn retry_failed(&self, entry: &str, queue: &str, payload: &str) -> Result<bool> {
@@ -55,7 +59,8 @@ impl FailedStore for RedisBackend {
             .arg(self.keys.wakeup_channel())
             .invoke_async(&mut self.conn())
             .await
-            .rd(self).await?;
+            .rd(self)
+            .await?;
         Ok(n == 1)
     }
 }

@@ -17,7 +17,8 @@ impl LeaderLock for RedisBackend {
             .arg(ttl_ms(ttl))
             .invoke_async(&mut self.conn())
             .await
-            .rd(self).await?;
+            .rd(self)
+            .await?;
         Ok(n == 1)
     }
 
@@ -27,7 +28,8 @@ impl LeaderLock for RedisBackend {
             .arg(name)
             .invoke_async(&mut self.conn())
             .await
-            .rd(self).await?;
+            .rd(self)
+            .await?;
         Ok(n == 1)
     }
 
@@ -36,6 +38,7 @@ impl LeaderLock for RedisBackend {
             .arg(self.keys.leader())
             .query_async(&mut self.conn())
             .await
-            .rd(self).await
+            .rd(self)
+            .await
     }
 }

@@ -192,12 +192,10 @@ pub(crate) trait RedisResult<T> {
 }
 
 impl<T: Send> RedisResult<T> for std::result::Result<T, redis::RedisError> {
-    fn rd(self, backend: &RedisBackend) -> impl std::future::Future<Output = Result<T>> + Send {
-        async move {
-            match self {
-                Ok(v) => Ok(v),
-                Err(e) => Err(backend.explain(e).await),
-            }
+    async fn rd(self, backend: &RedisBackend) -> Result<T> {
+        match self {
+            Ok(v) => Ok(v),
+            Err(e) => Err(backend.explain(e).await),
         }
     }
 }
@@ -211,7 +209,11 @@ async fn server_refusal(url: &str, connect_timeout: std::time::Duration) -> Opti
     if parsed.scheme() != "redis" {
         return None;
     }
-    let host = parsed.host_str()?.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let host = parsed
+        .host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     let port = parsed.port().unwrap_or(6379);
     let mut stream = tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect((host.as_str(), port)))
         .await
@@ -301,7 +303,8 @@ impl RedisBackend {
                 .arg(1000)
                 .query_async(&mut conn)
                 .await
-                .rd(self).await?;
+                .rd(self)
+                .await?;
             out.extend(batch);
             if next == 0 {
                 break;
@@ -324,7 +327,8 @@ impl RedisBackend {
             .arg(&keys)
             .query_async(&mut self.conn())
             .await
-            .rd(self).await?;
+            .rd(self)
+            .await?;
         Ok(keys.into_iter().zip(values).collect())
     }
 
@@ -340,7 +344,12 @@ impl RedisBackend {
         let mut conn = self.conn();
         let mut deleted = 0;
         for chunk in keys.chunks(500) {
-            let n: u64 = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await.rd(self).await?;
+            let n: u64 = redis::cmd("DEL")
+                .arg(chunk)
+                .query_async(&mut conn)
+                .await
+                .rd(self)
+                .await?;
             deleted += n;
         }
         Ok(deleted)

@@ -27,7 +27,8 @@ impl LockStore for RedisBackend {
             .arg("NX")
             .query_async(&mut self.conn())
             .await
-            .rd(self).await?;
+            .rd(self)
+            .await?;
         Ok(set.is_some())
     }
 
@@ -38,7 +39,8 @@ impl LockStore for RedisBackend {
             .arg(ttl_ms(ttl))
             .invoke_async(&mut self.conn())
             .await
-            .rd(self).await?;
+            .rd(self)
+            .await?;
         Ok(n == 1)
     }
 
@@ -48,7 +50,8 @@ impl LockStore for RedisBackend {
             .arg(value)
             .invoke_async(&mut self.conn())
             .await
-            .rd(self).await?;
+            .rd(self)
+            .await?;
         Ok(n == 1)
     }
 
@@ -69,7 +72,8 @@ impl LockStore for RedisBackend {
             .arg(self.keys.key(key))
             .query_async(&mut self.conn())
             .await
-            .rd(self).await
+            .rd(self)
+            .await
     }
 
     async fn get_lock(&self, key: &str) -> Result<Option<LockEntry>> {
@@ -82,7 +86,8 @@ impl LockStore for RedisBackend {
             .arg(&key)
             .query_async(&mut self.conn())
             .await
-            .rd(self).await?;
+            .rd(self)
+            .await?;
         Ok(value.map(|value| LockEntry {
             value,
             // -1: no expiry; -2 cannot happen once GET found the key.
@@ -98,7 +103,8 @@ impl LockStore for RedisBackend {
             .arg(ttl_ms(ttl))
             .query_async::<()>(&mut self.conn())
             .await
-            .rd(self).await
+            .rd(self)
+            .await
     }
 
     async fn incr_lock(&self, key: &str, by: i64, ttl: Duration) -> Result<i64> {
@@ -108,6 +114,7 @@ impl LockStore for RedisBackend {
             .arg(ttl_ms(ttl))
             .invoke_async(&mut self.conn())
             .await
-            .rd(self).await
+            .rd(self)
+            .await
     }
 }

@@ -66,7 +66,8 @@ impl QueueStore for RedisBackend {
             .ignore()
             .exec_async(&mut self.conn())
             .await
-            .rd(self).await
+            .rd(self)
+            .await
     }
 
     async fn push_once(&self, queue: &str, payload: &str, key: &str, value: &str, ttl: Duration) -> Result<bool> {
@@ -81,7 +82,8 @@ impl QueueStore for RedisBackend {
             .arg(self.keys.wakeup_channel())
             .invoke_async(&mut self.conn())
             .await
-            .rd(self).await?;
+            .rd(self)
+            .await?;
         Ok(pushed == 1)
     }
 
@@ -233,7 +235,8 @@ impl QueueStore for RedisBackend {
             .arg(self.keys.queue(queue))
             .query_async(&mut self.conn())
             .await
-            .rd(self).await
+            .rd(self)
+            .await
     }
 
     async fn queue_range(&self, queue: &str, start: i64, stop: i64) -> Result<Vec<String>> {
@@ -243,7 +246,8 @@ impl QueueStore for RedisBackend {
             .arg(stop)
             .query_async(&mut self.conn())
             .await
-            .rd(self).await
+            .rd(self)
+            .await
     }
 
     async fn remove_from_queue(&self, queue: &str, payload: &str, count: i64) -> Result<u64> {
@@ -253,7 +257,8 @@ impl QueueStore for RedisBackend {
             .arg(payload)
             .query_async(&mut self.conn())
             .await
-            .rd(self).await
+            .rd(self)
+            .await
     }
 
     async fn delete_queue(&self, queue: &str) -> Result<bool> {
@@ -263,7 +268,8 @@ impl QueueStore for RedisBackend {
             .srem(self.keys.queues(), queue)
             .query_async(&mut self.conn())
             .await
-            .rd(self).await?;
+            .rd(self)
+            .await?;
         Ok(deleted > 0)
     }
 
@@ -278,7 +284,8 @@ impl QueueStore for RedisBackend {
             .ignore()
             .exec_async(&mut self.conn())
             .await
-            .rd(self).await
+            .rd(self)
+            .await
     }
 
     /// One script call per page of [`REMOVAL_PAGE`] payloads, walking from
@@ -301,7 +308,8 @@ impl QueueStore for RedisBackend {
                 .arg(&tomb)
                 .invoke_async(&mut self.conn())
                 .await
-                .rd(self).await?;
+                .rd(self)
+                .await?;
             removed += gone;
             if looked < REMOVAL_PAGE as u64 {
                 return Ok(removed);
@@ -315,7 +323,8 @@ impl QueueStore for RedisBackend {
             .arg(self.keys.queues())
             .query_async(&mut self.conn())
             .await
-            .rd(self).await?;
+            .rd(self)
+            .await?;
         names.sort();
         Ok(names)
     }

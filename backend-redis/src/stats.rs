@@ -19,7 +19,8 @@ impl StatsStore for RedisBackend {
             .arg(by)
             .query_async(&mut self.conn())
             .await
-            .rd(self).await
+            .rd(self)
+            .await
     }
 
     async fn stat(&self, key: &str) -> Result<i64> {
@@ -27,7 +28,8 @@ impl StatsStore for RedisBackend {
             .arg(self.keys.stat(key))
             .query_async(&mut self.conn())
             .await
-            .rd(self).await?;
+            .rd(self)
+            .await?;
         raw.map_or(Ok(0), |r| parse(key, &r))
     }
 

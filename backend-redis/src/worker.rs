@@ -176,7 +176,8 @@ impl RedisBackend {
             .arg(worker.member())
             .query_async(&mut self.conn())
             .await
-            .rd(self).await?;
+            .rd(self)
+            .await?;
         if registered {
             return Ok(false);
         }
@@ -193,7 +194,8 @@ impl RedisBackend {
                 .arg(end)
                 .query_async(&mut self.conn())
                 .await
-                .rd(self).await?;
+                .rd(self)
+                .await?;
             if page
                 .iter()
                 .any(|raw| is_force_clean_entry_of(raw, worker, working, &job))
@@ -234,7 +236,8 @@ impl RedisBackend {
             .arg(self.keys.workers())
             .query_async(&mut self.conn())
             .await
-            .rd(self).await?;
+            .rd(self)
+            .await?;
         let now = resq_core::time::now_ms();
         for member in &members {
             let Some(worker) = WorkerId::parse(member) else {
@@ -251,7 +254,8 @@ impl RedisBackend {
                 .arg(ping_json(&worker, now))
                 .invoke_async(&mut self.conn())
                 .await
-                .rd(self).await?;
+                .rd(self)
+                .await?;
             if wrote == 1 {
                 tracing::info!(target: "resq::redis", worker = %worker, "registered worker had no ping; probing it");
             }
@@ -273,7 +277,8 @@ impl WorkerRegistry for RedisBackend {
             .ignore()
             .exec_async(&mut self.conn())
             .await
-            .rd(self).await
+            .rd(self)
+            .await
     }
 
     async fn ping_worker(&self, worker: &WorkerId, now_ms: i64) -> Result<()> {
@@ -282,7 +287,8 @@ impl WorkerRegistry for RedisBackend {
             .arg(ping_json(worker, now_ms))
             .exec_async(&mut self.conn())
             .await
-            .rd(self).await
+            .rd(self)
+            .await
     }
 
     async fn register_workers(&self, workers: &[WorkerId], now_ms: i64) -> Result<()> {
@@ -307,7 +313,8 @@ impl WorkerRegistry for RedisBackend {
             .ignore()
             .exec_async(&mut self.conn())
             .await
-            .rd(self).await
+            .rd(self)
+            .await
     }
 
     async fn ping_workers(&self, workers: &[WorkerId], now_ms: i64) -> Result<()> {
@@ -322,7 +329,8 @@ impl WorkerRegistry for RedisBackend {
             .arg(&values)
             .exec_async(&mut self.conn())
             .await
-            .rd(self).await
+            .rd(self)
+            .await
     }
 
     async fn working_on_many(&self, workers: &[WorkerId]) -> Result<Vec<Option<WorkingOn>>> {
@@ -334,7 +342,8 @@ impl WorkerRegistry for RedisBackend {
             .arg(&keys)
             .query_async(&mut self.conn())
             .await
-            .rd(self).await?;
+            .rd(self)
+            .await?;
         if raw.len() != workers.len() {
             return Err(Error::transient(format!(
                 "MGET returned {} values for {} keys",
@@ -354,7 +363,8 @@ impl WorkerRegistry for RedisBackend {
             .arg(self.keys.workers())
             .query_async(&mut self.conn())
             .await
-            .rd(self).await?;
+            .rd(self)
+            .await?;
         let mut out: Vec<WorkerId> = members.iter().filter_map(|m| WorkerId::parse(m)).collect();
         out.sort();
         Ok(out)
@@ -365,7 +375,8 @@ impl WorkerRegistry for RedisBackend {
             .arg(self.keys.started(worker))
             .query_async(&mut self.conn())
             .await
-            .rd(self).await?;
+            .rd(self)
+            .await?;
         Ok(raw.as_deref().and_then(parse_started))
     }
 
@@ -374,7 +385,8 @@ impl WorkerRegistry for RedisBackend {
             .arg(self.keys.working(worker))
             .query_async(&mut self.conn())
             .await
-            .rd(self).await?;
+            .rd(self)
+            .await?;
         Ok(raw.map(|r| parse_working(worker, &r)))
     }
 
@@ -419,7 +431,8 @@ impl WorkerRegistry for RedisBackend {
                 .arg(self.keys.working(worker))
                 .query_async(&mut self.conn())
                 .await
-                .rd(self).await?;
+                .rd(self)
+                .await?;
             let working = raw.as_deref().map(|r| parse_working(worker, r));
             let (mode, value, queue) = match &working {
                 Some(w) if self.leaked_after_force_clean(worker, w).await? => ("drop", String::new(), String::new()),
@@ -449,7 +462,8 @@ impl WorkerRegistry for RedisBackend {
                 .arg(self.keys.wakeup_channel())
                 .invoke_async(&mut self.conn())
                 .await
-                .rd(self).await?;
+                .rd(self)
+                .await?;
             if found < 0 {
                 continue; // the worker finished or took a job meanwhile: read again
             }

@@ -68,7 +68,11 @@ impl Server {
                 s.write_all(b"PING\r\n").unwrap();
                 let mut buf = [0u8; 64];
                 let n = s.read(&mut buf).unwrap();
-                assert!(buf[..n].starts_with(b"+PONG"), "{:?}", String::from_utf8_lossy(&buf[..n]));
+                assert!(
+                    buf[..n].starts_with(b"+PONG"),
+                    "{:?}",
+                    String::from_utf8_lossy(&buf[..n])
+                );
                 s
             })
             .collect()
@@ -107,7 +111,10 @@ async fn a_full_server_is_reported_as_full() {
         .expect_err("the server has no client slot left");
     let text = e.to_string();
     assert_eq!(e.backend_kind(), Some(BackendErrorKind::Transient), "{text}");
-    assert!(text.contains("max number of clients reached"), "the server's reason: {text}");
+    assert!(
+        text.contains("max number of clients reached"),
+        "the server's reason: {text}"
+    );
     assert!(std::error::Error::source(&e).is_some(), "{text}");
 }
 
@@ -134,7 +141,9 @@ async fn a_connected_backend_reports_a_full_server() {
         let _ = admin.read(&mut buf);
         // The killed clients' slots: take them before the backend does.
         while held.len() < 3 {
-            let Ok(mut s) = TcpStream::connect(("127.0.0.1", server.port)) else { break };
+            let Ok(mut s) = TcpStream::connect(("127.0.0.1", server.port)) else {
+                break;
+            };
             s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
             s.write_all(b"PING\r\n").unwrap();
             let mut buf = [0u8; 64];

@@ -291,6 +291,10 @@ pub async fn no_worker_is_judged_on_pings_lost_in_an_outage(backend: Arc<dyn Bac
     assert_eq!(s.poll().await.unwrap().cleaned_workers, 0);
     tokio::time::sleep(timeout + Duration::from_millis(300)).await;
     backend.ping_worker(&live, now_ms()).await.unwrap();
-    assert_eq!(s.poll().await.unwrap().cleaned_workers, 1, "the silent worker is cleaned");
+    assert_eq!(
+        s.poll().await.unwrap().cleaned_workers,
+        1,
+        "the silent worker is cleaned"
+    );
     assert_eq!(backend.workers().await.unwrap(), vec![live], "the live worker is kept");
 }

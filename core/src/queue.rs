@@ -190,7 +190,13 @@ impl Queue {
         self.enqueue_with(queue, class, args, Push::Once { key, ttl }).await
     }
 
-    async fn enqueue_with(&self, queue: &str, class: &str, args: impl Serialize, push: Push<'_>) -> Result<EnqueueOnce> {
+    async fn enqueue_with(
+        &self,
+        queue: &str,
+        class: &str,
+        args: impl Serialize,
+        push: Push<'_>,
+    ) -> Result<EnqueueOnce> {
         check_name("queue", queue)?;
         check_name("class", class)?;
         let args = args_of(&args)?;
