@@ -204,6 +204,7 @@ macro_rules! suite {
                 scheduler_retries_transient_and_stops_on_permanent_errors,
                 pool_stops_on_a_permanent_error,
                 task_server_stops_on_a_permanent_error,
+                a_worker_cleaned_while_cut_off_registers_again,
             ],
             async client: [
                 enqueue_writes_node_resque_payload,

@@ -1414,15 +1414,46 @@ async fn ping_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick fires at once; registration already pinged.
     tick.tick().await;
+    // A ping failed: the first one that gets through checks the registration.
+    let mut cut_off = false;
     loop {
         tick.tick().await;
-        ping_all(&backend, &ids, &events).await;
+        let pinged = ping_all(&backend, &ids, &events).await;
+        if !pinged {
+            cut_off = true;
+        } else if cut_off && reregister(&backend, &ids).await {
+            cut_off = false;
+        }
     }
 }
 
-/// Pings every id in one call (one round trip on Redis and PostgreSQL) and
-/// reports the outcome for each.
-async fn ping_all(backend: &Arc<dyn Backend>, ids: &[WorkerId], events: &broadcast::Sender<WorkerEvent>) {
+/// After pings failed: registers again the ids that are no longer listed
+/// (the stuck-worker check cleaned them as dead while they could not reach
+/// the store), so a live worker is not left pinging as a ghost. Returns
+/// whether the check was made.
+async fn reregister(backend: &Arc<dyn Backend>, ids: &[WorkerId]) -> bool {
+    let listed: HashSet<WorkerId> = match backend.workers().await {
+        Ok(w) => w.into_iter().collect(),
+        Err(_) => return false,
+    };
+    let missing: Vec<WorkerId> = ids.iter().filter(|id| !listed.contains(id)).cloned().collect();
+    if missing.is_empty() {
+        return true;
+    }
+    match backend.register_workers(&missing, now_ms()).await {
+        Ok(()) => {
+            for id in &missing {
+                tracing::warn!(target: "resq::worker", worker = %id.name,
+                    "registered again: it was cleaned as dead while it could not reach the store (its job, if any, went back to its queue)");
+            }
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Pings every id; returns whether the ping was recorded.
+async fn ping_all(backend: &Arc<dyn Backend>, ids: &[WorkerId], events: &broadcast::Sender<WorkerEvent>) -> bool {
     let at_ms = now_ms();
     match backend.ping_workers(ids, at_ms).await {
         Ok(()) => {
@@ -1432,6 +1463,7 @@ async fn ping_all(backend: &Arc<dyn Backend>, ids: &[WorkerId], events: &broadca
                     at_ms,
                 });
             }
+            true
         }
         Err(e) => {
             for id in ids {
@@ -1444,6 +1476,7 @@ async fn ping_all(backend: &Arc<dyn Backend>, ids: &[WorkerId], events: &broadca
                     },
                 );
             }
+            false
         }
     }
 }
