@@ -49,6 +49,81 @@ pub async fn task_server(config: TaskServerConfig, tasks: Arc<Tasks>) -> Result<
     TaskServer::new(backend, tasks, config)
 }
 
+/// The first pause of [`connect_until`] after a failed attempt; it doubles
+/// up to [`CONNECT_RETRY_MAX`].
+pub const CONNECT_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The longest pause of [`connect_until`] between attempts.
+pub const CONNECT_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// [`connect`], retried while the backend cannot be reached, until `stop`
+/// is cancelled: for processes that start while the server is down,
+/// restarting, or out of connections (PostgreSQL's `max_connections`, a
+/// role's `CONNECTION LIMIT`, Redis's `maxclients`).
+///
+/// A transient error (see [`Error::is_transient`]) is logged (the first at
+/// ERROR with the server's reason, the following at WARN) and retried after
+/// a pause that doubles from [`CONNECT_RETRY_FIRST`] to
+/// [`CONNECT_RETRY_MAX`]. Any other error (a bad URL, refused credentials)
+/// is returned at once. Returns `Ok(None)` as soon as `stop` is cancelled,
+/// also in the middle of an attempt.
+///
+/// ```
+/// # async fn demo() -> resq::Result<()> {
+/// let stop = resq::CancellationToken::new();
+/// let backend = resq::connect_until("memory://", &stop).await?.expect("not stopped");
+/// # Ok(()) }
+/// ```
+pub async fn connect_until(url: &str, stop: &CancellationToken) -> Result<Option<Arc<dyn Backend>>> {
+    let shown = resq_core::error::redact_url(url);
+    let mut pause = CONNECT_RETRY_FIRST;
+    let mut attempt = 0u32;
+    loop {
+        let result = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Ok(None),
+            r = connect(url) => r,
+        };
+        let e = match result {
+            Ok(backend) => {
+                if attempt > 0 {
+                    tracing::info!(target: "resq::connect", url = %shown, attempts = attempt + 1, "connected");
+                }
+                return Ok(Some(backend));
+            }
+            Err(e) if e.is_transient() => e,
+            Err(e) => return Err(e),
+        };
+        attempt += 1;
+        if attempt == 1 {
+            tracing::error!(target: "resq::connect", url = %shown, error = %e, retry_in = ?pause, "cannot connect to the backend; retrying with backoff until it answers or shutdown");
+        } else {
+            tracing::warn!(target: "resq::connect", url = %shown, error = %e, attempt, retry_in = ?pause, "still cannot connect to the backend");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(CONNECT_RETRY_MAX);
+    }
+}
+
+/// [`task_server`] with the connect retried as [`connect_until`] does:
+/// `Ok(None)` when `stop` is cancelled before the backend answered. Pass
+/// the same token (or one cancelled by the same signal) to
+/// [`TaskServer::run_until`], so a shutdown during start-up and one
+/// during the run both stop the process promptly.
+pub async fn task_server_until(
+    config: TaskServerConfig,
+    tasks: Arc<Tasks>,
+    stop: &CancellationToken,
+) -> Result<Option<TaskServer>> {
+    match connect_until(&config.backend, stop).await? {
+        Some(backend) => TaskServer::new(backend, tasks, config).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Opens the backend a URL names:
 ///
 /// | URL | backend | feature |

@@ -10,6 +10,7 @@
 //! | `max_connections` | the pool's size | 10 |
 //! | `statement_timeout_ms` | the server's `statement_timeout`; 0 for none | none |
 //! | `acquire_timeout_ms` | how long a call waits for a pooled connection | 30000 |
+//! | `idle_timeout_ms` | how long an unused pooled connection stays open; 0 for ever | 60000 |
 //! | `migrate` | run migrations on connect (`true`/`false`) | `false` |
 //!
 //! Parameters `sqlx` understands are kept as they are: `sslmode`,
@@ -32,6 +33,11 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 
 /// How long a call waits for a pooled connection by default.
 pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long an unused pooled connection stays open by default: idle
+/// connections go back to the server soon after a burst, which matters
+/// where many processes share its `max_connections`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The `application_name` resq reports to the server unless the URL sets one.
 pub const APPLICATION_NAME: &str = "resq";
@@ -63,6 +69,7 @@ const MAX_CONNECTIONS: &str = "max_connections";
 const STATEMENT_TIMEOUT_MS: &str = "statement_timeout_ms";
 const ACQUIRE_TIMEOUT_MS: &str = "acquire_timeout_ms";
 const MIGRATE: &str = "migrate";
+const IDLE_TIMEOUT_MS: &str = "idle_timeout_ms";
 
 /// How to reach PostgreSQL and where resq keeps its tables.
 ///
@@ -86,13 +93,16 @@ pub struct PostgresConfig {
     pub acquire_timeout: Duration,
     /// Whether connecting also runs the migrations.
     pub migrate_on_connect: bool,
+    /// How long a pooled connection may sit unused before the pool closes
+    /// it (checked about as often); `None` keeps idle connections open.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl PostgresConfig {
     /// A configuration for `url` with the defaults: schema
     /// [`DEFAULT_SCHEMA`], [`DEFAULT_MAX_CONNECTIONS`] connections, no
     /// statement timeout, [`DEFAULT_ACQUIRE_TIMEOUT`], no migration on
-    /// connect.
+    /// connect, [`DEFAULT_IDLE_TIMEOUT`].
     pub fn new(url: impl Into<String>) -> Self {
         PostgresConfig {
             url: url.into(),
@@ -101,6 +111,7 @@ impl PostgresConfig {
             statement_timeout: None,
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
             migrate_on_connect: false,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
         }
     }
 
@@ -134,6 +145,12 @@ impl PostgresConfig {
     /// Sets how long a call waits for a pooled connection.
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Sets how long an unused pooled connection stays open (`None`: for ever).
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
         self
     }
 
@@ -180,6 +197,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("statement_timeout", &self.statement_timeout)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("migrate_on_connect", &self.migrate_on_connect)
+            .field("idle_timeout", &self.idle_timeout)
             .finish()
     }
 }
@@ -201,6 +219,7 @@ struct Params {
     statement_timeout: Option<Option<Duration>>,
     acquire_timeout: Option<Duration>,
     migrate: Option<bool>,
+    idle_timeout: Option<Option<Duration>>,
 }
 
 impl Params {
@@ -219,6 +238,9 @@ impl Params {
         }
         if let Some(m) = self.migrate {
             config.migrate_on_connect = m;
+        }
+        if let Some(t) = self.idle_timeout {
+            config.idle_timeout = t;
         }
     }
 }
@@ -254,7 +276,7 @@ fn split_url(raw: &str) -> Result<Split> {
         read_param(&mut params, &key, &value).map_err(invalid)?;
         let resq_param = matches!(
             key.as_str(),
-            SCHEMA | MAX_CONNECTIONS | STATEMENT_TIMEOUT_MS | ACQUIRE_TIMEOUT_MS | MIGRATE
+            SCHEMA | MAX_CONNECTIONS | STATEMENT_TIMEOUT_MS | ACQUIRE_TIMEOUT_MS | MIGRATE | IDLE_TIMEOUT_MS
         );
         if resq_param {
             continue;
@@ -264,7 +286,7 @@ fn split_url(raw: &str) -> Result<Split> {
         } else {
             return Err(invalid(format!(
                 "unknown parameter {key:?}; resq reads {SCHEMA}, {MAX_CONNECTIONS}, {STATEMENT_TIMEOUT_MS}, \
-                 {ACQUIRE_TIMEOUT_MS} and {MIGRATE}, and passes on {}",
+                 {ACQUIRE_TIMEOUT_MS}, {IDLE_TIMEOUT_MS} and {MIGRATE}, and passes on {}",
                 SQLX_PARAMS.join(", ")
             )));
         }
@@ -319,6 +341,11 @@ fn read_param(params: &mut Params, key: &str, value: &str) -> std::result::Resul
                 return Err(format!("{key} must be at least 1"));
             }
             once(&mut params.acquire_timeout, key, Duration::from_millis(ms))
+        }
+        IDLE_TIMEOUT_MS => {
+            let ms = millis(key, value)?;
+            let timeout = (ms > 0).then(|| Duration::from_millis(ms));
+            once(&mut params.idle_timeout, key, timeout)
         }
         MIGRATE => {
             let on = match value.to_ascii_lowercase().as_str() {

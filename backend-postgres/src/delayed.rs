@@ -13,7 +13,7 @@
 //! them onto their queues (or, when they cannot be promoted, appends their
 //! failed entries) in one transaction.
 
-use crate::error::{db, limit};
+use crate::error::{limit, PgResult};
 use crate::PostgresBackend;
 use async_trait::async_trait;
 use resq_core::backend::{delayed_is_of_class, REMOVAL_PAGE};
@@ -90,7 +90,8 @@ impl DelayedStore for PostgresBackend {
             .bind(payload)
             .fetch_optional(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(added.is_some())
     }
 
@@ -103,7 +104,8 @@ impl DelayedStore for PostgresBackend {
             .bind(limit(max))
             .fetch_all(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(rows.into_iter().map(|(t,)| t).collect())
     }
 
@@ -116,7 +118,8 @@ impl DelayedStore for PostgresBackend {
             .bind(timestamp)
             .fetch_all(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(rows.into_iter().map(|(p,)| p).collect())
     }
 
@@ -125,7 +128,8 @@ impl DelayedStore for PostgresBackend {
             .bind(payload)
             .fetch_all(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(rows.into_iter().map(|(t,)| t).collect())
     }
 
@@ -134,7 +138,8 @@ impl DelayedStore for PostgresBackend {
             .bind(payload)
             .fetch_all(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         let mut buckets: Vec<i64> = rows.into_iter().map(|(t,)| t).collect();
         buckets.sort_unstable();
         buckets.dedup();
@@ -159,7 +164,8 @@ impl DelayedStore for PostgresBackend {
                 .bind(page)
                 .fetch_all(&self.pool)
                 .await
-                .map_err(db)?;
+                .pg(self)
+                .await?;
             let Some(&(last_ts, last_id, _)) = rows.last() else {
                 return Ok(removed);
             };
@@ -174,7 +180,8 @@ impl DelayedStore for PostgresBackend {
                     .bind(&ids)
                     .execute(&self.pool)
                     .await
-                    .map_err(db)?;
+                    .pg(self)
+                    .await?;
                 removed += done.rows_affected();
             }
             if rows.len() < REMOVAL_PAGE {
@@ -188,15 +195,16 @@ impl DelayedStore for PostgresBackend {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.pg(self).await?;
         let mut taken: Vec<(i64, i64, String)> = sqlx::query_as(&self.sql.take_due)
             .bind(up_to)
             .bind(limit(max))
             .fetch_all(&mut *tx)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         if taken.is_empty() {
-            tx.rollback().await.map_err(db)?;
+            tx.rollback().await.pg(self).await?;
             return Ok(Vec::new());
         }
         taken.sort_unstable_by_key(|(ts, id, _)| (*ts, *id));
@@ -233,9 +241,10 @@ impl DelayedStore for PostgresBackend {
                 .bind(&entries)
                 .execute(&mut *tx)
                 .await
-                .map_err(db)?;
+                .pg(self)
+                .await?;
         }
-        tx.commit().await.map_err(db)?;
+        tx.commit().await.pg(self).await?;
         Ok(done)
     }
 }

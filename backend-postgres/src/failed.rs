@@ -7,7 +7,7 @@
 //! of one entry requeue it once, and delete it; a retry pushes the payload
 //! in the same statement.
 
-use crate::error::{count, db};
+use crate::error::{count, PgResult};
 use crate::range::{from_tail_sql, window, Window};
 use crate::PostgresBackend;
 use async_trait::async_trait;
@@ -58,7 +58,8 @@ impl FailedStore for PostgresBackend {
             .bind(entry)
             .execute(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(())
     }
 
@@ -66,7 +67,8 @@ impl FailedStore for PostgresBackend {
         let (n,): (i64,) = sqlx::query_as(&self.sql.failed_count)
             .fetch_one(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         count(n)
     }
 
@@ -88,7 +90,8 @@ impl FailedStore for PostgresBackend {
                     .await
             }
         }
-        .map_err(db)?;
+        .pg(self)
+        .await?;
         Ok(rows.into_iter().map(|(e,)| e).collect())
     }
 
@@ -97,7 +100,8 @@ impl FailedStore for PostgresBackend {
             .bind(entry)
             .execute(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(done.rows_affected())
     }
 
@@ -108,7 +112,8 @@ impl FailedStore for PostgresBackend {
             .bind(payload)
             .fetch_one(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(n > 0)
     }
 }

@@ -4,7 +4,7 @@
 //! `locks()` never lists it), with an `expires_at` from the database clock.
 //! Taking, renewing and taking over an expired lock are one upsert.
 
-use crate::error::db;
+use crate::error::PgResult;
 use crate::lock::ttl_ms;
 use crate::PostgresBackend;
 use async_trait::async_trait;
@@ -34,7 +34,8 @@ impl LeaderLock for PostgresBackend {
             .bind(ttl_ms(ttl))
             .fetch_optional(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(won.is_some())
     }
 
@@ -43,7 +44,8 @@ impl LeaderLock for PostgresBackend {
             .bind(name)
             .execute(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -51,7 +53,8 @@ impl LeaderLock for PostgresBackend {
         let row: Option<(String,)> = sqlx::query_as(&self.sql.leader)
             .fetch_optional(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(row.map(|(h,)| h))
     }
 }

@@ -22,7 +22,7 @@
 //! * [`connect`] / [`PostgresBackend::connect`]: from a `postgres://` or
 //!   `postgresql://` URL; resq's own parameters (`schema`,
 //!   `max_connections`, `statement_timeout_ms`, `acquire_timeout_ms`,
-//!   `migrate`) are read and removed, the rest (`sslmode`, `sslrootcert`,
+//!   `idle_timeout_ms`, `migrate`) are read and removed, the rest (`sslmode`, `sslrootcert`,
 //!   `application_name`, …) goes to `sqlx`. See [`config`].
 //! * [`PostgresBackend::connect_with`]: from a [`PostgresConfig`].
 //! * [`PostgresBackend::push_in`] / [`PostgresBackend::enqueue_in_tx`]:
@@ -105,7 +105,9 @@ pub mod transactional;
 mod worker;
 pub use error::classify;
 
-pub use config::{PostgresConfig, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_SCHEMA};
+pub use config::{
+    PostgresConfig, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_SCHEMA,
+};
 pub use migrate::{latest_version, Migration, MIGRATIONS};
 
 use async_trait::async_trait;
@@ -134,6 +136,8 @@ pub struct PostgresBackend {
     config: PostgresConfig,
     /// When expired locks were last swept (epoch ms).
     last_lock_sweep: AtomicI64,
+    /// Explains pool timeouts with the server's own reason.
+    explainer: error::TimeoutExplainer,
     /// Set for the test suite's backends only: what to undo on close.
     test_guard: Mutex<Option<testing::TestGuard>>,
 }
@@ -161,9 +165,15 @@ impl PostgresBackend {
             // fails its next call (an `Err` the engine retries) and is
             // discarded when the pool's check on release fails.
             .test_before_acquire(false)
+            // Unused connections go back to the server (checked about as
+            // often as the timeout), so a burst does not keep them.
+            .idle_timeout(config.idle_timeout)
             .connect_lazy_with(resolved.options.clone());
         let names = Names::new(&config.schema);
+        let explainer =
+            error::TimeoutExplainer::new(resolved.options.clone(), config.acquire_timeout, config.max_connections);
         let backend = Arc::new(PostgresBackend {
+            explainer,
             sql: Statements::render(&names),
             notifier: Notifier::new(resolved.options, names.channel.clone()),
             pool,
@@ -185,13 +195,19 @@ impl PostgresBackend {
     /// Returns the versions this call applied, ascending: empty when the
     /// schema was already up to date.
     pub async fn migrate(&self) -> Result<Vec<i32>> {
-        migrate::run(&self.pool, &self.names).await
+        match migrate::run(&self.pool, &self.names).await {
+            Ok(v) => Ok(v),
+            Err(e) => Err(self.explainer.explain_mapped(e).await),
+        }
     }
 
     /// The schema's migration version, `None` if it was never migrated.
     /// [`latest_version`] is what [`PostgresBackend::migrate`] brings it to.
     pub async fn schema_version(&self) -> Result<Option<i32>> {
-        migrate::current_version(&self.pool, &self.names).await
+        match migrate::current_version(&self.pool, &self.names).await {
+            Ok(v) => Ok(v),
+            Err(e) => Err(self.explainer.explain_mapped(e).await),
+        }
     }
 
     /// Checks that the server answers, and warns when the schema is not

@@ -7,7 +7,7 @@
 //! renew, release and the listing ignore it. Expired rows are swept now and
 //! then by `acquire_lock`.
 
-use crate::error::db;
+use crate::error::PgResult;
 use crate::PostgresBackend;
 use async_trait::async_trait;
 use resq_core::{LockEntry, LockStore, Result};
@@ -113,7 +113,8 @@ impl PostgresBackend {
         sqlx::query(&self.sql.sweep_locks)
             .execute(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(())
     }
 }
@@ -127,7 +128,8 @@ impl LockStore for PostgresBackend {
             .bind(ttl_ms(ttl))
             .fetch_optional(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         if let Err(e) = self.maybe_sweep_locks().await {
             tracing::debug!(target: "resq::postgres", error = %e, "sweeping expired locks failed");
         }
@@ -141,7 +143,8 @@ impl LockStore for PostgresBackend {
             .bind(ttl_ms(ttl))
             .execute(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -151,12 +154,17 @@ impl LockStore for PostgresBackend {
             .bind(value)
             .execute(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn locks(&self) -> Result<Vec<(String, String)>> {
-        sqlx::query_as(&self.sql.locks).fetch_all(&self.pool).await.map_err(db)
+        sqlx::query_as(&self.sql.locks)
+            .fetch_all(&self.pool)
+            .await
+            .pg(self)
+            .await
     }
 
     async fn delete_lock(&self, key: &str) -> Result<u64> {
@@ -164,7 +172,8 @@ impl LockStore for PostgresBackend {
             .bind(key)
             .fetch_optional(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(u64::from(live.is_some_and(|(l,)| l)))
     }
 
@@ -173,7 +182,8 @@ impl LockStore for PostgresBackend {
             .bind(key)
             .fetch_optional(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(row.map(|(value, ms)| LockEntry {
             value,
             ttl: Some(Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
@@ -187,7 +197,8 @@ impl LockStore for PostgresBackend {
             .bind(ttl_ms(ttl))
             .execute(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(())
     }
 
@@ -198,7 +209,8 @@ impl LockStore for PostgresBackend {
             .bind(ttl_ms(ttl))
             .fetch_one(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(value)
     }
 }

@@ -17,7 +17,7 @@
 //! is deleted with the queue) or after it (and registers the name again),
 //! never half-way, as with Redis.
 
-use crate::error::{count, db, limit};
+use crate::error::{count, limit, PgResult};
 use crate::range::{from_tail_sql, window, Window};
 use crate::PostgresBackend;
 use async_trait::async_trait;
@@ -195,7 +195,8 @@ impl PostgresBackend {
             .bind(&payloads)
             .execute(conn)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(())
     }
 
@@ -209,7 +210,8 @@ impl PostgresBackend {
                 .fetch_one(&self.pool)
                 .await
         }
-        .map_err(db)?;
+        .pg(self)
+        .await?;
         Ok(row.0)
     }
 }
@@ -272,7 +274,8 @@ impl QueueStore for PostgresBackend {
             .bind(payload)
             .execute(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(())
     }
 
@@ -285,7 +288,8 @@ impl QueueStore for PostgresBackend {
             .bind(crate::lock::ttl_ms(ttl))
             .fetch_one(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(pushed > 0)
     }
 
@@ -293,7 +297,7 @@ impl QueueStore for PostgresBackend {
         if jobs.is_empty() {
             return Ok(());
         }
-        let mut conn = self.pool.acquire().await.map_err(db)?;
+        let mut conn = self.pool.acquire().await.pg(self).await?;
         self.push_batch_on(&mut conn, jobs).await
     }
 
@@ -308,7 +312,8 @@ impl QueueStore for PostgresBackend {
             .bind(run_at)
             .fetch_optional(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         match row {
             None => Ok(None),
             Some((Some(queue), Some(payload))) => Ok(Some(Claimed { queue, payload })),
@@ -336,7 +341,8 @@ impl QueueStore for PostgresBackend {
             .bind(run_at)
             .fetch_all(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         slots_of(rows, workers.len())
     }
 
@@ -352,7 +358,8 @@ impl QueueStore for PostgresBackend {
             .bind(&c.entries)
             .execute(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(())
     }
 
@@ -385,7 +392,8 @@ impl QueueStore for PostgresBackend {
             .bind(run_at)
             .fetch_all(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(slots_of(rows, workers.len()))
     }
 
@@ -402,7 +410,7 @@ impl QueueStore for PostgresBackend {
                 .bind(&worker.name)
                 .bind(&worker.queues),
         };
-        query.execute(&self.pool).await.map_err(db)?;
+        query.execute(&self.pool).await.pg(self).await?;
         Ok(())
     }
 
@@ -415,7 +423,8 @@ impl QueueStore for PostgresBackend {
             .bind(queue)
             .fetch_one(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         count(n)
     }
 
@@ -439,7 +448,8 @@ impl QueueStore for PostgresBackend {
                     .await
             }
         }
-        .map_err(db)?;
+        .pg(self)
+        .await?;
         Ok(rows.into_iter().map(|(p,)| p).collect())
     }
 
@@ -456,25 +466,27 @@ impl QueueStore for PostgresBackend {
                 .bind(payload)
                 .bind(how_many),
         };
-        let done = query.execute(&self.pool).await.map_err(db)?;
+        let done = query.execute(&self.pool).await.pg(self).await?;
         Ok(done.rows_affected())
     }
 
     async fn delete_queue(&self, queue: &str) -> Result<bool> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.pg(self).await?;
         sqlx::query(&self.sql.lock_queue)
             .bind(queue)
             .execute(&mut *tx)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         // A new statement, so a new snapshot: it sees every push that held
         // the lock before this transaction got it.
         let done = sqlx::query(&self.sql.delete_queue)
             .bind(queue)
             .execute(&mut *tx)
             .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+            .pg(self)
+            .await?;
+        tx.commit().await.pg(self).await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -484,7 +496,8 @@ impl QueueStore for PostgresBackend {
             .bind(payload)
             .execute(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(())
     }
 
@@ -508,7 +521,8 @@ impl QueueStore for PostgresBackend {
                 .bind(page)
                 .fetch_all(&self.pool)
                 .await
-                .map_err(db)?;
+                .pg(self)
+                .await?;
             let Some(&(last, _)) = rows.last() else {
                 return Ok(removed);
             };
@@ -523,7 +537,8 @@ impl QueueStore for PostgresBackend {
                     .bind(&ids)
                     .execute(&self.pool)
                     .await
-                    .map_err(db)?;
+                    .pg(self)
+                    .await?;
                 removed += done.rows_affected();
             }
             if rows.len() < REMOVAL_PAGE {
@@ -537,7 +552,8 @@ impl QueueStore for PostgresBackend {
         let rows: Vec<(String,)> = sqlx::query_as(&self.sql.queues)
             .fetch_all(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(rows.into_iter().map(|(q,)| q).collect())
     }
 }

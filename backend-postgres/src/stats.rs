@@ -6,7 +6,7 @@
 //! `complete` and `clean_worker` bump saturate at `i64::MAX` instead, so a
 //! counter can never fail a job.
 
-use crate::error::{db, is_overflow};
+use crate::error::{is_overflow, PgResult};
 use crate::PostgresBackend;
 use async_trait::async_trait;
 use resq_core::{Error, Result, StatsStore};
@@ -36,7 +36,7 @@ impl StatsStore for PostgresBackend {
             Err(e) if is_overflow(&e) => Err(Error::InvalidArgument(format!(
                 "incrementing stat {key:?} by {by} would overflow"
             ))),
-            Err(e) => Err(db(e)),
+            Err(e) => Err(self.explainer.explain(e).await),
         }
     }
 
@@ -45,11 +45,16 @@ impl StatsStore for PostgresBackend {
             .bind(key)
             .fetch_optional(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(row.map_or(0, |(v,)| v))
     }
 
     async fn stats(&self) -> Result<Vec<(String, i64)>> {
-        sqlx::query_as(&self.sql.stats).fetch_all(&self.pool).await.map_err(db)
+        sqlx::query_as(&self.sql.stats)
+            .fetch_all(&self.pool)
+            .await
+            .pg(self)
+            .await
     }
 }

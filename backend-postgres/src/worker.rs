@@ -7,7 +7,7 @@
 //! removes all of it, plus its `processed:<name>`/`failed:<name>` counters,
 //! and hands its job to the [`Orphan`] policy, in one transaction.
 
-use crate::error::db;
+use crate::error::PgResult;
 use crate::PostgresBackend;
 use async_trait::async_trait;
 use resq_core::failed::{encode_entry, FailedJob};
@@ -126,7 +126,8 @@ impl PostgresBackend {
             .bind(now_ms)
             .execute(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(())
     }
 }
@@ -151,7 +152,8 @@ impl WorkerRegistry for PostgresBackend {
             .bind(now_ms)
             .execute(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(())
     }
 
@@ -162,7 +164,8 @@ impl WorkerRegistry for PostgresBackend {
             .bind(now_ms)
             .execute(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(())
     }
 
@@ -184,7 +187,8 @@ impl WorkerRegistry for PostgresBackend {
             .bind(queues)
             .fetch_all(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         if rows.len() != workers.len() {
             return Err(Error::transient(format!(
                 "working_on_many: {} rows for {} workers",
@@ -209,7 +213,8 @@ impl WorkerRegistry for PostgresBackend {
         let rows: Vec<(String, String)> = sqlx::query_as(&self.sql.workers)
             .fetch_all(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(name, queues)| WorkerId { name, queues })
@@ -222,7 +227,8 @@ impl WorkerRegistry for PostgresBackend {
             .bind(&worker.queues)
             .fetch_optional(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(row.map(|(t,)| t))
     }
 
@@ -232,7 +238,8 @@ impl WorkerRegistry for PostgresBackend {
             .bind(&worker.queues)
             .fetch_optional(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(row.map(|(worker, queue, run_at, payload)| WorkingOn {
             worker,
             queue,
@@ -246,7 +253,8 @@ impl WorkerRegistry for PostgresBackend {
             .bind(cutoff_ms)
             .fetch_all(&self.pool)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(name, queues)| WorkerId { name, queues })
@@ -254,13 +262,14 @@ impl WorkerRegistry for PostgresBackend {
     }
 
     async fn clean_worker(&self, worker: &WorkerId, orphan: Orphan) -> Result<Option<Cleaned>> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.pg(self).await?;
         let (known, on_worker, on_queue, on_run_at, on_payload): CleanRow = sqlx::query_as(&self.sql.clean_worker)
             .bind(&worker.name)
             .bind(&worker.queues)
             .fetch_one(&mut *tx)
             .await
-            .map_err(db)?;
+            .pg(self)
+            .await?;
         let working_on = match (on_worker, on_queue, on_run_at, on_payload) {
             (Some(worker), Some(queue), Some(run_at), Some(payload)) => Some(WorkingOn {
                 worker,
@@ -285,7 +294,8 @@ impl WorkerRegistry for PostgresBackend {
                         .bind(&on.payload)
                         .execute(&mut *tx)
                         .await
-                        .map_err(db)?;
+                        .pg(self)
+                        .await?;
                 }
                 Orphan::Fail { failure, at_ms } => {
                     // Ruby workers leave the name out of the record.
@@ -295,7 +305,8 @@ impl WorkerRegistry for PostgresBackend {
                         .bind(&entry)
                         .execute(&mut *tx)
                         .await
-                        .map_err(db)?;
+                        .pg(self)
+                        .await?;
                     failed_entry = Some(Box::new(FailedJob::decode_lenient(&entry)));
                 }
             }
@@ -306,8 +317,9 @@ impl WorkerRegistry for PostgresBackend {
             .bind(&worker.name)
             .execute(&mut *tx)
             .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+            .pg(self)
+            .await?;
+        tx.commit().await.pg(self).await?;
         if !known && working_on.is_none() {
             return Ok(None);
         }

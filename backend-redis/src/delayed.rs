@@ -2,7 +2,7 @@
 //! `delayed_queue_schedule` zset and `timestamps:<item>` sets.
 
 use crate::scripts::{BUCKETS, PROMOTE, REMOVE_DELAYED, REMOVE_DELAYED_BY_CLASS, SCHEDULE};
-use crate::{be_at, text, RedisBackend};
+use crate::{text, RedisBackend, RedisResult};
 use async_trait::async_trait;
 use resq_core::failed::{
     escape_bytes, invalid_utf8_entry, invalid_utf8_reason, promotion_failure_entry, SCHEDULER_WORKER,
@@ -48,7 +48,8 @@ impl RedisBackend {
             .arg(limit)
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be_at(&schedule))?;
+            .rd_at(self, &schedule)
+            .await?;
         for m in bad {
             tracing::warn!(target: "resq::redis", key = %schedule, member = %text(m),
                 "skipping a schedule member that is not a bucket's whole seconds, or whose bucket is not a list (left in place)");
@@ -69,7 +70,8 @@ impl DelayedStore for RedisBackend {
             .arg(timestamp)
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be_at(&self.keys.timestamps(payload)))?;
+            .rd_at(self, &self.keys.timestamps(payload))
+            .await?;
         Ok(added == 1)
     }
 
@@ -88,7 +90,8 @@ impl DelayedStore for RedisBackend {
             .arg(-1)
             .query_async(&mut self.conn())
             .await
-            .map_err(be_at(&self.keys.delayed(timestamp)))?;
+            .rd_at(self, &self.keys.delayed(timestamp))
+            .await?;
         Ok(items.into_iter().map(text).collect())
     }
 
@@ -98,7 +101,8 @@ impl DelayedStore for RedisBackend {
             .arg(&key)
             .query_async(&mut self.conn())
             .await
-            .map_err(be_at(&key))?;
+            .rd_at(self, &key)
+            .await?;
         Ok(parse_secs(
             &key,
             members
@@ -117,7 +121,8 @@ impl DelayedStore for RedisBackend {
             .arg(payload)
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be_at(&key))?;
+            .rd_at(self, &key)
+            .await?;
         Ok(parse_secs(&key, removed))
     }
 
@@ -140,7 +145,8 @@ impl DelayedStore for RedisBackend {
                 .arg(BUCKETS_PER_CALL)
                 .invoke_async(&mut self.conn())
                 .await
-                .map_err(be_at(&self.keys.schedule()))?;
+                .rd_at(self, &self.keys.schedule())
+                .await?;
             removed += gone;
             if looked < BUCKETS_PER_CALL as u64 || last.is_empty() {
                 return Ok(removed);
@@ -164,7 +170,8 @@ impl DelayedStore for RedisBackend {
                 .arg(stop)
                 .query_async(&mut self.conn())
                 .await
-                .map_err(be_at(&bucket_key))?;
+                .rd_at(self, &bucket_key)
+                .await?;
             let mut inv = PROMOTE.prepare_invoke();
             inv.key(&bucket_key)
                 .key(self.keys.schedule())
@@ -198,7 +205,11 @@ impl DelayedStore for RedisBackend {
                 }
             }
             // With no items the script still drops the empty bucket.
-            let flags: Vec<i64> = inv.invoke_async(&mut self.conn()).await.map_err(be_at(&bucket_key))?;
+            let flags: Vec<i64> = inv
+                .invoke_async(&mut self.conn())
+                .await
+                .rd_at(self, &bucket_key)
+                .await?;
             for ((item, plan), flag) in planned.into_iter().zip(flags) {
                 if flag != 1 {
                     continue; // another scheduler moved it first

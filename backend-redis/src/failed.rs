@@ -1,7 +1,7 @@
 //! The `failed` list.
 
 use crate::scripts::RETRY_FAILED;
-use crate::{be_at, text, RedisBackend};
+use crate::{text, RedisBackend, RedisResult};
 use async_trait::async_trait;
 use resq_core::failed::unescape_bytes;
 use resq_core::{FailedStore, Result};
@@ -14,7 +14,8 @@ impl FailedStore for RedisBackend {
             .arg(entry)
             .exec_async(&mut self.conn())
             .await
-            .map_err(be_at(&self.keys.failed()))
+            .rd_at(self, &self.keys.failed())
+            .await
     }
 
     async fn failed_count(&self) -> Result<u64> {
@@ -22,7 +23,8 @@ impl FailedStore for RedisBackend {
             .arg(self.keys.failed())
             .query_async(&mut self.conn())
             .await
-            .map_err(be_at(&self.keys.failed()))
+            .rd_at(self, &self.keys.failed())
+            .await
     }
 
     /// Entries that are not UTF-8 are listed escaped (see `resq_core::failed::escape_bytes`).
@@ -33,7 +35,8 @@ impl FailedStore for RedisBackend {
             .arg(stop)
             .query_async(&mut self.conn())
             .await
-            .map_err(be_at(&self.keys.failed()))?;
+            .rd_at(self, &self.keys.failed())
+            .await?;
         Ok(raw.into_iter().map(text).collect())
     }
 
@@ -47,18 +50,22 @@ impl FailedStore for RedisBackend {
             .arg(entry)
             .query_async(&mut self.conn())
             .await
-            .map_err(be_at(&self.keys.failed()))?;
+            .rd_at(self, &self.keys.failed())
+            .await?;
         if n > 0 {
             return Ok(n);
         }
         match unescape_bytes(entry) {
-            Some(bytes) if std::str::from_utf8(&bytes).is_err() => redis::cmd("LREM")
-                .arg(self.keys.failed())
-                .arg(1)
-                .arg(bytes)
-                .query_async(&mut self.conn())
-                .await
-                .map_err(be_at(&self.keys.failed())),
+            Some(bytes) if std::str::from_utf8(&bytes).is_err() => {
+                redis::cmd("LREM")
+                    .arg(self.keys.failed())
+                    .arg(1)
+                    .arg(bytes)
+                    .query_async(&mut self.conn())
+                    .await
+                    .rd_at(self, &self.keys.failed())
+                    .await
+            }
             _ => Ok(0),
         }
     }
@@ -74,7 +81,8 @@ impl FailedStore for RedisBackend {
             .arg(self.keys.wakeup_channel())
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be_at(&self.keys.failed()))?;
+            .rd_at(self, &self.keys.failed())
+            .await?;
         Ok(n == 1)
     }
 }

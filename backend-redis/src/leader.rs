@@ -3,7 +3,7 @@
 
 use crate::lock::ttl_ms;
 use crate::scripts::{ACQUIRE_LEADER, RELEASE_LOCK};
-use crate::{be_at, text, RedisBackend};
+use crate::{text, RedisBackend, RedisResult};
 use async_trait::async_trait;
 use resq_core::{LeaderLock, Result};
 use std::time::Duration;
@@ -17,7 +17,8 @@ impl LeaderLock for RedisBackend {
             .arg(ttl_ms(ttl))
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be_at(&self.keys.leader()))?;
+            .rd_at(self, &self.keys.leader())
+            .await?;
         Ok(n == 1)
     }
 
@@ -27,7 +28,8 @@ impl LeaderLock for RedisBackend {
             .arg(name)
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be_at(&self.keys.leader()))?;
+            .rd_at(self, &self.keys.leader())
+            .await?;
         Ok(n == 1)
     }
 
@@ -36,7 +38,8 @@ impl LeaderLock for RedisBackend {
             .arg(self.keys.leader())
             .query_async(&mut self.conn())
             .await
-            .map_err(be_at(&self.keys.leader()))?;
+            .rd_at(self, &self.keys.leader())
+            .await?;
         Ok(name.map(text))
     }
 }

@@ -64,6 +64,9 @@ pub struct RedisBackend {
     /// Delete every key of the namespace when dropped (test namespaces only).
     cleanup_on_drop: bool,
     client: redis::Client,
+    /// The last probe for a refusal of new connections: when, and what the
+    /// server said.
+    last_refusal: tokio::sync::Mutex<Option<(std::time::Instant, Option<String>)>>,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -161,6 +164,114 @@ pub fn classify(e: &redis::RedisError) -> BackendErrorKind {
     }
 }
 
+/// How long [`server_refusal`] waits for the server's greeting.
+const REFUSAL_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Maps a failed connect like [`be`], with the server's own reason when it
+/// refused the connection. A server at its `maxclients` (or in protected
+/// mode) writes an error reply as soon as it accepts a connection, then
+/// closes it; redis-rs then reports only the reset or broken pipe its
+/// first command meets. So after an I/O error this opens one plain TCP
+/// connection and reads what the server says unasked.
+pub(crate) async fn explain_connect_error(config: &RedisConfig, e: redis::RedisError) -> Error {
+    if !is_connection_error(&e) {
+        return be(e);
+    }
+    let refusal = server_refusal(&config.url, config.connection_timeout).await;
+    refused(refusal, e)
+}
+
+/// An error of the connection rather than of the command.
+fn is_connection_error(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()
+}
+
+/// `e` mapped like [`be`], with the server's `refusal` of new connections
+/// in the message when there is one.
+fn refused(refusal: Option<String>, e: redis::RedisError) -> Error {
+    match refusal {
+        Some(reason) => {
+            // A full server clears by itself; anything else it refuses
+            // every client with (protected mode) needs someone to act.
+            let kind = if reason.contains("max number of clients reached") {
+                BackendErrorKind::Transient
+            } else {
+                BackendErrorKind::Permanent
+            };
+            Error::backend_with(
+                kind,
+                format!("redis: {e}; the server refuses new connections: {reason}"),
+                e,
+            )
+        }
+        None => be(e),
+    }
+}
+
+/// How long one probe of [`server_refusal`] answers for the connection
+/// errors that follow, so a failing connection does not flood the server
+/// with probes.
+const REFUSAL_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `redis` results mapped to resq errors, with the server's refusal of new
+/// connections explained (see [`explain_connect_error`]).
+pub(crate) trait RedisResult<T> {
+    /// Maps the error as [`be`] does; after a connection error (the shared
+    /// connection is reconnecting), says why the server refuses it, if it
+    /// does.
+    fn rd(self, backend: &RedisBackend) -> impl std::future::Future<Output = Result<T>> + Send;
+
+    /// Like [`RedisResult::rd`], naming `key` in an error that is not the
+    /// connection's (as [`be_at`] does).
+    fn rd_at(self, backend: &RedisBackend, key: &str) -> impl std::future::Future<Output = Result<T>> + Send;
+}
+
+impl<T: Send> RedisResult<T> for std::result::Result<T, redis::RedisError> {
+    async fn rd(self, backend: &RedisBackend) -> Result<T> {
+        match self {
+            Ok(v) => Ok(v),
+            Err(e) => Err(backend.explain(e).await),
+        }
+    }
+
+    async fn rd_at(self, backend: &RedisBackend, key: &str) -> Result<T> {
+        match self {
+            Ok(v) => Ok(v),
+            Err(e) if is_connection_error(&e) => Err(backend.explain(e).await),
+            Err(e) => Err(be_at(key)(e)),
+        }
+    }
+}
+
+/// The error reply a Redis server sends unasked on a new connection, if
+/// any (plain `redis://` TCP URLs only; TLS and Unix sockets are not
+/// probed).
+async fn server_refusal(url: &str, connect_timeout: std::time::Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let parsed = url::Url::parse(url).ok()?;
+    if parsed.scheme() != "redis" {
+        return None;
+    }
+    let host = parsed
+        .host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = parsed.port().unwrap_or(6379);
+    let mut stream = tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect((host.as_str(), port)))
+        .await
+        .ok()?
+        .ok()?;
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(REFUSAL_READ_TIMEOUT, stream.read(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let reply = String::from_utf8_lossy(&buf[..n]);
+    let line = reply.lines().next()?.strip_prefix('-')?.trim();
+    (!line.is_empty()).then(|| line.to_owned())
+}
+
 impl RedisBackend {
     /// Connects with explicit settings. The connection reconnects by itself
     /// after a failure; commands issued while Redis is down return errors,
@@ -175,10 +286,10 @@ impl RedisBackend {
             .set_connection_timeout(Some(config.connection_timeout))
             .set_number_of_retries(2)
             .set_max_delay(std::time::Duration::from_secs(2));
-        let conn = client
-            .get_connection_manager_with_config(manager_config)
-            .await
-            .map_err(be)?;
+        let conn = match client.get_connection_manager_with_config(manager_config).await {
+            Ok(conn) => conn,
+            Err(e) => return Err(explain_connect_error(&config, e).await),
+        };
         let keys = Keys::new(&config.namespace);
         let wakeups = Wakeups::start(client.clone(), keys.wakeup_channel());
         Ok(RedisBackend {
@@ -188,7 +299,27 @@ impl RedisBackend {
             config,
             cleanup_on_drop: false,
             client,
+            last_refusal: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// Maps `e` as [`be`] does; a connection error is explained with the
+    /// server's refusal of new connections, probed at most once a second.
+    pub(crate) async fn explain(&self, e: redis::RedisError) -> Error {
+        if !is_connection_error(&e) {
+            return be(e);
+        }
+        let mut last = self.last_refusal.lock().await;
+        let refusal = match last.as_ref() {
+            Some((at, refusal)) if at.elapsed() < REFUSAL_REUSE => refusal.clone(),
+            _ => {
+                let refusal = server_refusal(&self.config.url, self.config.connection_timeout).await;
+                *last = Some((std::time::Instant::now(), refusal.clone()));
+                refusal
+            }
+        };
+        drop(last);
+        refused(refusal, e)
     }
 
     /// The settings in use.
@@ -215,7 +346,8 @@ impl RedisBackend {
                 .arg(1000)
                 .query_async(&mut conn)
                 .await
-                .map_err(be)?;
+                .rd(self)
+                .await?;
             out.extend(batch);
             if next == 0 {
                 break;
@@ -257,7 +389,8 @@ impl RedisBackend {
             .arg(&keys)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .rd(self)
+            .await?;
         Ok(keys.into_iter().zip(values).collect())
     }
 
@@ -274,7 +407,12 @@ impl RedisBackend {
         let mut conn = self.conn();
         let mut deleted = 0;
         for chunk in keys.chunks(500) {
-            let n: u64 = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await.map_err(be)?;
+            let n: u64 = redis::cmd("DEL")
+                .arg(chunk)
+                .query_async(&mut conn)
+                .await
+                .rd(self)
+                .await?;
             deleted += n;
         }
         Ok(deleted)

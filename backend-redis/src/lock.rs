@@ -1,7 +1,7 @@
 //! Plugin locks: `SET NX PX`, with compare-and-expire and compare-and-delete scripts.
 
 use crate::scripts::{INCR_LOCK, RELEASE_LOCK, RENEW_LOCK};
-use crate::{be_at, text, RedisBackend};
+use crate::{text, RedisBackend, RedisResult};
 use async_trait::async_trait;
 use resq_core::{LockEntry, LockStore, Result};
 use std::time::Duration;
@@ -27,7 +27,8 @@ impl LockStore for RedisBackend {
             .arg("NX")
             .query_async(&mut self.conn())
             .await
-            .map_err(be_at(&self.keys.key(key)))?;
+            .rd_at(self, &self.keys.key(key))
+            .await?;
         Ok(set.is_some())
     }
 
@@ -38,7 +39,8 @@ impl LockStore for RedisBackend {
             .arg(ttl_ms(ttl))
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be_at(&self.keys.key(key)))?;
+            .rd_at(self, &self.keys.key(key))
+            .await?;
         Ok(n == 1)
     }
 
@@ -48,7 +50,8 @@ impl LockStore for RedisBackend {
             .arg(value)
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be_at(&self.keys.key(key)))?;
+            .rd_at(self, &self.keys.key(key))
+            .await?;
         Ok(n == 1)
     }
 
@@ -70,7 +73,8 @@ impl LockStore for RedisBackend {
             .arg(self.keys.key(key))
             .query_async(&mut self.conn())
             .await
-            .map_err(be_at(&self.keys.key(key)))
+            .rd_at(self, &self.keys.key(key))
+            .await
     }
 
     async fn get_lock(&self, key: &str) -> Result<Option<LockEntry>> {
@@ -83,7 +87,8 @@ impl LockStore for RedisBackend {
             .arg(&key)
             .query_async(&mut self.conn())
             .await
-            .map_err(be_at(&key))?;
+            .rd_at(self, &key)
+            .await?;
         Ok(value.map(|value| LockEntry {
             value: text(value),
             // -1: no expiry; -2 cannot happen once GET found the key.
@@ -99,7 +104,8 @@ impl LockStore for RedisBackend {
             .arg(ttl_ms(ttl))
             .query_async::<()>(&mut self.conn())
             .await
-            .map_err(be_at(&self.keys.key(key)))
+            .rd_at(self, &self.keys.key(key))
+            .await
     }
 
     async fn incr_lock(&self, key: &str, by: i64, ttl: Duration) -> Result<i64> {
@@ -109,6 +115,7 @@ impl LockStore for RedisBackend {
             .arg(ttl_ms(ttl))
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be_at(&self.keys.key(key)))
+            .rd_at(self, &self.keys.key(key))
+            .await
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::scripts::{CLAIM, CLAIM_BATCH, DIVERT_CLAIMED, PUSH_ONCE, REMOVE_BY_CLASS};
 use crate::wake::ANY;
-use crate::{be, be_at, text, utf8_members, RedisBackend};
+use crate::{text, utf8_members, RedisBackend, RedisResult};
 use async_trait::async_trait;
 use resq_core::backend::REMOVAL_PAGE;
 use resq_core::failed::invalid_utf8_entry;
@@ -55,7 +55,8 @@ impl RedisBackend {
             .arg(entry)
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be_at(&key))?;
+            .rd_at(self, &key)
+            .await?;
         if moved == 1 {
             tracing::warn!(target: "resq::redis", key = %key, worker = %worker,
                 "a queued job is not valid UTF-8: moved to the failed list with its bytes escaped");
@@ -103,7 +104,8 @@ impl QueueStore for RedisBackend {
             .ignore()
             .exec_async(&mut self.conn())
             .await
-            .map_err(be)
+            .rd(self)
+            .await
     }
 
     async fn push_once(&self, queue: &str, payload: &str, key: &str, value: &str, ttl: Duration) -> Result<bool> {
@@ -118,7 +120,8 @@ impl QueueStore for RedisBackend {
             .arg(self.keys.wakeup_channel())
             .invoke_async(&mut self.conn())
             .await
-            .map_err(be_at(&self.keys.key(key)))?;
+            .rd_at(self, &self.keys.key(key))
+            .await?;
         Ok(pushed == 1)
     }
 
@@ -148,7 +151,7 @@ impl QueueStore for RedisBackend {
         for q in &seen {
             pipe.publish(self.keys.wakeup_channel(), *q).ignore();
         }
-        pipe.exec_async(&mut self.conn()).await.map_err(be)
+        pipe.exec_async(&mut self.conn()).await.rd(self).await
     }
 
     async fn claim(&self, worker: &WorkerId, queues: &[String], run_at: &str) -> Result<Option<Claimed>> {
@@ -165,7 +168,7 @@ impl QueueStore for RedisBackend {
             for q in queues {
                 inv.arg(json_str(q));
             }
-            let got: Option<(usize, Vec<u8>)> = inv.invoke_async(&mut self.conn()).await.map_err(be)?;
+            let got: Option<(usize, Vec<u8>)> = inv.invoke_async(&mut self.conn()).await.rd(self).await?;
             let Some((index, payload)) = got else {
                 return Ok(None);
             };
@@ -209,7 +212,7 @@ impl QueueStore for RedisBackend {
         for q in queues {
             inv.arg(json_str(q));
         }
-        let got: Vec<(usize, usize, Vec<u8>)> = inv.invoke_async(&mut self.conn()).await.map_err(be)?;
+        let got: Vec<(usize, usize, Vec<u8>)> = inv.invoke_async(&mut self.conn()).await.rd(self).await?;
         let mut out = Vec::with_capacity(got.len());
         for (slot, q, payload) in got {
             let (Some(queue), Some(worker)) = (queues.get(q), workers.get(slot)) else {
@@ -239,14 +242,14 @@ impl QueueStore for RedisBackend {
         for (worker, outcome) in done {
             self.add_completion(&mut pipe, worker, outcome);
         }
-        pipe.exec_async(&mut self.conn()).await.map_err(be)
+        pipe.exec_async(&mut self.conn()).await.rd(self).await
     }
 
     async fn complete(&self, worker: &WorkerId, outcome: Outcome) -> Result<()> {
         let mut pipe = redis::pipe();
         pipe.atomic();
         self.add_completion(&mut pipe, worker, &outcome);
-        pipe.exec_async(&mut self.conn()).await.map_err(be)
+        pipe.exec_async(&mut self.conn()).await.rd(self).await
     }
 
     async fn wait_for_jobs(&self, queues: &[String], timeout: Duration) -> Result<()> {
@@ -264,7 +267,7 @@ impl QueueStore for RedisBackend {
             for q in &look {
                 pipe.llen(self.keys.queue(q));
             }
-            let lens: Vec<u64> = pipe.query_async(&mut self.conn()).await.map_err(be)?;
+            let lens: Vec<u64> = pipe.query_async(&mut self.conn()).await.rd(self).await?;
             if lens.iter().any(|n| *n > 0) {
                 return Ok(());
             }
@@ -294,7 +297,8 @@ impl QueueStore for RedisBackend {
             .arg(self.keys.queue(queue))
             .query_async(&mut self.conn())
             .await
-            .map_err(be_at(&self.keys.queue(queue)))
+            .rd_at(self, &self.keys.queue(queue))
+            .await
     }
 
     /// Items that are not UTF-8 are listed escaped (see `resq_core::failed::escape_bytes`).
@@ -305,7 +309,8 @@ impl QueueStore for RedisBackend {
             .arg(stop)
             .query_async(&mut self.conn())
             .await
-            .map_err(be_at(&self.keys.queue(queue)))?;
+            .rd_at(self, &self.keys.queue(queue))
+            .await?;
         Ok(items.into_iter().map(text).collect())
     }
 
@@ -316,7 +321,8 @@ impl QueueStore for RedisBackend {
             .arg(payload)
             .query_async(&mut self.conn())
             .await
-            .map_err(be_at(&self.keys.queue(queue)))
+            .rd_at(self, &self.keys.queue(queue))
+            .await
     }
 
     async fn delete_queue(&self, queue: &str) -> Result<bool> {
@@ -326,7 +332,8 @@ impl QueueStore for RedisBackend {
             .srem(self.keys.queues(), queue)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .rd(self)
+            .await?;
         Ok(deleted > 0)
     }
 
@@ -341,7 +348,8 @@ impl QueueStore for RedisBackend {
             .ignore()
             .exec_async(&mut self.conn())
             .await
-            .map_err(be)
+            .rd(self)
+            .await
     }
 
     /// One script call per page of [`REMOVAL_PAGE`] payloads, walking from
@@ -364,7 +372,8 @@ impl QueueStore for RedisBackend {
                 .arg(&tomb)
                 .invoke_async(&mut self.conn())
                 .await
-                .map_err(be_at(&key))?;
+                .rd_at(self, &key)
+                .await?;
             removed += gone;
             if looked < REMOVAL_PAGE as u64 {
                 return Ok(removed);
@@ -379,7 +388,8 @@ impl QueueStore for RedisBackend {
             .arg(&key)
             .query_async(&mut self.conn())
             .await
-            .map_err(be_at(&key))?;
+            .rd_at(self, &key)
+            .await?;
         let mut names = utf8_members(&key, members);
         names.sort();
         Ok(names)

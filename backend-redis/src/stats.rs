@@ -1,6 +1,6 @@
 //! Counters: `stat:<name>` integer strings.
 
-use crate::{be_at, text, RedisBackend};
+use crate::{text, RedisBackend, RedisResult};
 use async_trait::async_trait;
 use resq_core::{Error, Result, StatsStore};
 
@@ -19,7 +19,8 @@ impl StatsStore for RedisBackend {
             .arg(by)
             .query_async(&mut self.conn())
             .await
-            .map_err(be_at(&self.keys.stat(key)))
+            .rd_at(self, &self.keys.stat(key))
+            .await
     }
 
     async fn stat(&self, key: &str) -> Result<i64> {
@@ -28,7 +29,8 @@ impl StatsStore for RedisBackend {
             .arg(&full)
             .query_async(&mut self.conn())
             .await
-            .map_err(be_at(&full))?;
+            .rd_at(self, &full)
+            .await?;
         raw.map_or(Ok(0), |r| parse(&full, &text(r)))
     }
 

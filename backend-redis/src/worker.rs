@@ -2,7 +2,7 @@
 //! records, `worker:<id>:started` and `worker:ping:<name>`.
 
 use crate::scripts::{CLEAN_WORKER, PROBE_PING};
-use crate::{be, be_at, text, utf8_members, RedisBackend};
+use crate::{text, utf8_members, RedisBackend, RedisResult};
 use async_trait::async_trait;
 use resq_core::failed::{encode_entry, FailedJob, Failure, PAYLOAD_ERROR};
 use resq_core::json::write_js_str;
@@ -176,7 +176,8 @@ impl RedisBackend {
             .arg(worker.member())
             .query_async(&mut self.conn())
             .await
-            .map_err(be_at(&self.keys.workers()))?;
+            .rd_at(self, &self.keys.workers())
+            .await?;
         if registered {
             return Ok(false);
         }
@@ -193,7 +194,8 @@ impl RedisBackend {
                 .arg(end)
                 .query_async(&mut self.conn())
                 .await
-                .map_err(be_at(&self.keys.failed()))?;
+                .rd_at(self, &self.keys.failed())
+                .await?;
             if page.iter().any(|raw| {
                 std::str::from_utf8(raw).is_ok_and(|raw| is_force_clean_entry_of(raw, worker, working, &job))
             }) {
@@ -234,7 +236,8 @@ impl RedisBackend {
             .arg(&key)
             .query_async(&mut self.conn())
             .await
-            .map_err(be_at(&key))?;
+            .rd_at(self, &key)
+            .await?;
         let members = utf8_members(&key, members);
         let now = resq_core::time::now_ms();
         for member in &members {
@@ -252,7 +255,8 @@ impl RedisBackend {
                 .arg(ping_json(&worker, now))
                 .invoke_async(&mut self.conn())
                 .await
-                .map_err(be_at(&self.keys.ping(&worker.name)))?;
+                .rd_at(self, &self.keys.ping(&worker.name))
+                .await?;
             if wrote == 1 {
                 tracing::info!(target: "resq::redis", worker = %worker, "registered worker had no ping; probing it");
             }
@@ -274,7 +278,8 @@ impl WorkerRegistry for RedisBackend {
             .ignore()
             .exec_async(&mut self.conn())
             .await
-            .map_err(be)
+            .rd(self)
+            .await
     }
 
     async fn ping_worker(&self, worker: &WorkerId, now_ms: i64) -> Result<()> {
@@ -283,7 +288,8 @@ impl WorkerRegistry for RedisBackend {
             .arg(ping_json(worker, now_ms))
             .exec_async(&mut self.conn())
             .await
-            .map_err(be_at(&self.keys.ping(&worker.name)))
+            .rd_at(self, &self.keys.ping(&worker.name))
+            .await
     }
 
     async fn register_workers(&self, workers: &[WorkerId], now_ms: i64) -> Result<()> {
@@ -308,7 +314,8 @@ impl WorkerRegistry for RedisBackend {
             .ignore()
             .exec_async(&mut self.conn())
             .await
-            .map_err(be)
+            .rd(self)
+            .await
     }
 
     async fn ping_workers(&self, workers: &[WorkerId], now_ms: i64) -> Result<()> {
@@ -323,7 +330,8 @@ impl WorkerRegistry for RedisBackend {
             .arg(&values)
             .exec_async(&mut self.conn())
             .await
-            .map_err(be)
+            .rd(self)
+            .await
     }
 
     async fn working_on_many(&self, workers: &[WorkerId]) -> Result<Vec<Option<WorkingOn>>> {
@@ -335,7 +343,8 @@ impl WorkerRegistry for RedisBackend {
             .arg(&keys)
             .query_async(&mut self.conn())
             .await
-            .map_err(be)?;
+            .rd(self)
+            .await?;
         if raw.len() != workers.len() {
             return Err(Error::transient(format!(
                 "MGET returned {} values for {} keys",
@@ -356,7 +365,8 @@ impl WorkerRegistry for RedisBackend {
             .arg(&key)
             .query_async(&mut self.conn())
             .await
-            .map_err(be_at(&key))?;
+            .rd_at(self, &key)
+            .await?;
         let mut out: Vec<WorkerId> = utf8_members(&key, members)
             .iter()
             .filter_map(|m| WorkerId::parse(m))
@@ -370,7 +380,8 @@ impl WorkerRegistry for RedisBackend {
             .arg(self.keys.started(worker))
             .query_async(&mut self.conn())
             .await
-            .map_err(be_at(&self.keys.started(worker)))?;
+            .rd_at(self, &self.keys.started(worker))
+            .await?;
         Ok(raw.map(text).as_deref().and_then(parse_started))
     }
 
@@ -379,7 +390,8 @@ impl WorkerRegistry for RedisBackend {
             .arg(self.keys.working(worker))
             .query_async(&mut self.conn())
             .await
-            .map_err(be_at(&self.keys.working(worker)))?;
+            .rd_at(self, &self.keys.working(worker))
+            .await?;
         Ok(raw.map(|r| parse_working(worker, &text(r))))
     }
 
@@ -426,7 +438,8 @@ impl WorkerRegistry for RedisBackend {
                 .arg(self.keys.working(worker))
                 .query_async(&mut self.conn())
                 .await
-                .map_err(be_at(&self.keys.working(worker)))?;
+                .rd_at(self, &self.keys.working(worker))
+                .await?;
             let working = raw.clone().map(|r| parse_working(worker, &text(r)));
             let (mode, value, queue) = match &working {
                 Some(w) if self.leaked_after_force_clean(worker, w).await? => ("drop", String::new(), String::new()),
@@ -456,7 +469,8 @@ impl WorkerRegistry for RedisBackend {
                 .arg(self.keys.wakeup_channel())
                 .invoke_async(&mut self.conn())
                 .await
-                .map_err(be_at(&self.keys.working(worker)))?;
+                .rd_at(self, &self.keys.working(worker))
+                .await?;
             if found < 0 {
                 continue; // the worker finished or took a job meanwhile: read again
             }

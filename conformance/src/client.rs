@@ -714,3 +714,77 @@ pub async fn huge_lock_ttls_are_capped(backend: Arc<dyn Backend>) {
         assert!(ttl > Duration::from_secs(50 * 365 * 24 * 3600), "{key}: {ttl:?}");
     }
 }
+
+/// `enqueue_once` makes a retried enqueue safe: retrying with the same
+/// idempotency key (as a caller does after an error whose push may have
+/// committed) queues the job once, a different key queues it again, and
+/// after the key's TTL the key can be used again. Concurrent retries with
+/// one key queue it once too.
+pub async fn enqueue_once_queues_once_per_key(backend: Arc<dyn Backend>) {
+    use resq_core::EnqueueOnce;
+    let q = Queue::new(Arc::clone(&backend));
+    let long = Duration::from_secs(60);
+    assert_eq!(
+        q.enqueue_once("mail", "send", (1,), "order-1", long).await.unwrap(),
+        EnqueueOnce::Enqueued
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            q.enqueue_once("mail", "send", (1,), "order-1", long).await.unwrap(),
+            EnqueueOnce::Duplicate
+        );
+    }
+    assert_eq!(q.length("mail").await.unwrap(), 1);
+    assert_eq!(
+        backend.queue_range("mail", 0, -1).await.unwrap(),
+        vec![r#"{"class":"send","queue":"mail","args":[1]}"#.to_owned()]
+    );
+    // Another key is another enqueue, even of the identical job.
+    assert_eq!(
+        q.enqueue_once("mail", "send", (1,), "order-2", long).await.unwrap(),
+        EnqueueOnce::Enqueued
+    );
+    assert_eq!(q.length("mail").await.unwrap(), 2);
+    // Concurrent retries with one key: exactly one enqueues.
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let q = q.clone();
+        tasks.push(tokio::spawn(async move {
+            q.enqueue_once("mail", "send", (3,), "order-3", Duration::from_secs(60))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut enqueued = 0;
+    for t in tasks {
+        enqueued += usize::from(t.await.unwrap() == EnqueueOnce::Enqueued);
+    }
+    assert_eq!(enqueued, 1);
+    assert_eq!(q.length("mail").await.unwrap(), 3);
+    // After the TTL the key is free again.
+    let short = Duration::from_millis(300);
+    assert_eq!(
+        q.enqueue_once("mail", "send", (4,), "order-4", short).await.unwrap(),
+        EnqueueOnce::Enqueued
+    );
+    assert_eq!(
+        q.enqueue_once("mail", "send", (4,), "order-4", short).await.unwrap(),
+        EnqueueOnce::Duplicate
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        q.enqueue_once("mail", "send", (4,), "order-4", short).await.unwrap(),
+        EnqueueOnce::Enqueued
+    );
+    assert_eq!(q.length("mail").await.unwrap(), 5);
+    // Bad keys and TTLs are refused before anything is written.
+    assert!(matches!(
+        q.enqueue_once("mail", "send", (), " ", long).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        q.enqueue_once("mail", "send", (), "k", Duration::ZERO).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    assert_eq!(q.length("mail").await.unwrap(), 5);
+}

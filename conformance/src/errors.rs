@@ -284,3 +284,43 @@ pub async fn task_server_stops_on_a_permanent_error(backend: Arc<dyn Backend>) {
     assert!(backend.workers().await.unwrap().is_empty());
     outage.recover();
 }
+
+/// A live worker that was cleaned as dead while it could not reach the
+/// store (the scheduler could) registers again when its pings get through
+/// once more: it is kept in the registry instead of pinging as a ghost.
+pub async fn a_worker_cleaned_while_cut_off_registers_again(backend: Arc<dyn Backend>) {
+    use resq_core::backend::Orphan;
+    for concurrency in [1, 3] {
+        let outage = Outage::new(Arc::clone(&backend));
+        let log = runs();
+        let tasks = standard_tasks(&log);
+        let mut config = quick_config(&["cutoff"]);
+        config.concurrency = concurrency;
+        let faulty: Arc<dyn Backend> = outage.clone();
+        let w = spawn_worker(&faulty, &tasks, config);
+        wait_until(LIMIT, "the worker registered", || {
+            let b = Arc::clone(&backend);
+            async move { b.workers().await.unwrap().len() == concurrency }
+        })
+        .await;
+        let registered = backend.workers().await.unwrap();
+        // Cut off from the store, and cleaned as dead by someone who is not.
+        outage.fail(BackendErrorKind::Transient, None);
+        for id in &registered {
+            backend.clean_worker(id, Orphan::Requeue).await.unwrap();
+        }
+        assert!(backend.workers().await.unwrap().is_empty());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        outage.recover();
+        wait_until(LIMIT, "the worker registered again", || {
+            let (b, registered) = (Arc::clone(&backend), registered.clone());
+            async move { b.workers().await.unwrap() == registered }
+        })
+        .await;
+        w.shutdown().await;
+        assert!(
+            backend.workers().await.unwrap().is_empty(),
+            "it unregisters on shutdown"
+        );
+    }
+}

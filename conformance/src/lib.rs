@@ -205,6 +205,7 @@ macro_rules! suite {
                 scheduler_retries_transient_and_stops_on_permanent_errors,
                 pool_stops_on_a_permanent_error,
                 task_server_stops_on_a_permanent_error,
+                a_worker_cleaned_while_cut_off_registers_again,
             ],
             async client: [
                 enqueue_writes_node_resque_payload,
@@ -239,6 +240,7 @@ macro_rules! suite {
                 enqueue_front_puts_the_job_at_the_head,
                 out_of_range_times_are_refused,
                 huge_lock_ttls_are_capped,
+                enqueue_once_queues_once_per_key,
             ],
             async worker: [
                 runs_job_and_reports_success,
@@ -303,6 +305,7 @@ macro_rules! suite {
                 stuck_worker_job_is_requeued,
                 stuck_worker_job_can_be_failed,
                 one_bad_item_stops_no_cleaning_or_inspection,
+                no_worker_is_judged_on_pings_lost_in_an_outage,
                 unpromotable_items_are_reported,
                 config_is_validated,
             ],
@@ -456,6 +459,7 @@ const GROUP_SOURCES: &[(&str, &str)] = &[
     ("leader", include_str!("leader.rs")),
     ("engine", include_str!("engine.rs")),
     ("errors", include_str!("errors.rs")),
+    ("defaults", include_str!("defaults.rs")),
     ("client", include_str!("client.rs")),
     ("worker", include_str!("worker.rs")),
     ("scheduler", include_str!("scheduler.rs")),

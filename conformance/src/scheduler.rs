@@ -309,3 +309,46 @@ pub async fn config_is_validated(backend: Arc<dyn Backend>) {
     };
     assert!(Scheduler::new(backend, bad).is_err());
 }
+
+/// The stuck-worker check does not judge pings that went missing while the
+/// checker itself could not reach the store (then the workers could not
+/// either): after its own failed poll, a scheduler cleans no worker until
+/// it has reached the store again for a whole `stuck_worker_timeout`, so a
+/// live worker that resumes pinging in that time is kept; one that stays
+/// silent is cleaned after it.
+pub async fn no_worker_is_judged_on_pings_lost_in_an_outage(backend: Arc<dyn Backend>) {
+    use resq_core::BackendErrorKind;
+    let outage = crate::outage::Outage::new(Arc::clone(&backend));
+    let live = WorkerId::new("host:7+1", &["q".to_owned()]);
+    let dead = WorkerId::new("host:7+2", &["q".to_owned()]);
+    // Both last pinged before the outage, longer ago than the timeout.
+    backend.register_worker(&live, now_ms() - 10_000).await.unwrap();
+    backend.register_worker(&dead, now_ms() - 10_000).await.unwrap();
+    let timeout = Duration::from_millis(1500);
+    let s = Scheduler::new(
+        Arc::clone(&outage) as Arc<dyn Backend>,
+        SchedulerConfig {
+            stuck_worker_timeout: Some(timeout),
+            ..config("sched-1")
+        },
+    )
+    .unwrap();
+    outage.fail(BackendErrorKind::Transient, None);
+    assert!(s.poll().await.is_err(), "the store is unreachable");
+    outage.recover();
+    // Back, but the pings are stale only because of the outage.
+    let report = s.poll().await.unwrap();
+    assert!(report.leader);
+    assert_eq!(report.cleaned_workers, 0, "nobody is judged right after the outage");
+    // The live worker pings again; the dead one never does.
+    backend.ping_worker(&live, now_ms()).await.unwrap();
+    assert_eq!(s.poll().await.unwrap().cleaned_workers, 0);
+    tokio::time::sleep(timeout + Duration::from_millis(300)).await;
+    backend.ping_worker(&live, now_ms()).await.unwrap();
+    assert_eq!(
+        s.poll().await.unwrap().cleaned_workers,
+        1,
+        "the silent worker is cleaned"
+    );
+    assert_eq!(backend.workers().await.unwrap(), vec![live], "the live worker is kept");
+}

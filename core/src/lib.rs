@@ -43,7 +43,7 @@ pub use failed::{FailedJob, Failure};
 pub use job::{Decoded, Job};
 pub use plugin::Plugin;
 pub use pool::{PoolConfig, WorkerPool};
-pub use queue::{Details, NewJob, Queue, WorkerStatus};
+pub use queue::{Details, EnqueueOnce, NewJob, Queue, WorkerStatus};
 pub use scheduler::{PollReport, Scheduler, SchedulerConfig, StuckJobPolicy};
 pub use server::{TaskServer, TaskServerBuilder};
 pub use task::{Input, JobContext, Task, TaskDef, TaskError, TaskResult, Tasks};

@@ -92,6 +92,30 @@ impl std::fmt::Debug for Queue {
     }
 }
 
+/// The lock-key prefix of [`Queue::enqueue_once`]'s idempotency keys.
+pub const ENQUEUE_ONCE_PREFIX: &str = "resq:enqueue-once:";
+
+/// What [`Queue::enqueue_once`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnqueueOnce {
+    /// This call queued the job and took the key.
+    Enqueued,
+    /// The key was already taken (an earlier call with it queued the job,
+    /// possibly one whose reply was lost): nothing was queued.
+    Duplicate,
+    /// A plugin's `before_enqueue` vetoed the job: nothing was queued and
+    /// the key was not taken.
+    Vetoed,
+}
+
+/// Where `enqueue_with` puts the job.
+#[derive(Clone, Copy)]
+enum Push<'a> {
+    Tail,
+    Front,
+    Once { key: &'a str, ttl: Duration },
+}
+
 fn check_name(what: &str, name: &str) -> Result<()> {
     if name.trim().is_empty() {
         return Err(Error::InvalidArgument(format!("{what} must not be empty")));
@@ -131,10 +155,48 @@ impl Queue {
     /// was enqueued: `false` when a plugin's `before_enqueue` vetoed it
     /// (plugins run when this client knows the task, see [`Queue::with_tasks`]).
     pub async fn enqueue(&self, queue: &str, class: &str, args: impl Serialize) -> Result<bool> {
-        self.enqueue_with(queue, class, args, false).await
+        let pushed = self.enqueue_with(queue, class, args, Push::Tail).await?;
+        Ok(pushed == EnqueueOnce::Enqueued)
     }
 
-    async fn enqueue_with(&self, queue: &str, class: &str, args: impl Serialize, front: bool) -> Result<bool> {
+    /// Enqueues a job at most once per idempotency `key`, so that a caller
+    /// may safely retry an enqueue whose reply it did not get.
+    ///
+    /// A plain [`Queue::enqueue`] is at least once: when the connection
+    /// drops after the backend committed the push but before the reply
+    /// arrived (a PostgreSQL restart, a Redis failover), the call returns an
+    /// error although the job is queued, and a caller who retries queues it
+    /// twice. With `enqueue_once`, the push and the taking of `key` are one
+    /// atomic step ([`crate::QueueStore::push_once`]): while the key is held
+    /// (for `ttl` after the first successful push), every further call with
+    /// it returns [`EnqueueOnce::Duplicate`] and queues nothing. So retry
+    /// with the same key until a call returns `Ok`; pick `ttl` longer than
+    /// your retries last. After `ttl` the key is free again.
+    ///
+    /// The key is stored as the lock `resq:enqueue-once:<key>` (listed by
+    /// [`Queue::locks`]). Enqueue plugins run as for [`Queue::enqueue`].
+    pub async fn enqueue_once(
+        &self,
+        queue: &str,
+        class: &str,
+        args: impl Serialize,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<EnqueueOnce> {
+        check_name("idempotency key", key)?;
+        if ttl.is_zero() {
+            return Err(Error::InvalidArgument("enqueue_once needs a ttl above zero".into()));
+        }
+        self.enqueue_with(queue, class, args, Push::Once { key, ttl }).await
+    }
+
+    async fn enqueue_with(
+        &self,
+        queue: &str,
+        class: &str,
+        args: impl Serialize,
+        push: Push<'_>,
+    ) -> Result<EnqueueOnce> {
         check_name("queue", queue)?;
         check_name("class", class)?;
         let args = args_of(&args)?;
@@ -150,15 +212,22 @@ impl Queue {
                     .await?
                 {
                     tracing::debug!(target: "resq::plugin", plugin = plugin.name(), %queue, %class, "enqueue vetoed");
-                    return Ok(false);
+                    return Ok(EnqueueOnce::Vetoed);
                 }
             }
         }
         let payload = encode_payload(queue, class, &args);
-        if front {
-            self.backend.push_front(queue, &payload).await?;
-        } else {
-            self.backend.push(queue, &payload).await?;
+        match push {
+            Push::Front => self.backend.push_front(queue, &payload).await?,
+            Push::Tail => self.backend.push(queue, &payload).await?,
+            Push::Once { key, ttl } => {
+                let lock = format!("{ENQUEUE_ONCE_PREFIX}{key}");
+                let value = now_ms().to_string();
+                if !self.backend.push_once(queue, &payload, &lock, &value, ttl).await? {
+                    tracing::debug!(target: "resq::queue", %queue, %class, "enqueue_once: key already used, nothing queued");
+                    return Ok(EnqueueOnce::Duplicate);
+                }
+            }
         }
         if let Some(def) = def {
             for plugin in &def.plugins {
@@ -167,7 +236,7 @@ impl Queue {
                     .await?;
             }
         }
-        Ok(true)
+        Ok(EnqueueOnce::Enqueued)
     }
 
     /// Enqueues a job at the **head** of `queue`, so it runs before every
@@ -175,7 +244,8 @@ impl Queue {
     /// extending the queue client). Enqueue plugins run as for
     /// [`Queue::enqueue`]; `false` means one vetoed it.
     pub async fn enqueue_front(&self, queue: &str, class: &str, args: impl Serialize) -> Result<bool> {
-        self.enqueue_with(queue, class, args, true).await
+        let pushed = self.enqueue_with(queue, class, args, Push::Front).await?;
+        Ok(pushed == EnqueueOnce::Enqueued)
     }
 
     /// Enqueues many jobs in one backend call, in order.

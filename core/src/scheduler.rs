@@ -15,6 +15,9 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+/// How long a stopping scheduler tries to release leadership.
+const RELEASE_BUDGET: Duration = Duration::from_secs(10);
+
 /// What happens to the job of a worker that stopped pinging.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum StuckJobPolicy {
@@ -151,6 +154,10 @@ pub struct Scheduler {
     name: String,
     leading: AtomicBool,
     events: broadcast::Sender<SchedulerEvent>,
+    /// When a poll of this scheduler last failed with a transient backend
+    /// error (the store unreachable, as far as it can tell): no stuck-worker
+    /// check runs until a whole `stuck_worker_timeout` has passed since.
+    last_store_failure: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -188,6 +195,7 @@ impl Scheduler {
             config,
             name,
             leading: AtomicBool::new(false),
+            last_store_failure: std::sync::Mutex::new(None),
             events,
         })
     }
@@ -261,7 +269,13 @@ impl Scheduler {
         let keeping = self.keep_leadership(&stop_keeping, &became_leader);
         let (fatal, ()) = tokio::join!(polling, keeping);
         // The keeper has stopped, so no renewal can follow the release.
-        let released = self.release().await;
+        // Bounded as a worker's unregistration is: the lock expires by itself.
+        let released = match tokio::time::timeout(RELEASE_BUDGET, self.release()).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::transient(format!(
+                "could not release leadership within {RELEASE_BUDGET:?}: it passes on when the leader lock expires"
+            ))),
+        };
         tracing::info!(target: "resq::scheduler", scheduler = %self.name, "end");
         emit(
             &self.events,
@@ -279,7 +293,16 @@ impl Scheduler {
     async fn poll_loop(&self, shutdown: &CancellationToken, became_leader: &tokio::sync::Notify) -> Option<Error> {
         let mut backoff = Backoff::new(Duration::from_millis(100), self.config.poll_interval);
         while !shutdown.is_cancelled() {
-            let wait = match self.poll().await {
+            // A shutdown does not wait for a poll stuck on a backend without
+            // a free connection: every step of a poll is atomic on its own
+            // (a promotion, a cron fire with its marker, a clean-up), so one
+            // abandoned half-way leaves nothing half-done.
+            let polled = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                r = self.poll() => r,
+            };
+            let wait = match polled {
                 Ok(report) => {
                     backoff.reset();
                     self.next_wait(&report)
@@ -412,6 +435,19 @@ impl Scheduler {
     /// One round: take or renew leadership; as leader, promote every due
     /// delayed job and clean up dead workers. A follower does nothing else.
     pub async fn poll(&self) -> Result<PollReport> {
+        let polled = self.poll_once().await;
+        if let Err(e) = &polled {
+            if e.is_transient() {
+                *self
+                    .last_store_failure
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::time::Instant::now());
+            }
+        }
+        polled
+    }
+
+    async fn poll_once(&self) -> Result<PollReport> {
         let leader = self.backend.acquire_leader(&self.name, self.config.leader_ttl).await?;
         self.set_leading(leader);
         let mut report = PollReport {
@@ -556,6 +592,21 @@ impl Scheduler {
         let Some(timeout) = self.config.stuck_worker_timeout else {
             return Ok(());
         };
+        // Pings that went missing while this scheduler could not reach the
+        // store prove nothing: the workers most likely could not reach it
+        // either. Only judge once the store has been reachable for a whole
+        // timeout, so that every live worker has had one to ping again.
+        let failed_at = *self
+            .last_store_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(at) = failed_at {
+            if at.elapsed() < timeout {
+                tracing::debug!(target: "resq::scheduler", scheduler = %self.name, since = ?at.elapsed(),
+                    "stuck-worker check held: this scheduler could not reach the store within the last stuck_worker_timeout");
+                return Ok(());
+            }
+        }
         let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
         let now = now_ms();
         for worker in self.backend.stale_workers(now.saturating_sub(timeout_ms)).await? {

@@ -25,6 +25,25 @@ use tokio_util::sync::CancellationToken;
 /// How many slots of a multi-slot worker unregister at once when it stops.
 const UNREGISTER_CONCURRENCY: usize = 8;
 
+/// How long a stopping worker keeps trying to unregister. A backend that
+/// cannot hand out a connection (an exhausted server, a pool timeout of
+/// 30 s) must not hold a shutdown for minutes: after this the worker stops
+/// anyway, and its registration is left to the stuck-worker clean-up,
+/// which puts any job it still records back on its queue.
+const UNREGISTER_BUDGET: Duration = Duration::from_secs(10);
+
+/// Runs a backend call unless `shutdown` fires first (`None`). Used for
+/// calls that are safe to abandon: reads, and claims, whose job (if the
+/// abandoned claim was applied) is in the worker's working-on record, which
+/// the unregistration that follows puts back on its queue.
+async fn unless_shutdown<T>(shutdown: &CancellationToken, call: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => None,
+        r = call => Some(r),
+    }
+}
+
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
 
 /// This host's name as resq records it (any `:` replaced, since `:`
@@ -288,7 +307,10 @@ impl Worker {
         while !shutdown.is_cancelled() {
             if uncertain {
                 // A record means the lost reply gave this worker that job.
-                match self.backend.working_on(&self.id).await {
+                let Some(read) = unless_shutdown(&shutdown, self.backend.working_on(&self.id)).await else {
+                    break;
+                };
+                match read {
                     Ok(record) => {
                         uncertain = false;
                         if let Some(r) = record {
@@ -313,7 +335,10 @@ impl Worker {
             if wildcard {
                 let stale = queues_read.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
                 if stale {
-                    match self.backend.queues().await {
+                    let Some(read) = unless_shutdown(&shutdown, self.backend.queues()).await else {
+                        break;
+                    };
+                    match read {
                         Ok(q) => {
                             queues = self.config.expand_queues(q);
                             queues_read = Some(Instant::now());
@@ -335,7 +360,14 @@ impl Worker {
             let claimed = if queues.is_empty() {
                 Ok(None)
             } else {
-                self.backend.claim(&self.id, &queues, &js_date_string_now()).await
+                let run_at = js_date_string_now();
+                match unless_shutdown(&shutdown, self.backend.claim(&self.id, &queues, &run_at)).await {
+                    Some(r) => r,
+                    // An abandoned claim's job, if it was applied, is in
+                    // the working-on record: the unregistration below
+                    // puts it back at the head of its queue.
+                    None => break,
+                }
             };
             match claimed {
                 Ok(Some(job)) => {
@@ -635,8 +667,9 @@ impl Worker {
         // and a few in flight keep a small connection pool usable by others.
         let mut result = Ok(());
         let this = self;
+        let deadline = Instant::now() + UNREGISTER_BUDGET;
         let mut unregistering = futures_util::stream::iter(book.slots.iter().cloned())
-            .map(move |id| async move { this.unregister(&id).await })
+            .map(move |id| async move { this.unregister(&id, deadline).await })
             .buffer_unordered(UNREGISTER_CONCURRENCY);
         while let Some(r) = unregistering.next().await {
             if let Err(e) = r {
@@ -787,11 +820,21 @@ impl Worker {
             if shutdown.is_cancelled() {
                 return false;
             }
-            match self.register(ids).await {
-                Ok(()) => break,
-                Err(e) => {
+            // A shutdown while registering (which can wait long on a
+            // backend without a free connection) stops at once; the
+            // registration may have been applied, so it is undone.
+            match unless_shutdown(shutdown, self.register(ids)).await {
+                Some(Ok(())) => break,
+                Some(Err(e)) => {
                     self.backend_error(e);
                     backoff.wait(shutdown).await;
+                }
+                None => {
+                    let deadline = Instant::now() + UNREGISTER_BUDGET;
+                    for id in ids {
+                        let _ = self.unregister(id, deadline).await;
+                    }
+                    return false;
                 }
             }
         }
@@ -834,7 +877,7 @@ impl Worker {
     /// Unregisters; a job still recorded (aborted at the deadline) goes back
     /// to the head of its queue.
     async fn stop(&self) -> Result<()> {
-        let result = self.unregister(&self.id).await;
+        let result = self.unregister(&self.id, Instant::now() + UNREGISTER_BUDGET).await;
         tracing::info!(target: "resq::worker", worker = %self.id.name, "end");
         emit(
             &self.events,
@@ -845,10 +888,25 @@ impl Worker {
         self.finish(result)
     }
 
-    async fn unregister(&self, id: &WorkerId) -> Result<()> {
+    /// Unregisters `id` (its recorded job, if any, back to the head of its
+    /// queue), retrying transient errors a few times, and giving up at
+    /// `deadline` (see [`UNREGISTER_BUDGET`]).
+    async fn unregister(&self, id: &WorkerId, deadline: Instant) -> Result<()> {
         let mut last_err = None;
         for attempt in 0..5u32 {
-            match self.backend.clean_worker(id, Orphan::Requeue).await {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let cleaned = match tokio::time::timeout(left, self.backend.clean_worker(id, Orphan::Requeue)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let e = Error::transient(format!(
+                        "could not unregister worker {} within {UNREGISTER_BUDGET:?}: it is left to the stuck-worker clean-up, which puts its job (if any) back on its queue",
+                        id.name
+                    ));
+                    self.error(&e);
+                    return Err(e);
+                }
+            };
+            match cleaned {
                 Ok(_) => {
                     last_err = None;
                     break;
@@ -861,7 +919,11 @@ impl Worker {
                 Err(e) => {
                     self.error(&e);
                     last_err = Some(e);
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt + 1))).await;
+                    let pause = Duration::from_millis(100 * u64::from(attempt + 1));
+                    if Instant::now() + pause >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep(pause).await;
                 }
             }
         }
@@ -1358,15 +1420,46 @@ async fn ping_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick fires at once; registration already pinged.
     tick.tick().await;
+    // A ping failed: the first one that gets through checks the registration.
+    let mut cut_off = false;
     loop {
         tick.tick().await;
-        ping_all(&backend, &ids, &events).await;
+        let pinged = ping_all(&backend, &ids, &events).await;
+        if !pinged {
+            cut_off = true;
+        } else if cut_off && reregister(&backend, &ids).await {
+            cut_off = false;
+        }
     }
 }
 
-/// Pings every id in one call (one round trip on Redis and PostgreSQL) and
-/// reports the outcome for each.
-async fn ping_all(backend: &Arc<dyn Backend>, ids: &[WorkerId], events: &broadcast::Sender<WorkerEvent>) {
+/// After pings failed: registers again the ids that are no longer listed
+/// (the stuck-worker check cleaned them as dead while they could not reach
+/// the store), so a live worker is not left pinging as a ghost. Returns
+/// whether the check was made.
+async fn reregister(backend: &Arc<dyn Backend>, ids: &[WorkerId]) -> bool {
+    let listed: HashSet<WorkerId> = match backend.workers().await {
+        Ok(w) => w.into_iter().collect(),
+        Err(_) => return false,
+    };
+    let missing: Vec<WorkerId> = ids.iter().filter(|id| !listed.contains(id)).cloned().collect();
+    if missing.is_empty() {
+        return true;
+    }
+    match backend.register_workers(&missing, now_ms()).await {
+        Ok(()) => {
+            for id in &missing {
+                tracing::warn!(target: "resq::worker", worker = %id.name,
+                    "registered again: it was cleaned as dead while it could not reach the store (its job, if any, went back to its queue)");
+            }
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Pings every id; returns whether the ping was recorded.
+async fn ping_all(backend: &Arc<dyn Backend>, ids: &[WorkerId], events: &broadcast::Sender<WorkerEvent>) -> bool {
     let at_ms = now_ms();
     match backend.ping_workers(ids, at_ms).await {
         Ok(()) => {
@@ -1376,6 +1469,7 @@ async fn ping_all(backend: &Arc<dyn Backend>, ids: &[WorkerId], events: &broadca
                     at_ms,
                 });
             }
+            true
         }
         Err(e) => {
             for id in ids {
@@ -1388,6 +1482,7 @@ async fn ping_all(backend: &Arc<dyn Backend>, ids: &[WorkerId], events: &broadca
                     },
                 );
             }
+            false
         }
     }
 }
