@@ -329,6 +329,7 @@ pub async fn no_worker_is_judged_on_pings_lost_in_an_outage(backend: Arc<dyn Bac
         Arc::clone(&outage) as Arc<dyn Backend>,
         SchedulerConfig {
             stuck_worker_timeout: Some(timeout),
+            worker_ping_interval: Duration::from_millis(500),
             ..config("sched-1")
         },
     )
