@@ -285,9 +285,10 @@ fn render_one(o: &Outcome) -> String {
 
 fn render_table(outcomes: &[Outcome], short: bool, took: Duration) -> String {
     let mut s = format!(
-        "chaos run{} — {} — {:.0} s\n\n| scenario | backend | figures | criteria |\n|---|---|---|---|\n",
+        "`cargo run --release -p resq-chaos -- run{}` — {} — {} — {:.0} s\n\n| scenario | backend | figures | criteria |\n|---|---|---|---|\n",
         if short { " --short" } else { "" },
-        ledger::now_ms(),
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        machine(),
         took.as_secs_f64()
     );
     for o in outcomes {
@@ -317,4 +318,19 @@ fn render_table(outcomes: &[Outcome], short: bool, took: Duration) -> String {
         ));
     }
     s
+}
+
+/// The machine the run measured: CPU count and model, from /proc/cpuinfo.
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    format!("{cpus} CPUs ({model})")
 }
