@@ -14,6 +14,7 @@
 //! | `E <id> <pid> <start> <end>` | a worker finished job `id` |
 //! | `C <cron_at> <pid> <ms>` | the cron task ran for occurrence `cron_at` |
 //! | `P <pid> <ms>` | the periodic task ran |
+//! | `B <pid> <ms> <n>` | a scheduler's boot enqueued `n` periodic tasks |
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -78,6 +79,8 @@ pub struct Ledger {
     pub cron: HashMap<i64, Vec<i64>>,
     /// Periodic runs (ms).
     pub periodic: Vec<i64>,
+    /// Scheduler boots: (ms, periodic tasks enqueued).
+    pub boots: Vec<(i64, i64)>,
 }
 
 impl Ledger {
@@ -120,6 +123,11 @@ impl Ledger {
             (Some("C"), 4) => {
                 if let (Some(occ), Some(at)) = (num(1), num(3)) {
                     self.cron.entry(occ).or_default().push(at);
+                }
+            }
+            (Some("B"), 4) => {
+                if let (Some(at), Some(n)) = (num(2), num(3)) {
+                    self.boots.push((at, n));
                 }
             }
             (Some("P"), 3) => {

@@ -131,7 +131,7 @@ pub struct SchedulerArgs {
 pub async fn scheduler(url: &str, ledger: PathBuf, args: SchedulerArgs) -> Result<(), Box<dyn std::error::Error>> {
     let writer = Arc::new(Writer::open(&ledger, "scheduler")?);
     let backend = connect(url).await?;
-    let tasks = Arc::new(tasks(writer)?);
+    let tasks = Arc::new(tasks(Arc::clone(&writer))?);
     let config = SchedulerConfig {
         name: Some(args.name),
         poll_interval: args.poll,
@@ -145,13 +145,21 @@ pub async fn scheduler(url: &str, ledger: PathBuf, args: SchedulerArgs) -> Resul
         // What a TaskServer's scheduler node does at boot.
         let queue = Queue::with_tasks(Arc::clone(&backend), Arc::clone(&tasks));
         let mut tries = 0;
-        while let Err(e) = queue.enqueue_all_recurrent_jobs().await {
-            tries += 1;
-            if tries > 60 {
-                return Err(e.into());
+        loop {
+            match queue.enqueue_all_recurrent_jobs().await {
+                Ok(started) => {
+                    writer.record(&format!("B {} {} {}", std::process::id(), now_ms(), started.len()));
+                    break;
+                }
+                Err(e) => {
+                    tries += 1;
+                    if tries > 60 {
+                        return Err(e.into());
+                    }
+                    tracing::warn!(error = %e, "enqueue_all_recurrent_jobs failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
             }
-            tracing::warn!(error = %e, "enqueue_all_recurrent_jobs failed; retrying");
-            tokio::time::sleep(Duration::from_millis(500)).await;
         }
         scheduler = scheduler.with_tasks(tasks);
     }

@@ -39,7 +39,24 @@ pub struct Check {
     pub pass: bool,
     /// The measured value against the bound.
     pub detail: String,
+    /// A defect already known to break this criterion (see RELIABILITY.md):
+    /// a failure is then reported as `KNOWN` with its name, not hidden.
+    pub known: Option<&'static str>,
 }
+
+impl Check {
+    /// `PASS`, `FAIL`, or `KNOWN` (failed, on a named known defect).
+    pub fn verdict(&self) -> &'static str {
+        match (self.pass, self.known) {
+            (true, _) => "PASS",
+            (false, Some(_)) => "KNOWN",
+            (false, None) => "FAIL",
+        }
+    }
+}
+
+/// The periodic task runs twice when scheduler nodes boot at the same time.
+pub const PERIODIC_BOOT_RACE: &str = "periodic-boot-race: two scheduler nodes booting together can both enqueue the periodic task (the QueueLock is released as soon as a worker claims the first copy; start_recurrent_job checks, then enqueues), so it runs twice within ~0.1 s; not yet fixed";
 
 /// What one scenario on one backend measured.
 #[derive(Debug)]
@@ -79,13 +96,26 @@ impl Outcome {
             name: name.to_owned(),
             pass,
             detail: detail.to_string(),
+            known: None,
         });
+    }
+
+    /// Marks the last criterion as one a known defect breaks.
+    fn known(&mut self, defect: &'static str) {
+        if let Some(c) = self.checks.last_mut() {
+            c.known = Some(defect);
+        }
     }
 
     /// Whether every criterion held (a skipped scenario passes; one that
     /// could not run fails).
     pub fn passed(&self) -> bool {
         self.error.is_none() && self.checks.iter().all(|c| c.pass)
+    }
+
+    /// Whether every criterion held or failed only on a known defect.
+    pub fn passed_but_known(&self) -> bool {
+        self.error.is_none() && self.checks.iter().all(|c| c.pass || c.known.is_some())
     }
 }
 
@@ -633,14 +663,35 @@ async fn leader_kill(out: &mut Outcome, kind: Kind, size: Size, dir: &Path) -> R
     let periodic_doubles = gaps.iter().filter(|&&g| g < 500).count();
     out.fig("periodic runs", runs.len());
     out.fig(
+        "scheduler boots that enqueued the periodic task",
+        format!(
+            "{} of {}",
+            ledger.boots.iter().filter(|b| b.1 > 0).count(),
+            ledger.boots.len()
+        ),
+    );
+    let first_boot = ledger.boots.iter().map(|b| b.0).min().unwrap_or(0);
+    let double_at: Vec<String> = runs
+        .windows(2)
+        .filter(|w| w[1] - w[0] < 500)
+        .map(|w| format!("{:.2} s and {:.2} s after the first boot", (w[0] - first_boot) as f64 / 1000.0, (w[1] - first_boot) as f64 / 1000.0))
+        .collect();
+    out.fig(
         "longest gap between periodic runs",
         format!("{:.1} s", gaps.iter().max().copied().unwrap_or(0) as f64 / 1000.0),
     );
     out.check(
         "periodic double fires (two runs < 0.5 s apart) = 0",
         !runs.is_empty() && periodic_doubles == 0,
-        if runs.is_empty() { s("no periodic run at all") } else { s(periodic_doubles) },
+        if runs.is_empty() {
+            s("no periodic run at all")
+        } else if double_at.is_empty() {
+            s("0")
+        } else {
+            format!("{periodic_doubles}: runs {}", double_at.join("; "))
+        },
     );
+    out.known(PERIODIC_BOOT_RACE);
     process_checks(out, &mut procs, panics);
     drop(server);
     Ok(())
