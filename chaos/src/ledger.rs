@@ -112,12 +112,18 @@ impl Ledger {
             }
             (Some("S"), 4) => {
                 if let (Some(id), Some(pid), Some(at)) = (num(1), num(2), num(3)) {
-                    self.starts.entry(id as u64).or_default().push(Exec { pid: pid as u32, at });
+                    self.starts
+                        .entry(id as u64)
+                        .or_default()
+                        .push(Exec { pid: pid as u32, at });
                 }
             }
             (Some("E"), 5) => {
                 if let (Some(id), Some(pid), Some(at)) = (num(1), num(2), num(4)) {
-                    self.ends.entry(id as u64).or_default().push(Exec { pid: pid as u32, at });
+                    self.ends
+                        .entry(id as u64)
+                        .or_default()
+                        .push(Exec { pid: pid as u32, at });
                 }
             }
             (Some("C"), 4) => {

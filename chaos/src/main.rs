@@ -13,6 +13,7 @@
 //! Each scenario has explicit pass/fail criteria; `chaos run` exits
 //! non-zero when one fails. See RELIABILITY.md for the figures.
 
+mod badinput;
 mod ledger;
 mod procs;
 mod roles;
@@ -37,7 +38,8 @@ enum Cmd {
     /// Run scenarios (all of them on every backend by default).
     Run {
         /// Scenario numbers (1 kill workers, 2 server crash, 3 leader kill,
-        /// 5 snapshot corruption); repeatable.
+        /// 4 bad input, 5 snapshot corruption, 6 connection exhaustion);
+        /// repeatable.
         #[arg(long)]
         scenario: Vec<u8>,
         /// `redis`, `postgres` or `memory`; repeatable.
@@ -111,6 +113,7 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -192,7 +195,11 @@ async fn dispatch(cmd: Cmd) -> i32 {
 }
 
 async fn run(scenarios: Vec<u8>, backends: Vec<String>, short: bool, report: Option<PathBuf>, keep: bool) -> i32 {
-    let scenarios = if scenarios.is_empty() { vec![1, 3, 2, 5] } else { scenarios };
+    let scenarios = if scenarios.is_empty() {
+        vec![1, 3, 2, 4, 5, 6]
+    } else {
+        scenarios
+    };
     let mut kinds = Vec::new();
     for b in &backends {
         match b.as_str() {
@@ -226,10 +233,11 @@ async fn run(scenarios: Vec<u8>, backends: Vec<String>, short: bool, report: Opt
             }
             let t = std::time::Instant::now();
             println!("== scenario {s} on {} ...", k.name());
-            let o = scenarios::run(s, k, size, &root).await;
-            print!("{}", render_one(&o));
+            for o in scenarios::run(s, k, size, &root).await {
+                print!("{}", render_one(&o));
+                outcomes.push(o);
+            }
             println!("   ({:.0} s)", t.elapsed().as_secs_f64());
-            outcomes.push(o);
         }
     }
     let table = render_table(&outcomes, short, started.elapsed());
@@ -266,7 +274,11 @@ async fn run(scenarios: Vec<u8>, backends: Vec<String>, short: bool, report: Opt
 fn render_one(o: &Outcome) -> String {
     let mut s = String::new();
     if let Some(why) = &o.skipped {
-        s.push_str(&format!("SKIP scenario {} on {}: {why}\n", o.scenario, o.backend.name()));
+        s.push_str(&format!(
+            "SKIP scenario {} on {}: {why}\n",
+            o.scenario,
+            o.backend.name()
+        ));
         return s;
     }
     for (k, v) in &o.figures {

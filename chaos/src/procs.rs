@@ -32,7 +32,7 @@ impl Procs {
     pub fn new(logs: &Path) -> Res<Procs> {
         std::fs::create_dir_all(logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
         Ok(Procs {
-            exe: std::env::current_exe().map_err(|e| format!("cannot find the chaos binary: {e}"))?,
+            exe: crate::scenarios::child_exe()?,
             logs: logs.to_owned(),
             procs: Vec::new(),
             unexpected_exits: Vec::new(),
@@ -67,7 +67,10 @@ impl Procs {
             .collect();
         let child = Command::new(&self.exe)
             .args(&args)
-            .env("RUST_LOG", std::env::var("CHAOS_CHILD_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("CHAOS_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(file)

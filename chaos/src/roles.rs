@@ -71,16 +71,15 @@ pub fn tasks(ledger: Arc<Writer>) -> Result<Tasks, resq::Error> {
     Ok(tasks)
 }
 
-/// Connects, retrying while the server is down (a restarted process may
-/// start during a server crash).
+/// Connects, retrying for as long as the error is transient (a restarted
+/// process may start during a server crash, or find every connection
+/// slot taken), as a supervised application would.
 async fn connect(url: &str) -> Result<Arc<dyn resq::Backend>, resq::Error> {
-    let mut tries = 0;
     loop {
         match resq::connect(url).await {
             Ok(b) => return Ok(b),
-            Err(e) if e.is_transient() && tries < 120 => {
+            Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, "connect failed; retrying");
-                tries += 1;
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(e) => return Err(e),

@@ -55,6 +55,9 @@ impl Check {
     }
 }
 
+/// Non-UTF-8 bytes in a Redis payload (being fixed in parallel).
+pub const NON_UTF8_REDIS: &str = "non-utf8-redis: a Redis payload that is not UTF-8 is not read byte for byte, so it cannot reach the failed list intact (listed in issue #16, fixed in parallel)";
+
 /// The periodic task runs twice when scheduler nodes boot at the same time.
 pub const PERIODIC_BOOT_RACE: &str = "periodic-boot-race: two scheduler nodes booting together can both enqueue the periodic task (the QueueLock is released as soon as a worker claims the first copy; start_recurrent_job checks, then enqueues), so it runs twice within ~0.1 s; not yet fixed";
 
@@ -100,8 +103,16 @@ impl Outcome {
         });
     }
 
+    /// Marks every criterion but "no panics" as one a known defect breaks
+    /// (a panic is never excused).
+    pub(crate) fn known_all(&mut self, defect: &'static str) {
+        for c in self.checks.iter_mut().filter(|c| !c.name.contains("panic")) {
+            c.known = Some(defect);
+        }
+    }
+
     /// Marks the last criterion as one a known defect breaks.
-    fn known(&mut self, defect: &'static str) {
+    pub(crate) fn known(&mut self, defect: &'static str) {
         if let Some(c) = self.checks.last_mut() {
             c.known = Some(defect);
         }
@@ -162,9 +173,14 @@ enum Server {
 
 impl Server {
     fn start(kind: Kind, dir: &Path) -> Res<Server> {
+        Self::start_with(kind, dir, &[], &[])
+    }
+
+    /// Starts with extra server settings for Redis / PostgreSQL.
+    fn start_with(kind: Kind, dir: &Path, redis: &[&str], pg: &[&str]) -> Res<Server> {
         match kind {
-            Kind::Redis => RedisServer::start(&dir.join("redis"), &[]).map(Server::Redis),
-            Kind::Postgres => PgServer::start(&dir.join("pg"), &[]).map(Server::Postgres),
+            Kind::Redis => RedisServer::start(&dir.join("redis"), redis).map(Server::Redis),
+            Kind::Postgres => PgServer::start(&dir.join("pg"), pg).map(Server::Postgres),
             Kind::Memory => Err("the memory backend has no server".into()),
         }
     }
@@ -308,6 +324,11 @@ fn sample(ids: &[u64]) -> String {
     }
 }
 
+/// The process criteria, for scenarios in other modules.
+pub(crate) fn process_checks_pub(out: &mut Outcome, procs: &mut Procs, panics: Vec<String>) {
+    process_checks(out, procs, panics);
+}
+
 fn process_checks(out: &mut Outcome, procs: &mut Procs, panics: Vec<String>) {
     out.fig("processes started (restarts included)", procs.started);
     let exits = std::mem::take(&mut procs.unexpected_exits);
@@ -328,35 +349,60 @@ fn process_checks(out: &mut Outcome, procs: &mut Procs, panics: Vec<String>) {
 }
 
 /// Runs one scenario on one backend in a fresh directory under `root`.
-pub async fn run(scenario: u8, kind: Kind, size: Size, root: &Path) -> Outcome {
+/// Scenario 4 on Redis gives two outcomes: bad input in UTF-8, and
+/// non-UTF-8 bytes (a known defect, kept apart so it does not hide the rest).
+pub async fn run(scenario: u8, kind: Kind, size: Size, root: &Path) -> Vec<Outcome> {
+    if scenario == 4 && kind == Kind::Redis {
+        let mut a = Outcome::new("4a bad input from foreign clients (UTF-8)", kind);
+        let mut b = Outcome::new("4b bad input: non-UTF-8 bytes", kind);
+        if let Some(why) = unavailable(kind) {
+            a.skipped = Some(why.clone());
+            b.skipped = Some(why);
+            return vec![a, b];
+        }
+        if let Err(e) = crate::badinput::run(&mut a, size, &root.join("s4a-redis"), false).await {
+            a.error = Some(e);
+        }
+        if let Err(e) = crate::badinput::run(&mut b, size, &root.join("s4b-redis"), true).await {
+            b.error = Some(e);
+        }
+        return vec![a, b];
+    }
     let name = match scenario {
         1 => "1 kill -9 workers under load",
         2 => "2 server crash under load",
         3 => "3 leader kill",
+        4 => "4 bad input from foreign clients",
         5 => "5 memory snapshot corruption",
+        6 => "6 connection exhaustion",
         _ => "unknown",
     };
     let mut out = Outcome::new(name, kind);
     if let Some(why) = unavailable(kind) {
         out.skipped = Some(why);
-        return out;
+        return vec![out];
     }
     let dir = root.join(format!("s{scenario}-{}", kind.name()));
     let result = match (scenario, kind) {
         (5, Kind::Memory) => crate::snapshot::run(&mut out, &dir).await,
         (5, _) | (_, Kind::Memory) => {
             out.skipped = Some(format!("scenario {scenario} does not apply to {}", kind.name()));
-            return out;
+            return vec![out];
         }
         (1, _) => kill_workers(&mut out, kind, size, &dir).await,
         (2, _) => server_crash(&mut out, kind, size, &dir).await,
         (3, _) => leader_kill(&mut out, kind, size, &dir).await,
+        (4, _) => {
+            out.skipped = Some("scenario 4 writes raw RESP and is done for Redis only; not for PostgreSQL".into());
+            return vec![out];
+        }
+        (6, _) => exhaustion(&mut out, kind, size, &dir).await,
         _ => Err(format!("no scenario {scenario}")),
     };
     if let Err(e) = result {
         out.error = Some(e);
     }
-    out
+    vec![out]
 }
 
 /// Scenario 1: kill -9 a random worker every interval and restart it.
@@ -372,11 +418,18 @@ async fn kill_workers(out: &mut Outcome, kind: Kind, size: Size, dir: &Path) -> 
     let ledger_dir = dir.join("ledger");
     std::fs::create_dir_all(&ledger_dir).map_err(|e| e.to_string())?;
     let mut procs = Procs::new(&dir.join("logs"))?;
-    procs.spawn("scheduler", &scheduler_args(&url, &ledger_dir, "sched-{gen}", &t, false), false)?;
+    procs.spawn(
+        "scheduler",
+        &scheduler_args(&url, &ledger_dir, "sched-{gen}", &t, false),
+        false,
+    )?;
     let slots = [1usize, 1, 1, 4];
     let mut workers = Vec::new();
     for (n, &c) in slots.iter().enumerate() {
-        workers.push((procs.spawn(&format!("worker{n}"), &worker_args(&url, &ledger_dir, c, &t), false)?, c));
+        workers.push((
+            procs.spawn(&format!("worker{n}"), &worker_args(&url, &ledger_dir, c, &t), false)?,
+            c,
+        ));
     }
     // The load spans the kills: jobs arrive over the whole kill period.
     let rate = jobs as f64 / (kills as f64 * every.as_secs_f64());
@@ -423,7 +476,11 @@ async fn kill_workers(out: &mut Outcome, kind: Kind, size: Size, dir: &Path) -> 
             lost.len(),
             ledger.enqueued.len(),
             jobs,
-            if lost.is_empty() { String::new() } else { format!(": {}", sample(&lost)) }
+            if lost.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", sample(&lost))
+            }
         ),
     );
     out.check(
@@ -438,10 +495,7 @@ async fn kill_workers(out: &mut Outcome, kind: Kind, size: Size, dir: &Path) -> 
     for &(pid, at) in &kill_log {
         for (id, starts) in &ledger.starts {
             let mine = starts.iter().any(|e| e.pid == pid && e.at <= at);
-            let finished = ledger
-                .ends
-                .get(id)
-                .is_some_and(|v| v.iter().any(|e| e.pid == pid));
+            let finished = ledger.ends.get(id).is_some_and(|v| v.iter().any(|e| e.pid == pid));
             if !mine || finished {
                 continue;
             }
@@ -466,7 +520,11 @@ async fn kill_workers(out: &mut Outcome, kind: Kind, size: Size, dir: &Path) -> 
     out.check(
         "time until a killed worker's jobs run again ≤ stuck timeout + polls (+3 s slack)",
         never == 0 && max <= bound.as_millis() as i64,
-        format!("max {:.1} s ≤ {:.1} s, {never} never re-run", max as f64 / 1000.0, bound.as_secs_f64()),
+        format!(
+            "max {:.1} s ≤ {:.1} s, {never} never re-run",
+            max as f64 / 1000.0,
+            bound.as_secs_f64()
+        ),
     );
     process_checks(out, &mut procs, panics);
     drop(server);
@@ -487,7 +545,11 @@ async fn server_crash(out: &mut Outcome, kind: Kind, size: Size, dir: &Path) -> 
     let ledger_dir = dir.join("ledger");
     std::fs::create_dir_all(&ledger_dir).map_err(|e| e.to_string())?;
     let mut procs = Procs::new(&dir.join("logs"))?;
-    procs.spawn("scheduler", &scheduler_args(&url, &ledger_dir, "sched-{gen}", &t, false), false)?;
+    procs.spawn(
+        "scheduler",
+        &scheduler_args(&url, &ledger_dir, "sched-{gen}", &t, false),
+        false,
+    )?;
     procs.spawn("worker0", &worker_args(&url, &ledger_dir, 1, &t), false)?;
     procs.spawn("worker1", &worker_args(&url, &ledger_dir, 4, &t), false)?;
     let producer = procs.spawn("producer", &producer_args(&url, &ledger_dir, jobs, rate, 1), true)?;
@@ -516,7 +578,10 @@ async fn server_crash(out: &mut Outcome, kind: Kind, size: Size, dir: &Path) -> 
     let lost = lost(&ledger);
     out.fig("acknowledged enqueues", ledger.enqueued.len());
     out.fig("jobs finished", ledger.finished());
-    out.fig("jobs run more than once", ledger.starts.values().filter(|v| v.len() > 1).count());
+    out.fig(
+        "jobs run more than once",
+        ledger.starts.values().filter(|v| v.len() > 1).count(),
+    );
     out.check(
         "no acknowledged enqueue lost",
         lost.is_empty() && ledger.enqueued.len() as u64 == jobs,
@@ -525,7 +590,11 @@ async fn server_crash(out: &mut Outcome, kind: Kind, size: Size, dir: &Path) -> 
             lost.len(),
             ledger.enqueued.len(),
             jobs,
-            if lost.is_empty() { String::new() } else { format!(": {}", sample(&lost)) }
+            if lost.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", sample(&lost))
+            }
         ),
     );
     let mut ends: Vec<i64> = ledger.ends.values().flatten().map(|e| e.at).collect();
@@ -567,7 +636,11 @@ async fn leader_kill(out: &mut Outcome, kind: Kind, size: Size, dir: &Path) -> R
     let mut scheds = Vec::new();
     for n in 0..3 {
         let name = format!("sched{n}-{{gen}}");
-        scheds.push(procs.spawn(&format!("scheduler{n}"), &scheduler_args(&url, &ledger_dir, &name, &t, true), false)?);
+        scheds.push(procs.spawn(
+            &format!("scheduler{n}"),
+            &scheduler_args(&url, &ledger_dir, &name, &t, true),
+            false,
+        )?);
     }
     out.fig(
         "config",
@@ -654,7 +727,15 @@ async fn leader_kill(out: &mut Outcome, kind: Kind, size: Size, dir: &Path) -> R
         if first.is_none() {
             s("no cron fire at all")
         } else {
-            format!("{}{}", missed.len(), if missed.is_empty() { String::new() } else { format!(": {}", sample(&missed)) })
+            format!(
+                "{}{}",
+                missed.len(),
+                if missed.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", sample(&missed))
+                }
+            )
         },
     );
     let mut runs = ledger.periodic.clone();
@@ -674,7 +755,13 @@ async fn leader_kill(out: &mut Outcome, kind: Kind, size: Size, dir: &Path) -> R
     let double_at: Vec<String> = runs
         .windows(2)
         .filter(|w| w[1] - w[0] < 500)
-        .map(|w| format!("{:.2} s and {:.2} s after the first boot", (w[0] - first_boot) as f64 / 1000.0, (w[1] - first_boot) as f64 / 1000.0))
+        .map(|w| {
+            format!(
+                "{:.2} s and {:.2} s after the first boot",
+                (w[0] - first_boot) as f64 / 1000.0,
+                (w[1] - first_boot) as f64 / 1000.0
+            )
+        })
         .collect();
     out.fig(
         "longest gap between periodic runs",
@@ -697,10 +784,149 @@ async fn leader_kill(out: &mut Outcome, kind: Kind, size: Size, dir: &Path) -> R
     Ok(())
 }
 
-/// The scenario directory root for a run: a fresh temporary directory.
+/// The binary the processes under test run: a copy of this one in the
+/// run's directory, so that rebuilding the harness during a run does not
+/// pull the file from under it.
+static CHILD_EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// The binary to start processes under test from.
+pub fn child_exe() -> Res<PathBuf> {
+    match CHILD_EXE.get() {
+        Some(p) => Ok(p.clone()),
+        None => std::env::current_exe().map_err(|e| format!("cannot find the chaos binary: {e}")),
+    }
+}
+
+/// The scenario directory root for a run: a fresh temporary directory,
+/// holding a copy of the binary for the processes under test.
 pub fn run_root() -> Res<PathBuf> {
     let dir = std::env::temp_dir().join(format!("resq-chaos-{}-{}", std::process::id(), now_ms()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the chaos binary: {e}"))?;
+    let copy = dir.join("chaos");
+    std::fs::copy(&exe, &copy).map_err(|e| format!("cannot copy {}: {e}", exe.display()))?;
+    let _ = CHILD_EXE.set(copy);
     Ok(dir)
 }
 
+/// Connection exhaustion reported as a bare I/O error (being fixed in parallel).
+pub const EXHAUSTION_ERRORS: &str = "exhaustion-errors: a refused connection at the server's client limit is reported as a bare I/O error (\"broken pipe\") or a pool timeout, not as the limit (listed in issue #16, fixed in parallel)";
+
+/// Scenario 6: more connections wanted than the server allows, then relief.
+async fn exhaustion(out: &mut Outcome, kind: Kind, size: Size, dir: &Path) -> Res<()> {
+    let t = Timing::for_size(size);
+    let workers = if size.short { 10 } else { 14 };
+    let keep = 3usize;
+    let jobs: u64 = if size.short { 1_000 } else { 4_000 };
+    let overload = Duration::from_secs(if size.short { 8 } else { 30 });
+    let server = Server::start_with(
+        kind,
+        dir,
+        &["--maxclients", "10"],
+        &["-c max_connections=10", "-c superuser_reserved_connections=0"],
+    )?;
+    let url = server.url();
+    let ledger_dir = dir.join("ledger");
+    std::fs::create_dir_all(&ledger_dir).map_err(|e| e.to_string())?;
+    let mut procs = Procs::new(&dir.join("logs"))?;
+    procs.spawn(
+        "scheduler",
+        &scheduler_args(&url, &ledger_dir, "sched-{gen}", &t, false),
+        false,
+    )?;
+    let mut worker_ids = Vec::new();
+    for n in 0..workers {
+        worker_ids.push(procs.spawn(&format!("worker{n}"), &worker_args(&url, &ledger_dir, 2, &t), false)?);
+    }
+    let producer = procs.spawn("producer", &producer_args(&url, &ledger_dir, jobs, 0.0, 20), true)?;
+    out.fig(
+        "limit",
+        match kind {
+            Kind::Redis => "redis-server --maxclients 10".to_owned(),
+            _ => "PostgreSQL max_connections=10 (no reserved slots); each process's pool: up to 4".to_owned(),
+        },
+    );
+    out.fig(
+        "load",
+        format!(
+            "1 scheduler, {workers} workers (2 slots each), 1 producer of {jobs} jobs; after {} s, {} workers are killed (relief)",
+            overload.as_secs(),
+            workers - keep
+        ),
+    );
+    tokio::time::sleep(overload).await;
+    let during = Ledger::read(&ledger_dir).map_err(|e| format!("cannot read the ledger: {e}"))?;
+    out.fig(
+        "during the overload: enqueues acknowledged / jobs finished",
+        format!("{} / {}", during.enqueued.len(), during.finished()),
+    );
+    for &i in worker_ids.iter().skip(keep) {
+        procs.kill(i);
+    }
+    let relief = Instant::now();
+    let limit = t.stuck + Duration::from_secs(if size.short { 40 } else { 90 });
+    let ledger = drain(&mut procs, producer, &ledger_dir, limit).await?;
+    let took = relief.elapsed();
+    let panics = procs.stop_all();
+    let lost = lost(&ledger);
+    out.fig("acknowledged enqueues", ledger.enqueued.len());
+    out.fig("jobs finished", ledger.finished());
+    out.fig(
+        "time from relief to the last job",
+        format!("{:.1} s (limit {} s)", took.as_secs_f64(), limit.as_secs()),
+    );
+    // What the processes logged while they could not connect.
+    let (mut named, mut bare) = (0usize, 0usize);
+    let (mut example_named, mut example_bare) = (String::new(), String::new());
+    if let Ok(entries) = std::fs::read_dir(dir.join("logs")) {
+        for e in entries.flatten() {
+            let text = std::fs::read(e.path()).unwrap_or_default();
+            for line in String::from_utf8_lossy(&text).lines() {
+                let l = line.to_ascii_lowercase();
+                let short: String = line.chars().take(240).collect::<String>().replace('|', "/");
+                if l.contains("max number of clients")
+                    || l.contains("too many clients")
+                    || l.contains("too many connections")
+                    || l.contains("remaining connection slots")
+                {
+                    named += 1;
+                    if example_named.is_empty() {
+                        example_named = short;
+                    }
+                } else if l.contains("broken pipe") || l.contains("connection reset") || l.contains("pool timed out") {
+                    bare += 1;
+                    if example_bare.is_empty() {
+                        example_bare = short;
+                    }
+                }
+            }
+        }
+    }
+    out.fig("log lines naming the limit", named);
+    if !example_named.is_empty() {
+        out.fig("for example", example_named);
+    }
+    out.fig("log lines with a bare I/O error or pool timeout", bare);
+    if !example_bare.is_empty() {
+        out.fig("for example", example_bare);
+    }
+    out.check(
+        "every acknowledged job runs once the load is relieved (no loss, no stall)",
+        lost.is_empty() && ledger.enqueued.len() as u64 == jobs,
+        format!(
+            "{} lost of {} acknowledged ({} expected)",
+            lost.len(),
+            ledger.enqueued.len(),
+            jobs
+        ),
+    );
+    out.check(
+        "errors at the limit say so (clean errors)",
+        bare == 0,
+        format!("{named} lines name the limit, {bare} do not"),
+    );
+    out.known(EXHAUSTION_ERRORS);
+    process_checks(out, &mut procs, panics);
+    drop(server);
+    Ok(())
+}

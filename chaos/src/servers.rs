@@ -97,6 +97,11 @@ impl RedisServer {
         Err(format!("redis-server on port {} did not answer PING", self.port))
     }
 
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// The URL the processes under test use.
     pub fn url(&self) -> String {
         format!(
@@ -211,7 +216,10 @@ impl PgServer {
         }
         let log = server.log();
         check(
-            server.tool("pg_ctl", &["-D", &data, "-l", &log, "-o", &options, "-w", "-t", "60", "start"]),
+            server.tool(
+                "pg_ctl",
+                &["-D", &data, "-l", &log, "-o", &options, "-w", "-t", "60", "start"],
+            ),
             "pg_ctl start",
         )?;
         Ok(server)
@@ -239,7 +247,10 @@ impl PgServer {
         let data = self.data();
         let log = self.log();
         check(
-            self.tool("pg_ctl", &["-D", &data, "-l", &log, "-m", "immediate", "-w", "-t", "60", "restart"]),
+            self.tool(
+                "pg_ctl",
+                &["-D", &data, "-l", &log, "-m", "immediate", "-w", "-t", "60", "restart"],
+            ),
             "pg_ctl restart",
         )
     }

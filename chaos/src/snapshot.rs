@@ -63,7 +63,7 @@ pub async fn run(out: &mut Outcome, dir: &Path) -> Res<()> {
         ("unreadable (mode 000)", Some(bytes.clone())),
         ("a directory", None),
     ];
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let exe = crate::scenarios::child_exe()?;
     for (i, (name, content)) in cases.into_iter().enumerate() {
         let path = dir.join(format!("case{i}.snap"));
         match &content {

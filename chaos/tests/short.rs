@@ -1,7 +1,8 @@
 //! The reliability harness's short run, as CI runs it: `chaos run --short`
-//! for scenarios 1 (kill -9 workers), 3 (leader kill) and 2 (server crash)
-//! on private Redis and PostgreSQL servers, and 5 (snapshot corruption) on
-//! memory, asserting every pass/fail criterion.
+//! for scenarios 1 (kill -9 workers), 3 (leader kill), 2 (server crash),
+//! 4 (bad input, Redis) and 6 (connection exhaustion) on private Redis and
+//! PostgreSQL servers, and 5 (snapshot corruption) on memory, asserting
+//! every pass/fail criterion.
 //!
 //! A scenario whose server binaries (`redis-server`, PostgreSQL's `initdb`
 //! and `pg_ctl`) are missing is skipped with the reason printed; with
@@ -16,7 +17,8 @@ use std::process::Command;
 fn short_run_meets_every_criterion() {
     let out = Command::new(env!("CARGO_BIN_EXE_chaos"))
         .args(["run", "--short"])
-        .args(["--scenario", "1", "--scenario", "3", "--scenario", "2", "--scenario", "5"])
+        .args(["--scenario", "1", "--scenario", "3", "--scenario", "2"])
+        .args(["--scenario", "4", "--scenario", "5", "--scenario", "6"])
         .env_remove("RUST_LOG")
         .output()
         .expect("run the chaos binary");
