@@ -193,7 +193,7 @@ pub async fn run(out: &mut Outcome, size: Size, dir: &Path, non_utf8: bool) -> R
         "producer-before",
         &args(
             "producer",
-            &["--count".into(), good.to_string(), "--rate".into(), "150".into()],
+            &["--count".into(), good.to_string(), "--rate".into(), "300".into()],
         ),
         true,
     )?;
@@ -254,7 +254,7 @@ pub async fn run(out: &mut Outcome, size: Size, dir: &Path, non_utf8: bool) -> R
                 "--count".into(),
                 good.to_string(),
                 "--rate".into(),
-                "150".into(),
+                "300".into(),
             ],
         ),
         true,

@@ -535,8 +535,8 @@ async fn kill_workers(out: &mut Outcome, kind: Kind, size: Size, dir: &Path) -> 
 async fn server_crash(out: &mut Outcome, kind: Kind, size: Size, dir: &Path) -> Res<()> {
     let t = Timing::for_size(size);
     let crashes = if size.short { 1 } else { 3 };
-    let gap = Duration::from_secs(if size.short { 5 } else { 8 });
-    let warmup = Duration::from_secs(3);
+    let gap = Duration::from_secs(if size.short { 4 } else { 8 });
+    let warmup = Duration::from_secs(if size.short { 2 } else { 3 });
     let rate = 200.0;
     let span = warmup.as_secs_f64() + crashes as f64 * (gap.as_secs_f64() + 2.0);
     let jobs = (rate * span) as u64;
@@ -659,7 +659,7 @@ async fn leader_kill(out: &mut Outcome, kind: Kind, size: Size, dir: &Path) -> R
     while leader(&queue).await.is_none() && start.elapsed() < wait_leader {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(if size.short { 2 } else { 3 })).await;
     let mut failovers: Vec<i64> = Vec::new();
     let mut no_failover = 0;
     for _ in 0..kills {
@@ -689,7 +689,7 @@ async fn leader_kill(out: &mut Outcome, kind: Kind, size: Size, dir: &Path) -> R
         } else {
             no_failover += 1;
         }
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_millis(if size.short { 1500 } else { 3000 })).await;
     }
     tokio::time::sleep(Duration::from_secs(4)).await;
     let end = now_ms();
