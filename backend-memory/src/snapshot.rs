@@ -4,7 +4,11 @@
 //! 8-byte little-endian checksum of the body, then the body: an [`Image`]
 //! in bincode 2's standard configuration, through its serde integration.
 //! A file with another magic, version or checksum, or a body that does not
-//! decode exactly, is refused with a clear error.
+//! decode exactly, is refused with a clear error. Bodies are decoded with a
+//! size limit derived from the file's length, so a damaged length field is
+//! an error, never an allocation of whatever it claims. A file that is
+//! refused is left as it is: the backend is not created, so nothing
+//! overwrites it.
 //!
 //! Locks are saved with their deadline as wall-clock epoch milliseconds (as
 //! Redis saves expiry times) and loaded with what remains of their TTL; a
@@ -112,12 +116,50 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Image> {
     if u64::from_le_bytes(stored) != checksum(body) {
         return Err(corrupt("checksum mismatch: the file is truncated or damaged".into()));
     }
-    let (image, read): (Image, usize) =
-        bincode::serde::decode_from_slice(body, bincode::config::standard()).map_err(|e| corrupt(e.to_string()))?;
+    let (image, read) = decode_body(body).map_err(|e| match e {
+        bincode::error::DecodeError::LimitExceeded => corrupt(format!(
+            "a length in the snapshot claims more data than its {} byte body holds: the file is damaged",
+            body.len()
+        )),
+        other => corrupt(other.to_string()),
+    })?;
     if read != body.len() {
         return Err(corrupt(format!("{} unexpected trailing bytes", body.len() - read)));
     }
     Ok(image)
+}
+
+/// Decodes `body` with bincode's standard configuration and a byte limit
+/// of the smallest of a few powers of two (spaced by factors of 8) that
+/// holds the body.
+///
+/// bincode counts against the limit every byte it reads and, before it
+/// allocates a string or byte buffer, the length the data declares. A valid
+/// body never claims more than its own length, while without a limit a
+/// damaged length (a checksum only detects accidents) would make bincode
+/// allocate whatever it says, up to aborting the process. With the limit an
+/// allocation is bounded by 8 times the file's size and a false length is a
+/// [`bincode::error::DecodeError::LimitExceeded`]. The limit is a const
+/// generic, hence the fixed ladder; a body beyond its last rung (512 GiB on
+/// 64-bit targets, 1 GiB on 32-bit ones) is
+/// refused with that error too.
+fn decode_body(body: &[u8]) -> std::result::Result<(Image, usize), bincode::error::DecodeError> {
+    fn limited<const LIMIT: usize>(body: &[u8]) -> std::result::Result<(Image, usize), bincode::error::DecodeError> {
+        bincode::serde::decode_from_slice(body, bincode::config::standard().with_limit::<LIMIT>())
+    }
+    macro_rules! ladder {
+        ($($bits:literal),+) => {
+            $(
+                if body.len() <= 1usize << $bits {
+                    return limited::<{ 1usize << $bits }>(body);
+                }
+            )+
+        };
+    }
+    ladder!(12, 15, 18, 21, 24, 27, 30);
+    #[cfg(target_pointer_width = "64")]
+    ladder!(33, 36, 39);
+    Err(bincode::error::DecodeError::LimitExceeded)
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> Error {

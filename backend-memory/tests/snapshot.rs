@@ -321,3 +321,140 @@ async fn connect_urls() {
         }
     }
 }
+
+/// The snapshot checksum, written out again here (the crate keeps its own
+/// private) so that mutated bodies get a valid header: the test then reaches
+/// the body decoder, as a crafted file would. Checked against a real file
+/// before use.
+fn body_checksum(bytes: &[u8]) -> u64 {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let mut buf = [0u8; 8];
+        buf.copy_from_slice(word);
+        hash = (hash ^ u64::from_le_bytes(buf)).wrapping_mul(PRIME).rotate_left(29);
+    }
+    for byte in words.remainder() {
+        hash = (hash ^ u64::from(*byte)).wrapping_mul(PRIME);
+    }
+    (hash ^ bytes.len() as u64).wrapping_mul(PRIME)
+}
+
+/// The header: 8 magic bytes, the version byte, the 8-byte checksum.
+const SNAPSHOT_HEADER: usize = 17;
+
+/// A file holding `header` (magic and version as in a real file) over
+/// `body`, with the body's checksum recomputed.
+fn with_checksum(header: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut file = header[..SNAPSHOT_HEADER].to_vec();
+    file[9..SNAPSHOT_HEADER].copy_from_slice(&body_checksum(body).to_le_bytes());
+    file.extend_from_slice(body);
+    file
+}
+
+/// A tiny deterministic generator (xorshift64*), so every run mutates the
+/// same way.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        usize::try_from(self.next() % n as u64).unwrap()
+    }
+}
+
+/// Crafted snapshot bodies (a valid checksum over damaged data) are refused
+/// with a clear error or load, and never crash the process: a huge length
+/// varint made bincode allocate what it claimed and the process abort. Every
+/// position of a real body gets huge lengths written over it and inserted
+/// into it, and a few hundred random byte changes are tried. A file that is
+/// refused is left exactly as it was.
+#[tokio::test]
+async fn crafted_snapshot_bodies_never_crash_and_refused_files_are_kept() {
+    let path = TempPath::new("mutated");
+    let b = MemoryBackend::with_snapshot(&path.0, None).unwrap();
+    populate(&b).await;
+    b.close().await.unwrap();
+    let good = std::fs::read(&path.0).unwrap();
+    let body = &good[SNAPSHOT_HEADER..];
+    assert_eq!(with_checksum(&good, body), good, "the test's checksum is the crate's");
+
+    // bincode varints: 251, 252, 253 and 254 announce a u16, u32, u64 or u128.
+    let mut huge: Vec<Vec<u8>> = Vec::new();
+    for value in [1u64 << 40, 1 << 50, u64::MAX >> 1, u64::MAX] {
+        let mut v = vec![253];
+        v.extend_from_slice(&value.to_le_bytes());
+        huge.push(v);
+    }
+    let mut v = vec![252];
+    v.extend_from_slice(&u32::MAX.to_le_bytes());
+    huge.push(v);
+    let mut v = vec![254];
+    v.extend_from_slice(&(1u128 << 40).to_le_bytes());
+    huge.push(v);
+
+    let mut bodies: Vec<Vec<u8>> = Vec::new();
+    for at in 0..body.len() {
+        for (i, length) in huge.iter().enumerate() {
+            // Written over the bytes at `at` (cut at the end of the body).
+            let mut over = body.to_vec();
+            let end = (at + length.len()).min(over.len());
+            over[at..end].copy_from_slice(&length[..end - at]);
+            bodies.push(over);
+            // Inserted at `at`, for the two most telling ones.
+            if i == 0 || i == 4 {
+                let mut inserted = body.to_vec();
+                inserted.splice(at..at, length.iter().copied());
+                bodies.push(inserted);
+            }
+        }
+    }
+    let mut rng = Rng(0x5eed_1234_abcd_0042);
+    for _ in 0..500 {
+        let mut mutated = body.to_vec();
+        for _ in 0..1 + rng.below(4) {
+            let at = rng.below(mutated.len());
+            mutated[at] = u8::try_from(rng.next() & 0xff).unwrap();
+        }
+        bodies.push(mutated);
+    }
+    assert!(bodies.len() >= 3_000, "{} bodies", bodies.len());
+
+    let (mut loaded, mut refused, mut over_limit) = (0usize, 0usize, 0usize);
+    for mutated in &bodies {
+        let file = with_checksum(&good, mutated);
+        std::fs::write(&path.0, &file).unwrap();
+        match MemoryBackend::with_snapshot(&path.0, None) {
+            Ok(_) => loaded += 1,
+            Err(Error::Decode { what, reason }) => {
+                assert_eq!(what, "memory snapshot");
+                assert!(reason.contains(&*path.0.to_string_lossy()), "{reason}");
+                refused += 1;
+                if reason.contains("claims more data than") {
+                    over_limit += 1;
+                }
+                assert_eq!(std::fs::read(&path.0).unwrap(), file, "a refused snapshot was changed");
+            }
+            Err(other) => panic!("expected a decode error, got {other:?}"),
+        }
+    }
+    assert!(
+        refused > 0 && over_limit > 0,
+        "loaded {loaded}, refused {refused}, over the limit {over_limit}"
+    );
+    println!(
+        "{} mutated bodies: {loaded} loaded, {refused} refused ({over_limit} for a length beyond the file)",
+        bodies.len()
+    );
+
+    // The good file still loads after all that.
+    std::fs::write(&path.0, &good).unwrap();
+    assert!(MemoryBackend::with_snapshot(&path.0, None).is_ok());
+}

@@ -6,7 +6,7 @@
 //!
 //! | parameter | meaning | default |
 //! |---|---|---|
-//! | `schema` | the schema holding resq's tables | `resq` |
+//! | `schema` | the schema holding resq's tables (lowercase letters, digits, `_`; not a system schema: `information_schema`, `pg_*`) | `resq` |
 //! | `max_connections` | the pool's size | 10 |
 //! | `statement_timeout_ms` | the server's `statement_timeout`; 0 for none | none |
 //! | `acquire_timeout_ms` | how long a call waits for a pooled connection | 30000 |

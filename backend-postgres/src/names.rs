@@ -8,10 +8,16 @@
 /// channel names stop at 63 bytes, and the channel adds a suffix.
 pub const MAX_SCHEMA_LEN: usize = 48;
 
+/// PostgreSQL's system schemas that do not start with `pg_`.
+const SYSTEM_SCHEMAS: &[&str] = &["information_schema"];
+
 /// Why `schema` cannot be used as resq's schema name, if it cannot: it must
 /// be 1 to [`MAX_SCHEMA_LEN`] bytes of lowercase ASCII letters, digits and
-/// `_`, must not start with a digit, and must not start with `pg_` (which
-/// PostgreSQL reserves).
+/// `_`, must not start with a digit, and must not be one of PostgreSQL's
+/// system schemas: `information_schema`, or a name starting with `pg_`
+/// (`pg_catalog`, `pg_toast*`, `pg_temp*` and any other PostgreSQL may add,
+/// as it reserves the prefix). resq creates its tables in its schema, and a
+/// system schema is no place for them.
 pub fn schema_problem(schema: &str) -> Option<String> {
     if schema.is_empty() {
         return Some("the schema name is empty".into());
@@ -34,7 +40,12 @@ pub fn schema_problem(schema: &str) -> Option<String> {
     }
     if schema.starts_with("pg_") {
         return Some(format!(
-            "the schema name {schema:?} starts with `pg_`, which PostgreSQL reserves"
+            "the schema name {schema:?} is a PostgreSQL system schema (it starts with `pg_`, which PostgreSQL reserves); choose another schema for resq's tables"
+        ));
+    }
+    if SYSTEM_SCHEMAS.contains(&schema) {
+        return Some(format!(
+            "the schema name {schema:?} is a PostgreSQL system schema; choose another schema for resq's tables"
         ));
     }
     None
@@ -95,7 +106,18 @@ mod tests {
         assert_eq!(schema_problem("resq"), None);
         assert_eq!(schema_problem("_x9"), None);
         assert_eq!(schema_problem(&"a".repeat(MAX_SCHEMA_LEN)), None);
-        for bad in ["", "Resq", "re-sq", "9x", "pg_x", "a b", "\"x\"", "é"] {
+        for bad in [
+            "",
+            "Resq",
+            "re-sq",
+            "9x",
+            "pg_x",
+            "pg_catalog",
+            "information_schema",
+            "a b",
+            "\"x\"",
+            "é",
+        ] {
             assert!(schema_problem(bad).is_some(), "{bad:?}");
         }
         assert!(schema_problem(&"a".repeat(MAX_SCHEMA_LEN + 1)).is_some());

@@ -138,3 +138,38 @@ async fn unreachable_server_is_a_backend_error() {
     }
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// PostgreSQL's system schemas are refused, in the URL and in the builder,
+/// before anything connects: resq would otherwise create its tables inside
+/// them (`information_schema` was accepted). The error is typed, names the
+/// schema and says why, and is not transient (nothing retries it).
+#[tokio::test]
+async fn system_schemas_are_refused() {
+    for schema in [
+        "information_schema",
+        "pg_catalog",
+        "pg_toast",
+        "pg_toast_temp_1",
+        "pg_temp",
+        "pg_temp_3",
+    ] {
+        let reason = invalid(&format!("postgres://u:s3cret@h/d?schema={schema}"));
+        assert!(
+            reason.contains(schema) && reason.contains("system schema"),
+            "{schema}: {reason}"
+        );
+        match PostgresBackend::connect_with(PostgresConfig::new("postgres://h/d").schema(schema)).await {
+            Err(e @ Error::InvalidArgument(_)) => {
+                let text = e.to_string();
+                assert!(text.contains(schema) && text.contains("system schema"), "{text}");
+                assert!(!e.is_transient(), "{schema}: a misconfiguration is not transient");
+            }
+            other => panic!("{schema}: expected InvalidArgument, got {other:?}"),
+        }
+    }
+    // Ordinary names that merely contain those words stay valid.
+    for ok in ["information", "my_information_schema", "pgx", "app_pg_catalog"] {
+        let c = PostgresConfig::from_url(&format!("postgres://h/d?schema={ok}")).unwrap();
+        assert_eq!(c.schema, ok);
+    }
+}

@@ -1552,6 +1552,8 @@ async fn dead_workers_are_cleaned_across_sides() {
     );
     let config = SchedulerConfig {
         stuck_worker_timeout: Some(Duration::from_secs(1)),
+        // The node-resque workers here ping at every poll (`timeout`: 100 ms).
+        worker_ping_interval: Duration::from_millis(100),
         stuck_job_policy: StuckJobPolicy::Requeue,
         ..quick_scheduler("resq-janitor")
     };
@@ -1706,6 +1708,8 @@ async fn cjson_empty_args_are_repaired_on_every_path() {
     node_worker_dies_holding_a_job(&env, "node-ruby:3", &[q]).await;
     let config = SchedulerConfig {
         stuck_worker_timeout: Some(Duration::from_secs(1)),
+        // The node-resque workers here ping at every poll (`timeout`: 100 ms).
+        worker_ping_interval: Duration::from_millis(100),
         stuck_job_policy: StuckJobPolicy::Fail,
         ..quick_scheduler("resq-janitor")
     };
@@ -1852,6 +1856,8 @@ async fn dead_idle_wildcard_node_workers_are_cleaned() {
 
     let config = SchedulerConfig {
         stuck_worker_timeout: Some(Duration::from_secs(1)),
+        // The node-resque workers here ping at every poll (`timeout`: 100 ms).
+        worker_ping_interval: Duration::from_millis(100),
         stuck_job_policy: StuckJobPolicy::Requeue,
         ..quick_scheduler("resq-janitor")
     };

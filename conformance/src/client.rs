@@ -3,7 +3,7 @@
 
 use resq_core::backend::{Backend, Orphan, Outcome, WorkerId};
 use resq_core::failed::{encode_entry, Failure, FORCE_CLEAN_MARK, WORKER_TIMEOUT};
-use resq_core::time::{bucket_due_ms, bucket_of_ms, delayed_bucket_of_ms, last_due_bucket, now_ms};
+use resq_core::time::{bucket_due_ms, delayed_bucket_of_ms, last_due_bucket, now_ms};
 use resq_core::{Error, NewJob, Queue, WorkerStatus};
 use serde_json::{json, Value};
 use std::sync::Arc;

@@ -93,6 +93,8 @@ pub async fn crashed_worker_job_is_recovered(backend: Arc<dyn Backend>) {
             poll_interval: Duration::from_millis(100),
             leader_ttl: Duration::from_secs(5),
             stuck_worker_timeout: Some(Duration::from_millis(600)),
+            // quick_config's workers ping every 100 ms.
+            worker_ping_interval: Duration::from_millis(100),
             ..SchedulerConfig::default()
         },
     )

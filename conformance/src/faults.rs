@@ -6,7 +6,8 @@
 //! and its acknowledgement). Every other call passes straight through,
 //! except that [`Faulty::panic_in`] can make `workers`,
 //! `delayed_timestamps` or `remove_delayed_by_class` panic, for tests of
-//! panics inside the engine.
+//! panics inside the engine, and [`Faulty::stall_stale_workers`] can make
+//! `stale_workers` slow, for tests of a busy scheduler.
 
 use async_trait::async_trait;
 use resq_core::backend::{
@@ -56,6 +57,10 @@ pub struct Faulty {
     refused: AtomicU64,
     claim_failed: AtomicU64,
     panic_in: std::sync::Mutex<Option<&'static str>>,
+    /// How long each `stale_workers` call waits before it runs.
+    stall: std::sync::Mutex<Option<Duration>>,
+    /// How many stalled calls have started.
+    stalls: AtomicU64,
 }
 
 impl Faulty {
@@ -70,6 +75,8 @@ impl Faulty {
             refused: AtomicU64::new(0),
             claim_failed: AtomicU64::new(0),
             panic_in: std::sync::Mutex::new(None),
+            stall: std::sync::Mutex::new(None),
+            stalls: AtomicU64::new(0),
         })
     }
 
@@ -82,6 +89,17 @@ impl Faulty {
     /// `"delayed_timestamps"`) panic; `None` stops it.
     pub fn panic_in(&self, call: Option<&'static str>) {
         *self.panic_in.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = call;
+    }
+
+    /// Makes every later `stale_workers` call wait `stall` before it runs
+    /// (as a slow backend or a huge registry would); `None` stops it.
+    pub fn stall_stale_workers(&self, stall: Option<Duration>) {
+        *self.stall.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = stall;
+    }
+
+    /// How many stalled `stale_workers` calls have started.
+    pub fn stalls_started(&self) -> u64 {
+        self.stalls.load(Ordering::SeqCst)
     }
 
     fn maybe_panic(&self, call: &'static str) {
@@ -362,6 +380,11 @@ impl WorkerRegistry for Faulty {
         self.read("working_on_many", self.inner.working_on_many(workers)).await
     }
     async fn stale_workers(&self, cutoff_ms: i64) -> Result<Vec<WorkerId>> {
+        let stall = *self.stall.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(stall) = stall {
+            self.stalls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(stall).await;
+        }
         self.inner.stale_workers(cutoff_ms).await
     }
     async fn clean_worker(&self, worker: &WorkerId, orphan: Orphan) -> Result<Option<Cleaned>> {

@@ -30,6 +30,7 @@
 pub mod client;
 pub mod counting;
 pub mod cron;
+pub mod defaults;
 pub mod delayed;
 pub mod engine;
 pub mod errors;
@@ -303,6 +304,12 @@ macro_rules! suite {
                 stuck_worker_job_can_be_failed,
                 unpromotable_items_are_reported,
                 config_is_validated,
+            ],
+            async defaults: [
+                task_server_defaults_rerun_a_dead_workers_job,
+                stuck_timeout_below_three_pings_is_refused,
+                task_server_defaults_fail_over_within_bound,
+                busy_leader_keeps_its_lock,
             ];
             factory model: [
                 state_machine,

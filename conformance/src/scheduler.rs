@@ -176,6 +176,7 @@ pub async fn stuck_worker_job_is_requeued(backend: Arc<dyn Backend>) {
         Arc::clone(&backend),
         SchedulerConfig {
             stuck_worker_timeout: Some(Duration::from_secs(1)),
+            worker_ping_interval: Duration::from_millis(100),
             ..config("sched-1")
         },
     )
@@ -210,6 +211,7 @@ pub async fn stuck_worker_job_can_be_failed(backend: Arc<dyn Backend>) {
         Arc::clone(&backend),
         SchedulerConfig {
             stuck_worker_timeout: Some(Duration::from_secs(1)),
+            worker_ping_interval: Duration::from_millis(100),
             stuck_job_policy: StuckJobPolicy::Fail,
             ..config("sched-1")
         },
@@ -241,11 +243,18 @@ pub async fn unpromotable_items_are_reported(backend: Arc<dyn Backend>) {
     assert!(backend.delayed_timestamps().await.unwrap().is_empty());
 }
 
-/// A scheduler refuses a leader TTL that its own polls could not renew in time.
+/// A scheduler refuses a leader TTL too short to renew and an empty
+/// promotion batch. (A leader TTL under the poll interval is fine: the lock
+/// is renewed beside the polls.)
 pub async fn config_is_validated(backend: Arc<dyn Backend>) {
-    let bad = SchedulerConfig {
+    let ok = SchedulerConfig {
         poll_interval: Duration::from_secs(10),
         leader_ttl: Duration::from_secs(5),
+        ..SchedulerConfig::default()
+    };
+    assert!(Scheduler::new(Arc::clone(&backend), ok).is_ok());
+    let bad = SchedulerConfig {
+        leader_ttl: Duration::from_millis(10),
         ..SchedulerConfig::default()
     };
     assert!(Scheduler::new(Arc::clone(&backend), bad).is_err());

@@ -12,8 +12,9 @@
 //! max_task_processors = 4          # 0: this node works no jobs (enqueue only)
 //! check_timeout_ms = 500           # how often the pool decides to scale
 //! max_event_loop_delay_ms = 5      # no new processor while the runtime lags more
-//! stuck_worker_timeout_ms = 3600000
-//! retry_stuck_jobs = false         # true: re-enqueue a dead worker's job; false: fail it
+//! stuck_worker_timeout_ms = 60000  # a worker silent this long is dead (>= 3 pings: 15000)
+//! retry_stuck_jobs = true          # true: re-run a dead worker's job; false: fail it (node-resque)
+//! leader_lock_timeout_ms = 6000    # leader lock TTL: a dead leader is replaced within 4/3 of it
 //!
 //! log_args = false                # true: log jobs' arguments, results and payloads
 //!
@@ -30,12 +31,26 @@
 //! `RESQ_TASKS_LOG_ARGS=true`.
 
 use crate::error::{Error, Result};
+use crate::scheduler::check_stuck_worker_timeout;
+pub use crate::scheduler::MIN_STUCK_TIMEOUT_PINGS;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
+
+/// How often a task server's workers ping: [`crate::WorkerConfig`]'s
+/// default, [`crate::worker::DEFAULT_PING_INTERVAL`] (5 s).
+pub const WORKER_PING_INTERVAL: Duration = crate::worker::DEFAULT_PING_INTERVAL;
+
+/// The message of an [`Error::InvalidArgument`], else the error's text.
+fn strip_invalid(e: Error) -> String {
+    match e {
+        Error::InvalidArgument(message) => message,
+        other => other.to_string(),
+    }
+}
 
 /// The prefix of environment overrides.
 pub const ENV_PREFIX: &str = "RESQ_TASKS_";
@@ -87,11 +102,26 @@ pub struct TaskServerConfig {
     /// fires more than this late (the runtime lags), ms; ActionHero's
     /// `maxEventLoopDelay`. Logged as the `multi_worker_action` event.
     pub max_event_loop_delay_ms: u64,
-    /// A worker silent for this long is dead and is cleaned, ms.
+    /// A worker silent for this long is dead and is cleaned, ms. Default
+    /// 60 000 (a minute). It must be at least
+    /// [`MIN_STUCK_TIMEOUT_PINGS`] (3) times the workers' ping interval
+    /// ([`WORKER_PING_INTERVAL`], 5 s), so at least 15 000: a shorter one
+    /// would clean live workers as dead and run their jobs twice.
     pub stuck_worker_timeout_ms: u64,
-    /// What happens to a dead worker's job: re-enqueued (`true`) or moved
-    /// to the failed list (`false`, ActionHero's default).
+    /// What happens to a dead worker's job: re-enqueued at the head of its
+    /// queue to run again (`true`, the default: at least once, so a job can
+    /// run twice after a crash), or moved to the failed list (`false`,
+    /// node-resque's and ActionHero's behaviour: a crash loses the run and
+    /// the job waits there for `retry_stuck_jobs`/`retry_and_remove_failed`).
     pub retry_stuck_jobs: bool,
+    /// The scheduler's leader-lock TTL, ms (node-resque's
+    /// `leaderLockTimeout`). Default 6 000. The leader renews the lock every
+    /// third of it, independently of its polls, and the other schedulers try
+    /// to take it as often, so a leader that dies without releasing is
+    /// replaced within 4/3 of it (8 s by default). Shorter fails over faster
+    /// but loses leadership sooner when the backend is unreachable from the
+    /// leader.
+    pub leader_lock_timeout_ms: u64,
     /// The log level of each worker or scheduler event by its name
     /// (`start`, `end`, `poll`, `job`, `success`, `failure`, `skipped`,
     /// `re_enqueue`, `error`, `pause`, `ping`, `cleaning_worker`,
@@ -121,6 +151,7 @@ impl std::fmt::Debug for TaskServerConfig {
             max_event_loop_delay_ms,
             stuck_worker_timeout_ms,
             retry_stuck_jobs,
+            leader_lock_timeout_ms,
             log_levels,
             log_args,
         } = self;
@@ -135,6 +166,7 @@ impl std::fmt::Debug for TaskServerConfig {
             .field("max_event_loop_delay_ms", max_event_loop_delay_ms)
             .field("stuck_worker_timeout_ms", stuck_worker_timeout_ms)
             .field("retry_stuck_jobs", retry_stuck_jobs)
+            .field("leader_lock_timeout_ms", leader_lock_timeout_ms)
             .field("log_levels", log_levels)
             .field("log_args", log_args)
             .finish()
@@ -165,8 +197,9 @@ impl Default for TaskServerConfig {
             max_task_processors: 0,
             check_timeout_ms: 500,
             max_event_loop_delay_ms: 5,
-            stuck_worker_timeout_ms: 3_600_000,
-            retry_stuck_jobs: false,
+            stuck_worker_timeout_ms: 60_000,
+            retry_stuck_jobs: true,
+            leader_lock_timeout_ms: 6_000,
             log_levels: BTreeMap::new(),
             log_args: false,
         }
@@ -225,6 +258,14 @@ impl TaskServerConfig {
                 "timeout_ms and check_timeout_ms must be positive".into(),
             ));
         }
+        check_stuck_worker_timeout(self.stuck_worker_timeout(), WORKER_PING_INTERVAL)
+            .map_err(|e| Error::InvalidArgument(format!("stuck_worker_timeout_ms: {}", strip_invalid(e))))?;
+        if self.leader_lock_timeout_ms < 100 {
+            return Err(Error::InvalidArgument(format!(
+                "leader_lock_timeout_ms ({}) must be at least 100",
+                self.leader_lock_timeout_ms
+            )));
+        }
         Ok(())
     }
 
@@ -260,6 +301,11 @@ impl TaskServerConfig {
     /// The stuck-worker timeout.
     pub fn stuck_worker_timeout(&self) -> Duration {
         Duration::from_millis(self.stuck_worker_timeout_ms)
+    }
+
+    /// The scheduler's leader-lock TTL.
+    pub fn leader_lock_timeout(&self) -> Duration {
+        Duration::from_millis(self.leader_lock_timeout_ms)
     }
 
     /// The level `event` is logged at: the configured one, else ActionHero's
@@ -302,5 +348,44 @@ mod tests {
         assert!(TaskServerConfig::from_toml_str("no_such_key = 1").is_err());
         assert!(TaskServerConfig::from_toml_str("timeout_ms = \"soon\"").is_err());
         assert!(TaskServerConfig::load("/nonexistent/resq.toml").is_err());
+    }
+
+    /// A stuck-worker timeout under three ping intervals (15 s) would clean
+    /// live workers and run their jobs twice: the loader refuses it, from
+    /// TOML text and from a file, with an error naming the key and the reason.
+    #[test]
+    fn stuck_worker_timeout_must_span_three_pings() {
+        let check = |err: Error| {
+            let text = err.to_string();
+            assert!(
+                text.contains("stuck_worker_timeout_ms") && text.contains("ping interval") && text.contains("twice"),
+                "{text}"
+            );
+        };
+        check(TaskServerConfig::from_toml_str("stuck_worker_timeout_ms = 3000").unwrap_err());
+        check(TaskServerConfig::from_toml_str("stuck_worker_timeout_ms = 14999").unwrap_err());
+        check(TaskServerConfig::from_toml_str("stuck_worker_timeout_ms = 0").unwrap_err());
+        let path = std::env::temp_dir().join(format!("resq-config-stuck-{}.toml", std::process::id()));
+        std::fs::write(&path, "scheduler = true\nstuck_worker_timeout_ms = 3000\n").unwrap();
+        let loaded = TaskServerConfig::load(&path);
+        std::fs::remove_file(&path).ok();
+        check(loaded.unwrap_err());
+        let ok = TaskServerConfig::from_toml_str("stuck_worker_timeout_ms = 15000").unwrap();
+        assert_eq!(
+            ok.stuck_worker_timeout(),
+            WORKER_PING_INTERVAL * MIN_STUCK_TIMEOUT_PINGS
+        );
+    }
+
+    /// The defaults re-run a dead worker's job within a minute and fail
+    /// the scheduler over within 8 s; they pass their own validation.
+    #[test]
+    fn safe_defaults() {
+        let d = TaskServerConfig::default();
+        d.validate().unwrap();
+        assert!(d.retry_stuck_jobs);
+        assert_eq!(d.stuck_worker_timeout(), Duration::from_secs(60));
+        assert_eq!(d.leader_lock_timeout(), Duration::from_secs(6));
+        assert!(TaskServerConfig::from_toml_str("leader_lock_timeout_ms = 50").is_err());
     }
 }

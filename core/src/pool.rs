@@ -125,6 +125,11 @@ impl WorkerPool {
         }
     }
 
+    /// The pool's settings (its workers' included).
+    pub fn config(&self) -> &PoolConfig {
+        &self.config
+    }
+
     /// A receiver of every worker's events (each names its worker).
     pub fn subscribe(&self) -> broadcast::Receiver<WorkerEvent> {
         self.events.subscribe()
@@ -260,7 +265,8 @@ impl WorkerPool {
     /// Drops the members whose tasks have ended, logging (and publishing
     /// as an `error` event) each that ended abnormally: with an error, a
     /// panic, or, unless it was `retiring`, at all. Returns the first
-    /// permanent backend error a member ended with.
+    /// permanent backend error a member ended with (not reported again: the
+    /// worker reported it).
     fn reap(&self, members: &mut Vec<Member>, retiring: bool) -> Option<crate::Error> {
         let mut fatal = None;
         members.retain_mut(|m| {
@@ -270,13 +276,13 @@ impl WorkerPool {
             let why = match (&mut m.handle).now_or_never() {
                 Some(Ok(Ok(()))) if retiring => None,
                 Some(Ok(Ok(()))) => Some("ended without being told to stop".to_owned()),
-                Some(Ok(Err(e))) => {
-                    let why = format!("ended abnormally with an error: {e}");
-                    if e.is_permanent() && fatal.is_none() {
-                        fatal = Some(e);
-                    }
-                    Some(why)
+                // The worker reported its permanent error itself, once: the
+                // pool stops on it without a second report.
+                Some(Ok(Err(e))) if e.is_permanent() => {
+                    fatal.get_or_insert(e);
+                    None
                 }
+                Some(Ok(Err(e))) => Some(format!("ended abnormally with an error: {e}")),
                 Some(Err(join)) => Some(format!("ended abnormally: {join}")),
                 // `is_finished` said it had ended; keep it until it has.
                 None => return true,

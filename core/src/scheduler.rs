@@ -25,29 +25,73 @@ pub enum StuckJobPolicy {
     Fail,
 }
 
+/// How many worker ping intervals a stuck-worker timeout must span at least.
+/// A live worker's ping can be up to one interval old (more under load), so
+/// a timeout below a few intervals cleans live workers as dead, and their
+/// jobs run twice. [`Scheduler::new`], [`crate::TaskServer::new`] and
+/// [`crate::config::TaskServerConfig::validate`] refuse such a timeout.
+pub const MIN_STUCK_TIMEOUT_PINGS: u32 = 3;
+
+/// The default stuck-worker timeout, of schedulers and task servers alike:
+/// a minute, twelve times the default ping interval (5 s).
+pub const DEFAULT_STUCK_WORKER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The default leader-lock TTL. The leader renews the lock every third of
+/// it, whatever its polls are doing, and a follower tries to take it as
+/// often, so a leader that dies without releasing is replaced within
+/// 4/3 of it (8 s). A shorter TTL fails over faster, but a leader whose
+/// renewals cannot reach the backend for a whole TTL loses the lock (two
+/// schedulers may then both act as leader for a moment; promotions, cron
+/// fires and worker clean-ups are each atomic, so nothing runs twice).
+pub const DEFAULT_LEADER_TTL: Duration = Duration::from_secs(6);
+
+/// Checks that `stuck` spans at least [`MIN_STUCK_TIMEOUT_PINGS`] worker
+/// pings of `ping`; the error explains why it must.
+pub(crate) fn check_stuck_worker_timeout(stuck: Duration, ping: Duration) -> Result<()> {
+    let least = ping.saturating_mul(MIN_STUCK_TIMEOUT_PINGS);
+    if stuck < least {
+        return Err(Error::InvalidArgument(format!(
+            "the stuck-worker timeout ({stuck:?}) must be at least {MIN_STUCK_TIMEOUT_PINGS} times the \
+             workers' ping interval ({ping:?}), that is at least {least:?}: live workers ping only \
+             every {ping:?}, so a shorter timeout would clean them as dead and run their jobs twice"
+        )));
+    }
+    Ok(())
+}
+
 /// A scheduler's settings.
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
     /// The scheduler's name, stored as the leader lock's value; `None`
     /// picks a unique `host:pid+n`.
     pub name: Option<String>,
-    /// How often to poll for leadership, due jobs and dead workers. The
-    /// leader also wakes for the earliest due bucket it knows of.
+    /// How often the leader polls for due jobs and dead workers. It also
+    /// wakes for the earliest due bucket it knows of.
     pub poll_interval: Duration,
-    /// The leader lock's TTL. A dead leader is replaced after at most this
-    /// long; it must exceed `poll_interval`, as each poll renews the lock.
+    /// The leader lock's TTL (default [`DEFAULT_LEADER_TTL`], 6 s). While
+    /// [`Scheduler::run`] runs, the lock is renewed every third of the TTL
+    /// beside the polls (a long poll does not delay it), and a follower
+    /// tries to take it as often: a leader that dies without releasing is
+    /// replaced within about 4/3 of the TTL. At least 30 ms.
     pub leader_ttl: Duration,
     /// A worker whose last ping is older than this is dead; `None` disables
-    /// the check.
+    /// the check. It must be at least [`MIN_STUCK_TIMEOUT_PINGS`] times
+    /// `worker_ping_interval`. Default [`DEFAULT_STUCK_WORKER_TIMEOUT`] (60 s).
     pub stuck_worker_timeout: Option<Duration>,
+    /// How often the workers this scheduler watches refresh their pings
+    /// (their [`WorkerConfig::ping_interval`](crate::WorkerConfig::ping_interval),
+    /// 5 s by default), used to refuse a `stuck_worker_timeout` that would
+    /// take live workers for dead.
+    pub worker_ping_interval: Duration,
     /// What to do with a dead worker's job.
     pub stuck_job_policy: StuckJobPolicy,
     /// How many delayed items one backend call promotes.
     pub promote_batch: usize,
     /// How far back a new leader looks for cron occurrences that came due
     /// while no leader was firing. Occurrences older than this are skipped;
-    /// it must exceed `leader_ttl` + `poll_interval` (the longest gap after
-    /// a leader dies) for a leader change never to skip a fire.
+    /// it must exceed the longest gap after a leader dies (about 4/3 of
+    /// `leader_ttl`, see [`Scheduler::failover_bound`]) for a leader change
+    /// never to skip a fire.
     pub cron_catch_up: Duration,
 }
 
@@ -56,14 +100,18 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             name: None,
             poll_interval: Duration::from_secs(5),
-            leader_ttl: Duration::from_secs(60),
-            stuck_worker_timeout: Some(Duration::from_secs(300)),
+            leader_ttl: DEFAULT_LEADER_TTL,
+            stuck_worker_timeout: Some(DEFAULT_STUCK_WORKER_TIMEOUT),
+            worker_ping_interval: crate::worker::DEFAULT_PING_INTERVAL,
             stuck_job_policy: StuckJobPolicy::Requeue,
             promote_batch: 100,
             cron_catch_up: Duration::from_secs(300),
         }
     }
 }
+
+/// The shortest leader TTL accepted (its renewal period is a third of it).
+const MIN_LEADER_TTL: Duration = Duration::from_millis(30);
 
 /// What one [`Scheduler::poll`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -112,13 +160,19 @@ impl std::fmt::Debug for Scheduler {
 }
 
 impl Scheduler {
-    /// A scheduler over `backend`. Fails if `leader_ttl` does not exceed `poll_interval`.
+    /// A scheduler over `backend`. Fails with [`Error::InvalidArgument`]
+    /// if `leader_ttl` is under 30 ms, if `stuck_worker_timeout` is under
+    /// [`MIN_STUCK_TIMEOUT_PINGS`] times `worker_ping_interval`, or if
+    /// `promote_batch` or `cron_catch_up` is zero.
     pub fn new(backend: Arc<dyn Backend>, config: SchedulerConfig) -> Result<Self> {
-        if config.leader_ttl <= config.poll_interval {
+        if config.leader_ttl < MIN_LEADER_TTL {
             return Err(Error::InvalidArgument(format!(
-                "leader_ttl ({:?}) must exceed poll_interval ({:?})",
-                config.leader_ttl, config.poll_interval
+                "leader_ttl ({:?}) must be at least {MIN_LEADER_TTL:?}",
+                config.leader_ttl
             )));
+        }
+        if let Some(stuck) = config.stuck_worker_timeout {
+            check_stuck_worker_timeout(stuck, config.worker_ping_interval)?;
         }
         if config.promote_batch == 0 {
             return Err(Error::InvalidArgument("promote_batch must be at least 1".into()));
@@ -145,6 +199,11 @@ impl Scheduler {
         self
     }
 
+    /// The scheduler's settings.
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+
     /// The scheduler's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -160,7 +219,11 @@ impl Scheduler {
         self.events.subscribe()
     }
 
-    /// Polls until `shutdown` completes, then releases leadership.
+    /// Polls until `shutdown` completes, then releases leadership. Beside
+    /// the polls it takes or renews the leader lock every
+    /// [`Scheduler::renew_interval`] (a third of `leader_ttl`), so a long
+    /// poll never lets the lock lapse and a follower takes a lapsed lock
+    /// within [`Scheduler::failover_bound`].
     pub async fn run<F>(&self, shutdown: F) -> Result<()>
     where
         F: Future<Output = ()> + Send,
@@ -184,32 +247,20 @@ impl Scheduler {
                 scheduler: self.name.clone(),
             },
         );
-        let mut backoff = Backoff::new(Duration::from_millis(100), self.config.poll_interval);
-        let mut fatal = None;
-        while !shutdown.is_cancelled() {
-            let wait = match self.poll().await {
-                Ok(report) => {
-                    backoff.reset();
-                    self.next_wait(&report)
-                }
-                Err(e) if e.is_permanent() => {
-                    // Retrying cannot help: stop as a shutdown would, and return it.
-                    tracing::error!(target: "resq::scheduler", scheduler = %self.name, error = %e, "permanent error: the scheduler stops");
-                    self.emit_error(&e);
-                    fatal = Some(e);
-                    break;
-                }
-                Err(e) => {
-                    self.error(&e);
-                    backoff.wait(&shutdown).await;
-                    continue;
-                }
-            };
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
+        // Leadership is kept beside the polls: a poll that takes long (a
+        // backlog to promote, many dead workers, a slow backend) does not
+        // delay the renewal, and a follower does not wait a whole poll
+        // interval to take a lock that lapsed.
+        let stop_keeping = CancellationToken::new();
+        let became_leader = tokio::sync::Notify::new();
+        let polling = async {
+            let fatal = self.poll_loop(&shutdown, &became_leader).await;
+            stop_keeping.cancel();
+            fatal
+        };
+        let keeping = self.keep_leadership(&stop_keeping, &became_leader);
+        let (fatal, ()) = tokio::join!(polling, keeping);
+        // The keeper has stopped, so no renewal can follow the release.
         let released = self.release().await;
         tracing::info!(target: "resq::scheduler", scheduler = %self.name, "end");
         emit(
@@ -221,6 +272,78 @@ impl Scheduler {
         match fatal {
             Some(e) => Err(e),
             None => released.map(|_| ()),
+        }
+    }
+
+    /// Polls until `shutdown` or a permanent error, which it returns.
+    async fn poll_loop(&self, shutdown: &CancellationToken, became_leader: &tokio::sync::Notify) -> Option<Error> {
+        let mut backoff = Backoff::new(Duration::from_millis(100), self.config.poll_interval);
+        while !shutdown.is_cancelled() {
+            let wait = match self.poll().await {
+                Ok(report) => {
+                    backoff.reset();
+                    self.next_wait(&report)
+                }
+                Err(e) if e.is_permanent() => {
+                    // Retrying cannot help: stop as a shutdown would, and return it.
+                    tracing::error!(target: "resq::scheduler", scheduler = %self.name, error = %e, "permanent error: the scheduler stops");
+                    self.emit_error(&e);
+                    return Some(e);
+                }
+                Err(e) => {
+                    self.error(&e);
+                    backoff.wait(shutdown).await;
+                    continue;
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(wait) => {}
+                // A follower that just took the lock works at once.
+                _ = became_leader.notified() => {}
+            }
+        }
+        None
+    }
+
+    /// How often leadership is renewed (or, by a follower, tried): a third
+    /// of the leader TTL, so two renewals in a row may fail before the lock
+    /// lapses.
+    pub fn renew_interval(&self) -> Duration {
+        self.config.leader_ttl / 3
+    }
+
+    /// The longest a leader that died without releasing stays unreplaced
+    /// while this scheduler runs: its lock's TTL plus one renewal interval,
+    /// plus the time the take-over call itself takes.
+    pub fn failover_bound(&self) -> Duration {
+        self.config.leader_ttl + self.renew_interval()
+    }
+
+    /// Takes or renews the leader lock every [`Scheduler::renew_interval`]
+    /// until `stop`. A call in flight is finished, never dropped, so that no
+    /// renewal can land after the release that follows. Errors are left to
+    /// the polls, which see them too and report them.
+    async fn keep_leadership(&self, stop: &CancellationToken, became_leader: &tokio::sync::Notify) {
+        let every = self.renew_interval();
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            match self.backend.acquire_leader(&self.name, self.config.leader_ttl).await {
+                Ok(leads) => {
+                    let was = self.is_leader();
+                    self.set_leading(leads);
+                    if leads && !was {
+                        became_leader.notify_one();
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(target: "resq::scheduler", scheduler = %self.name, error = %e, "leader lock renewal failed");
+                }
+            }
         }
     }
 

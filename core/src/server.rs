@@ -83,8 +83,9 @@ impl TaskServer {
         let scheduler = if config.scheduler {
             let sc = SchedulerConfig {
                 poll_interval: config.timeout(),
-                leader_ttl: (config.timeout() * 3).max(Duration::from_secs(60)),
+                leader_ttl: config.leader_lock_timeout(),
                 stuck_worker_timeout: Some(config.stuck_worker_timeout()),
+                worker_ping_interval: crate::config::WORKER_PING_INTERVAL,
                 stuck_job_policy: if config.retry_stuck_jobs {
                     StuckJobPolicy::Requeue
                 } else {
@@ -381,8 +382,11 @@ impl TaskServerBuilder {
         self
     }
 
-    /// The node. An invalid config, or a custom part the config does not
-    /// run (see [`TaskServerBuilder`]), is an [`Error::InvalidArgument`](crate::Error::InvalidArgument).
+    /// The node. An invalid config, a custom part the config does not run
+    /// (see [`TaskServerBuilder`]), or a scheduler whose stuck-worker
+    /// timeout is under [`MIN_STUCK_TIMEOUT_PINGS`](crate::scheduler::MIN_STUCK_TIMEOUT_PINGS)
+    /// times the ping interval of the node's workers (custom parts
+    /// included), is an [`Error::InvalidArgument`](crate::Error::InvalidArgument).
     pub fn build(self) -> Result<TaskServer> {
         if self.scheduler.is_some() && !self.config.scheduler {
             return Err(crate::Error::InvalidArgument(
@@ -403,6 +407,12 @@ impl TaskServerBuilder {
         }
         if let Some(pool) = self.pool {
             server.pool = Some(Arc::new(pool));
+        }
+        // This node's scheduler must not take this node's workers for dead.
+        if let (Some(scheduler), Some(pool)) = (&server.scheduler, &server.pool) {
+            if let Some(stuck) = scheduler.config().stuck_worker_timeout {
+                crate::scheduler::check_stuck_worker_timeout(stuck, pool.config().worker.ping_interval)?;
+            }
         }
         Ok(server)
     }

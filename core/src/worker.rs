@@ -54,6 +54,9 @@ pub fn parse_queues(spec: &str) -> Vec<String> {
         .collect()
 }
 
+/// The default [`WorkerConfig::ping_interval`]: 5 s.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(5);
+
 /// A worker's settings.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
@@ -69,7 +72,10 @@ pub struct WorkerConfig {
     /// How long an idle worker waits for a job before polling again. Backends
     /// that can wake a waiting worker (memory, Redis, Postgres) do so at once.
     pub poll_interval: Duration,
-    /// How often the worker refreshes its liveness ping.
+    /// How often the worker refreshes its liveness ping (default
+    /// [`DEFAULT_PING_INTERVAL`]). The schedulers' stuck-worker timeout must
+    /// be at least [`MIN_STUCK_TIMEOUT_PINGS`](crate::scheduler::MIN_STUCK_TIMEOUT_PINGS)
+    /// times it (see [`SchedulerConfig::worker_ping_interval`](crate::SchedulerConfig::worker_ping_interval)).
     pub ping_interval: Duration,
     /// How long an in-flight job may run on after shutdown is requested.
     /// After that it is aborted and its job put back at the head of its queue.
@@ -91,7 +97,7 @@ impl Default for WorkerConfig {
             name: None,
             queues: vec!["*".to_owned()],
             poll_interval: Duration::from_secs(5),
-            ping_interval: Duration::from_secs(5),
+            ping_interval: DEFAULT_PING_INTERVAL,
             shutdown_timeout: Duration::from_secs(30),
             concurrency: 1,
         }

@@ -43,5 +43,21 @@ fn environment_overrides_the_file() {
         err.to_lowercase().contains("max_task_processors") && err.contains("RESQ_TASKS_"),
         "{err}"
     );
+
+    // A stuck-worker timeout from the environment is checked like one from
+    // the file: under three ping intervals (15 s) it is refused.
+    std::env::set_var("RESQ_TASKS_MAX_TASK_PROCESSORS", "8");
+    std::env::set_var("RESQ_TASKS_STUCK_WORKER_TIMEOUT_MS", "3000");
+    for err in [
+        TaskServerConfig::load(&path).unwrap_err().to_string(),
+        TaskServerConfig::from_env().unwrap_err().to_string(),
+    ] {
+        assert!(
+            err.contains("stuck_worker_timeout_ms") && err.contains("ping interval") && err.contains("twice"),
+            "{err}"
+        );
+    }
+    std::env::set_var("RESQ_TASKS_STUCK_WORKER_TIMEOUT_MS", "20000");
+    assert_eq!(TaskServerConfig::load(&path).unwrap().stuck_worker_timeout_ms, 20_000);
     std::fs::remove_dir_all(&dir).ok();
 }
