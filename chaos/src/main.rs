@@ -82,6 +82,9 @@ enum Cmd {
         leader_ttl_ms: u64,
         #[arg(long, default_value_t = 12000)]
         stuck_ms: u64,
+        /// The workers' ping interval.
+        #[arg(long, default_value_t = 1000)]
+        worker_ping_ms: u64,
         /// Fire the cron task and boot the periodic task.
         #[arg(long)]
         timed: bool,
@@ -164,6 +167,7 @@ async fn dispatch(cmd: Cmd) -> i32 {
             poll_ms,
             leader_ttl_ms,
             stuck_ms,
+            worker_ping_ms,
             timed,
         } => {
             let args = roles::SchedulerArgs {
@@ -171,6 +175,7 @@ async fn dispatch(cmd: Cmd) -> i32 {
                 poll: Duration::from_millis(poll_ms),
                 leader_ttl: Duration::from_millis(leader_ttl_ms),
                 stuck: Duration::from_millis(stuck_ms),
+                worker_ping: Duration::from_millis(worker_ping_ms),
                 timed,
             };
             roles::scheduler(&url, ledger, args).await

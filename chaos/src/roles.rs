@@ -122,6 +122,9 @@ pub struct SchedulerArgs {
     pub leader_ttl: Duration,
     /// Stuck-worker timeout (jobs are re-queued).
     pub stuck: Duration,
+    /// The workers' ping interval (the stuck-worker timeout must be at
+    /// least three of them).
+    pub worker_ping: Duration,
     /// Fire the cron task and boot the periodic one.
     pub timed: bool,
 }
@@ -136,6 +139,7 @@ pub async fn scheduler(url: &str, ledger: PathBuf, args: SchedulerArgs) -> Resul
         poll_interval: args.poll,
         leader_ttl: args.leader_ttl,
         stuck_worker_timeout: Some(args.stuck),
+        worker_ping_interval: args.worker_ping,
         stuck_job_policy: resq::StuckJobPolicy::Requeue,
         ..SchedulerConfig::default()
     };

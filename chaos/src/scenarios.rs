@@ -265,6 +265,8 @@ fn scheduler_args(url: &str, ledger: &Path, name: &str, t: &Timing, timed: bool)
         ms(t.leader_ttl),
         s("--stuck-ms"),
         ms(t.stuck),
+        s("--worker-ping-ms"),
+        ms(t.ping),
     ];
     if timed {
         a.push(s("--timed"));
