@@ -261,7 +261,7 @@ pub async fn run(out: &mut Outcome, size: Size, dir: &Path, non_utf8: bool) -> R
     )?;
     // Every good job, then a few seconds for the bad ones.
     let start = Instant::now();
-    let limit = Duration::from_secs(60);
+    let limit = Duration::from_secs(if size.short { 20 } else { 60 });
     let ledger = loop {
         let ledger = Ledger::read(&ledger_dir).map_err(|e| format!("cannot read the ledger: {e}"))?;
         let done = !procs.running(producer_a)
