@@ -372,10 +372,6 @@ pub async fn run(out: &mut Outcome, size: Size, dir: &Path, non_utf8: bool) -> R
         },
     );
     crate::scenarios::process_checks_pub(out, &mut procs, panics);
-    if non_utf8 {
-        // Everything this part shows is the one known defect.
-        out.known_all(crate::scenarios::NON_UTF8_REDIS);
-    }
     drop(server);
     Ok(())
 }

@@ -55,12 +55,6 @@ impl Check {
     }
 }
 
-/// Non-UTF-8 bytes in a Redis payload (being fixed in parallel).
-pub const NON_UTF8_REDIS: &str = "non-utf8-redis: a Redis payload that is not UTF-8 is not read byte for byte, so it cannot reach the failed list intact (listed in issue #16, fixed in parallel)";
-
-/// The periodic task runs twice when scheduler nodes boot at the same time.
-pub const PERIODIC_BOOT_RACE: &str = "periodic-boot-race: two scheduler nodes booting together can both enqueue the periodic task (the QueueLock is released as soon as a worker claims the first copy; start_recurrent_job checks, then enqueues), so it runs twice within ~0.1 s; not yet fixed";
-
 /// What one scenario on one backend measured.
 #[derive(Debug)]
 pub struct Outcome {
@@ -101,21 +95,6 @@ impl Outcome {
             detail: detail.to_string(),
             known: None,
         });
-    }
-
-    /// Marks every criterion but "no panics" as one a known defect breaks
-    /// (a panic is never excused).
-    pub(crate) fn known_all(&mut self, defect: &'static str) {
-        for c in self.checks.iter_mut().filter(|c| !c.name.contains("panic")) {
-            c.known = Some(defect);
-        }
-    }
-
-    /// Marks the last criterion as one a known defect breaks.
-    pub(crate) fn known(&mut self, defect: &'static str) {
-        if let Some(c) = self.checks.last_mut() {
-            c.known = Some(defect);
-        }
     }
 
     /// Whether every criterion held (a skipped scenario passes; one that
@@ -780,7 +759,6 @@ async fn leader_kill(out: &mut Outcome, kind: Kind, size: Size, dir: &Path) -> R
             format!("{periodic_doubles}: runs {}", double_at.join("; "))
         },
     );
-    out.known(PERIODIC_BOOT_RACE);
     process_checks(out, &mut procs, panics);
     drop(server);
     Ok(())
@@ -810,9 +788,6 @@ pub fn run_root() -> Res<PathBuf> {
     let _ = CHILD_EXE.set(copy);
     Ok(dir)
 }
-
-/// Connection exhaustion reported as a bare I/O error (being fixed in parallel).
-pub const EXHAUSTION_ERRORS: &str = "exhaustion-errors: a refused connection at the server's client limit is reported as a bare I/O error (\"broken pipe\") or a pool timeout, not as the limit (listed in issue #16, fixed in parallel)";
 
 /// Scenario 6: more connections wanted than the server allows, then relief.
 async fn exhaustion(out: &mut Outcome, kind: Kind, size: Size, dir: &Path) -> Res<()> {
@@ -934,7 +909,6 @@ async fn exhaustion(out: &mut Outcome, kind: Kind, size: Size, dir: &Path) -> Re
         bare == 0,
         format!("{named} lines name the limit, {bare} do not"),
     );
-    out.known(EXHAUSTION_ERRORS);
     process_checks(out, &mut procs, panics);
     drop(server);
     Ok(())

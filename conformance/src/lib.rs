@@ -287,6 +287,7 @@ macro_rules! suite {
                 before_perform_can_change_arguments_or_veto,
                 task_server_node_shapes,
                 five_booting_nodes_enqueue_one_instance,
+                a_late_start_after_a_claimed_first_copy_adds_no_instance,
                 rearm_never_reads_a_whole_queue_or_schedule,
                 task_server_runs_on_custom_parts,
             ],

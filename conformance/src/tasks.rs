@@ -533,3 +533,37 @@ pub async fn task_server_runs_on_custom_parts(backend: Arc<dyn Backend>) {
         .build();
     assert!(matches!(refused, Err(resq_core::Error::InvalidArgument(_))));
 }
+
+/// A node whose start of a periodic task comes after another node's copy
+/// was already claimed (its QueueLock released) and has run does not
+/// enqueue a second copy: the first start holds the task's start lock
+/// (for its frequency, at most a minute). Stopping the task frees it.
+pub async fn a_late_start_after_a_claimed_first_copy_adds_no_instance(backend: Arc<dyn Backend>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let tasks = registry(vec![periodic(&count, 0)]);
+    let first = Queue::with_tasks(Arc::clone(&backend), Arc::clone(&tasks));
+    let second = Queue::with_tasks(Arc::clone(&backend), Arc::clone(&tasks));
+    assert!(first.start_recurrent_job(PERIODIC).await.unwrap());
+    // A worker claimed the copy: it left the queue and its QueueLock was
+    // released; its run ended (no JobLock held) before the re-arm.
+    assert_eq!(first.del_by_class("periodic", PERIODIC).await.unwrap(), 1);
+    let queue_lock = backend
+        .locks()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .find(|k| k.starts_with("lock:"))
+        .expect("the first copy's QueueLock");
+    assert_eq!(backend.delete_lock(&queue_lock).await.unwrap(), 1);
+    assert!(
+        !second.start_recurrent_job(PERIODIC).await.unwrap(),
+        "a second node enqueued another copy"
+    );
+    assert!(second.enqueue_all_recurrent_jobs().await.unwrap().is_empty());
+    assert_eq!(second.length("periodic").await.unwrap(), 0);
+    // Stopping the task frees it to start again at once.
+    first.stop_recurrent_job(PERIODIC).await.unwrap();
+    assert!(second.start_recurrent_job(PERIODIC).await.unwrap());
+    assert_eq!(second.length("periodic").await.unwrap(), 1);
+}

@@ -9,7 +9,10 @@
 //! * At boot, scheduler nodes call [`Queue::enqueue_all_recurrent_jobs`]:
 //!   each periodic task is enqueued unless an instance is running (its
 //!   JobLock is held), delayed (DelayQueueLock) or queued (QueueLock, taken
-//!   atomically, so of many nodes booting at once exactly one enqueues).
+//!   atomically). A start lock per task, held for its frequency (at most a
+//!   minute) and taken before the check, makes one of many nodes booting
+//!   at once the one that checks and enqueues, even when the first copy is
+//!   claimed and run before another node's check is done.
 //! * A worker takes JobLock before QueueLock is released, so a boot never
 //!   sees the task as absent while it is being taken; a second copy that
 //!   reaches a worker while one runs is dropped unrun.
@@ -29,6 +32,18 @@ use crate::queue::Queue;
 use crate::task::TaskDef;
 use serde_json::{json, Value};
 use std::sync::Arc;
+
+/// The longest a start lock is held ([`Queue::start_recurrent_job`]):
+/// long enough to cover a start racing a first run (its queue wait and
+/// run), short enough that an instance lost some other way (a queue an
+/// operator deleted) is started again by the next boot after it.
+pub const START_LOCK_MAX_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The lock a start of periodic task `name` takes: `resq-periodic-start:<name>`
+/// (a lock key of resq's own; other Resque clients ignore it).
+pub fn start_lock_key(name: &str) -> String {
+    format!("resq-periodic-start:{name}")
+}
 
 /// The inputs a periodic task is enqueued with: `{}` (args `[{}]`).
 fn periodic_args() -> Vec<Value> {
@@ -97,12 +112,33 @@ impl Queue {
     /// Starts periodic task `name` now unless an instance already exists:
     /// running, delayed or queued. Returns whether it was enqueued. This is
     /// what a scheduler node does for each periodic task at boot.
+    ///
+    /// Of many nodes starting the task at about the same time, one does:
+    /// the start takes a start lock ([`start_lock_key`], held for the
+    /// task's frequency, at most [`START_LOCK_MAX_TTL`]) before it looks
+    /// for instances. Without it, a node that found no instance could
+    /// enqueue after another node's copy was claimed (its QueueLock
+    /// released) and had run, and the task ran twice within moments.
     pub async fn start_recurrent_job(&self, name: &str) -> Result<bool> {
         let def = self.periodic(name)?;
-        if is_running(self, &def).await? {
+        let key = start_lock_key(&def.name);
+        let ttl = def.period().min(START_LOCK_MAX_TTL);
+        let value = crate::time::now_ms().to_string();
+        if !self.backend().acquire_lock(&key, &value, ttl).await? {
             return Ok(false);
         }
-        self.enqueue(&def.queue, &def.name, periodic_args()).await
+        let started = async {
+            if is_running(self, &def).await? {
+                return Ok(false);
+            }
+            self.enqueue(&def.queue, &def.name, periodic_args()).await
+        }
+        .await;
+        if started.is_err() {
+            // Nothing was started: let the next try (a retried boot) start it.
+            self.backend().release_lock(&key, &value).await.ok();
+        }
+        started
     }
 
     /// Enqueues every periodic task that has no instance yet (see
@@ -128,7 +164,8 @@ impl Queue {
     }
 
     /// Stops periodic task `name`: removes every queued and delayed
-    /// instance (by class) and its queue lock, so it can be started again.
+    /// instance (by class), its queue lock and its start lock, so it can be
+    /// started again.
     /// Returns how many instances it removed. An instance running right now
     /// finishes and re-arms the task; call this again after it ends, or
     /// stop the workers first, to stop it for good.
@@ -147,6 +184,7 @@ impl Queue {
             .map(str::to_owned)
             .unwrap_or_else(|| crate::plugins::default_key("lock", &input));
         self.backend().delete_lock(&key).await?;
+        self.backend().delete_lock(&start_lock_key(&def.name)).await?;
         Ok(removed)
     }
 }
