@@ -241,6 +241,11 @@ impl PgServer {
         )
     }
 
+    /// A URL for the harness's own raw SQL (no resq options).
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
     /// `pg_ctl restart -m immediate`: every backend process is killed at
     /// once (no checkpoint), and the server recovers from its WAL.
     pub fn restart_immediate(&self) -> Res<()> {

@@ -1,8 +1,8 @@
 //! The reliability harness's short run, as CI runs it: `chaos run --short`
 //! for scenarios 1 (kill -9 workers), 3 (leader kill), 2 (server crash),
-//! 4 (bad input, Redis) and 6 (connection exhaustion) on private Redis and
-//! PostgreSQL servers, and 5 (snapshot corruption) on memory, asserting
-//! every pass/fail criterion.
+//! 4 (bad input; 4b, non-UTF-8 bytes, on Redis only) and 6 (connection
+//! exhaustion) on private Redis and PostgreSQL servers, and 5 (snapshot
+//! corruption) on memory, asserting every pass/fail criterion.
 //!
 //! A scenario whose server binaries (`redis-server`, PostgreSQL's `initdb`
 //! and `pg_ctl`) are missing is skipped with the reason printed; with
