@@ -91,21 +91,39 @@ impl RedisBackend {
     }
 }
 
-#[async_trait]
-impl QueueStore for RedisBackend {
-    async fn push(&self, queue: &str, payload: &str) -> Result<()> {
-        redis::pipe()
-            .atomic()
-            .sadd(self.keys.queues(), queue)
-            .ignore()
-            .rpush(self.keys.queue(queue), payload)
-            .ignore()
-            .publish(self.keys.wakeup_channel(), queue)
+/// Which end of a queue's list a push goes to.
+#[derive(Clone, Copy)]
+enum End {
+    /// `RPUSH`: the normal enqueue.
+    Tail,
+    /// `LPUSH`: the job is taken next.
+    Head,
+}
+
+impl RedisBackend {
+    /// Adds the queue to the `queues` set, pushes `payload` at `end` of its
+    /// list and announces it to idle workers, in one atomic pipeline.
+    async fn push_end(&self, queue: &str, payload: &str, end: End) -> Result<()> {
+        let mut pipe = redis::pipe();
+        pipe.atomic().sadd(self.keys.queues(), queue).ignore();
+        match end {
+            End::Tail => pipe.rpush(self.keys.queue(queue), payload),
+            End::Head => pipe.lpush(self.keys.queue(queue), payload),
+        }
+        .ignore();
+        pipe.publish(self.keys.wakeup_channel(), queue)
             .ignore()
             .exec_async(&mut self.conn())
             .await
             .rd(self)
             .await
+    }
+}
+
+#[async_trait]
+impl QueueStore for RedisBackend {
+    async fn push(&self, queue: &str, payload: &str) -> Result<()> {
+        self.push_end(queue, payload, End::Tail).await
     }
 
     async fn push_once(&self, queue: &str, payload: &str, key: &str, value: &str, ttl: Duration) -> Result<bool> {
@@ -338,18 +356,7 @@ impl QueueStore for RedisBackend {
     }
 
     async fn push_front(&self, queue: &str, payload: &str) -> Result<()> {
-        redis::pipe()
-            .atomic()
-            .sadd(self.keys.queues(), queue)
-            .ignore()
-            .lpush(self.keys.queue(queue), payload)
-            .ignore()
-            .publish(self.keys.wakeup_channel(), queue)
-            .ignore()
-            .exec_async(&mut self.conn())
-            .await
-            .rd(self)
-            .await
+        self.push_end(queue, payload, End::Head).await
     }
 
     /// One script call per page of [`REMOVAL_PAGE`] payloads, walking from
