@@ -3,6 +3,7 @@
 use crate::{list, MemoryBackend};
 use async_trait::async_trait;
 use resq_core::{FailedStore, Result};
+use std::collections::VecDeque;
 
 #[async_trait]
 impl FailedStore for MemoryBackend {
@@ -44,4 +45,38 @@ impl FailedStore for MemoryBackend {
         self.wakeup.wake();
         Ok(true)
     }
+
+    async fn remove_failed_at(&self, index: u64, entry: &str) -> Result<bool> {
+        let mut st = self.state.lock();
+        if !take_at(&mut st.failed, index, entry) {
+            return Ok(false);
+        }
+        st.touch();
+        Ok(true)
+    }
+
+    async fn retry_failed_at(&self, index: u64, entry: &str, queue: &str, payload: &str) -> Result<bool> {
+        let payload = payload.to_owned();
+        {
+            let mut st = self.state.lock();
+            if !take_at(&mut st.failed, index, entry) {
+                return Ok(false);
+            }
+            st.push_tail(queue, payload);
+            st.touch();
+        }
+        self.wakeup.wake();
+        Ok(true)
+    }
+}
+
+/// Removes the item at `index` if it equals `entry`; whether it did.
+fn take_at(list: &mut VecDeque<String>, index: u64, entry: &str) -> bool {
+    let Ok(i) = usize::try_from(index) else {
+        return false;
+    };
+    if list.get(i).map(String::as_str) != Some(entry) {
+        return false;
+    }
+    list.remove(i).is_some()
 }

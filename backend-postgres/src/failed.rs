@@ -51,6 +51,40 @@ pub(crate) const RETRY_FAILED: &str = concat!(
     "CASE WHEN octet_length($2::text) <= 7000 THEN $2::text ELSE '' END) FROM j) AS woken"
 );
 
+/// The entry at offset `$1` in `id` order, locked, if its bytes equal
+/// `$2`. One statement sees one snapshot, so the offset and the bytes are
+/// checked together; a row deleted meanwhile by another session drops out
+/// when locked, so nothing is found and nothing changes.
+macro_rules! entry_at {
+    () => {
+        concat!(
+            "(SELECT a.id FROM (SELECT f.id FROM {s}.failed AS f ORDER BY f.id OFFSET $1::bigint LIMIT 1) AS a ",
+            "JOIN {s}.failed AS g ON g.id = a.id WHERE g.entry = $2::text FOR UPDATE OF g)"
+        )
+    };
+}
+
+/// Removes the entry at offset `$1` if it equals `$2`.
+pub(crate) const REMOVE_FAILED_AT: &str = concat!(
+    "DELETE FROM {s}.failed WHERE id = ",
+    entry_at!(),
+    " AND entry = $2::text"
+);
+
+/// Removes the entry at offset `$1` if it equals `$2` and, if it did,
+/// pushes payload `$4` to the tail of queue `$3` (and wakes its workers).
+/// Returns 1 or 0.
+pub(crate) const RETRY_FAILED_AT: &str = concat!(
+    "WITH f AS (DELETE FROM {s}.failed WHERE id = ",
+    entry_at!(),
+    " AND entry = $2::text RETURNING id), ",
+    "l AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared({ns}, hashtext($3::text)) FROM f), ",
+    "n AS (INSERT INTO {s}.queues (name) SELECT $3::text FROM l ON CONFLICT DO NOTHING), ",
+    "j AS (INSERT INTO {s}.jobs (queue, payload) SELECT $3::text, $4::text FROM l RETURNING 1) ",
+    "SELECT count(*) FROM (SELECT pg_notify('{ch}', ",
+    "CASE WHEN octet_length($3::text) <= 7000 THEN $3::text ELSE '' END) FROM j) AS woken"
+);
+
 #[async_trait]
 impl FailedStore for PostgresBackend {
     async fn push_failed(&self, entry: &str) -> Result<()> {
@@ -107,6 +141,37 @@ impl FailedStore for PostgresBackend {
 
     async fn retry_failed(&self, entry: &str, queue: &str, payload: &str) -> Result<bool> {
         let (n,): (i64,) = sqlx::query_as(&self.sql.retry_failed)
+            .bind(entry)
+            .bind(queue)
+            .bind(payload)
+            .fetch_one(&self.pool)
+            .await
+            .pg(self)
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn remove_failed_at(&self, index: u64, entry: &str) -> Result<bool> {
+        // An offset past i64::MAX holds nothing.
+        let Ok(index) = i64::try_from(index) else {
+            return Ok(false);
+        };
+        let done = sqlx::query(&self.sql.remove_failed_at)
+            .bind(index)
+            .bind(entry)
+            .execute(&self.pool)
+            .await
+            .pg(self)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn retry_failed_at(&self, index: u64, entry: &str, queue: &str, payload: &str) -> Result<bool> {
+        let Ok(index) = i64::try_from(index) else {
+            return Ok(false);
+        };
+        let (n,): (i64,) = sqlx::query_as(&self.sql.retry_failed_at)
+            .bind(index)
             .bind(entry)
             .bind(queue)
             .bind(payload)

@@ -78,6 +78,8 @@ statements! {
     failed_range => failed::FAILED_RANGE,
     remove_failed => failed::REMOVE_FAILED,
     retry_failed => failed::RETRY_FAILED,
+    remove_failed_at => failed::REMOVE_FAILED_AT,
+    retry_failed_at => failed::RETRY_FAILED_AT,
     register_worker => worker::REGISTER_WORKER,
     ping_worker => worker::PING_WORKER,
     register_workers => worker::REGISTER_WORKERS,

@@ -1,10 +1,12 @@
 //! The `failed` list.
 
-use crate::scripts::RETRY_FAILED;
+use crate::scripts::{RETRY_FAILED, TAKE_FAILED_AT};
 use crate::{text, RedisBackend, RedisResult};
 use async_trait::async_trait;
 use resq_core::failed::unescape_bytes;
 use resq_core::{FailedStore, Result};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 #[async_trait]
 impl FailedStore for RedisBackend {
@@ -79,6 +81,60 @@ impl FailedStore for RedisBackend {
             .arg(payload)
             .arg(queue)
             .arg(self.keys.wakeup_channel())
+            .invoke_async(&mut self.conn())
+            .await
+            .rd_at(self, &self.keys.failed())
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn remove_failed_at(&self, index: u64, entry: &str) -> Result<bool> {
+        self.take_failed_at(index, entry, None).await
+    }
+
+    async fn retry_failed_at(&self, index: u64, entry: &str, queue: &str, payload: &str) -> Result<bool> {
+        self.take_failed_at(index, entry, Some((queue, payload))).await
+    }
+}
+
+/// Counts tombstones made by this process, so that each is unique.
+static TOMBSTONES: AtomicU64 = AtomicU64::new(0);
+
+impl RedisBackend {
+    /// [`FailedStore::remove_failed_at`], and with `retry` (queue, payload)
+    /// [`FailedStore::retry_failed_at`], in one script.
+    async fn take_failed_at(&self, index: u64, entry: &str, retry: Option<(&str, &str)>) -> Result<bool> {
+        // An index past i64::MAX holds nothing.
+        let Ok(index) = i64::try_from(index) else {
+            return Ok(false);
+        };
+        // An entry listed escaped is stored as its unescaped bytes.
+        let stored = match unescape_bytes(entry) {
+            Some(bytes) if std::str::from_utf8(&bytes).is_err() => bytes,
+            _ => entry.as_bytes().to_vec(),
+        };
+        // NUL bytes (never in a JSON entry) plus this process, time and a
+        // counter: no entry holds this value, so LREM removes exactly the
+        // element the script overwrote.
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let n = TOMBSTONES.fetch_add(1, Ordering::Relaxed);
+        let tombstone = format!("\0resq:failed-tombstone:{}:{nanos}:{n}\0", std::process::id());
+        let (queue, payload) = retry.unwrap_or(("", ""));
+        let mut call = TAKE_FAILED_AT.key(self.keys.failed());
+        call.key(self.keys.queue(queue))
+            .key(self.keys.queues())
+            .arg(index)
+            .arg(entry)
+            .arg(stored)
+            .arg(tombstone)
+            .arg(if retry.is_some() { "retry" } else { "remove" })
+            .arg(payload)
+            .arg(queue)
+            .arg(self.keys.wakeup_channel());
+        let n: i64 = call
             .invoke_async(&mut self.conn())
             .await
             .rd_at(self, &self.keys.failed())

@@ -212,6 +212,32 @@ return 0
     )
 });
 
+/// KEYS: failed, target queue list, queues set.
+/// ARGV: index, entry as listed, its stored bytes when those differ (an
+/// escaped non-UTF-8 entry; else the same), tombstone, then for a retry
+/// ("retry" in ARGV[5]): payload, queue name, wakeup channel.
+/// Removes the element at the index only if it equals the entry: it is
+/// overwritten with the tombstone (a value no entry has) and that one
+/// element removed, so an equal entry elsewhere is never touched.
+/// Returns 1 if removed (and pushed), else 0.
+pub(crate) static TAKE_FAILED_AT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local index = tonumber(ARGV[1])
+local current = redis.call('LINDEX', KEYS[1], index)
+if not current or (current ~= ARGV[2] and current ~= ARGV[3]) then return 0 end
+redis.call('LSET', KEYS[1], index, ARGV[4])
+redis.call('LREM', KEYS[1], 1, ARGV[4])
+if ARGV[5] == 'retry' then
+  redis.call('SADD', KEYS[3], ARGV[7])
+  redis.call('RPUSH', KEYS[2], ARGV[6])
+  redis.call('PUBLISH', ARGV[8], ARGV[7])
+end
+return 1
+"#,
+    )
+});
+
 /// KEYS: workers set, ping, started, working, stat:processed:<name>,
 /// stat:failed:<name>, target list, queues set, stat:failed.
 /// ARGV: member, expected working-on value ("" for none), mode ("none",

@@ -500,6 +500,28 @@ async fn a_non_utf8_failed_entry_is_listed_escaped_and_removable() {
 }
 
 #[tokio::test]
+async fn a_non_utf8_failed_entry_is_removable_by_id() {
+    let Some((backend, ns, mut raw)) = setup("a_non_utf8_failed_entry_is_removable_by_id").await else {
+        return;
+    };
+    let queue = Queue::new(backend.clone() as Arc<dyn Backend>);
+    let good = resq_core::failed::encode_entry("w", "q", &job(1), &resq_core::Failure::new("E", "x"), 0);
+    backend.push_failed(&good).await.unwrap();
+    raw_cmd(&mut raw, &[b"RPUSH", &key(&ns, b"failed"), b"{\"error\":\"\xff\"}"]).await;
+    backend.push_failed(&good).await.unwrap();
+    let page = queue.failed_with_ids(0, 10).await.unwrap();
+    assert_eq!(page[1].1.raw, "{\"error\":\"\\xff\"}");
+    // The id of the good entry at 0 does not fit position 1.
+    let moved: resq_core::FailedId = page[0].0.to_string().replacen('0', "1", 1).parse().unwrap();
+    assert!(matches!(
+        queue.remove_failed_by_id(&moved).await,
+        Err(resq_core::Error::StaleFailedEntry { .. })
+    ));
+    queue.remove_failed_by_id(&page[1].0).await.unwrap();
+    assert_eq!(backend.failed_range(0, -1).await.unwrap(), vec![good.clone(), good]);
+}
+
+#[tokio::test]
 async fn a_non_utf8_queued_job_is_listed_escaped() {
     let Some((backend, ns, mut raw)) = setup("a_non_utf8_queued_job_is_listed_escaped").await else {
         return;

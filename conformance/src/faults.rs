@@ -367,6 +367,12 @@ impl FailedStore for Faulty {
     async fn remove_failed(&self, entry: &str) -> Result<u64> {
         self.inner.remove_failed(entry).await
     }
+    async fn remove_failed_at(&self, index: u64, entry: &str) -> Result<bool> {
+        self.inner.remove_failed_at(index, entry).await
+    }
+    async fn retry_failed_at(&self, index: u64, entry: &str, queue: &str, payload: &str) -> Result<bool> {
+        self.inner.retry_failed_at(index, entry, queue, payload).await
+    }
     async fn retry_failed(&self, entry: &str, queue: &str, payload: &str) -> Result<bool> {
         self.inner.retry_failed(entry, queue, payload).await
     }

@@ -154,6 +154,11 @@ macro_rules! suite {
                 retry_failed_moves_payload_to_queue_atomically,
                 retry_failed_on_missing_entry_changes_nothing,
                 concurrent_retries_of_one_entry_requeue_once,
+                failed_ids_round_trip_through_text,
+                remove_failed_by_id_removes_exactly_that_entry,
+                failed_id_actions_refused_when_the_entry_moved,
+                remove_one_of_two_identical_entries_by_id,
+                retry_failed_by_id_requeues_original_bytes_once,
             ],
             async registry: [
                 register_lists_and_pings,

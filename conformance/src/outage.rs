@@ -244,6 +244,14 @@ impl FailedStore for Outage {
         self.gate("remove_failed")?;
         self.inner.remove_failed(entry).await
     }
+    async fn remove_failed_at(&self, index: u64, entry: &str) -> Result<bool> {
+        self.gate("remove_failed_at")?;
+        self.inner.remove_failed_at(index, entry).await
+    }
+    async fn retry_failed_at(&self, index: u64, entry: &str, queue: &str, payload: &str) -> Result<bool> {
+        self.gate("retry_failed_at")?;
+        self.inner.retry_failed_at(index, entry, queue, payload).await
+    }
     async fn retry_failed(&self, entry: &str, queue: &str, payload: &str) -> Result<bool> {
         self.gate("retry_failed")?;
         self.inner.retry_failed(entry, queue, payload).await

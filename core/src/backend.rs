@@ -480,6 +480,19 @@ pub trait FailedStore: Send + Sync {
     /// Atomically removes the first entry equal to `entry` and, if it was
     /// there, pushes `payload` to the tail of `queue`. Returns whether it was there.
     async fn retry_failed(&self, entry: &str, queue: &str, payload: &str) -> Result<bool>;
+
+    /// Removes the entry at position `index` (0 is the head) only if its
+    /// stored bytes equal `entry` (as [`FailedStore::failed_range`] lists
+    /// them), atomically: the check and the removal see the same list, and
+    /// an equal entry elsewhere is never touched. Returns false, changing
+    /// nothing, when the position is out of range or holds other bytes.
+    /// No default: no combination of the other methods is atomic.
+    async fn remove_failed_at(&self, index: u64, entry: &str) -> Result<bool>;
+
+    /// As [`FailedStore::remove_failed_at`], and when it removes the entry,
+    /// pushes `payload` to the tail of `queue` (and wakes its workers) in the
+    /// same atomic step, as [`FailedStore::retry_failed`] does.
+    async fn retry_failed_at(&self, index: u64, entry: &str, queue: &str, payload: &str) -> Result<bool>;
 }
 
 /// Registered workers, their liveness pings and working-on records.

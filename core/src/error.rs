@@ -64,6 +64,22 @@ pub enum Error {
     /// `retry_and_remove_failed` was given an entry that is not in the failed list.
     #[error("This job is not in failed queue")]
     NotInFailedQueue,
+    /// An action by [`crate::FailedId`] found the failed list changed: the
+    /// entry at that position is gone or no longer has the named bytes
+    /// (it moved, was removed or replaced). Nothing was changed.
+    #[error("failed entry {id} is stale: the entry at that position moved or changed; list the failed jobs again")]
+    StaleFailedEntry {
+        /// The id's text form.
+        id: String,
+    },
+    /// A failed-entry id's text form could not be parsed.
+    #[error("malformed failed-entry id {text:?}: {reason}")]
+    MalformedFailedId {
+        /// The text given.
+        text: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A caller passed an argument that cannot be used.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

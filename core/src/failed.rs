@@ -271,9 +271,116 @@ impl FailedJob {
     }
 }
 
+/// A stable identity for one failed entry: its position in the failed list
+/// (0 is the head) plus the SHA-256 digest of its exact stored bytes (as
+/// listed, see [`FailedJob::raw`]). Actions by id
+/// ([`crate::Queue::remove_failed_by_id`], [`crate::Queue::retry_failed_by_id`])
+/// act only when the entry at that position still has those bytes, checked
+/// atomically by the backend, and refuse with [`Error::StaleFailedEntry`]
+/// otherwise. SHA-256 (not a 64-bit hash) makes two different entries at
+/// one position practically never share an id, even entries crafted to.
+///
+/// Text form: `<position>-<64 lowercase hex digits>`, e.g.
+/// `3-9f86d081…`; [`FromStr`](std::str::FromStr) parses exactly what
+/// [`Display`](std::fmt::Display) writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FailedId {
+    index: u64,
+    digest: [u8; 32],
+}
+
+impl FailedId {
+    /// The id of entry `raw` (its exact bytes) at position `index`.
+    pub fn new(index: u64, raw: &str) -> FailedId {
+        use sha2::{Digest, Sha256};
+        FailedId {
+            index,
+            digest: Sha256::digest(raw.as_bytes()).into(),
+        }
+    }
+
+    /// The position in the failed list (0 is the head).
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// True when `raw` has the digest this id names.
+    pub fn matches(&self, raw: &str) -> bool {
+        FailedId::new(self.index, raw).digest == self.digest
+    }
+}
+
+impl std::fmt::Display for FailedId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-", self.index)?;
+        for b in self.digest {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for FailedId {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<FailedId> {
+        let bad = |reason: &'static str| Error::MalformedFailedId {
+            text: text.to_owned(),
+            reason,
+        };
+        let (index, hex) = text
+            .split_once('-')
+            .ok_or_else(|| bad("expected <position>-<64 hex digits>"))?;
+        if index.is_empty() || !index.bytes().all(|c| c.is_ascii_digit()) || (index.len() > 1 && index.starts_with('0'))
+        {
+            return Err(bad("the position is not a decimal number without leading zeros"));
+        }
+        let index: u64 = index.parse().map_err(|_| bad("the position is too large"))?;
+        if hex.len() != 64 || !hex.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
+            return Err(bad("the digest is not 64 lowercase hex digits"));
+        }
+        let mut digest = [0u8; 32];
+        for (i, byte) in digest.iter_mut().enumerate() {
+            let pair = hex
+                .get(2 * i..2 * i + 2)
+                .ok_or_else(|| bad("the digest is not 64 lowercase hex digits"))?;
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| bad("the digest is not 64 lowercase hex digits"))?;
+        }
+        Ok(FailedId { index, digest })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_id_round_trips_and_refuses_bad_text() {
+        let id = FailedId::new(7, "{\"a\":1}");
+        let text = id.to_string();
+        assert!(text.starts_with("7-") && text.len() == 2 + 64);
+        assert_eq!(text.parse::<FailedId>().unwrap(), id);
+        assert!(id.matches("{\"a\":1}") && !id.matches("{\"a\":2}"));
+        let hex = &text[2..];
+        for bad in [
+            String::new(),
+            "7".into(),
+            hex.to_owned(),
+            format!("-{hex}"),
+            format!("07-{hex}"),
+            format!("+7-{hex}"),
+            format!("99999999999999999999-{hex}"),
+            format!("7-{}", &hex[1..]),
+            format!("7-{hex}0"),
+            format!("7-{}", hex.to_uppercase()),
+            format!("7-{}g", &hex[1..]),
+        ] {
+            assert!(
+                matches!(bad.parse::<FailedId>(), Err(Error::MalformedFailedId { .. })),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn entry_keeps_payload_bytes_and_field_order() {

@@ -39,7 +39,7 @@ pub use backend::{
 pub use config::TaskServerConfig;
 pub use error::{BackendErrorKind, Error, Result};
 pub use event::{SchedulerEvent, WorkerEvent};
-pub use failed::{FailedJob, Failure};
+pub use failed::{FailedId, FailedJob, Failure};
 pub use job::{Decoded, Job};
 pub use plugin::Plugin;
 pub use pool::{PoolConfig, WorkerPool};

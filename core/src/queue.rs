@@ -3,7 +3,7 @@
 
 use crate::backend::{Backend, Cleaned, Orphan, QueuedJob, WorkerId, WorkingOn};
 use crate::error::{Error, Result};
-use crate::failed::{FailedJob, Failure, FORCE_CLEAN_MARK, WORKER_TIMEOUT};
+use crate::failed::{FailedId, FailedJob, Failure, FORCE_CLEAN_MARK, WORKER_TIMEOUT};
 use crate::job::{args_of, encode_payload, encode_payload_rs_order, Decoded, Job};
 use crate::plugin::EnqueueContext;
 use crate::task::Tasks;
@@ -628,6 +628,68 @@ impl Queue {
             Ok(())
         } else {
             Err(Error::NotInFailedQueue)
+        }
+    }
+
+    /// A page of failed entries from position `start` (0 is the head), at
+    /// most `count` of them, each with its stable [`FailedId`]: what a
+    /// listing shows, so that an action taken from it later acts on exactly
+    /// that entry or is refused.
+    pub async fn failed_with_ids(&self, start: u64, count: u64) -> Result<Vec<(FailedId, FailedJob)>> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let first =
+            i64::try_from(start).map_err(|_| Error::InvalidArgument("failed page start is too large".into()))?;
+        let last = first.saturating_add(i64::try_from(count).unwrap_or(i64::MAX) - 1);
+        let raw = self.backend.failed_range(first, last).await?;
+        Ok(raw
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (FailedId::new(start + i as u64, r), FailedJob::decode_lenient(r)))
+            .collect())
+    }
+
+    /// The entry `id` names, read now; [`Error::StaleFailedEntry`] when the
+    /// position is empty or holds other bytes.
+    async fn failed_at(&self, id: &FailedId) -> Result<FailedJob> {
+        let stale = || Error::StaleFailedEntry { id: id.to_string() };
+        let index = i64::try_from(id.index()).map_err(|_| stale())?;
+        let raw = self.backend.failed_range(index, index).await?;
+        match raw.into_iter().next() {
+            Some(r) if id.matches(&r) => Ok(FailedJob::decode_lenient(&r)),
+            _ => Err(stale()),
+        }
+    }
+
+    /// Removes the failed entry `id` names, only if it is still at that
+    /// position with the same bytes (the backend re-checks atomically);
+    /// otherwise [`Error::StaleFailedEntry`] and nothing changes. An
+    /// identical entry elsewhere in the list is never removed instead.
+    pub async fn remove_failed_by_id(&self, id: &FailedId) -> Result<()> {
+        let entry = self.failed_at(id).await?;
+        if self.backend.remove_failed_at(id.index(), &entry.raw).await? {
+            Ok(())
+        } else {
+            Err(Error::StaleFailedEntry { id: id.to_string() })
+        }
+    }
+
+    /// Removes the failed entry `id` names and enqueues its job again with
+    /// the payload's original bytes (as [`Queue::retry_and_remove_failed`]),
+    /// atomically, only if the entry is still at that position with the same
+    /// bytes; otherwise [`Error::StaleFailedEntry`] and nothing changes.
+    pub async fn retry_failed_by_id(&self, id: &FailedId) -> Result<()> {
+        let entry = self.failed_at(id).await?;
+        let (queue, payload) = retry_target(&entry)?;
+        if self
+            .backend
+            .retry_failed_at(id.index(), &entry.raw, &queue, &payload)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::StaleFailedEntry { id: id.to_string() })
         }
     }
 
