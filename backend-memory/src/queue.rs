@@ -247,4 +247,16 @@ impl QueueStore for MemoryBackend {
         names.sort_unstable();
         Ok(names)
     }
+
+    async fn pause_queue(&self, queue: &str) -> Result<bool> {
+        Ok(self.paused.lock().insert(queue.to_owned()))
+    }
+
+    async fn resume_queue(&self, queue: &str) -> Result<bool> {
+        Ok(self.paused.lock().remove(queue))
+    }
+
+    async fn paused_queues(&self) -> Result<Vec<String>> {
+        Ok(self.paused.lock().iter().cloned().collect())
+    }
 }

@@ -40,6 +40,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "batch_rounds",
         sql: include_str!("../migrations/0002_batch_rounds.sql"),
     },
+    Migration {
+        version: 3,
+        name: "paused_queues",
+        sql: include_str!("../migrations/0003_paused_queues.sql"),
+    },
 ];
 
 /// The version a fully migrated schema is at.

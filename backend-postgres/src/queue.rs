@@ -176,6 +176,16 @@ pub(crate) const DELETE_QUEUE: &str =
 /// Every queue name in byte order.
 pub(crate) const QUEUES: &str = "SELECT name FROM {s}.queues ORDER BY name COLLATE \"C\"";
 
+/// Pauses queue `$1`; a row is returned only when it was not paused yet.
+pub(crate) const PAUSE_QUEUE: &str =
+    "INSERT INTO {s}.paused_queues (name) VALUES ($1) ON CONFLICT DO NOTHING RETURNING name";
+
+/// Resumes queue `$1`; a row is returned only when it was paused.
+pub(crate) const RESUME_QUEUE: &str = "DELETE FROM {s}.paused_queues WHERE name = $1 RETURNING name";
+
+/// The paused queues' names, sorted bytewise.
+pub(crate) const PAUSED_QUEUES: &str = "SELECT name FROM {s}.paused_queues ORDER BY name COLLATE \"C\"";
+
 /// Whether any of queues `$1` holds a job.
 pub(crate) const ANY_READY: &str = "SELECT EXISTS (SELECT 1 FROM {s}.jobs WHERE queue = ANY ($1::text[]))";
 
@@ -550,6 +560,35 @@ impl QueueStore for PostgresBackend {
 
     async fn queues(&self) -> Result<Vec<String>> {
         let rows: Vec<(String,)> = sqlx::query_as(&self.sql.queues)
+            .fetch_all(&self.pool)
+            .await
+            .pg(self)
+            .await?;
+        Ok(rows.into_iter().map(|(q,)| q).collect())
+    }
+
+    async fn pause_queue(&self, queue: &str) -> Result<bool> {
+        let row: Option<(String,)> = sqlx::query_as(&self.sql.pause_queue)
+            .bind(queue)
+            .fetch_optional(&self.pool)
+            .await
+            .pg(self)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn resume_queue(&self, queue: &str) -> Result<bool> {
+        let row: Option<(String,)> = sqlx::query_as(&self.sql.resume_queue)
+            .bind(queue)
+            .fetch_optional(&self.pool)
+            .await
+            .pg(self)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn paused_queues(&self) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(&self.sql.paused_queues)
             .fetch_all(&self.pool)
             .await
             .pg(self)

@@ -47,7 +47,17 @@ const STALE_AFTER: Duration = Duration::from_secs(3600);
 
 /// Every table a reused schema is emptied of.
 const TABLES: &[&str] = &[
-    "jobs", "queues", "working", "delayed", "failed", "workers", "pings", "stats", "locks", "leader",
+    "jobs",
+    "queues",
+    "working",
+    "delayed",
+    "failed",
+    "workers",
+    "pings",
+    "stats",
+    "locks",
+    "leader",
+    "paused_queues",
 ];
 
 static LIVE: Semaphore = Semaphore::const_new(MAX_LIVE);

@@ -33,6 +33,11 @@ impl Keys {
         self.key("queues")
     }
 
+    /// resq's own set of paused queue names; other Resque clients ignore it.
+    pub(crate) fn paused(&self) -> String {
+        self.key("resq:paused")
+    }
+
     pub(crate) fn queue(&self, q: &str) -> String {
         format!("{}queue:{q}", self.prefix)
     }

@@ -401,4 +401,41 @@ impl QueueStore for RedisBackend {
         names.sort();
         Ok(names)
     }
+
+    async fn pause_queue(&self, queue: &str) -> Result<bool> {
+        let key = self.keys.paused();
+        let added: i64 = redis::cmd("SADD")
+            .arg(&key)
+            .arg(queue)
+            .query_async(&mut self.conn())
+            .await
+            .rd_at(self, &key)
+            .await?;
+        Ok(added > 0)
+    }
+
+    async fn resume_queue(&self, queue: &str) -> Result<bool> {
+        let key = self.keys.paused();
+        let removed: i64 = redis::cmd("SREM")
+            .arg(&key)
+            .arg(queue)
+            .query_async(&mut self.conn())
+            .await
+            .rd_at(self, &key)
+            .await?;
+        Ok(removed > 0)
+    }
+
+    async fn paused_queues(&self) -> Result<Vec<String>> {
+        let key = self.keys.paused();
+        let members: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
+            .arg(&key)
+            .query_async(&mut self.conn())
+            .await
+            .rd_at(self, &key)
+            .await?;
+        let mut names = utf8_members(&key, members);
+        names.sort();
+        Ok(names)
+    }
 }

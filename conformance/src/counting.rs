@@ -202,6 +202,18 @@ impl QueueStore for Counting {
         self.note("queues");
         self.inner.queues().await
     }
+    async fn pause_queue(&self, queue: &str) -> Result<bool> {
+        self.note("pause_queue");
+        self.inner.pause_queue(queue).await
+    }
+    async fn resume_queue(&self, queue: &str) -> Result<bool> {
+        self.note("resume_queue");
+        self.inner.resume_queue(queue).await
+    }
+    async fn paused_queues(&self) -> Result<Vec<String>> {
+        self.note("paused_queues");
+        self.inner.paused_queues().await
+    }
     async fn push_front(&self, queue: &str, payload: &str) -> Result<()> {
         self.note("push_front");
         self.inner.push_front(queue, payload).await

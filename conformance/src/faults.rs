@@ -287,6 +287,15 @@ impl QueueStore for Faulty {
     async fn queues(&self) -> Result<Vec<String>> {
         self.inner.queues().await
     }
+    async fn pause_queue(&self, queue: &str) -> Result<bool> {
+        self.inner.pause_queue(queue).await
+    }
+    async fn resume_queue(&self, queue: &str) -> Result<bool> {
+        self.inner.resume_queue(queue).await
+    }
+    async fn paused_queues(&self) -> Result<Vec<String>> {
+        self.inner.paused_queues().await
+    }
     async fn push_front(&self, queue: &str, payload: &str) -> Result<()> {
         self.inner.push_front(queue, payload).await
     }

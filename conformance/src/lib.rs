@@ -41,6 +41,7 @@ pub mod leader;
 pub mod lock;
 pub mod model;
 pub mod outage;
+pub mod pause;
 pub mod plugin;
 pub mod queue;
 pub mod registry;
@@ -264,6 +265,14 @@ macro_rules! suite {
                 restart_under_same_name_recovers_job,
                 listed_queues_before_wildcard_keep_priority,
             ],
+            async pause: [
+                pausing_stops_a_worker_and_resuming_restarts_it,
+                wildcard_worker_skips_a_paused_queue,
+                multi_slot_worker_skips_a_paused_queue,
+                multi_slot_wildcard_worker_skips_a_paused_queue,
+                a_worker_started_on_paused_queues_waits_for_the_resume,
+                paused_queues_lists_and_unlists,
+            ],
             async plugin: [
                 custom_plugin_hooks_and_enqueue_veto,
                 delay_queue_lock_blocks_identical_delayed_job,
@@ -468,6 +477,7 @@ const GROUP_SOURCES: &[(&str, &str)] = &[
     ("defaults", include_str!("defaults.rs")),
     ("client", include_str!("client.rs")),
     ("worker", include_str!("worker.rs")),
+    ("pause", include_str!("pause.rs")),
     ("scheduler", include_str!("scheduler.rs")),
     ("model", include_str!("model.rs")),
     ("plugin", include_str!("plugin.rs")),

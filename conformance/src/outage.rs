@@ -144,6 +144,18 @@ impl QueueStore for Outage {
         self.gate("queues")?;
         self.inner.queues().await
     }
+    async fn pause_queue(&self, queue: &str) -> Result<bool> {
+        self.gate("pause_queue")?;
+        self.inner.pause_queue(queue).await
+    }
+    async fn resume_queue(&self, queue: &str) -> Result<bool> {
+        self.gate("resume_queue")?;
+        self.inner.resume_queue(queue).await
+    }
+    async fn paused_queues(&self) -> Result<Vec<String>> {
+        self.gate("paused_queues")?;
+        self.inner.paused_queues().await
+    }
     async fn push_front(&self, queue: &str, payload: &str) -> Result<()> {
         self.gate("push_front")?;
         self.inner.push_front(queue, payload).await

@@ -164,6 +164,15 @@ impl QueueStore for Mutant {
     async fn push_front(&self, queue: &str, payload: &str) -> Result<()> {
         self.inner.push_front(queue, payload).await
     }
+    async fn pause_queue(&self, queue: &str) -> Result<bool> {
+        self.inner.pause_queue(queue).await
+    }
+    async fn resume_queue(&self, queue: &str) -> Result<bool> {
+        self.inner.resume_queue(queue).await
+    }
+    async fn paused_queues(&self) -> Result<Vec<String>> {
+        self.inner.paused_queues().await
+    }
     async fn queues(&self) -> Result<Vec<String>> {
         let mut v = self.inner.queues().await?;
         if self.bug == Bug::QueuesUnsorted {

@@ -378,6 +378,17 @@ pub trait QueueStore: Send + Sync {
 
     /// All known queue names, sorted.
     async fn queues(&self) -> Result<Vec<String>>;
+
+    /// Marks `queue` paused, cluster-wide: workers stop claiming from it
+    /// and its jobs stay where they are. Pausing a queue that is already
+    /// paused, empty or unknown is fine. Returns whether it was newly paused.
+    async fn pause_queue(&self, queue: &str) -> Result<bool>;
+
+    /// Clears `queue`'s pause mark. Returns whether it was paused.
+    async fn resume_queue(&self, queue: &str) -> Result<bool>;
+
+    /// The paused queues' names, sorted.
+    async fn paused_queues(&self) -> Result<Vec<String>>;
 }
 
 /// The delayed schedule: buckets of payloads keyed by Unix second.

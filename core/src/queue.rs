@@ -368,6 +368,25 @@ impl Queue {
         self.backend.queues().await
     }
 
+    /// Pauses `queue` for every resq worker sharing this store: within 1 s
+    /// no worker claims from it, and its jobs stay queued (enqueueing to it
+    /// still works). Pausing an empty, unknown or already paused queue is
+    /// fine. Returns whether the queue was newly paused.
+    pub async fn pause_queue(&self, queue: &str) -> Result<bool> {
+        self.backend.pause_queue(queue).await
+    }
+
+    /// Resumes a paused `queue`: within 1 s workers claim from it again.
+    /// Returns whether it was paused.
+    pub async fn resume_queue(&self, queue: &str) -> Result<bool> {
+        self.backend.resume_queue(queue).await
+    }
+
+    /// The paused queues, sorted.
+    pub async fn paused_queues(&self) -> Result<Vec<String>> {
+        self.backend.paused_queues().await
+    }
+
     /// The number of jobs waiting in `queue` (delayed jobs not included).
     pub async fn length(&self, queue: &str) -> Result<u64> {
         self.backend.queue_len(queue).await

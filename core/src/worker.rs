@@ -13,6 +13,7 @@ use crate::task::{JobContext, TaskError, Tasks};
 use crate::time::{js_date_string_now, now_ms};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -165,6 +166,70 @@ impl WorkerConfig {
     }
 }
 
+/// How long a worker trusts its copy of the paused queues: half the 1 s
+/// within which a pause or a resume reaches every worker.
+const PAUSED_REFRESH: Duration = Duration::from_millis(500);
+
+/// A worker's copy of the paused queues, re-read at most every
+/// [`PAUSED_REFRESH`].
+#[derive(Default)]
+struct PausedCopy {
+    names: HashSet<String>,
+    read: Option<Instant>,
+    /// Whether the last re-read failed: nothing is claimed until one
+    /// succeeds, as the copy may be out of date.
+    failed: bool,
+}
+
+impl PausedCopy {
+    /// Whether the copy is missing or older than [`PAUSED_REFRESH`].
+    fn stale(&self) -> bool {
+        self.read.is_none_or(|t| t.elapsed() >= PAUSED_REFRESH)
+    }
+
+    /// Re-reads the paused queues if the copy is stale.
+    async fn refresh(&mut self, backend: &dyn Backend) -> Result<()> {
+        if self.stale() {
+            self.failed = true;
+            let names = backend.paused_queues().await?;
+            self.names = names.into_iter().collect();
+            self.read = Some(Instant::now());
+            self.failed = false;
+        }
+        Ok(())
+    }
+
+    /// `queues` without the paused ones, in the same order.
+    fn active<'a>(&self, queues: &'a [String]) -> Cow<'a, [String]> {
+        if self.names.is_empty() || !queues.iter().any(|q| self.names.contains(q)) {
+            Cow::Borrowed(queues)
+        } else {
+            Cow::Owned(queues.iter().filter(|q| !self.names.contains(*q)).cloned().collect())
+        }
+    }
+
+    /// The queues to claim from: `queues` without the paused ones, and
+    /// none after a failed re-read.
+    fn claimable<'a>(&self, queues: &'a [String]) -> Cow<'a, [String]> {
+        if self.failed || self.read.is_none() {
+            Cow::Owned(Vec::new())
+        } else {
+            self.active(queues)
+        }
+    }
+
+    /// How long an idle worker may wait: with any queue paused, short
+    /// enough to notice its resume within the 1 s bound (a wait on the
+    /// unpaused queues is not woken by a resume).
+    fn wait_cap(&self, poll: Duration) -> Duration {
+        if self.names.is_empty() {
+            poll
+        } else {
+            poll.min(PAUSED_REFRESH)
+        }
+    }
+}
+
 /// Runs jobs. Build it, [`subscribe`](Worker::subscribe) to its events if you
 /// like, then [`run`](Worker::run) it until your shutdown signal fires.
 ///
@@ -300,6 +365,7 @@ impl Worker {
         let mut backoff = Backoff::new(Duration::from_millis(50), self.config.poll_interval);
         let mut queues: Vec<String> = Vec::new();
         let mut queues_read: Option<Instant> = None;
+        let mut paused = PausedCopy::default();
         let wildcard = self.config.is_wildcard();
         let wildcard_queues = vec!["*".to_owned()];
         // A claim failed: it may have been applied with only its reply lost.
@@ -353,15 +419,24 @@ impl Worker {
             } else if queues.is_empty() {
                 queues = self.config.queues.clone();
             }
+            let Some(read) = unless_shutdown(&shutdown, paused.refresh(self.backend.as_ref())).await else {
+                break;
+            };
+            if let Err(e) = read {
+                self.backend_error(e);
+                backoff.wait(&shutdown).await;
+                continue;
+            }
+            let active = paused.active(&queues);
             emit_with(&self.events, || WorkerEvent::Poll {
                 worker: self.id.name.clone(),
-                queues: queues.clone(),
+                queues: active.to_vec(),
             });
-            let claimed = if queues.is_empty() {
+            let claimed = if active.is_empty() {
                 Ok(None)
             } else {
                 let run_at = js_date_string_now();
-                match unless_shutdown(&shutdown, self.backend.claim(&self.id, &queues, &run_at)).await {
+                match unless_shutdown(&shutdown, self.backend.claim(&self.id, &active, &run_at)).await {
                     Some(r) => r,
                     // An abandoned claim's job, if it was applied, is in
                     // the working-on record: the unregistration below
@@ -384,18 +459,7 @@ impl Worker {
                     tracing::trace!(target: "resq::worker", worker = %self.id.name, "pause");
                     // A wildcard worker re-reads the queue list after waiting.
                     queues_read = None;
-                    let wait = if queues.is_empty() {
-                        let poll = self.config.poll_interval;
-                        Box::pin(async move {
-                            tokio::time::sleep(poll).await;
-                            Ok(())
-                        }) as std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send>>
-                    } else if wildcard {
-                        // Any queue, including ones that do not exist yet.
-                        self.backend.wait_for_jobs(&wildcard_queues, self.config.poll_interval)
-                    } else {
-                        self.backend.wait_for_jobs(&queues, self.config.poll_interval)
-                    };
+                    let wait = self.idle_wait(wildcard, &wildcard_queues, &active, &paused);
                     tokio::select! {
                         _ = shutdown.cancelled() => {}
                         r = wait => if let Err(e) = r {
@@ -415,6 +479,31 @@ impl Worker {
         drop(pinger);
         let stopped = self.stop().await;
         self.finish(stopped)
+    }
+
+    /// An idle worker's wait for new jobs on `active` (its unpaused
+    /// queues). A wildcard worker with nothing paused waits on any queue,
+    /// including ones that do not exist yet; with a queue paused it waits
+    /// on the others only (a paused queue's jobs would end the wait at once),
+    /// and no longer than the paused copy's [`PausedCopy::wait_cap`].
+    fn idle_wait<'a>(
+        &'a self,
+        wildcard: bool,
+        wildcard_queues: &'a [String],
+        active: &'a [String],
+        paused: &PausedCopy,
+    ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>> {
+        let timeout = paused.wait_cap(self.config.poll_interval);
+        if active.is_empty() {
+            Box::pin(async move {
+                tokio::time::sleep(timeout).await;
+                Ok(())
+            })
+        } else if wildcard && paused.names.is_empty() {
+            self.backend.wait_for_jobs(wildcard_queues, timeout)
+        } else {
+            self.backend.wait_for_jobs(active, timeout)
+        }
     }
 
     /// The multi-slot loop (`concurrency > 1`): one claim and one completion
@@ -443,6 +532,7 @@ impl Worker {
             self.config.queues.clone()
         };
         let mut queues_read: Option<Instant> = None;
+        let mut paused = PausedCopy::default();
         let mut book = SlotBook::new(slots);
         // Each slot's job runs on a task of its own (see `spawn_slot_job`).
         let mut running: FuturesUnordered<SlotJob> = FuturesUnordered::new();
@@ -477,13 +567,20 @@ impl Worker {
                     }
                 }
             }
+            if !stopping {
+                if let Err(e) = paused.refresh(self.backend.as_ref()).await {
+                    self.backend_error(e);
+                    failed = true;
+                }
+            }
+            let active = paused.claimable(&queues);
             // Finished slots: record their outcomes and, while the queue list
             // is current, claim for every idle slot in the same round trip.
             let mut round = None;
             let mut round_at = Arc::clone(&no_round);
             if !uncertain && !book.done.is_empty() {
                 let current = !wildcard || queues_read.is_some_and(|t| t.elapsed() < Duration::from_secs(1));
-                if current && !queues.is_empty() && !stopping {
+                if current && !active.is_empty() && !stopping {
                     // A slot whose job was discarded claims in the next
                     // round: a discard moves no counter, so after a lost
                     // reply only the absence of a new claim tells whether
@@ -492,7 +589,7 @@ impl Worker {
                     round_at = Arc::from(js_date_string_now());
                     match self
                         .backend
-                        .complete_and_claim_batch(&book.done, &ids, &queues, &round_at)
+                        .complete_and_claim_batch(&book.done, &ids, &active, &round_at)
                         .await
                     {
                         Ok(claims) => {
@@ -554,10 +651,11 @@ impl Worker {
                         Err(e) => self.backend_error(e),
                     }
                 }
-                if !queues.is_empty() {
+                let active = paused.claimable(&queues);
+                if !active.is_empty() {
                     let ids = book.ids(book.idle.iter());
                     round_at = Arc::from(js_date_string_now());
-                    round = Some(self.backend.claim_batch(&ids, &queues, &round_at).await);
+                    round = Some(self.backend.claim_batch(&ids, &active, &round_at).await);
                 }
             }
             if let Some(result) = round {
@@ -600,10 +698,10 @@ impl Worker {
                     worker: self.id.name.clone(),
                 });
                 queues_read = None;
-                let wait_on = if wildcard { &wildcard_queues } else { &queues };
+                let active = paused.claimable(&queues);
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
-                    r = self.backend.wait_for_jobs(wait_on, self.config.poll_interval) => if let Err(e) = r {
+                    r = self.idle_wait(wildcard, &wildcard_queues, &active, &paused) => if let Err(e) = r {
                         self.backend_error(e);
                         backoff.wait(&shutdown).await;
                     }
@@ -612,7 +710,7 @@ impl Worker {
             }
             // Some idle slots and nothing claimed: wake for new jobs too.
             let want_more = !stopping && !book.idle.is_empty() && claimed == 0;
-            let wait_on = if wildcard { &wildcard_queues } else { &queues };
+            let active = paused.claimable(&queues);
             tokio::select! {
                 Some(finished) = running.next() => {
                     book.finished(finished);
@@ -633,7 +731,7 @@ impl Worker {
                         tokio::task::yield_now().await;
                     }
                 }
-                r = self.backend.wait_for_jobs(wait_on, self.config.poll_interval), if want_more => {
+                r = self.idle_wait(wildcard, &wildcard_queues, &active, &paused), if want_more => {
                     if let Err(e) = r {
                         // While the backend is down: wait, but keep collecting.
                         self.backend_error(e);
