@@ -95,7 +95,10 @@ impl QueueStore for Mutant {
                 let Some(seen) = self.inner.queue_range(q, 0, 0).await?.into_iter().next() else {
                     continue;
                 };
-                tokio::task::yield_now().await;
+                // A real pause between the read and the pop (not just a
+                // yield), so other workers read the same head whatever the
+                // runtime's flavour or the machine's load.
+                tokio::time::sleep(Duration::from_millis(1)).await;
                 let c = self.inner.claim(worker, std::slice::from_ref(q), run_at).await?;
                 return Ok(c.map(|c| Claimed {
                     queue: c.queue,
