@@ -101,6 +101,20 @@ enum End {
 }
 
 impl RedisBackend {
+    /// The UTF-8 members of the set `key`, sorted (others are skipped with
+    /// a log line naming the key, see [`utf8_members`]).
+    async fn sorted_members(&self, key: &str) -> Result<Vec<String>> {
+        let members: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
+            .arg(key)
+            .query_async(&mut self.conn())
+            .await
+            .rd_at(self, key)
+            .await?;
+        let mut names = utf8_members(key, members);
+        names.sort();
+        Ok(names)
+    }
+
     /// Adds the queue to the `queues` set, pushes `payload` at `end` of its
     /// list and announces it to idle workers, in one atomic pipeline.
     async fn push_end(&self, queue: &str, payload: &str, end: End) -> Result<()> {
@@ -390,16 +404,7 @@ impl QueueStore for RedisBackend {
     }
 
     async fn queues(&self) -> Result<Vec<String>> {
-        let key = self.keys.queues();
-        let members: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
-            .arg(&key)
-            .query_async(&mut self.conn())
-            .await
-            .rd_at(self, &key)
-            .await?;
-        let mut names = utf8_members(&key, members);
-        names.sort();
-        Ok(names)
+        self.sorted_members(&self.keys.queues()).await
     }
 
     async fn pause_queue(&self, queue: &str) -> Result<bool> {
@@ -427,15 +432,6 @@ impl QueueStore for RedisBackend {
     }
 
     async fn paused_queues(&self) -> Result<Vec<String>> {
-        let key = self.keys.paused();
-        let members: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
-            .arg(&key)
-            .query_async(&mut self.conn())
-            .await
-            .rd_at(self, &key)
-            .await?;
-        let mut names = utf8_members(&key, members);
-        names.sort();
-        Ok(names)
+        self.sorted_members(&self.keys.paused()).await
     }
 }
