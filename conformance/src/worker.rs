@@ -6,7 +6,7 @@ use resq_core::backend::Backend;
 use resq_core::failed::PAYLOAD_ERROR;
 use resq_core::time::now_ms;
 use resq_core::worker::parse_queues;
-use resq_core::{Queue, WorkerEvent};
+use resq_core::{Queue, WorkerConfig, WorkerEvent};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -237,6 +237,43 @@ pub async fn wildcard_worker_finds_new_queues(backend: Arc<dyn Backend>) {
     assert_eq!(backend.workers().await.unwrap(), vec![id.clone()]);
     assert!(backend.worker_started(&id).await.unwrap().is_some());
     w.shutdown().await;
+}
+
+/// A `*` worker that polls rarely, started while no queue exists, is woken
+/// by the first job on a new queue (not left asleep for its poll interval),
+/// with one slot and with several.
+pub async fn idle_wildcard_worker_wakes_for_a_first_queue(backend: Arc<dyn Backend>) {
+    for concurrency in [1, 3] {
+        let log = runs();
+        let tasks = standard_tasks(&log);
+        let config = WorkerConfig {
+            poll_interval: Duration::from_secs(60),
+            concurrency,
+            ..quick_config(&["*"])
+        };
+        let w = spawn_worker(&backend, &tasks, config);
+        wait_until(LIMIT, "registered", || {
+            let b = Arc::clone(&backend);
+            async move { !b.workers().await.unwrap().is_empty() }
+        })
+        .await;
+        // Let the worker find no queue and go idle.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let q = Queue::new(Arc::clone(&backend));
+        let queue = format!("first_{concurrency}");
+        q.enqueue(&queue, "record", (concurrency,)).await.unwrap();
+        wait_until(
+            LIMIT,
+            "the job on the first queue ran well before the poll interval",
+            || {
+                let log = Arc::clone(&log);
+                async move { recorded(&log).len() == 1 }
+            },
+        )
+        .await;
+        w.shutdown().await;
+        q.del_queue(&queue).await.unwrap();
+    }
 }
 
 /// A comma-separated queue setting means those queues, in that order.

@@ -494,13 +494,15 @@ impl Worker {
         paused: &PausedCopy,
     ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>> {
         let timeout = paused.wait_cap(self.config.poll_interval);
-        if active.is_empty() {
+        if wildcard && paused.names.is_empty() {
+            // Before `active`: with no queue yet, `active` is empty, and a
+            // queue that appears must end the wait like any job.
+            self.backend.wait_for_jobs(wildcard_queues, timeout)
+        } else if active.is_empty() {
             Box::pin(async move {
                 tokio::time::sleep(timeout).await;
                 Ok(())
             })
-        } else if wildcard && paused.names.is_empty() {
-            self.backend.wait_for_jobs(wildcard_queues, timeout)
         } else {
             self.backend.wait_for_jobs(active, timeout)
         }
