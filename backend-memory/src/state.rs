@@ -60,7 +60,12 @@ impl State {
                 self.queues.insert(queue.to_owned(), VecDeque::from([payload]));
             }
         }
-        self.enqueued.entry(queue.to_owned()).or_default().push_back(now);
+        match self.enqueued.get_mut(queue) {
+            Some(times) => times.push_back(now),
+            None => {
+                self.enqueued.insert(queue.to_owned(), VecDeque::from([now]));
+            }
+        }
     }
 
     /// `LPUSH queue:<queue> payload` plus `SADD queues <queue>`; records
