@@ -648,3 +648,39 @@ async fn a_foreign_pop_leaves_a_record_until_the_queue_drains() {
     assert!(!exists, "the overview drops an empty queue's records");
     backend.delete_namespace().await.unwrap();
 }
+
+/// Worker ping ages come from node-resque's `worker:ping:<name>` JSON
+/// (`time` in seconds) and, for a Ruby worker without one, from its
+/// `workers:heartbeat` entry; start times from `worker:<id>:started`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_ages_read_node_resque_and_ruby_records() {
+    let Some((backend, mut raw, ns)) = setup("ping_ages_read_node_resque_and_ruby_records").await else {
+        return;
+    };
+    let now_s = resq_core::time::now_ms() / 1000;
+    let node = "nodehost:11";
+    let ruby = "rubyhost:22:q";
+    let _: () = raw.sadd(format!("{ns}workers"), format!("{node}:q")).await.unwrap();
+    let _: () = raw.sadd(format!("{ns}workers"), ruby).await.unwrap();
+    let ping = format!(r#"{{"time":{},"name":"{node}","queues":"q"}}"#, now_s - 40);
+    let _: () = raw.set(format!("{ns}worker:ping:{node}"), ping).await.unwrap();
+    let _: () = raw
+        .set(format!("{ns}worker:{node}:q:started"), now_s - 100)
+        .await
+        .unwrap();
+    let beat = resq_core::time::iso8601((now_s - 70) * 1000);
+    let _: () = raw.hset(format!("{ns}workers:heartbeat"), ruby, beat).await.unwrap();
+    let workers = resq_admin::Admin::new(backend.clone()).workers().await.unwrap();
+    let by_name = |n: &str| {
+        workers
+            .iter()
+            .find(|w| w.name == n)
+            .unwrap_or_else(|| panic!("{n}: {workers:?}"))
+    };
+    let node_age = by_name(node).ping_age_seconds.expect("node-resque ping read");
+    assert!((39.0..45.0).contains(&node_age), "{node_age}");
+    assert_eq!(by_name(node).started_at_ms, Some((now_s - 100) * 1000));
+    let ruby_age = by_name("rubyhost:22").ping_age_seconds.expect("Ruby heartbeat read");
+    assert!((69.0..75.0).contains(&ruby_age), "{ruby_age}");
+    backend.delete_namespace().await.unwrap();
+}
