@@ -384,6 +384,7 @@ impl Worker {
                             let job = Claimed {
                                 queue: r.queue,
                                 payload: r.payload,
+                                enqueued_at_ms: None,
                             };
                             self.busy.store(true, Ordering::Release);
                             self.perform(job, &shutdown).await;
@@ -888,6 +889,7 @@ impl Worker {
                 Claimed {
                     queue: r.queue,
                     payload: r.payload,
+                    enqueued_at_ms: None,
                 },
             ));
         }
