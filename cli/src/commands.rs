@@ -517,6 +517,7 @@ async fn workers_clean(
             }
         }
     }
+    let cleaned: Vec<CleanedOut> = cleaned.into_iter().map(CleanedOut::from).collect();
     if as_json {
         return json(&WorkersDone {
             dry_run: false,
@@ -525,10 +526,35 @@ async fn workers_clean(
         });
     }
     for c in &cleaned {
-        println!("cleaned {c:?}");
+        match &c.job {
+            Some(job) => println!("cleaned {}; its job on {} went to the failed list", c.name, job.queue),
+            None => println!("cleaned {} (idle)", c.name),
+        }
     }
     println!("cleaned {} workers", cleaned.len());
     Ok(())
+}
+
+/// A cleaned worker, as `workers clean` prints it.
+#[derive(Serialize)]
+struct CleanedOut {
+    name: String,
+    queues: String,
+    /// The job it was working on, now on the failed list.
+    job: Option<resq::WorkingOn>,
+    /// The failed entry written for that job, as stored.
+    failed_entry: Option<String>,
+}
+
+impl From<resq::Cleaned> for CleanedOut {
+    fn from(c: resq::Cleaned) -> Self {
+        CleanedOut {
+            name: c.worker.name,
+            queues: c.worker.queues,
+            job: c.working_on,
+            failed_entry: c.failed_entry.map(|e| e.raw),
+        }
+    }
 }
 
 async fn locks(admin: &Admin, as_json: bool) -> CliResult {
@@ -613,6 +639,13 @@ struct PauseDone<'a> {
 }
 
 async fn pause(admin: &Admin, queue: &str, paused: bool, as_json: bool) -> CliResult {
+    if admin.backend().kind() == "memory" {
+        // Its snapshot does not carry pause marks: a pause set by this
+        // process would be lost when it exits.
+        return Err(CliError::Runtime(
+            "the memory backend keeps pause marks in its own process only (the snapshot does not carry them), so pausing from the command line has no effect".into(),
+        ));
+    }
     let changed = if paused {
         admin.pause(queue).await?
     } else {
