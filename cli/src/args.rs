@@ -143,7 +143,11 @@ pub struct FilterArgs {
 impl FilterArgs {
     /// Whether any filter is set.
     pub fn is_set(&self) -> bool {
-        self.class.is_some() || self.queue.is_some() || self.error.is_some() || self.since.is_some() || self.until.is_some()
+        self.class.is_some()
+            || self.queue.is_some()
+            || self.error.is_some()
+            || self.since.is_some()
+            || self.until.is_some()
     }
 }
 

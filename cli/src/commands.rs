@@ -1,7 +1,9 @@
 //! The commands: each connects, calls the admin API (or migrations, or the
 //! Redis doctor), and prints a table or JSON.
 
-use crate::args::{Cli, Command, ConfirmArgs, FailedAction, FailedCommand, FilterArgs, LocksCommand, PageArgs, WorkersCommand};
+use crate::args::{
+    Cli, Command, ConfirmArgs, FailedAction, FailedCommand, FilterArgs, LocksCommand, PageArgs, WorkersCommand,
+};
 use crate::output::{self, confirm, json, or_dash, short, table, time_ms};
 use crate::{CliError, CliResult};
 use resq::admin::{Admin, BulkOutcome, BulkProgress, FailedFilter, Page};
@@ -34,9 +36,7 @@ fn kind_of(url: &str) -> Kind {
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> CliResult {
     let Some(url) = cli.url.clone().filter(|u| !u.trim().is_empty()) else {
-        return Err(CliError::Usage(
-            "no store URL: pass --url URL or set RESQ_URL".into(),
-        ));
+        return Err(CliError::Usage("no store URL: pass --url URL or set RESQ_URL".into()));
     };
     match cli.command {
         Command::Migrate => migrate(&url, cli.json).await,
@@ -65,7 +65,12 @@ async fn dispatch(admin: &Admin, command: Command, as_json: bool) -> CliResult {
         Command::Failed(FailedCommand::Remove(action)) => failed_act(admin, Act::Remove, action, as_json).await,
         Command::Workers { command: None } => workers(admin, as_json).await,
         Command::Workers {
-            command: Some(WorkersCommand::Clean { names, stale_for, confirm }),
+            command:
+                Some(WorkersCommand::Clean {
+                    names,
+                    stale_for,
+                    confirm,
+                }),
         } => workers_clean(admin, names, stale_for, confirm, as_json).await,
         Command::Locks { command: None } => locks(admin, as_json).await,
         Command::Locks {
@@ -234,7 +239,11 @@ async fn failed_list(admin: &Admin, f: &FilterArgs, p: PageArgs, as_json: bool) 
                     or_dash(i.queue.as_deref()),
                     or_dash(i.class.as_deref()),
                     short(
-                        &format!("{}: {}", i.exception.as_deref().unwrap_or("?"), i.error.as_deref().unwrap_or("")),
+                        &format!(
+                            "{}: {}",
+                            i.exception.as_deref().unwrap_or("?"),
+                            i.error.as_deref().unwrap_or("")
+                        ),
                         60,
                     ),
                 ]
@@ -309,7 +318,15 @@ async fn matching_ids(admin: &Admin, f: &FailedFilter) -> CliResult<Vec<FailedId
     let mut ids = Vec::new();
     let mut offset = 0;
     loop {
-        let page = admin.failed(f, Page { offset, limit: SCAN_PAGE }).await?;
+        let page = admin
+            .failed(
+                f,
+                Page {
+                    offset,
+                    limit: SCAN_PAGE,
+                },
+            )
+            .await?;
         let n = page.items.len() as u64;
         ids.extend(page.items.into_iter().map(|i| i.id));
         offset += n;
@@ -364,7 +381,15 @@ async fn failed_act(admin: &Admin, act: Act, a: FailedAction, as_json: bool) -> 
         plan.len() as u64
     };
     if count == 0 {
-        return report_outcome(act, BulkOutcome { done: 0, stale: 0, failed: 0 }, as_json);
+        return report_outcome(
+            act,
+            BulkOutcome {
+                done: 0,
+                stale: 0,
+                failed: 0,
+            },
+            as_json,
+        );
     }
     let what = if a.all && a.filter.is_set() {
         format!("{verb} {count} failed jobs matching the filters?")
@@ -481,7 +506,10 @@ async fn workers_clean(
         let missing: Vec<&String> = names.iter().filter(|n| !all.iter().any(|w| &w.name == *n)).collect();
         if !missing.is_empty() {
             let list: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
-            return Err(CliError::Runtime(format!("no registered worker named {}", list.join(", "))));
+            return Err(CliError::Runtime(format!(
+                "no registered worker named {}",
+                list.join(", ")
+            )));
         }
         all.into_iter().filter(|w| names.contains(&w.name)).collect()
     };
@@ -570,7 +598,8 @@ async fn locks(admin: &Admin, as_json: bool) -> CliResult {
                 vec![
                     l.key.clone(),
                     short(&l.value, 40),
-                    l.ttl_ms.map_or_else(|| "none".to_owned(), |t| format!("{:.1}s", t as f64 / 1000.0)),
+                    l.ttl_ms
+                        .map_or_else(|| "none".to_owned(), |t| format!("{:.1}s", t as f64 / 1000.0)),
                 ]
             })
         )
@@ -774,7 +803,9 @@ async fn doctor(url: &str, as_json: bool, fix: bool, c: ConfirmArgs) -> CliResul
                 fixed: None,
             });
         }
-        println!("doctor audits Redis namespaces shared with other Resque clients; nothing to check on the {kind} backend");
+        println!(
+            "doctor audits Redis namespaces shared with other Resque clients; nothing to check on the {kind} backend"
+        );
         return Ok(());
     }
     let backend = resq::redis::connect(url).await?;
@@ -807,7 +838,10 @@ async fn doctor(url: &str, as_json: bool, fix: bool, c: ConfirmArgs) -> CliResul
     }
     println!("{problems} problems, {fixable} with a safe fix");
     match fixed {
-        Some(f) => println!("fixed {}; {} changed since the audit and were left alone", f.fixed, f.stale),
+        Some(f) => println!(
+            "fixed {}; {} changed since the audit and were left alone",
+            f.fixed, f.stale
+        ),
         None if fix && c.dry_run && fixable > 0 => println!("dry run: would apply {fixable} fixes; nothing changed"),
         None if fixable > 0 => println!("run `resq doctor --fix` to apply them"),
         None => {}

@@ -47,9 +47,9 @@ impl From<resq::Error> for CliError {
     fn from(e: resq::Error) -> Self {
         match e {
             // Arguments the admin API refuses are the caller's mistake.
-            resq::Error::InvalidArgument(_) | resq::Error::MalformedFailedId { .. } | resq::Error::InvalidUrl { .. } => {
-                CliError::Usage(e.to_string())
-            }
+            resq::Error::InvalidArgument(_)
+            | resq::Error::MalformedFailedId { .. }
+            | resq::Error::InvalidUrl { .. } => CliError::Usage(e.to_string()),
             other => CliError::Runtime(other.to_string()),
         }
     }
@@ -81,7 +81,9 @@ fn main() -> ExitCode {
 /// `EnvFilter` directive such as `warn` or `resq=debug`), so that by
 /// default an error is the one line `main` prints.
 fn init_logging() {
-    let Ok(directive) = std::env::var("RESQ_LOG") else { return };
+    let Ok(directive) = std::env::var("RESQ_LOG") else {
+        return;
+    };
     let filter = match tracing_subscriber::EnvFilter::try_new(&directive) {
         Ok(f) => f,
         Err(e) => {

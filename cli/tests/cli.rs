@@ -23,7 +23,7 @@ enum Guard {
     /// The snapshot's folder, deleted when dropped.
     Memory(#[allow(dead_code)] tempfile::TempDir),
     /// A backend in the test namespace, which deletes its keys when dropped.
-    Redis(#[allow(dead_code)] resq_redis::RedisBackend),
+    Redis(#[allow(dead_code)] Box<resq_redis::RedisBackend>),
     /// A backend on the test schema, handed back for reuse by `close()`.
     Postgres(Arc<resq_postgres::PostgresBackend>),
 }
@@ -50,11 +50,12 @@ impl Store {
         match resq_redis::testing::fresh_redis().await {
             Ok(backend) => {
                 let mut url = url::Url::parse(&resq_redis::testing::server_url()).expect("RESQ_REDIS_URL");
-                url.query_pairs_mut().append_pair("namespace", &backend.config().namespace);
+                url.query_pairs_mut()
+                    .append_pair("namespace", &backend.config().namespace);
                 Some(Store {
                     kind: "redis",
                     url: url.to_string(),
-                    guard: Guard::Redis(backend),
+                    guard: Guard::Redis(Box::new(backend)),
                 })
             }
             Err(reason) => skip(test, &reason),
@@ -97,7 +98,11 @@ impl Store {
     /// The binary with `--url` set to this store.
     fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::cargo_bin("resq").expect("the resq binary");
-        cmd.env_remove("RESQ_URL").env_remove("RESQ_LOG").arg("--url").arg(&self.url).args(args);
+        cmd.env_remove("RESQ_URL")
+            .env_remove("RESQ_LOG")
+            .arg("--url")
+            .arg(&self.url)
+            .args(args);
         cmd.timeout(Duration::from_secs(60));
         cmd
     }
@@ -241,10 +246,15 @@ async fn status_queues_and_queue_show_the_real_state(s: &Store) {
 async fn enqueue_pause_and_resume(s: &Store) {
     let out = s.json(&["enqueue", "math", "add", "[1, \"two\"]"]);
     assert_eq!(out["class"], "add");
-    let jobs = s.with(|b| async move { b.queue_range("math", 0, -1).await.unwrap() }).await;
+    let jobs = s
+        .with(|b| async move { b.queue_range("math", 0, -1).await.unwrap() })
+        .await;
     assert_eq!(jobs.len(), 1);
     let job = resq::job::Job::decode(&jobs[0]).unwrap();
-    assert_eq!((job.class.as_str(), job.args.clone()), ("add", vec![serde_json::json!(1), serde_json::json!("two")]));
+    assert_eq!(
+        (job.class.as_str(), job.args.clone()),
+        ("add", vec![serde_json::json!(1), serde_json::json!("two")])
+    );
 
     // Not an array, not JSON: usage errors, nothing enqueued.
     let (_, err) = s.run(&["enqueue", "math", "add", "{\"a\":1}"], 2);
@@ -261,7 +271,10 @@ async fn enqueue_pause_and_resume(s: &Store) {
         return;
     }
     let out = s.json(&["pause", "math"]);
-    assert_eq!((out["paused"].clone(), out["changed"].clone()), (Value::Bool(true), Value::Bool(true)));
+    assert_eq!(
+        (out["paused"].clone(), out["changed"].clone()),
+        (Value::Bool(true), Value::Bool(true))
+    );
     let paused = s.with(|b| async move { b.paused_queues().await.unwrap() }).await;
     assert_eq!(paused, vec!["math".to_owned()]);
     let queues = s.json(&["queues"]);
@@ -269,7 +282,10 @@ async fn enqueue_pause_and_resume(s: &Store) {
     assert_eq!(s.json(&["pause", "math"])["changed"], false);
     let out = s.json(&["resume", "math"]);
     assert_eq!(out["changed"], true);
-    assert!(s.with(|b| async move { b.paused_queues().await.unwrap() }).await.is_empty());
+    assert!(s
+        .with(|b| async move { b.paused_queues().await.unwrap() })
+        .await
+        .is_empty());
     let (text, _) = s.run(&["resume", "math"], 0);
     assert!(text.contains("was not paused"), "{text}");
 }
@@ -277,8 +293,12 @@ async fn enqueue_pause_and_resume(s: &Store) {
 async fn delayed_lists_scheduled_jobs(s: &Store) {
     s.with(|b| async move {
         let q = Queue::new(b);
-        q.enqueue_in(Duration::from_secs(7200), "math", "later", (2,)).await.unwrap();
-        q.enqueue_in(Duration::from_secs(3600), "math", "sooner", (1,)).await.unwrap();
+        q.enqueue_in(Duration::from_secs(7200), "math", "later", (2,))
+            .await
+            .unwrap();
+        q.enqueue_in(Duration::from_secs(3600), "math", "sooner", (1,))
+            .await
+            .unwrap();
     })
     .await;
     let d = s.json(&["delayed"]);
@@ -328,7 +348,11 @@ async fn failed_count(s: &Store) -> u64 {
 }
 
 async fn failed_list_show_and_filters(s: &Store) {
-    seed_failed(s, &[("a", "q1", "boom"), ("a", "q2", "Kaboom here"), ("b", "q1", "fizz")]).await;
+    seed_failed(
+        s,
+        &[("a", "q1", "boom"), ("a", "q2", "Kaboom here"), ("b", "q1", "fizz")],
+    )
+    .await;
     let all = s.json(&["failed", "list"]);
     assert_eq!(all["total"], 3, "{all}");
     let by_class = s.json(&["failed", "list", "--class", "a"]);
@@ -341,7 +365,10 @@ async fn failed_list_show_and_filters(s: &Store) {
     assert_eq!(by_error["items"][0]["error"], "Kaboom here");
     assert_eq!(s.json(&["failed", "list", "--since", "1h"])["total"], 3);
     assert_eq!(s.json(&["failed", "list", "--until", "1h"])["total"], 0);
-    assert_eq!(s.json(&["failed", "list", "--since", "2000-01-01T00:00:00Z"])["total"], 3);
+    assert_eq!(
+        s.json(&["failed", "list", "--since", "2000-01-01T00:00:00Z"])["total"],
+        3
+    );
     let paged = s.json(&["failed", "list", "--limit", "1", "--offset", "1"]);
     assert_eq!(ids(&paged).len(), 1);
     assert_eq!(paged["total"], 3);
@@ -383,9 +410,15 @@ async fn failed_retry_and_remove_by_id(s: &Store) {
     assert_eq!(s.with(|b| async move { b.queue_len("q1").await.unwrap() }).await, 0);
 
     let done = s.json(&["failed", "retry", &first, "--yes"]);
-    assert_eq!((done["done"].as_u64(), done["stale"].as_u64()), (Some(1), Some(0)), "{done}");
+    assert_eq!(
+        (done["done"].as_u64(), done["stale"].as_u64()),
+        (Some(1), Some(0)),
+        "{done}"
+    );
     assert_eq!(failed_count(s).await, 1);
-    let queued = s.with(|b| async move { b.queue_range("q1", 0, -1).await.unwrap() }).await;
+    let queued = s
+        .with(|b| async move { b.queue_range("q1", 0, -1).await.unwrap() })
+        .await;
     assert_eq!(queued.len(), 1);
     assert_eq!(resq::job::Job::decode(&queued[0]).unwrap().class, "a");
 
@@ -402,7 +435,11 @@ async fn failed_retry_and_remove_by_id(s: &Store) {
     let done = s.json(&["failed", "remove", &fresh[0], "--yes"]);
     assert_eq!(done["done"], 1);
     assert_eq!(failed_count(s).await, 0);
-    assert_eq!(s.with(|b| async move { b.queue_len("q2").await.unwrap() }).await, 0, "removed, not retried");
+    assert_eq!(
+        s.with(|b| async move { b.queue_len("q2").await.unwrap() }).await,
+        0,
+        "removed, not retried"
+    );
 }
 
 async fn ids_of(s: &Store) -> Vec<String> {
@@ -410,7 +447,16 @@ async fn ids_of(s: &Store) -> Vec<String> {
 }
 
 async fn failed_bulk_with_all_and_filters(s: &Store) {
-    seed_failed(s, &[("a", "q1", "boom"), ("a", "q1", "boom"), ("b", "q1", "bang"), ("c", "q2", "boom")]).await;
+    seed_failed(
+        s,
+        &[
+            ("a", "q1", "boom"),
+            ("a", "q1", "boom"),
+            ("b", "q1", "bang"),
+            ("c", "q2", "boom"),
+        ],
+    )
+    .await;
     // Filters without --all: a usage error.
     s.run(&["failed", "remove", "--class", "a", "--yes"], 2);
     let plan = s.json(&["failed", "remove", "--all", "--error", "boom", "--dry-run"]);
@@ -444,7 +490,12 @@ async fn workers_and_workers_clean(s: &Store) {
     })
     .await;
     let ws = s.json(&["workers"]);
-    let names: Vec<&str> = ws.as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = ws
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
     assert!(names.contains(&"dead-host:1") && names.contains(&"live-host:2"), "{ws}");
 
     let plan = s.json(&["workers", "clean", "--stale-for", "1m", "--dry-run"]);
@@ -456,7 +507,10 @@ async fn workers_and_workers_clean(s: &Store) {
     let done = s.json(&["workers", "clean", "--stale-for", "1m", "--yes"]);
     assert_eq!(done["count"], 1, "{done}");
     let left = s.with(|b| async move { b.workers().await.unwrap() }).await;
-    assert_eq!(left.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), vec!["live-host:2"]);
+    assert_eq!(
+        left.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(),
+        vec!["live-host:2"]
+    );
 
     // By name; an unknown name is a runtime error.
     let (_, err) = s.run(&["workers", "clean", "nobody:9", "--yes"], 1);
@@ -468,12 +522,23 @@ async fn workers_and_workers_clean(s: &Store) {
 
 async fn locks_and_locks_rm(s: &Store) {
     s.with(|b| async move {
-        assert!(b.acquire_lock("lock:cli:a", "x", Duration::from_secs(600)).await.unwrap());
-        assert!(b.acquire_lock("lock:cli:b", "y", Duration::from_secs(600)).await.unwrap());
+        assert!(b
+            .acquire_lock("lock:cli:a", "x", Duration::from_secs(600))
+            .await
+            .unwrap());
+        assert!(b
+            .acquire_lock("lock:cli:b", "y", Duration::from_secs(600))
+            .await
+            .unwrap());
     })
     .await;
     let ls = s.json(&["locks"]);
-    let keys: Vec<&str> = ls.as_array().unwrap().iter().map(|l| l["key"].as_str().unwrap()).collect();
+    let keys: Vec<&str> = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["key"].as_str().unwrap())
+        .collect();
     assert_eq!(keys, vec!["lock:cli:a", "lock:cli:b"], "{ls}");
     assert!(ls[0]["ttl_ms"].as_u64().unwrap() > 500_000);
 
@@ -494,7 +559,11 @@ async fn migrate_and_doctor(s: &Store) {
     let m = s.json(&["migrate"]);
     assert_eq!(m["backend"], s.kind);
     if s.kind == "postgres" {
-        assert_eq!(m["version"].as_i64(), Some(i64::from(resq_postgres::latest_version())), "{m}");
+        assert_eq!(
+            m["version"].as_i64(),
+            Some(i64::from(resq_postgres::latest_version())),
+            "{m}"
+        );
     } else {
         assert_eq!(m["applied"], serde_json::json!([]));
     }
@@ -519,7 +588,10 @@ async fn migrate_and_doctor(s: &Store) {
     assert_eq!(raw().await, vec![damaged.to_owned()]);
     let done = s.json(&["doctor", "--fix", "--yes"]);
     assert_eq!(done["fixed"]["fixed"], 1, "{done}");
-    assert_eq!(raw().await, vec![r#"{"class":"noargs","queue":"math","args":[]}"#.to_owned()]);
+    assert_eq!(
+        raw().await,
+        vec![r#"{"class":"noargs","queue":"math","args":[]}"#.to_owned()]
+    );
     assert_eq!(s.json(&["doctor"])["fixable"], 0);
 }
 
