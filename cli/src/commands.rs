@@ -33,11 +33,34 @@ fn kind_of(url: &str) -> Kind {
     }
 }
 
+/// How long a PostgreSQL call of the command line waits for a connection
+/// unless the URL sets `acquire_timeout_ms` (the library's default, 30 s,
+/// suits servers; a person at a terminal wants a down server reported sooner).
+const PG_ACQUIRE_TIMEOUT_MS: &str = "10000";
+
+/// `url` with the command line's defaults for parameters it does not set.
+fn with_defaults(url: &str) -> String {
+    if kind_of(url) != Kind::Postgres {
+        return url.to_owned();
+    }
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        // Left for connect to report.
+        return url.to_owned();
+    };
+    if !parsed.query_pairs().any(|(k, _)| k == "acquire_timeout_ms") {
+        parsed
+            .query_pairs_mut()
+            .append_pair("acquire_timeout_ms", PG_ACQUIRE_TIMEOUT_MS);
+    }
+    parsed.into()
+}
+
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> CliResult {
-    let Some(url) = cli.url.clone().filter(|u| !u.trim().is_empty()) else {
+    let Some(url) = cli.url.as_deref().filter(|u| !u.trim().is_empty()) else {
         return Err(CliError::Usage("no store URL: pass --url URL or set RESQ_URL".into()));
     };
+    let url = with_defaults(url);
     match cli.command {
         Command::Migrate => migrate(&url, cli.json).await,
         Command::Doctor { fix, confirm } => doctor(&url, cli.json, fix, confirm).await,

@@ -13,6 +13,7 @@ mod args;
 mod commands;
 mod output;
 
+use clap::error::ErrorKind;
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -59,7 +60,10 @@ impl From<resq::Error> for CliError {
 pub type CliResult<T = ()> = std::result::Result<T, CliError>;
 
 fn main() -> ExitCode {
-    let cli = args::Cli::parse();
+    let cli = match args::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage(&e),
+    };
     init_logging();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -75,6 +79,30 @@ fn main() -> ExitCode {
             ExitCode::from(e.code())
         }
     }
+}
+
+/// Prints a command-line error from clap as one line (`--help` and
+/// `--version` as clap prints them) and returns its exit code: 2 for a
+/// usage error, 0 for help and version.
+fn usage(e: &clap::Error) -> ExitCode {
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return ExitCode::from(if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            2
+        } else {
+            0
+        });
+    }
+    // clap's text: the error, then a blank line and usage or tips.
+    let text = e.to_string();
+    let first = text.split("\n\n").next().unwrap_or_default();
+    let line = first.split_whitespace().collect::<Vec<_>>().join(" ");
+    let line = line.strip_prefix("error: ").unwrap_or(&line);
+    eprintln!("resq: error: {line} (see resq --help)");
+    ExitCode::from(2)
 }
 
 /// Logs go to standard error only when `RESQ_LOG` asks for them (an

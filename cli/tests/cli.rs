@@ -606,10 +606,20 @@ async fn usage_errors_exit_2(s: &Store) {
     let out = cmd.env("RESQ_URL", &s.url).args(["--json", "queues"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     // Unknown subcommands and flags.
-    s.run(&["frobnicate"], 2);
-    s.run(&["status", "--bogus"], 2);
-    s.run(&["failed", "retry"], 2);
-    s.run(&["workers", "clean", "--stale-for", "soon"], 2);
+    for args in [
+        &["frobnicate"][..],
+        &["status", "--bogus"],
+        &["failed", "retry"],
+        &["failed", "retry", "--all", "0-00"],
+        &["workers", "clean", "--stale-for", "soon"],
+        &["failed", "show", "12-nothex"],
+    ] {
+        let (stdout, err) = s.run(args, 2);
+        assert_one_error_line(&err);
+        assert!(stdout.is_empty(), "{stdout}");
+    }
+    let (help, _) = s.run(&["failed", "--help"], 0);
+    assert!(help.contains("retry"), "{help}");
 }
 
 /// An unreachable server: exit 1, one line, and the password never shown.
