@@ -485,6 +485,10 @@ async fn workers_and_workers_clean(s: &Store) {
         let alive = WorkerId::new("live-host:2", &["math".to_owned()]);
         b.register_worker(&dead, now - 600_000).await.unwrap();
         b.ping_worker(&dead, now - 600_000).await.unwrap();
+        // The dead worker holds a job: cleaning it puts the job on the failed list.
+        Queue::new(b.clone()).enqueue("math", "held", (7,)).await.unwrap();
+        let claimed = b.claim(&dead, &["math".to_owned()], "then").await.unwrap();
+        assert!(claimed.is_some());
         b.register_worker(&alive, now).await.unwrap();
         b.ping_worker(&alive, now).await.unwrap();
     })
@@ -504,8 +508,13 @@ async fn workers_and_workers_clean(s: &Store) {
     s.run(&["workers", "clean", "--stale-for", "1m"], 2);
     assert_eq!(s.with(|b| async move { b.workers().await.unwrap().len() }).await, 2);
 
+    assert_eq!(failed_count(s).await, 0);
     let done = s.json(&["workers", "clean", "--stale-for", "1m", "--yes"]);
     assert_eq!(done["count"], 1, "{done}");
+    assert_eq!(done["workers"][0]["name"], "dead-host:1");
+    let failed = s.json(&["failed", "list"]);
+    assert_eq!(failed["total"], 1, "the held job went to the failed list: {failed}");
+    assert_eq!(failed["items"][0]["class"], "held");
     let left = s.with(|b| async move { b.workers().await.unwrap() }).await;
     assert_eq!(
         left.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(),
@@ -593,6 +602,35 @@ async fn migrate_and_doctor(s: &Store) {
         vec![r#"{"class":"noargs","queue":"math","args":[]}"#.to_owned()]
     );
     assert_eq!(s.json(&["doctor"])["fixable"], 0);
+
+    // A working-on key of a worker that is not registered: --fix moves its
+    // job to the failed list and deletes the key.
+    let ns = match &s.guard {
+        Guard::Redis(b) => b.config().namespace.clone(),
+        _ => unreachable!("redis only"),
+    };
+    let client = ::redis::Client::open(resq_redis::testing::server_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{ns}:worker:ghost:1:math");
+    let job = r#"{"class":"lost","queue":"math","args":[1]}"#;
+    let record = format!(r#"{{"run_at":"then","queue":"math","worker":"ghost:1","payload":{job}}}"#);
+    let _: () = ::redis::cmd("SET")
+        .arg(&key)
+        .arg(&record)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let report = s.json(&["doctor"]);
+    assert_eq!(report["fixable"], 1, "{report}");
+    let plan = s.json(&["doctor", "--fix", "--dry-run"]);
+    assert_eq!(plan["fixed"], Value::Null, "a dry run fixes nothing: {plan}");
+    assert_eq!(failed_count(s).await, 0);
+    let done = s.json(&["doctor", "--fix", "--yes"]);
+    assert_eq!(done["fixed"]["fixed"], 1, "{done}");
+    let exists: bool = ::redis::cmd("EXISTS").arg(&key).query_async(&mut conn).await.unwrap();
+    assert!(!exists);
+    let failed = s.json(&["failed", "list"]);
+    assert_eq!(failed["items"][0]["class"], "lost", "{failed}");
 }
 
 async fn usage_errors_exit_2(s: &Store) {
