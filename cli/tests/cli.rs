@@ -689,3 +689,48 @@ fn unreachable_servers_fail_with_one_line_and_no_password() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(!stderr.contains("secret"), "{stderr}");
 }
+
+/// On a terminal (a pseudo-terminal from util-linux `script`): a
+/// destructive command asks y/N, "n" changes nothing (exit 1), "y" goes
+/// ahead, and a bulk operation draws a progress bar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_it_asks_and_shows_progress() {
+    let script_ok = std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !script_ok {
+        assert!(!required(), "util-linux `script` is needed for the terminal test");
+        eprintln!("SKIP on_a_terminal_it_asks_and_shows_progress: no util-linux `script` for a pseudo-terminal");
+        return;
+    }
+    let s = Store::memory().await.unwrap();
+    seed_failed(&s, &[("a", "q1", "x"), ("b", "q1", "y"), ("c", "q1", "z")]).await;
+    let bin = assert_cmd::cargo::cargo_bin("resq");
+    let on_tty = |answer: &str| {
+        let line = format!("'{}' --url '{}' failed retry --all", bin.display(), s.url);
+        let out = std::process::Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env_remove("RESQ_URL")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().expect("stdin").write_all(answer.as_bytes())?;
+                child.wait_with_output()
+            })
+            .expect("run script");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, text) = on_tty("n\n");
+    assert!(text.contains("retry all 3 failed jobs? [y/N]"), "{text}");
+    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(failed_count(&s).await, 3);
+    let (code, text) = on_tty("y\n");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("3/3 scanned"), "progress bar: {text}");
+    assert!(text.contains("retried 3"), "{text}");
+    assert_eq!(failed_count(&s).await, 0);
+    assert_eq!(s.with(|b| async move { b.queue_len("q1").await.unwrap() }).await, 3);
+}
