@@ -60,6 +60,14 @@ pub async fn run(cli: Cli) -> CliResult {
     let Some(url) = cli.url.as_deref().filter(|u| !u.trim().is_empty()) else {
         return Err(CliError::Usage("no store URL: pass --url URL or set RESQ_URL".into()));
     };
+    if let Some(rest) = url.strip_prefix("memory://") {
+        let path = rest.split('?').next().unwrap_or_default();
+        if path.is_empty() || path == "/" {
+            return Err(CliError::Usage(
+                "memory:// without a snapshot file is a new, empty store in every process: use memory:///abs/path/snapshot.bin".into(),
+            ));
+        }
+    }
     let url = with_defaults(url);
     match cli.command {
         Command::Migrate => migrate(&url, cli.json).await,

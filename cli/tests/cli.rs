@@ -639,6 +639,15 @@ async fn usage_errors_exit_2(s: &Store) {
     let out = cmd.env_remove("RESQ_URL").arg("status").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert_one_error_line(&String::from_utf8_lossy(&out.stderr));
+    // A memory store without a snapshot file would be empty in this process.
+    let mut cmd = Command::cargo_bin("resq").unwrap();
+    let out = cmd
+        .env_remove("RESQ_URL")
+        .args(["--url", "memory://", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_one_error_line(&String::from_utf8_lossy(&out.stderr));
     // The URL from the environment works.
     let mut cmd = Command::cargo_bin("resq").unwrap();
     let out = cmd.env("RESQ_URL", &s.url).args(["--json", "queues"]).output().unwrap();
