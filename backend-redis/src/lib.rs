@@ -35,6 +35,7 @@
 
 mod config;
 mod delayed;
+pub mod doctor;
 mod failed;
 mod keys;
 mod leader;
