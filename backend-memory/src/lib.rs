@@ -64,9 +64,6 @@ pub struct MemoryBackend {
     leader: LeaderSlot,
     wakeup: Wakeup,
     persist: Option<Persist>,
-    /// The paused queues' names (kept in this process only; a snapshot
-    /// does not carry them).
-    paused: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl MemoryBackend {
@@ -82,7 +79,6 @@ impl MemoryBackend {
             leader: LeaderSlot::default(),
             wakeup: Wakeup::default(),
             persist,
-            paused: Mutex::new(std::collections::BTreeSet::new()),
         }
     }
 

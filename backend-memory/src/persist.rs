@@ -118,8 +118,16 @@ impl MemoryBackend {
 
     /// Loads a snapshot image into this (new, empty) backend.
     fn restore(&self, image: Image) {
-        let Image { state, locks, leader } = image;
+        let Image {
+            mut state,
+            locks,
+            leader,
+            paused,
+            enqueued,
+        } = image;
         let (now, now_ms) = (Instant::now(), now_ms());
+        state.paused = paused;
+        state.enqueued = enqueued;
         *self.state.lock() = state;
         for lock in locks {
             if let Some(expires) = from_epoch_ms(lock.expires_at_ms, now, now_ms) {

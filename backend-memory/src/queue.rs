@@ -253,15 +253,25 @@ impl QueueStore for MemoryBackend {
     }
 
     async fn pause_queue(&self, queue: &str) -> Result<bool> {
-        Ok(self.paused.lock().insert(queue.to_owned()))
+        let mut st = self.state.lock();
+        let paused = st.paused.insert(queue.to_owned());
+        if paused {
+            st.touch();
+        }
+        Ok(paused)
     }
 
     async fn resume_queue(&self, queue: &str) -> Result<bool> {
-        Ok(self.paused.lock().remove(queue))
+        let mut st = self.state.lock();
+        let resumed = st.paused.remove(queue);
+        if resumed {
+            st.touch();
+        }
+        Ok(resumed)
     }
 
     async fn paused_queues(&self) -> Result<Vec<String>> {
-        Ok(self.paused.lock().iter().cloned().collect())
+        Ok(self.state.lock().paused.iter().cloned().collect())
     }
 
     async fn queue_stats(&self, queues: &[String]) -> Result<Vec<QueueStat>> {

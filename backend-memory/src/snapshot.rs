@@ -3,6 +3,9 @@
 //! Layout: the 8-byte magic `RESQMEM\0`, one format-version byte, an
 //! 8-byte little-endian checksum of the body, then the body: an [`Image`]
 //! in bincode 2's standard configuration, through its serde integration.
+//! Version 2 (written now) adds the paused queues and the jobs' enqueue
+//! times after version 1's fields; a version 1 file still loads, with no
+//! queue paused and enqueue times unknown.
 //! A file with another magic, version or checksum, or a body that does not
 //! decode exactly, is refused with a clear error. Bodies are decoded with a
 //! size limit derived from the file's length, so a damaged length field is
@@ -17,6 +20,7 @@
 use crate::state::State;
 use resq_core::{Error, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +28,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const MAGIC: &[u8; 8] = b"RESQMEM\0";
 /// The format this build writes and reads. Bump it on any change to the
 /// saved types.
-const FORMAT_VERSION: u8 = 1;
+const FORMAT_VERSION: u8 = 2;
+/// The older format this build still reads.
+const FORMAT_VERSION_1: u8 = 1;
 const HEADER_LEN: usize = MAGIC.len() + 1 + 8;
 
 /// A saved lock: key, owner token and deadline (epoch ms).
@@ -44,6 +50,16 @@ struct ImageRef<'a> {
     state: &'a State,
     locks: &'a [SavedLock],
     leader: &'a Option<SavedLock>,
+    paused: &'a BTreeSet<String>,
+    enqueued: &'a HashMap<String, VecDeque<i64>>,
+}
+
+/// Version 1's image: [`Image`] without its last two fields.
+#[derive(Debug, Deserialize)]
+struct ImageV1 {
+    state: State,
+    locks: Vec<SavedLock>,
+    leader: Option<SavedLock>,
 }
 
 /// What a snapshot holds, owned after reading. Same fields, same order as
@@ -56,6 +72,10 @@ pub(crate) struct Image {
     pub(crate) locks: Vec<SavedLock>,
     /// The leader lock.
     pub(crate) leader: Option<SavedLock>,
+    /// The paused queues.
+    pub(crate) paused: BTreeSet<String>,
+    /// The jobs' enqueue times by queue, tail-aligned (see `State::enqueued`).
+    pub(crate) enqueued: HashMap<String, VecDeque<i64>>,
 }
 
 /// A fast 64-bit checksum (FNV-1a style, a word at a time): it detects a
@@ -77,7 +97,13 @@ fn checksum(bytes: &[u8]) -> u64 {
 
 /// Encodes a snapshot file's full contents.
 pub(crate) fn encode(state: &State, locks: &[SavedLock], leader: &Option<SavedLock>) -> Result<Vec<u8>> {
-    let image = ImageRef { state, locks, leader };
+    let image = ImageRef {
+        state,
+        locks,
+        leader,
+        paused: &state.paused,
+        enqueued: &state.enqueued,
+    };
     let mut out = Vec::with_capacity(4096);
     out.extend_from_slice(MAGIC);
     out.push(FORMAT_VERSION);
@@ -104,7 +130,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Image> {
         return Err(corrupt("not a resq memory snapshot (bad magic)".into()));
     }
     let version = bytes[MAGIC.len()];
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != FORMAT_VERSION_1 {
         return Err(corrupt(format!(
             "snapshot format version {version} is not supported (this build reads version {FORMAT_VERSION})"
         )));
@@ -116,7 +142,21 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Image> {
     if u64::from_le_bytes(stored) != checksum(body) {
         return Err(corrupt("checksum mismatch: the file is truncated or damaged".into()));
     }
-    let (image, read) = decode_body(body).map_err(|e| match e {
+    let decoded = if version == FORMAT_VERSION_1 {
+        decode_body::<ImageV1>(body).map(|(v1, read)| {
+            let image = Image {
+                state: v1.state,
+                locks: v1.locks,
+                leader: v1.leader,
+                paused: BTreeSet::new(),
+                enqueued: HashMap::new(),
+            };
+            (image, read)
+        })
+    } else {
+        decode_body::<Image>(body)
+    };
+    let (image, read) = decoded.map_err(|e| match e {
         bincode::error::DecodeError::LimitExceeded => corrupt(format!(
             "a length in the snapshot claims more data than its {} byte body holds: the file is damaged",
             body.len()
@@ -143,15 +183,19 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Image> {
 /// generic, hence the fixed ladder; a body beyond its last rung (512 GiB on
 /// 64-bit targets, 1 GiB on 32-bit ones) is
 /// refused with that error too.
-fn decode_body(body: &[u8]) -> std::result::Result<(Image, usize), bincode::error::DecodeError> {
-    fn limited<const LIMIT: usize>(body: &[u8]) -> std::result::Result<(Image, usize), bincode::error::DecodeError> {
+fn decode_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+) -> std::result::Result<(T, usize), bincode::error::DecodeError> {
+    fn limited<T: serde::de::DeserializeOwned, const LIMIT: usize>(
+        body: &[u8],
+    ) -> std::result::Result<(T, usize), bincode::error::DecodeError> {
         bincode::serde::decode_from_slice(body, bincode::config::standard().with_limit::<LIMIT>())
     }
     macro_rules! ladder {
         ($($bits:literal),+) => {
             $(
                 if body.len() <= 1usize << $bits {
-                    return limited::<{ 1usize << $bits }>(body);
+                    return limited::<T, { 1usize << $bits }>(body);
                 }
             )+
         };

@@ -6,7 +6,7 @@ use crate::stats::Stats;
 use crate::worker::Registry;
 use crate::working::WorkingTable;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 /// Everything that multi-structure operations touch together. It lives in
 /// one `parking_lot::Mutex`, and each backend method is one critical section.
@@ -30,10 +30,14 @@ pub(crate) struct State {
     pub(crate) schedule: Schedule,
     /// When each job was enqueued (epoch ms), by queue, aligned with the
     /// queue's tail: the `k` times of a queue belong to its last `k` jobs
-    /// (`k` is the whole length unless jobs came from a snapshot, which
-    /// keeps no times; such jobs have unknown enqueue times). Not saved.
+    /// (`k` is the whole length unless jobs
+    /// came from a version 1 snapshot, which kept no times; such jobs have
+    /// unknown enqueue times). Saved beside the state (snapshot version 2).
     #[serde(skip)]
     pub(crate) enqueued: HashMap<String, VecDeque<i64>>,
+    /// The paused queues' names. Saved beside the state (snapshot version 2).
+    #[serde(skip)]
+    pub(crate) paused: BTreeSet<String>,
     /// Bumped by every change; not saved.
     #[serde(skip)]
     changes: u64,

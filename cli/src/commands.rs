@@ -699,13 +699,6 @@ struct PauseDone<'a> {
 }
 
 async fn pause(admin: &Admin, queue: &str, paused: bool, as_json: bool) -> CliResult {
-    if admin.backend().kind() == "memory" {
-        // Its snapshot does not carry pause marks: a pause set by this
-        // process would be lost when it exits.
-        return Err(CliError::Runtime(
-            "the memory backend keeps pause marks in its own process only (the snapshot does not carry them), so pausing from the command line has no effect".into(),
-        ));
-    }
     let changed = if paused {
         admin.pause(queue).await?
     } else {

@@ -263,13 +263,6 @@ async fn enqueue_pause_and_resume(s: &Store) {
     assert_one_error_line(&err);
     assert_eq!(s.with(|b| async move { b.queue_len("math").await.unwrap() }).await, 1);
 
-    if s.kind == "memory" {
-        // The snapshot does not carry pause marks: refused, not silently lost.
-        let (_, err) = s.run(&["pause", "math"], 1);
-        assert_one_error_line(&err);
-        s.run(&["resume", "math"], 1);
-        return;
-    }
     let out = s.json(&["pause", "math"]);
     assert_eq!(
         (out["paused"].clone(), out["changed"].clone()),
