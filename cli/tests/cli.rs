@@ -199,6 +199,7 @@ per_backend!(
     locks_and_locks_rm,
     migrate_and_doctor,
     usage_errors_exit_2,
+    readme_operating_commands_work,
 );
 
 async fn status_queues_and_queue_show_the_real_state(s: &Store) {
@@ -735,4 +736,163 @@ async fn on_a_terminal_it_asks_and_shows_progress() {
     assert!(text.contains("retried 3"), "{text}");
     assert_eq!(failed_count(&s).await, 0);
     assert_eq!(s.with(|b| async move { b.queue_len("q1").await.unwrap() }).await, 3);
+}
+
+/// The `sh` blocks of the README's "Operating resq" section, as lines.
+fn readme_operating_lines() -> Vec<String> {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("\n## Operating resq")
+        .expect("README has an Operating resq section");
+    let section = &readme[start + 1..];
+    let end = section[3..].find("\n## ").map_or(section.len(), |i| i + 3);
+    let section = &section[..end];
+    let mut lines = Vec::new();
+    let mut in_sh = false;
+    for line in section.lines() {
+        if line.starts_with("```") {
+            in_sh = !in_sh && line.trim() == "```sh";
+            continue;
+        }
+        if in_sh {
+            lines.push(line.to_owned());
+        }
+    }
+    lines
+}
+
+/// Splits a README command line into words: spaces separate, single
+/// quotes group, a `#` outside quotes starts a comment.
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                word.get_or_insert_with(String::new);
+            }
+            '#' if !quoted && word.is_none() => break,
+            c if c.is_whitespace() && !quoted => {
+                if let Some(w) = word.take() {
+                    words.push(w);
+                }
+            }
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    assert!(!quoted, "unbalanced quote in README line: {line}");
+    words.extend(word);
+    words
+}
+
+/// Every command in the README's "Operating resq" section runs and
+/// succeeds against a store seeded with what the commands name (a `math`
+/// queue, failed `add` jobs, one failing with a timeout, the
+/// `lock:add:math` lock), with `RESQ_URL` set to the store. `<id>` stands
+/// for an id that `resq failed list` prints at that point. `cargo install`
+/// and `export RESQ_URL=…` are the set-up the test does itself.
+async fn readme_operating_commands_work(s: &Store) {
+    seed_failed(
+        s,
+        &[
+            ("add", "math", "boom"),
+            ("add", "math", "timeout after 5s"),
+            ("add", "math", "boom again"),
+        ],
+    )
+    .await;
+    s.with(|b| async move {
+        let q = Queue::new(Arc::clone(&b));
+        q.enqueue("math", "add", (1, 2)).await.unwrap();
+        q.enqueue_in(Duration::from_secs(3600), "math", "add", (3, 4))
+            .await
+            .unwrap();
+        assert!(b
+            .acquire_lock("lock:add:math", "x", Duration::from_secs(600))
+            .await
+            .unwrap());
+    })
+    .await;
+    let lines = readme_operating_lines();
+    let mut ran = 0;
+    for line in &lines {
+        for command in line.split(';') {
+            let words = shell_words(command);
+            let Some(first) = words.first() else { continue };
+            match first.as_str() {
+                "cargo" => {
+                    assert_eq!(words, ["cargo", "install", "--path", "cli"], "README: {line}");
+                    continue;
+                }
+                "export" => {
+                    assert!(words[1].starts_with("RESQ_URL="), "README: {line}");
+                    continue;
+                }
+                "resq" => {}
+                other => panic!("README Operating resq runs {other}, which this test does not know: {line}"),
+            }
+            let mut args: Vec<String> = words[1..].to_vec();
+            if args.iter().any(|a| a == "<id>") {
+                let listed = s.json(&["failed", "list"]);
+                let id = ids(&listed)
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| panic!("no failed entry left for: {line}"));
+                for a in &mut args {
+                    if a == "<id>" {
+                        a.clone_from(&id);
+                    }
+                }
+            }
+            let removes_a_lock =
+                args.first().map(String::as_str) == Some("locks") && args.get(1).map(String::as_str) == Some("rm");
+            let mut cmd = Command::cargo_bin("resq").expect("the resq binary");
+            cmd.env_remove("RESQ_LOG")
+                .env("RESQ_URL", &s.url)
+                .args(&args)
+                .timeout(Duration::from_secs(60));
+            let out = cmd.output().expect("run resq");
+            assert!(
+                out.status.success(),
+                "{}: README line `{line}` failed ({:?})\nstdout: {}\nstderr: {}",
+                s.kind,
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if removes_a_lock {
+                let locks = s.json(&["locks"]);
+                assert!(
+                    !locks.to_string().contains("lock:add:math"),
+                    "{}: lock still there: {locks}",
+                    s.kind
+                );
+            }
+            ran += 1;
+        }
+    }
+    assert!(ran >= 15, "only {ran} README commands ran");
+    // What the README's commands did, checked on the store itself.
+    let (failed, queued, paused) = s
+        .with(|b| async move {
+            (
+                b.failed_count().await.unwrap(),
+                b.queue_len("math").await.unwrap(),
+                b.paused_queues().await.unwrap(),
+            )
+        })
+        .await;
+    assert_eq!(
+        failed, 1,
+        "{}: one timeout retried, one entry removed, one left",
+        s.kind
+    );
+    assert_eq!(
+        queued, 3,
+        "{}: the seeded job, the retried one and the enqueued one",
+        s.kind
+    );
+    assert!(paused.is_empty(), "{}: paused then resumed", s.kind);
 }
