@@ -24,11 +24,16 @@ pub enum WorkerEvent {
     Start {
         /// Worker name.
         worker: String,
+        /// How many jobs it runs at once: its `concurrency` (each slot's
+        /// job events carry the slot's name, `<worker>.<n>`, when above 1).
+        slots: usize,
     },
     /// The worker stopped and unregistered.
     End {
         /// Worker name.
         worker: String,
+        /// How many jobs it could run at once, as in `Start`.
+        slots: usize,
     },
     /// The worker looks for a job in these queues (priority order).
     Poll {
@@ -45,6 +50,10 @@ pub enum WorkerEvent {
         queue: String,
         /// The job.
         job: Arc<Job>,
+        /// When the job was put on its queue, epoch ms, when the backend
+        /// knows it (`None` otherwise, e.g. a job another Resque client
+        /// pushed): with the time of this event it gives the job's wait.
+        enqueued_at_ms: Option<i64>,
     },
     /// A job ran to success.
     Success {

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// How many slots of a multi-slot worker unregister at once when it stops.
 const UNREGISTER_CONCURRENCY: usize = 8;
@@ -781,6 +782,7 @@ impl Worker {
             &self.events,
             WorkerEvent::End {
                 worker: self.id.name.clone(),
+                slots: self.config.concurrency.max(1),
             },
         );
         self.finish(result)
@@ -943,6 +945,7 @@ impl Worker {
             &self.events,
             WorkerEvent::Start {
                 worker: self.id.name.clone(),
+                slots: self.config.concurrency.max(1),
             },
         );
         true
@@ -983,6 +986,7 @@ impl Worker {
             &self.events,
             WorkerEvent::End {
                 worker: self.id.name.clone(),
+                slots: self.config.concurrency.max(1),
             },
         );
         self.finish(result)
@@ -1359,16 +1363,35 @@ async fn guarded<F: Future>(f: F) -> std::result::Result<F::Output, String> {
 /// worker modes. A panic anywhere in the job's life (a plugin hook, the
 /// task, the periodic re-arm) fails that job, with the place it panicked
 /// as the reason; it never reaches the worker.
+///
+/// The job runs inside a `tracing` span named `resq.job` (level INFO,
+/// target `resq::job`) with the fields `queue`, `class` (recorded once the
+/// payload decodes; empty for an undecodable one), `attempt` and `worker`,
+/// so a subscriber (an OpenTelemetry layer, say) sees one span per job
+/// without code of its own; with no subscriber interested it costs one
+/// callsite check. `attempt` is 1 unless the Retry plugin counts a failed
+/// attempt of the job, which records that attempt's number (1-based) on the
+/// span: the attempt count lives in the store, and the span reads nothing
+/// from it, so a retry that succeeds shows 1.
 async fn execute(client: Queue, events: broadcast::Sender<WorkerEvent>, worker: String, claimed: Claimed) -> Ran {
+    let span = tracing::info_span!(target: "resq::job", "resq.job",
+        queue = %claimed.queue,
+        class = tracing::field::Empty,
+        attempt = 1u64,
+        worker = %worker,
+    );
     let started = Instant::now();
-    match guarded(run_job(&client, &events, &worker, &claimed)).await {
-        Ok(ran) => ran,
-        // Every stage is guarded on its own; this catches the rest.
-        Err(message) => {
-            let failure = Failure::new("Panic", format!("the job panicked: {message}"));
-            Ran::of(failure_outcome(&events, &worker, &claimed, None, failure, started))
+    let run = async {
+        match guarded(run_job(&client, &events, &worker, &claimed)).await {
+            Ok(ran) => ran,
+            // Every stage is guarded on its own; this catches the rest.
+            Err(message) => {
+                let failure = Failure::new("Panic", format!("the job panicked: {message}"));
+                Ran::of(failure_outcome(&events, &worker, &claimed, None, failure, started))
+            }
         }
-    }
+    };
+    run.instrument(span).await
 }
 
 /// Decodes the job, finds its task, runs its plugins' `before_perform`
@@ -1378,7 +1401,10 @@ async fn execute(client: Queue, events: broadcast::Sender<WorkerEvent>, worker: 
 async fn run_job(client: &Queue, events: &broadcast::Sender<WorkerEvent>, worker: &str, claimed: &Claimed) -> Ran {
     let started = Instant::now();
     let job = match Job::decode(&claimed.payload) {
-        Ok(job) => Arc::new(job),
+        Ok(job) => {
+            tracing::Span::current().record("class", job.class.as_str());
+            Arc::new(job)
+        }
         Err(e) => {
             let failure = Failure::new(PAYLOAD_ERROR, e.to_string());
             return Ran::of(failure_outcome(events, worker, claimed, None, failure, started));
@@ -1393,6 +1419,8 @@ async fn run_job(client: &Queue, events: &broadcast::Sender<WorkerEvent>, worker
         worker: worker.to_owned(),
         queue: claimed.queue.clone(),
         job: Arc::clone(&job),
+        // Connected to the claim once backends report the enqueue time.
+        enqueued_at_ms: None,
     });
     let mut hooks = PerformContext::new(client, worker, &claimed.queue, Arc::clone(&job));
     hooks.events = Some(events);
