@@ -29,6 +29,10 @@ pub use resq_redis as redis;
 #[cfg(feature = "postgres")]
 pub use resq_postgres as postgres;
 
+/// Prometheus metrics: [`resq_metrics`], behind the feature `metrics`.
+#[cfg(feature = "metrics")]
+pub use resq_metrics as metrics;
+
 use std::sync::Arc;
 
 /// Opens the backend a task server config names (`config.backend`) and
