@@ -89,10 +89,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing::subscriber::set_global_default(tracing_subscriber::registry().with(PrintJobSpans))?;
 
     let mut tasks = Tasks::new();
-    tasks.define(TaskDef::from_fn("resize", |(n,): (u32,), _ctx: JobContext| async move {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        Ok::<_, TaskError>(n * 2)
-    }))?;
+    tasks.define(TaskDef::from_fn(
+        "resize",
+        |(n,): (u32,), _ctx: JobContext| async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            Ok::<_, TaskError>(n * 2)
+        },
+    ))?;
     tasks.define(
         TaskDef::from_fn("charge", |(_id,): (u32,), _ctx: JobContext| async move {
             Err::<(), _>(TaskError::new("card declined"))

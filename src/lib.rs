@@ -4,7 +4,8 @@
 //! leader election. This facade crate re-exports the engine
 //! ([`resq_core`]) and picks a storage backend from a URL with
 //! [`connect`]; each backend is a Cargo feature (`memory`, the default,
-//! `redis` and `postgres`).
+//! `redis` and `postgres`). The feature `admin` adds `resq::admin`, the
+//! administration API (`resq-admin`) that CLIs, metrics and dashboards use.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -28,6 +29,9 @@ pub use resq_redis as redis;
 
 #[cfg(feature = "postgres")]
 pub use resq_postgres as postgres;
+
+#[cfg(feature = "admin")]
+pub use resq_admin as admin;
 
 /// Prometheus metrics: [`resq_metrics`], behind the feature `metrics`.
 #[cfg(feature = "metrics")]

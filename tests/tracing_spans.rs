@@ -88,9 +88,10 @@ fn spans_of(queue: &str) -> Vec<Fields> {
 fn tasks() -> Arc<Tasks> {
     let mut tasks = Tasks::new();
     tasks
-        .define(TaskDef::from_fn("double", |(n,): (u32,), _ctx: JobContext| async move {
-            Ok::<_, TaskError>(n * 2)
-        }))
+        .define(TaskDef::from_fn(
+            "double",
+            |(n,): (u32,), _ctx: JobContext| async move { Ok::<_, TaskError>(n * 2) },
+        ))
         .unwrap();
     tasks
         .define(
@@ -148,7 +149,13 @@ async fn one_span_per_job_with_queue_class_and_attempt() {
         queue,
         1,
         5,
-        &[("double", 1), ("double", 2), ("double", 3), ("charge", 9), ("charge", 9)],
+        &[
+            ("double", 1),
+            ("double", 2),
+            ("double", 3),
+            ("charge", 9),
+            ("charge", 9),
+        ],
     )
     .await;
     let spans = spans_of(queue);
@@ -174,7 +181,9 @@ async fn multi_slot_workers_open_one_span_per_job() {
     work(queue, 4, jobs.len(), &jobs).await;
     let spans = spans_of(queue);
     assert_eq!(spans.len(), jobs.len(), "one span per job: {spans:?}");
-    assert!(spans.iter().all(|f| field(f, "class") == "double" && field(f, "attempt") == "1"));
+    assert!(spans
+        .iter()
+        .all(|f| field(f, "class") == "double" && field(f, "attempt") == "1"));
     // Slot names `<worker>.<n>`: at least one slot ran a job.
     assert!(spans.iter().all(|f| field(f, "worker").contains('.')), "{spans:?}");
 }

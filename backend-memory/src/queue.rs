@@ -74,6 +74,7 @@ impl QueueStore for MemoryBackend {
         Ok(Some(Claimed {
             queue: queues[index].clone(),
             payload,
+            enqueued_at_ms: None,
         }))
     }
 
@@ -106,6 +107,7 @@ impl QueueStore for MemoryBackend {
                     Claimed {
                         queue: queues[q].clone(),
                         payload: copy,
+                        enqueued_at_ms: None,
                     },
                 ));
             }

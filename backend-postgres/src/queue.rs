@@ -271,7 +271,7 @@ fn slots_of(rows: Vec<(i32, String, String)>, slots: usize) -> Result<Vec<(usize
                     what: "a batch claim",
                     reason: format!("slot {slot} is out of range"),
                 })?;
-            Ok((index, Claimed { queue, payload }))
+            Ok((index, Claimed::new(queue, payload)))
         })
         .collect()
 }
@@ -326,7 +326,7 @@ impl QueueStore for PostgresBackend {
             .await?;
         match row {
             None => Ok(None),
-            Some((Some(queue), Some(payload))) => Ok(Some(Claimed { queue, payload })),
+            Some((Some(queue), Some(payload))) => Ok(Some(Claimed::new(queue, payload))),
             Some(_) => Err(resq_core::Error::Decode {
                 what: "a claimed job",
                 reason: "resq_claim returned a NULL queue or payload".into(),

@@ -212,6 +212,7 @@ impl QueueStore for RedisBackend {
                     return Ok(Some(Claimed {
                         queue: queue.clone(),
                         payload,
+                        enqueued_at_ms: None,
                     }))
                 }
                 Err(e) => self.divert_claimed(worker, queue, run_at, e.as_bytes()).await?,
@@ -256,6 +257,7 @@ impl QueueStore for RedisBackend {
                     Claimed {
                         queue: queue.clone(),
                         payload,
+                        enqueued_at_ms: None,
                     },
                 )),
                 // The slot stays idle this round.

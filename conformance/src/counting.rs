@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 use resq_core::backend::{
     Backend, Claimed, Cleaned, DelayedStore, FailedStore, LeaderLock, LockEntry, LockStore, Orphan, Outcome, Promotion,
-    QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry, WorkingOn,
+    QueueStat, QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry, WorkingOn,
 };
 use resq_core::Result;
 use std::sync::{Arc, Mutex};
@@ -210,6 +210,10 @@ impl QueueStore for Counting {
         self.note("resume_queue");
         self.inner.resume_queue(queue).await
     }
+    async fn queue_stats(&self, queues: &[String]) -> Result<Vec<QueueStat>> {
+        self.note("queue_stats");
+        self.inner.queue_stats(queues).await
+    }
     async fn paused_queues(&self) -> Result<Vec<String>> {
         self.note("paused_queues");
         self.inner.paused_queues().await
@@ -262,6 +266,22 @@ impl DelayedStore for Counting {
             return resq_core::backend::remove_delayed_by_class_per_bucket(self, queue, class).await;
         }
         self.inner.remove_delayed_by_class(queue, class).await
+    }
+    async fn promote_delayed(&self, timestamp: i64, payload: &str, queue: &str) -> Result<bool> {
+        self.note("promote_delayed");
+        self.inner.promote_delayed(timestamp, payload, queue).await
+    }
+    async fn remove_delayed_at(&self, timestamp: i64, payload: &str) -> Result<bool> {
+        self.note("remove_delayed_at");
+        self.inner.remove_delayed_at(timestamp, payload).await
+    }
+    async fn delayed_bucket_sizes(&self) -> Result<Vec<(i64, u64)>> {
+        self.note("delayed_bucket_sizes");
+        self.inner.delayed_bucket_sizes().await
+    }
+    async fn delayed_count(&self) -> Result<u64> {
+        self.note("delayed_count");
+        self.inner.delayed_count().await
     }
     async fn promote_due(&self, up_to: i64, limit: usize) -> Result<Vec<Promotion>> {
         self.note("promote_due");
@@ -370,6 +390,10 @@ impl WorkerRegistry for Counting {
     async fn working_on_many(&self, workers: &[WorkerId]) -> Result<Vec<Option<WorkingOn>>> {
         self.note("working_on_many");
         self.inner.working_on_many(workers).await
+    }
+    async fn worker_times(&self, workers: &[WorkerId]) -> Result<Vec<resq_core::backend::WorkerTimes>> {
+        self.note("worker_times");
+        self.inner.worker_times(workers).await
     }
     async fn stale_workers(&self, cutoff_ms: i64) -> Result<Vec<WorkerId>> {
         self.note("stale_workers");

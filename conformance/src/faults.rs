@@ -12,7 +12,7 @@
 use async_trait::async_trait;
 use resq_core::backend::{
     Backend, Claimed, Cleaned, DelayedStore, FailedStore, LeaderLock, LockEntry, LockStore, Orphan, Outcome, Promotion,
-    QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry, WorkingOn,
+    QueueStat, QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry, WorkingOn,
 };
 use resq_core::{Error, Result};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -293,6 +293,9 @@ impl QueueStore for Faulty {
     async fn resume_queue(&self, queue: &str) -> Result<bool> {
         self.inner.resume_queue(queue).await
     }
+    async fn queue_stats(&self, queues: &[String]) -> Result<Vec<QueueStat>> {
+        self.inner.queue_stats(queues).await
+    }
     async fn paused_queues(&self) -> Result<Vec<String>> {
         self.inner.paused_queues().await
     }
@@ -328,6 +331,18 @@ impl DelayedStore for Faulty {
     async fn remove_delayed_by_class(&self, queue: &str, class: &str) -> Result<u64> {
         self.maybe_panic("remove_delayed_by_class");
         self.inner.remove_delayed_by_class(queue, class).await
+    }
+    async fn promote_delayed(&self, timestamp: i64, payload: &str, queue: &str) -> Result<bool> {
+        self.inner.promote_delayed(timestamp, payload, queue).await
+    }
+    async fn remove_delayed_at(&self, timestamp: i64, payload: &str) -> Result<bool> {
+        self.inner.remove_delayed_at(timestamp, payload).await
+    }
+    async fn delayed_bucket_sizes(&self) -> Result<Vec<(i64, u64)>> {
+        self.inner.delayed_bucket_sizes().await
+    }
+    async fn delayed_count(&self) -> Result<u64> {
+        self.inner.delayed_count().await
     }
     async fn promote_due(&self, up_to: i64, limit: usize) -> Result<Vec<Promotion>> {
         self.inner.promote_due(up_to, limit).await
@@ -414,6 +429,9 @@ impl WorkerRegistry for Faulty {
     }
     async fn working_on_many(&self, workers: &[WorkerId]) -> Result<Vec<Option<WorkingOn>>> {
         self.read("working_on_many", self.inner.working_on_many(workers)).await
+    }
+    async fn worker_times(&self, workers: &[WorkerId]) -> Result<Vec<resq_core::backend::WorkerTimes>> {
+        self.inner.worker_times(workers).await
     }
     async fn stale_workers(&self, cutoff_ms: i64) -> Result<Vec<WorkerId>> {
         let stall = *self.stall.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -667,10 +667,16 @@ impl Model {
                         want = Some(Claimed {
                             queue: q.clone(),
                             payload: p,
+                            enqueued_at_ms: None,
                         });
                         break;
                     }
                 }
+                // The enqueue time is the backend's clock: compare the rest.
+                let got = got.map(|c| Claimed {
+                    enqueued_at_ms: None,
+                    ..c
+                });
                 same("claim", got, want.clone())?;
                 if let (Some(c), Some(r)) = (want, self.workers.get_mut(worker)) {
                     r.working_on = Some(WorkingOn {

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use resq_core::backend::{
     Backend, Claimed, Cleaned, DelayedStore, FailedStore, LeaderLock, LockEntry, LockStore, Orphan, Outcome, Promotion,
-    QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry, WorkingOn,
+    QueueStat, QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry, WorkingOn,
 };
 use resq_core::{BackendErrorKind, Error, Result};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -152,6 +152,10 @@ impl QueueStore for Outage {
         self.gate("resume_queue")?;
         self.inner.resume_queue(queue).await
     }
+    async fn queue_stats(&self, queues: &[String]) -> Result<Vec<QueueStat>> {
+        self.gate("queue_stats")?;
+        self.inner.queue_stats(queues).await
+    }
     async fn paused_queues(&self) -> Result<Vec<String>> {
         self.gate("paused_queues")?;
         self.inner.paused_queues().await
@@ -191,6 +195,22 @@ impl DelayedStore for Outage {
     async fn remove_delayed(&self, payload: &str) -> Result<Vec<i64>> {
         self.gate("remove_delayed")?;
         self.inner.remove_delayed(payload).await
+    }
+    async fn promote_delayed(&self, timestamp: i64, payload: &str, queue: &str) -> Result<bool> {
+        self.gate("promote_delayed")?;
+        self.inner.promote_delayed(timestamp, payload, queue).await
+    }
+    async fn remove_delayed_at(&self, timestamp: i64, payload: &str) -> Result<bool> {
+        self.gate("remove_delayed_at")?;
+        self.inner.remove_delayed_at(timestamp, payload).await
+    }
+    async fn delayed_bucket_sizes(&self) -> Result<Vec<(i64, u64)>> {
+        self.gate("delayed_bucket_sizes")?;
+        self.inner.delayed_bucket_sizes().await
+    }
+    async fn delayed_count(&self) -> Result<u64> {
+        self.gate("delayed_count")?;
+        self.inner.delayed_count().await
     }
     async fn promote_due(&self, up_to: i64, limit: usize) -> Result<Vec<Promotion>> {
         self.gate("promote_due")?;
@@ -303,6 +323,10 @@ impl WorkerRegistry for Outage {
     async fn working_on_many(&self, workers: &[WorkerId]) -> Result<Vec<Option<WorkingOn>>> {
         self.gate("working_on_many")?;
         self.inner.working_on_many(workers).await
+    }
+    async fn worker_times(&self, workers: &[WorkerId]) -> Result<Vec<resq_core::backend::WorkerTimes>> {
+        self.gate("worker_times")?;
+        self.inner.worker_times(workers).await
     }
     async fn stale_workers(&self, cutoff_ms: i64) -> Result<Vec<WorkerId>> {
         self.gate("stale_workers")?;

@@ -61,13 +61,7 @@ pub async fn priority_order_across_queues(backend: Arc<dyn Backend>) {
     backend.push("high", &h1).await.unwrap();
     backend.push("low", &l1).await.unwrap();
     let c = backend.claim(&w, &names(&["low", "high"]), RUN_AT).await.unwrap();
-    assert_eq!(
-        c,
-        Some(Claimed {
-            queue: "low".into(),
-            payload: l1
-        })
-    );
+    assert_eq!(c.map(|c| (c.queue, c.payload)), Some(("low".to_owned(), l1)));
 }
 
 /// A claim records the worker's working-on entry in the same step: worker
@@ -80,13 +74,7 @@ pub async fn claim_records_working_on(backend: Arc<dyn Backend>) {
     backend.push("b", &p).await.unwrap();
     assert_eq!(backend.working_on(&w).await.unwrap(), None);
     let c = backend.claim(&w, &names(&["a", "b"]), RUN_AT).await.unwrap();
-    assert_eq!(
-        c,
-        Some(Claimed {
-            queue: "b".into(),
-            payload: p.clone()
-        })
-    );
+    assert_eq!(c.map(|c| (c.queue, c.payload)), Some(("b".to_owned(), p.clone())));
     assert_eq!(
         backend.working_on(&w).await.unwrap(),
         Some(WorkingOn {

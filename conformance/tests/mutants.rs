@@ -103,6 +103,7 @@ impl QueueStore for Mutant {
                 return Ok(c.map(|c| Claimed {
                     queue: c.queue,
                     payload: seen,
+                    enqueued_at_ms: None,
                 }));
             }
             return Ok(None);
@@ -173,6 +174,9 @@ impl QueueStore for Mutant {
     async fn resume_queue(&self, queue: &str) -> Result<bool> {
         self.inner.resume_queue(queue).await
     }
+    async fn queue_stats(&self, queues: &[String]) -> Result<Vec<resq_core::QueueStat>> {
+        self.inner.queue_stats(queues).await
+    }
     async fn paused_queues(&self) -> Result<Vec<String>> {
         self.inner.paused_queues().await
     }
@@ -225,6 +229,18 @@ impl DelayedStore for Mutant {
             self.inner.schedule(r[0], payload).await?;
         }
         Ok(r)
+    }
+    async fn promote_delayed(&self, timestamp: i64, payload: &str, queue: &str) -> Result<bool> {
+        self.inner.promote_delayed(timestamp, payload, queue).await
+    }
+    async fn remove_delayed_at(&self, timestamp: i64, payload: &str) -> Result<bool> {
+        self.inner.remove_delayed_at(timestamp, payload).await
+    }
+    async fn delayed_bucket_sizes(&self) -> Result<Vec<(i64, u64)>> {
+        self.inner.delayed_bucket_sizes().await
+    }
+    async fn delayed_count(&self) -> Result<u64> {
+        self.inner.delayed_count().await
     }
     async fn promote_due(&self, up_to: i64, limit: usize) -> Result<Vec<Promotion>> {
         let limit = if self.bug == Bug::PromoteIgnoresLimit {
@@ -417,6 +433,9 @@ impl WorkerRegistry for Mutant {
             }
         }
         Ok(w)
+    }
+    async fn worker_times(&self, workers: &[WorkerId]) -> Result<Vec<resq_core::backend::WorkerTimes>> {
+        self.inner.worker_times(workers).await
     }
     async fn stale_workers(&self, cutoff_ms: i64) -> Result<Vec<WorkerId>> {
         let c = if self.bug == Bug::StaleInclusive {

@@ -90,6 +90,45 @@ pub struct Claimed {
     pub queue: String,
     /// Its payload bytes.
     pub payload: String,
+    /// When it was enqueued (epoch ms), when the backend knows it: always on
+    /// memory and PostgreSQL, and on Redis for jobs that resq pushed (its
+    /// side record); `None` for a job another Resque client pushed. Lets a
+    /// worker report how long the job waited in its queue.
+    pub enqueued_at_ms: Option<i64>,
+}
+
+impl Claimed {
+    /// A claimed job whose enqueue time is unknown.
+    pub fn new(queue: impl Into<String>, payload: impl Into<String>) -> Self {
+        Claimed {
+            queue: queue.into(),
+            payload: payload.into(),
+            enqueued_at_ms: None,
+        }
+    }
+}
+
+/// A worker's start time and last ping, from [`WorkerRegistry::worker_times`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerTimes {
+    /// When it registered, epoch ms.
+    pub started_ms: Option<i64>,
+    /// When it last pinged, epoch ms.
+    pub ping_ms: Option<i64>,
+}
+
+/// A queue's length and the enqueue time of its head (oldest) job, from
+/// [`QueueStore::queue_stats`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStat {
+    /// The queue's name.
+    pub queue: String,
+    /// How many jobs it holds.
+    pub length: u64,
+    /// When its head job was enqueued (epoch ms); `None` when the queue is
+    /// empty or the backend has no record of that job (on Redis, a job
+    /// that another Resque client pushed).
+    pub oldest_enqueued_ms: Option<i64>,
 }
 
 /// One job to push, for [`QueueStore::push_batch`].
@@ -389,6 +428,23 @@ pub trait QueueStore: Send + Sync {
 
     /// The paused queues' names, sorted.
     async fn paused_queues(&self) -> Result<Vec<String>>;
+
+    /// The length of each of `queues` and the enqueue time of its head job,
+    /// one entry per queue in the order given, in one round trip where the
+    /// backend can (an overview of a thousand queues must not cost a
+    /// thousand round trips). The default calls [`QueueStore::queue_len`]
+    /// per queue and knows no enqueue times.
+    async fn queue_stats(&self, queues: &[String]) -> Result<Vec<QueueStat>> {
+        let mut out = Vec::with_capacity(queues.len());
+        for q in queues {
+            out.push(QueueStat {
+                queue: q.clone(),
+                length: self.queue_len(q).await?,
+                oldest_enqueued_ms: None,
+            });
+        }
+        Ok(out)
+    }
 }
 
 /// The delayed schedule: buckets of payloads keyed by Unix second.
@@ -431,6 +487,48 @@ pub trait DelayedStore: Send + Sync {
     /// queue (or, when it cannot be decoded, on the failed list), never lost
     /// and never both.
     async fn promote_due(&self, up_to: i64, limit: usize) -> Result<Vec<Promotion>>;
+
+    /// Moves one copy of `payload` from bucket `timestamp` to the tail of
+    /// `queue` (and wakes its workers), atomically: "run it now". The
+    /// bucket leaves the schedule when it empties. Returns false, changing
+    /// nothing, when that bucket does not hold `payload`. Copies in other
+    /// buckets are untouched.
+    async fn promote_delayed(&self, timestamp: i64, payload: &str, queue: &str) -> Result<bool> {
+        let _ = (timestamp, payload, queue);
+        Err(crate::Error::permanent(
+            "promote_delayed is not supported by this backend",
+        ))
+    }
+
+    /// Removes one copy of `payload` from bucket `timestamp` only, as one
+    /// atomic step; the bucket leaves the schedule when it empties. Returns
+    /// whether it was there. Copies in other buckets are untouched.
+    async fn remove_delayed_at(&self, timestamp: i64, payload: &str) -> Result<bool> {
+        let _ = (timestamp, payload);
+        Err(crate::Error::permanent(
+            "remove_delayed_at is not supported by this backend",
+        ))
+    }
+
+    /// Every non-empty bucket with its number of items, ascending by
+    /// timestamp, in one round trip where the backend can: what paging the
+    /// schedule by time needs without reading the items.
+    async fn delayed_bucket_sizes(&self) -> Result<Vec<(i64, u64)>> {
+        let mut out = Vec::new();
+        for ts in self.delayed_timestamps().await? {
+            let n = self.delayed_at(ts).await?.len();
+            if n > 0 {
+                out.push((ts, u64::try_from(n).unwrap_or(u64::MAX)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The number of delayed items in all buckets. The default sums
+    /// [`DelayedStore::delayed_bucket_sizes`].
+    async fn delayed_count(&self) -> Result<u64> {
+        Ok(self.delayed_bucket_sizes().await?.iter().map(|(_, n)| *n).sum())
+    }
 }
 
 /// Expiring locks owned by a value (a token), as used by plugins.
@@ -554,6 +652,22 @@ pub trait WorkerRegistry: Send + Sync {
         let mut out = Vec::with_capacity(workers.len());
         for w in workers {
             out.push(self.working_on(w).await?);
+        }
+        Ok(out)
+    }
+
+    /// The start time and last ping (epoch ms) of each of `workers`, one
+    /// entry per worker in the order given (`None` where the backend has no
+    /// readable value), in one round trip where the backend can. The
+    /// default reads [`WorkerRegistry::worker_started`] one worker at a time
+    /// and knows no pings.
+    async fn worker_times(&self, workers: &[WorkerId]) -> Result<Vec<WorkerTimes>> {
+        let mut out = Vec::with_capacity(workers.len());
+        for w in workers {
+            out.push(WorkerTimes {
+                started_ms: self.worker_started(w).await?,
+                ping_ms: None,
+            });
         }
         Ok(out)
     }

@@ -72,6 +72,14 @@ pub enum Error {
         /// The id's text form.
         id: String,
     },
+    /// An action on one delayed item (run it now, delete it) found it no
+    /// longer in its bucket: it was promoted, removed or never there.
+    /// Nothing was changed.
+    #[error("delayed item at {timestamp_ms} ms is stale: it is no longer in that bucket; list the delayed jobs again")]
+    StaleDelayedEntry {
+        /// The item's bucket, epoch ms.
+        timestamp_ms: i64,
+    },
     /// A failed-entry id's text form could not be parsed.
     #[error("malformed failed-entry id {text:?}: {reason}")]
     MalformedFailedId {

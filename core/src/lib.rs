@@ -34,7 +34,7 @@ pub mod worker;
 
 pub use backend::{
     Backend, Claimed, Cleaned, DelayedStore, FailedStore, LeaderLock, LockEntry, LockStore, Orphan, Outcome, Promotion,
-    QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry, WorkingOn,
+    QueueStat, QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry, WorkerTimes, WorkingOn,
 };
 pub use config::TaskServerConfig;
 pub use error::{BackendErrorKind, Error, Result};

@@ -752,7 +752,11 @@ impl Queue {
 /// How many failed entries [`Queue::retry_stuck_jobs`] reads at a time.
 pub const RETRY_PAGE: usize = 100;
 
-fn retry_target(entry: &FailedJob) -> Result<(String, String)> {
+/// Where and what to retry for a failed entry: its queue (the entry's, or
+/// else the payload's) and its payload bytes (repaired if node-resque's
+/// cleanup wrote them through cjson). An [`Error::Decode`] when the entry
+/// has no payload, the payload does not decode or no queue is named.
+pub fn retry_target(entry: &FailedJob) -> Result<(String, String)> {
     let payload = entry.payload.clone().ok_or_else(|| Error::Decode {
         what: "failed entry",
         reason: "it has no payload to retry".into(),

@@ -385,6 +385,7 @@ impl Worker {
                             let job = Claimed {
                                 queue: r.queue,
                                 payload: r.payload,
+                                enqueued_at_ms: None,
                             };
                             self.busy.store(true, Ordering::Release);
                             self.perform(job, &shutdown).await;
@@ -890,6 +891,7 @@ impl Worker {
                 Claimed {
                     queue: r.queue,
                     payload: r.payload,
+                    enqueued_at_ms: None,
                 },
             ));
         }
@@ -1419,8 +1421,7 @@ async fn run_job(client: &Queue, events: &broadcast::Sender<WorkerEvent>, worker
         worker: worker.to_owned(),
         queue: claimed.queue.clone(),
         job: Arc::clone(&job),
-        // Connected to the claim once backends report the enqueue time.
-        enqueued_at_ms: None,
+        enqueued_at_ms: claimed.enqueued_at_ms,
     });
     let mut hooks = PerformContext::new(client, worker, &claimed.queue, Arc::clone(&job));
     hooks.events = Some(events);

@@ -30,7 +30,6 @@ struct Snapshot {
     stale: bool,
 }
 
-#[derive(Debug)]
 struct Inner {
     admin: Admin,
     interval: Duration,
@@ -38,6 +37,16 @@ struct Inner {
     errors: AtomicU64,
     /// One collection at a time (single flight).
     flight: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collector")
+            .field("interval", &self.interval)
+            .field("snapshot", &*self.snapshot.read())
+            .field("errors", &self.errors)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Cluster-wide gauges from one cached read of [`Admin::overview`] (one
@@ -109,7 +118,9 @@ impl Collector {
             if snap.attempted_at.is_some_and(|at| at >= asked) {
                 // Another call collected while this one waited.
                 return if snap.stale {
-                    Err(resq_core::Error::transient("the concurrent collection of the cluster metrics failed"))
+                    Err(resq_core::Error::transient(
+                        "the concurrent collection of the cluster metrics failed",
+                    ))
                 } else {
                     Ok(())
                 };
@@ -225,7 +236,11 @@ impl prometheus_client::collector::Collector for Encoder {
             &mut encoder,
             "resq_metrics_collect_stale",
             "1 when the last collection failed and the cluster metrics shown are older",
-            if snap.stale || snap.overview.is_none() { 1.0 } else { 0.0 },
+            if snap.stale || snap.overview.is_none() {
+                1.0
+            } else {
+                0.0
+            },
         )?;
         let errors = ConstCounter::new(self.0.errors.load(Ordering::Relaxed));
         let metric = encoder.encode_descriptor(
@@ -266,15 +281,29 @@ fn encode_overview(encoder: &mut DescriptorEncoder<'_>, o: &Overview) -> std::fm
         }
     }
     {
-        let mut family =
-            encoder.encode_descriptor("resq_queue_paused", "1 while a queue is paused", None, MetricType::Gauge)?;
+        let mut family = encoder.encode_descriptor(
+            "resq_queue_paused",
+            "1 while a queue is paused",
+            None,
+            MetricType::Gauge,
+        )?;
         for q in &o.queues {
             let labels = [("queue", q.name.as_str())];
             ConstGauge::new(if q.paused { 1.0 } else { 0.0 }).encode(family.encode_family(&labels)?)?;
         }
     }
-    gauge(encoder, "resq_delayed_jobs", "Delayed jobs in the store", as_f64(o.delayed))?;
-    gauge(encoder, "resq_failed_jobs", "Entries in the failed list", as_f64(o.failed))?;
+    gauge(
+        encoder,
+        "resq_delayed_jobs",
+        "Delayed jobs in the store",
+        as_f64(o.delayed),
+    )?;
+    gauge(
+        encoder,
+        "resq_failed_jobs",
+        "Entries in the failed list",
+        as_f64(o.failed),
+    )?;
     {
         let mut family = encoder.encode_descriptor(
             "resq_workers",

@@ -53,14 +53,20 @@ async fn fill(backend: &Arc<dyn Backend>) {
         queue.enqueue("alpha", "ok", (n,)).await.unwrap();
     }
     queue.enqueue("beta", "ok", (9,)).await.unwrap();
-    queue.enqueue_in(Duration::from_secs(3600), "alpha", "later", (1,)).await.unwrap();
+    queue
+        .enqueue_in(Duration::from_secs(3600), "alpha", "later", (1,))
+        .await
+        .unwrap();
     queue.pause_queue("beta").await.unwrap();
     backend
         .push_failed(r#"{"failed_at":"2024-01-01T00:00:00Z","payload":{"class":"x","queue":"alpha","args":[]},"exception":"Error","error":"boom","backtrace":[],"worker":"w","queue":"alpha"}"#)
         .await
         .unwrap();
     backend
-        .register_worker(&fixtures::worker("metrics-test-worker", &["alpha"]), resq_core::time::now_ms())
+        .register_worker(
+            &fixtures::worker("metrics-test-worker", &["alpha"]),
+            resq_core::time::now_ms(),
+        )
         .await
         .unwrap();
     assert!(backend
@@ -81,7 +87,11 @@ fn gauges_show_the_cluster_state() {
         assert_eq!(value(&before, "resq_metrics_collect_stale", &[]), Some(1.0));
         collector.collect().await.unwrap();
         let text = exporter.render();
-        assert_eq!(value(&text, "resq_queue_length", &[("queue", "alpha")]), Some(3.0), "{text}");
+        assert_eq!(
+            value(&text, "resq_queue_length", &[("queue", "alpha")]),
+            Some(3.0),
+            "{text}"
+        );
         assert_eq!(value(&text, "resq_queue_length", &[("queue", "beta")]), Some(1.0));
         assert_eq!(value(&text, "resq_queue_paused", &[("queue", "beta")]), Some(1.0));
         assert_eq!(value(&text, "resq_queue_paused", &[("queue", "alpha")]), Some(0.0));
@@ -151,11 +161,18 @@ fn a_backend_error_keeps_the_last_values_and_marks_them_stale() {
         let exporter = Exporter::builder().collector(&collector).build();
         collector.collect().await.unwrap();
         // The store changes, then goes down.
-        Queue::new(Arc::clone(&backend)).enqueue("alpha", "ok", (7,)).await.unwrap();
+        Queue::new(Arc::clone(&backend))
+            .enqueue("alpha", "ok", (7,))
+            .await
+            .unwrap();
         outage.fail(BackendErrorKind::Transient, None);
         assert!(collector.collect().await.is_err());
         let text = exporter.render();
-        assert_eq!(value(&text, "resq_queue_length", &[("queue", "alpha")]), Some(3.0), "the last values stay");
+        assert_eq!(
+            value(&text, "resq_queue_length", &[("queue", "alpha")]),
+            Some(3.0),
+            "the last values stay"
+        );
         assert_eq!(value(&text, "resq_scheduler_leader", &[]), Some(1.0));
         assert_eq!(value(&text, "resq_metrics_collect_stale", &[]), Some(1.0));
         assert_eq!(value(&text, "resq_metrics_collect_errors_total", &[]), Some(1.0));
@@ -172,18 +189,30 @@ fn a_backend_error_keeps_the_last_values_and_marks_them_stale() {
 
 #[test]
 fn the_background_refresh_follows_the_store() {
-    each_backend("the_background_refresh_follows_the_store", |_kind, backend| async move {
-        let collector = Collector::with_interval(Admin::new(Arc::clone(&backend)), Duration::from_millis(50));
-        let exporter = Exporter::builder().collector(&collector).build();
-        let stop = CancellationToken::new();
-        let task = collector.spawn(stop.clone());
-        Queue::new(Arc::clone(&backend)).enqueue("gamma", "ok", (1,)).await.unwrap();
-        let start = std::time::Instant::now();
-        while value(&exporter.render(), "resq_queue_length", &[("queue", "gamma")]) != Some(1.0) {
-            assert!(start.elapsed() < Duration::from_secs(10), "the refresh did not see the job");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        stop.cancel();
-        tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
-    });
+    each_backend(
+        "the_background_refresh_follows_the_store",
+        |_kind, backend| async move {
+            let collector = Collector::with_interval(Admin::new(Arc::clone(&backend)), Duration::from_millis(50));
+            let exporter = Exporter::builder().collector(&collector).build();
+            let stop = CancellationToken::new();
+            let task = collector.spawn(stop.clone());
+            Queue::new(Arc::clone(&backend))
+                .enqueue("gamma", "ok", (1,))
+                .await
+                .unwrap();
+            let start = std::time::Instant::now();
+            while value(&exporter.render(), "resq_queue_length", &[("queue", "gamma")]) != Some(1.0) {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "the refresh did not see the job"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            stop.cancel();
+            tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .unwrap()
+                .unwrap();
+        },
+    );
 }

@@ -20,7 +20,10 @@ fn memory() -> Arc<dyn Backend> {
 #[tokio::test]
 async fn the_router_answers_get_metrics_in_openmetrics_text() {
     let backend = memory();
-    Queue::new(Arc::clone(&backend)).enqueue("mail", "send", (1,)).await.unwrap();
+    Queue::new(Arc::clone(&backend))
+        .enqueue("mail", "send", (1,))
+        .await
+        .unwrap();
     let metrics = Metrics::new();
     // A family shows once it has a series.
     metrics.record(&resq_core::WorkerEvent::Success {
@@ -53,7 +56,10 @@ async fn the_router_answers_get_metrics_in_openmetrics_text() {
     assert!(text.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF: {text}");
     let types = families(&text);
     assert_eq!(types.get("resq_jobs").map(String::as_str), Some("counter"));
-    assert_eq!(types.get("resq_job_duration_seconds").map(String::as_str), Some("histogram"));
+    assert_eq!(
+        types.get("resq_job_duration_seconds").map(String::as_str),
+        Some("histogram")
+    );
     assert_eq!(types.get("resq_worker_slots").map(String::as_str), Some("gauge"));
     assert_eq!(value(&text, "resq_queue_length", &[("queue", "mail")]), Some(1.0));
 
@@ -85,7 +91,10 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_a_standalone_endpoint_until_cancelled() {
     let backend = memory();
-    Queue::new(Arc::clone(&backend)).enqueue("reports", "build", (1,)).await.unwrap();
+    Queue::new(Arc::clone(&backend))
+        .enqueue("reports", "build", (1,))
+        .await
+        .unwrap();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let stop = CancellationToken::new();
     let server = tokio::spawn(resq_metrics::serve(addr, Admin::new(backend), stop.clone()));
@@ -107,7 +116,10 @@ async fn serve_runs_a_standalone_endpoint_until_cancelled() {
             .contains(&format!("content-type: {CONTENT_TYPE_OPENMETRICS}")),
         "{response}"
     );
-    assert!(response.contains("resq_queue_length{queue=\"reports\"} 1"), "{response}");
+    assert!(
+        response.contains("resq_queue_length{queue=\"reports\"} 1"),
+        "{response}"
+    );
     stop.cancel();
     let ended = tokio::time::timeout(Duration::from_secs(5), server).await;
     ended.expect("serve ends once cancelled").unwrap().unwrap();
@@ -122,4 +134,3 @@ async fn serve_reports_an_address_in_use() {
         .unwrap_err();
     assert!(matches!(err, ServeError::Bind { addr: a, .. } if a == addr), "{err}");
 }
-

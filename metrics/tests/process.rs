@@ -156,7 +156,12 @@ async fn counts_each_outcome_from_real_jobs() {
     assert_eq!(count("bad"), Some(2.0));
     assert_eq!(count("flaky"), Some(1.0));
     assert_eq!(count("vetoed"), None);
-    let ok_sum = value(&text, "resq_job_duration_seconds_sum", &[("queue", "work"), ("class", "ok")]).unwrap();
+    let ok_sum = value(
+        &text,
+        "resq_job_duration_seconds_sum",
+        &[("queue", "work"), ("class", "ok")],
+    )
+    .unwrap();
     assert!(ok_sum >= 0.06, "3 jobs of at least 20 ms: {ok_sum}");
     let under_5ms = value(
         &text,
@@ -200,7 +205,10 @@ async fn queue_wait_is_observed_only_when_the_enqueue_time_is_known() {
         });
     }
     let text = Exporter::builder().metrics(&metrics).build().render();
-    assert_eq!(value(&text, "resq_job_queue_wait_seconds_count", &[("queue", "q")]), Some(2.0));
+    assert_eq!(
+        value(&text, "resq_job_queue_wait_seconds_count", &[("queue", "q")]),
+        Some(2.0)
+    );
     let sum = value(&text, "resq_job_queue_wait_seconds_sum", &[("queue", "q")]).unwrap();
     assert!((22.0..23.0).contains(&sum), "2 s + 20 s: {sum}");
     let within_10s = value(
