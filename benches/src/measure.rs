@@ -329,6 +329,17 @@ fn quick_worker(queue: &str) -> WorkerConfig {
 }
 
 async fn process(url: &str, jobs: usize, workers: usize, slots: usize) -> Result<f64, String> {
+    process_observed(url, jobs, workers, slots, None).await
+}
+
+/// [`process`], with `metrics` (when given) observing every worker's events.
+pub(crate) async fn process_observed(
+    url: &str,
+    jobs: usize,
+    workers: usize,
+    slots: usize,
+    metrics: Option<&resq_metrics::Metrics>,
+) -> Result<f64, String> {
     let f = fresh(url).await?;
     let queue = Queue::new(Arc::clone(&f.backend));
     fill(&queue, jobs).await?;
@@ -345,6 +356,10 @@ async fn process(url: &str, jobs: usize, workers: usize, slots: usize) -> Result
             let mut config = quick_worker("bench");
             config.concurrency = slots;
             let w = Worker::new(Arc::clone(&f.backend), Arc::clone(&tasks), config);
+            if let Some(m) = metrics {
+                // Ends when the worker (its event sender) is dropped.
+                m.observe(w.subscribe());
+            }
             tokio::spawn({
                 let t = stop.clone();
                 async move { w.run_until(t).await }
