@@ -16,17 +16,19 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-type Factory = fn() -> std::pin::Pin<Box<dyn Future<Output = Result<Arc<dyn Backend>, String>> + Send>>;
+/// A fresh, isolated backend, or why there is none.
+type Connecting = std::pin::Pin<Box<dyn Future<Output = Result<Arc<dyn Backend>, String>> + Send>>;
+type Factory = fn() -> Connecting;
 
-fn memory() -> std::pin::Pin<Box<dyn Future<Output = Result<Arc<dyn Backend>, String>> + Send>> {
+fn memory() -> Connecting {
     Box::pin(async { Ok(Arc::new(resq_memory::MemoryBackend::new()) as Arc<dyn Backend>) })
 }
 
-fn redis() -> std::pin::Pin<Box<dyn Future<Output = Result<Arc<dyn Backend>, String>> + Send>> {
+fn redis() -> Connecting {
     Box::pin(resq_redis::testing::fresh_backend())
 }
 
-fn postgres() -> std::pin::Pin<Box<dyn Future<Output = Result<Arc<dyn Backend>, String>> + Send>> {
+fn postgres() -> Connecting {
     Box::pin(resq_postgres::testing::fresh_backend())
 }
 
