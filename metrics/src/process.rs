@@ -7,7 +7,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use resq_core::WorkerEvent;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
@@ -81,18 +81,73 @@ fn wait_histogram() -> Histogram {
     Histogram::new(QUEUE_WAIT_BUCKETS)
 }
 
-/// Which worker slots run a job, from the events: internal book-keeping,
-/// never a label.
-#[derive(Debug, Default)]
-struct Slots {
+/// The metric handles of one (queue, class), made on first use so that
+/// recording an event looks them up without allocating.
+#[derive(Default)]
+struct ClassHandles {
+    outcomes: [Option<Counter>; 4],
+    duration: Option<Histogram>,
+}
+
+/// What the recorder keeps between events: internal book-keeping, never a
+/// label.
+#[derive(Default)]
+struct Book {
     /// Slot count of each started worker, by worker name.
     workers: HashMap<String, usize>,
-    /// The names of the slots (a multi-slot worker's `<name>.<n>`) between
-    /// their `job` event and the job's end.
-    busy: HashSet<String>,
-    /// Slots whose running job the Retry plugin re-enqueued: its next
-    /// `success` event is that retry's, not a success.
-    retried: HashSet<String>,
+    /// By slot name (a multi-slot worker's `<name>.<n>`): whether it runs a
+    /// job (between its `job` event and the job's end), and whether the
+    /// Retry plugin re-enqueued that job (its next `success` event is that
+    /// retry's, not a success).
+    slots: HashMap<String, SlotState>,
+    /// How many slots are busy.
+    busy: usize,
+    /// Handles by queue, then class.
+    handles: HashMap<String, HashMap<String, ClassHandles>>,
+    /// Queue-wait histograms by queue.
+    waits: HashMap<String, Histogram>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct SlotState {
+    busy: bool,
+    retried: bool,
+}
+
+impl Book {
+    /// The state of slot `name`; allocates its key only the first time.
+    fn slot(&mut self, name: &str) -> &mut SlotState {
+        if !self.slots.contains_key(name) {
+            self.slots.insert(name.to_owned(), SlotState::default());
+        }
+        // Safe: the key was inserted just above when it was absent, under
+        // `&mut self`. (`entry` would allocate the key on every call.)
+        self.slots.get_mut(name).expect("slot inserted above")
+    }
+
+    fn set_busy(&mut self, name: &str, busy: bool) {
+        let slot = self.slot(name);
+        let was = std::mem::replace(&mut slot.busy, busy);
+        match (was, busy) {
+            (false, true) => self.busy += 1,
+            (true, false) => self.busy = self.busy.saturating_sub(1),
+            _ => {}
+        }
+    }
+
+    /// The handles of (`queue`, `class`); allocates keys only the first time.
+    fn class(&mut self, queue: &str, class: &str) -> &mut ClassHandles {
+        if !self.handles.contains_key(queue) {
+            self.handles.insert(queue.to_owned(), HashMap::new());
+        }
+        // Safe: inserted just above when absent, under `&mut self`.
+        let classes = self.handles.get_mut(queue).expect("queue inserted above");
+        if !classes.contains_key(class) {
+            classes.insert(class.to_owned(), ClassHandles::default());
+        }
+        // Safe: likewise.
+        classes.get_mut(class).expect("class inserted above")
+    }
 }
 
 struct Inner {
@@ -100,8 +155,10 @@ struct Inner {
     duration: HistogramFamily<QueueClassLabels>,
     wait: HistogramFamily<QueueLabels>,
     slots_gauge: Family<StateLabels, Gauge>,
+    busy_gauge: Gauge,
+    idle_gauge: Gauge,
     dropped: Counter,
-    slots: parking_lot::Mutex<Slots>,
+    book: parking_lot::Mutex<Book>,
 }
 
 /// Per-process job metrics, updated from worker events.
@@ -152,17 +209,18 @@ impl Metrics {
     pub fn new() -> Self {
         let slots_gauge = Family::<StateLabels, Gauge>::default();
         // Both states show from the start, at 0.
-        for state in ["busy", "idle"] {
-            slots_gauge.get_or_create(&StateLabels { state }).set(0);
-        }
+        let busy_gauge = slots_gauge.get_or_create_owned(&StateLabels { state: "busy" });
+        let idle_gauge = slots_gauge.get_or_create_owned(&StateLabels { state: "idle" });
         Metrics {
             inner: Arc::new(Inner {
                 jobs: Family::default(),
                 duration: Family::new_with_constructor(duration_histogram),
                 wait: Family::new_with_constructor(wait_histogram),
                 slots_gauge,
+                busy_gauge,
+                idle_gauge,
                 dropped: Counter::default(),
-                slots: parking_lot::Mutex::new(Slots::default()),
+                book: parking_lot::Mutex::new(Book::default()),
             }),
         }
     }
@@ -225,22 +283,22 @@ impl Metrics {
     /// Records one event. Cheap and synchronous: for hosts that read the
     /// events themselves.
     pub fn record(&self, event: &WorkerEvent) {
-        let i = &self.inner;
+        let mut book = self.inner.book.lock();
+        self.record_in(&mut book, event);
+    }
+
+    fn record_in(&self, book: &mut Book, event: &WorkerEvent) {
         match event {
             WorkerEvent::Start { worker, slots } => {
-                let mut book = i.slots.lock();
                 book.workers.insert(worker.clone(), *slots);
-                self.publish_slots(&book);
             }
             WorkerEvent::End { worker, .. } => {
-                let mut book = i.slots.lock();
                 book.workers.remove(worker);
                 // Its slots' jobs, if any were cut off at the deadline.
                 let slot_prefix = format!("{worker}.");
-                let of_worker = |name: &String| name == worker || name.starts_with(&slot_prefix);
-                book.busy.retain(|name| !of_worker(name));
-                book.retried.retain(|name| !of_worker(name));
-                self.publish_slots(&book);
+                book.slots
+                    .retain(|name, _| name != worker && !name.starts_with(&slot_prefix));
+                book.busy = book.slots.values().filter(|s| s.busy).count();
             }
             WorkerEvent::Job {
                 worker,
@@ -250,14 +308,19 @@ impl Metrics {
             } => {
                 if let Some(at) = enqueued_at_ms {
                     let waited_ms = resq_core::time::now_ms().saturating_sub(*at).max(0);
-                    // Milliseconds to seconds; f64 holds any realistic wait exactly enough.
-                    i.wait
-                        .get_or_create(&QueueLabels { queue: queue.clone() })
-                        .observe(waited_ms as f64 / 1000.0);
+                    if !book.waits.contains_key(queue.as_str()) {
+                        let histogram = self
+                            .inner
+                            .wait
+                            .get_or_create_owned(&QueueLabels { queue: queue.clone() });
+                        book.waits.insert(queue.clone(), histogram);
+                    }
+                    if let Some(histogram) = book.waits.get(queue.as_str()) {
+                        // Milliseconds to seconds: exact enough for any real wait.
+                        histogram.observe(waited_ms as f64 / 1000.0);
+                    }
                 }
-                let mut book = i.slots.lock();
-                book.busy.insert(worker.clone());
-                self.publish_slots(&book);
+                book.set_busy(worker, true);
             }
             WorkerEvent::Success {
                 worker,
@@ -266,16 +329,11 @@ impl Metrics {
                 duration,
                 ..
             } => {
-                let retried = {
-                    let mut book = i.slots.lock();
-                    book.busy.remove(worker);
-                    let retried = book.retried.remove(worker);
-                    self.publish_slots(&book);
-                    retried
-                };
-                self.observe_duration(queue, &job.class, duration.as_secs_f64());
+                book.set_busy(worker, false);
+                let retried = std::mem::take(&mut book.slot(worker).retried);
+                self.observe_duration(book, queue, &job.class, duration.as_secs_f64());
                 if !retried {
-                    self.count(queue, &job.class, JobOutcome::Success);
+                    self.count(book, queue, &job.class, JobOutcome::Success);
                 }
             }
             WorkerEvent::Failure {
@@ -285,30 +343,23 @@ impl Metrics {
                 duration,
                 ..
             } => {
-                {
-                    let mut book = i.slots.lock();
-                    book.busy.remove(worker);
-                    book.retried.remove(worker);
-                    self.publish_slots(&book);
-                }
+                book.set_busy(worker, false);
+                book.slot(worker).retried = false;
                 let class = job.as_ref().map(|j| j.class.as_str()).unwrap_or("");
-                self.observe_duration(queue, class, duration.as_secs_f64());
-                self.count(queue, class, JobOutcome::Failure);
+                self.observe_duration(book, queue, class, duration.as_secs_f64());
+                self.count(book, queue, class, JobOutcome::Failure);
             }
             WorkerEvent::ReEnqueue { worker, queue, job, .. } => {
-                i.slots.lock().retried.insert(worker.clone());
-                self.count(queue, &job.class, JobOutcome::Retried);
+                book.slot(worker).retried = true;
+                self.count(book, queue, &job.class, JobOutcome::Retried);
             }
             WorkerEvent::Skipped { worker, queue, job, .. } => {
-                {
-                    let mut book = i.slots.lock();
-                    book.busy.remove(worker);
-                    self.publish_slots(&book);
-                }
-                self.count(queue, &job.class, JobOutcome::Skipped);
+                book.set_busy(worker, false);
+                self.count(book, queue, &job.class, JobOutcome::Skipped);
             }
-            _ => {}
+            _ => return,
         }
+        self.publish_slots(book);
     }
 
     /// Jobs counted for `queue`, `class` and `outcome` so far.
@@ -323,8 +374,7 @@ impl Metrics {
 
     /// The worker slots now (busy, idle), as `resq_worker_slots` shows them.
     pub fn slots(&self) -> (u64, u64) {
-        let book = self.inner.slots.lock();
-        Self::slot_counts(&book)
+        Self::slot_counts(&self.inner.book.lock())
     }
 
     /// Events missed so far because the subscriber fell behind.
@@ -332,35 +382,46 @@ impl Metrics {
         self.inner.dropped.get()
     }
 
-    fn count(&self, queue: &str, class: &str, outcome: JobOutcome) {
-        let labels = JobLabels {
-            queue: queue.to_owned(),
-            class: class.to_owned(),
-            outcome: outcome.as_str(),
-        };
-        self.inner.jobs.get_or_create(&labels).inc();
+    fn count(&self, book: &mut Book, queue: &str, class: &str, outcome: JobOutcome) {
+        let handles = book.class(queue, class);
+        let at = outcome as usize;
+        if handles.outcomes[at].is_none() {
+            let labels = JobLabels {
+                queue: queue.to_owned(),
+                class: class.to_owned(),
+                outcome: outcome.as_str(),
+            };
+            handles.outcomes[at] = Some(self.inner.jobs.get_or_create_owned(&labels));
+        }
+        if let Some(counter) = &handles.outcomes[at] {
+            counter.inc();
+        }
     }
 
-    fn observe_duration(&self, queue: &str, class: &str, seconds: f64) {
-        let labels = QueueClassLabels {
-            queue: queue.to_owned(),
-            class: class.to_owned(),
-        };
-        self.inner.duration.get_or_create(&labels).observe(seconds);
+    fn observe_duration(&self, book: &mut Book, queue: &str, class: &str, seconds: f64) {
+        let handles = book.class(queue, class);
+        if handles.duration.is_none() {
+            let labels = QueueClassLabels {
+                queue: queue.to_owned(),
+                class: class.to_owned(),
+            };
+            handles.duration = Some(self.inner.duration.get_or_create_owned(&labels));
+        }
+        if let Some(histogram) = &handles.duration {
+            histogram.observe(seconds);
+        }
     }
 
-    fn slot_counts(book: &Slots) -> (u64, u64) {
+    fn slot_counts(book: &Book) -> (u64, u64) {
         let total: usize = book.workers.values().sum();
-        let busy = book.busy.len();
         let as_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
-        (as_u64(busy), as_u64(total.saturating_sub(busy)))
+        (as_u64(book.busy), as_u64(total.saturating_sub(book.busy)))
     }
 
-    fn publish_slots(&self, book: &Slots) {
+    fn publish_slots(&self, book: &Book) {
         let (busy, idle) = Self::slot_counts(book);
         let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        let gauge = &self.inner.slots_gauge;
-        gauge.get_or_create(&StateLabels { state: "busy" }).set(as_i64(busy));
-        gauge.get_or_create(&StateLabels { state: "idle" }).set(as_i64(idle));
+        self.inner.busy_gauge.set(as_i64(busy));
+        self.inner.idle_gauge.set(as_i64(idle));
     }
 }

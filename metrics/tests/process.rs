@@ -88,7 +88,23 @@ impl Node {
 
 /// A worker on `queue` with `concurrency` slots, observed by `metrics`.
 fn start(metrics: &Metrics, queue: &str, concurrency: usize, gate: Arc<Semaphore>) -> Node {
-    let backend: Arc<dyn Backend> = Arc::new(resq_memory::MemoryBackend::new());
+    start_on(
+        Arc::new(resq_memory::MemoryBackend::new()),
+        metrics,
+        queue,
+        concurrency,
+        gate,
+    )
+}
+
+/// [`start`] on `backend`.
+fn start_on(
+    backend: Arc<dyn Backend>,
+    metrics: &Metrics,
+    queue: &str,
+    concurrency: usize,
+    gate: Arc<Semaphore>,
+) -> Node {
     let tasks = tasks(gate);
     let client = Queue::with_tasks(Arc::clone(&backend), Arc::clone(&tasks));
     let mut config = WorkerConfig::for_queues([queue]);
@@ -177,10 +193,14 @@ async fn worker_slots_follow_busy_and_idle_slots() {
     let metrics = Metrics::new();
     assert_eq!(metrics.slots(), (0, 0));
     let gate = Arc::new(Semaphore::new(0));
-    let node = start(&metrics, "slots", 3, Arc::clone(&gate));
-    wait_for(WAIT, "3 idle slots", || metrics.slots() == (0, 3)).await;
-    node.client.enqueue("slots", "gated", (1,)).await.unwrap();
-    node.client.enqueue("slots", "gated", (2,)).await.unwrap();
+    // Both jobs are queued before the worker starts, so its first claim
+    // takes both (a multi-slot worker that claimed some jobs waits for one
+    // to finish before it claims again).
+    let backend: Arc<dyn Backend> = Arc::new(resq_memory::MemoryBackend::new());
+    let client = Queue::new(Arc::clone(&backend));
+    client.enqueue("slots", "gated", (1,)).await.unwrap();
+    client.enqueue("slots", "gated", (2,)).await.unwrap();
+    let node = start_on(backend, &metrics, "slots", 3, Arc::clone(&gate));
     wait_for(WAIT, "2 busy slots", || metrics.slots() == (2, 1)).await;
     let text = Exporter::builder().metrics(&metrics).build().render();
     assert_eq!(value(&text, "resq_worker_slots", &[("state", "busy")]), Some(2.0));
