@@ -332,7 +332,7 @@ async fn process(url: &str, jobs: usize, workers: usize, slots: usize) -> Result
     process_observed(url, jobs, workers, slots, None).await
 }
 
-/// [`process`], with `metrics` (when given) observing every worker's events.
+/// [`process`], with `metrics` (when given) as every worker's observer.
 pub(crate) async fn process_observed(
     url: &str,
     jobs: usize,
@@ -355,11 +355,8 @@ pub(crate) async fn process_observed(
         .map(|_| {
             let mut config = quick_worker("bench");
             config.concurrency = slots;
+            config.observer = metrics.map(|m| m.observer());
             let w = Worker::new(Arc::clone(&f.backend), Arc::clone(&tasks), config);
-            if let Some(m) = metrics {
-                // Ends when the worker (its event sender) is dropped.
-                m.observe(w.subscribe());
-            }
             tokio::spawn({
                 let t = stop.clone();
                 async move { w.run_until(t).await }

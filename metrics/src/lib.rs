@@ -1,6 +1,7 @@
-//! Prometheus metrics for resq. [`Metrics`] counts this process's jobs from
-//! its workers' events (outcomes, durations, queue waits, busy and idle
-//! slots) without a backend call on the worker's path; a [`Collector`]
+//! Prometheus metrics for resq. [`Metrics`] counts this process's jobs
+//! (outcomes, durations, queue waits, busy and idle slots) as its workers
+//! report them, through a synchronous [`resq_core::JobObserver`] or their
+//! events, without a backend call on the worker's path; a [`Collector`]
 //! reads the cluster-wide state (queue lengths and latencies, delayed and
 //! failed jobs, workers, the scheduler leader) through
 //! [`resq_admin::Admin::overview`] at most every few seconds into a cache
@@ -9,11 +10,13 @@
 //! and [`serve`] runs a standalone endpoint (`resq metrics --listen ADDR`).
 //!
 //! ```no_run
-//! # async fn demo(pool: resq_core::WorkerPool, backend: std::sync::Arc<dyn resq_core::Backend>)
+//! # async fn demo(backend: std::sync::Arc<dyn resq_core::Backend>, tasks: std::sync::Arc<resq_core::Tasks>)
 //! # -> Result<(), resq_metrics::ServeError> {
 //! use resq_metrics::{Collector, Exporter, Metrics};
 //! let metrics = Metrics::new();
-//! metrics.observe(pool.subscribe()); // before the pool runs
+//! let mut config = resq_core::PoolConfig::default();
+//! config.worker.observer = Some(metrics.observer());
+//! let _pool = resq_core::WorkerPool::new(backend.clone(), tasks, config); // run it as usual
 //! let collector = Collector::new(resq_admin::Admin::new(backend));
 //! let stop = resq_core::CancellationToken::new();
 //! collector.spawn(stop.clone());
@@ -49,5 +52,6 @@ mod process;
 
 pub use cluster::{Collector, DEFAULT_INTERVAL};
 pub use export::{serve, Exporter, ExporterBuilder, ServeError, CONTENT_TYPE_OPENMETRICS};
-pub use process::{JobOutcome, Metrics, DURATION_BUCKETS, QUEUE_WAIT_BUCKETS};
+pub use process::{Metrics, DURATION_BUCKETS, QUEUE_WAIT_BUCKETS};
 pub use prometheus_client;
+pub use resq_core::JobOutcome;

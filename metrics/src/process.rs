@@ -1,14 +1,19 @@
 //! Per-process metrics, from the events of this process's workers.
 
+use parking_lot::{Mutex, RwLock};
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
-use resq_core::WorkerEvent;
+use resq_core::{JobEnd, JobObserver, JobOutcome, WorkerEvent};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
@@ -22,31 +27,6 @@ pub const DURATION_BUCKETS: [f64; 14] = [
 pub const QUEUE_WAIT_BUCKETS: [f64; 13] = [
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 ];
-
-/// What became of a job, the `outcome` label of `resq_jobs_total`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum JobOutcome {
-    /// The job ran to success.
-    Success,
-    /// The job failed (and went to the failed list).
-    Failure,
-    /// The job failed and the Retry plugin put it back to run again.
-    Retried,
-    /// A plugin's `before_perform` vetoed the job (a lock, say): dropped unrun.
-    Skipped,
-}
-
-impl JobOutcome {
-    /// The label value: `success`, `failure`, `retried` or `skipped`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobOutcome::Success => "success",
-            JobOutcome::Failure => "failure",
-            JobOutcome::Retried => "retried",
-            JobOutcome::Skipped => "skipped",
-        }
-    }
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobLabels {
@@ -66,11 +46,6 @@ struct QueueLabels {
     queue: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StateLabels {
-    state: &'static str,
-}
-
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
@@ -81,95 +56,82 @@ fn wait_histogram() -> Histogram {
     Histogram::new(QUEUE_WAIT_BUCKETS)
 }
 
-/// The metric handles of one (queue, class), made on first use so that
-/// recording an event looks them up without allocating.
+/// FNV-1a: a fast hash for the short names the recorder looks up per job
+/// (queue, class, worker); the keys are the application's own names.
+#[derive(Clone, Copy, Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FastMap<V> = HashMap<String, V, std::hash::BuildHasherDefault<Fnv>>;
+
+/// The metric handles of one (queue, class), made on first use so that a
+/// job's end looks them up without allocating.
 #[derive(Default)]
 struct ClassHandles {
     outcomes: [Option<Counter>; 4],
     duration: Option<Histogram>,
 }
 
-/// What the recorder keeps between events: internal book-keeping, never a
-/// label.
-#[derive(Default)]
-struct Book {
-    /// Slot count of each started worker, by worker name.
-    workers: HashMap<String, usize>,
-    /// By slot name (a multi-slot worker's `<name>.<n>`): whether it runs a
-    /// job (between its `job` event and the job's end), and whether the
-    /// Retry plugin re-enqueued that job (its next `success` event is that
-    /// retry's, not a success).
-    slots: HashMap<String, SlotState>,
-    /// How many slots are busy.
-    busy: usize,
-    /// Handles by queue, then class.
-    handles: HashMap<String, HashMap<String, ClassHandles>>,
-    /// Queue-wait histograms by queue.
-    waits: HashMap<String, Histogram>,
-}
-
+/// The state of one slot, for the event feed only (events do not say
+/// whether a job's start was seen, nor whether a success was a retry).
 #[derive(Clone, Copy, Default)]
 struct SlotState {
     busy: bool,
     retried: bool,
 }
 
-impl Book {
-    /// The state of slot `name`; allocates its key only the first time.
-    fn slot(&mut self, name: &str) -> &mut SlotState {
-        if !self.slots.contains_key(name) {
-            self.slots.insert(name.to_owned(), SlotState::default());
-        }
-        // Safe: the key was inserted just above when it was absent, under
-        // `&mut self`. (`entry` would allocate the key on every call.)
-        self.slots.get_mut(name).expect("slot inserted above")
-    }
-
-    fn set_busy(&mut self, name: &str, busy: bool) {
-        let slot = self.slot(name);
-        let was = std::mem::replace(&mut slot.busy, busy);
-        match (was, busy) {
-            (false, true) => self.busy += 1,
-            (true, false) => self.busy = self.busy.saturating_sub(1),
-            _ => {}
-        }
-    }
-
-    /// The handles of (`queue`, `class`); allocates keys only the first time.
-    fn class(&mut self, queue: &str, class: &str) -> &mut ClassHandles {
-        if !self.handles.contains_key(queue) {
-            self.handles.insert(queue.to_owned(), HashMap::new());
-        }
-        // Safe: inserted just above when absent, under `&mut self`.
-        let classes = self.handles.get_mut(queue).expect("queue inserted above");
-        if !classes.contains_key(class) {
-            classes.insert(class.to_owned(), ClassHandles::default());
-        }
-        // Safe: likewise.
-        classes.get_mut(class).expect("class inserted above")
-    }
-}
-
 struct Inner {
     jobs: Family<JobLabels, Counter>,
     duration: HistogramFamily<QueueClassLabels>,
     wait: HistogramFamily<QueueLabels>,
-    slots_gauge: Family<StateLabels, Gauge>,
-    busy_gauge: Gauge,
-    idle_gauge: Gauge,
+    /// Jobs running: one atomic add at each start and end (the idle count
+    /// is computed when scraped).
+    busy: AtomicI64,
+    /// Slots of the started workers.
+    total: AtomicI64,
     dropped: Counter,
-    book: parking_lot::Mutex<Book>,
+    /// Handles by queue, then class (read-locked per job; written once per
+    /// new pair).
+    handles: RwLock<FastMap<FastMap<ClassHandles>>>,
+    /// Queue-wait histograms by queue.
+    waits: RwLock<FastMap<Histogram>>,
+    /// Started workers' slot counts, by name.
+    workers: Mutex<FastMap<usize>>,
+    /// Slots by name, for the event feed.
+    event_slots: Mutex<FastMap<SlotState>>,
 }
 
-/// Per-process job metrics, updated from worker events.
+/// Per-process job metrics, updated from this process's workers.
 ///
-/// Feed it the events of this process's workers, pools or task servers
-/// with [`observe`](Metrics::observe) (a task that reads a broadcast
-/// receiver) or call [`record`](Metrics::record) from your own event loop.
-/// Updating touches only in-memory counters: no backend call, no await, so
-/// the worker never waits for metrics (a subscriber that falls behind
-/// loses events, counted in `resq_metrics_events_dropped_total`, rather
-/// than slowing the worker).
+/// Feed it either way (not both for the same worker, or jobs count twice):
+///
+/// * **[`observer`](Metrics::observer)** (preferred): set it as
+///   [`WorkerConfig::observer`](resq_core::WorkerConfig::observer) (or in
+///   `PoolConfig::worker`). The worker calls it inline with borrowed data:
+///   a few counter updates under an uncontended lock per job, no event
+///   built, cloned or queued. This is what `BENCHMARKS.md` measures.
+/// * **[`observe`](Metrics::observe)**: a task reading the broadcast events
+///   of a `Worker`, `WorkerPool` or a task server's pool, for workers whose
+///   config you do not build. Costlier: a subscriber makes the worker build
+///   and queue an event per step (a subscriber that falls behind loses
+///   events, counted in `resq_metrics_events_dropped_total`, rather than
+///   slowing the worker). [`record`](Metrics::record) takes one event.
+///
+/// Either way: no backend call, nothing that waits on the worker's path.
 ///
 /// | metric | type | labels |
 /// |---|---|---|
@@ -207,20 +169,18 @@ impl Default for Metrics {
 impl Metrics {
     /// Empty metrics; register them in a [`crate::Exporter`] to serve them.
     pub fn new() -> Self {
-        let slots_gauge = Family::<StateLabels, Gauge>::default();
-        // Both states show from the start, at 0.
-        let busy_gauge = slots_gauge.get_or_create_owned(&StateLabels { state: "busy" });
-        let idle_gauge = slots_gauge.get_or_create_owned(&StateLabels { state: "idle" });
         Metrics {
             inner: Arc::new(Inner {
                 jobs: Family::default(),
                 duration: Family::new_with_constructor(duration_histogram),
                 wait: Family::new_with_constructor(wait_histogram),
-                slots_gauge,
-                busy_gauge,
-                idle_gauge,
+                busy: AtomicI64::new(0),
+                total: AtomicI64::new(0),
                 dropped: Counter::default(),
-                book: parking_lot::Mutex::new(Book::default()),
+                handles: RwLock::default(),
+                waits: RwLock::default(),
+                workers: Mutex::default(),
+                event_slots: Mutex::default(),
             }),
         }
     }
@@ -245,11 +205,7 @@ impl Metrics {
             Unit::Seconds,
             i.wait.clone(),
         );
-        registry.register(
-            "resq_worker_slots",
-            "Job slots of this process's workers, by state (busy, idle)",
-            i.slots_gauge.clone(),
-        );
+        registry.register_collector(Box::new(SlotsGauge(Arc::clone(i))));
         registry.register(
             "resq_metrics_events_dropped",
             "Worker events the metrics missed because their subscriber fell behind",
@@ -283,22 +239,15 @@ impl Metrics {
     /// Records one event. Cheap and synchronous: for hosts that read the
     /// events themselves.
     pub fn record(&self, event: &WorkerEvent) {
-        let mut book = self.inner.book.lock();
-        self.record_in(&mut book, event);
-    }
-
-    fn record_in(&self, book: &mut Book, event: &WorkerEvent) {
         match event {
-            WorkerEvent::Start { worker, slots } => {
-                book.workers.insert(worker.clone(), *slots);
-            }
+            WorkerEvent::Start { worker, slots } => self.worker_up(worker, *slots),
             WorkerEvent::End { worker, .. } => {
-                book.workers.remove(worker);
-                // Its slots' jobs, if any were cut off at the deadline.
                 let slot_prefix = format!("{worker}.");
-                book.slots
+                self.inner
+                    .event_slots
+                    .lock()
                     .retain(|name, _| name != worker && !name.starts_with(&slot_prefix));
-                book.busy = book.slots.values().filter(|s| s.busy).count();
+                self.worker_down(worker);
             }
             WorkerEvent::Job {
                 worker,
@@ -306,21 +255,14 @@ impl Metrics {
                 enqueued_at_ms,
                 ..
             } => {
-                if let Some(at) = enqueued_at_ms {
-                    let waited_ms = resq_core::time::now_ms().saturating_sub(*at).max(0);
-                    if !book.waits.contains_key(queue.as_str()) {
-                        let histogram = self
-                            .inner
-                            .wait
-                            .get_or_create_owned(&QueueLabels { queue: queue.clone() });
-                        book.waits.insert(queue.clone(), histogram);
-                    }
-                    if let Some(histogram) = book.waits.get(queue.as_str()) {
-                        // Milliseconds to seconds: exact enough for any real wait.
-                        histogram.observe(waited_ms as f64 / 1000.0);
-                    }
+                let was_busy = {
+                    let mut slots = self.inner.event_slots.lock();
+                    let slot = slot_state(&mut slots, worker);
+                    std::mem::replace(&mut slot.busy, true)
+                };
+                if !was_busy {
+                    self.job_up(worker, queue, *enqueued_at_ms);
                 }
-                book.set_busy(worker, true);
             }
             WorkerEvent::Success {
                 worker,
@@ -329,12 +271,13 @@ impl Metrics {
                 duration,
                 ..
             } => {
-                book.set_busy(worker, false);
-                let retried = std::mem::take(&mut book.slot(worker).retried);
-                self.observe_duration(book, queue, &job.class, duration.as_secs_f64());
-                if !retried {
-                    self.count(book, queue, &job.class, JobOutcome::Success);
-                }
+                let (started, retried) = self.take_slot(worker);
+                let outcome = if retried {
+                    JobOutcome::Retried
+                } else {
+                    JobOutcome::Success
+                };
+                self.job_down(worker, queue, &job.class, outcome, *duration, started);
             }
             WorkerEvent::Failure {
                 worker,
@@ -343,23 +286,28 @@ impl Metrics {
                 duration,
                 ..
             } => {
-                book.set_busy(worker, false);
-                book.slot(worker).retried = false;
+                let (started, _) = self.take_slot(worker);
                 let class = job.as_ref().map(|j| j.class.as_str()).unwrap_or("");
-                self.observe_duration(book, queue, class, duration.as_secs_f64());
-                self.count(book, queue, class, JobOutcome::Failure);
+                self.job_down(worker, queue, class, JobOutcome::Failure, *duration, started);
             }
-            WorkerEvent::ReEnqueue { worker, queue, job, .. } => {
-                book.slot(worker).retried = true;
-                self.count(book, queue, &job.class, JobOutcome::Retried);
+            // Counted with the `success` event that follows it.
+            WorkerEvent::ReEnqueue { worker, .. } => {
+                slot_state(&mut self.inner.event_slots.lock(), worker).retried = true;
             }
             WorkerEvent::Skipped { worker, queue, job, .. } => {
-                book.set_busy(worker, false);
-                self.count(book, queue, &job.class, JobOutcome::Skipped);
+                let (started, _) = self.take_slot(worker);
+                self.job_down(worker, queue, &job.class, JobOutcome::Skipped, Duration::ZERO, started);
             }
-            _ => return,
+            _ => {}
         }
-        self.publish_slots(book);
+    }
+
+    /// This recorder as a [`JobObserver`], to set in
+    /// [`WorkerConfig::observer`](resq_core::WorkerConfig::observer) (also
+    /// `PoolConfig::worker`): the cheapest way to feed it, with no event
+    /// built or queued per job.
+    pub fn observer(&self) -> Arc<dyn JobObserver> {
+        Arc::new(self.clone())
     }
 
     /// Jobs counted for `queue`, `class` and `outcome` so far.
@@ -374,7 +322,7 @@ impl Metrics {
 
     /// The worker slots now (busy, idle), as `resq_worker_slots` shows them.
     pub fn slots(&self) -> (u64, u64) {
-        Self::slot_counts(&self.inner.book.lock())
+        self.inner.slots()
     }
 
     /// Events missed so far because the subscriber fell behind.
@@ -382,46 +330,187 @@ impl Metrics {
         self.inner.dropped.get()
     }
 
-    fn count(&self, book: &mut Book, queue: &str, class: &str, outcome: JobOutcome) {
-        let handles = book.class(queue, class);
-        let at = outcome as usize;
-        if handles.outcomes[at].is_none() {
-            let labels = JobLabels {
+    /// The event feed's slot `worker` after its job ended: (whether the
+    /// job's start was seen, whether it was re-enqueued).
+    fn take_slot(&self, worker: &str) -> (bool, bool) {
+        let mut slots = self.inner.event_slots.lock();
+        let slot = slot_state(&mut slots, worker);
+        let state = (slot.busy, slot.retried);
+        *slot = SlotState::default();
+        state
+    }
+
+    fn worker_up(&self, worker: &str, slots: usize) {
+        let mut workers = self.inner.workers.lock();
+        let replaced = workers.insert(worker.to_owned(), slots).unwrap_or(0);
+        self.inner
+            .total
+            .fetch_add(as_i64(slots) - as_i64(replaced), Ordering::Relaxed);
+    }
+
+    fn worker_down(&self, worker: &str) {
+        let mut workers = self.inner.workers.lock();
+        if let Some(slots) = workers.remove(worker) {
+            self.inner.total.fetch_sub(as_i64(slots), Ordering::Relaxed);
+        }
+        if workers.is_empty() {
+            // Jobs cut off at a shutdown deadline never report their end.
+            self.inner.busy.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn job_up(&self, _worker: &str, queue: &str, enqueued_at_ms: Option<i64>) {
+        if let Some(at) = enqueued_at_ms {
+            let waited_ms = resq_core::time::now_ms().saturating_sub(at).max(0);
+            // Milliseconds to seconds: exact enough for any real wait.
+            let seconds = waited_ms as f64 / 1000.0;
+            let seen = match self.inner.waits.read().get(queue) {
+                Some(histogram) => {
+                    histogram.observe(seconds);
+                    true
+                }
+                None => false,
+            };
+            if !seen {
+                let histogram = self.inner.wait.get_or_create_owned(&QueueLabels {
+                    queue: queue.to_owned(),
+                });
+                histogram.observe(seconds);
+                self.inner.waits.write().insert(queue.to_owned(), histogram);
+            }
+        }
+        self.inner.busy.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn job_down(
+        &self,
+        _worker: &str,
+        queue: &str,
+        class: &str,
+        outcome: JobOutcome,
+        duration: Duration,
+        started: bool,
+    ) {
+        if started {
+            self.inner.busy.fetch_sub(1, Ordering::Relaxed);
+        }
+        let at = match outcome {
+            JobOutcome::Success => 0,
+            JobOutcome::Failure => 1,
+            JobOutcome::Retried => 2,
+            JobOutcome::Skipped => 3,
+        };
+        let timed = outcome != JobOutcome::Skipped;
+        let seconds = duration.as_secs_f64();
+        // The common case: the handles exist, under a shared lock.
+        {
+            let handles = self.inner.handles.read();
+            if let Some(h) = handles.get(queue).and_then(|classes| classes.get(class)) {
+                match (&h.outcomes[at], &h.duration, timed) {
+                    (Some(counter), _, false) => {
+                        counter.inc();
+                        return;
+                    }
+                    (Some(counter), Some(histogram), true) => {
+                        counter.inc();
+                        histogram.observe(seconds);
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // A first for this queue, class and outcome: make what is missing.
+        let mut handles = self.inner.handles.write();
+        let h = handles
+            .entry(queue.to_owned())
+            .or_default()
+            .entry(class.to_owned())
+            .or_default();
+        let counter = h.outcomes[at].get_or_insert_with(|| {
+            self.inner.jobs.get_or_create_owned(&JobLabels {
                 queue: queue.to_owned(),
                 class: class.to_owned(),
                 outcome: outcome.as_str(),
-            };
-            handles.outcomes[at] = Some(self.inner.jobs.get_or_create_owned(&labels));
-        }
-        if let Some(counter) = &handles.outcomes[at] {
-            counter.inc();
-        }
-    }
-
-    fn observe_duration(&self, book: &mut Book, queue: &str, class: &str, seconds: f64) {
-        let handles = book.class(queue, class);
-        if handles.duration.is_none() {
-            let labels = QueueClassLabels {
-                queue: queue.to_owned(),
-                class: class.to_owned(),
-            };
-            handles.duration = Some(self.inner.duration.get_or_create_owned(&labels));
-        }
-        if let Some(histogram) = &handles.duration {
+            })
+        });
+        counter.inc();
+        if timed {
+            let histogram = h.duration.get_or_insert_with(|| {
+                self.inner.duration.get_or_create_owned(&QueueClassLabels {
+                    queue: queue.to_owned(),
+                    class: class.to_owned(),
+                })
+            });
             histogram.observe(seconds);
         }
     }
+}
 
-    fn slot_counts(book: &Book) -> (u64, u64) {
-        let total: usize = book.workers.values().sum();
-        let as_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
-        (as_u64(book.busy), as_u64(total.saturating_sub(book.busy)))
+impl Inner {
+    /// (busy, idle) slots, busy clamped to the slots there are.
+    fn slots(&self) -> (u64, u64) {
+        let total = self.total.load(Ordering::Relaxed).max(0);
+        let busy = self.busy.load(Ordering::Relaxed).clamp(0, total);
+        let as_u64 = |n: i64| u64::try_from(n).unwrap_or(0);
+        (as_u64(busy), as_u64(total - busy))
+    }
+}
+
+/// Encodes `resq_worker_slots` from the two atomics at each scrape.
+struct SlotsGauge(Arc<Inner>);
+
+impl std::fmt::Debug for SlotsGauge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SlotsGauge").field(&self.0.slots()).finish()
+    }
+}
+
+impl prometheus_client::collector::Collector for SlotsGauge {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let (busy, idle) = self.0.slots();
+        let mut family = encoder.encode_descriptor(
+            "resq_worker_slots",
+            "Job slots of this process's workers, by state (busy, idle)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (state, n) in [("busy", busy), ("idle", idle)] {
+            let labels = [("state", state)];
+            ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX)).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The state of slot `name`; allocates its key only the first time.
+fn slot_state<'a>(slots: &'a mut FastMap<SlotState>, name: &str) -> &'a mut SlotState {
+    if !slots.contains_key(name) {
+        slots.insert(name.to_owned(), SlotState::default());
+    }
+    // Safe: the key was inserted just above when it was absent, under the
+    // same `&mut` borrow. (`entry` would allocate the key on every call.)
+    slots.get_mut(name).expect("slot inserted above")
+}
+
+fn as_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl JobObserver for Metrics {
+    fn worker_started(&self, worker: &str, slots: usize) {
+        self.worker_up(worker, slots);
     }
 
-    fn publish_slots(&self, book: &Book) {
-        let (busy, idle) = Self::slot_counts(book);
-        let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        self.inner.busy_gauge.set(as_i64(busy));
-        self.inner.idle_gauge.set(as_i64(idle));
+    fn worker_stopped(&self, worker: &str, _slots: usize) {
+        self.worker_down(worker);
+    }
+
+    fn job_started(&self, worker: &str, queue: &str, _class: &str, enqueued_at_ms: Option<i64>) {
+        self.job_up(worker, queue, enqueued_at_ms);
+    }
+
+    fn job_finished(&self, end: &JobEnd<'_>) {
+        self.job_down(end.worker, end.queue, end.class, end.outcome, end.duration, end.started);
     }
 }

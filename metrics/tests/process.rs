@@ -86,21 +86,28 @@ impl Node {
     }
 }
 
+/// How the metrics hear of the worker's jobs.
+#[derive(Clone, Copy, Debug)]
+enum Feed {
+    /// `Metrics::observe` on the worker's event channel.
+    Events,
+    /// `Metrics::observer` in the worker's config.
+    Observer,
+}
+
+const FEEDS: [Feed; 2] = [Feed::Events, Feed::Observer];
+
 /// A worker on `queue` with `concurrency` slots, observed by `metrics`.
-fn start(metrics: &Metrics, queue: &str, concurrency: usize, gate: Arc<Semaphore>) -> Node {
-    start_on(
-        Arc::new(resq_memory::MemoryBackend::new()),
-        metrics,
-        queue,
-        concurrency,
-        gate,
-    )
+fn start(metrics: &Metrics, feed: Feed, queue: &str, concurrency: usize, gate: Arc<Semaphore>) -> Node {
+    let backend = Arc::new(resq_memory::MemoryBackend::new());
+    start_on(backend, metrics, feed, queue, concurrency, gate)
 }
 
 /// [`start`] on `backend`.
 fn start_on(
     backend: Arc<dyn Backend>,
     metrics: &Metrics,
+    feed: Feed,
     queue: &str,
     concurrency: usize,
     gate: Arc<Semaphore>,
@@ -110,8 +117,13 @@ fn start_on(
     let mut config = WorkerConfig::for_queues([queue]);
     config.concurrency = concurrency;
     config.poll_interval = Duration::from_millis(20);
+    if let Feed::Observer = feed {
+        config.observer = Some(metrics.observer());
+    }
     let worker = Worker::new(Arc::clone(&backend), tasks, config);
-    metrics.observe(worker.subscribe());
+    if let Feed::Events = feed {
+        metrics.observe(worker.subscribe());
+    }
     let stop = CancellationToken::new();
     let token = stop.clone();
     let run = tokio::spawn(async move { worker.run_until(token).await });
@@ -125,8 +137,14 @@ fn start_on(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_each_outcome_from_real_jobs() {
+    for feed in FEEDS {
+        counts_each_outcome(feed).await;
+    }
+}
+
+async fn counts_each_outcome(feed: Feed) {
     let metrics = Metrics::new();
-    let node = start(&metrics, "work", 1, Arc::new(Semaphore::new(100)));
+    let node = start(&metrics, feed, "work", 1, Arc::new(Semaphore::new(100)));
     for n in 0..3 {
         node.client.enqueue("work", "ok", (n,)).await.unwrap();
     }
@@ -134,7 +152,7 @@ async fn counts_each_outcome_from_real_jobs() {
     node.client.enqueue("work", "bad", (2,)).await.unwrap();
     node.client.enqueue("work", "flaky", (1,)).await.unwrap();
     node.client.enqueue("work", "vetoed", (1,)).await.unwrap();
-    wait_for(WAIT, "every outcome", || {
+    wait_for(WAIT, &format!("every outcome ({feed:?})"), || {
         metrics.jobs("work", "ok", JobOutcome::Success) == 3
             && metrics.jobs("work", "bad", JobOutcome::Failure) == 2
             && metrics.jobs("work", "flaky", JobOutcome::Retried) == 1
@@ -190,6 +208,12 @@ async fn counts_each_outcome_from_real_jobs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_slots_follow_busy_and_idle_slots() {
+    for feed in FEEDS {
+        worker_slots_follow(feed).await;
+    }
+}
+
+async fn worker_slots_follow(feed: Feed) {
     let metrics = Metrics::new();
     assert_eq!(metrics.slots(), (0, 0));
     let gate = Arc::new(Semaphore::new(0));
@@ -200,7 +224,7 @@ async fn worker_slots_follow_busy_and_idle_slots() {
     let client = Queue::new(Arc::clone(&backend));
     client.enqueue("slots", "gated", (1,)).await.unwrap();
     client.enqueue("slots", "gated", (2,)).await.unwrap();
-    let node = start_on(backend, &metrics, "slots", 3, Arc::clone(&gate));
+    let node = start_on(backend, &metrics, feed, "slots", 3, Arc::clone(&gate));
     wait_for(WAIT, "2 busy slots", || metrics.slots() == (2, 1)).await;
     let text = Exporter::builder().metrics(&metrics).build().render();
     assert_eq!(value(&text, "resq_worker_slots", &[("state", "busy")]), Some(2.0));
@@ -216,9 +240,9 @@ async fn queue_wait_is_observed_only_when_the_enqueue_time_is_known() {
     let metrics = Metrics::new();
     let job = Arc::new(Job::new("q", "c", Vec::new()));
     let now = resq_core::time::now_ms();
-    for enqueued_at_ms in [Some(now - 2_000), None, Some(now - 20_000)] {
+    for (n, enqueued_at_ms) in [Some(now - 2_000), None, Some(now - 20_000)].into_iter().enumerate() {
         metrics.record(&WorkerEvent::Job {
-            worker: "w".into(),
+            worker: format!("w{n}"),
             queue: "q".into(),
             job: Arc::clone(&job),
             enqueued_at_ms,
@@ -267,7 +291,7 @@ async fn a_lagging_subscriber_counts_the_events_it_missed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_label_carries_a_worker_name_or_job_arguments() {
     let metrics = Metrics::new();
-    let node = start(&metrics, "card", 2, Arc::new(Semaphore::new(100)));
+    let node = start(&metrics, Feed::Events, "card", 2, Arc::new(Semaphore::new(100)));
     node.client.enqueue("card", "ok", (424242,)).await.unwrap();
     node.client.enqueue("card", "bad", (515151,)).await.unwrap();
     node.client.enqueue("card", "flaky", (616161,)).await.unwrap();

@@ -42,7 +42,7 @@ struct Args {
     shapes: Vec<String>,
     /// Only measure what the Prometheus metrics cost, and exit: on every
     /// backend, the first `--shape` (default 4x256) with and without
-    /// metrics observing the events, interleaved for `--rounds` rounds, and
+    /// metrics as the workers' observer, interleaved for `--rounds` rounds, and
     /// the collect and render times with `--scrape-queues` queues.
     #[arg(long)]
     metrics_overhead: bool,
