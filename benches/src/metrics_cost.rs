@@ -70,6 +70,8 @@ pub struct Overhead {
     pub without: Spread,
     /// Events the metrics missed in all runs (0 with an observer: nothing is queued).
     pub dropped: u64,
+    /// Whether the metrics read events (else they were the observer).
+    pub by_events: bool,
 }
 
 impl Overhead {
@@ -93,8 +95,14 @@ impl fmt::Display for Overhead {
         };
         writeln!(
             f,
-            "{} {w} worker(s) × {s} slot(s), {} jobs per run, runs interleaved (with first):",
-            self.url, self.jobs
+            "{} {w} worker(s) × {s} slot(s), {} jobs per run, metrics fed by {}, runs interleaved (with first):",
+            self.url,
+            self.jobs,
+            if self.by_events {
+                "events (Metrics::observe)"
+            } else {
+                "the observer (Metrics::observer)"
+            }
         )?;
         writeln!(f)?;
         writeln!(f, "| no-op jobs/s | median | range | every run |")?;
@@ -111,18 +119,27 @@ impl fmt::Display for Overhead {
     }
 }
 
-/// Runs `rounds` pairs (with, then without) of processing runs.
-pub async fn overhead(url: &str, jobs: usize, workers: usize, slots: usize, rounds: usize) -> Result<Overhead, String> {
+/// Runs `rounds` pairs (with, then without) of processing runs; with
+/// `by_events` the metrics read the workers' events instead of being their
+/// observer.
+pub async fn overhead(
+    url: &str,
+    jobs: usize,
+    workers: usize,
+    slots: usize,
+    rounds: usize,
+    by_events: bool,
+) -> Result<Overhead, String> {
     let mut with = Vec::new();
     let mut without = Vec::new();
     let mut dropped = 0;
     for round in 0..rounds {
         let metrics = Metrics::new();
-        let r = process_observed(url, jobs, workers, slots, Some(&metrics)).await?;
+        let r = process_observed(url, jobs, workers, slots, Some(&metrics), by_events).await?;
         dropped += metrics.events_dropped();
         eprintln!("   round {round}: with metrics {r:.0}/s");
         with.push(r);
-        let r = process_observed(url, jobs, workers, slots, None).await?;
+        let r = process_observed(url, jobs, workers, slots, None, false).await?;
         eprintln!("   round {round}: without metrics {r:.0}/s");
         without.push(r);
     }
@@ -133,6 +150,7 @@ pub async fn overhead(url: &str, jobs: usize, workers: usize, slots: usize, roun
         with: Spread { all: with },
         without: Spread { all: without },
         dropped,
+        by_events,
     })
 }
 

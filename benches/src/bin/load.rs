@@ -46,6 +46,10 @@ struct Args {
     /// the collect and render times with `--scrape-queues` queues.
     #[arg(long)]
     metrics_overhead: bool,
+    /// With `--metrics-overhead`: feed the metrics the workers' events
+    /// (`Metrics::observe`) instead of making them the workers' observer.
+    #[arg(long)]
+    metrics_by_events: bool,
     /// Rounds (one run with metrics, one without) of `--metrics-overhead`.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
@@ -133,7 +137,16 @@ async fn metrics_overhead(args: &Args) -> ExitCode {
     };
     for url in &args.backends {
         eprintln!("== metrics overhead on {url}");
-        match metrics_cost::overhead(url, args.jobs, workers, slots, args.rounds.max(1)).await {
+        match metrics_cost::overhead(
+            url,
+            args.jobs,
+            workers,
+            slots,
+            args.rounds.max(1),
+            args.metrics_by_events,
+        )
+        .await
+        {
             Ok(o) => println!("{o}\n"),
             Err(e) => {
                 eprintln!("FAILED on {url}: {e}");
