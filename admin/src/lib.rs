@@ -248,7 +248,10 @@ impl Admin {
     }
 
     /// The workers whose last ping is older than `stale_for`: exactly those
-    /// [`Admin::clean_stale_workers`] would clean now (a dry run).
+    /// [`Admin::clean_stale_workers`] would clean now (a dry run: nothing is
+    /// removed; on Redis, a registered worker without any ping key gets
+    /// the liveness probe that every stale-worker check gives it, see
+    /// [`resq_core::WorkerRegistry::stale_workers`]).
     pub async fn stale_workers(&self, stale_for: Duration) -> Result<Vec<WorkerInfo>> {
         let ids = self.backend.stale_workers(cutoff(stale_for)).await?;
         self.worker_infos(ids).await
@@ -301,9 +304,10 @@ impl Admin {
     // ---- locks ---------------------------------------------------------
 
     /// Every live lock with its value and remaining time to live, sorted by
-    /// key (the scheduler's leader lock is not listed; see
-    /// [`Overview::leader`]). A lock that expires while it is read is left
-    /// out.
+    /// key: what [`resq_core::LockStore::locks`] lists (on Redis, Resque's
+    /// `lock:` and `workerslock:` keys; the scheduler's leader lock is not
+    /// listed, see [`Overview::leader`]). One read per lock for its time to
+    /// live; a lock that expires meanwhile is left out.
     pub async fn locks(&self) -> Result<Vec<LockInfo>> {
         let mut out = Vec::new();
         for (key, _) in self.backend.locks().await? {

@@ -79,6 +79,28 @@ impl Schedule {
         removed
     }
 
+    /// Removes `payload` from bucket `timestamp` only; returns whether it
+    /// was there.
+    fn remove_at(&mut self, timestamp: i64, payload: &str) -> bool {
+        let Some(bucket) = self.buckets.get_mut(&timestamp) else {
+            return false;
+        };
+        let Some(pos) = bucket.iter().position(|item| item == payload) else {
+            return false;
+        };
+        bucket.remove(pos);
+        if bucket.is_empty() {
+            self.buckets.remove(&timestamp);
+        }
+        if let Some(stamps) = self.index.get_mut(payload) {
+            stamps.remove(&timestamp);
+            if stamps.is_empty() {
+                self.index.remove(payload);
+            }
+        }
+        true
+    }
+
     /// Takes the oldest item of the oldest bucket `<= up_to`.
     fn pop_due(&mut self, up_to: i64) -> Option<(i64, String)> {
         let mut entry = self.buckets.first_entry()?;
@@ -162,6 +184,38 @@ impl DelayedStore for MemoryBackend {
             st.touch();
         }
         Ok(removed)
+    }
+
+    async fn promote_delayed(&self, timestamp: i64, payload: &str, queue: &str) -> Result<bool> {
+        {
+            let mut st = self.state.lock();
+            if !st.schedule.remove_at(timestamp, payload) {
+                return Ok(false);
+            }
+            st.push_tail(queue, payload.to_owned());
+            st.touch();
+        }
+        self.wakeup.wake();
+        Ok(true)
+    }
+
+    async fn remove_delayed_at(&self, timestamp: i64, payload: &str) -> Result<bool> {
+        let mut st = self.state.lock();
+        let removed = st.schedule.remove_at(timestamp, payload);
+        if removed {
+            st.touch();
+        }
+        Ok(removed)
+    }
+
+    async fn delayed_bucket_sizes(&self) -> Result<Vec<(i64, u64)>> {
+        let st = self.state.lock();
+        Ok(st.schedule.buckets.iter().map(|(t, b)| (*t, b.len() as u64)).collect())
+    }
+
+    async fn delayed_count(&self) -> Result<u64> {
+        let st = self.state.lock();
+        Ok(st.schedule.buckets.values().map(|b| b.len() as u64).sum())
     }
 
     async fn promote_due(&self, up_to: i64, limit: usize) -> Result<Vec<Promotion>> {

@@ -34,30 +34,36 @@ pub(crate) fn range(list: &VecDeque<String>, start: i64, stop: i64) -> Vec<Strin
     }
 }
 
+/// The `LREM` rule as a keep-predicate for a list that holds `matches`
+/// items equal to `value`: called once per item, head first, it returns
+/// false for the items `LREM value count` removes.
+pub(crate) fn lrem_keep(matches: usize, value: &str, count: i64) -> impl FnMut(&str) -> bool + '_ {
+    let wanted = if count == 0 {
+        matches
+    } else {
+        usize::try_from(count.unsigned_abs()).unwrap_or(usize::MAX).min(matches)
+    };
+    let mut skip = if count >= 0 { 0 } else { matches - wanted };
+    let mut drop = wanted;
+    move |item: &str| {
+        if drop == 0 || item != value {
+            return true;
+        }
+        if skip > 0 {
+            skip -= 1;
+            return true;
+        }
+        drop -= 1;
+        false
+    }
+}
+
 /// `LREM`: removes items equal to `value`; `count` 0 removes all, > 0 that
 /// many from the head, < 0 that many from the tail. Returns how many went.
 pub(crate) fn remove(list: &mut VecDeque<String>, value: &str, count: i64) -> u64 {
     let before = list.len();
-    if count == 0 {
-        list.retain(|item| item != value);
-    } else {
-        let matches = list.iter().filter(|item| *item == value).count();
-        let wanted = usize::try_from(count.unsigned_abs()).unwrap_or(usize::MAX).min(matches);
-        // From the head: drop the first `wanted` matches. From the tail: keep
-        // the first `matches - wanted` matches and drop the rest.
-        let mut skip = if count > 0 { 0 } else { matches - wanted };
-        let mut drop = wanted;
-        list.retain(|item| {
-            if drop == 0 || item != value {
-                return true;
-            }
-            if skip > 0 {
-                skip -= 1;
-                return true;
-            }
-            drop -= 1;
-            false
-        });
-    }
+    let matches = list.iter().filter(|item| *item == value).count();
+    let mut keep = lrem_keep(matches, value, count);
+    list.retain(|item| keep(item));
     (before - list.len()) as u64
 }

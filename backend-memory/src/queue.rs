@@ -4,7 +4,7 @@
 use crate::{list, MemoryBackend};
 use async_trait::async_trait;
 use resq_core::backend::job_is_of_class;
-use resq_core::{Claimed, Outcome, QueueStore, QueuedJob, Result, WorkerId};
+use resq_core::{Claimed, Outcome, QueueStat, QueueStore, QueuedJob, Result, WorkerId};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -55,26 +55,26 @@ impl QueueStore for MemoryBackend {
     }
 
     async fn claim(&self, worker: &WorkerId, queues: &[String], run_at: &str) -> Result<Option<Claimed>> {
-        let (index, payload, replaced) = {
+        let (index, payload, replaced, enqueued_at_ms) = {
             let mut st = self.state.lock();
             let popped = queues.iter().enumerate().find_map(|(i, q)| {
-                let payload = st.queues.get_mut(q.as_str())?.pop_front()?;
-                Some((i, payload))
+                let (payload, at) = st.pop_head(q.as_str())?;
+                Some((i, payload, at))
             });
-            let Some((index, payload)) = popped else {
+            let Some((index, payload, enqueued_at_ms)) = popped else {
                 return Ok(None);
             };
             let copy = payload.clone();
             // `index` came from enumerating `queues`, so it is in bounds.
             let replaced = st.working.start(worker, &queues[index], run_at, payload);
             st.touch();
-            (index, copy, replaced)
+            (index, copy, replaced, enqueued_at_ms)
         };
         drop(replaced);
         Ok(Some(Claimed {
             queue: queues[index].clone(),
             payload,
-            enqueued_at_ms: None,
+            enqueued_at_ms,
         }))
     }
 
@@ -90,11 +90,11 @@ impl QueueStore for MemoryBackend {
             let mut st = self.state.lock();
             let mut q = 0;
             'slots: for (slot, worker) in workers.iter().enumerate() {
-                let payload = loop {
+                let (payload, enqueued_at_ms) = loop {
                     let Some(name) = queues.get(q) else {
                         break 'slots;
                     };
-                    match st.queues.get_mut(name.as_str()).and_then(|l| l.pop_front()) {
+                    match st.pop_head(name.as_str()) {
                         Some(p) => break p,
                         None => q += 1,
                     }
@@ -107,7 +107,7 @@ impl QueueStore for MemoryBackend {
                     Claimed {
                         queue: queues[q].clone(),
                         payload: copy,
-                        enqueued_at_ms: None,
+                        enqueued_at_ms,
                     },
                 ));
             }
@@ -199,7 +199,14 @@ impl QueueStore for MemoryBackend {
 
     async fn remove_from_queue(&self, queue: &str, payload: &str, count: i64) -> Result<u64> {
         let mut st = self.state.lock();
-        let removed = st.queues.get_mut(queue).map_or(0, |l| list::remove(l, payload, count));
+        let matches = st
+            .queues
+            .get(queue)
+            .map_or(0, |l| l.iter().filter(|item| *item == payload).count());
+        if matches == 0 {
+            return Ok(0);
+        }
+        let removed = st.retain_jobs(queue, list::lrem_keep(matches, payload, count));
         if removed > 0 {
             st.touch();
         }
@@ -209,7 +216,7 @@ impl QueueStore for MemoryBackend {
     async fn delete_queue(&self, queue: &str) -> Result<bool> {
         let removed = {
             let mut st = self.state.lock();
-            let removed = st.queues.remove(queue);
+            let removed = st.delete_queue(queue);
             if removed.is_some() {
                 st.touch();
             }
@@ -232,16 +239,11 @@ impl QueueStore for MemoryBackend {
     /// In place, under the state lock: one pass, no copy of the queue.
     async fn remove_by_class(&self, queue: &str, class: &str) -> Result<u64> {
         let mut st = self.state.lock();
-        let Some(list) = st.queues.get_mut(queue) else {
-            return Ok(0);
-        };
-        let before = list.len();
-        list.retain(|raw| !job_is_of_class(raw, class));
-        let removed = before - list.len();
+        let removed = st.retain_jobs(queue, |raw| !job_is_of_class(raw, class));
         if removed > 0 {
             st.touch();
         }
-        Ok(removed as u64)
+        Ok(removed)
     }
 
     async fn queues(&self) -> Result<Vec<String>> {
@@ -260,5 +262,17 @@ impl QueueStore for MemoryBackend {
 
     async fn paused_queues(&self) -> Result<Vec<String>> {
         Ok(self.paused.lock().iter().cloned().collect())
+    }
+
+    async fn queue_stats(&self, queues: &[String]) -> Result<Vec<QueueStat>> {
+        let st = self.state.lock();
+        Ok(queues
+            .iter()
+            .map(|q| QueueStat {
+                queue: q.clone(),
+                length: st.queues.get(q.as_str()).map_or(0, |l| l.len() as u64),
+                oldest_enqueued_ms: st.head_enqueued(q),
+            })
+            .collect())
     }
 }

@@ -5,7 +5,7 @@
 use crate::MemoryBackend;
 use async_trait::async_trait;
 use resq_core::failed::{encode_entry, FailedJob};
-use resq_core::{Cleaned, Orphan, Result, WorkerId, WorkerRegistry, WorkingOn};
+use resq_core::{Cleaned, Orphan, Result, WorkerId, WorkerRegistry, WorkerTimes, WorkingOn};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
@@ -98,6 +98,17 @@ impl WorkerRegistry for MemoryBackend {
 
     async fn working_on(&self, worker: &WorkerId) -> Result<Option<WorkingOn>> {
         Ok(self.state.lock().working.get(worker).cloned())
+    }
+
+    async fn worker_times(&self, workers: &[WorkerId]) -> Result<Vec<WorkerTimes>> {
+        let st = self.state.lock();
+        Ok(workers
+            .iter()
+            .map(|w| WorkerTimes {
+                started_ms: st.registry.started.get(w).copied(),
+                ping_ms: st.registry.pings.get(w.name.as_str()).map(|p| p.at_ms),
+            })
+            .collect())
     }
 
     async fn stale_workers(&self, cutoff_ms: i64) -> Result<Vec<WorkerId>> {

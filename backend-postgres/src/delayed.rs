@@ -76,6 +76,33 @@ pub(crate) const TAKE_DUE: &str = concat!(
     "RETURNING d.ts, d.id, d.payload"
 );
 
+/// "Run now": moves payload `$2` from bucket `$1` to the tail of queue `$3`
+/// (taking the queue's shared advisory lock, as every push does) and
+/// notifies its workers. Returns one row when it moved, none otherwise.
+pub(crate) const PROMOTE_ONE: &str = concat!(
+    "WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared({ns}, hashtext($3::text))), ",
+    "d AS (DELETE FROM {s}.delayed AS d WHERE d.ts = $1::bigint ",
+    "AND d.digest = sha256(convert_to($2::text, 'UTF8')) AND d.payload = $2::text ",
+    "AND (SELECT count(*) FROM l) > 0 RETURNING d.payload), ",
+    "n AS (INSERT INTO {s}.queues (name) SELECT $3::text FROM d ON CONFLICT DO NOTHING), ",
+    "j AS (INSERT INTO {s}.jobs (queue, payload) SELECT $3::text, d.payload FROM d), ",
+    "w AS MATERIALIZED (SELECT pg_notify('{ch}', ",
+    "CASE WHEN octet_length($3::text) <= 7000 THEN $3::text ELSE '' END) FROM d) ",
+    "SELECT count(*) FROM w"
+);
+
+/// Removes payload `$2` from bucket `$1` only; a row when it was there.
+pub(crate) const REMOVE_AT: &str = concat!(
+    "DELETE FROM {s}.delayed WHERE ts = $1::bigint ",
+    "AND digest = sha256(convert_to($2::text, 'UTF8')) AND payload = $2::text RETURNING id"
+);
+
+/// Every non-empty bucket with its number of items, ascending.
+pub(crate) const BUCKET_SIZES: &str = "SELECT ts, count(*) FROM {s}.delayed GROUP BY ts ORDER BY ts";
+
+/// The number of delayed items.
+pub(crate) const DELAYED_COUNT: &str = "SELECT count(*) FROM {s}.delayed";
+
 /// Appends failed entries `$1` in order.
 pub(crate) const PUSH_FAILED_BATCH: &str = concat!(
     "INSERT INTO {s}.failed (entry) ",
@@ -107,6 +134,49 @@ impl DelayedStore for PostgresBackend {
             .pg(self)
             .await?;
         Ok(rows.into_iter().map(|(t,)| t).collect())
+    }
+
+    async fn promote_delayed(&self, timestamp: i64, payload: &str, queue: &str) -> Result<bool> {
+        let (moved,): (i64,) = sqlx::query_as(&self.sql.promote_one)
+            .bind(timestamp)
+            .bind(payload)
+            .bind(queue)
+            .fetch_one(&self.pool)
+            .await
+            .pg(self)
+            .await?;
+        Ok(moved > 0)
+    }
+
+    async fn remove_delayed_at(&self, timestamp: i64, payload: &str) -> Result<bool> {
+        let row: Option<(i64,)> = sqlx::query_as(&self.sql.remove_delayed_at)
+            .bind(timestamp)
+            .bind(payload)
+            .fetch_optional(&self.pool)
+            .await
+            .pg(self)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn delayed_bucket_sizes(&self) -> Result<Vec<(i64, u64)>> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(&self.sql.delayed_bucket_sizes)
+            .fetch_all(&self.pool)
+            .await
+            .pg(self)
+            .await?;
+        rows.into_iter()
+            .map(|(t, n)| Ok((t, crate::error::count(n)?)))
+            .collect()
+    }
+
+    async fn delayed_count(&self) -> Result<u64> {
+        let (n,): (i64,) = sqlx::query_as(&self.sql.delayed_count)
+            .fetch_one(&self.pool)
+            .await
+            .pg(self)
+            .await?;
+        crate::error::count(n)
     }
 
     async fn delayed_timestamps(&self) -> Result<Vec<i64>> {

@@ -45,6 +45,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "paused_queues",
         sql: include_str!("../migrations/0003_paused_queues.sql"),
     },
+    Migration {
+        version: 4,
+        name: "enqueue_times",
+        sql: include_str!("../migrations/0004_enqueue_times.sql"),
+    },
 ];
 
 /// The version a fully migrated schema is at.

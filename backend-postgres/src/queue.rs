@@ -22,7 +22,7 @@ use crate::range::{from_tail_sql, window, Window};
 use crate::PostgresBackend;
 use async_trait::async_trait;
 use resq_core::backend::{job_is_of_class, REMOVAL_PAGE};
-use resq_core::{Claimed, Outcome, QueueStore, QueuedJob, Result, WorkerId};
+use resq_core::{Claimed, Outcome, QueueStat, QueueStore, QueuedJob, Result, WorkerId};
 use sqlx::PgConnection;
 use std::time::Duration;
 
@@ -74,12 +74,13 @@ pub(crate) const PUSH_HEAD: &str = concat!(
 /// The claim: `$1` queues in priority order, `$2` worker name, `$3` worker
 /// queues, `$4` run_at.
 pub(crate) const CLAIM: &str =
-    "SELECT claimed_queue, claimed_payload FROM {s}.resq_claim($1::text[], $2::text, $3::text, $4::text)";
+    "SELECT claimed_queue, claimed_payload, claimed_enqueued_ms FROM {s}.resq_claim($1::text[], $2::text, $3::text, $4::text)";
 
 /// The batch claim: `$1` queues in priority order, `$2` worker names, `$3`
-/// their queue lists, `$4` run_at. Rows are `(0-based slot, queue, payload)`.
+/// their queue lists, `$4` run_at. Rows are `(0-based slot, queue, payload,
+/// enqueue time)`.
 pub(crate) const CLAIM_BATCH: &str = concat!(
-    "SELECT slot, claimed_queue, claimed_payload ",
+    "SELECT slot, claimed_queue, claimed_payload, claimed_enqueued_ms ",
     "FROM {s}.resq_claim_batch($1::text[], $2::text[], $3::text[], $4::text)"
 );
 
@@ -89,7 +90,7 @@ pub(crate) const CLAIM_BATCH: &str = concat!(
 /// [`COMPLETE_BATCH`]), `$5` queues in priority order, `$6` worker names to
 /// claim for, `$7` their queue lists, `$8` run_at. Rows as for [`CLAIM_BATCH`].
 pub(crate) const COMPLETE_AND_CLAIM: &str = concat!(
-    "SELECT slot, claimed_queue, claimed_payload FROM {s}.resq_complete_and_claim(",
+    "SELECT slot, claimed_queue, claimed_payload, claimed_enqueued_ms FROM {s}.resq_complete_and_claim(",
     "$1::text[], $2::text[], $3::smallint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text)"
 );
 
@@ -129,6 +130,14 @@ pub(crate) const COMPLETE_FAILURE: &str = concat!(
 
 /// `complete(Discard)`: `$1` worker name, `$2` worker queues.
 pub(crate) const COMPLETE_DISCARD: &str = "DELETE FROM {s}.working WHERE worker_name = $1 AND worker_queues = $2";
+
+/// Length and head enqueue time of each queue in `$1`, in that order, in
+/// one statement: each is one count and one index probe on `jobs (queue, id)`.
+pub(crate) const QUEUE_STATS: &str = concat!(
+    "SELECT (SELECT count(*) FROM {s}.jobs AS j WHERE j.queue = t.q), ",
+    "(SELECT h.enqueued_ms FROM {s}.jobs AS h WHERE h.queue = t.q ORDER BY h.id LIMIT 1) ",
+    "FROM unnest($1::text[]) WITH ORDINALITY AS t (q, o) ORDER BY t.o"
+);
 
 /// `LLEN`: `$1` queue.
 pub(crate) const QUEUE_LEN: &str = "SELECT count(*) FROM {s}.jobs WHERE queue = $1";
@@ -259,11 +268,14 @@ impl<'a> Completions<'a> {
     }
 }
 
-/// Batch claim rows `(0-based slot, queue, payload)` as `(index, job)`
-/// pairs, checking each slot against the `slots` claimed for.
-fn slots_of(rows: Vec<(i32, String, String)>, slots: usize) -> Result<Vec<(usize, Claimed)>> {
+/// A batch claim row: 0-based slot, queue, payload, enqueue time.
+pub(crate) type SlotRow = (i32, String, String, Option<i64>);
+
+/// Batch claim rows as `(index, job)` pairs, checking each slot against the
+/// `slots` claimed for.
+fn slots_of(rows: Vec<SlotRow>, slots: usize) -> Result<Vec<(usize, Claimed)>> {
     rows.into_iter()
-        .map(|(slot, queue, payload)| {
+        .map(|(slot, queue, payload, enqueued_at_ms)| {
             let index = usize::try_from(slot)
                 .ok()
                 .filter(|s| *s < slots)
@@ -271,7 +283,14 @@ fn slots_of(rows: Vec<(i32, String, String)>, slots: usize) -> Result<Vec<(usize
                     what: "a batch claim",
                     reason: format!("slot {slot} is out of range"),
                 })?;
-            Ok((index, Claimed::new(queue, payload)))
+            Ok((
+                index,
+                Claimed {
+                    queue,
+                    payload,
+                    enqueued_at_ms,
+                },
+            ))
         })
         .collect()
 }
@@ -315,7 +334,7 @@ impl QueueStore for PostgresBackend {
         if queues.is_empty() {
             return Ok(None);
         }
-        let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(&self.sql.claim)
+        let row: Option<(Option<String>, Option<String>, Option<i64>)> = sqlx::query_as(&self.sql.claim)
             .bind(queues)
             .bind(&worker.name)
             .bind(&worker.queues)
@@ -326,7 +345,11 @@ impl QueueStore for PostgresBackend {
             .await?;
         match row {
             None => Ok(None),
-            Some((Some(queue), Some(payload))) => Ok(Some(Claimed::new(queue, payload))),
+            Some((Some(queue), Some(payload), enqueued_at_ms)) => Ok(Some(Claimed {
+                queue,
+                payload,
+                enqueued_at_ms,
+            })),
             Some(_) => Err(resq_core::Error::Decode {
                 what: "a claimed job",
                 reason: "resq_claim returned a NULL queue or payload".into(),
@@ -344,7 +367,7 @@ impl QueueStore for PostgresBackend {
             return Ok(Vec::new());
         }
         let (names, lists) = crate::worker::columns(workers);
-        let rows: Vec<(i32, String, String)> = sqlx::query_as(&self.sql.claim_batch)
+        let rows: Vec<SlotRow> = sqlx::query_as(&self.sql.claim_batch)
             .bind(queues)
             .bind(&names)
             .bind(&lists)
@@ -391,7 +414,7 @@ impl QueueStore for PostgresBackend {
         }
         let c = Completions::of(done);
         let (names, lists) = crate::worker::columns(workers);
-        let rows: Vec<(i32, String, String)> = sqlx::query_as(&self.sql.complete_and_claim)
+        let rows: Vec<SlotRow> = sqlx::query_as(&self.sql.complete_and_claim)
             .bind(&c.names)
             .bind(&c.lists)
             .bind(&c.kinds)
@@ -594,5 +617,35 @@ impl QueueStore for PostgresBackend {
             .pg(self)
             .await?;
         Ok(rows.into_iter().map(|(q,)| q).collect())
+    }
+
+    async fn queue_stats(&self, queues: &[String]) -> Result<Vec<QueueStat>> {
+        if queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(&self.sql.queue_stats)
+            .bind(queues)
+            .fetch_all(&self.pool)
+            .await
+            .pg(self)
+            .await?;
+        if rows.len() != queues.len() {
+            return Err(resq_core::Error::transient(format!(
+                "queue_stats: {} rows for {} queues",
+                rows.len(),
+                queues.len()
+            )));
+        }
+        queues
+            .iter()
+            .zip(rows)
+            .map(|(q, (n, at))| {
+                Ok(QueueStat {
+                    queue: q.clone(),
+                    length: count(n)?,
+                    oldest_enqueued_ms: if n > 0 { at } else { None },
+                })
+            })
+            .collect()
     }
 }

@@ -11,7 +11,7 @@ use crate::error::PgResult;
 use crate::PostgresBackend;
 use async_trait::async_trait;
 use resq_core::failed::{encode_entry, FailedJob};
-use resq_core::{Cleaned, Error, Orphan, Result, WorkerId, WorkerRegistry, WorkingOn};
+use resq_core::{Cleaned, Error, Orphan, Result, WorkerId, WorkerRegistry, WorkerTimes, WorkingOn};
 
 /// Registers `$1:$2` started at `$3` and records its first ping.
 pub(crate) const REGISTER_WORKER: &str = concat!(
@@ -68,6 +68,14 @@ pub(crate) const WORKING_ON_MANY: &str = concat!(
     "FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(name, queues, ord) ",
     "LEFT JOIN {s}.working o ON o.worker_name = t.name AND o.worker_queues = t.queues ",
     "ORDER BY t.ord"
+);
+
+/// Start time and last ping of each worker `$1:$2` (parallel arrays), in
+/// that order.
+pub(crate) const WORKER_TIMES: &str = concat!(
+    "SELECT (SELECT w.started_ms FROM {s}.workers AS w WHERE w.name = t.name AND w.queues = t.queues), ",
+    "(SELECT p.ping_ms FROM {s}.pings AS p WHERE p.name = t.name) ",
+    "FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t (name, queues, ord) ORDER BY t.ord"
 );
 
 /// Registered workers, sorted as [`WorkerId`]s sort (bytes of name, then queues).
@@ -175,6 +183,31 @@ impl WorkerRegistry for PostgresBackend {
 
     async fn ping_workers(&self, workers: &[WorkerId], now_ms: i64) -> Result<()> {
         self.for_workers(&self.sql.ping_workers, workers, now_ms).await
+    }
+
+    async fn worker_times(&self, workers: &[WorkerId]) -> Result<Vec<WorkerTimes>> {
+        if workers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (names, queues) = columns(workers);
+        let rows: Vec<(Option<i64>, Option<i64>)> = sqlx::query_as(&self.sql.worker_times)
+            .bind(names)
+            .bind(queues)
+            .fetch_all(&self.pool)
+            .await
+            .pg(self)
+            .await?;
+        if rows.len() != workers.len() {
+            return Err(Error::transient(format!(
+                "worker_times: {} rows for {} workers",
+                rows.len(),
+                workers.len()
+            )));
+        }
+        Ok(rows
+            .into_iter()
+            .map(|(started_ms, ping_ms)| WorkerTimes { started_ms, ping_ms })
+            .collect())
     }
 
     async fn working_on_many(&self, workers: &[WorkerId]) -> Result<Vec<Option<WorkingOn>>> {

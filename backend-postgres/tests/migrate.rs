@@ -212,7 +212,17 @@ async fn version_one_upgrades_with_jobs_in_flight() {
     for i in 0..4 {
         backend.push("q", &format!("job {i}")).await.unwrap();
     }
-    let running = backend.claim_batch(&slots[..1], &queues, "t").await.unwrap();
+    // A claim as version 1's code made it (this build's statements read
+    // columns that later versions add).
+    let running: Vec<(i32, String, String)> = sqlx::query_as(&format!(
+        "SELECT slot, claimed_queue, claimed_payload FROM \"{schema}\".resq_claim_batch($1::text[], $2::text[], $3::text[], 't')"
+    ))
+    .bind(&queues)
+    .bind(vec![slots[0].name.clone()])
+    .bind(vec![slots[0].queues.clone()])
+    .fetch_all(backend.pool())
+    .await
+    .unwrap();
     assert_eq!(running.len(), 1);
 
     let applied: Vec<i32> = resq_postgres::MIGRATIONS
@@ -231,6 +241,8 @@ async fn version_one_upgrades_with_jobs_in_flight() {
         .unwrap();
     let payloads: Vec<&str> = got.iter().map(|(_, c)| c.payload.as_str()).collect();
     assert_eq!(payloads, ["job 1", "job 2", "job 3"]);
+    // Jobs queued before migration 4 have no recorded enqueue time.
+    assert!(got.iter().all(|(_, c)| c.enqueued_at_ms.is_none()), "{got:?}");
     assert_eq!(backend.stat("processed").await.unwrap(), 1);
     testing::drop_test_schema(&backend).await.unwrap();
     backend.close().await.unwrap();

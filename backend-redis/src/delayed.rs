@@ -1,7 +1,9 @@
 //! The delayed schedule: `delayed:<secs>` lists, the
 //! `delayed_queue_schedule` zset and `timestamps:<item>` sets.
 
-use crate::scripts::{BUCKETS, PROMOTE, REMOVE_DELAYED, REMOVE_DELAYED_BY_CLASS, SCHEDULE};
+use crate::scripts::{
+    BUCKETS, BUCKET_SIZES, PROMOTE, PROMOTE_ONE, REMOVE_DELAYED, REMOVE_DELAYED_AT, REMOVE_DELAYED_BY_CLASS, SCHEDULE,
+};
 use crate::{text, RedisBackend, RedisResult};
 use async_trait::async_trait;
 use resq_core::failed::{
@@ -81,6 +83,73 @@ impl DelayedStore for RedisBackend {
 
     async fn delayed_timestamps(&self) -> Result<Vec<i64>> {
         self.buckets(None, ALL).await
+    }
+
+    async fn promote_delayed(&self, timestamp: i64, payload: &str, queue: &str) -> Result<bool> {
+        let (stamp, nonce) = crate::queue::enqueue_stamp();
+        let bucket_key = self.keys.delayed(timestamp);
+        let moved: i64 = PROMOTE_ONE
+            .key(&bucket_key)
+            .key(self.keys.schedule())
+            .key(self.keys.queues())
+            .key(self.keys.queue(queue))
+            .key(self.keys.enqueued(queue))
+            .key(self.keys.timestamps(payload))
+            .arg(timestamp)
+            .arg(payload)
+            .arg(queue)
+            .arg(self.keys.wakeup_channel())
+            .arg(stamp)
+            .arg(nonce)
+            .invoke_async(&mut self.conn())
+            .await
+            .rd_at(self, &bucket_key)
+            .await?;
+        Ok(moved == 1)
+    }
+
+    async fn remove_delayed_at(&self, timestamp: i64, payload: &str) -> Result<bool> {
+        let bucket_key = self.keys.delayed(timestamp);
+        let removed: i64 = REMOVE_DELAYED_AT
+            .key(&bucket_key)
+            .key(self.keys.schedule())
+            .key(self.keys.timestamps(payload))
+            .arg(timestamp)
+            .arg(payload)
+            .invoke_async(&mut self.conn())
+            .await
+            .rd_at(self, &bucket_key)
+            .await?;
+        Ok(removed == 1)
+    }
+
+    /// One script call: the schedule's members in score order, each with
+    /// its bucket's `LLEN`. Members that are not whole seconds are skipped
+    /// with a log line.
+    async fn delayed_bucket_sizes(&self) -> Result<Vec<(i64, u64)>> {
+        let schedule = self.keys.schedule();
+        let flat: Vec<redis::Value> = BUCKET_SIZES
+            .key(&schedule)
+            .arg(self.keys.prefix())
+            .invoke_async(&mut self.conn())
+            .await
+            .rd_at(self, &schedule)
+            .await?;
+        let mut out: Vec<(i64, u64)> = Vec::with_capacity(flat.len() / 2);
+        let mut it = flat.into_iter();
+        while let (Some(member), Some(len)) = (it.next(), it.next()) {
+            let member = redis::from_redis_value::<Vec<u8>>(member).map(text).unwrap_or_default();
+            let len = redis::from_redis_value::<u64>(len).unwrap_or(0);
+            match member.trim().parse::<i64>() {
+                Ok(secs) if len > 0 => out.push((secs, len)),
+                Ok(_) => {}
+                Err(_) => tracing::warn!(target: "resq::redis", key = %schedule, member = %member,
+                    "skipping a schedule member that is not a bucket's seconds"),
+            }
+        }
+        out.sort_unstable_by_key(|(secs, _)| *secs);
+        out.dedup_by_key(|(secs, _)| *secs);
+        Ok(out)
     }
 
     async fn delayed_at(&self, timestamp: i64) -> Result<Vec<String>> {
@@ -172,6 +241,7 @@ impl DelayedStore for RedisBackend {
                 .await
                 .rd_at(self, &bucket_key)
                 .await?;
+            let (stamp, nonce) = crate::queue::enqueue_stamp();
             let mut inv = PROMOTE.prepare_invoke();
             inv.key(&bucket_key)
                 .key(self.keys.schedule())
@@ -179,7 +249,9 @@ impl DelayedStore for RedisBackend {
                 .key(self.keys.failed())
                 .arg(self.keys.prefix())
                 .arg(bucket)
-                .arg(self.keys.wakeup_channel());
+                .arg(self.keys.wakeup_channel())
+                .arg(stamp)
+                .arg(nonce);
             let now = now_ms();
             let mut planned = Vec::with_capacity(items.len());
             for item in &items {

@@ -73,14 +73,18 @@ impl FailedStore for RedisBackend {
     }
 
     async fn retry_failed(&self, entry: &str, queue: &str, payload: &str) -> Result<bool> {
+        let (stamp, nonce) = crate::queue::enqueue_stamp();
         let n: i64 = RETRY_FAILED
             .key(self.keys.failed())
             .key(self.keys.queue(queue))
             .key(self.keys.queues())
+            .key(self.keys.enqueued(queue))
             .arg(entry)
             .arg(payload)
             .arg(queue)
             .arg(self.keys.wakeup_channel())
+            .arg(stamp)
+            .arg(nonce)
             .invoke_async(&mut self.conn())
             .await
             .rd_at(self, &self.keys.failed())
@@ -123,9 +127,11 @@ impl RedisBackend {
         let n = TOMBSTONES.fetch_add(1, Ordering::Relaxed);
         let tombstone = format!("\0resq:failed-tombstone:{}:{nanos}:{n}\0", std::process::id());
         let (queue, payload) = retry.unwrap_or(("", ""));
+        let (stamp, nonce) = crate::queue::enqueue_stamp();
         let mut call = TAKE_FAILED_AT.key(self.keys.failed());
         call.key(self.keys.queue(queue))
             .key(self.keys.queues())
+            .key(self.keys.enqueued(queue))
             .arg(index)
             .arg(entry)
             .arg(stored)
@@ -133,7 +139,9 @@ impl RedisBackend {
             .arg(if retry.is_some() { "retry" } else { "remove" })
             .arg(payload)
             .arg(queue)
-            .arg(self.keys.wakeup_channel());
+            .arg(self.keys.wakeup_channel())
+            .arg(stamp)
+            .arg(nonce);
         let n: i64 = call
             .invoke_async(&mut self.conn())
             .await

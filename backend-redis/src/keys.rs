@@ -38,6 +38,12 @@ impl Keys {
         self.key("resq:paused")
     }
 
+    /// resq's enqueue-time records of queue `q` (a sorted set, see
+    /// `scripts::record_lua`); other Resque clients ignore it.
+    pub(crate) fn enqueued(&self, q: &str) -> String {
+        format!("{}resq:enqueued:{q}", self.prefix)
+    }
+
     pub(crate) fn queue(&self, q: &str) -> String {
         format!("{}queue:{q}", self.prefix)
     }
@@ -116,6 +122,7 @@ mod tests {
         let k = Keys::new("resque");
         let w = WorkerId::new("host:1+2", &["math".to_owned(), "low".to_owned()]);
         assert_eq!(k.queue("math"), "resque:queue:math");
+        assert_eq!(k.enqueued("math"), "resque:resq:enqueued:math");
         assert_eq!(k.delayed(10), "resque:delayed:10");
         assert_eq!(k.timestamps("{}"), "resque:timestamps:{}");
         assert_eq!(k.working(&w), "resque:worker:host:1+2:math,low");

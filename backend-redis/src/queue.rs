@@ -1,6 +1,8 @@
 //! Queues: `queue:<q>` lists, the `queues` set, claims and completions.
 
-use crate::scripts::{CLAIM, CLAIM_BATCH, DIVERT_CLAIMED, PUSH_ONCE, REMOVE_BY_CLASS};
+use crate::scripts::{
+    CLAIM, CLAIM_BATCH, DIVERT_CLAIMED, PUSH, PUSH_BATCH, PUSH_ONCE, QUEUE_STATS, REMOVE_BY_CLASS, REMOVE_FROM_QUEUE,
+};
 use crate::wake::ANY;
 use crate::{text, utf8_members, RedisBackend, RedisResult};
 use async_trait::async_trait;
@@ -8,13 +10,31 @@ use resq_core::backend::REMOVAL_PAGE;
 use resq_core::failed::invalid_utf8_entry;
 use resq_core::json::write_js_str;
 use resq_core::time::now_ms;
-use resq_core::{Claimed, Outcome, QueueStore, QueuedJob, Result, WorkerId};
+use resq_core::{Claimed, Outcome, QueueStat, QueueStore, QueuedJob, Result, WorkerId};
 use std::time::Duration;
 
 fn json_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     write_js_str(&mut out, s);
     out
+}
+
+/// The stamp and nonce of an enqueue-time record written now: the time in
+/// epoch ms, zero-padded to 15 digits so that records sort by time, and a
+/// nonce (process id and a counter) that keeps records of identical
+/// payloads pushed in the same millisecond apart.
+pub(crate) fn enqueue_stamp() -> (String, String) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    (
+        format!("{:015}", now_ms().clamp(0, 999_999_999_999_999)),
+        format!("{}.{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)),
+    )
+}
+
+/// An enqueue time as a claim script returns it (-1: no record).
+fn enqueued_at(ms: i64) -> Option<i64> {
+    (ms >= 0).then_some(ms)
 }
 
 /// At most this many claimed items that are not valid UTF-8 are moved to
@@ -116,21 +136,28 @@ impl RedisBackend {
     }
 
     /// Adds the queue to the `queues` set, pushes `payload` at `end` of its
-    /// list and announces it to idle workers, in one atomic pipeline.
+    /// list with its enqueue-time record and announces it to idle workers,
+    /// in one atomic script call.
     async fn push_end(&self, queue: &str, payload: &str, end: End) -> Result<()> {
-        let mut pipe = redis::pipe();
-        pipe.atomic().sadd(self.keys.queues(), queue).ignore();
-        match end {
-            End::Tail => pipe.rpush(self.keys.queue(queue), payload),
-            End::Head => pipe.lpush(self.keys.queue(queue), payload),
-        }
-        .ignore();
-        pipe.publish(self.keys.wakeup_channel(), queue)
-            .ignore()
-            .exec_async(&mut self.conn())
+        let (stamp, nonce) = enqueue_stamp();
+        let _: i64 = PUSH
+            .key(self.keys.queues())
+            .key(self.keys.queue(queue))
+            .key(self.keys.enqueued(queue))
+            .arg(queue)
+            .arg(payload)
+            .arg(self.keys.wakeup_channel())
+            .arg(match end {
+                End::Tail => "tail",
+                End::Head => "head",
+            })
+            .arg(stamp)
+            .arg(nonce)
+            .invoke_async(&mut self.conn())
             .await
-            .rd(self)
-            .await
+            .rd_at(self, &self.keys.queue(queue))
+            .await?;
+        Ok(())
     }
 }
 
@@ -141,15 +168,19 @@ impl QueueStore for RedisBackend {
     }
 
     async fn push_once(&self, queue: &str, payload: &str, key: &str, value: &str, ttl: Duration) -> Result<bool> {
+        let (stamp, nonce) = enqueue_stamp();
         let pushed: i64 = PUSH_ONCE
             .key(self.keys.key(key))
             .key(self.keys.queues())
             .key(self.keys.queue(queue))
+            .key(self.keys.enqueued(queue))
             .arg(value)
             .arg(crate::lock::ttl_ms(ttl))
             .arg(queue)
             .arg(payload)
             .arg(self.keys.wakeup_channel())
+            .arg(stamp)
+            .arg(nonce)
             .invoke_async(&mut self.conn())
             .await
             .rd_at(self, &self.keys.key(key))
@@ -161,29 +192,18 @@ impl QueueStore for RedisBackend {
         if jobs.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let mut seen: Vec<&str> = Vec::new();
-        // One RPUSH per run of consecutive jobs for the same queue keeps the order.
-        let mut start = 0;
-        while start < jobs.len() {
-            let queue = jobs[start].queue.as_str();
-            let mut end = start;
-            while end < jobs.len() && jobs[end].queue == queue {
-                end += 1;
-            }
-            let payloads: Vec<&str> = jobs[start..end].iter().map(|j| j.payload.as_str()).collect();
-            pipe.rpush(self.keys.queue(queue), payloads).ignore();
-            if !seen.contains(&queue) {
-                seen.push(queue);
-            }
-            start = end;
+        let (stamp, nonce) = enqueue_stamp();
+        let mut inv = PUSH_BATCH.prepare_invoke();
+        inv.key(self.keys.queues())
+            .arg(self.keys.prefix())
+            .arg(self.keys.wakeup_channel())
+            .arg(stamp)
+            .arg(nonce);
+        for job in jobs {
+            inv.arg(&job.queue).arg(&job.payload);
         }
-        pipe.sadd(self.keys.queues(), &seen).ignore();
-        for q in &seen {
-            pipe.publish(self.keys.wakeup_channel(), *q).ignore();
-        }
-        pipe.exec_async(&mut self.conn()).await.rd(self).await
+        let _: i64 = inv.invoke_async(&mut self.conn()).await.rd(self).await?;
+        Ok(())
     }
 
     async fn claim(&self, worker: &WorkerId, queues: &[String], run_at: &str) -> Result<Option<Claimed>> {
@@ -196,12 +216,15 @@ impl QueueStore for RedisBackend {
             for q in queues {
                 inv.key(self.keys.queue(q));
             }
+            for q in queues {
+                inv.key(self.keys.enqueued(q));
+            }
             inv.arg(json_str(run_at)).arg(json_str(&worker.name));
             for q in queues {
                 inv.arg(json_str(q));
             }
-            let got: Option<(usize, Vec<u8>)> = inv.invoke_async(&mut self.conn()).await.rd(self).await?;
-            let Some((index, payload)) = got else {
+            let got: Option<(usize, Vec<u8>, i64)> = inv.invoke_async(&mut self.conn()).await.rd(self).await?;
+            let Some((index, payload, at)) = got else {
                 return Ok(None);
             };
             let Some(queue) = queues.get(index.wrapping_sub(1)) else {
@@ -212,7 +235,7 @@ impl QueueStore for RedisBackend {
                     return Ok(Some(Claimed {
                         queue: queue.clone(),
                         payload,
-                        enqueued_at_ms: None,
+                        enqueued_at_ms: enqueued_at(at),
                     }))
                 }
                 Err(e) => self.divert_claimed(worker, queue, run_at, e.as_bytes()).await?,
@@ -238,6 +261,9 @@ impl QueueStore for RedisBackend {
         for q in queues {
             inv.key(self.keys.queue(q));
         }
+        for q in queues {
+            inv.key(self.keys.enqueued(q));
+        }
         inv.arg(workers.len()).arg(json_str(run_at));
         for w in workers {
             inv.arg(json_str(&w.name));
@@ -245,9 +271,9 @@ impl QueueStore for RedisBackend {
         for q in queues {
             inv.arg(json_str(q));
         }
-        let got: Vec<(usize, usize, Vec<u8>)> = inv.invoke_async(&mut self.conn()).await.rd(self).await?;
+        let got: Vec<(usize, usize, Vec<u8>, i64)> = inv.invoke_async(&mut self.conn()).await.rd(self).await?;
         let mut out = Vec::with_capacity(got.len());
-        for (slot, q, payload) in got {
+        for (slot, q, payload, at) in got {
             let (Some(queue), Some(worker)) = (queues.get(q), workers.get(slot)) else {
                 continue;
             };
@@ -257,7 +283,7 @@ impl QueueStore for RedisBackend {
                     Claimed {
                         queue: queue.clone(),
                         payload,
-                        enqueued_at_ms: None,
+                        enqueued_at_ms: enqueued_at(at),
                     },
                 )),
                 // The slot stays idle this round.
@@ -349,21 +375,23 @@ impl QueueStore for RedisBackend {
     }
 
     async fn remove_from_queue(&self, queue: &str, payload: &str, count: i64) -> Result<u64> {
-        redis::cmd("LREM")
-            .arg(self.keys.queue(queue))
+        REMOVE_FROM_QUEUE
+            .key(self.keys.queue(queue))
+            .key(self.keys.enqueued(queue))
             .arg(count)
             .arg(payload)
-            .query_async(&mut self.conn())
+            .invoke_async(&mut self.conn())
             .await
             .rd_at(self, &self.keys.queue(queue))
             .await
     }
 
     async fn delete_queue(&self, queue: &str) -> Result<bool> {
-        let (deleted, _): (u64, u64) = redis::pipe()
+        let (deleted, _, _): (u64, u64, u64) = redis::pipe()
             .atomic()
             .del(self.keys.queue(queue))
             .srem(self.keys.queues(), queue)
+            .del(self.keys.enqueued(queue))
             .query_async(&mut self.conn())
             .await
             .rd(self)
@@ -389,6 +417,7 @@ impl QueueStore for RedisBackend {
         loop {
             let (gone, looked): (u64, u64) = REMOVE_BY_CLASS
                 .key(&key)
+                .key(self.keys.enqueued(queue))
                 .arg(class)
                 .arg(visited)
                 .arg(REMOVAL_PAGE)
@@ -435,5 +464,39 @@ impl QueueStore for RedisBackend {
 
     async fn paused_queues(&self) -> Result<Vec<String>> {
         self.sorted_members(&self.keys.paused()).await
+    }
+
+    /// One script call for all queues: each queue's `LLEN`, and its head
+    /// job's oldest enqueue record (`LINDEX 0`, then a lexical range of the
+    /// record set). A head job that another Resque client pushed has no
+    /// record: its enqueue time is unknown.
+    async fn queue_stats(&self, queues: &[String]) -> Result<Vec<QueueStat>> {
+        if queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = QUEUE_STATS.prepare_invoke();
+        for q in queues {
+            inv.key(self.keys.queue(q));
+        }
+        for q in queues {
+            inv.key(self.keys.enqueued(q));
+        }
+        let got: Vec<(u64, i64)> = inv.invoke_async(&mut self.conn()).await.rd(self).await?;
+        if got.len() != queues.len() {
+            return Err(resq_core::Error::transient(format!(
+                "queue_stats: {} answers for {} queues",
+                got.len(),
+                queues.len()
+            )));
+        }
+        Ok(queues
+            .iter()
+            .zip(got)
+            .map(|(q, (length, at))| QueueStat {
+                queue: q.clone(),
+                length,
+                oldest_enqueued_ms: enqueued_at(at),
+            })
+            .collect())
     }
 }

@@ -10,39 +10,87 @@
 use redis::Script;
 use std::sync::LazyLock;
 
-/// KEYS: working key, queue keys in priority order.
-/// ARGV: run_at (JSON string), worker name (JSON string), queue names (JSON strings, one per queue key).
-/// Returns `{index, payload}` (1-based queue index) or nil.
-pub(crate) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+/// The Lua functions that keep resq's enqueue-time side records
+/// (`<ns>:resq:enqueued:<queue>`, a sorted set that other Resque clients
+/// never read): one member per queued copy of a job, all with score 0, so
+/// that they sort by bytes: `<sha1 of the payload>:<enqueue ms, 15
+/// digits>:<nonce>`. The oldest record of a payload is the first member in
+/// its sha1's lexical range. Every call is `redis.pcall`: a broken record
+/// key (another client's doing) must never stop a job from moving.
+macro_rules! record_lua {
+    () => {
         r#"
-for i = 2, #KEYS do
+local function rec_add(tkey, item, stamp, nonce)
+  redis.pcall('ZADD', tkey, 0, redis.sha1hex(item) .. ':' .. stamp .. ':' .. nonce)
+end
+local function rec_find(tkey, item, newest)
+  local h = redis.sha1hex(item)
+  local r
+  if newest then
+    r = redis.pcall('ZREVRANGEBYLEX', tkey, '(' .. h .. ';', '[' .. h .. ':', 'LIMIT', 0, 1)
+  else
+    r = redis.pcall('ZRANGEBYLEX', tkey, '[' .. h .. ':', '(' .. h .. ';', 'LIMIT', 0, 1)
+  end
+  if type(r) ~= 'table' or r.err then return nil end
+  return r[1]
+end
+local function rec_ms(m)
+  return tonumber(string.sub(m, 42, 56)) or -1
+end
+local function rec_take(tkey, item, newest)
+  local m = rec_find(tkey, item, newest)
+  if not m then return -1 end
+  redis.pcall('ZREM', tkey, m)
+  return rec_ms(m)
+end
+"#
+    };
+}
+
+/// KEYS: working key, n queue keys in priority order, their n enqueue-time
+/// record keys. ARGV: run_at (JSON string), worker name (JSON string),
+/// queue names (JSON strings, one per queue key). Returns `{index, payload,
+/// enqueue ms or -1}` (1-based queue index) or nil. Takes the job's oldest
+/// enqueue record, and drops the queue's record key when the queue is
+/// empty (records a foreign pop left behind).
+pub(crate) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        record_lua!(),
+        r#"
+local n = (#KEYS - 1) / 2
+for i = 2, n + 1 do
   local item = redis.call('LPOP', KEYS[i])
   if item then
     local body = item
     if not pcall(cjson.decode, item) then body = cjson.encode(item) end
     redis.call('SET', KEYS[1], '{"run_at":' .. ARGV[1] .. ',"queue":' .. ARGV[i + 1] ..
       ',"worker":' .. ARGV[2] .. ',"payload":' .. body .. '}')
-    return {i - 1, item}
+    local at = rec_take(KEYS[i + n], item, false)
+    if redis.call('LLEN', KEYS[i]) == 0 then redis.pcall('DEL', KEYS[i + n]) end
+    return {i - 1, item, at}
   end
 end
 return false
-"#,
-    )
+"#
+    ))
 });
 
-/// KEYS: the n slots' working keys, then queue keys in priority order.
+/// KEYS: the n slots' working keys, then m queue keys in priority order,
+/// then their m enqueue-time record keys.
 /// ARGV: n, run_at (JSON string), n worker names (JSON strings), queue
 /// names (JSON strings). Pops up to n jobs (`LPOP key count`), one per slot,
-/// and records each as its slot's working-on entry. Returns
-/// `{{slot, queue index, payload}, …}` (0-based indexes).
+/// and records each as its slot's working-on entry, taking its enqueue
+/// record as [`CLAIM`] does. Returns `{{slot, queue index, payload,
+/// enqueue ms or -1}, …}` (0-based indexes).
 pub(crate) static CLAIM_BATCH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        record_lua!(),
         r#"
 local n = tonumber(ARGV[1])
+local m = (#KEYS - n) / 2
 local out = {}
 local slot = 1
-for q = n + 1, #KEYS do
+for q = n + 1, n + m do
   if slot > n then break end
   local items = redis.call('LPOP', KEYS[q], n - slot + 1)
   if items then
@@ -51,9 +99,175 @@ for q = n + 1, #KEYS do
       if not pcall(cjson.decode, item) then body = cjson.encode(item) end
       redis.call('SET', KEYS[slot], '{"run_at":' .. ARGV[2] .. ',"queue":' .. ARGV[2 + q] ..
         ',"worker":' .. ARGV[2 + slot] .. ',"payload":' .. body .. '}')
-      table.insert(out, {slot - 1, q - n - 1, item})
+      table.insert(out, {slot - 1, q - n - 1, item, rec_take(KEYS[q + m], item, false)})
       slot = slot + 1
     end
+    if redis.call('LLEN', KEYS[q]) == 0 then redis.pcall('DEL', KEYS[q + m]) end
+  end
+end
+return out
+"#
+    ))
+});
+
+/// KEYS: `queues` set, queue list, its enqueue-time record key. ARGV: queue
+/// name, payload, wake-up channel, "head" or "tail", enqueue stamp, nonce.
+/// `SADD` + `RPUSH` (or `LPUSH`) + the enqueue record + `PUBLISH`.
+pub(crate) static PUSH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        record_lua!(),
+        r#"
+redis.call('SADD', KEYS[1], ARGV[1])
+if ARGV[4] == 'head' then
+  redis.call('LPUSH', KEYS[2], ARGV[2])
+else
+  redis.call('RPUSH', KEYS[2], ARGV[2])
+end
+rec_add(KEYS[3], ARGV[2], ARGV[5], ARGV[6])
+redis.call('PUBLISH', ARGV[3], ARGV[1])
+return 1
+"#
+    ))
+});
+
+/// KEYS: `queues` set. ARGV: key prefix, wake-up channel, enqueue stamp,
+/// nonce, then (queue name, payload) pairs in order. Pushes each payload to
+/// the tail of its queue with its enqueue record, then adds and announces
+/// each queue once. Returns how many were pushed.
+pub(crate) static PUSH_BATCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        record_lua!(),
+        r#"
+local seen = {}
+local order = {}
+local k = 0
+for i = 5, #ARGV, 2 do
+  local q, p = ARGV[i], ARGV[i + 1]
+  redis.call('RPUSH', ARGV[1] .. 'queue:' .. q, p)
+  k = k + 1
+  rec_add(ARGV[1] .. 'resq:enqueued:' .. q, p, ARGV[3], ARGV[4] .. '.' .. k)
+  if not seen[q] then
+    seen[q] = true
+    table.insert(order, q)
+  end
+end
+for _, q in ipairs(order) do
+  redis.call('SADD', KEYS[1], q)
+end
+for _, q in ipairs(order) do
+  redis.call('PUBLISH', ARGV[2], q)
+end
+return k
+"#
+    ))
+});
+
+/// KEYS: queue list, its enqueue-time record key. ARGV: count, payload.
+/// `LREM` with the same `count`, dropping one record per removed copy
+/// (the oldest ones for `count >= 0`, the newest for `count < 0`), or the
+/// whole record key when the queue is left empty. Returns how many went.
+pub(crate) static REMOVE_FROM_QUEUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        record_lua!(),
+        r#"
+local n = redis.call('LREM', KEYS[1], ARGV[1], ARGV[2])
+if n > 0 then
+  if redis.call('LLEN', KEYS[1]) == 0 then
+    redis.pcall('DEL', KEYS[2])
+  else
+    local newest = tonumber(ARGV[1]) < 0
+    for _ = 1, n do
+      if rec_take(KEYS[2], ARGV[2], newest) == -1 then break end
+    end
+  end
+end
+return n
+"#
+    ))
+});
+
+/// KEYS: n queue lists, then their n enqueue-time record keys. Returns
+/// `{length, head enqueue ms or -1}` per queue. An empty queue's record key
+/// is dropped (records a foreign pop left behind).
+pub(crate) static QUEUE_STATS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        record_lua!(),
+        r#"
+local n = #KEYS / 2
+local out = {}
+for i = 1, n do
+  local len = redis.call('LLEN', KEYS[i])
+  local at = -1
+  if len == 0 then
+    redis.pcall('DEL', KEYS[i + n])
+  else
+    local m = rec_find(KEYS[i + n], redis.call('LINDEX', KEYS[i], 0), false)
+    if m then at = rec_ms(m) end
+  end
+  out[i] = {len, at}
+end
+return out
+"#
+    ))
+});
+
+/// KEYS: delayed:<s>, delayed_queue_schedule, `queues` set, queue list, its
+/// enqueue-time record key, timestamps:<item>. ARGV: s, item, queue name,
+/// wake-up channel, enqueue stamp, nonce. Moves one copy of the item from
+/// the bucket to the tail of the queue ("run it now"), keeping the
+/// `timestamps:` set and the schedule in step. Returns 1 when moved.
+pub(crate) static PROMOTE_ONE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        record_lua!(),
+        r#"
+if redis.call('LREM', KEYS[1], 1, ARGV[2]) ~= 1 then return 0 end
+if not redis.call('LPOS', KEYS[1], ARGV[2]) then
+  redis.pcall('SREM', KEYS[6], 'delayed:' .. ARGV[1])
+end
+if redis.call('LLEN', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+end
+redis.call('SADD', KEYS[3], ARGV[3])
+redis.call('RPUSH', KEYS[4], ARGV[2])
+rec_add(KEYS[5], ARGV[2], ARGV[5], ARGV[6])
+redis.call('PUBLISH', ARGV[4], ARGV[3])
+return 1
+"#
+    ))
+});
+
+/// KEYS: delayed:<s>, delayed_queue_schedule, timestamps:<item>. ARGV: s,
+/// item. Removes one copy of the item from that bucket only, keeping the
+/// `timestamps:` set and the schedule in step. Returns 1 when removed.
+pub(crate) static REMOVE_DELAYED_AT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('LREM', KEYS[1], 1, ARGV[2]) ~= 1 then return 0 end
+if not redis.call('LPOS', KEYS[1], ARGV[2]) then
+  redis.pcall('SREM', KEYS[3], 'delayed:' .. ARGV[1])
+end
+if redis.call('LLEN', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+end
+return 1
+"#,
+    )
+});
+
+/// KEYS: delayed_queue_schedule. ARGV: key prefix. Returns `{member,
+/// length, …}` for each schedule member (score order) whose `delayed:`
+/// list is non-empty; a key of another type counts as empty.
+pub(crate) static BUCKET_SIZES: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local out = {}
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local n = redis.pcall('LLEN', ARGV[1] .. 'delayed:' .. m)
+  if type(n) == 'number' and n > 0 then
+    table.insert(out, m)
+    table.insert(out, n)
   end
 end
 return out
@@ -159,16 +373,18 @@ return out
 });
 
 /// KEYS: delayed:<s>, delayed_queue_schedule, queues set, failed list.
-/// ARGV: key prefix, s, wakeup channel, then triples (item, mode, target):
+/// ARGV: key prefix, s, wakeup channel, enqueue stamp, nonce, then triples
+/// (item, mode, target):
 /// mode "q" pushes the item to queue `target`; mode "f" pushes `target`
 /// (a failed entry) to the failed list. Each item is moved only if it is
 /// still in the bucket. Returns one 0/1 flag per item.
 pub(crate) static PROMOTE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        record_lua!(),
         r#"
 local flags = {}
 local marker = 'delayed:' .. ARGV[2]
-for i = 4, #ARGV, 3 do
+for i = 6, #ARGV, 3 do
   local item, mode, target = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   if redis.call('LREM', KEYS[1], 1, item) == 1 then
     if not redis.call('LPOS', KEYS[1], item) then
@@ -178,6 +394,7 @@ for i = 4, #ARGV, 3 do
     if mode == 'q' then
       redis.call('SADD', KEYS[3], target)
       redis.call('RPUSH', ARGV[1] .. 'queue:' .. target, item)
+      rec_add(ARGV[1] .. 'resq:enqueued:' .. target, item, ARGV[4], ARGV[5] .. '.' .. i)
       redis.call('PUBLISH', ARGV[3], target)
     else
       redis.call('RPUSH', KEYS[4], target)
@@ -192,36 +409,42 @@ if redis.call('LLEN', KEYS[1]) == 0 then
   redis.call('ZREM', KEYS[2], ARGV[2])
 end
 return flags
-"#,
-    )
+"#
+    ))
 });
 
-/// KEYS: failed list, queue list, queues set. ARGV: entry, payload, queue,
-/// wakeup channel. Removes the entry and, if it was there, enqueues the payload.
+/// KEYS: failed list, queue list, queues set, the queue's enqueue-time
+/// record key. ARGV: entry, payload, queue, wakeup channel, enqueue stamp,
+/// nonce. Removes the entry and, if it was there, enqueues the payload.
 pub(crate) static RETRY_FAILED: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        record_lua!(),
         r#"
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
   redis.call('SADD', KEYS[3], ARGV[3])
   redis.call('RPUSH', KEYS[2], ARGV[2])
+  rec_add(KEYS[4], ARGV[2], ARGV[5], ARGV[6])
   redis.call('PUBLISH', ARGV[4], ARGV[3])
   return 1
 end
 return 0
-"#,
-    )
+"#
+    ))
 });
 
-/// KEYS: failed, target queue list, queues set.
+/// KEYS: failed, target queue list, queues set, the queue's enqueue-time
+/// record key.
 /// ARGV: index, entry as listed, its stored bytes when those differ (an
 /// escaped non-UTF-8 entry; else the same), tombstone, then for a retry
-/// ("retry" in ARGV[5]): payload, queue name, wakeup channel.
+/// ("retry" in ARGV[5]): payload, queue name, wakeup channel, enqueue
+/// stamp, nonce.
 /// Removes the element at the index only if it equals the entry: it is
 /// overwritten with the tombstone (a value no entry has) and that one
 /// element removed, so an equal entry elsewhere is never touched.
 /// Returns 1 if removed (and pushed), else 0.
 pub(crate) static TAKE_FAILED_AT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        record_lua!(),
         r#"
 local index = tonumber(ARGV[1])
 local current = redis.call('LINDEX', KEYS[1], index)
@@ -231,21 +454,25 @@ redis.call('LREM', KEYS[1], 1, ARGV[4])
 if ARGV[5] == 'retry' then
   redis.call('SADD', KEYS[3], ARGV[7])
   redis.call('RPUSH', KEYS[2], ARGV[6])
+  rec_add(KEYS[4], ARGV[6], ARGV[9], ARGV[10])
   redis.call('PUBLISH', ARGV[8], ARGV[7])
 end
 return 1
-"#,
-    )
+"#
+    ))
 });
 
 /// KEYS: workers set, ping, started, working, stat:processed:<name>,
-/// stat:failed:<name>, target list, queues set, stat:failed.
+/// stat:failed:<name>, target list, queues set, stat:failed, the queue's
+/// enqueue-time record key.
 /// ARGV: member, expected working-on value ("" for none), mode ("none",
-/// "requeue", "fail"), value to push, queue name, wakeup channel.
+/// "requeue", "fail"), value to push, queue name, wakeup channel, enqueue
+/// stamp, nonce. A requeued job is recorded as enqueued now.
 /// Returns -1 if the working-on value changed since it was read (the caller
 /// retries), else how many of the worker's keys existed.
 pub(crate) static CLEAN_WORKER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        record_lua!(),
         r#"
 local current = redis.call('GET', KEYS[4])
 if (current or '') ~= ARGV[2] then return -1 end
@@ -254,6 +481,7 @@ redis.call('DEL', KEYS[5], KEYS[6])
 if current then
   if ARGV[3] == 'requeue' then
     redis.call('LPUSH', KEYS[7], ARGV[4])
+    rec_add(KEYS[10], ARGV[4], ARGV[7], ARGV[8])
     redis.call('SADD', KEYS[8], ARGV[5])
     redis.call('PUBLISH', ARGV[6], ARGV[5])
   elseif ARGV[3] == 'fail' then
@@ -262,8 +490,8 @@ if current then
   end
 end
 return found
-"#,
-    )
+"#
+    ))
 });
 
 /// KEYS: workers set, ping key, `workers:heartbeat` hash. ARGV: member, ping
@@ -321,22 +549,25 @@ return 0
     )
 });
 
-/// KEYS: lock key, `queues` set, queue list. ARGV: lock value, ttl ms,
-/// queue name, payload, wake-up channel. Takes the lock with `SET NX PX`
+/// KEYS: lock key, `queues` set, queue list, its enqueue-time record key.
+/// ARGV: lock value, ttl ms, queue name, payload, wake-up channel, enqueue
+/// stamp, nonce. Takes the lock with `SET NX PX`
 /// and, only if it was free, pushes the payload and announces the queue.
 /// Returns 1 when pushed.
 pub(crate) static PUSH_ONCE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        record_lua!(),
         r#"
 if not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then
   return 0
 end
 redis.call('SADD', KEYS[2], ARGV[3])
 redis.call('RPUSH', KEYS[3], ARGV[4])
+rec_add(KEYS[4], ARGV[4], ARGV[6], ARGV[7])
 redis.call('PUBLISH', ARGV[5], ARGV[3])
 return 1
-"#,
-    )
+"#
+    ))
 });
 
 /// KEYS: key. ARGV: increment, ttl ms. `INCRBY` then `PEXPIRE`; returns
@@ -369,7 +600,8 @@ end
     };
 }
 
-/// KEYS: queue list. ARGV: class, how many items from the tail were
+/// KEYS: queue list, its enqueue-time record key. ARGV: class, how many
+/// items from the tail were
 /// already visited, page size, tombstone (a value no payload has).
 /// Looks at the next page of up to `page size` items, walking from the
 /// tail towards the head, and removes those of the class (marked with the
@@ -378,6 +610,7 @@ end
 pub(crate) static REMOVE_BY_CLASS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         class_match_lua!(),
+        record_lua!(),
         r#"
 local visited, page, tomb = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local len = redis.call('LLEN', KEYS[1])
@@ -390,10 +623,14 @@ for i, item in ipairs(items) do
     local at = first + i - 1
     if at > len / 2 then at = at - len end
     redis.call('LSET', KEYS[1], at, tomb)
+    rec_take(KEYS[2], item, true)
     removed = removed + 1
   end
 end
-if removed > 0 then redis.call('LREM', KEYS[1], -removed, tomb) end
+if removed > 0 then
+  redis.call('LREM', KEYS[1], -removed, tomb)
+  if redis.call('LLEN', KEYS[1]) == 0 then redis.pcall('DEL', KEYS[2]) end
+end
 return {removed, #items}
 "#
     ))

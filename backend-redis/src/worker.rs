@@ -6,7 +6,7 @@ use crate::{text, utf8_members, RedisBackend, RedisResult};
 use async_trait::async_trait;
 use resq_core::failed::{encode_entry, FailedJob, Failure, PAYLOAD_ERROR};
 use resq_core::json::write_js_str;
-use resq_core::{Cleaned, Error, Job, Orphan, Result, WorkerId, WorkerRegistry, WorkingOn};
+use resq_core::{Cleaned, Error, Job, Orphan, Result, WorkerId, WorkerRegistry, WorkerTimes, WorkingOn};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -385,6 +385,61 @@ impl WorkerRegistry for RedisBackend {
         Ok(raw.map(text).as_deref().and_then(parse_started))
     }
 
+    /// One pipeline: each worker's `started` and ping keys, and Ruby's
+    /// `workers:heartbeat` entries. The ping is node-resque's
+    /// `worker:ping:<name>` JSON (`time` in seconds, or resq's `time_ms`);
+    /// a Ruby worker's heartbeat stands in when it has no ping.
+    async fn worker_times(&self, workers: &[WorkerId]) -> Result<Vec<WorkerTimes>> {
+        if workers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for w in workers {
+            pipe.get(self.keys.started(w)).get(self.keys.ping(&w.name));
+        }
+        let members: Vec<String> = workers.iter().map(WorkerId::member).collect();
+        pipe.cmd("HMGET").arg(self.keys.heartbeats()).arg(&members);
+        let (times, beats): (Vec<Option<Vec<u8>>>, Vec<Option<Vec<u8>>>) = {
+            let mut all: Vec<redis::Value> = pipe.query_async(&mut self.conn()).await.rd(self).await?;
+            let beats = all.pop().unwrap_or(redis::Value::Nil);
+            let times = all
+                .into_iter()
+                .map(|v| redis::from_redis_value::<Option<Vec<u8>>>(v).ok().flatten())
+                .collect();
+            let beats = redis::from_redis_value::<Vec<Option<Vec<u8>>>>(beats).unwrap_or_default();
+            (times, beats)
+        };
+        Ok(workers
+            .iter()
+            .enumerate()
+            .map(|(i, _)| {
+                let started_ms = times
+                    .get(2 * i)
+                    .cloned()
+                    .flatten()
+                    .map(text)
+                    .as_deref()
+                    .and_then(parse_started);
+                let ping_ms = times
+                    .get(2 * i + 1)
+                    .cloned()
+                    .flatten()
+                    .and_then(|raw| serde_json::from_slice::<Ping>(&raw).ok())
+                    .and_then(|p| p.time_ms.or(p.time.map(|t| (t * 1000.0) as i64)))
+                    .or_else(|| {
+                        beats
+                            .get(i)
+                            .cloned()
+                            .flatten()
+                            .map(text)
+                            .as_deref()
+                            .and_then(resq_core::time::parse_date)
+                    });
+                WorkerTimes { started_ms, ping_ms }
+            })
+            .collect())
+    }
+
     async fn working_on(&self, worker: &WorkerId) -> Result<Option<WorkingOn>> {
         let raw: Option<Vec<u8>> = redis::cmd("GET")
             .arg(self.keys.working(worker))
@@ -451,6 +506,7 @@ impl WorkerRegistry for RedisBackend {
             } else {
                 self.keys.failed()
             };
+            let (stamp, nonce) = crate::queue::enqueue_stamp();
             let found: i64 = CLEAN_WORKER
                 .key(self.keys.workers())
                 .key(self.keys.ping(&worker.name))
@@ -461,12 +517,15 @@ impl WorkerRegistry for RedisBackend {
                 .key(target)
                 .key(self.keys.queues())
                 .key(self.keys.stat("failed"))
+                .key(self.keys.enqueued(&queue))
                 .arg(worker.member())
                 .arg(raw.as_deref().unwrap_or(b""))
                 .arg(mode)
                 .arg(&value)
                 .arg(&queue)
                 .arg(self.keys.wakeup_channel())
+                .arg(stamp)
+                .arg(nonce)
                 .invoke_async(&mut self.conn())
                 .await
                 .rd_at(self, &self.keys.working(worker))

@@ -5,7 +5,10 @@
 
 use redis::AsyncCommands;
 use resq_core::task::{JobContext, TaskError, Tasks};
-use resq_core::{Queue, Scheduler, SchedulerConfig, Worker, WorkerConfig, WorkerStatus};
+use resq_core::{
+    DelayedStore, FailedStore, Queue, QueueStore, Scheduler, SchedulerConfig, Worker, WorkerConfig, WorkerRegistry,
+    WorkerStatus,
+};
 use resq_redis::{testing, RedisBackend};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
@@ -454,5 +457,230 @@ async fn unpinged_workers_get_a_probe_but_ruby_workers_do_not() {
             queues: "*".into()
         }]
     );
+    backend.delete_namespace().await.unwrap();
+}
+
+/// Every key under the test's namespace, without the prefix, sorted.
+async fn keys_of(raw: &mut redis::aio::MultiplexedConnection, ns: &str) -> Vec<String> {
+    let mut keys: Vec<String> = raw.keys(format!("{ns}*")).await.unwrap();
+    for k in &mut keys {
+        *k = k.trim_start_matches(ns).to_owned();
+    }
+    keys.sort();
+    keys
+}
+
+/// Checks that each queue holds exactly one enqueue record per job.
+async fn records_match_queues(raw: &mut redis::aio::MultiplexedConnection, ns: &str, queues: &[&str], when: &str) {
+    for q in queues {
+        let len: u64 = raw.llen(format!("{ns}queue:{q}")).await.unwrap();
+        let records: u64 = raw.zcard(format!("{ns}resq:enqueued:{q}")).await.unwrap();
+        assert_eq!(
+            records, len,
+            "{when}: queue {q} has {len} jobs and {records} enqueue records"
+        );
+    }
+}
+
+/// resq's enqueue time lives in its own sorted set beside the queue,
+/// `<ns>:resq:enqueued:<queue>`, one member `<sha1>:<ms>:<nonce>` (score 0)
+/// per queued job; the queue list keeps Resque's exact bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_times_live_beside_the_queue() {
+    let Some((backend, mut raw, ns)) = setup("enqueue_times_live_beside_the_queue").await else {
+        return;
+    };
+    let before = resq_core::time::now_ms();
+    Queue::new(backend.clone())
+        .enqueue("math", "add", (1, 2))
+        .await
+        .unwrap();
+    let after = resq_core::time::now_ms();
+    let items: Vec<String> = raw.lrange(format!("{ns}queue:math"), 0, -1).await.unwrap();
+    assert_eq!(items, [r#"{"class":"add","queue":"math","args":[1,2]}"#]);
+    assert_eq!(
+        keys_of(&mut raw, &ns).await,
+        ["queue:math", "queues", "resq:enqueued:math"]
+    );
+    let members: Vec<(String, f64)> = raw
+        .zrange_withscores(format!("{ns}resq:enqueued:math"), 0, -1)
+        .await
+        .unwrap();
+    assert_eq!(members.len(), 1);
+    let (member, score) = &members[0];
+    assert_eq!(*score, 0.0);
+    let parts: Vec<&str> = member.split(':').collect();
+    assert_eq!(parts.len(), 3, "{member}");
+    assert!(
+        parts[0].len() == 40 && parts[0].chars().all(|c| c.is_ascii_hexdigit()),
+        "{member}"
+    );
+    assert_eq!(parts[1].len(), 15, "{member}");
+    let ms: i64 = parts[1].parse().unwrap();
+    assert!(ms >= before && ms <= after, "{ms} not in {before}..{after}");
+    backend.delete_namespace().await.unwrap();
+}
+
+/// A head job that another Resque client pushed (a raw `RPUSH`) has no
+/// record: the queue's latency is unknown until resq's own job is the head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_head_job_has_unknown_latency() {
+    let Some((backend, mut raw, ns)) = setup("a_foreign_head_job_has_unknown_latency").await else {
+        return;
+    };
+    let admin = resq_admin::Admin::new(backend.clone());
+    let foreign = r#"{"class":"add","queue":"q","args":[1,2]}"#;
+    let _: () = raw.sadd(format!("{ns}queues"), "q").await.unwrap();
+    let _: () = raw.rpush(format!("{ns}queue:q"), foreign).await.unwrap();
+    let summary = admin.queues().await.unwrap();
+    assert_eq!((summary[0].length, summary[0].latency_seconds), (1, None));
+    Queue::new(backend.clone()).enqueue("q", "add", (3, 4)).await.unwrap();
+    assert_eq!(admin.queues().await.unwrap()[0].latency_seconds, None);
+    let w = resq_core::WorkerId::new("h:1+1", &["q".to_owned()]);
+    let got = backend.claim(&w, &["q".to_owned()], "t").await.unwrap().unwrap();
+    assert_eq!((got.payload.as_str(), got.enqueued_at_ms), (foreign, None));
+    assert!(admin.queues().await.unwrap()[0].latency_seconds.is_some());
+    let got = backend.claim(&w, &["q".to_owned()], "t").await.unwrap().unwrap();
+    assert!(got.enqueued_at_ms.is_some());
+    backend.delete_namespace().await.unwrap();
+}
+
+/// Every resq path that queues or removes jobs keeps exactly one record per
+/// queued job, and a drained or deleted queue leaves no record key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resq_only_use_leaves_no_enqueue_records() {
+    let Some((backend, mut raw, ns)) = setup("resq_only_use_leaves_no_enqueue_records").await else {
+        return;
+    };
+    let q = Queue::new(backend.clone());
+    let qs = ["a", "b"];
+    let job = |class: &str, n: i64| format!(r#"{{"class":"{class}","queue":"a","args":[{n}]}}"#);
+    for n in 0..4 {
+        backend.push("a", &job("X", n % 2)).await.unwrap();
+    }
+    backend
+        .push_batch(&[
+            resq_core::QueuedJob {
+                queue: "a".into(),
+                payload: job("Y", 1),
+            },
+            resq_core::QueuedJob {
+                queue: "b".into(),
+                payload: job("Y", 2),
+            },
+        ])
+        .await
+        .unwrap();
+    backend.push_front("a", &job("Z", 0)).await.unwrap();
+    records_match_queues(&mut raw, &ns, &qs, "after pushes").await;
+    assert_eq!(backend.remove_from_queue("a", &job("X", 0), 1).await.unwrap(), 1);
+    assert_eq!(backend.remove_from_queue("a", &job("X", 1), -1).await.unwrap(), 1);
+    records_match_queues(&mut raw, &ns, &qs, "after LREM").await;
+    assert_eq!(backend.remove_by_class("a", "Y").await.unwrap(), 1);
+    records_match_queues(&mut raw, &ns, &qs, "after remove_by_class").await;
+    let w = resq_core::WorkerId::new("h:1+1", &["a".to_owned()]);
+    backend.register_worker(&w, resq_core::time::now_ms()).await.unwrap();
+    backend.claim(&w, &["a".to_owned()], "t").await.unwrap().unwrap();
+    records_match_queues(&mut raw, &ns, &qs, "after a claim").await;
+    backend.clean_worker(&w, resq_core::Orphan::Requeue).await.unwrap();
+    records_match_queues(&mut raw, &ns, &qs, "after a requeue").await;
+    let slots: Vec<resq_core::WorkerId> = (1..=5)
+        .map(|i| resq_core::WorkerId::new(format!("h:1+1.{i}"), &["a".to_owned()]))
+        .collect();
+    let got = backend.claim_batch(&slots, &["a".to_owned()], "t").await.unwrap();
+    assert_eq!(got.len(), 3);
+    assert!(got.iter().all(|(_, c)| c.enqueued_at_ms.is_some()));
+    // The failed list and the schedule put jobs back on queues.
+    let entry = resq_core::failed::encode_entry(
+        "w",
+        "a",
+        &job("F", 1),
+        &resq_core::Failure::new("E", "e"),
+        resq_core::time::now_ms(),
+    );
+    backend.push_failed(&entry).await.unwrap();
+    assert!(backend.retry_failed_at(0, &entry, "a", &job("F", 1)).await.unwrap());
+    backend.schedule(5, &job("D", 1)).await.unwrap();
+    backend.schedule(6, &job("D", 2)).await.unwrap();
+    assert!(backend.promote_delayed(5, &job("D", 1), "a").await.unwrap());
+    assert_eq!(backend.promote_due(6, 10).await.unwrap().len(), 1);
+    records_match_queues(&mut raw, &ns, &qs, "after retries and promotions").await;
+    assert_eq!(backend.queue_len("a").await.unwrap(), 3);
+    for _ in 0..3 {
+        backend.claim(&w, &["a".to_owned()], "t").await.unwrap().unwrap();
+    }
+    q.del_queue("b").await.unwrap();
+    let left: Vec<String> = keys_of(&mut raw, &ns)
+        .await
+        .into_iter()
+        .filter(|k| k.starts_with("resq:enqueued:"))
+        .collect();
+    assert!(left.is_empty(), "records left behind: {left:?}");
+    backend.delete_namespace().await.unwrap();
+}
+
+/// A foreign client that pops a resq job leaves its record behind; the
+/// record goes when the queue is next empty, seen by a resq claim or by
+/// the overview.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_pop_leaves_a_record_until_the_queue_drains() {
+    let Some((backend, mut raw, ns)) = setup("a_foreign_pop_leaves_a_record_until_the_queue_drains").await else {
+        return;
+    };
+    let q = Queue::new(backend.clone());
+    let records = format!("{ns}resq:enqueued:q");
+    q.enqueue("q", "add", (1,)).await.unwrap();
+    q.enqueue("q", "add", (2,)).await.unwrap();
+    let _: Option<String> = raw.lpop(format!("{ns}queue:q"), None).await.unwrap();
+    let n: u64 = raw.zcard(&records).await.unwrap();
+    assert_eq!(n, 2, "the popped job's record stays for now");
+    let w = resq_core::WorkerId::new("h:1+1", &["q".to_owned()]);
+    backend.claim(&w, &["q".to_owned()], "t").await.unwrap().unwrap();
+    let exists: bool = raw.exists(&records).await.unwrap();
+    assert!(!exists, "a resq claim that empties the queue drops the records");
+    q.enqueue("q", "add", (3,)).await.unwrap();
+    let _: Option<String> = raw.lpop(format!("{ns}queue:q"), None).await.unwrap();
+    let exists: bool = raw.exists(&records).await.unwrap();
+    assert!(exists);
+    let admin = resq_admin::Admin::new(backend.clone());
+    assert_eq!(admin.queues().await.unwrap()[0].latency_seconds, Some(0.0));
+    let exists: bool = raw.exists(&records).await.unwrap();
+    assert!(!exists, "the overview drops an empty queue's records");
+    backend.delete_namespace().await.unwrap();
+}
+
+/// Worker ping ages come from node-resque's `worker:ping:<name>` JSON
+/// (`time` in seconds) and, for a Ruby worker without one, from its
+/// `workers:heartbeat` entry; start times from `worker:<id>:started`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_ages_read_node_resque_and_ruby_records() {
+    let Some((backend, mut raw, ns)) = setup("ping_ages_read_node_resque_and_ruby_records").await else {
+        return;
+    };
+    let now_s = resq_core::time::now_ms() / 1000;
+    let node = "nodehost:11";
+    let ruby = "rubyhost:22:q";
+    let _: () = raw.sadd(format!("{ns}workers"), format!("{node}:q")).await.unwrap();
+    let _: () = raw.sadd(format!("{ns}workers"), ruby).await.unwrap();
+    let ping = format!(r#"{{"time":{},"name":"{node}","queues":"q"}}"#, now_s - 40);
+    let _: () = raw.set(format!("{ns}worker:ping:{node}"), ping).await.unwrap();
+    let _: () = raw
+        .set(format!("{ns}worker:{node}:q:started"), now_s - 100)
+        .await
+        .unwrap();
+    let beat = resq_core::time::iso8601((now_s - 70) * 1000);
+    let _: () = raw.hset(format!("{ns}workers:heartbeat"), ruby, beat).await.unwrap();
+    let workers = resq_admin::Admin::new(backend.clone()).workers().await.unwrap();
+    let by_name = |n: &str| {
+        workers
+            .iter()
+            .find(|w| w.name == n)
+            .unwrap_or_else(|| panic!("{n}: {workers:?}"))
+    };
+    let node_age = by_name(node).ping_age_seconds.expect("node-resque ping read");
+    assert!((39.0..45.0).contains(&node_age), "{node_age}");
+    assert_eq!(by_name(node).started_at_ms, Some((now_s - 100) * 1000));
+    let ruby_age = by_name("rubyhost:22").ping_age_seconds.expect("Ruby heartbeat read");
+    assert!((69.0..75.0).contains(&ruby_age), "{ruby_age}");
     backend.delete_namespace().await.unwrap();
 }

@@ -7,8 +7,11 @@
 //! concern: the backend contract itself (`queue`, `delayed`, `lock`,
 //! `failed`, `registry`, `stats`, `leader`, plus a proptest state machine,
 //! `model`, that checks a backend against a pure-Rust reference model), the
-//! engine running on it (`engine`, `client`, `worker`, `scheduler`), and the
-//! task layer (`plugin`, `tasks`, `cron`).
+//! engine running on it (`engine`, `client`, `worker`, `scheduler`), the
+//! task layer (`plugin`, `tasks`, `cron`), and the administration API of
+//! `resq-admin` (`admin_overview`, `admin_queue`, `admin_delayed`,
+//! `admin_failed`, `admin_workers`, `admin_locks`, `admin_pause`,
+//! `admin_enqueue`, and `admin_claims` for the enqueue times claims carry).
 //! To run a backend through it, invoke [`suite!`] once in an integration
 //! test with a factory that returns a fresh, isolated backend (or
 //! `Err(reason)` when its server is unreachable, which skips the tests
@@ -27,6 +30,15 @@
 
 #![warn(missing_docs)]
 
+pub mod admin_claims;
+pub mod admin_delayed;
+pub mod admin_enqueue;
+pub mod admin_failed;
+pub mod admin_locks;
+pub mod admin_overview;
+pub mod admin_pause;
+pub mod admin_queue;
+pub mod admin_workers;
 pub mod client;
 pub mod counting;
 pub mod cron;
@@ -330,6 +342,50 @@ macro_rules! suite {
                 stuck_timeout_below_three_pings_is_refused,
                 task_server_defaults_fail_over_within_bound,
                 busy_leader_keeps_its_lock,
+            ],
+            async admin_overview: [
+                overview_counts_queues_delayed_failed_and_totals,
+                latency_is_the_head_jobs_age_and_zero_when_empty,
+                overview_counts_busy_and_idle_workers,
+                overview_reads_all_queues_in_one_call,
+            ],
+            async admin_queue: [
+                queue_detail_pages_jobs_head_first,
+                delete_jobs_by_class_and_by_class_and_args,
+            ],
+            async admin_delayed: [
+                delayed_pages_by_time,
+                run_now_moves_one_item_to_its_queue_tail,
+                delete_one_delayed_item_leaves_other_buckets,
+            ],
+            async admin_failed: [
+                failed_filters_by_class_queue_error_and_time,
+                failed_pages_over_matching_entries,
+                retry_and_remove_one_by_id,
+                selection_actions_count_done_stale_and_failed,
+                bulk_remove_by_filter_walks_pages_from_the_tail,
+                bulk_retry_by_filter_requeues_and_counts_undecodable,
+                bulk_by_filter_with_concurrent_tail_appends,
+                bulk_by_filter_covers_a_list_longer_than_a_page,
+            ],
+            async admin_workers: [
+                workers_show_busy_idle_current_job_and_ping_age,
+                clean_one_worker_fails_its_job,
+                stale_workers_dry_run_and_clean_leave_fresh_ones,
+            ],
+            async admin_locks: [
+                locks_list_with_ttl_and_delete,
+            ],
+            async admin_pause: [
+                pause_and_resume_via_admin,
+            ],
+            async admin_enqueue: [
+                manual_enqueue_runs_on_a_worker,
+                manual_enqueue_refuses_non_array_args,
+            ],
+            async admin_claims: [
+                claims_carry_the_enqueue_time_of_every_push_path,
+                batch_claims_and_identical_jobs_keep_their_own_times,
             ];
             factory model: [
                 state_machine,
@@ -484,6 +540,15 @@ const GROUP_SOURCES: &[(&str, &str)] = &[
     ("plugin", include_str!("plugin.rs")),
     ("tasks", include_str!("tasks.rs")),
     ("cron", include_str!("cron.rs")),
+    ("admin_overview", include_str!("admin_overview.rs")),
+    ("admin_queue", include_str!("admin_queue.rs")),
+    ("admin_delayed", include_str!("admin_delayed.rs")),
+    ("admin_failed", include_str!("admin_failed.rs")),
+    ("admin_workers", include_str!("admin_workers.rs")),
+    ("admin_locks", include_str!("admin_locks.rs")),
+    ("admin_pause", include_str!("admin_pause.rs")),
+    ("admin_enqueue", include_str!("admin_enqueue.rs")),
+    ("admin_claims", include_str!("admin_claims.rs")),
 ];
 
 /// Every `pub fn` / `pub async fn` defined at the top level of a group

@@ -172,7 +172,7 @@ pub enum Orphan {
 }
 
 /// The result of cleaning a worker out of the registry.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Cleaned {
     /// The worker that was removed.
     pub worker: WorkerId,
@@ -492,23 +492,15 @@ pub trait DelayedStore: Send + Sync {
     /// `queue` (and wakes its workers), atomically: "run it now". The
     /// bucket leaves the schedule when it empties. Returns false, changing
     /// nothing, when that bucket does not hold `payload`. Copies in other
-    /// buckets are untouched.
-    async fn promote_delayed(&self, timestamp: i64, payload: &str, queue: &str) -> Result<bool> {
-        let _ = (timestamp, payload, queue);
-        Err(crate::Error::permanent(
-            "promote_delayed is not supported by this backend",
-        ))
-    }
+    /// buckets are untouched. No default: no combination of the other
+    /// methods is atomic.
+    async fn promote_delayed(&self, timestamp: i64, payload: &str, queue: &str) -> Result<bool>;
 
     /// Removes one copy of `payload` from bucket `timestamp` only, as one
     /// atomic step; the bucket leaves the schedule when it empties. Returns
-    /// whether it was there. Copies in other buckets are untouched.
-    async fn remove_delayed_at(&self, timestamp: i64, payload: &str) -> Result<bool> {
-        let _ = (timestamp, payload);
-        Err(crate::Error::permanent(
-            "remove_delayed_at is not supported by this backend",
-        ))
-    }
+    /// whether it was there. Copies in other buckets are untouched. No
+    /// default, as for [`DelayedStore::promote_delayed`].
+    async fn remove_delayed_at(&self, timestamp: i64, payload: &str) -> Result<bool>;
 
     /// Every non-empty bucket with its number of items, ascending by
     /// timestamp, in one round trip where the backend can: what paging the

@@ -164,7 +164,7 @@ pub fn invalid_utf8_entry(worker: &str, queue: &str, bytes: &[u8], key: &str, at
 
 /// A decoded failed entry plus its raw bytes, which identify it for
 /// [`crate::Queue::remove_failed`] and [`crate::Queue::retry_and_remove_failed`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct FailedJob {
     /// The worker that failed it (`host:pid`, or Ruby's `host:pid:queues`).
     pub worker: Option<String>,
