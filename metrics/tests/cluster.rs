@@ -106,6 +106,10 @@ fn gauges_show_the_cluster_state() {
         assert_eq!(value(&text, "resq_metrics_collect_errors_total", &[]), Some(0.0));
         assert!(value(&text, "resq_metrics_collect_duration_seconds", &[]).is_some_and(|d| d > 0.0));
         assert!(value(&text, "resq_metrics_collect_age_seconds", &[]).is_some_and(|a| a >= 0.0));
+        // resq records the enqueue time of the jobs it queues on every
+        // backend: the oldest job's age is known.
+        let alpha = value(&text, "resq_queue_latency_seconds", &[("queue", "alpha")]);
+        assert!(alpha.is_some_and(|l| l >= 0.0), "{alpha:?}");
         // Latency: the age of the oldest job where known, never negative.
         let overview = collector.overview().unwrap();
         for q in &overview.queues {
@@ -207,4 +211,46 @@ fn the_background_refresh_follows_the_store() {
                 .unwrap();
         },
     );
+}
+
+#[test]
+fn queue_wait_is_observed_for_real_jobs() {
+    each_backend("queue_wait_is_observed_for_real_jobs", |_kind, backend| async move {
+        let mut tasks = resq_core::Tasks::new();
+        tasks
+            .define(resq_core::TaskDef::from_fn(
+                "ok",
+                |(_n,): (u32,), _ctx: resq_core::JobContext| async move { Ok::<_, resq_core::TaskError>(()) },
+            ))
+            .unwrap();
+        let tasks = Arc::new(tasks);
+        let client = Queue::with_tasks(Arc::clone(&backend), Arc::clone(&tasks));
+        for n in 0..3 {
+            client.enqueue("waits", "ok", (n,)).await.unwrap();
+        }
+        // Every job waits at least this long before a worker exists.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let metrics = resq_metrics::Metrics::new();
+        let mut config = resq_core::WorkerConfig::for_queues(["waits"]);
+        config.observer = Some(metrics.observer());
+        let worker = resq_core::Worker::new(Arc::clone(&backend), tasks, config);
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let run = tokio::spawn(async move { worker.run_until(token).await });
+        let start = std::time::Instant::now();
+        while metrics.jobs("waits", "ok", resq_metrics::JobOutcome::Success) < 3 {
+            assert!(start.elapsed() < Duration::from_secs(10), "the jobs did not run");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        run.await.unwrap().unwrap();
+        let text = Exporter::builder().metrics(&metrics).build().render();
+        assert_eq!(
+            value(&text, "resq_job_queue_wait_seconds_count", &[("queue", "waits")]),
+            Some(3.0),
+            "{text}"
+        );
+        let sum = value(&text, "resq_job_queue_wait_seconds_sum", &[("queue", "waits")]).unwrap();
+        assert!((0.6..60.0).contains(&sum), "3 waits of at least 200 ms: {sum}");
+    });
 }
