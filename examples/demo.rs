@@ -148,8 +148,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     }
                     Ok(WorkerEvent::ReEnqueue { worker, job, delay, remaining_attempts, error, .. }) =>
                         println!("{} [{worker}] {} failed ({error}); Retry runs it again in {delay:?}, {remaining_attempts} attempt(s) left", stamp(), job.class),
-                    Ok(WorkerEvent::Start { worker }) => println!("{} [{worker}] worker started", stamp()),
-                    Ok(WorkerEvent::End { worker }) => println!("{} [{worker}] worker stopped", stamp()),
+                    Ok(WorkerEvent::Start { worker, .. }) => println!("{} [{worker}] worker started", stamp()),
+                    Ok(WorkerEvent::End { worker, .. }) => println!("{} [{worker}] worker stopped", stamp()),
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(_) => break,

@@ -33,6 +33,10 @@ pub use resq_postgres as postgres;
 #[cfg(feature = "admin")]
 pub use resq_admin as admin;
 
+/// Prometheus metrics: [`resq_metrics`], behind the feature `metrics`.
+#[cfg(feature = "metrics")]
+pub use resq_metrics as metrics;
+
 use std::sync::Arc;
 
 /// Opens the backend a task server config names (`config.backend`) and

@@ -6,6 +6,7 @@
 //! periodic-task re-arm with many jobs queued ([`rearm`]).
 
 pub mod measure;
+pub mod metrics_cost;
 pub mod rearm;
 pub mod report;
 

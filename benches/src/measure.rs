@@ -329,6 +329,19 @@ fn quick_worker(queue: &str) -> WorkerConfig {
 }
 
 async fn process(url: &str, jobs: usize, workers: usize, slots: usize) -> Result<f64, String> {
+    process_observed(url, jobs, workers, slots, None, false).await
+}
+
+/// [`process`], with `metrics` (when given) as every worker's observer, or
+/// reading every worker's events with `by_events`.
+pub(crate) async fn process_observed(
+    url: &str,
+    jobs: usize,
+    workers: usize,
+    slots: usize,
+    metrics: Option<&resq_metrics::Metrics>,
+    by_events: bool,
+) -> Result<f64, String> {
     let f = fresh(url).await?;
     let queue = Queue::new(Arc::clone(&f.backend));
     fill(&queue, jobs).await?;
@@ -344,7 +357,14 @@ async fn process(url: &str, jobs: usize, workers: usize, slots: usize) -> Result
         .map(|_| {
             let mut config = quick_worker("bench");
             config.concurrency = slots;
+            if !by_events {
+                config.observer = metrics.map(|m| m.observer());
+            }
             let w = Worker::new(Arc::clone(&f.backend), Arc::clone(&tasks), config);
+            if let (Some(m), true) = (metrics, by_events) {
+                // Ends when the worker (its event sender) is dropped.
+                m.observe(w.subscribe());
+            }
             tokio::spawn({
                 let t = stop.clone();
                 async move { w.run_until(t).await }

@@ -81,6 +81,7 @@ pub fn quick_config(queues: &[&str]) -> WorkerConfig {
         ping_interval: Duration::from_millis(100),
         shutdown_timeout: Duration::from_secs(5),
         concurrency: 1,
+        observer: None,
     }
 }
 

@@ -14,6 +14,74 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 
+/// What became of a job that a worker took, as a [`JobObserver`] sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JobOutcome {
+    /// The job ran to success.
+    Success,
+    /// The job failed (and went to the failed list).
+    Failure,
+    /// The job failed and a plugin (Retry) put it back to run again: the
+    /// worker reports it as a `success` event after a `re_enqueue` one.
+    Retried,
+    /// A plugin's `before_perform` vetoed the job: dropped unrun.
+    Skipped,
+}
+
+impl JobOutcome {
+    /// Its name: `success`, `failure`, `retried` or `skipped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobOutcome::Success => "success",
+            JobOutcome::Failure => "failure",
+            JobOutcome::Retried => "retried",
+            JobOutcome::Skipped => "skipped",
+        }
+    }
+}
+
+/// The end of one job, for [`JobObserver::job_finished`].
+#[derive(Clone, Copy, Debug)]
+pub struct JobEnd<'a> {
+    /// The worker, or the slot (`<worker>.<n>`) of a multi-slot worker,
+    /// that ran it.
+    pub worker: &'a str,
+    /// The queue it came from.
+    pub queue: &'a str,
+    /// Its class; empty when the payload does not decode.
+    pub class: &'a str,
+    /// What became of it.
+    pub outcome: JobOutcome,
+    /// How long it ran, from the claim to the end of its last hook.
+    pub duration: Duration,
+    /// Whether [`JobObserver::job_started`] was called for it (not for a
+    /// payload that does not decode, nor for a class without a task).
+    pub started: bool,
+}
+
+/// A synchronous observer of workers and their jobs, set in
+/// [`WorkerConfig::observer`](crate::WorkerConfig::observer): the cheap
+/// alternative to subscribing to events, for metrics.
+///
+/// The worker calls it inline, on the job's own task, with borrowed data:
+/// no event is built, cloned or queued. Implementations must return at once
+/// (update counters; never block, never await, never call a backend).
+pub trait JobObserver: Send + Sync + std::fmt::Debug + 'static {
+    /// A worker registered with `slots` job slots (its `concurrency`).
+    fn worker_started(&self, _worker: &str, _slots: usize) {}
+
+    /// A worker stopped and unregistered.
+    fn worker_stopped(&self, _worker: &str, _slots: usize) {}
+
+    /// `worker` (a multi-slot worker's slot, `<worker>.<n>`) starts a job
+    /// of `queue` and `class` (as the `job` event); `enqueued_at_ms` is its
+    /// enqueue time when the backend knows it.
+    fn job_started(&self, _worker: &str, _queue: &str, _class: &str, _enqueued_at_ms: Option<i64>) {}
+
+    /// A job ended.
+    fn job_finished(&self, _end: &JobEnd<'_>) {}
+}
+
 /// The capacity of event channels.
 pub(crate) const EVENT_CAPACITY: usize = 1024;
 
@@ -24,11 +92,16 @@ pub enum WorkerEvent {
     Start {
         /// Worker name.
         worker: String,
+        /// How many jobs it runs at once: its `concurrency` (each slot's
+        /// job events carry the slot's name, `<worker>.<n>`, when above 1).
+        slots: usize,
     },
     /// The worker stopped and unregistered.
     End {
         /// Worker name.
         worker: String,
+        /// How many jobs it could run at once, as in `Start`.
+        slots: usize,
     },
     /// The worker looks for a job in these queues (priority order).
     Poll {
@@ -45,6 +118,10 @@ pub enum WorkerEvent {
         queue: String,
         /// The job.
         job: Arc<Job>,
+        /// When the job was put on its queue, epoch ms, when the backend
+        /// knows it (`None` otherwise, e.g. a job another Resque client
+        /// pushed): with the time of this event it gives the job's wait.
+        enqueued_at_ms: Option<i64>,
     },
     /// A job ran to success.
     Success {

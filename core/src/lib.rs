@@ -38,7 +38,7 @@ pub use backend::{
 };
 pub use config::TaskServerConfig;
 pub use error::{BackendErrorKind, Error, Result};
-pub use event::{SchedulerEvent, WorkerEvent};
+pub use event::{JobEnd, JobObserver, JobOutcome, SchedulerEvent, WorkerEvent};
 pub use failed::{FailedId, FailedJob, Failure};
 pub use job::{Decoded, Job};
 pub use plugin::Plugin;

@@ -78,6 +78,8 @@ pub struct PerformContext<'a> {
     pub(crate) plugin_counts: i64,
     pub(crate) notes: HashMap<String, String>,
     pub(crate) events: Option<&'a broadcast::Sender<WorkerEvent>>,
+    /// Set when a plugin emitted `re_enqueue` for this job (it will run again).
+    pub(crate) re_enqueued: std::sync::atomic::AtomicBool,
 }
 
 impl<'a> PerformContext<'a> {
@@ -95,6 +97,7 @@ impl<'a> PerformContext<'a> {
             plugin_counts: 0,
             notes: HashMap::new(),
             events: None,
+            re_enqueued: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -142,6 +145,9 @@ impl<'a> PerformContext<'a> {
 
     /// Publishes a worker event (a no-op outside a worker).
     pub fn emit(&self, event: WorkerEvent) {
+        if matches!(event, WorkerEvent::ReEnqueue { .. }) {
+            self.re_enqueued.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some(events) = self.events {
             crate::event::emit(events, event);
         }

@@ -3,7 +3,7 @@
 
 use crate::backend::{Backend, Claimed, Orphan, Outcome, WorkerId, WorkingOn};
 use crate::error::{Error, Result};
-use crate::event::{emit, emit_with, WorkerEvent, EVENT_CAPACITY};
+use crate::event::{emit, emit_with, JobEnd, JobObserver, JobOutcome, WorkerEvent, EVENT_CAPACITY};
 use crate::failed::{encode_entry, Failure, PAYLOAD_ERROR};
 use crate::job::Job;
 use crate::plugin::PerformContext;
@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// How many slots of a multi-slot worker unregister at once when it stops.
 const UNREGISTER_CONCURRENCY: usize = 8;
@@ -109,6 +110,10 @@ pub struct WorkerConfig {
     /// its job on its own task. Either way, run CPU-heavy parts with
     /// `tokio::task::spawn_blocking`.
     pub concurrency: usize,
+    /// A synchronous observer of this worker and its jobs (metrics), called
+    /// inline with borrowed data: cheaper than a subscriber, which makes
+    /// the worker build and queue an event per step. `None` by default.
+    pub observer: Option<Arc<dyn JobObserver>>,
 }
 
 impl Default for WorkerConfig {
@@ -120,6 +125,7 @@ impl Default for WorkerConfig {
             ping_interval: DEFAULT_PING_INTERVAL,
             shutdown_timeout: Duration::from_secs(30),
             concurrency: 1,
+            observer: None,
         }
     }
 }
@@ -782,15 +788,25 @@ impl Worker {
             &self.events,
             WorkerEvent::End {
                 worker: self.id.name.clone(),
+                slots: self.config.concurrency.max(1),
             },
         );
+        if let Some(observer) = &self.config.observer {
+            observer.worker_stopped(&self.id.name, self.config.concurrency.max(1));
+        }
         self.finish(result)
     }
 
     /// Starts `job` on slot `slot`'s own task.
     fn slot_job(&self, slots: &[WorkerId], slot: usize, job: Claimed) -> SlotJob {
         let name = slots.get(slot).map(|id| id.name.clone()).unwrap_or_default();
-        let fut = spawn_slot_job(self.client.clone(), self.events.clone(), name, job);
+        let fut = spawn_slot_job(
+            self.client.clone(),
+            self.events.clone(),
+            self.config.observer.clone(),
+            name,
+            job,
+        );
         Box::pin(async move { (slot, fut.await) })
     }
 
@@ -945,8 +961,12 @@ impl Worker {
             &self.events,
             WorkerEvent::Start {
                 worker: self.id.name.clone(),
+                slots: self.config.concurrency.max(1),
             },
         );
+        if let Some(observer) = &self.config.observer {
+            observer.worker_started(&self.id.name, self.config.concurrency.max(1));
+        }
         true
     }
 
@@ -985,8 +1005,12 @@ impl Worker {
             &self.events,
             WorkerEvent::End {
                 worker: self.id.name.clone(),
+                slots: self.config.concurrency.max(1),
             },
         );
+        if let Some(observer) = &self.config.observer {
+            observer.worker_stopped(&self.id.name, self.config.concurrency.max(1));
+        }
         self.finish(result)
     }
 
@@ -1098,7 +1122,13 @@ impl Worker {
     }
 
     async fn perform(&self, claimed: Claimed, shutdown: &CancellationToken) {
-        let job = execute(self.client.clone(), self.events.clone(), self.id.name.clone(), claimed);
+        let job = execute(
+            self.client.clone(),
+            self.events.clone(),
+            self.config.observer.clone(),
+            self.id.name.clone(),
+            claimed,
+        );
         // The job runs on this worker's own task (no spawn per job): `execute`
         // catches panics, and dropping it at the deadline cancels it.
         tokio::pin!(job);
@@ -1320,13 +1350,21 @@ impl Ran {
 fn spawn_slot_job(
     client: Queue,
     events: broadcast::Sender<WorkerEvent>,
+    observer: Option<Arc<dyn JobObserver>>,
     worker: String,
     claimed: Claimed,
 ) -> impl Future<Output = Ran> + Send {
     let payload = claimed.clone();
     let name = worker.clone();
     let task_events = events.clone();
-    let handle = AbortOnDrop(tokio::spawn(execute(client, task_events, worker, claimed)));
+    let task_observer = observer.clone();
+    let handle = AbortOnDrop(tokio::spawn(execute(
+        client,
+        task_events,
+        task_observer,
+        worker,
+        claimed,
+    )));
     async move {
         let mut handle = handle;
         match (&mut handle.0).await {
@@ -1334,7 +1372,8 @@ fn spawn_slot_job(
             // `execute` catches panics; this is a task cancelled by the runtime.
             Err(e) => {
                 let failure = Failure::new("Panic", format!("the job's task ended abnormally: {e}"));
-                Ran::of(failure_outcome(&events, &name, &payload, None, failure, Instant::now()))
+                let report = Report::new(&events, observer.as_deref());
+                Ran::of(failure_outcome(report, &name, &payload, None, failure, Instant::now()))
             }
         }
     }
@@ -1361,41 +1400,79 @@ async fn guarded<F: Future>(f: F) -> std::result::Result<F::Output, String> {
 /// worker modes. A panic anywhere in the job's life (a plugin hook, the
 /// task, the periodic re-arm) fails that job, with the place it panicked
 /// as the reason; it never reaches the worker.
-async fn execute(client: Queue, events: broadcast::Sender<WorkerEvent>, worker: String, claimed: Claimed) -> Ran {
+///
+/// The job runs inside a `tracing` span named `resq.job` (level INFO,
+/// target `resq::job`) with the fields `queue`, `class` (recorded once the
+/// payload decodes; empty for an undecodable one), `attempt` and `worker`,
+/// so a subscriber (an OpenTelemetry layer, say) sees one span per job
+/// without code of its own; with no subscriber interested it costs one
+/// callsite check. `attempt` is 1 unless the Retry plugin counts a failed
+/// attempt of the job, which records that attempt's number (1-based) on the
+/// span: the attempt count lives in the store, and the span reads nothing
+/// from it, so a retry that succeeds shows 1.
+async fn execute(
+    client: Queue,
+    events: broadcast::Sender<WorkerEvent>,
+    observer: Option<Arc<dyn JobObserver>>,
+    worker: String,
+    claimed: Claimed,
+) -> Ran {
+    let span = tracing::info_span!(target: "resq::job", "resq.job",
+        queue = %claimed.queue,
+        class = tracing::field::Empty,
+        attempt = 1u64,
+        worker = %worker,
+    );
     let started = Instant::now();
-    match guarded(run_job(&client, &events, &worker, &claimed)).await {
-        Ok(ran) => ran,
-        // Every stage is guarded on its own; this catches the rest.
-        Err(message) => {
-            let failure = Failure::new("Panic", format!("the job panicked: {message}"));
-            Ran::of(failure_outcome(&events, &worker, &claimed, None, failure, started))
+    let run = async {
+        let report = Report::new(&events, observer.as_deref());
+        match guarded(run_job(&client, report, &worker, &claimed)).await {
+            Ok(ran) => ran,
+            // Every stage is guarded on its own; this catches the rest.
+            Err(message) => {
+                let failure = Failure::new("Panic", format!("the job panicked: {message}"));
+                Ran::of(failure_outcome(report, &worker, &claimed, None, failure, started))
+            }
         }
-    }
+    };
+    run.instrument(span).await
 }
 
 /// Decodes the job, finds its task, runs its plugins' `before_perform`
 /// hooks, the task, the periodic re-enqueue, and the `after_perform` hooks,
 /// each with its panics caught, and reports `job`, `success` or `failure`.
 /// An undecodable payload or an unknown class is a failure, never a panic.
-async fn run_job(client: &Queue, events: &broadcast::Sender<WorkerEvent>, worker: &str, claimed: &Claimed) -> Ran {
+async fn run_job(client: &Queue, report: Report<'_>, worker: &str, claimed: &Claimed) -> Ran {
+    let events = report.events;
     let started = Instant::now();
     let job = match Job::decode(&claimed.payload) {
-        Ok(job) => Arc::new(job),
+        Ok(job) => {
+            tracing::Span::current().record("class", job.class.as_str());
+            Arc::new(job)
+        }
         Err(e) => {
             let failure = Failure::new(PAYLOAD_ERROR, e.to_string());
-            return Ran::of(failure_outcome(events, worker, claimed, None, failure, started));
+            return Ran::of(failure_outcome(report, worker, claimed, None, failure, started));
         }
     };
     let Some(def) = client.tasks().and_then(|t| t.get(&job.class)).cloned() else {
         let failure = Failure::new("Error", format!("No job defined for class \"{}\"", job.class));
-        return Ran::of(failure_outcome(events, worker, claimed, Some(&job), failure, started));
+        return Ran::of(failure_outcome(report, worker, claimed, Some(&job), failure, started));
     };
     tracing::debug!(target: "resq::worker", %worker, queue = %claimed.queue, class = %job.class, "job");
     emit_with(events, || WorkerEvent::Job {
         worker: worker.to_owned(),
         queue: claimed.queue.clone(),
         job: Arc::clone(&job),
+        enqueued_at_ms: claimed.enqueued_at_ms,
     });
+    if let Some(observer) = report.observer {
+        observer.job_started(worker, &claimed.queue, &job.class, claimed.enqueued_at_ms);
+    }
+    let report = Report {
+        job_started: true,
+        ..report
+    };
     let mut hooks = PerformContext::new(client, worker, &claimed.queue, Arc::clone(&job));
     hooks.events = Some(events);
     for plugin in def.plugins() {
@@ -1411,6 +1488,13 @@ async fn run_job(client: &Queue, events: &broadcast::Sender<WorkerEvent>, worker
                     job: Arc::clone(&job),
                     plugin: plugin.name().to_owned(),
                 });
+                report.finished(
+                    worker,
+                    &claimed.queue,
+                    &job.class,
+                    JobOutcome::Skipped,
+                    started.elapsed(),
+                );
                 return Ran {
                     outcome: Outcome::Discard,
                     plugin_counts: hooks.plugin_counts,
@@ -1420,7 +1504,7 @@ async fn run_job(client: &Queue, events: &broadcast::Sender<WorkerEvent>, worker
             Err(panic) => Failure::new("Panic", format!("{} before_perform panicked: {panic}", plugin.name())),
         };
         let job = Arc::clone(&hooks.job);
-        let outcome = failure_outcome(events, worker, claimed, Some(&job), failure, started);
+        let outcome = failure_outcome(report, worker, claimed, Some(&job), failure, started);
         return Ran {
             outcome,
             plugin_counts: hooks.plugin_counts,
@@ -1477,19 +1561,58 @@ async fn run_job(client: &Queue, events: &broadcast::Sender<WorkerEvent>, worker
                 result,
                 duration,
             });
+            let outcome = if hooks.re_enqueued.load(Ordering::Relaxed) {
+                JobOutcome::Retried
+            } else {
+                JobOutcome::Success
+            };
+            report.finished(worker, &claimed.queue, &job.class, outcome, duration);
             if hooks.counted() {
                 Outcome::Success
             } else {
                 Outcome::Discard
             }
         }
-        Some(task_error) => failure_outcome(events, worker, claimed, Some(&job), task_error.to_failure(), started),
+        Some(task_error) => failure_outcome(report, worker, claimed, Some(&job), task_error.to_failure(), started),
     };
     Ran { outcome, plugin_counts }
 }
 
+/// Where a job's outcome is reported: the event channel, and the observer
+/// if one is set.
+#[derive(Clone, Copy)]
+struct Report<'a> {
+    events: &'a broadcast::Sender<WorkerEvent>,
+    observer: Option<&'a dyn JobObserver>,
+    /// Whether the observer was told the job started.
+    job_started: bool,
+}
+
+impl<'a> Report<'a> {
+    fn new(events: &'a broadcast::Sender<WorkerEvent>, observer: Option<&'a dyn JobObserver>) -> Self {
+        Report {
+            events,
+            observer,
+            job_started: false,
+        }
+    }
+
+    fn finished(&self, worker: &str, queue: &str, class: &str, outcome: JobOutcome, duration: Duration) {
+        if let Some(observer) = self.observer {
+            observer.job_finished(&JobEnd {
+                worker,
+                queue,
+                class,
+                outcome,
+                duration,
+                started: self.job_started,
+            });
+        }
+    }
+}
+
 fn failure_outcome(
-    events: &broadcast::Sender<WorkerEvent>,
+    report: Report<'_>,
     worker: &str,
     claimed: &Claimed,
     job: Option<&Arc<Job>>,
@@ -1497,6 +1620,14 @@ fn failure_outcome(
     started: Instant,
 ) -> Outcome {
     let duration = started.elapsed();
+    let events = report.events;
+    report.finished(
+        worker,
+        &claimed.queue,
+        job.map(|j| j.class.as_str()).unwrap_or(""),
+        JobOutcome::Failure,
+        duration,
+    );
     tracing::warn!(target: "resq::worker", %worker, queue = %claimed.queue,
         exception = %failure.exception, error = %failure.error, "failure");
     let entry = encode_entry(worker, &claimed.queue, &claimed.payload, &failure, now_ms());

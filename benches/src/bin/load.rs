@@ -8,7 +8,7 @@
 //! `cargo run --release -p resq-benches --bin load -- --help`
 
 use clap::Parser;
-use resq_benches::{measure, report};
+use resq_benches::{measure, metrics_cost, report};
 use std::process::ExitCode;
 
 /// Command-line options.
@@ -40,6 +40,25 @@ struct Args {
     /// (`WORKERSxSLOTS`, repeatable; e.g. `--shape 1x256`), and exit.
     #[arg(long = "shape")]
     shapes: Vec<String>,
+    /// Only measure what the Prometheus metrics cost, and exit: on every
+    /// backend, the first `--shape` (default 4x256) with and without
+    /// metrics as the workers' observer, interleaved for `--rounds` rounds, and
+    /// the collect and render times with `--scrape-queues` queues.
+    #[arg(long)]
+    metrics_overhead: bool,
+    /// With `--metrics-overhead`: feed the metrics the workers' events
+    /// (`Metrics::observe`) instead of making them the workers' observer.
+    #[arg(long)]
+    metrics_by_events: bool,
+    /// Rounds (one run with metrics, one without) of `--metrics-overhead`.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Queues for the scrape-time figure of `--metrics-overhead`.
+    #[arg(long, default_value_t = 1_000)]
+    scrape_queues: usize,
+    /// Collections and renders timed for the scrape-time figure.
+    #[arg(long, default_value_t = 50)]
+    scrapes: usize,
     /// Internal: measure the memory backend's footprint in this (fresh) process.
     #[arg(long, hide = true)]
     footprint_memory: Option<usize>,
@@ -56,6 +75,9 @@ async fn main() -> ExitCode {
     }
     if let Some(url) = &args.rss_worker {
         return print_or_fail(measure::rss_worker_child(url).await);
+    }
+    if args.metrics_overhead {
+        return metrics_overhead(&args).await;
     }
     if !args.shapes.is_empty() {
         return process_only(&args).await;
@@ -104,6 +126,49 @@ fn print_or_fail<T: std::fmt::Display>(r: Result<T, String>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--metrics-overhead`: what the metrics cost on every backend.
+async fn metrics_overhead(args: &Args) -> ExitCode {
+    let shape = args.shapes.first().map(String::as_str).unwrap_or("4x256");
+    let Some((workers, slots)) = parse_shape(shape) else {
+        eprintln!("--shape {shape}: expected WORKERSxSLOTS, e.g. 4x256");
+        return ExitCode::FAILURE;
+    };
+    for url in &args.backends {
+        eprintln!("== metrics overhead on {url}");
+        match metrics_cost::overhead(
+            url,
+            args.jobs,
+            workers,
+            slots,
+            args.rounds.max(1),
+            args.metrics_by_events,
+        )
+        .await
+        {
+            Ok(o) => println!("{o}\n"),
+            Err(e) => {
+                eprintln!("FAILED on {url}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        eprintln!("== scrape time on {url}");
+        match metrics_cost::scrape_times(url, args.scrape_queues, args.scrapes.max(1)).await {
+            Ok(t) => println!("{t}\n"),
+            Err(e) => {
+                eprintln!("FAILED on {url}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn parse_shape(shape: &str) -> Option<(usize, usize)> {
+    shape
+        .split_once('x')
+        .and_then(|(w, s)| Some((w.parse::<usize>().ok()?, s.parse::<usize>().ok()?)))
 }
 
 /// `--shape`: processing throughput of the given shapes on every backend.

@@ -190,6 +190,9 @@ impl Plugin for Retry {
         // SETNX -1, INCR, EXPIRE: the first failed attempt counts 0.
         backend.acquire_lock(&rkey, "-1", ttl).await?;
         let count = backend.incr_lock(&rkey, 1, ttl).await?;
+        // The failed attempt's number, 1-based, on the job's span (see the
+        // worker's `execute`): known here without another read.
+        tracing::Span::current().record("attempt", count.saturating_add(1).max(1));
         let remaining = settings.limit - count - 1;
         backend.set_lock(&fkey, &failure_record(ctx, &error), ttl).await?;
         if remaining <= 0 {
