@@ -73,6 +73,13 @@ pub enum Command {
     },
     /// Run the PostgreSQL migrations (nothing to do on other stores).
     Migrate,
+    /// Serve the store's cluster-wide Prometheus metrics on
+    /// `http://ADDR/metrics` until interrupted (Ctrl-C or SIGTERM).
+    Metrics {
+        /// The address to listen on, for example 127.0.0.1:9464.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
     /// Audit a Redis namespace shared with other Resque clients.
     Doctor {
         /// Apply the safe fixes (see `resq doctor --help`).

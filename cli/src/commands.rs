@@ -110,8 +110,46 @@ async fn dispatch(admin: &Admin, command: Command, as_json: bool) -> CliResult {
         Command::Pause { queue } => pause(admin, &queue, true, as_json).await,
         Command::Resume { queue } => pause(admin, &queue, false, as_json).await,
         Command::Enqueue { queue, class, args } => enqueue(admin, &queue, &class, &args, as_json).await,
+        Command::Metrics { listen } => metrics(admin, listen).await,
         // Handled before connecting.
         Command::Migrate | Command::Doctor { .. } => Ok(()),
+    }
+}
+
+/// `resq metrics --listen ADDR`: the cluster gauges on `/metrics` until
+/// Ctrl-C or SIGTERM.
+async fn metrics(admin: &Admin, listen: std::net::SocketAddr) -> CliResult {
+    let stop = resq::CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        interrupted().await;
+        on_signal.cancel();
+    });
+    eprintln!("serving metrics on http://{listen}/metrics (Ctrl-C to stop)");
+    resq::metrics::serve(listen, admin.clone(), stop)
+        .await
+        .map_err(|e| CliError::Runtime(e.to_string()))
+}
+
+/// Resolves on Ctrl-C or, on Unix, SIGTERM.
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

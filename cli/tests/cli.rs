@@ -200,6 +200,7 @@ per_backend!(
     migrate_and_doctor,
     usage_errors_exit_2,
     readme_operating_commands_work,
+    metrics_serves_the_cluster_gauges,
 );
 
 async fn status_queues_and_queue_show_the_real_state(s: &Store) {
@@ -846,6 +847,12 @@ async fn readme_operating_commands_work(s: &Store) {
                     }
                 }
             }
+            if args.first().map(String::as_str) == Some("metrics") {
+                let body = serve_metrics_and_scrape(&s.url, &args);
+                assert!(body.contains("resq_queue_length{queue=\"math\"}"), "{}: {body}", s.kind);
+                ran += 1;
+                continue;
+            }
             let removes_a_lock =
                 args.first().map(String::as_str) == Some("locks") && args.get(1).map(String::as_str) == Some("rm");
             let mut cmd = Command::cargo_bin("resq").expect("the resq binary");
@@ -895,4 +902,107 @@ async fn readme_operating_commands_work(s: &Store) {
         s.kind
     );
     assert!(paused.is_empty(), "{}: paused then resumed", s.kind);
+}
+
+/// A free local port (bound, read, released).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// One `GET /metrics` over plain HTTP/1.1: (status line, body).
+fn http_get_metrics(port: u16) -> std::io::Result<(String, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    Ok((head.to_owned(), body.to_owned()))
+}
+
+/// Runs `resq <args>` (a `metrics --listen ADDR` command; ADDR is replaced
+/// by a free local port) against `url`, scrapes it once it answers, stops
+/// it with SIGTERM, checks that it exited with 0, and returns the body.
+fn serve_metrics_and_scrape(url: &str, args: &[String]) -> String {
+    let port = free_port();
+    let mut args = args.to_vec();
+    let listen = args
+        .iter()
+        .position(|a| a == "--listen")
+        .expect("metrics --listen ADDR");
+    args[listen + 1] = format!("127.0.0.1:{port}");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("resq"))
+        .env_remove("RESQ_LOG")
+        .env("RESQ_URL", url)
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start resq metrics");
+    let started = std::time::Instant::now();
+    let scraped = loop {
+        match http_get_metrics(port) {
+            Ok((head, body)) if body.contains("resq_queue_length") => break Ok((head, body)),
+            Ok(_) | Err(_) if started.elapsed() < Duration::from_secs(30) => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => break other,
+        }
+    };
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(term.success());
+    let out = child.wait_with_output().expect("resq metrics exits");
+    let (head, body) =
+        scraped.unwrap_or_else(|e| panic!("no metrics: {e}; stderr: {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("application/openmetrics-text"),
+        "{head}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stopped by SIGTERM: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    body
+}
+
+/// `resq metrics --listen ADDR` serves the store's cluster gauges on
+/// `/metrics` in OpenMetrics text, and stops cleanly on SIGTERM.
+async fn metrics_serves_the_cluster_gauges(s: &Store) {
+    s.with(|b| async move {
+        let q = Queue::new(Arc::clone(&b));
+        q.enqueue("math", "add", (1, 2)).await.unwrap();
+        q.enqueue("math", "add", (3, 4)).await.unwrap();
+        q.enqueue("mail", "send", ("x",)).await.unwrap();
+        q.enqueue_in(Duration::from_secs(3600), "math", "add", (5, 6))
+            .await
+            .unwrap();
+    })
+    .await;
+    seed_failed(s, &[("add", "math", "boom")]).await;
+    let args: Vec<String> = ["metrics", "--listen", "ADDR"]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+    let body = serve_metrics_and_scrape(&s.url, &args);
+    let value = |series: &str| -> f64 {
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.trim().split(' ').next()?.parse().ok())
+            })
+            .unwrap_or_else(|| panic!("{}: no {series} in {body}", s.kind))
+    };
+    assert_eq!(value("resq_queue_length{queue=\"math\"}"), 2.0);
+    assert_eq!(value("resq_queue_length{queue=\"mail\"}"), 1.0);
+    assert_eq!(value("resq_delayed_jobs"), 1.0);
+    assert_eq!(value("resq_failed_jobs"), 1.0);
+    assert_eq!(value("resq_scheduler_leader"), 0.0);
 }
