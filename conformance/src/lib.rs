@@ -271,6 +271,7 @@ macro_rules! suite {
                 priority_order_across_queues,
                 wildcard_worker_finds_new_queues,
                 idle_wildcard_worker_wakes_for_a_first_queue,
+                idle_slots_take_new_jobs_while_another_runs,
                 comma_separated_queues,
                 ping_stays_fresh_during_slow_job,
                 worker_names_are_unique,

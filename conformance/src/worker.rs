@@ -276,6 +276,41 @@ pub async fn idle_wildcard_worker_wakes_for_a_first_queue(backend: Arc<dyn Backe
     }
 }
 
+/// A multi-slot worker whose slots are partly busy takes a new job into an
+/// idle slot at once, even when its last round claimed something: a long
+/// job never keeps the other slots from working.
+pub async fn idle_slots_take_new_jobs_while_another_runs(backend: Arc<dyn Backend>) {
+    let log = runs();
+    let tasks = standard_tasks(&log);
+    let q = Queue::new(Arc::clone(&backend));
+    // Queued before the worker starts: its first round claims it, leaving
+    // two slots idle.
+    q.enqueue("work", "slow", (6000,)).await.unwrap();
+    let config = WorkerConfig {
+        poll_interval: Duration::from_secs(60),
+        concurrency: 3,
+        ..quick_config(&["work"])
+    };
+    let w = spawn_worker(&backend, &tasks, config);
+    wait_until(LIMIT, "the slow job was claimed", || {
+        let b = Arc::clone(&backend);
+        async move { b.queue_len("work").await.unwrap() == 0 }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    q.enqueue("work", "record", ("quick",)).await.unwrap();
+    wait_until(Duration::from_secs(4), "the quick job ran beside the slow one", || {
+        let log = Arc::clone(&log);
+        async move { recorded(&log).iter().any(|(class, _)| class == "record") }
+    })
+    .await;
+    assert!(
+        !recorded(&log).iter().any(|(class, _)| class == "slow"),
+        "the quick job waited for the slow one"
+    );
+    w.shutdown().await;
+}
+
 /// A comma-separated queue setting means those queues, in that order.
 pub async fn comma_separated_queues(backend: Arc<dyn Backend>) {
     let log = runs();

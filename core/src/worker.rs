@@ -649,7 +649,6 @@ impl Worker {
                 backoff.wait(&shutdown).await;
                 continue;
             }
-            let mut claimed = 0;
             if round.is_none() && !stopping && !uncertain && !book.idle.is_empty() {
                 if wildcard && queues_read.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                     match self.backend.queues().await {
@@ -671,7 +670,6 @@ impl Worker {
                 match result {
                     Ok(got) => {
                         backoff.reset();
-                        claimed = got.len();
                         let mut taken = Vec::with_capacity(got.len());
                         for (k, job) in got {
                             let Some(&slot) = book.idle.get(k) else { continue };
@@ -717,8 +715,10 @@ impl Worker {
                 }
                 continue;
             }
-            // Some idle slots and nothing claimed: wake for new jobs too.
-            let want_more = !stopping && !book.idle.is_empty() && claimed == 0;
+            // Some idle slots: wake for new jobs too. Also after a round
+            // that claimed some (it left the queues empty): otherwise a long
+            // job would keep the idle slots from new work until it ends.
+            let want_more = !stopping && !book.idle.is_empty();
             let active = paused.claimable(&queues);
             tokio::select! {
                 Some(finished) = running.next() => {
