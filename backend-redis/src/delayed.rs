@@ -86,7 +86,7 @@ impl DelayedStore for RedisBackend {
     }
 
     async fn promote_delayed(&self, timestamp: i64, payload: &str, queue: &str) -> Result<bool> {
-        let (stamp, nonce) = crate::queue::enqueue_stamp();
+        let stamp = crate::queue::enqueue_stamp();
         let bucket_key = self.keys.delayed(timestamp);
         let moved: i64 = PROMOTE_ONE
             .key(&bucket_key)
@@ -100,7 +100,6 @@ impl DelayedStore for RedisBackend {
             .arg(queue)
             .arg(self.keys.wakeup_channel())
             .arg(stamp)
-            .arg(nonce)
             .invoke_async(&mut self.conn())
             .await
             .rd_at(self, &bucket_key)
@@ -241,7 +240,7 @@ impl DelayedStore for RedisBackend {
                 .await
                 .rd_at(self, &bucket_key)
                 .await?;
-            let (stamp, nonce) = crate::queue::enqueue_stamp();
+            let stamp = crate::queue::enqueue_stamp();
             let mut inv = PROMOTE.prepare_invoke();
             inv.key(&bucket_key)
                 .key(self.keys.schedule())
@@ -250,8 +249,7 @@ impl DelayedStore for RedisBackend {
                 .arg(self.keys.prefix())
                 .arg(bucket)
                 .arg(self.keys.wakeup_channel())
-                .arg(stamp)
-                .arg(nonce);
+                .arg(stamp);
             let now = now_ms();
             let mut planned = Vec::with_capacity(items.len());
             for item in &items {

@@ -73,7 +73,7 @@ impl FailedStore for RedisBackend {
     }
 
     async fn retry_failed(&self, entry: &str, queue: &str, payload: &str) -> Result<bool> {
-        let (stamp, nonce) = crate::queue::enqueue_stamp();
+        let stamp = crate::queue::enqueue_stamp();
         let n: i64 = RETRY_FAILED
             .key(self.keys.failed())
             .key(self.keys.queue(queue))
@@ -84,7 +84,6 @@ impl FailedStore for RedisBackend {
             .arg(queue)
             .arg(self.keys.wakeup_channel())
             .arg(stamp)
-            .arg(nonce)
             .invoke_async(&mut self.conn())
             .await
             .rd_at(self, &self.keys.failed())
@@ -127,7 +126,7 @@ impl RedisBackend {
         let n = TOMBSTONES.fetch_add(1, Ordering::Relaxed);
         let tombstone = format!("\0resq:failed-tombstone:{}:{nanos}:{n}\0", std::process::id());
         let (queue, payload) = retry.unwrap_or(("", ""));
-        let (stamp, nonce) = crate::queue::enqueue_stamp();
+        let stamp = crate::queue::enqueue_stamp();
         let mut call = TAKE_FAILED_AT.key(self.keys.failed());
         call.key(self.keys.queue(queue))
             .key(self.keys.queues())
@@ -140,8 +139,7 @@ impl RedisBackend {
             .arg(payload)
             .arg(queue)
             .arg(self.keys.wakeup_channel())
-            .arg(stamp)
-            .arg(nonce);
+            .arg(stamp);
         let n: i64 = call
             .invoke_async(&mut self.conn())
             .await

@@ -38,8 +38,8 @@ impl Keys {
         self.key("resq:paused")
     }
 
-    /// resq's enqueue-time records of queue `q` (a sorted set, see
-    /// `scripts::record_lua`); other Resque clients ignore it.
+    /// resq's enqueue-time records of queue `q` (a list aligned with the
+    /// queue's, see `scripts::record_lua`); other Resque clients ignore it.
     pub(crate) fn enqueued(&self, q: &str) -> String {
         format!("{}resq:enqueued:{q}", self.prefix)
     }

@@ -19,17 +19,10 @@ fn json_str(s: &str) -> String {
     out
 }
 
-/// The stamp and nonce of an enqueue-time record written now: the time in
-/// epoch ms, zero-padded to 15 digits so that records sort by time, and a
-/// nonce (process id and a counter) that keeps records of identical
-/// payloads pushed in the same millisecond apart.
-pub(crate) fn enqueue_stamp() -> (String, String) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    (
-        format!("{:015}", now_ms().clamp(0, 999_999_999_999_999)),
-        format!("{}.{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)),
-    )
+/// The value of an enqueue-time record written now: the time in epoch ms,
+/// as a decimal string (the scripts read at most 15 digits back).
+pub(crate) fn enqueue_stamp() -> String {
+    now_ms().clamp(0, 999_999_999_999_999).to_string()
 }
 
 /// An enqueue time as a claim script returns it (-1: no record).
@@ -139,7 +132,7 @@ impl RedisBackend {
     /// list with its enqueue-time record and announces it to idle workers,
     /// in one atomic script call.
     async fn push_end(&self, queue: &str, payload: &str, end: End) -> Result<()> {
-        let (stamp, nonce) = enqueue_stamp();
+        let stamp = enqueue_stamp();
         let _: i64 = PUSH
             .key(self.keys.queues())
             .key(self.keys.queue(queue))
@@ -152,7 +145,6 @@ impl RedisBackend {
                 End::Head => "head",
             })
             .arg(stamp)
-            .arg(nonce)
             .invoke_async(&mut self.conn())
             .await
             .rd_at(self, &self.keys.queue(queue))
@@ -168,7 +160,7 @@ impl QueueStore for RedisBackend {
     }
 
     async fn push_once(&self, queue: &str, payload: &str, key: &str, value: &str, ttl: Duration) -> Result<bool> {
-        let (stamp, nonce) = enqueue_stamp();
+        let stamp = enqueue_stamp();
         let pushed: i64 = PUSH_ONCE
             .key(self.keys.key(key))
             .key(self.keys.queues())
@@ -180,7 +172,6 @@ impl QueueStore for RedisBackend {
             .arg(payload)
             .arg(self.keys.wakeup_channel())
             .arg(stamp)
-            .arg(nonce)
             .invoke_async(&mut self.conn())
             .await
             .rd_at(self, &self.keys.key(key))
@@ -192,13 +183,12 @@ impl QueueStore for RedisBackend {
         if jobs.is_empty() {
             return Ok(());
         }
-        let (stamp, nonce) = enqueue_stamp();
+        let stamp = enqueue_stamp();
         let mut inv = PUSH_BATCH.prepare_invoke();
         inv.key(self.keys.queues())
             .arg(self.keys.prefix())
             .arg(self.keys.wakeup_channel())
-            .arg(stamp)
-            .arg(nonce);
+            .arg(stamp);
         for job in jobs {
             inv.arg(&job.queue).arg(&job.payload);
         }
@@ -467,9 +457,9 @@ impl QueueStore for RedisBackend {
     }
 
     /// One script call for all queues: each queue's `LLEN`, and its head
-    /// job's oldest enqueue record (`LINDEX 0`, then a lexical range of the
-    /// record set). A head job that another Resque client pushed has no
-    /// record: its enqueue time is unknown.
+    /// job's enqueue time (`LINDEX 0` of the record list) when the record is
+    /// in step with the queue. After another Resque client pushed or popped,
+    /// it is not, and the time is unknown until the queue drains.
     async fn queue_stats(&self, queues: &[String]) -> Result<Vec<QueueStat>> {
         if queues.is_empty() {
             return Ok(Vec::new());

@@ -11,37 +11,63 @@ use redis::Script;
 use std::sync::LazyLock;
 
 /// The Lua functions that keep resq's enqueue-time side records
-/// (`<ns>:resq:enqueued:<queue>`, a sorted set that other Resque clients
-/// never read): one member per queued copy of a job, all with score 0, so
-/// that they sort by bytes: `<sha1 of the payload>:<enqueue ms, 15
-/// digits>:<nonce>`. The oldest record of a payload is the first member in
-/// its sha1's lexical range. Every call is `redis.pcall`: a broken record
-/// key (another client's doing) must never stop a job from moving.
+/// (`<ns>:resq:enqueued:<queue>`, a list that other Resque clients never
+/// read): the enqueue time of each queued job, in epoch ms as a decimal
+/// string, aligned with the queue list position by position. A record is
+/// trusted only while it is "in step", as long as its queue; every resq
+/// script that moves a job keeps it so. A foreign client's push or pop
+/// puts it out of step: the script that notices deletes the record, and
+/// the queue's times are unknown until it drains (both lengths 0, in step
+/// again). The check is by length only: a foreign push and pop between two
+/// resq scripts cancel out unnoticed (see README.md). Every call on a
+/// record key is `redis.pcall`: a broken record key (another client's
+/// doing) must never stop a job from moving.
 macro_rules! record_lua {
     () => {
         r#"
-local function rec_add(tkey, item, stamp, nonce)
-  redis.pcall('ZADD', tkey, 0, redis.sha1hex(item) .. ':' .. stamp .. ':' .. nonce)
+-- A record's length; -1 when the key is not a list.
+local function rec_len(rkey)
+  local n = redis.pcall('LLEN', rkey)
+  if type(n) ~= 'number' then return -1 end
+  return n
 end
-local function rec_find(tkey, item, newest)
-  local h = redis.sha1hex(item)
-  local r
-  if newest then
-    r = redis.pcall('ZREVRANGEBYLEX', tkey, '(' .. h .. ';', '[' .. h .. ':', 'LIMIT', 0, 1)
-  else
-    r = redis.pcall('ZRANGEBYLEX', tkey, '[' .. h .. ':', '(' .. h .. ';', 'LIMIT', 0, 1)
+-- A record value as ms; -1 unless it is digits only.
+local function rec_ms(v)
+  if type(v) == 'string' and #v <= 15 and string.find(v, '^%d+$') then return tonumber(v) end
+  return -1
+end
+-- After one job was pushed (cmd: RPUSH or LPUSH), len the queue's new
+-- length: records it if the record was in step, else drops the record.
+local function rec_pushed(rkey, len, stamp, cmd)
+  local n = rec_len(rkey)
+  if n == len - 1 then
+    redis.pcall(cmd, rkey, stamp)
+  elseif n ~= 0 then
+    redis.pcall('DEL', rkey)
   end
-  if type(r) ~= 'table' or r.err then return nil end
-  return r[1]
 end
-local function rec_ms(m)
-  return tonumber(string.sub(m, 42, 56)) or -1
+-- After count jobs were popped from the queue's head: their records (a
+-- table) if the record was in step, else nil, having dropped the record.
+local function rec_popped(rkey, qkey, count)
+  local n = rec_len(rkey)
+  if n == redis.call('LLEN', qkey) + count then
+    local r = redis.pcall('LPOP', rkey, count)
+    if type(r) == 'table' and not r.err then return r end
+  elseif n ~= 0 then
+    redis.pcall('DEL', rkey)
+  end
+  return nil
 end
-local function rec_take(tkey, item, newest)
-  local m = rec_find(tkey, item, newest)
-  if not m then return -1 end
-  redis.pcall('ZREM', tkey, m)
-  return rec_ms(m)
+-- Drops a record found out of step (n: its length).
+local function rec_unstep(rkey, n)
+  if n ~= 0 then redis.pcall('DEL', rkey) end
+end
+-- After a removal marked the removed jobs' records '-': drops those, and
+-- the whole record if that left it out of step or the queue empty.
+local function rec_drop_marked(rkey, qkey)
+  redis.pcall('LREM', rkey, 0, '-')
+  local len = redis.call('LLEN', qkey)
+  if len == 0 or rec_len(rkey) ~= len then redis.pcall('DEL', rkey) end
 end
 "#
     };
@@ -50,9 +76,9 @@ end
 /// KEYS: working key, n queue keys in priority order, their n enqueue-time
 /// record keys. ARGV: run_at (JSON string), worker name (JSON string),
 /// queue names (JSON strings, one per queue key). Returns `{index, payload,
-/// enqueue ms or -1}` (1-based queue index) or nil. Takes the job's oldest
-/// enqueue record, and drops the queue's record key when the queue is
-/// empty (records a foreign pop left behind).
+/// enqueue ms or -1}` (1-based queue index) or nil. Pops the head of the
+/// queue's enqueue-time record with the job if it is in step, else drops
+/// the record (the time is unknown).
 pub(crate) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         record_lua!(),
@@ -65,9 +91,8 @@ for i = 2, n + 1 do
     if not pcall(cjson.decode, item) then body = cjson.encode(item) end
     redis.call('SET', KEYS[1], '{"run_at":' .. ARGV[1] .. ',"queue":' .. ARGV[i + 1] ..
       ',"worker":' .. ARGV[2] .. ',"payload":' .. body .. '}')
-    local at = rec_take(KEYS[i + n], item, false)
-    if redis.call('LLEN', KEYS[i]) == 0 then redis.pcall('DEL', KEYS[i + n]) end
-    return {i - 1, item, at}
+    local r = rec_popped(KEYS[i + n], KEYS[i], 1)
+    return {i - 1, item, r and rec_ms(r[1]) or -1}
   end
 end
 return false
@@ -79,8 +104,8 @@ return false
 /// then their m enqueue-time record keys.
 /// ARGV: n, run_at (JSON string), n worker names (JSON strings), queue
 /// names (JSON strings). Pops up to n jobs (`LPOP key count`), one per slot,
-/// and records each as its slot's working-on entry, taking its enqueue
-/// record as [`CLAIM`] does. Returns `{{slot, queue index, payload,
+/// and records each as its slot's working-on entry, popping as many
+/// enqueue-time records as [`CLAIM`] does. Returns `{{slot, queue index, payload,
 /// enqueue ms or -1}, …}` (0-based indexes).
 pub(crate) static CLAIM_BATCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
@@ -94,15 +119,15 @@ for q = n + 1, n + m do
   if slot > n then break end
   local items = redis.call('LPOP', KEYS[q], n - slot + 1)
   if items then
-    for _, item in ipairs(items) do
+    local times = rec_popped(KEYS[q + m], KEYS[q], #items) or {}
+    for k, item in ipairs(items) do
       local body = item
       if not pcall(cjson.decode, item) then body = cjson.encode(item) end
       redis.call('SET', KEYS[slot], '{"run_at":' .. ARGV[2] .. ',"queue":' .. ARGV[2 + q] ..
         ',"worker":' .. ARGV[2 + slot] .. ',"payload":' .. body .. '}')
-      table.insert(out, {slot - 1, q - n - 1, item, rec_take(KEYS[q + m], item, false)})
+      table.insert(out, {slot - 1, q - n - 1, item, rec_ms(times[k])})
       slot = slot + 1
     end
-    if redis.call('LLEN', KEYS[q]) == 0 then redis.pcall('DEL', KEYS[q + m]) end
   end
 end
 return out
@@ -111,27 +136,25 @@ return out
 });
 
 /// KEYS: `queues` set, queue list, its enqueue-time record key. ARGV: queue
-/// name, payload, wake-up channel, "head" or "tail", enqueue stamp, nonce.
-/// `SADD` + `RPUSH` (or `LPUSH`) + the enqueue record + `PUBLISH`.
+/// name, payload, wake-up channel, "head" or "tail", enqueue ms.
+/// `SADD` + `RPUSH` (or `LPUSH`) + the enqueue record at the same end (if
+/// in step) + `PUBLISH`.
 pub(crate) static PUSH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         record_lua!(),
         r#"
 redis.call('SADD', KEYS[1], ARGV[1])
-if ARGV[4] == 'head' then
-  redis.call('LPUSH', KEYS[2], ARGV[2])
-else
-  redis.call('RPUSH', KEYS[2], ARGV[2])
-end
-rec_add(KEYS[3], ARGV[2], ARGV[5], ARGV[6])
+local cmd = 'RPUSH'
+if ARGV[4] == 'head' then cmd = 'LPUSH' end
+rec_pushed(KEYS[3], redis.call(cmd, KEYS[2], ARGV[2]), ARGV[5], cmd)
 redis.call('PUBLISH', ARGV[3], ARGV[1])
 return 1
 "#
     ))
 });
 
-/// KEYS: `queues` set. ARGV: key prefix, wake-up channel, enqueue stamp,
-/// nonce, then (queue name, payload) pairs in order. Pushes each payload to
+/// KEYS: `queues` set. ARGV: key prefix, wake-up channel, enqueue ms, then
+/// (queue name, payload) pairs in order. Pushes each payload to
 /// the tail of its queue with its enqueue record, then adds and announces
 /// each queue once. Returns how many were pushed.
 pub(crate) static PUSH_BATCH: LazyLock<Script> = LazyLock::new(|| {
@@ -141,11 +164,11 @@ pub(crate) static PUSH_BATCH: LazyLock<Script> = LazyLock::new(|| {
 local seen = {}
 local order = {}
 local k = 0
-for i = 5, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   local q, p = ARGV[i], ARGV[i + 1]
-  redis.call('RPUSH', ARGV[1] .. 'queue:' .. q, p)
+  local len = redis.call('RPUSH', ARGV[1] .. 'queue:' .. q, p)
   k = k + 1
-  rec_add(ARGV[1] .. 'resq:enqueued:' .. q, p, ARGV[3], ARGV[4] .. '.' .. k)
+  rec_pushed(ARGV[1] .. 'resq:enqueued:' .. q, len, ARGV[3], 'RPUSH')
   if not seen[q] then
     seen[q] = true
     table.insert(order, q)
@@ -163,22 +186,36 @@ return k
 });
 
 /// KEYS: queue list, its enqueue-time record key. ARGV: count, payload.
-/// `LREM` with the same `count`, dropping one record per removed copy
-/// (the oldest ones for `count >= 0`, the newest for `count < 0`), or the
-/// whole record key when the queue is left empty. Returns how many went.
+/// `LREM` with the same `count`. If the record is in step, the records at
+/// the removed copies' positions (found first with `LPOS`, from the head
+/// for `count >= 0`, from the tail for `count < 0`) go too; else the
+/// record is dropped, as it is when the queue is left empty. Returns how
+/// many went.
 pub(crate) static REMOVE_FROM_QUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         record_lua!(),
         r#"
+local count = tonumber(ARGV[1])
+local rlen = rec_len(KEYS[2])
+local at = nil
+if rlen == redis.call('LLEN', KEYS[1]) and rlen > 0 then
+  -- LPOS's COUNT 0 means all; a count beyond the length means all too
+  -- (and stays a small integer for Redis to parse).
+  local c = math.abs(count)
+  if c > rlen then c = 0 end
+  if count < 0 then
+    at = redis.call('LPOS', KEYS[1], ARGV[2], 'RANK', -1, 'COUNT', c)
+  else
+    at = redis.call('LPOS', KEYS[1], ARGV[2], 'COUNT', c)
+  end
+end
 local n = redis.call('LREM', KEYS[1], ARGV[1], ARGV[2])
 if n > 0 then
-  if redis.call('LLEN', KEYS[1]) == 0 then
-    redis.pcall('DEL', KEYS[2])
+  if at then
+    for _, i in ipairs(at) do redis.pcall('LSET', KEYS[2], i, '-') end
+    rec_drop_marked(KEYS[2], KEYS[1])
   else
-    local newest = tonumber(ARGV[1]) < 0
-    for _ = 1, n do
-      if rec_take(KEYS[2], ARGV[2], newest) == -1 then break end
-    end
+    rec_unstep(KEYS[2], rlen)
   end
 end
 return n
@@ -187,8 +224,9 @@ return n
 });
 
 /// KEYS: n queue lists, then their n enqueue-time record keys. Returns
-/// `{length, head enqueue ms or -1}` per queue. An empty queue's record key
-/// is dropped (records a foreign pop left behind).
+/// `{length, head enqueue ms or -1}` per queue: the head's time is known
+/// only while the record is in step. An empty queue's record key is
+/// dropped (one a foreign pop left behind).
 pub(crate) static QUEUE_STATS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         record_lua!(),
@@ -200,9 +238,8 @@ for i = 1, n do
   local at = -1
   if len == 0 then
     redis.pcall('DEL', KEYS[i + n])
-  else
-    local m = rec_find(KEYS[i + n], redis.call('LINDEX', KEYS[i], 0), false)
-    if m then at = rec_ms(m) end
+  elseif rec_len(KEYS[i + n]) == len then
+    at = rec_ms(redis.pcall('LINDEX', KEYS[i + n], 0))
   end
   out[i] = {len, at}
 end
@@ -213,7 +250,7 @@ return out
 
 /// KEYS: delayed:<s>, delayed_queue_schedule, `queues` set, queue list, its
 /// enqueue-time record key, timestamps:<item>. ARGV: s, item, queue name,
-/// wake-up channel, enqueue stamp, nonce. Moves one copy of the item from
+/// wake-up channel, enqueue ms. Moves one copy of the item from
 /// the bucket to the tail of the queue ("run it now"), keeping the
 /// `timestamps:` set and the schedule in step. Returns 1 when moved.
 pub(crate) static PROMOTE_ONE: LazyLock<Script> = LazyLock::new(|| {
@@ -229,8 +266,7 @@ if redis.call('LLEN', KEYS[1]) == 0 then
   redis.call('ZREM', KEYS[2], ARGV[1])
 end
 redis.call('SADD', KEYS[3], ARGV[3])
-redis.call('RPUSH', KEYS[4], ARGV[2])
-rec_add(KEYS[5], ARGV[2], ARGV[5], ARGV[6])
+rec_pushed(KEYS[5], redis.call('RPUSH', KEYS[4], ARGV[2]), ARGV[5], 'RPUSH')
 redis.call('PUBLISH', ARGV[4], ARGV[3])
 return 1
 "#
@@ -373,7 +409,7 @@ return out
 });
 
 /// KEYS: delayed:<s>, delayed_queue_schedule, queues set, failed list.
-/// ARGV: key prefix, s, wakeup channel, enqueue stamp, nonce, then triples
+/// ARGV: key prefix, s, wakeup channel, enqueue ms, then triples
 /// (item, mode, target):
 /// mode "q" pushes the item to queue `target`; mode "f" pushes `target`
 /// (a failed entry) to the failed list. Each item is moved only if it is
@@ -384,7 +420,7 @@ pub(crate) static PROMOTE: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local flags = {}
 local marker = 'delayed:' .. ARGV[2]
-for i = 6, #ARGV, 3 do
+for i = 5, #ARGV, 3 do
   local item, mode, target = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   if redis.call('LREM', KEYS[1], 1, item) == 1 then
     if not redis.call('LPOS', KEYS[1], item) then
@@ -393,8 +429,8 @@ for i = 6, #ARGV, 3 do
     end
     if mode == 'q' then
       redis.call('SADD', KEYS[3], target)
-      redis.call('RPUSH', ARGV[1] .. 'queue:' .. target, item)
-      rec_add(ARGV[1] .. 'resq:enqueued:' .. target, item, ARGV[4], ARGV[5] .. '.' .. i)
+      local len = redis.call('RPUSH', ARGV[1] .. 'queue:' .. target, item)
+      rec_pushed(ARGV[1] .. 'resq:enqueued:' .. target, len, ARGV[4], 'RPUSH')
       redis.call('PUBLISH', ARGV[3], target)
     else
       redis.call('RPUSH', KEYS[4], target)
@@ -414,16 +450,15 @@ return flags
 });
 
 /// KEYS: failed list, queue list, queues set, the queue's enqueue-time
-/// record key. ARGV: entry, payload, queue, wakeup channel, enqueue stamp,
-/// nonce. Removes the entry and, if it was there, enqueues the payload.
+/// record key. ARGV: entry, payload, queue, wakeup channel, enqueue ms.
+/// Removes the entry and, if it was there, enqueues the payload.
 pub(crate) static RETRY_FAILED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         record_lua!(),
         r#"
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
   redis.call('SADD', KEYS[3], ARGV[3])
-  redis.call('RPUSH', KEYS[2], ARGV[2])
-  rec_add(KEYS[4], ARGV[2], ARGV[5], ARGV[6])
+  rec_pushed(KEYS[4], redis.call('RPUSH', KEYS[2], ARGV[2]), ARGV[5], 'RPUSH')
   redis.call('PUBLISH', ARGV[4], ARGV[3])
   return 1
 end
@@ -436,8 +471,7 @@ return 0
 /// record key.
 /// ARGV: index, entry as listed, its stored bytes when those differ (an
 /// escaped non-UTF-8 entry; else the same), tombstone, then for a retry
-/// ("retry" in ARGV[5]): payload, queue name, wakeup channel, enqueue
-/// stamp, nonce.
+/// ("retry" in ARGV[5]): payload, queue name, wakeup channel, enqueue ms.
 /// Removes the element at the index only if it equals the entry: it is
 /// overwritten with the tombstone (a value no entry has) and that one
 /// element removed, so an equal entry elsewhere is never touched.
@@ -453,8 +487,7 @@ redis.call('LSET', KEYS[1], index, ARGV[4])
 redis.call('LREM', KEYS[1], 1, ARGV[4])
 if ARGV[5] == 'retry' then
   redis.call('SADD', KEYS[3], ARGV[7])
-  redis.call('RPUSH', KEYS[2], ARGV[6])
-  rec_add(KEYS[4], ARGV[6], ARGV[9], ARGV[10])
+  rec_pushed(KEYS[4], redis.call('RPUSH', KEYS[2], ARGV[6]), ARGV[9], 'RPUSH')
   redis.call('PUBLISH', ARGV[8], ARGV[7])
 end
 return 1
@@ -467,7 +500,8 @@ return 1
 /// enqueue-time record key.
 /// ARGV: member, expected working-on value ("" for none), mode ("none",
 /// "requeue", "fail"), value to push, queue name, wakeup channel, enqueue
-/// stamp, nonce. A requeued job is recorded as enqueued now.
+/// ms. A requeued job goes to the queue's head and is recorded as enqueued
+/// now (if the record is in step).
 /// Returns -1 if the working-on value changed since it was read (the caller
 /// retries), else how many of the worker's keys existed.
 pub(crate) static CLEAN_WORKER: LazyLock<Script> = LazyLock::new(|| {
@@ -480,8 +514,7 @@ local found = redis.call('SREM', KEYS[1], ARGV[1]) + redis.call('DEL', KEYS[2], 
 redis.call('DEL', KEYS[5], KEYS[6])
 if current then
   if ARGV[3] == 'requeue' then
-    redis.call('LPUSH', KEYS[7], ARGV[4])
-    rec_add(KEYS[10], ARGV[4], ARGV[7], ARGV[8])
+    rec_pushed(KEYS[10], redis.call('LPUSH', KEYS[7], ARGV[4]), ARGV[7], 'LPUSH')
     redis.call('SADD', KEYS[8], ARGV[5])
     redis.call('PUBLISH', ARGV[6], ARGV[5])
   elseif ARGV[3] == 'fail' then
@@ -551,7 +584,7 @@ return 0
 
 /// KEYS: lock key, `queues` set, queue list, its enqueue-time record key.
 /// ARGV: lock value, ttl ms, queue name, payload, wake-up channel, enqueue
-/// stamp, nonce. Takes the lock with `SET NX PX`
+/// ms. Takes the lock with `SET NX PX`
 /// and, only if it was free, pushes the payload and announces the queue.
 /// Returns 1 when pushed.
 pub(crate) static PUSH_ONCE: LazyLock<Script> = LazyLock::new(|| {
@@ -562,8 +595,7 @@ if not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then
   return 0
 end
 redis.call('SADD', KEYS[2], ARGV[3])
-redis.call('RPUSH', KEYS[3], ARGV[4])
-rec_add(KEYS[4], ARGV[4], ARGV[6], ARGV[7])
+rec_pushed(KEYS[4], redis.call('RPUSH', KEYS[3], ARGV[4]), ARGV[6], 'RPUSH')
 redis.call('PUBLISH', ARGV[5], ARGV[3])
 return 1
 "#
@@ -605,7 +637,8 @@ end
 /// already visited, page size, tombstone (a value no payload has).
 /// Looks at the next page of up to `page size` items, walking from the
 /// tail towards the head, and removes those of the class (marked with the
-/// tombstone by index, then one `LREM` from the tail). Returns `{removed,
+/// tombstone by index, then one `LREM` from the tail), and their
+/// enqueue-time records if in step (else drops the record). Returns `{removed,
 /// looked at}`; fewer looked at than the page size means the head was reached.
 pub(crate) static REMOVE_BY_CLASS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
@@ -615,6 +648,7 @@ pub(crate) static REMOVE_BY_CLASS: LazyLock<Script> = LazyLock::new(|| {
 local visited, page, tomb = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local len = redis.call('LLEN', KEYS[1])
 if visited >= len then return {0, 0} end
+local rlen = rec_len(KEYS[2])
 local items = redis.call('LRANGE', KEYS[1], -(visited + page), -(visited + 1))
 local first = len - visited - #items
 local removed = 0
@@ -623,13 +657,17 @@ for i, item in ipairs(items) do
     local at = first + i - 1
     if at > len / 2 then at = at - len end
     redis.call('LSET', KEYS[1], at, tomb)
-    rec_take(KEYS[2], item, true)
+    if rlen == len then redis.pcall('LSET', KEYS[2], at, '-') end
     removed = removed + 1
   end
 end
 if removed > 0 then
   redis.call('LREM', KEYS[1], -removed, tomb)
-  if redis.call('LLEN', KEYS[1]) == 0 then redis.pcall('DEL', KEYS[2]) end
+  if rlen == len then
+    rec_drop_marked(KEYS[2], KEYS[1])
+  else
+    rec_unstep(KEYS[2], rlen)
+  end
 end
 return {removed, #items}
 "#

@@ -506,7 +506,7 @@ impl WorkerRegistry for RedisBackend {
             } else {
                 self.keys.failed()
             };
-            let (stamp, nonce) = crate::queue::enqueue_stamp();
+            let stamp = crate::queue::enqueue_stamp();
             let found: i64 = CLEAN_WORKER
                 .key(self.keys.workers())
                 .key(self.keys.ping(&worker.name))
@@ -525,7 +525,6 @@ impl WorkerRegistry for RedisBackend {
                 .arg(&queue)
                 .arg(self.keys.wakeup_channel())
                 .arg(stamp)
-                .arg(nonce)
                 .invoke_async(&mut self.conn())
                 .await
                 .rd_at(self, &self.keys.working(worker))

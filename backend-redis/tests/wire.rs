@@ -470,21 +470,29 @@ async fn keys_of(raw: &mut redis::aio::MultiplexedConnection, ns: &str) -> Vec<S
     keys
 }
 
-/// Checks that each queue holds exactly one enqueue record per job.
+/// Checks that each queue's enqueue-time record is in step (one time per
+/// queued job), each time a plausible epoch ms (not in the future).
 async fn records_match_queues(raw: &mut redis::aio::MultiplexedConnection, ns: &str, queues: &[&str], when: &str) {
     for q in queues {
         let len: u64 = raw.llen(format!("{ns}queue:{q}")).await.unwrap();
-        let records: u64 = raw.zcard(format!("{ns}resq:enqueued:{q}")).await.unwrap();
+        let records: Vec<String> = raw.lrange(format!("{ns}resq:enqueued:{q}"), 0, -1).await.unwrap();
         assert_eq!(
-            records, len,
-            "{when}: queue {q} has {len} jobs and {records} enqueue records"
+            records.len() as u64,
+            len,
+            "{when}: queue {q} has {len} jobs and {} enqueue records",
+            records.len()
         );
+        let now = resq_core::time::now_ms();
+        for r in &records {
+            let ms: i64 = r.parse().unwrap_or_else(|_| panic!("{when}: record {r:?}"));
+            assert!(ms > 1_600_000_000_000 && ms <= now, "{when}: record {ms}");
+        }
     }
 }
 
-/// resq's enqueue time lives in its own sorted set beside the queue,
-/// `<ns>:resq:enqueued:<queue>`, one member `<sha1>:<ms>:<nonce>` (score 0)
-/// per queued job; the queue list keeps Resque's exact bytes.
+/// resq's enqueue time lives in its own list beside the queue,
+/// `<ns>:resq:enqueued:<queue>`, one epoch-ms decimal string per queued
+/// job, position by position; the queue list keeps Resque's exact bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enqueue_times_live_beside_the_queue() {
     let Some((backend, mut raw, ns)) = setup("enqueue_times_live_beside_the_queue").await else {
@@ -502,27 +510,30 @@ async fn enqueue_times_live_beside_the_queue() {
         keys_of(&mut raw, &ns).await,
         ["queue:math", "queues", "resq:enqueued:math"]
     );
-    let members: Vec<(String, f64)> = raw
-        .zrange_withscores(format!("{ns}resq:enqueued:math"), 0, -1)
+    let times: Vec<String> = raw.lrange(format!("{ns}resq:enqueued:math"), 0, -1).await.unwrap();
+    assert_eq!(times.len(), 1);
+    assert!(times[0].chars().all(|c| c.is_ascii_digit()), "{times:?}");
+    let ms: i64 = times[0].parse().unwrap();
+    assert!(ms >= before && ms <= after, "{ms} not in {before}..{after}");
+    // A second job goes to the tail of both lists, a front push to both heads.
+    Queue::new(backend.clone())
+        .enqueue("math", "add", (3, 4))
         .await
         .unwrap();
-    assert_eq!(members.len(), 1);
-    let (member, score) = &members[0];
-    assert_eq!(*score, 0.0);
-    let parts: Vec<&str> = member.split(':').collect();
-    assert_eq!(parts.len(), 3, "{member}");
-    assert!(
-        parts[0].len() == 40 && parts[0].chars().all(|c| c.is_ascii_hexdigit()),
-        "{member}"
-    );
-    assert_eq!(parts[1].len(), 15, "{member}");
-    let ms: i64 = parts[1].parse().unwrap();
-    assert!(ms >= before && ms <= after, "{ms} not in {before}..{after}");
+    backend
+        .push_front("math", r#"{"class":"add","queue":"math","args":[0]}"#)
+        .await
+        .unwrap();
+    let times: Vec<i64> = raw.lrange(format!("{ns}resq:enqueued:math"), 0, -1).await.unwrap();
+    assert_eq!(times.len(), 3);
+    assert_eq!(times[1], ms);
+    assert!(times[0] >= times[2] && times[2] >= ms, "{times:?}");
     backend.delete_namespace().await.unwrap();
 }
 
-/// A head job that another Resque client pushed (a raw `RPUSH`) has no
-/// record: the queue's latency is unknown until resq's own job is the head.
+/// A job that another Resque client pushed (a raw `RPUSH`) puts the queue
+/// out of step with its record: the queue's latency and the claimed jobs'
+/// enqueue times are unknown until the queue drains, then known again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_head_job_has_unknown_latency() {
     let Some((backend, mut raw, ns)) = setup("a_foreign_head_job_has_unknown_latency").await else {
@@ -539,6 +550,11 @@ async fn a_foreign_head_job_has_unknown_latency() {
     let w = resq_core::WorkerId::new("h:1+1", &["q".to_owned()]);
     let got = backend.claim(&w, &["q".to_owned()], "t").await.unwrap().unwrap();
     assert_eq!((got.payload.as_str(), got.enqueued_at_ms), (foreign, None));
+    assert_eq!(admin.queues().await.unwrap()[0].latency_seconds, None);
+    let got = backend.claim(&w, &["q".to_owned()], "t").await.unwrap().unwrap();
+    assert_eq!(got.enqueued_at_ms, None);
+    // Drained: in step again.
+    Queue::new(backend.clone()).enqueue("q", "add", (5, 6)).await.unwrap();
     assert!(admin.queues().await.unwrap()[0].latency_seconds.is_some());
     let got = backend.claim(&w, &["q".to_owned()], "t").await.unwrap().unwrap();
     assert!(got.enqueued_at_ms.is_some());
@@ -619,12 +635,13 @@ async fn resq_only_use_leaves_no_enqueue_records() {
     backend.delete_namespace().await.unwrap();
 }
 
-/// A foreign client that pops a resq job leaves its record behind; the
-/// record goes when the queue is next empty, seen by a resq claim or by
-/// the overview.
+/// A foreign client that pops a resq job puts the queue out of step: the
+/// next resq claim reports an unknown time and drops the record, and the
+/// queue is in step again once it drains; an empty queue's leftover record
+/// goes when the overview reads it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_foreign_pop_leaves_a_record_until_the_queue_drains() {
-    let Some((backend, mut raw, ns)) = setup("a_foreign_pop_leaves_a_record_until_the_queue_drains").await else {
+async fn a_foreign_pop_makes_times_unknown_until_the_queue_drains() {
+    let Some((backend, mut raw, ns)) = setup("a_foreign_pop_makes_times_unknown_until_the_queue_drains").await else {
         return;
     };
     let q = Queue::new(backend.clone());
@@ -632,20 +649,156 @@ async fn a_foreign_pop_leaves_a_record_until_the_queue_drains() {
     q.enqueue("q", "add", (1,)).await.unwrap();
     q.enqueue("q", "add", (2,)).await.unwrap();
     let _: Option<String> = raw.lpop(format!("{ns}queue:q"), None).await.unwrap();
-    let n: u64 = raw.zcard(&records).await.unwrap();
+    let n: u64 = raw.llen(&records).await.unwrap();
     assert_eq!(n, 2, "the popped job's record stays for now");
+    let admin = resq_admin::Admin::new(backend.clone());
+    assert_eq!(admin.queues().await.unwrap()[0].latency_seconds, None);
     let w = resq_core::WorkerId::new("h:1+1", &["q".to_owned()]);
-    backend.claim(&w, &["q".to_owned()], "t").await.unwrap().unwrap();
+    let got = backend.claim(&w, &["q".to_owned()], "t").await.unwrap().unwrap();
+    assert_eq!(got.enqueued_at_ms, None, "out of step: unknown");
     let exists: bool = raw.exists(&records).await.unwrap();
-    assert!(!exists, "a resq claim that empties the queue drops the records");
+    assert!(!exists, "a resq claim out of step drops the record");
     q.enqueue("q", "add", (3,)).await.unwrap();
     let _: Option<String> = raw.lpop(format!("{ns}queue:q"), None).await.unwrap();
     let exists: bool = raw.exists(&records).await.unwrap();
     assert!(exists);
-    let admin = resq_admin::Admin::new(backend.clone());
     assert_eq!(admin.queues().await.unwrap()[0].latency_seconds, Some(0.0));
     let exists: bool = raw.exists(&records).await.unwrap();
     assert!(!exists, "the overview drops an empty queue's records");
+    q.enqueue("q", "add", (4,)).await.unwrap();
+    let got = backend.claim(&w, &["q".to_owned()], "t").await.unwrap().unwrap();
+    assert!(got.enqueued_at_ms.is_some(), "in step again");
+    backend.delete_namespace().await.unwrap();
+}
+
+/// Removing jobs from the middle of a queue removes the enqueue times at
+/// the same positions, so the others keep theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removals_keep_the_other_jobs_times() {
+    let Some((backend, mut raw, ns)) = setup("removals_keep_the_other_jobs_times").await else {
+        return;
+    };
+    let rkey = format!("{ns}resq:enqueued:q");
+    let job = |class: &str| format!(r#"{{"class":"{class}","queue":"q","args":[]}}"#);
+    for class in ["X", "Y", "X", "Z", "X", "Y"] {
+        backend.push("q", &job(class)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let t: Vec<String> = raw.lrange(&rkey, 0, -1).await.unwrap();
+    assert_eq!(t.len(), 6);
+    assert_eq!(backend.remove_from_queue("q", &job("X"), -1).await.unwrap(), 1);
+    let now: Vec<String> = raw.lrange(&rkey, 0, -1).await.unwrap();
+    assert_eq!(
+        now,
+        [
+            t[0].as_str(),
+            t[1].as_str(),
+            t[2].as_str(),
+            t[3].as_str(),
+            t[5].as_str()
+        ]
+    );
+    assert_eq!(backend.remove_from_queue("q", &job("X"), 1).await.unwrap(), 1);
+    let now: Vec<String> = raw.lrange(&rkey, 0, -1).await.unwrap();
+    assert_eq!(now, [t[1].as_str(), t[2].as_str(), t[3].as_str(), t[5].as_str()]);
+    assert_eq!(backend.remove_by_class("q", "Y").await.unwrap(), 2);
+    let now: Vec<String> = raw.lrange(&rkey, 0, -1).await.unwrap();
+    assert_eq!(now, [t[2].as_str(), t[3].as_str()]);
+    assert_eq!(backend.remove_from_queue("q", &job("X"), 0).await.unwrap(), 1);
+    let now: Vec<String> = raw.lrange(&rkey, 0, -1).await.unwrap();
+    assert_eq!(now, [t[3].as_str()]);
+    // Counts beyond the length mean "all, from that end".
+    backend.push("q", &job("X")).await.unwrap();
+    backend.push("q", &job("X")).await.unwrap();
+    assert_eq!(backend.remove_from_queue("q", &job("X"), i64::MIN).await.unwrap(), 2);
+    backend.push("q", &job("X")).await.unwrap();
+    assert_eq!(backend.remove_from_queue("q", &job("X"), i64::MAX).await.unwrap(), 1);
+    let now: Vec<String> = raw.lrange(&rkey, 0, -1).await.unwrap();
+    assert_eq!(now, [t[3].as_str()]);
+    assert_eq!(backend.remove_by_class("q", "Z").await.unwrap(), 1);
+    let exists: bool = raw.exists(&rkey).await.unwrap();
+    assert!(!exists);
+    // Out of step (a foreign push), a removal drops the record.
+    backend.push("q", &job("X")).await.unwrap();
+    let _: () = raw.rpush(format!("{ns}queue:q"), job("F")).await.unwrap();
+    assert_eq!(backend.remove_from_queue("q", &job("F"), 0).await.unwrap(), 1);
+    let exists: bool = raw.exists(&rkey).await.unwrap();
+    assert!(!exists, "out of step: dropped");
+    backend.delete_namespace().await.unwrap();
+}
+
+/// Foreign pushes (raw `RPUSH`) and pops (raw `LPOP`) mixed with resq's
+/// pushes and claims: resq never reports an enqueue time younger than the
+/// claimed job's real one (unknown is the honest answer), and once the
+/// queue drains its times are known again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_pushes_and_pops_never_give_too_young_times() {
+    let Some((backend, mut raw, ns)) = setup("foreign_pushes_and_pops_never_give_too_young_times").await else {
+        return;
+    };
+    let qkey = format!("{ns}queue:q");
+    let _: () = raw.sadd(format!("{ns}queues"), "q").await.unwrap();
+    let w = resq_core::WorkerId::new("h:1+1", &["q".to_owned()]);
+    let qs = ["q".to_owned()];
+    // The case of the design note: a foreign job ahead of a resq job.
+    let foreign = r#"{"class":"F","queue":"q","args":[0]}"#;
+    let _: () = raw.rpush(&qkey, foreign).await.unwrap();
+    backend
+        .push("q", r#"{"class":"R","queue":"q","args":[0]}"#)
+        .await
+        .unwrap();
+    let got = backend.claim(&w, &qs, "t").await.unwrap().unwrap();
+    assert_eq!((got.payload.as_str(), got.enqueued_at_ms), (foreign, None));
+    let got = backend.claim(&w, &qs, "t").await.unwrap().unwrap();
+    assert_eq!(got.enqueued_at_ms, None);
+    // A model of the queue: each job's payload and the time just after it
+    // was pushed (no real enqueue time is later).
+    let mut model: std::collections::VecDeque<(String, i64)> = Default::default();
+    let mut seed: u64 = 12345;
+    let mut known = 0;
+    for n in 0..300 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let payload = format!(r#"{{"class":"M","queue":"q","args":[{n}]}}"#);
+        match (seed >> 33) % 6 {
+            0 => {
+                let _: () = raw.rpush(&qkey, &payload).await.unwrap();
+                model.push_back((payload, resq_core::time::now_ms()));
+            }
+            1 | 2 => {
+                backend.push("q", &payload).await.unwrap();
+                model.push_back((payload, resq_core::time::now_ms()));
+            }
+            3 => {
+                let popped: Option<String> = raw.lpop(&qkey, None).await.unwrap();
+                assert_eq!(popped, model.pop_front().map(|(p, _)| p));
+            }
+            _ => {
+                let got = backend.claim(&w, &qs, "t").await.unwrap();
+                let want = model.pop_front();
+                assert_eq!(
+                    got.as_ref().map(|c| c.payload.clone()),
+                    want.as_ref().map(|(p, _)| p.clone())
+                );
+                if let (Some(c), Some((_, latest))) = (got, want) {
+                    if let Some(at) = c.enqueued_at_ms {
+                        known += 1;
+                        assert!(at <= latest, "step {n}: reported {at}, pushed by {latest}");
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(known > 0, "some times were known");
+    while backend.claim(&w, &qs, "t").await.unwrap().is_some() {}
+    backend
+        .push("q", r#"{"class":"R","queue":"q","args":[1]}"#)
+        .await
+        .unwrap();
+    let admin = resq_admin::Admin::new(backend.clone());
+    assert!(admin.queues().await.unwrap()[0].latency_seconds.is_some());
+    let got = backend.claim(&w, &qs, "t").await.unwrap().unwrap();
+    assert!(got.enqueued_at_ms.is_some(), "drained: in step again");
     backend.delete_namespace().await.unwrap();
 }
 
