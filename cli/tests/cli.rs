@@ -933,7 +933,7 @@ fn serve_metrics_and_scrape(url: &str, args: &[String]) -> String {
         .position(|a| a == "--listen")
         .expect("metrics --listen ADDR");
     args[listen + 1] = format!("127.0.0.1:{port}");
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("resq"))
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("resq"))
         .env_remove("RESQ_LOG")
         .env("RESQ_URL", url)
         .args(&args)
