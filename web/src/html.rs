@@ -58,7 +58,12 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     /// An absolute link to `path` (which starts with `/`) in the dashboard.
+    /// The overview (`/`) is the mount path itself when mounted: axum's
+    /// `nest` routes `/admin/jobs`, not `/admin/jobs/`, to it.
     pub(crate) fn link(&self, path: &str) -> String {
+        if path == "/" && !self.prefix.is_empty() {
+            return escape(&self.prefix);
+        }
         escape(&format!("{}{path}", self.prefix))
     }
 

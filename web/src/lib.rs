@@ -9,7 +9,9 @@
 //!
 //! [`router`] gives an axum [`Router`](axum::Router) that a host app nests
 //! under any prefix (links are made from the prefix the request came
-//! through); [`serve`] runs it standalone (`resq web --listen ADDR`).
+//! through; the overview is the prefix itself, `/admin/jobs`, as axum's
+//! `nest` routes it); [`serve`] runs it standalone (`resq web --listen
+//! ADDR`).
 //!
 //! # Safety
 //!
