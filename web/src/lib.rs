@@ -20,7 +20,8 @@
 //! * **CSRF**: every form carries a token derived from a per-process random
 //!   secret; a POST without it, or with another, answers 403. A POST whose
 //!   `Sec-Fetch-Site` says `cross-site` or `same-site`, or whose `Origin`
-//!   names another host than `Host`, answers 403 too.
+//!   names another host than `Host`, answers 403 too (a proxy in front
+//!   must pass the browser's `Host` through).
 //! * **Stale pages**: actions name failed entries by their stable
 //!   [`FailedId`](resq_admin::FailedId) and delayed items by their
 //!   [`DelayedRef`](resq_admin::DelayedRef); when the entry moved since the

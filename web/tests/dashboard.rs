@@ -215,6 +215,12 @@ async fn pages_render_escaped(backend: Arc<dyn Backend>) {
         }
         assert_escaped(&page, path);
     }
+    // The fragment the script swaps in: the main element's content only.
+    let (_, fragment) = get(&app, "/failed?partial=1").await;
+    assert!(
+        fragment.starts_with("<h1>Failed jobs</h1>") && !fragment.contains("<html"),
+        "{fragment}"
+    );
     let (status, json) = get(&app, "/overview.json").await;
     assert_eq!(status, StatusCode::OK);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
