@@ -37,6 +37,10 @@ pub use resq_admin as admin;
 #[cfg(feature = "metrics")]
 pub use resq_metrics as metrics;
 
+/// The embedded web dashboard: [`resq_web`], behind the feature `web`.
+#[cfg(feature = "web")]
+pub use resq_web as web;
+
 use std::sync::Arc;
 
 /// Opens the backend a task server config names (`config.backend`) and

@@ -80,6 +80,26 @@ pub enum Command {
         #[arg(long)]
         listen: std::net::SocketAddr,
     },
+    /// Serve the web dashboard on `http://ADDR/` until interrupted (Ctrl-C
+    /// or SIGTERM).
+    Web {
+        /// The address to listen on, for example 127.0.0.1:8080.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Refuse every action (403) and show no buttons.
+        #[arg(long)]
+        read_only: bool,
+        /// Ask for HTTP basic authentication with these credentials
+        /// (USER:PASS). Prefer the environment variable: arguments are
+        /// visible to other local users.
+        #[arg(long, env = "RESQ_WEB_BASIC_AUTH", hide_env_values = true, conflicts_with = "token")]
+        basic_auth: Option<String>,
+        /// Ask for `Authorization: Bearer TOKEN` (browsers: the token as the
+        /// basic-auth password, any user name). Prefer the environment
+        /// variable: arguments are visible to other local users.
+        #[arg(long, env = "RESQ_WEB_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Audit a Redis namespace shared with other Resque clients.
     Doctor {
         /// Apply the safe fixes (see `resq doctor --help`).

@@ -111,6 +111,12 @@ async fn dispatch(admin: &Admin, command: Command, as_json: bool) -> CliResult {
         Command::Resume { queue } => pause(admin, &queue, false, as_json).await,
         Command::Enqueue { queue, class, args } => enqueue(admin, &queue, &class, &args, as_json).await,
         Command::Metrics { listen } => metrics(admin, listen).await,
+        Command::Web {
+            listen,
+            read_only,
+            basic_auth,
+            token,
+        } => web(admin, listen, read_only, basic_auth, token).await,
         // Handled before connecting.
         Command::Migrate | Command::Doctor { .. } => Ok(()),
     }
@@ -127,6 +133,43 @@ async fn metrics(admin: &Admin, listen: std::net::SocketAddr) -> CliResult {
     });
     eprintln!("serving metrics on http://{listen}/metrics (Ctrl-C to stop)");
     resq::metrics::serve(listen, admin.clone(), stop)
+        .await
+        .map_err(|e| CliError::Runtime(e.to_string()))
+}
+
+/// `resq web --listen ADDR`: the dashboard on `/` until Ctrl-C or SIGTERM.
+async fn web(
+    admin: &Admin,
+    listen: std::net::SocketAddr,
+    read_only: bool,
+    basic_auth: Option<String>,
+    token: Option<String>,
+) -> CliResult {
+    let auth = match (basic_auth, token) {
+        (Some(text), _) => resq::web::Auth::basic_from(&text)
+            .ok_or_else(|| CliError::Usage("--basic-auth wants USER:PASS with a non-empty user".into()))?,
+        (None, Some(token)) if token.is_empty() => return Err(CliError::Usage("--token is empty".into())),
+        (None, Some(token)) => resq::web::Auth::Bearer(token),
+        (None, None) => resq::web::Auth::None,
+    };
+    if matches!(auth, resq::web::Auth::None) && !listen.ip().is_loopback() {
+        eprintln!("warning: the dashboard on {listen} asks for no credentials (see --basic-auth, --token)");
+    }
+    let config = resq::web::WebConfig {
+        read_only,
+        ..resq::web::WebConfig::default()
+    };
+    let stop = resq::CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        interrupted().await;
+        on_signal.cancel();
+    });
+    eprintln!(
+        "serving the dashboard on http://{listen}/{} (Ctrl-C to stop)",
+        if read_only { " (read-only)" } else { "" }
+    );
+    resq::web::serve(listen, admin.clone(), config, auth, stop)
         .await
         .map_err(|e| CliError::Runtime(e.to_string()))
 }

@@ -201,6 +201,7 @@ per_backend!(
     usage_errors_exit_2,
     readme_operating_commands_work,
     metrics_serves_the_cluster_gauges,
+    web_serves_the_dashboard,
 );
 
 async fn status_queues_and_queue_show_the_real_state(s: &Store) {
@@ -847,6 +848,13 @@ async fn readme_operating_commands_work(s: &Store) {
                     }
                 }
             }
+            if args.first().map(String::as_str) == Some("web") {
+                let pages = serve_web_and_get(&s.url, &args, None, &[("/", None)]);
+                assert!(pages[0].0.starts_with("HTTP/1.1 200"), "{}: {}", s.kind, pages[0].0);
+                assert!(pages[0].1.contains("math"), "{}: {}", s.kind, pages[0].1);
+                ran += 1;
+                continue;
+            }
             if args.first().map(String::as_str) == Some("metrics") {
                 let body = serve_metrics_and_scrape(&s.url, &args);
                 assert!(body.contains("resq_queue_length{queue=\"math\"}"), "{}: {body}", s.kind);
@@ -1005,4 +1013,107 @@ async fn metrics_serves_the_cluster_gauges(s: &Store) {
     assert_eq!(value("resq_delayed_jobs"), 1.0);
     assert_eq!(value("resq_failed_jobs"), 1.0);
     assert_eq!(value("resq_scheduler_leader"), 0.0);
+}
+
+/// One `GET path` over plain HTTP/1.1 with an optional `Authorization`
+/// header: (head, body).
+fn http_get(port: u16, path: &str, authorization: Option<&str>) -> std::io::Result<(String, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    Ok((head.to_owned(), body.to_owned()))
+}
+
+/// Runs `resq <args>` (a `web --listen ADDR …` command; ADDR is replaced by
+/// a free local port) against `url`, with `RESQ_WEB_TOKEN` set to `token`
+/// if given, waits until it answers, GETs each `(path, authorization)`,
+/// stops it with SIGTERM, checks that it exited with 0, and returns each
+/// (head, body).
+fn serve_web_and_get(
+    url: &str,
+    args: &[String],
+    token: Option<&str>,
+    requests: &[(&str, Option<&str>)],
+) -> Vec<(String, String)> {
+    let port = free_port();
+    let mut args = args.to_vec();
+    let listen = args.iter().position(|a| a == "--listen").expect("web --listen ADDR");
+    args[listen + 1] = format!("127.0.0.1:{port}");
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("resq"));
+    cmd.env_remove("RESQ_LOG")
+        .env_remove("RESQ_WEB_TOKEN")
+        .env_remove("RESQ_WEB_BASIC_AUTH")
+        .env("RESQ_URL", url)
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    if let Some(token) = token {
+        cmd.env("RESQ_WEB_TOKEN", token);
+    }
+    let child = cmd.spawn().expect("start resq web");
+    let started = std::time::Instant::now();
+    while http_get(port, "/assets/style.css", None).is_err() && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let answers: Vec<std::io::Result<(String, String)>> = requests
+        .iter()
+        .map(|(path, auth)| http_get(port, path, *auth))
+        .collect();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(term.success());
+    let out = child.wait_with_output().expect("resq web exits");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "stopped by SIGTERM: {stderr}");
+    answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|e| panic!("no answer: {e}; stderr: {stderr}")))
+        .collect()
+}
+
+/// `resq web --listen ADDR` with `RESQ_WEB_TOKEN` serves the dashboard only
+/// to requests with the token, read-only when asked, and stops cleanly on
+/// SIGTERM.
+async fn web_serves_the_dashboard(s: &Store) {
+    s.with(|b| async move {
+        let q = Queue::new(b);
+        q.enqueue("math", "add", (1, 2)).await.unwrap();
+    })
+    .await;
+    let args: Vec<String> = ["web", "--listen", "ADDR", "--read-only"]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+    let pages = serve_web_and_get(
+        &s.url,
+        &args,
+        Some("t0ken"),
+        &[
+            ("/", None),
+            ("/", Some("Bearer wrong")),
+            ("/", Some("Bearer t0ken")),
+            ("/queues/math", Some("Bearer t0ken")),
+        ],
+    );
+    assert!(pages[0].0.starts_with("HTTP/1.1 401"), "{}: {}", s.kind, pages[0].0);
+    assert!(pages[1].0.starts_with("HTTP/1.1 401"), "{}: {}", s.kind, pages[1].0);
+    for (head, body) in &pages[2..] {
+        assert!(head.starts_with("HTTP/1.1 200"), "{}: {head}", s.kind);
+        assert!(
+            body.contains("math") && body.contains("read-only"),
+            "{}: {body}",
+            s.kind
+        );
+        assert!(!body.contains("<form method=\"post\""), "{}: {body}", s.kind);
+    }
 }
