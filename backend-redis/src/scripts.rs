@@ -155,8 +155,10 @@ return 1
 
 /// KEYS: `queues` set. ARGV: key prefix, wake-up channel, enqueue ms, then
 /// (queue name, payload) pairs in order. Pushes each payload to
-/// the tail of its queue with its enqueue record, then adds and announces
-/// each queue once. Returns how many were pushed.
+/// the tail of its queue with its enqueue record (one `RPUSH` per run of
+/// up to 1,000 consecutive jobs for the same queue, and one for their
+/// records), then adds and announces each queue once. Returns how many
+/// were pushed.
 pub(crate) static PUSH_BATCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         record_lua!(),
@@ -164,11 +166,28 @@ pub(crate) static PUSH_BATCH: LazyLock<Script> = LazyLock::new(|| {
 local seen = {}
 local order = {}
 local k = 0
-for i = 4, #ARGV, 2 do
-  local q, p = ARGV[i], ARGV[i + 1]
-  local len = redis.call('RPUSH', ARGV[1] .. 'queue:' .. q, p)
-  k = k + 1
-  rec_pushed(ARGV[1] .. 'resq:enqueued:' .. q, len, ARGV[3], 'RPUSH')
+local i = 4
+-- A run of consecutive jobs for one queue is pushed with one RPUSH per
+-- 1,000 jobs (and, if the record is in step, one RPUSH of as many stamps).
+while i <= #ARGV do
+  local q = ARGV[i]
+  local qkey = ARGV[1] .. 'queue:' .. q
+  local rkey = ARGV[1] .. 'resq:enqueued:' .. q
+  local n = rec_len(rkey)
+  local in_step = n == redis.call('LLEN', qkey)
+  local items, stamps = {}, {}
+  while i <= #ARGV and ARGV[i] == q do
+    items[#items + 1] = ARGV[i + 1]
+    stamps[#stamps + 1] = ARGV[3]
+    i = i + 2
+    if #items == 1000 or i > #ARGV or ARGV[i] ~= q then
+      redis.call('RPUSH', qkey, unpack(items))
+      if in_step then redis.pcall('RPUSH', rkey, unpack(stamps)) end
+      k = k + #items
+      items, stamps = {}, {}
+    end
+  end
+  if not in_step then rec_unstep(rkey, n) end
   if not seen[q] then
     seen[q] = true
     table.insert(order, q)

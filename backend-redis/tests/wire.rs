@@ -837,3 +837,55 @@ async fn ping_ages_read_node_resque_and_ruby_records() {
     assert!((69.0..75.0).contains(&ruby_age), "{ruby_age}");
     backend.delete_namespace().await.unwrap();
 }
+
+/// A batch push sends each run of jobs for one queue as one `RPUSH` per
+/// 1,000 jobs, keeps every queue's order across runs and chunks, and
+/// writes one enqueue record per job when the queue is in step; a queue
+/// out of step (a foreign job in it) gets none, and its stale record goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_pushes_keep_order_and_records_across_runs_and_chunks() {
+    let Some((backend, mut raw, ns)) = setup("batch_pushes_keep_order_and_records_across_runs_and_chunks").await else {
+        return;
+    };
+    let payload = |q: &str, i: usize| format!(r#"{{"class":"c","queue":"{q}","args":[{i}]}}"#);
+    // Queue c is out of step: a foreign job and no record for it.
+    let _: i64 = raw.rpush(format!("{ns}queue:c"), payload("c", 9999)).await.unwrap();
+    let mut jobs = Vec::new();
+    let mut expected_a = Vec::new();
+    for i in 0..1500 {
+        jobs.push(resq_core::QueuedJob {
+            queue: "a".into(),
+            payload: payload("a", i),
+        });
+        expected_a.push(payload("a", i));
+    }
+    for i in 0..10 {
+        jobs.push(resq_core::QueuedJob {
+            queue: "b".into(),
+            payload: payload("b", i),
+        });
+        jobs.push(resq_core::QueuedJob {
+            queue: "c".into(),
+            payload: payload("c", i),
+        });
+    }
+    for i in 1500..2490 {
+        jobs.push(resq_core::QueuedJob {
+            queue: "a".into(),
+            payload: payload("a", i),
+        });
+        expected_a.push(payload("a", i));
+    }
+    backend.push_batch(&jobs).await.unwrap();
+    let a: Vec<String> = raw.lrange(format!("{ns}queue:a"), 0, -1).await.unwrap();
+    assert_eq!(a, expected_a, "queue a keeps the batch's order across runs and chunks");
+    let b: Vec<String> = raw.lrange(format!("{ns}queue:b"), 0, -1).await.unwrap();
+    assert_eq!(b, (0..10).map(|i| payload("b", i)).collect::<Vec<_>>());
+    records_match_queues(&mut raw, &ns, &["a", "b"], "after the batch").await;
+    assert_eq!(backend.queue_len("c").await.unwrap(), 11);
+    let c_records: u64 = raw.llen(format!("{ns}resq:enqueued:c")).await.unwrap();
+    assert_eq!(c_records, 0, "an out-of-step queue gets no records");
+    let stats = backend.queue_stats(&["a".to_owned(), "c".to_owned()]).await.unwrap();
+    assert!(stats[0].oldest_enqueued_ms.is_some());
+    assert_eq!(stats[1].oldest_enqueued_ms, None, "c's head is a foreign job");
+}
