@@ -114,6 +114,20 @@ pub struct Finding {
     pub fix: Option<Fix>,
 }
 
+impl Finding {
+    /// A problem with no safe fix.
+    fn problem(kind: FindingKind, key: String, detail: String, value: Option<String>) -> Finding {
+        Finding {
+            kind,
+            severity: Severity::Problem,
+            key,
+            detail,
+            value,
+            fix: None,
+        }
+    }
+}
+
 /// Everything [`audit`] found in a namespace.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Report {
@@ -258,14 +272,12 @@ async fn leader_locks(backend: &RedisBackend, report: &mut Report) -> Result<()>
         };
         held.push(key.clone());
         if ttl < 0 {
-            report.findings.push(Finding {
-                kind: FindingKind::LeaderLock,
-                severity: Severity::Problem,
-                key: key.clone(),
-                detail: format!("{who} held by {value:?} has no TTL: it never frees itself if its holder dies"),
-                value: Some(value),
-                fix: None,
-            });
+            report.findings.push(Finding::problem(
+                FindingKind::LeaderLock,
+                key.clone(),
+                format!("{who} held by {value:?} has no TTL: it never frees itself if its holder dies"),
+                Some(value),
+            ));
         } else {
             report.findings.push(Finding {
                 kind: FindingKind::LeaderLock,
@@ -278,14 +290,7 @@ async fn leader_locks(backend: &RedisBackend, report: &mut Report) -> Result<()>
         }
     }
     if held.contains(&ours) && held.len() > 1 {
-        report.findings.push(Finding {
-            kind: FindingKind::LeaderLock,
-            severity: Severity::Problem,
-            key: held.join(" "),
-            detail: "both a node-resque/resq scheduler and a resque-scheduler hold a leader lock: they do not exclude each other, so both promote delayed jobs and run schedules".into(),
-            value: None,
-            fix: None,
-        });
+        report.findings.push(Finding::problem(FindingKind::LeaderLock, held.join(" "), "both a node-resque/resq scheduler and a resque-scheduler hold a leader lock: they do not exclude each other, so both promote delayed jobs and run schedules".into(), None));
     }
     Ok(())
 }
@@ -355,17 +360,15 @@ async fn queues(backend: &RedisBackend, report: &mut Report) -> Result<()> {
         let mut found = Vec::new();
         each_element(backend, &key, |index, item| {
             if let Err(e) = Job::decode(&item) {
-                found.push(Finding {
-                    kind: FindingKind::UnparsablePayload,
-                    severity: Severity::Problem,
-                    key: key.clone(),
-                    detail: format!(
+                found.push(Finding::problem(
+                    FindingKind::UnparsablePayload,
+                    key.clone(),
+                    format!(
                         "job #{index} does not parse ({e}): {}; a worker moves it to the failed list when it claims it",
                         preview(&item)
                     ),
-                    value: Some(item),
-                    fix: None,
-                });
+                    Some(item),
+                ));
             } else if let Some(replacement) = repair_cjson_empty_args(&item) {
                 found.push(Finding {
                     kind: FindingKind::EmptyObjectArgs,
@@ -401,29 +404,25 @@ async fn delayed(backend: &RedisBackend, report: &mut Report) -> Result<()> {
         let mut found = Vec::new();
         each_element(backend, &key, |index, item| {
             if let Err(e) = Job::decode(&item) {
-                found.push(Finding {
-                    kind: FindingKind::UnparsablePayload,
-                    severity: Severity::Problem,
-                    key: key.clone(),
-                    detail: format!(
+                found.push(Finding::problem(
+                    FindingKind::UnparsablePayload,
+                    key.clone(),
+                    format!(
                         "delayed item #{index} does not parse ({e}): {}; promotion moves it to the failed list",
                         preview(&item)
                     ),
-                    value: Some(item),
-                    fix: None,
-                });
+                    Some(item),
+                ));
             } else if repair_cjson_empty_args(&item).is_some() {
-                found.push(Finding {
-                    kind: FindingKind::EmptyObjectArgs,
-                    severity: Severity::Problem,
-                    key: key.clone(),
-                    detail: format!(
+                found.push(Finding::problem(
+                    FindingKind::EmptyObjectArgs,
+                    key.clone(),
+                    format!(
                         "delayed item #{index} has args {{}} (cjson's empty array): {}",
                         preview(&item)
                     ),
-                    value: Some(item),
-                    fix: None,
-                });
+                    Some(item),
+                ));
             }
         })
         .await?;
@@ -439,25 +438,11 @@ async fn failed(backend: &RedisBackend, report: &mut Report) -> Result<()> {
     each_element(backend, &key, |index, item| {
         let parsed: std::result::Result<serde_json::Map<String, serde_json::Value>, _> = serde_json::from_str(&item);
         match parsed {
-            Err(e) => found.push(Finding {
-                kind: FindingKind::UnparsablePayload,
-                severity: Severity::Problem,
-                key: key.clone(),
-                detail: format!("failed entry #{index} is not a JSON object ({e}): {}", preview(&item)),
-                value: Some(item),
-                fix: None,
-            }),
+            Err(e) => found.push(Finding::problem(FindingKind::UnparsablePayload, key.clone(), format!("failed entry #{index} is not a JSON object ({e}): {}", preview(&item)), Some(item))),
             Ok(map) => {
                 let payload = map.get("payload").map(|p| p.to_string()).unwrap_or_default();
                 if repair_cjson_empty_args(&payload).is_some() {
-                    found.push(Finding {
-                        kind: FindingKind::EmptyObjectArgs,
-                        severity: Severity::Problem,
-                        key: key.clone(),
-                        detail: format!("failed entry #{index}'s job has args {{}} (cjson's empty array); retrying it runs it with args [{{}}] on node-resque"),
-                        value: Some(item),
-                        fix: None,
-                    });
+                    found.push(Finding::problem(FindingKind::EmptyObjectArgs, key.clone(), format!("failed entry #{index}'s job has args {{}} (cjson's empty array); retrying it runs it with args [{{}}] on node-resque"), Some(item)));
                 }
             }
         }
@@ -491,14 +476,12 @@ async fn workers(backend: &RedisBackend, report: &mut Report) -> Result<()> {
         let member = key.strip_prefix(&worker_prefix).unwrap_or(&key).to_owned();
         let record: Option<serde_json::Map<String, serde_json::Value>> = serde_json::from_str(&value).ok();
         let Some(record) = record else {
-            report.findings.push(Finding {
-                kind: FindingKind::UnparsablePayload,
-                severity: Severity::Problem,
-                key: key.clone(),
-                detail: format!("working-on record is not a JSON object: {}", preview(&value)),
-                value: Some(value),
-                fix: None,
-            });
+            report.findings.push(Finding::problem(
+                FindingKind::UnparsablePayload,
+                key.clone(),
+                format!("working-on record is not a JSON object: {}", preview(&value)),
+                Some(value),
+            ));
             continue;
         };
         if registered.contains(&member) {
@@ -537,14 +520,12 @@ async fn workers(backend: &RedisBackend, report: &mut Report) -> Result<()> {
     sorted.sort();
     for member in sorted {
         let Some(id) = WorkerId::parse(member) else {
-            report.findings.push(Finding {
-                kind: FindingKind::WorkerWithoutPing,
-                severity: Severity::Problem,
-                key: workers_key.clone(),
-                detail: format!("registered worker {member:?} is not of the form name:queues"),
-                value: Some(member.clone()),
-                fix: None,
-            });
+            report.findings.push(Finding::problem(
+                FindingKind::WorkerWithoutPing,
+                workers_key.clone(),
+                format!("registered worker {member:?} is not of the form name:queues"),
+                Some(member.clone()),
+            ));
             continue;
         };
         let ping_key = backend.keys.ping(&id.name);
@@ -559,14 +540,7 @@ async fn workers(backend: &RedisBackend, report: &mut Report) -> Result<()> {
             .rd_at(backend, &ping_key)
             .await?;
         if !ping && !beat {
-            report.findings.push(Finding {
-                kind: FindingKind::WorkerWithoutPing,
-                severity: Severity::Problem,
-                key: workers_key.clone(),
-                detail: format!("registered worker {member:?} has no ping key ({ping_key}) and no heartbeat: it may be dead; `resq workers clean` cleans workers by ping age"),
-                value: Some(member.clone()),
-                fix: None,
-            });
+            report.findings.push(Finding::problem(FindingKind::WorkerWithoutPing, workers_key.clone(), format!("registered worker {member:?} has no ping key ({ping_key}) and no heartbeat: it may be dead; `resq workers clean` cleans workers by ping age"), Some(member.clone())));
         }
     }
     Ok(())
