@@ -8,6 +8,7 @@ use resq_core::failed::{FailedId, FailedJob};
 use resq_core::queue::retry_target;
 use resq_core::time::parse_date;
 use resq_core::{Error, Result};
+use std::task::Poll;
 
 /// How many failed entries a filtered listing or a bulk action reads at a
 /// time, unless [`Admin::with_page_size`] says otherwise.
@@ -28,6 +29,50 @@ enum Acted {
 }
 
 impl FailedFilter {
+    /// A cheap test on an entry's stored bytes, before decoding it: `false`
+    /// only when the entry cannot match [`FailedFilter::matches`], so the
+    /// two together give exactly the entries `matches` accepts.
+    ///
+    /// Why it never rejects a match: JSON text holds every character of a
+    /// string literally unless the encoder escapes it, and every escape
+    /// starts with a backslash. So an entry without a backslash holds its
+    /// class, queue and error text literally, and one that does is always
+    /// decoded. The error text is matched without regard to case, which
+    /// this test does for ASCII only: an entry with any non-ASCII
+    /// character, or a search text with one, is always decoded. The time
+    /// window reads only `failed_at` (anything unexpected there is decoded
+    /// in full).
+    pub fn may_match_raw(&self, raw: &str) -> bool {
+        let escaped = raw.contains('\\');
+        for text in [&self.class, &self.queue].into_iter().flatten() {
+            if !escaped && !raw.contains(text.as_str()) {
+                return false;
+            }
+        }
+        if let Some(text) = &self.error {
+            if !escaped && text.is_ascii() && raw.is_ascii() && !contains_ignore_ascii_case(raw, text) {
+                return false;
+            }
+        }
+        if self.since_ms.is_some() || self.until_ms.is_some() {
+            let at = if escaped { None } else { lone_failed_at(raw) };
+            let at = at
+                .map(std::borrow::Cow::Borrowed)
+                .or_else(|| serde_json::from_str::<FailedAt<'_>>(raw).ok().and_then(|f| f.failed_at));
+            if let Some(at) = at {
+                match parse_date(&at) {
+                    Some(ms) => {
+                        if self.since_ms.is_some_and(|s| ms < s) || self.until_ms.is_some_and(|u| ms >= u) {
+                            return false;
+                        }
+                    }
+                    None => return false,
+                }
+            }
+        }
+        true
+    }
+
     /// Whether `entry` (stored bytes `raw`) matches every field set.
     pub fn matches(&self, entry: &FailedJob) -> bool {
         if let Some(class) = &self.class {
@@ -61,6 +106,43 @@ impl FailedFilter {
         }
         true
     }
+}
+
+/// Only the `failed_at` of a failed entry, borrowed where it can be.
+#[derive(serde::Deserialize)]
+struct FailedAt<'a> {
+    #[serde(borrow, default)]
+    failed_at: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// The `failed_at` string of an entry without escapes, found without
+/// decoding it, when the key appears exactly once. That one appearance is
+/// either the entry's own key, or a key inside its payload while the entry
+/// has none (then the full test rejects the entry whatever this returns).
+/// `None` when the key appears more than once or its value is not a
+/// string: the caller then decodes.
+fn lone_failed_at(raw: &str) -> Option<&str> {
+    const KEY: &str = "\"failed_at\"";
+    let mut found = memchr::memmem::find_iter(raw.as_bytes(), KEY);
+    let at = found.next()?;
+    if found.next().is_some() {
+        return None;
+    }
+    let rest = raw[at + KEY.len()..].trim_start().strip_prefix(':')?.trim_start();
+    let value = rest.strip_prefix('"')?;
+    value.find('"').map(|end| &value[..end])
+}
+
+/// Whether `haystack` contains `needle`, ASCII letters compared without
+/// regard to case: each place holding the needle's first byte, in either
+/// case, found with `memchr2`, is compared with the rest.
+fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
+    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+    let Some(&first) = n.first() else {
+        return true;
+    };
+    memchr::memchr2_iter(first.to_ascii_lowercase(), first.to_ascii_uppercase(), h)
+        .any(|at| h.get(at..at + n.len()).is_some_and(|w| w.eq_ignore_ascii_case(n)))
 }
 
 /// The queue an entry failed on: its own `queue`, else its payload's.
@@ -126,33 +208,68 @@ impl Admin {
         let end = page.offset.saturating_add(page.limit);
         let mut items = Vec::new();
         let mut matched = 0u64;
-        let mut start = 0u64;
-        loop {
-            let raws = self
-                .backend
-                .failed_range(to_i64(start), to_i64(start.saturating_add(self.page - 1)))
-                .await?;
-            let n = raws.len() as u64;
-            for (i, raw) in raws.into_iter().enumerate() {
-                let entry = FailedJob::decode_lenient(&raw);
-                if !filter.matches(&entry) {
-                    continue;
-                }
-                if matched >= page.offset && matched < end {
-                    items.push(item(FailedId::new(start + i as u64, &raw), entry));
-                }
-                matched += 1;
+        self.scan_matching(filter, |index, raw, entry| {
+            if matched >= page.offset && matched < end {
+                items.push(item(FailedId::new(index, raw), entry));
             }
-            if n < self.page {
-                break;
-            }
-            start += n;
-        }
+            matched += 1;
+        })
+        .await?;
         Ok(Paged {
             items,
             offset: page.offset,
             total: matched,
         })
+    }
+
+    /// Walks the whole failed list head to tail, a page at a time, and calls
+    /// `visit(position, bytes, entry)` for each entry that matches `filter`.
+    /// Each entry is first tested on its bytes ([`FailedFilter::may_match_raw`])
+    /// and decoded only when it may match, and the next page is requested
+    /// before the current one is tested, so Redis or PostgreSQL prepares it
+    /// meanwhile.
+    async fn scan_matching(&self, filter: &FailedFilter, mut visit: impl FnMut(u64, &str, FailedJob)) -> Result<()> {
+        let fetch = |start: u64| {
+            self.backend
+                .failed_range(to_i64(start), to_i64(start.saturating_add(self.page - 1)))
+        };
+        let mut test = |start: u64, raws: &[String]| {
+            for (i, raw) in raws.iter().enumerate() {
+                if !filter.may_match_raw(raw) {
+                    continue;
+                }
+                let entry = FailedJob::decode_lenient(raw);
+                if filter.matches(&entry) {
+                    visit(start + i as u64, raw, entry);
+                }
+            }
+        };
+        let mut start = 0u64;
+        let mut raws = fetch(0).await?;
+        loop {
+            let n = raws.len() as u64;
+            if n < self.page {
+                test(start, &raws);
+                return Ok(());
+            }
+            // Poll the next page's request once, which sends it, then test
+            // this page while the server prepares the next one.
+            let mut next = fetch(start + n);
+            let mut early = None;
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(fetched) = next.as_mut().poll(cx) {
+                    early = Some(fetched);
+                }
+                Poll::Ready(())
+            })
+            .await;
+            test(start, &raws);
+            start += n;
+            raws = match early {
+                Some(fetched) => fetched?,
+                None => next.await?,
+            };
+        }
     }
 
     /// The failed entry `id` names, read now; [`Error::StaleFailedEntry`]
@@ -198,22 +315,8 @@ impl Admin {
             return self.backend.failed_count().await;
         }
         let mut matched = 0u64;
-        let mut start = 0u64;
-        loop {
-            let raws = self
-                .backend
-                .failed_range(to_i64(start), to_i64(start.saturating_add(self.page - 1)))
-                .await?;
-            let n = raws.len() as u64;
-            matched += raws
-                .iter()
-                .filter(|raw| filter.matches(&FailedJob::decode_lenient(raw)))
-                .count() as u64;
-            if n < self.page {
-                return Ok(matched);
-            }
-            start += n;
-        }
+        self.scan_matching(filter, |_, _, _| matched += 1).await?;
+        Ok(matched)
     }
 
     /// Retries every failed entry that matches `filter`; see

@@ -3,8 +3,11 @@
 //! claim and complete; the `load` binary (`src/bin/load.rs`) is the
 //! end-to-end harness whose figures `BENCHMARKS.md` reports, measured with
 //! [`measure`] and printed by [`report`]; the `rearm` binary times one
-//! periodic-task re-arm with many jobs queued ([`rearm`]).
+//! periodic-task re-arm with many jobs queued ([`rearm`]); the `dashboard`
+//! binary times resq-web's pages over a large Redis namespace
+//! ([`dashboard`]).
 
+pub mod dashboard;
 pub mod measure;
 pub mod metrics_cost;
 pub mod rearm;
