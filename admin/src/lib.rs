@@ -37,6 +37,9 @@ pub use types::{
 };
 
 pub use failed::FAILED_PAGE;
+
+/// How many lock reads [`Admin::locks`] has in flight at once.
+const LOCK_READS: usize = 64;
 pub use resq_core::failed::FailedId;
 pub use resq_core::Cleaned;
 
@@ -307,16 +310,25 @@ impl Admin {
     /// key: what [`resq_core::LockStore::locks`] lists (on Redis, Resque's
     /// `lock:` and `workerslock:` keys; the scheduler's leader lock is not
     /// listed, see [`Overview::leader`]). One read per lock for its time to
-    /// live; a lock that expires meanwhile is left out.
+    /// live, up to 64 in flight at once; a lock that expires meanwhile is
+    /// left out.
     pub async fn locks(&self) -> Result<Vec<LockInfo>> {
-        let mut out = Vec::new();
-        for (key, _) in self.backend.locks().await? {
-            if let Some(entry) = self.backend.get_lock(&key).await? {
-                out.push(LockInfo {
-                    key,
-                    value: entry.value,
-                    ttl_ms: entry.ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-                });
+        let keys: Vec<String> = self.backend.locks().await?.into_iter().map(|(key, _)| key).collect();
+        let mut out = Vec::with_capacity(keys.len());
+        // The value and TTL reads go out together, a chunk at a time (one
+        // pipelined burst on Redis, parallel pooled queries on PostgreSQL).
+        for chunk in keys.chunks(LOCK_READS) {
+            let entries =
+                futures_util::future::try_join_all(chunk.iter().map(|key| self.backend.get_lock(key))).await?;
+            for (key, entry) in chunk.iter().zip(entries) {
+                // A lock released since it was listed is left out.
+                if let Some(entry) = entry {
+                    out.push(LockInfo {
+                        key: key.clone(),
+                        value: entry.value,
+                        ttl_ms: entry.ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                    });
+                }
             }
         }
         Ok(out)
