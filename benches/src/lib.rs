@@ -5,11 +5,14 @@
 //! [`measure`] and printed by [`report`]; the `rearm` binary times one
 //! periodic-task re-arm with many jobs queued ([`rearm`]); the `dashboard`
 //! binary times resq-web's pages over a large Redis namespace
-//! ([`dashboard`]).
+//! ([`dashboard`]); the `per_job` binary compares the per-job figures with
+//! node-resque, BullMQ and graphile-worker in interleaved rounds
+//! ([`per_job`]).
 
 pub mod dashboard;
 pub mod measure;
 pub mod metrics_cost;
+pub mod per_job;
 pub mod rearm;
 pub mod report;
 

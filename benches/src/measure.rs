@@ -233,7 +233,9 @@ pub async fn process_shape(url: &str, jobs: usize, workers: usize, slots: usize)
     process(url, jobs, workers, slots).await
 }
 
-async fn enqueue(url: &str, jobs: usize, producers: usize) -> Result<f64, String> {
+/// Enqueue throughput: `producers` tasks each calling `enqueue` one job
+/// after another, `jobs` in all, on a fresh store.
+pub async fn enqueue(url: &str, jobs: usize, producers: usize) -> Result<f64, String> {
     let f = fresh(url).await?;
     let queue = Queue::new(Arc::clone(&f.backend));
     let per = jobs / producers;
@@ -260,7 +262,9 @@ async fn enqueue(url: &str, jobs: usize, producers: usize) -> Result<f64, String
     Ok(rate(per * producers, took))
 }
 
-async fn enqueue_batched(url: &str, jobs: usize) -> Result<f64, String> {
+/// Batch enqueue throughput: `jobs` jobs through `enqueue_batch`, 1,000 a
+/// call, on a fresh store.
+pub async fn enqueue_batched(url: &str, jobs: usize) -> Result<f64, String> {
     let f = fresh(url).await?;
     let queue = Queue::new(Arc::clone(&f.backend));
     let batch: Vec<NewJob> = (0..jobs)
@@ -761,7 +765,7 @@ fn run_node_script(name: &str, env: &[(&str, String)]) -> Option<NodeFigures> {
         eprintln!("   {name}: {} is missing", script.display());
         return None;
     }
-    let installed = ["node-resque", "graphile-worker"]
+    let installed = ["node-resque", "graphile-worker", "bullmq"]
         .iter()
         .all(|p| dir.join("node_modules").join(p).exists());
     if !installed {
@@ -810,6 +814,21 @@ pub fn node_resque(url: &str, jobs: usize) -> Option<NodeFigures> {
             ("REDIS_HOST", host),
             ("REDIS_PORT", port),
             ("NAMESPACE", format!("resq-bench:{}:node", std::process::id())),
+            ("JOBS", jobs.to_string()),
+        ],
+    )
+}
+
+/// BullMQ's figures, measured by `interop/bullmq-bench.js` the same way,
+/// against the same Redis (under a key prefix of its own).
+pub fn bullmq(url: &str, jobs: usize) -> Option<NodeFigures> {
+    let (host, port) = host_port(url);
+    run_node_script(
+        "bullmq-bench.js",
+        &[
+            ("REDIS_HOST", host),
+            ("REDIS_PORT", port),
+            ("PREFIX", format!("resq-bench-{}-bullmq", std::process::id())),
             ("JOBS", jobs.to_string()),
         ],
     )
