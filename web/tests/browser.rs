@@ -2,7 +2,8 @@
 //! (chromedriver + `fantoccini`), against every backend: the pages are
 //! clicked through by their navigation links and photographed, the
 //! actions are taken by clicking their buttons and their effect is read
-//! back from the backend, a stale page's action is refused, and a
+//! back from the backend, a stale page's action is refused, the overview
+//! shows a job enqueued behind its back without a reload, and a
 //! read-only dashboard shows no action and answers 403 to a POST sent
 //! from the page.
 //!
@@ -554,6 +555,54 @@ async fn read_only_refuses(env: Env) {
     assert!(locks.iter().any(|(k, _)| k == "lock:browser:test"), "{locks:?}");
 }
 
+/// The overview refreshes itself: a job enqueued behind the page's back
+/// shows in the queue's length within a few refresh periods, and the page
+/// was not reloaded (a mark set on it is still there).
+async fn live_refresh_without_reload(env: Env) {
+    let backend = Arc::clone(&env.backend);
+    seed(&backend).await;
+    let base = serve(&backend, WebConfig::default()).await;
+    let b = &env.browser;
+    // No `settle`: the refresh keeps running.
+    b.goto(&format!("{base}/")).await.unwrap();
+    assert_eq!(overview_length(b, "alpha").await, "2");
+    b.execute("window.resqSameDocument = true;", vec![]).await.unwrap();
+    let queue = Queue::new(Arc::clone(&backend));
+    queue.enqueue("alpha", "Mailer", ("live",)).await.unwrap();
+    queue.enqueue("alpha", "Mailer", ("refresh",)).await.unwrap();
+    // Refreshes come every 2 s; allow several on a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // The cell is found afresh each time: a refresh replaces it.
+        let shown = b
+            .execute(
+                "var c = document.evaluate(arguments[0], document, null, 9, null).singleNodeValue;\
+                 return c ? c.textContent.trim() : null;",
+                vec![serde_json::json!("//main//tr[td/a[normalize-space()='alpha']]/td[2]")],
+            )
+            .await
+            .unwrap();
+        if shown == serde_json::json!("4") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the overview still shows {shown} jobs on alpha after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let same = b
+        .execute("return window.resqSameDocument === true;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        same,
+        serde_json::json!(true),
+        "the page was reloaded instead of refreshed in place"
+    );
+}
+
 per_backend!(click_through_and_act, super::click_through_and_act);
+per_backend!(live_refresh_without_reload, super::live_refresh_without_reload);
 per_backend!(stale_page_refused, super::stale_page_refused);
 per_backend!(read_only_refuses, super::read_only_refuses);

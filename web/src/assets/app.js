@@ -1,7 +1,8 @@
 // resq-web: live refresh and the overview chart (embedded in the binary).
 // A page whose <main> has data-live is refetched as a fragment every 2 s
-// (the same URL with partial=1) and swapped in place, unless the user is
-// typing in it or has ticked a checkbox. The overview's #totals carries
+// (the same URL with partial=1; a slow page less often, see refresh) and
+// swapped in place, unless the user is typing in it or has ticked a
+// checkbox. The overview's #totals carries
 // the processed and failed counters; their differences between refreshes
 // draw the chart.
 (function () {
@@ -56,8 +57,16 @@
     return main.querySelector("input[type=checkbox]:checked") !== null;
   }
 
-  function refresh() {
-    if (document.hidden || busy()) return;
+  // One refresh at a time: the next is scheduled when this one ends, after
+  // the page's interval or four times as long as this refresh took,
+  // whichever is longer, so a slow page (a search over a long failed list)
+  // never has requests piling up on the server.
+  function refresh(interval) {
+    var started = Date.now();
+    var next = function () {
+      setTimeout(function () { refresh(interval); }, Math.max(interval, 4 * (Date.now() - started)));
+    };
+    if (document.hidden || busy()) return next();
     var url = new URL(window.location.href);
     url.searchParams.set("partial", "1");
     fetch(url.toString(), { credentials: "same-origin", headers: { Accept: "text/html" } })
@@ -67,7 +76,8 @@
         main.innerHTML = html;
         sample();
       })
-      .catch(function () {});
+      .catch(function () {})
+      .then(next);
   }
 
   document.addEventListener("submit", function (e) {
@@ -77,6 +87,7 @@
 
   if (main && main.hasAttribute("data-live")) {
     sample();
-    setInterval(refresh, Number(main.getAttribute("data-live")) || 2000);
+    var interval = Number(main.getAttribute("data-live")) || 2000;
+    setTimeout(function () { refresh(interval); }, interval);
   }
 })();
