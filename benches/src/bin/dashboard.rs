@@ -39,6 +39,13 @@ struct Args {
     /// Timed requests per search (after 1 untimed one).
     #[arg(long, default_value_t = 5)]
     search_runs: usize,
+    /// Entries the admin API reads a page at a time in searches and bulk
+    /// actions (its default: `resq_admin::FAILED_PAGE`).
+    #[arg(long, default_value_t = resq_admin::FAILED_PAGE)]
+    scan_page: u64,
+    /// Only the searches, not the pages.
+    #[arg(long)]
+    searches_only: bool,
     /// Keep the namespace (its name is printed) instead of deleting it.
     #[arg(long)]
     keep: bool,
@@ -122,7 +129,7 @@ async fn run(args: Args) -> Result<bool, String> {
 
 async fn measure(backend: &Arc<resq_redis::RedisBackend>, scale: Scale, args: &Args) -> Result<bool, String> {
     let dynamic: Arc<dyn Backend> = backend.clone();
-    let admin = Admin::new(dynamic);
+    let admin = Admin::new(dynamic).with_page_size(args.scan_page);
     let app = resq_web::router(admin.clone(), resq_web::WebConfig::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -138,7 +145,12 @@ async fn measure(backend: &Arc<resq_redis::RedisBackend>, scale: Scale, args: &A
     println!();
     println!("| page | requests | p50 ms | p95 ms | max ms | body | under 250 ms at p95 |");
     println!("|---|---:|---:|---:|---:|---:|---|");
-    for path in dashboard::pages(&admin, scale).await? {
+    let pages = if args.searches_only {
+        Vec::new()
+    } else {
+        dashboard::pages(&admin, scale).await?
+    };
+    for path in pages {
         let t = dashboard::time_path(addr, &path, 3, args.samples).await?;
         let (line, ok) = row(&t, 250.0, "p95");
         all_ok &= ok;
