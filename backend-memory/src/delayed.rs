@@ -205,6 +205,12 @@ impl Schedule {
         Some((timestamp, item.payload))
     }
 
+    /// [`Schedule::add`], for the snapshot's tests.
+    #[cfg(test)]
+    pub(crate) fn add_for_test(&mut self, timestamp: i64, due_ms: i64, payload: &str) {
+        self.add(timestamp, due_ms, payload);
+    }
+
     /// When the earliest item falls due.
     fn next_due_ms(&self) -> Option<i64> {
         self.by_due.first().map(|(due_ms, _, _)| *due_ms)

@@ -315,3 +315,80 @@ pub(crate) fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file with `version` and `body` (checksum filled in).
+    fn file(version: u8, body: Vec<u8>) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.push(version);
+        out.extend_from_slice(&checksum(&body).to_le_bytes());
+        out.extend(body);
+        out
+    }
+
+    fn body<T: Serialize>(image: &T) -> Vec<u8> {
+        bincode::serde::encode_to_vec(image, bincode::config::standard()).unwrap()
+    }
+
+    /// A state with two delayed items: one due at a millisecond time, one
+    /// scheduled by bucket.
+    fn state() -> State {
+        let mut state = State::default();
+        state.schedule.add_for_test(11, 10_200, "a");
+        state.schedule.add_for_test(13, resq_core::time::bucket_due_ms(13), "b");
+        state
+    }
+
+    /// What version 2 wrote: the image without the due times.
+    #[derive(Serialize)]
+    struct V2<'a> {
+        state: &'a State,
+        locks: Vec<SavedLock>,
+        leader: Option<SavedLock>,
+        paused: BTreeSet<String>,
+        enqueued: HashMap<String, VecDeque<i64>>,
+    }
+
+    #[test]
+    fn version_2_items_fall_due_with_their_buckets() {
+        let state = state();
+        let v2 = V2 {
+            state: &state,
+            locks: Vec::new(),
+            leader: None,
+            paused: BTreeSet::new(),
+            enqueued: HashMap::new(),
+        };
+        let image = decode(&file(2, body(&v2))).unwrap();
+        assert_eq!(
+            image.state.schedule.due_times(),
+            vec![resq_core::time::bucket_due_ms(11), resq_core::time::bucket_due_ms(13)]
+        );
+    }
+
+    #[test]
+    fn version_3_keeps_due_times_and_refuses_a_wrong_count() {
+        let state = state();
+        let bytes = encode(&state, &[], &None).unwrap();
+        assert_eq!(bytes[MAGIC.len()], 3);
+        let image = decode(&bytes).unwrap();
+        assert_eq!(
+            image.state.schedule.due_times(),
+            vec![10_200, resq_core::time::bucket_due_ms(13)]
+        );
+        // The same image with one due time too few is damaged.
+        let short = ImageRef {
+            state: &state,
+            locks: &[],
+            leader: &None,
+            paused: &state.paused,
+            enqueued: &state.enqueued,
+            delayed_due: vec![10_200],
+        };
+        let err = decode(&file(3, body(&short))).unwrap_err().to_string();
+        assert!(err.contains("1 delayed due times for 2 delayed items"), "{err}");
+    }
+}
