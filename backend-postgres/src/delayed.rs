@@ -28,18 +28,28 @@ use resq_core::backend::MILLISECOND_PRECISION;
 use resq_core::time::{bucket_due_ms, delayed_bucket_of_ms};
 use resq_core::{DelayedStore, Promotion, QueuedJob, Result};
 
-/// `$1` bucket, `$2` payload, `$3` due time (epoch ms); returns a row only
-/// when the item was added. When nothing else falls due at or before it,
-/// it notifies the schema's delayed channel in the same statement, so that
-/// a sleeping scheduler wakes for it (see [`crate::notify`]).
+/// `$1` bucket, `$2` payload, `$3` due time (epoch ms), `$4` the notify
+/// horizon (epoch ms, [`NOTIFY_HORIZON_MS`] from now); returns a row only when
+/// the item was added. In the same statement it notifies the schema's
+/// delayed channel, so that a sleeping scheduler wakes for the item (see
+/// [`crate::notify`]), unless another item falls due at or before it and
+/// after the horizon: the leader then already wakes for that one, and reads
+/// the next due time after promoting it, which is far enough ahead for this
+/// statement to have committed. Items due at or before an item within the
+/// horizon notify even so: that item may be being promoted right now, with
+/// the leader's next read of the due time possibly before this commit.
 pub(crate) const SCHEDULE: &str = concat!(
     "WITH i AS (INSERT INTO {s}.delayed (ts, payload, digest, due_ms) ",
     "VALUES ($1::bigint, $2::text, sha256(convert_to($2::text, 'UTF8')), $3::bigint) ",
     "ON CONFLICT (digest, ts) DO NOTHING RETURNING id), ",
-    "n AS MATERIALIZED (SELECT pg_notify('{dch}', '') FROM i ",
-    "WHERE NOT EXISTS (SELECT 1 FROM {s}.delayed AS d WHERE d.due_ms <= $3::bigint)) ",
+    "n AS MATERIALIZED (SELECT pg_notify('{dch}', '') FROM i WHERE NOT EXISTS ",
+    "(SELECT 1 FROM {s}.delayed AS d WHERE d.due_ms <= $3::bigint AND d.due_ms > $4::bigint)) ",
     "SELECT i.id, (SELECT count(*) FROM n) FROM i"
 );
+
+/// How far ahead of now an earlier item must fall due for scheduling a
+/// later one to send no notification (see [`SCHEDULE`]).
+pub(crate) const NOTIFY_HORIZON_MS: i64 = 1_000;
 
 /// When the earliest item falls due (epoch ms), NULL when there is none.
 pub(crate) const NEXT_DUE: &str = "SELECT min(due_ms) FROM {s}.delayed";
@@ -316,6 +326,7 @@ impl PostgresBackend {
             .bind(timestamp)
             .bind(payload)
             .bind(due_ms)
+            .bind(resq_core::time::now_ms().saturating_add(NOTIFY_HORIZON_MS))
             .fetch_optional(&self.pool)
             .await
             .pg(self)

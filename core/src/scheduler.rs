@@ -183,6 +183,9 @@ pub struct Scheduler {
     /// error (the store unreachable, as far as it can tell): no stuck-worker
     /// check runs until a whole `stuck_worker_timeout` has passed since.
     last_store_failure: std::sync::Mutex<Option<std::time::Instant>>,
+    /// When this scheduler last took or renewed the leader lock (the start
+    /// of that call), while it holds it.
+    confirmed: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -221,6 +224,7 @@ impl Scheduler {
             name,
             leading: AtomicBool::new(false),
             last_store_failure: std::sync::Mutex::new(None),
+            confirmed: std::sync::Mutex::new(None),
             events,
         })
     }
@@ -438,10 +442,14 @@ impl Scheduler {
                 return Ok(Some((next, 0)));
             }
         }
-        let leads = self.backend.acquire_leader(&self.name, self.config.leader_ttl).await?;
-        self.set_leading(leads);
-        if !leads {
-            return Ok(None);
+        // The lock is renewed every third of its TTL beside the polls; ask
+        // again only when that renewal is not recent.
+        if !self.surely_leads() {
+            let leads = self.acquire().await?;
+            self.set_leading(leads);
+            if !leads {
+                return Ok(None);
+            }
         }
         let mut report = PollReport {
             leader: true,
@@ -481,7 +489,7 @@ impl Scheduler {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            match self.backend.acquire_leader(&self.name, self.config.leader_ttl).await {
+            match self.acquire().await {
                 Ok(leads) => {
                     let was = self.is_leader();
                     self.set_leading(leads);
@@ -515,6 +523,22 @@ impl Scheduler {
         let was = self.backend.release_leader(&self.name).await?;
         self.set_leading(false);
         Ok(was)
+    }
+
+    /// Takes or renews the leader lock, noting when it was confirmed.
+    async fn acquire(&self) -> Result<bool> {
+        let asked = std::time::Instant::now();
+        let leads = self.backend.acquire_leader(&self.name, self.config.leader_ttl).await?;
+        *self.confirmed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = leads.then_some(asked);
+        Ok(leads)
+    }
+
+    /// Whether this scheduler certainly still holds the leader lock: it took
+    /// or renewed it less than a third of its TTL ago (measured from before
+    /// the call), so nobody else can have taken it since.
+    fn surely_leads(&self) -> bool {
+        let confirmed = *self.confirmed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.is_leader() && confirmed.is_some_and(|at| at.elapsed() < self.renew_interval())
     }
 
     fn set_leading(&self, now: bool) {
@@ -569,7 +593,7 @@ impl Scheduler {
     }
 
     async fn poll_once(&self) -> Result<PollReport> {
-        let leader = self.backend.acquire_leader(&self.name, self.config.leader_ttl).await?;
+        let leader = self.acquire().await?;
         self.set_leading(leader);
         let mut report = PollReport {
             leader,
@@ -699,7 +723,7 @@ impl Scheduler {
                 return Ok(());
             }
             // A long backlog: make sure we still lead before the next batch.
-            let still = self.backend.acquire_leader(&self.name, self.config.leader_ttl).await?;
+            let still = self.acquire().await?;
             self.set_leading(still);
             if !still {
                 report.leader = false;
