@@ -5,12 +5,12 @@
 use crate::MemoryBackend;
 use async_trait::async_trait;
 use resq_core::backend::delayed_is_of_class;
+use resq_core::backend::MILLISECOND_PRECISION;
 use resq_core::failed::promotion_failure_entry;
 use resq_core::job::promotion_target;
-use resq_core::backend::MILLISECOND_PRECISION;
+use resq_core::time::{bucket_due_ms, delayed_bucket_of_ms};
 use resq_core::{DelayedStore, Promotion, Result};
 use serde::{Deserialize, Serialize};
-use resq_core::time::{bucket_due_ms, delayed_bucket_of_ms};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Resque's `delayed:<secs>` lists (with `delayed_queue_schedule`, which is
@@ -312,9 +312,11 @@ impl DelayedStore for MemoryBackend {
 
     async fn delayed_at(&self, timestamp: i64) -> Result<Vec<String>> {
         let st = self.state.lock();
-        Ok(st.schedule.buckets.get(&timestamp).map_or_else(Vec::new, |b| {
-            b.items.values().map(|i| i.payload.clone()).collect()
-        }))
+        Ok(st
+            .schedule
+            .buckets
+            .get(&timestamp)
+            .map_or_else(Vec::new, |b| b.items.values().map(|i| i.payload.clone()).collect()))
     }
 
     async fn timestamps_of(&self, payload: &str) -> Result<Vec<i64>> {

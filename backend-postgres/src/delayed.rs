@@ -21,10 +21,10 @@
 use crate::error::{limit, PgResult};
 use crate::PostgresBackend;
 use async_trait::async_trait;
+use resq_core::backend::MILLISECOND_PRECISION;
 use resq_core::backend::{delayed_is_of_class, REMOVAL_PAGE};
 use resq_core::failed::promotion_failure_entry;
 use resq_core::job::promotion_target;
-use resq_core::backend::MILLISECOND_PRECISION;
 use resq_core::time::{bucket_due_ms, delayed_bucket_of_ms};
 use resq_core::{DelayedStore, Promotion, QueuedJob, Result};
 

@@ -462,7 +462,9 @@ async fn idle_latency(url: &str, samples: usize) -> Result<Latency, String> {
 }
 
 async fn delayed_latency(url: &str, samples: usize) -> Result<Latency, String> {
-    Ok(delayed_pickup(url, samples, Duration::ZERO, DELAYED_POLL).await?.latency)
+    Ok(delayed_pickup(url, samples, Duration::ZERO, DELAYED_POLL)
+        .await?
+        .latency)
 }
 
 /// The scheduler's poll interval in the delayed pickup figures unless
@@ -541,7 +543,10 @@ pub async fn delayed_pickup(
     s_task.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
     f.done().await;
     if !early.is_empty() {
-        return Err(format!("{} delayed jobs started early (job, µs early): {early:?}", early.len()));
+        return Err(format!(
+            "{} delayed jobs started early (job, µs early): {early:?}",
+            early.len()
+        ));
     }
     let max_ms = out.iter().max().map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0);
     Ok(DelayedPickup {

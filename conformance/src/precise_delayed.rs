@@ -48,7 +48,11 @@ pub async fn next_due_ms_lies_within_the_declared_precision(backend: Arc<dyn Bac
         "{} declares a delayed precision of {precision:?}",
         backend.kind()
     );
-    assert_eq!(backend.next_due_ms().await.unwrap(), None, "an empty schedule has no due time");
+    assert_eq!(
+        backend.next_due_ms().await.unwrap(),
+        None,
+        "an empty schedule has no due time"
+    );
     for (i, offset) in [0_i64, 1, 499, 500, 501, 999, 1_250].into_iter().enumerate() {
         let t = FAR + offset;
         let p = payload("q", i64::try_from(i).unwrap());
@@ -85,7 +89,9 @@ pub async fn promote_due_ms_is_never_early_and_within_precision(backend: Arc<dyn
                 panic!("a valid item failed to promote: {promotion:?}");
             };
             assert_eq!(queue, "q");
-            let due = waiting.remove(&payload).expect("an item moved twice, or one never scheduled");
+            let due = waiting
+                .remove(&payload)
+                .expect("an item moved twice, or one never scheduled");
             assert!(due <= up_to, "an item due at {due} moved at {up_to}: early");
             moved.push(payload);
         }
@@ -101,7 +107,11 @@ pub async fn promote_due_ms_is_never_early_and_within_precision(backend: Arc<dyn
         up_to = (up_to + 13).min(end);
     }
     assert!(waiting.is_empty(), "never promoted: {waiting:?}");
-    assert_eq!(backend.queue_range("q", 0, -1).await.unwrap(), moved, "promoted in order onto the queue");
+    assert_eq!(
+        backend.queue_range("q", 0, -1).await.unwrap(),
+        moved,
+        "promoted in order onto the queue"
+    );
     assert_eq!(backend.delayed_count().await.unwrap(), 0);
 }
 
@@ -113,7 +123,11 @@ pub async fn bucket_scheduled_items_fall_due_with_their_bucket(backend: Arc<dyn 
     let p = payload("q", 1);
     assert!(backend.schedule(secs, &p).await.unwrap());
     assert_eq!(backend.next_due_ms().await.unwrap(), Some(bucket_due_ms(secs)));
-    assert!(backend.promote_due_ms(bucket_due_ms(secs) - 1, 10).await.unwrap().is_empty());
+    assert!(backend
+        .promote_due_ms(bucket_due_ms(secs) - 1, 10)
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(backend.delayed_at(secs).await.unwrap(), vec![p.clone()]);
     let moved = backend.promote_due_ms(bucket_due_ms(secs), 10).await.unwrap();
     assert_eq!(
@@ -149,7 +163,11 @@ pub async fn second_bucket_views_see_items_scheduled_by_time(backend: Arc<dyn Ba
     assert!(!backend.schedule_ms(FAR + 401, &items[0]).await.unwrap());
     assert!(!backend.schedule(s, &items[0]).await.unwrap());
     assert_eq!(backend.delayed_timestamps().await.unwrap(), vec![s, s + 1]);
-    assert_eq!(backend.delayed_at(s).await.unwrap(), items[..3].to_vec(), "insertion order");
+    assert_eq!(
+        backend.delayed_at(s).await.unwrap(),
+        items[..3].to_vec(),
+        "insertion order"
+    );
     assert_eq!(backend.delayed_bucket_sizes().await.unwrap(), vec![(s, 3), (s + 1, 1)]);
     assert_eq!(backend.delayed_count().await.unwrap(), 4);
     let next = backend.next_due_ms().await.unwrap().expect("a due time");
@@ -294,10 +312,14 @@ pub async fn an_earlier_job_wakes_a_sleeping_scheduler(backend: Arc<dyn Backend>
         dues.insert(i, due);
     }
     let slack = if signals { Duration::ZERO } else { poll };
-    wait_until(backend.delayed_precision() + slack + LIVENESS, "both jobs started", || {
-        let starts = Arc::clone(&starts);
-        async move { starts.lock().unwrap().len() == 2 }
-    })
+    wait_until(
+        backend.delayed_precision() + slack + LIVENESS,
+        "both jobs started",
+        || {
+            let starts = Arc::clone(&starts);
+            async move { starts.lock().unwrap().len() == 2 }
+        },
+    )
     .await;
     check_starts(&*backend, &dues, &starts, slack);
     assert_eq!(q.scheduled_at("precise", "stamp", (99,)).await.unwrap().len(), 1);
@@ -318,7 +340,9 @@ pub async fn only_the_leader_promotes_between_polls(backend: Arc<dyn Backend>) {
     assert!(leader.poll().await.unwrap().leader);
     let follower = spawn_scheduler(&backend, None, scheduler_config("follower", Duration::from_millis(50)));
     for i in 0..3 {
-        q.enqueue_at(now_ms() + i * 100, "precise", "stamp", (i,)).await.unwrap();
+        q.enqueue_at(now_ms() + i * 100, "precise", "stamp", (i,))
+            .await
+            .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert!(!follower.scheduler.is_leader());

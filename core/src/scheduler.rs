@@ -676,10 +676,7 @@ impl Scheduler {
 
     async fn promote(&self, report: &mut PollReport) -> Result<()> {
         loop {
-            let moved = self
-                .backend
-                .promote_due_ms(now_ms(), self.config.promote_batch)
-                .await?;
+            let moved = self.backend.promote_due_ms(now_ms(), self.config.promote_batch).await?;
             let n = moved.len();
             for p in moved {
                 match p {

@@ -210,7 +210,11 @@ async fn delayed_only(args: &Args) -> ExitCode {
             );
             match measure::delayed_pickup(url, args.samples, delay_d, poll).await {
                 Ok(d) => {
-                    let due = if delay == 0 { "at once".to_owned() } else { format!("in {delay} ms") };
+                    let due = if delay == 0 {
+                        "at once".to_owned()
+                    } else {
+                        format!("in {delay} ms")
+                    };
                     println!(
                         "| {url} | {due} | {:.2} | {:.2} | {:.2} | {} |",
                         d.latency.median_ms, d.latency.p99_ms, d.max_ms, d.latency.samples
