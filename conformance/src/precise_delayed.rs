@@ -1,5 +1,5 @@
 //! Precise delayed jobs (issue #14): each backend declares how precisely
-//! its schedule keeps due times ([`DelayedStore::delayed_precision`]: one
+//! its schedule keeps due times ([`DelayedStore::delayed_precision`](resq_core::DelayedStore::delayed_precision): one
 //! second for Resque's buckets on Redis, a millisecond on memory and
 //! PostgreSQL), and on every backend an item is never due before the time
 //! asked for and is due within the declared precision after it. The
@@ -8,7 +8,7 @@
 //! by bucket fall due with their bucket. A running scheduler starts a job
 //! never early and within the precision plus a liveness bound, wakes for
 //! an earlier job scheduled while it sleeps where the backend signals
-//! that ([`DelayedStore::schedule_watch`]) and at its next poll where it
+//! that ([`DelayedStore::schedule_watch`](resq_core::DelayedStore::schedule_watch)) and at its next poll where it
 //! does not, and only the leader promotes.
 
 use crate::support::{spawn_scheduler, spawn_worker, wait_until};
@@ -281,7 +281,7 @@ pub async fn a_running_scheduler_starts_jobs_never_early_and_within_precision(ba
 
 /// A job scheduled while the leader sleeps (its poll interval far away,
 /// with a later job already scheduled) starts at its time: at once where
-/// the backend signals new earliest items ([`DelayedStore::schedule_watch`]),
+/// the backend signals new earliest items ([`DelayedStore::schedule_watch`](resq_core::DelayedStore::schedule_watch)),
 /// at the next poll where it does not (the scheduler then polls every
 /// second). Never early either way.
 pub async fn an_earlier_job_wakes_a_sleeping_scheduler(backend: Arc<dyn Backend>) {
