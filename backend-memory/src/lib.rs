@@ -22,7 +22,9 @@
 //! never across an `.await`. Plugin locks live in a `DashMap` and the
 //! leader lock in its own slot. Idle workers wait on a `Notify` that every
 //! push signals, so they start a new job at once rather than at their next
-//! poll.
+//! poll. Delayed items keep their due time in milliseconds beside Resque's
+//! second buckets, and a scheduler sleeps until the earliest one, woken
+//! through a `watch` channel when an earlier one is scheduled.
 
 #![warn(missing_docs)]
 
@@ -63,6 +65,9 @@ pub struct MemoryBackend {
     locks: LockTable,
     leader: LeaderSlot,
     wakeup: Wakeup,
+    /// Bumped when an item is scheduled to fall due before every other,
+    /// to wake a sleeping scheduler ([`resq_core::DelayedStore::schedule_watch`]).
+    schedule_changes: tokio::sync::watch::Sender<u64>,
     persist: Option<Persist>,
 }
 
@@ -78,6 +83,7 @@ impl MemoryBackend {
             locks: LockTable::default(),
             leader: LeaderSlot::default(),
             wakeup: Wakeup::default(),
+            schedule_changes: tokio::sync::watch::channel(0).0,
             persist,
         }
     }

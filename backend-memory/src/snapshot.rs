@@ -3,9 +3,11 @@
 //! Layout: the 8-byte magic `RESQMEM\0`, one format-version byte, an
 //! 8-byte little-endian checksum of the body, then the body: an [`Image`]
 //! in bincode 2's standard configuration, through its serde integration.
-//! Version 2 (written now) adds the paused queues and the jobs' enqueue
-//! times after version 1's fields; a version 1 file still loads, with no
-//! queue paused and enqueue times unknown.
+//! Version 2 adds the paused queues and the jobs' enqueue times after
+//! version 1's fields; version 3 (written now) adds the delayed items' due
+//! times in milliseconds after those. A version 1 file still loads, with no
+//! queue paused and enqueue times unknown, and versions 1 and 2 load with
+//! every delayed item due when its bucket is.
 //! A file with another magic, version or checksum, or a body that does not
 //! decode exactly, is refused with a clear error. Bodies are decoded with a
 //! size limit derived from the file's length, so a damaged length field is
@@ -28,9 +30,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const MAGIC: &[u8; 8] = b"RESQMEM\0";
 /// The format this build writes and reads. Bump it on any change to the
 /// saved types.
-const FORMAT_VERSION: u8 = 2;
-/// The older format this build still reads.
+const FORMAT_VERSION: u8 = 3;
+/// The older formats this build still reads.
 const FORMAT_VERSION_1: u8 = 1;
+const FORMAT_VERSION_2: u8 = 2;
 const HEADER_LEN: usize = MAGIC.len() + 1 + 8;
 
 /// A saved lock: key, owner token and deadline (epoch ms).
@@ -52,6 +55,7 @@ struct ImageRef<'a> {
     leader: &'a Option<SavedLock>,
     paused: &'a BTreeSet<String>,
     enqueued: &'a HashMap<String, VecDeque<i64>>,
+    delayed_due: Vec<i64>,
 }
 
 /// Version 1's image: [`Image`] without its last two fields.
@@ -62,9 +66,19 @@ struct ImageV1 {
     leader: Option<SavedLock>,
 }
 
-/// What a snapshot holds, owned after reading. Same fields, same order as
-/// [`ImageRef`].
+/// Version 2's image: [`Image`] without its last field.
 #[derive(Debug, Deserialize)]
+struct ImageV2 {
+    state: State,
+    locks: Vec<SavedLock>,
+    leader: Option<SavedLock>,
+    paused: BTreeSet<String>,
+    enqueued: HashMap<String, VecDeque<i64>>,
+}
+
+/// What a snapshot holds, owned after reading. Same fields, same order as
+/// [`ImageRef`]; the delayed items' due times are already in `state`.
+#[derive(Debug)]
 pub(crate) struct Image {
     /// Queues, workers, stats, failed and delayed jobs.
     pub(crate) state: State,
@@ -76,6 +90,18 @@ pub(crate) struct Image {
     pub(crate) paused: BTreeSet<String>,
     /// The jobs' enqueue times by queue, tail-aligned (see `State::enqueued`).
     pub(crate) enqueued: HashMap<String, VecDeque<i64>>,
+}
+
+/// Version 3's image as read: [`ImageV2`] and the delayed items' due times
+/// in the order of `Schedule::due_times`.
+#[derive(Debug, Deserialize)]
+struct ImageV3 {
+    state: State,
+    locks: Vec<SavedLock>,
+    leader: Option<SavedLock>,
+    paused: BTreeSet<String>,
+    enqueued: HashMap<String, VecDeque<i64>>,
+    delayed_due: Vec<i64>,
 }
 
 /// A fast 64-bit checksum (FNV-1a style, a word at a time): it detects a
@@ -103,6 +129,7 @@ pub(crate) fn encode(state: &State, locks: &[SavedLock], leader: &Option<SavedLo
         leader,
         paused: &state.paused,
         enqueued: &state.enqueued,
+        delayed_due: state.schedule.due_times(),
     };
     let mut out = Vec::with_capacity(4096);
     out.extend_from_slice(MAGIC);
@@ -130,7 +157,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Image> {
         return Err(corrupt("not a resq memory snapshot (bad magic)".into()));
     }
     let version = bytes[MAGIC.len()];
-    if version != FORMAT_VERSION && version != FORMAT_VERSION_1 {
+    if ![FORMAT_VERSION, FORMAT_VERSION_2, FORMAT_VERSION_1].contains(&version) {
         return Err(corrupt(format!(
             "snapshot format version {version} is not supported (this build reads version {FORMAT_VERSION})"
         )));
@@ -142,6 +169,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Image> {
     if u64::from_le_bytes(stored) != checksum(body) {
         return Err(corrupt("checksum mismatch: the file is truncated or damaged".into()));
     }
+    // The due times of version 3, `None` before it.
     let decoded = if version == FORMAT_VERSION_1 {
         decode_body::<ImageV1>(body).map(|(v1, read)| {
             let image = Image {
@@ -151,12 +179,32 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Image> {
                 paused: BTreeSet::new(),
                 enqueued: HashMap::new(),
             };
-            (image, read)
+            ((image, None), read)
+        })
+    } else if version == FORMAT_VERSION_2 {
+        decode_body::<ImageV2>(body).map(|(v2, read)| {
+            let image = Image {
+                state: v2.state,
+                locks: v2.locks,
+                leader: v2.leader,
+                paused: v2.paused,
+                enqueued: v2.enqueued,
+            };
+            ((image, None), read)
         })
     } else {
-        decode_body::<Image>(body)
+        decode_body::<ImageV3>(body).map(|(v3, read)| {
+            let image = Image {
+                state: v3.state,
+                locks: v3.locks,
+                leader: v3.leader,
+                paused: v3.paused,
+                enqueued: v3.enqueued,
+            };
+            ((image, Some(v3.delayed_due)), read)
+        })
     };
-    let (image, read) = decoded.map_err(|e| match e {
+    let ((mut image, due), read) = decoded.map_err(|e| match e {
         bincode::error::DecodeError::LimitExceeded => corrupt(format!(
             "a length in the snapshot claims more data than its {} byte body holds: the file is damaged",
             body.len()
@@ -165,6 +213,13 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Image> {
     })?;
     if read != body.len() {
         return Err(corrupt(format!("{} unexpected trailing bytes", body.len() - read)));
+    }
+    if !image.state.schedule.rebuild(due.as_deref()) {
+        return Err(corrupt(format!(
+            "the snapshot lists {} delayed due times for {} delayed items: the file is damaged",
+            due.map_or(0, |d| d.len()),
+            image.state.schedule.item_count()
+        )));
     }
     Ok(image)
 }
@@ -259,4 +314,81 @@ pub(crate) fn write(path: &Path, bytes: &[u8]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file with `version` and `body` (checksum filled in).
+    fn file(version: u8, body: Vec<u8>) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.push(version);
+        out.extend_from_slice(&checksum(&body).to_le_bytes());
+        out.extend(body);
+        out
+    }
+
+    fn body<T: Serialize>(image: &T) -> Vec<u8> {
+        bincode::serde::encode_to_vec(image, bincode::config::standard()).unwrap()
+    }
+
+    /// A state with two delayed items: one due at a millisecond time, one
+    /// scheduled by bucket.
+    fn state() -> State {
+        let mut state = State::default();
+        state.schedule.add_for_test(11, 10_200, "a");
+        state.schedule.add_for_test(13, resq_core::time::bucket_due_ms(13), "b");
+        state
+    }
+
+    /// What version 2 wrote: the image without the due times.
+    #[derive(Serialize)]
+    struct V2<'a> {
+        state: &'a State,
+        locks: Vec<SavedLock>,
+        leader: Option<SavedLock>,
+        paused: BTreeSet<String>,
+        enqueued: HashMap<String, VecDeque<i64>>,
+    }
+
+    #[test]
+    fn version_2_items_fall_due_with_their_buckets() {
+        let state = state();
+        let v2 = V2 {
+            state: &state,
+            locks: Vec::new(),
+            leader: None,
+            paused: BTreeSet::new(),
+            enqueued: HashMap::new(),
+        };
+        let image = decode(&file(2, body(&v2))).unwrap();
+        assert_eq!(
+            image.state.schedule.due_times(),
+            vec![resq_core::time::bucket_due_ms(11), resq_core::time::bucket_due_ms(13)]
+        );
+    }
+
+    #[test]
+    fn version_3_keeps_due_times_and_refuses_a_wrong_count() {
+        let state = state();
+        let bytes = encode(&state, &[], &None).unwrap();
+        assert_eq!(bytes[MAGIC.len()], 3);
+        let image = decode(&bytes).unwrap();
+        assert_eq!(
+            image.state.schedule.due_times(),
+            vec![10_200, resq_core::time::bucket_due_ms(13)]
+        );
+        // The same image with one due time too few is damaged.
+        let short = ImageRef {
+            state: &state,
+            locks: &[],
+            leader: &None,
+            paused: &state.paused,
+            enqueued: &state.enqueued,
+            delayed_due: vec![10_200],
+        };
+        let err = decode(&file(3, body(&short))).unwrap_err().to_string();
+        assert!(err.contains("1 delayed due times for 2 delayed items"), "{err}");
+    }
 }

@@ -517,7 +517,39 @@ async fn a_version_1_snapshot_still_loads() {
         b.queue_stats(&["math".to_owned()]).await.unwrap()[0].oldest_enqueued_ms,
         None
     );
-    // Saved again, it is a version 2 file.
+    // Saved again, it is a file of the current version, 3.
     b.close().await.unwrap();
-    assert_eq!(std::fs::read(&path.0).unwrap()[8], 2);
+    assert_eq!(std::fs::read(&path.0).unwrap()[8], 3);
+}
+
+/// Delayed items keep their due times in milliseconds across a restart
+/// (snapshot format version 3), and an item scheduled by bucket stays due
+/// with its bucket.
+#[tokio::test]
+async fn delayed_due_times_survive_a_restart() {
+    let path = TempPath::new("v3");
+    let at = 4_102_444_800_000_i64; // 2100-01-01, a whole second
+    let first = MemoryBackend::with_snapshot(&path.0, None).unwrap();
+    let by_time = r#"{"class":"a","queue":"q","args":[1]}"#;
+    let by_bucket = r#"{"class":"a","queue":"q","args":[2]}"#;
+    let bucket = resq_core::time::delayed_bucket_of_ms(at + 250);
+    assert!(first.schedule_ms(at + 250, by_time).await.unwrap());
+    assert!(first.schedule(bucket + 3, by_bucket).await.unwrap());
+    first.close().await.unwrap();
+    drop(first);
+
+    let second = MemoryBackend::with_snapshot(&path.0, None).unwrap();
+    assert_eq!(std::fs::read(&path.0).unwrap()[8], 3);
+    assert_eq!(second.delayed_timestamps().await.unwrap(), vec![bucket, bucket + 3]);
+    assert_eq!(second.next_due_ms().await.unwrap(), Some(at + 250));
+    assert!(second.promote_due_ms(at + 249, 10).await.unwrap().is_empty());
+    assert_eq!(second.promote_due_ms(at + 250, 10).await.unwrap().len(), 1);
+    let bucket_due = resq_core::time::bucket_due_ms(bucket + 3);
+    assert_eq!(second.next_due_ms().await.unwrap(), Some(bucket_due));
+    assert!(second.promote_due_ms(bucket_due - 1, 10).await.unwrap().is_empty());
+    assert_eq!(second.promote_due_ms(bucket_due, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        second.queue_range("q", 0, -1).await.unwrap(),
+        vec![by_time.to_owned(), by_bucket.to_owned()]
+    );
 }

@@ -1,13 +1,18 @@
 //! The delayed schedule: the [`DelayedStore`] implementation.
 //!
 //! Each item is a row of `delayed` (bucket `ts`, insertion `id`, payload,
-//! and the SHA-256 `digest` of the payload's bytes). The unique index on
+//! the SHA-256 `digest` of the payload's bytes, and since migration 7 the
+//! due time `due_ms`: the time asked for, or the bucket's due time for an
+//! item scheduled by bucket). The unique index on
 //! `(digest, ts)` makes `schedule` refuse a payload already in its bucket in
 //! the same statement that inserts it (`ON CONFLICT DO NOTHING`), so
 //! concurrent identical schedules store one item; it also finds a
 //! payload's buckets. Lookups by payload compare the bytes as well.
 //!
-//! Promotion takes up to `limit` due rows, oldest bucket first and in
+//! Promotion by time (`promote_due_ms`, what the scheduler uses) takes the
+//! rows due at a given millisecond, earliest first, through the
+//! `(due_ms, id)` index; promotion by bucket (`promote_due`) takes
+//! up to `limit` due rows, oldest bucket first and in
 //! insertion order within a bucket, with `FOR UPDATE SKIP LOCKED` (so
 //! concurrent promoters never take the same item), deletes them and pushes
 //! them onto their queues (or, when they cannot be promoted, appends their
@@ -16,17 +21,38 @@
 use crate::error::{limit, PgResult};
 use crate::PostgresBackend;
 use async_trait::async_trait;
+use resq_core::backend::MILLISECOND_PRECISION;
 use resq_core::backend::{delayed_is_of_class, REMOVAL_PAGE};
 use resq_core::failed::promotion_failure_entry;
 use resq_core::job::promotion_target;
+use resq_core::time::{bucket_due_ms, delayed_bucket_of_ms};
 use resq_core::{DelayedStore, Promotion, QueuedJob, Result};
 
-/// `$1` bucket, `$2` payload; returns a row only when the item was added.
+/// `$1` bucket, `$2` payload, `$3` due time (epoch ms), `$4` the notify
+/// horizon (epoch ms, [`NOTIFY_HORIZON_MS`] from now); returns a row only when
+/// the item was added. In the same statement it notifies the schema's
+/// delayed channel, so that a sleeping scheduler wakes for the item (see
+/// [`crate::notify`]), unless another item falls due at or before it and
+/// after the horizon: the leader then already wakes for that one, and reads
+/// the next due time after promoting it, which is far enough ahead for this
+/// statement to have committed. Items due at or before an item within the
+/// horizon notify even so: that item may be being promoted right now, with
+/// the leader's next read of the due time possibly before this commit.
 pub(crate) const SCHEDULE: &str = concat!(
-    "INSERT INTO {s}.delayed (ts, payload, digest) ",
-    "VALUES ($1::bigint, $2::text, sha256(convert_to($2::text, 'UTF8'))) ",
-    "ON CONFLICT (digest, ts) DO NOTHING RETURNING id"
+    "WITH i AS (INSERT INTO {s}.delayed (ts, payload, digest, due_ms) ",
+    "VALUES ($1::bigint, $2::text, sha256(convert_to($2::text, 'UTF8')), $3::bigint) ",
+    "ON CONFLICT (digest, ts) DO NOTHING RETURNING id), ",
+    "n AS MATERIALIZED (SELECT pg_notify('{dch}', '') FROM i WHERE NOT EXISTS ",
+    "(SELECT 1 FROM {s}.delayed AS d WHERE d.due_ms <= $3::bigint AND d.due_ms > $4::bigint)) ",
+    "SELECT i.id, (SELECT count(*) FROM n) FROM i"
 );
+
+/// How far ahead of now an earlier item must fall due for scheduling a
+/// later one to send no notification (see [`SCHEDULE`]).
+pub(crate) const NOTIFY_HORIZON_MS: i64 = 1_000;
+
+/// When the earliest item falls due (epoch ms), NULL when there is none.
+pub(crate) const NEXT_DUE: &str = "SELECT min(due_ms) FROM {s}.delayed";
 
 /// Distinct non-empty buckets `<= $1`, ascending, at most `$2`: a loose
 /// index scan that visits each bucket once however many items it holds.
@@ -73,7 +99,16 @@ pub(crate) const TAKE_DUE: &str = concat!(
     "WITH due AS (SELECT d.ts, d.id FROM {s}.delayed AS d WHERE d.ts <= $1::bigint ",
     "ORDER BY d.ts, d.id LIMIT $2::bigint FOR UPDATE SKIP LOCKED) ",
     "DELETE FROM {s}.delayed AS d USING due WHERE d.ts = due.ts AND d.id = due.id ",
-    "RETURNING d.ts, d.id, d.payload"
+    "RETURNING d.ts, d.id, d.payload, d.ts"
+);
+
+/// Takes up to `$2` items due at `$1` (epoch ms), earliest first, skipping
+/// items another promoter (or a removal) holds.
+pub(crate) const TAKE_DUE_MS: &str = concat!(
+    "WITH due AS (SELECT d.ts, d.id FROM {s}.delayed AS d WHERE d.due_ms <= $1::bigint ",
+    "ORDER BY d.due_ms, d.id LIMIT $2::bigint FOR UPDATE SKIP LOCKED) ",
+    "DELETE FROM {s}.delayed AS d USING due WHERE d.ts = due.ts AND d.id = due.id ",
+    "RETURNING d.ts, d.id, d.payload, d.due_ms"
 );
 
 /// "Run now": moves payload `$2` from bucket `$1` to the tail of queue `$3`
@@ -112,14 +147,32 @@ pub(crate) const PUSH_FAILED_BATCH: &str = concat!(
 #[async_trait]
 impl DelayedStore for PostgresBackend {
     async fn schedule(&self, timestamp: i64, payload: &str) -> Result<bool> {
-        let added: Option<(i64,)> = sqlx::query_as(&self.sql.schedule)
-            .bind(timestamp)
-            .bind(payload)
-            .fetch_optional(&self.pool)
+        self.schedule_item(timestamp, bucket_due_ms(timestamp), payload).await
+    }
+
+    fn delayed_precision(&self) -> std::time::Duration {
+        MILLISECOND_PRECISION
+    }
+
+    async fn schedule_ms(&self, due_ms: i64, payload: &str) -> Result<bool> {
+        self.schedule_item(delayed_bucket_of_ms(due_ms), due_ms, payload).await
+    }
+
+    async fn next_due_ms(&self) -> Result<Option<i64>> {
+        let (due,): (Option<i64>,) = sqlx::query_as(&self.sql.next_due)
+            .fetch_one(&self.pool)
             .await
             .pg(self)
             .await?;
-        Ok(added.is_some())
+        Ok(due)
+    }
+
+    async fn schedule_watch(&self) -> Result<Option<tokio::sync::watch::Receiver<u64>>> {
+        Ok(Some(self.notifier.schedule_changes()))
+    }
+
+    async fn promote_due_ms(&self, now_ms: i64, max: usize) -> Result<Vec<Promotion>> {
+        self.promote_taken(&self.sql.take_due_ms, now_ms, max).await
     }
 
     async fn due_timestamps(&self, up_to: i64, max: usize) -> Result<Vec<i64>> {
@@ -262,11 +315,34 @@ impl DelayedStore for PostgresBackend {
     }
 
     async fn promote_due(&self, up_to: i64, max: usize) -> Result<Vec<Promotion>> {
+        self.promote_taken(&self.sql.take_due, up_to, max).await
+    }
+}
+
+impl PostgresBackend {
+    /// Inserts one item (see [`SCHEDULE`]); returns whether it was added.
+    async fn schedule_item(&self, timestamp: i64, due_ms: i64, payload: &str) -> Result<bool> {
+        let added: Option<(i64, i64)> = sqlx::query_as(&self.sql.schedule)
+            .bind(timestamp)
+            .bind(payload)
+            .bind(due_ms)
+            .bind(resq_core::time::now_ms().saturating_add(NOTIFY_HORIZON_MS))
+            .fetch_optional(&self.pool)
+            .await
+            .pg(self)
+            .await?;
+        Ok(added.is_some())
+    }
+
+    /// Promotes what `take` (one of [`TAKE_DUE`] and [`TAKE_DUE_MS`], with
+    /// its bound `up_to`) deletes, in one transaction: items in the order
+    /// of the fourth column returned (bucket or due time), then insertion.
+    async fn promote_taken(&self, take: &str, up_to: i64, max: usize) -> Result<Vec<Promotion>> {
         if max == 0 {
             return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await.pg(self).await?;
-        let mut taken: Vec<(i64, i64, String)> = sqlx::query_as(&self.sql.take_due)
+        let mut taken: Vec<(i64, i64, String, i64)> = sqlx::query_as(take)
             .bind(up_to)
             .bind(limit(max))
             .fetch_all(&mut *tx)
@@ -277,12 +353,12 @@ impl DelayedStore for PostgresBackend {
             tx.rollback().await.pg(self).await?;
             return Ok(Vec::new());
         }
-        taken.sort_unstable_by_key(|(ts, id, _)| (*ts, *id));
+        taken.sort_unstable_by_key(|(_, id, _, order)| (*order, *id));
         let now = resq_core::time::now_ms();
         let mut jobs = Vec::new();
         let mut entries = Vec::new();
         let mut done = Vec::with_capacity(taken.len());
-        for (timestamp, _, payload) in taken {
+        for (timestamp, _, payload, _) in taken {
             match promotion_target(&payload) {
                 Ok(queue) => {
                     jobs.push(QueuedJob {

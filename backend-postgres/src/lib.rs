@@ -52,7 +52,7 @@
 //! | `jobs (queue, id, payload)` | queued jobs; FIFO is ascending `id`, primary key `(queue, id)` |
 //! | `queues (name)` | the queue set: names stay until `delete_queue` |
 //! | `working` | one working-on row per worker id, written by the claim |
-//! | `delayed (ts, id, payload, digest)` | delayed buckets; unique `(digest, ts)` refuses duplicates |
+//! | `delayed (ts, id, payload, digest, due_ms)` | delayed buckets; unique `(digest, ts)` refuses duplicates; each item's due time (ms), indexed, for promotion at that time |
 //! | `failed (id, entry)` | the failed list in `id` order |
 //! | `workers`, `pings` | registered workers with start times; pings by worker name |
 //! | `stats (key, value)` | counters |
@@ -75,7 +75,9 @@
 //! `wait_for_jobs`. A waiter subscribes before it checks its queues, so a
 //! job pushed between a worker's empty claim and its wait still wakes it;
 //! after the listener reconnects, every waiter is woken once (notifications
-//! may have been lost meanwhile).
+//! may have been lost meanwhile). Scheduling a delayed item that falls due
+//! before every other notifies a second channel, `<schema>.resq_delayed`,
+//! on the same listener, which wakes a sleeping scheduler.
 //!
 //! Every statement is schema-qualified, each [`resq_core::Backend`] method
 //! is one statement or one transaction, and database errors surface as
@@ -175,7 +177,7 @@ impl PostgresBackend {
         let backend = Arc::new(PostgresBackend {
             explainer,
             sql: Statements::render(&names),
-            notifier: Notifier::new(resolved.options, names.channel.clone()),
+            notifier: Notifier::new(resolved.options, names.channel.clone(), names.delayed_channel.clone()),
             pool,
             names,
             config,

@@ -50,6 +50,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "enqueue_times",
         sql: include_str!("../migrations/0004_enqueue_times.sql"),
     },
+    Migration {
+        version: 7,
+        name: "delayed_due_ms",
+        sql: include_str!("../migrations/0007_delayed_due_ms.sql"),
+    },
 ];
 
 /// The version a fully migrated schema is at.

@@ -5,7 +5,8 @@
 //! on a caller's own connection (see [`crate::PostgresBackend::push_in`]).
 
 /// The longest schema name accepted, in bytes. PostgreSQL identifiers and
-/// channel names stop at 63 bytes, and the channel adds a suffix.
+/// channel names stop at 63 bytes, and the channels add a suffix (at most
+/// 13 bytes, `.resq_delayed`).
 pub const MAX_SCHEMA_LEN: usize = 48;
 
 /// PostgreSQL's system schemas that do not start with `pg_`.
@@ -61,6 +62,9 @@ pub(crate) struct Names {
     pub(crate) quoted: String,
     /// The `NOTIFY` channel that wakes this schema's workers.
     pub(crate) channel: String,
+    /// The `NOTIFY` channel that wakes this schema's leading scheduler
+    /// when an item is scheduled to fall due before every other.
+    pub(crate) delayed_channel: String,
     /// The first key of this schema's advisory locks.
     pub(crate) lock_ns: i32,
 }
@@ -72,16 +76,19 @@ impl Names {
             schema: schema.to_owned(),
             quoted: format!("\"{schema}\""),
             channel: format!("{schema}.resq_jobs"),
+            delayed_channel: format!("{schema}.resq_delayed"),
             lock_ns: lock_namespace(schema),
         }
     }
 
     /// Fills a statement template: `{s}` is the quoted schema, `{ch}` the
-    /// channel and `{ns}` the advisory-lock namespace.
+    /// channel, `{dch}` the delayed channel and `{ns}` the advisory-lock
+    /// namespace.
     pub(crate) fn render(&self, template: &str) -> String {
         template
             .replace("{s}", &self.quoted)
             .replace("{ch}", &self.channel)
+            .replace("{dch}", &self.delayed_channel)
             .replace("{ns}", &self.lock_ns.to_string())
     }
 }

@@ -16,6 +16,12 @@
 //! If the listener's connection drops, notifications sent meanwhile are
 //! lost, so once it is listening again it wakes every waiter; until then
 //! waiters fall back to their timeout (the worker's poll interval).
+//!
+//! The same connection also listens on the schema's delayed channel, which
+//! the schedule statement notifies when it adds an item that falls due
+//! before every other: each such notification (and each (re)start of
+//! listening, when some may have been lost) bumps a `watch` value that a
+//! leading scheduler waits on ([`Notifier::schedule_changes`]).
 
 use crate::PostgresBackend;
 use resq_core::Result;
@@ -23,7 +29,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -45,8 +51,12 @@ pub(crate) struct Notifier {
     options: PgConnectOptions,
     /// The channel to `LISTEN` on.
     channel: String,
+    /// The delayed channel, also listened on.
+    delayed_channel: String,
     /// Wake-ups to waiters.
     wakes: broadcast::Sender<Wake>,
+    /// Bumped for every notification on the delayed channel.
+    schedule_changes: watch::Sender<u64>,
     /// True while the listener's `LISTEN` is in force.
     live: Arc<AtomicBool>,
     /// The listener task, once started.
@@ -55,12 +65,14 @@ pub(crate) struct Notifier {
 
 impl Notifier {
     /// A notifier for `channel`; nothing runs until the first wait.
-    pub(crate) fn new(options: PgConnectOptions, channel: String) -> Self {
+    pub(crate) fn new(options: PgConnectOptions, channel: String, delayed_channel: String) -> Self {
         let (wakes, _) = broadcast::channel(CAPACITY);
         Notifier {
             options,
             channel,
+            delayed_channel,
             wakes,
+            schedule_changes: watch::channel(0).0,
             live: Arc::new(AtomicBool::new(false)),
             task: Mutex::new(None),
         }
@@ -80,8 +92,12 @@ impl Notifier {
         let options = self.options.clone().application_name("resq-listener");
         let listener = listen(
             options,
-            self.channel.clone(),
+            Channels {
+                jobs: self.channel.clone(),
+                delayed: self.delayed_channel.clone(),
+            },
             self.wakes.clone(),
+            self.schedule_changes.clone(),
             Arc::clone(&self.live),
         );
         *task = Some(tokio::spawn(listener));
@@ -97,6 +113,14 @@ impl Notifier {
             task.abort();
         }
         self.live.store(false, Ordering::SeqCst);
+    }
+
+    /// A receiver of the delayed channel's notifications (see the
+    /// [module docs](self)); starts the listener unless it runs.
+    pub(crate) fn schedule_changes(&self) -> watch::Receiver<u64> {
+        let changes = self.schedule_changes.subscribe();
+        self.ensure_started();
+        changes
     }
 
     /// Waits until a job may be available in `queues` (`*`: any queue), or
@@ -168,9 +192,29 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// The two channels the listener listens on.
+struct Channels {
+    /// Jobs pushed: the payload is the queue's name.
+    jobs: String,
+    /// Delayed items scheduled to fall due before every other.
+    delayed: String,
+}
+
+/// Bumps the schedule-change value (waking a waiting scheduler).
+fn bump(changes: &watch::Sender<u64>) {
+    changes.send_modify(|n| *n = n.wrapping_add(1));
+}
+
 /// The listener task: keeps a `LISTEN` connection up and forwards every
 /// notification, reconnecting with backoff when the connection fails.
-async fn listen(options: PgConnectOptions, channel: String, wakes: broadcast::Sender<Wake>, live: Arc<AtomicBool>) {
+async fn listen(
+    options: PgConnectOptions,
+    channels: Channels,
+    wakes: broadcast::Sender<Wake>,
+    changes: watch::Sender<u64>,
+    live: Arc<AtomicBool>,
+) {
+    let channel = &channels.jobs;
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .min_connections(0)
@@ -180,7 +224,7 @@ async fn listen(options: PgConnectOptions, channel: String, wakes: broadcast::Se
         .connect_lazy_with(options);
     let mut backoff = BACKOFF_MIN;
     loop {
-        match listen_once(&pool, &channel, &wakes, &live, &mut backoff).await {
+        match listen_once(&pool, &channels, &wakes, &changes, &live, &mut backoff).await {
             Ok(()) => {}
             Err(e) => {
                 tracing::warn!(
@@ -200,19 +244,24 @@ async fn listen(options: PgConnectOptions, channel: String, wakes: broadcast::Se
 /// One connection's worth of listening; returns when it fails.
 async fn listen_once(
     pool: &sqlx::PgPool,
-    channel: &str,
+    channels: &Channels,
     wakes: &broadcast::Sender<Wake>,
+    changes: &watch::Sender<u64>,
     live: &AtomicBool,
     backoff: &mut Duration,
 ) -> std::result::Result<(), sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(channel).await?;
+    listener
+        .listen_all([channels.jobs.as_str(), channels.delayed.as_str()])
+        .await?;
     live.store(true, Ordering::SeqCst);
     *backoff = BACKOFF_MIN;
     // Anything sent while nobody listened is lost: wake every waiter.
     let _ = wakes.send(None);
+    bump(changes);
     loop {
         match listener.try_recv().await? {
+            Some(notification) if notification.channel() == channels.delayed => bump(changes),
             Some(notification) => {
                 let queue = notification.payload();
                 let wake = if queue.is_empty() { None } else { Some(Arc::from(queue)) };
@@ -223,6 +272,7 @@ async fn listen_once(
                 // The connection dropped and `try_recv` reconnected (and
                 // listens again); notifications in between are lost.
                 let _ = wakes.send(None);
+                bump(changes);
             }
         }
     }

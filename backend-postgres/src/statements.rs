@@ -1,7 +1,7 @@
 //! Every SQL statement of one backend, rendered once for its schema.
 //!
 //! Each concept's module owns its statement templates (`{s}` for the
-//! schema, `{ch}` for the notification channel, `{ns}` for the advisory
+//! schema, `{ch}` for the notification channel, `{dch}` for the delayed one, `{ns}` for the advisory
 //! lock namespace, see [`crate::names`]); this module only lists them, so
 //! that a backend renders each template once when it is built.
 
@@ -62,6 +62,8 @@ statements! {
     delayed_class_candidates => delayed::CLASS_CANDIDATES,
     remove_delayed_items => delayed::REMOVE_ITEMS,
     take_due => delayed::TAKE_DUE,
+    take_due_ms => delayed::TAKE_DUE_MS,
+    next_due => delayed::NEXT_DUE,
     push_failed_batch => delayed::PUSH_FAILED_BATCH,
     promote_one => delayed::PROMOTE_ONE,
     remove_delayed_at => delayed::REMOVE_AT,

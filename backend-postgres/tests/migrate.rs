@@ -269,3 +269,110 @@ async fn queued_and_analyzed(
         .unwrap();
     (schema, conn)
 }
+
+/// Migration 7 gives every delayed item a due time in milliseconds: items
+/// written before it (and items an older resq still writes without one,
+/// during a rolling upgrade) fall due with their bucket, items scheduled
+/// for a time fall due at that time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_four_upgrades_with_delayed_items() {
+    use resq_core::time::{bucket_due_ms, delayed_bucket_of_ms};
+    use resq_core::DelayedStore;
+    let Some(backend) = common::unmigrated("version_four_upgrades_with_delayed_items").await else {
+        return;
+    };
+    let schema = backend.schema().to_owned();
+    // What `migrate` did before version 7 existed: versions 1 to 4.
+    let mut tx = backend.pool().begin().await.unwrap();
+    for sql in [
+        format!("CREATE SCHEMA \"{schema}\""),
+        format!(
+            "CREATE TABLE \"{schema}\".resq_migrations (version integer PRIMARY KEY, name text NOT NULL, \
+             applied_at timestamptz NOT NULL DEFAULT now())"
+        ),
+        format!("SET LOCAL search_path TO \"{schema}\""),
+    ] {
+        sqlx::query(&sql).execute(&mut *tx).await.unwrap();
+    }
+    for m in resq_postgres::MIGRATIONS.iter().filter(|m| m.version <= 4) {
+        sqlx::Executor::execute(&mut *tx, m.sql).await.unwrap();
+        sqlx::query(&format!(
+            "INSERT INTO \"{schema}\".resq_migrations (version, name) VALUES ($1, $2)"
+        ))
+        .bind(m.version)
+        .bind(m.name)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    assert_eq!(backend.schema_version().await.unwrap(), Some(4));
+    // An item as version 4's code scheduled it: a bucket, no due time.
+    let old_insert = format!(
+        "INSERT INTO \"{schema}\".delayed (ts, payload, digest) \
+         VALUES ($1, $2, sha256(convert_to($2, 'UTF8')))"
+    );
+    let bucket = 4_102_444_805_i64;
+    sqlx::query(&old_insert)
+        .bind(bucket)
+        .bind(r#"{"class":"a","queue":"q","args":[1]}"#)
+        .execute(backend.pool())
+        .await
+        .unwrap();
+
+    assert_eq!(backend.migrate().await.unwrap(), vec![7]);
+    assert_eq!(backend.schema_version().await.unwrap(), Some(latest_version()));
+    assert_eq!(backend.next_due_ms().await.unwrap(), Some(bucket_due_ms(bucket)));
+    // An older process, still running, writes without a due time: the
+    // trigger gives it its bucket's.
+    sqlx::query(&old_insert)
+        .bind(bucket - 2)
+        .bind(r#"{"class":"a","queue":"q","args":[2]}"#)
+        .execute(backend.pool())
+        .await
+        .unwrap();
+    assert_eq!(backend.next_due_ms().await.unwrap(), Some(bucket_due_ms(bucket - 2)));
+    // This build's items are due at their own time, in their bucket.
+    let at = bucket_due_ms(bucket - 2) - 700;
+    assert!(backend
+        .schedule_ms(at, r#"{"class":"a","queue":"q","args":[3]}"#)
+        .await
+        .unwrap());
+    assert_eq!(backend.next_due_ms().await.unwrap(), Some(at));
+    // It shares bucket `bucket - 2` with the older item, due before it.
+    assert_eq!(delayed_bucket_of_ms(at), bucket - 2);
+    assert_eq!(backend.delayed_timestamps().await.unwrap(), vec![bucket - 2, bucket]);
+    assert!(backend.promote_due_ms(at - 1, 10).await.unwrap().is_empty());
+    assert_eq!(backend.promote_due_ms(at, 10).await.unwrap().len(), 1);
+    assert!(backend
+        .promote_due_ms(bucket_due_ms(bucket - 2) - 1, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        backend.promote_due_ms(bucket_due_ms(bucket), 10).await.unwrap().len(),
+        2
+    );
+    let args: Vec<String> = backend.queue_range("q", 0, -1).await.unwrap();
+    assert_eq!(
+        args,
+        [3, 2, 1].map(|i| format!(r#"{{"class":"a","queue":"q","args":[{i}]}}"#))
+    );
+    // The extremes of bigint saturate as `bucket_due_ms` does.
+    for ts in [i64::MAX, i64::MIN] {
+        sqlx::query(&old_insert)
+            .bind(ts)
+            .bind(format!("extreme {ts}"))
+            .execute(backend.pool())
+            .await
+            .unwrap();
+        let (due,): (i64,) = sqlx::query_as(&format!("SELECT due_ms FROM \"{schema}\".delayed WHERE ts = $1"))
+            .bind(ts)
+            .fetch_one(backend.pool())
+            .await
+            .unwrap();
+        assert_eq!(due, bucket_due_ms(ts));
+    }
+    testing::drop_test_schema(&backend).await.unwrap();
+    backend.close().await.unwrap();
+}

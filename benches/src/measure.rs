@@ -80,7 +80,7 @@ pub struct Table {
     pub process_pool: (String, f64),
     /// Enqueue-to-start delay into an idle queue.
     pub idle_pickup: Latency,
-    /// Requested-time-to-start delay of delayed jobs due at once.
+    /// Due-time-to-start delay of delayed jobs due at once.
     pub delayed_pickup: Latency,
     /// Memory use with jobs queued.
     pub footprint: Footprint,
@@ -406,7 +406,7 @@ async fn stamp_worker(
     queue: &str,
 ) -> Result<
     (
-        mpsc::UnboundedReceiver<(usize, Instant)>,
+        mpsc::UnboundedReceiver<(usize, Instant, i64)>,
         CancellationToken,
         tokio::task::JoinHandle<resq_core::Result<()>>,
     ),
@@ -417,9 +417,10 @@ async fn stamp_worker(
     tasks
         .register_fn("stamp", move |(i,): (usize,), _ctx: JobContext| {
             let at = Instant::now();
+            let wall_us = epoch_us();
             let tx = tx.clone();
             async move {
-                let _ = tx.send((i, at));
+                let _ = tx.send((i, at, wall_us));
                 Ok::<_, TaskError>(())
             }
         })
@@ -435,6 +436,12 @@ async fn stamp_worker(
     Ok((rx, stop, handle))
 }
 
+/// Enqueue-to-start delay of jobs pushed to an idle worker (the full run's
+/// idle pickup), for comparison with [`delayed_pickup`] in the same run.
+pub async fn idle_pickup(url: &str, samples: usize) -> Result<Latency, String> {
+    idle_latency(url, samples).await
+}
+
 async fn idle_latency(url: &str, samples: usize) -> Result<Latency, String> {
     let f = fresh(url).await?;
     let queue = Queue::new(Arc::clone(&f.backend));
@@ -446,7 +453,7 @@ async fn idle_latency(url: &str, samples: usize) -> Result<Latency, String> {
         let t0 = Instant::now();
         queue.enqueue("idle", "stamp", (i,)).await.map_err(|e| e.to_string())?;
         match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
-            Ok(Some((j, at))) if j == i => out.push(at.saturating_duration_since(t0)),
+            Ok(Some((j, at, _))) if j == i => out.push(at.saturating_duration_since(t0)),
             other => return Err(format!("idle pickup sample {i}: unexpected {other:?}")),
         }
         // Let the worker go back to waiting before the next sample.
@@ -459,38 +466,79 @@ async fn idle_latency(url: &str, samples: usize) -> Result<Latency, String> {
 }
 
 async fn delayed_latency(url: &str, samples: usize) -> Result<Latency, String> {
+    Ok(delayed_pickup(url, samples, Duration::ZERO, DELAYED_POLL)
+        .await?
+        .latency)
+}
+
+/// The scheduler's poll interval in the delayed pickup figures unless
+/// told otherwise: what the full run has always used.
+pub const DELAYED_POLL: Duration = Duration::from_millis(250);
+
+/// The wall clock, microseconds since the Unix epoch.
+fn epoch_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// What [`delayed_pickup`] measured.
+#[derive(Clone, Debug)]
+pub struct DelayedPickup {
+    /// From each job's due time to its start.
+    pub latency: Latency,
+    /// The latest start after the due time, ms.
+    pub max_ms: f64,
+}
+
+/// Delayed jobs due `delay` after they are scheduled (one scheduled every
+/// 10 ms, so that there is no backlog) with a running scheduler polling
+/// every `poll` and an idle worker: the time from each job's
+/// due time (the epoch ms passed to `enqueue_at`) to the start of its task,
+/// both on the wall clock. A job that starts before its due time fails the
+/// run.
+pub async fn delayed_pickup(
+    url: &str,
+    samples: usize,
+    delay: Duration,
+    poll: Duration,
+) -> Result<DelayedPickup, String> {
     let f = fresh(url).await?;
     let queue = Queue::new(Arc::clone(&f.backend));
     let (mut rx, stop, handle) = stamp_worker(&f.backend, "delayed").await?;
-    let scheduler = Arc::new(
-        Scheduler::new(
-            Arc::clone(&f.backend),
-            SchedulerConfig {
-                poll_interval: Duration::from_millis(250),
-                ..SchedulerConfig::default()
-            },
-        )
-        .map_err(|e| e.to_string())?,
-    );
+    let config = SchedulerConfig {
+        poll_interval: poll,
+        ..SchedulerConfig::default()
+    };
+    let scheduler = Arc::new(Scheduler::new(Arc::clone(&f.backend), config).map_err(|e| e.to_string())?);
     let s_task = tokio::spawn({
         let (s, t) = (Arc::clone(&scheduler), stop.clone());
         async move { s.run_until(t).await }
     });
-    // One job due "now" every 10 ms: delays come from the one-second buckets
-    // and the scheduler's wake-ups, not from a backlog.
-    let mut t0s = Vec::with_capacity(samples);
+    // Let the worker register and the scheduler take the lead.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let delay_ms = i64::try_from(delay.as_millis()).map_err(|e| e.to_string())?;
+    let mut dues = Vec::with_capacity(samples);
     for i in 0..samples {
-        t0s.push(Instant::now());
+        let due = resq_core::time::now_ms() + delay_ms;
+        dues.push(due);
         queue
-            .enqueue_at(resq_core::time::now_ms(), "delayed", "stamp", (i,))
+            .enqueue_at(due, "delayed", "stamp", (i,))
             .await
             .map_err(|e| e.to_string())?;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut out = vec![Duration::ZERO; samples];
+    let mut early = Vec::new();
     for _ in 0..samples {
         match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
-            Ok(Some((i, at))) if i < samples => out[i] = at.saturating_duration_since(t0s[i]),
+            Ok(Some((i, _, wall_us))) if i < samples => {
+                let late_us = wall_us - dues[i] * 1000;
+                match u64::try_from(late_us) {
+                    Ok(us) => out[i] = Duration::from_micros(us),
+                    Err(_) => early.push((i, -late_us)),
+                }
+            }
             other => return Err(format!("delayed pickup: unexpected {other:?}")),
         }
     }
@@ -498,7 +546,17 @@ async fn delayed_latency(url: &str, samples: usize) -> Result<Latency, String> {
     handle.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
     s_task.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
     f.done().await;
-    Ok(Latency::of(out))
+    if !early.is_empty() {
+        return Err(format!(
+            "{} delayed jobs started early (job, µs early): {early:?}",
+            early.len()
+        ));
+    }
+    let max_ms = out.iter().max().map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0);
+    Ok(DelayedPickup {
+        latency: Latency::of(out),
+        max_ms,
+    })
 }
 
 /// Queues `queued` jobs, then times 1,000 sequential claim+complete pairs.

@@ -287,6 +287,25 @@ impl DelayedStore for Counting {
         self.note("promote_due");
         self.inner.promote_due(up_to, limit).await
     }
+    fn delayed_precision(&self) -> Duration {
+        self.inner.delayed_precision()
+    }
+    async fn schedule_ms(&self, due_ms: i64, payload: &str) -> Result<bool> {
+        self.note("schedule_ms");
+        self.inner.schedule_ms(due_ms, payload).await
+    }
+    async fn promote_due_ms(&self, now_ms: i64, limit: usize) -> Result<Vec<Promotion>> {
+        self.note("promote_due_ms");
+        self.inner.promote_due_ms(now_ms, limit).await
+    }
+    async fn next_due_ms(&self) -> Result<Option<i64>> {
+        self.note("next_due_ms");
+        self.inner.next_due_ms().await
+    }
+    async fn schedule_watch(&self) -> Result<Option<tokio::sync::watch::Receiver<u64>>> {
+        self.note("schedule_watch");
+        self.inner.schedule_watch().await
+    }
 }
 
 #[async_trait]

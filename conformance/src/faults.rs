@@ -347,6 +347,21 @@ impl DelayedStore for Faulty {
     async fn promote_due(&self, up_to: i64, limit: usize) -> Result<Vec<Promotion>> {
         self.inner.promote_due(up_to, limit).await
     }
+    fn delayed_precision(&self) -> Duration {
+        self.inner.delayed_precision()
+    }
+    async fn schedule_ms(&self, due_ms: i64, payload: &str) -> Result<bool> {
+        self.inner.schedule_ms(due_ms, payload).await
+    }
+    async fn promote_due_ms(&self, now_ms: i64, limit: usize) -> Result<Vec<Promotion>> {
+        self.inner.promote_due_ms(now_ms, limit).await
+    }
+    async fn next_due_ms(&self) -> Result<Option<i64>> {
+        self.inner.next_due_ms().await
+    }
+    async fn schedule_watch(&self) -> Result<Option<tokio::sync::watch::Receiver<u64>>> {
+        self.inner.schedule_watch().await
+    }
 }
 
 #[async_trait]

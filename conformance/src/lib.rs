@@ -4,7 +4,8 @@
 //! counters and locks, with payload bytes kept byte for byte and each
 //! operation atomic. This crate holds those expectations once, as plain
 //! `pub async fn <test>(backend: Arc<dyn Backend>)` functions grouped by
-//! concern: the backend contract itself (`queue`, `delayed`, `lock`,
+//! concern: the backend contract itself (`queue`, `delayed`,
+//! `precise_delayed` for due times in milliseconds, `lock`,
 //! `failed`, `registry`, `stats`, `leader`, plus a proptest state machine,
 //! `model`, that checks a backend against a pure-Rust reference model), the
 //! engine running on it (`engine`, `client`, `worker`, `scheduler`), the
@@ -55,6 +56,7 @@ pub mod model;
 pub mod outage;
 pub mod pause;
 pub mod plugin;
+pub mod precise_delayed;
 pub mod queue;
 pub mod registry;
 pub mod scheduler;
@@ -146,6 +148,15 @@ macro_rules! suite {
                 concurrent_remove_and_promote_never_both,
                 remove_delayed_by_class_removes_that_class_on_that_queue,
                 remove_delayed_by_class_pages_through_many_buckets,
+            ],
+            async precise_delayed: [
+                next_due_ms_lies_within_the_declared_precision,
+                promote_due_ms_is_never_early_and_within_precision,
+                bucket_scheduled_items_fall_due_with_their_bucket,
+                second_bucket_views_see_items_scheduled_by_time,
+                a_running_scheduler_starts_jobs_never_early_and_within_precision,
+                an_earlier_job_wakes_a_sleeping_scheduler,
+                only_the_leader_promotes_between_polls,
             ],
             async lock: [
                 acquire_is_exclusive,
@@ -525,6 +536,7 @@ where
 const GROUP_SOURCES: &[(&str, &str)] = &[
     ("queue", include_str!("queue.rs")),
     ("delayed", include_str!("delayed.rs")),
+    ("precise_delayed", include_str!("precise_delayed.rs")),
     ("lock", include_str!("lock.rs")),
     ("failed", include_str!("failed.rs")),
     ("registry", include_str!("registry.rs")),

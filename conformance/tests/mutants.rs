@@ -189,6 +189,11 @@ impl QueueStore for Mutant {
     }
 }
 
+// The millisecond methods (`schedule_ms`, `promote_due_ms`, `next_due_ms`,
+// `schedule_watch`, `delayed_precision`) are deliberately not forwarded: a
+// mutant is a bucket store whose bugs sit in the bucket methods, and the
+// trait's defaults route those calls through them, so the engine-level
+// groups still meet each bug.
 #[async_trait]
 impl DelayedStore for Mutant {
     async fn schedule(&self, timestamp: i64, payload: &str) -> Result<bool> {

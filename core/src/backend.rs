@@ -447,7 +447,9 @@ pub trait QueueStore: Send + Sync {
     }
 }
 
-/// The delayed schedule: buckets of payloads keyed by Unix second.
+/// The delayed schedule: buckets of payloads keyed by Unix second, and on
+/// stores with millisecond precision each item's own due time (see
+/// [`DelayedStore::schedule_ms`]).
 #[async_trait]
 pub trait DelayedStore: Send + Sync {
     /// Adds `payload` to bucket `timestamp` (Unix secs) unless the identical
@@ -521,7 +523,73 @@ pub trait DelayedStore: Send + Sync {
     async fn delayed_count(&self) -> Result<u64> {
         Ok(self.delayed_bucket_sizes().await?.iter().map(|(_, n)| *n).sum())
     }
+
+    /// How late, at most, the store itself lets an item become due after
+    /// the time it was scheduled for with [`DelayedStore::schedule_ms`]
+    /// (the scheduler's own wake-up latency comes on top): [`BUCKET_PRECISION`]
+    /// (one second) for a store that keeps only Resque's second buckets,
+    /// [`MILLISECOND_PRECISION`] for one that keeps each item's due time in
+    /// milliseconds. Never early either way. The default, one second, is
+    /// right for every store that uses the other defaults of this trait.
+    fn delayed_precision(&self) -> Duration {
+        BUCKET_PRECISION
+    }
+
+    /// Schedules `payload` to become due at `due_ms` (Unix ms): it joins
+    /// bucket [`delayed_bucket_of_ms`](crate::time::delayed_bucket_of_ms)`(due_ms)`
+    /// under [`DelayedStore::schedule`]'s rule (refused, returning false,
+    /// when the identical payload is already in that bucket), and every
+    /// second-bucket operation sees it there. A store with millisecond
+    /// precision also keeps `due_ms`, and [`DelayedStore::promote_due_ms`]
+    /// moves it from that instant; items scheduled with
+    /// [`DelayedStore::schedule`] are due when their bucket is
+    /// ([`bucket_due_ms`](crate::time::bucket_due_ms)). The default files
+    /// the item in its bucket only, which is all a bucket store keeps.
+    async fn schedule_ms(&self, due_ms: i64, payload: &str) -> Result<bool> {
+        self.schedule(crate::time::delayed_bucket_of_ms(due_ms), payload).await
+    }
+
+    /// Moves up to `limit` items that are due at `now_ms` (Unix ms) onto
+    /// their queues, earliest due first, each atomically as
+    /// [`DelayedStore::promote_due`] does. Never moves an item before the
+    /// time it was scheduled for. The default promotes the buckets due at
+    /// `now_ms` ([`last_due_bucket`](crate::time::last_due_bucket)), which
+    /// is right for a bucket store.
+    async fn promote_due_ms(&self, now_ms: i64, limit: usize) -> Result<Vec<Promotion>> {
+        self.promote_due(crate::time::last_due_bucket(now_ms), limit).await
+    }
+
+    /// When the earliest item falls due (Unix ms) as
+    /// [`DelayedStore::promote_due_ms`] sees it, or `None` for an empty
+    /// schedule. The default is the earliest bucket's due time
+    /// ([`bucket_due_ms`](crate::time::bucket_due_ms)).
+    async fn next_due_ms(&self) -> Result<Option<i64>> {
+        Ok(self
+            .due_timestamps(i64::MAX, 1)
+            .await?
+            .first()
+            .map(|s| crate::time::bucket_due_ms(*s)))
+    }
+
+    /// A receiver whose value changes whenever an item may have been
+    /// scheduled to fall due before every other (and possibly at other
+    /// times: after a lost notification, say), so that a sleeping scheduler
+    /// wakes for it instead of waiting for its next poll; `None` when the
+    /// store sends no such signal and schedulers poll. Subscribe before
+    /// reading [`DelayedStore::next_due_ms`], so that no change between the
+    /// read and the wait is missed. The default is `None`.
+    async fn schedule_watch(&self) -> Result<Option<tokio::sync::watch::Receiver<u64>>> {
+        Ok(None)
+    }
 }
+
+/// [`DelayedStore::delayed_precision`] of a store that keeps only Resque's
+/// one-second buckets.
+pub const BUCKET_PRECISION: Duration = Duration::from_secs(1);
+
+/// [`DelayedStore::delayed_precision`] of a store that keeps each delayed
+/// item's due time in milliseconds.
+pub const MILLISECOND_PRECISION: Duration = Duration::from_millis(1);
 
 /// Expiring locks owned by a value (a token), as used by plugins.
 #[async_trait]

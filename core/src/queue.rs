@@ -268,7 +268,12 @@ impl Queue {
     /// Schedules a job for `timestamp_ms` (Unix ms). It lands in the bucket
     /// `ceil((ms + 500) / 1000)` ([`crate::time::delayed_bucket_of_ms`]), the
     /// first from which no scheduler (resq's, node-resque's or Ruby's)
-    /// promotes it before the time asked for; it runs up to a second late.
+    /// promotes it before the time asked for. On Redis, which keeps
+    /// Resque's buckets only, it runs up to a second late; the memory and
+    /// PostgreSQL backends also keep the millisecond time
+    /// ([`crate::DelayedStore::schedule_ms`]), and a running scheduler
+    /// promotes it at that time (see
+    /// [`crate::DelayedStore::delayed_precision`]). Never early.
     /// The identical job in the same bucket is an [`Error::AlreadyScheduled`];
     /// a time in the past is promoted on the next scheduler poll. A time
     /// whose bucket lies beyond a JavaScript `Date`'s range
@@ -285,7 +290,7 @@ impl Queue {
         checked_timestamp_ms("enqueue_at time's bucket", bucket.saturating_mul(1000))?;
         if self
             .backend
-            .schedule(bucket, &encode_payload(queue, class, &args))
+            .schedule_ms(timestamp_ms, &encode_payload(queue, class, &args))
             .await?
         {
             Ok(())

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::event::{emit, SchedulerEvent, EVENT_CAPACITY};
 use crate::shutdown::{run_with_shutdown, Backoff};
 use crate::task::Tasks;
-use crate::time::{bucket_due_ms, last_due_bucket, now_ms};
+use crate::time::{delayed_bucket_of_ms, now_ms};
 use crate::worker::unique_name;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +17,24 @@ use tokio_util::sync::CancellationToken;
 
 /// How long a stopping scheduler tries to release leadership.
 const RELEASE_BUDGET: Duration = Duration::from_secs(10);
+
+/// How long the leader waits before trying again to promote an item that
+/// is due but that its last promotion round did not move (another
+/// promoter held it, say).
+const STALLED_RETRY: Duration = Duration::from_millis(5);
+
+/// The time from now until `at_ms` (Unix ms); zero when it has passed.
+fn until_ms(at_ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(at_ms.saturating_sub(now_ms())).unwrap_or(0))
+}
+
+/// The next change of `watch`; never ready without one.
+async fn changed(watch: &mut Option<tokio::sync::watch::Receiver<u64>>) -> std::result::Result<(), ()> {
+    match watch.as_mut() {
+        Some(w) => w.changed().await.map_err(|_| ()),
+        None => std::future::pending().await,
+    }
+}
 
 /// What happens to the job of a worker that stopped pinging.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -68,8 +86,11 @@ pub struct SchedulerConfig {
     /// The scheduler's name, stored as the leader lock's value; `None`
     /// picks a unique `host:pid+n`.
     pub name: Option<String>,
-    /// How often the leader polls for due jobs and dead workers. It also
-    /// wakes for the earliest due bucket it knows of.
+    /// How often the leader polls for dead workers, cron occurrences and
+    /// due jobs. Between polls it wakes for the earliest due time it knows
+    /// of, and on backends that signal new earliest items (memory,
+    /// PostgreSQL) when one is scheduled; on Redis a job scheduled after a
+    /// poll is seen at the next poll.
     pub poll_interval: Duration,
     /// The leader lock's TTL (default [`DEFAULT_LEADER_TTL`], 6 s). While
     /// [`Scheduler::run`] runs, the lock is renewed every third of the TTL
@@ -127,8 +148,12 @@ pub struct PollReport {
     pub promotion_failures: usize,
     /// Dead workers cleaned.
     pub cleaned_workers: usize,
-    /// The earliest bucket still scheduled (Unix secs), if any.
+    /// The bucket (Unix secs) of the earliest delayed item still
+    /// scheduled, if any.
     pub next_due: Option<i64>,
+    /// When the earliest delayed item still scheduled falls due (Unix ms,
+    /// [`DelayedStore::next_due_ms`](crate::DelayedStore::next_due_ms)), if any.
+    pub next_due_ms: Option<i64>,
     /// Cron occurrences this poll enqueued.
     pub cron_fired: usize,
     /// The next cron occurrence of any task (Unix ms), if any.
@@ -158,6 +183,9 @@ pub struct Scheduler {
     /// error (the store unreachable, as far as it can tell): no stuck-worker
     /// check runs until a whole `stuck_worker_timeout` has passed since.
     last_store_failure: std::sync::Mutex<Option<std::time::Instant>>,
+    /// When this scheduler last took or renewed the leader lock (the start
+    /// of that call), while it holds it.
+    confirmed: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -196,6 +224,7 @@ impl Scheduler {
             name,
             leading: AtomicBool::new(false),
             last_store_failure: std::sync::Mutex::new(None),
+            confirmed: std::sync::Mutex::new(None),
             events,
         })
     }
@@ -290,9 +319,33 @@ impl Scheduler {
     }
 
     /// Polls until `shutdown` or a permanent error, which it returns.
+    ///
+    /// Between two polls the leader also wakes for the earliest delayed
+    /// item's due time ([`DelayedStore::next_due_ms`](crate::DelayedStore::next_due_ms))
+    /// and, on a backend that signals it ([`DelayedStore::schedule_watch`](crate::DelayedStore::schedule_watch)),
+    /// when an item is scheduled to fall due earlier than it knew of; it then
+    /// promotes what is due without the rest of a poll (cron, clean-up).
     async fn poll_loop(&self, shutdown: &CancellationToken, became_leader: &tokio::sync::Notify) -> Option<Error> {
         let mut backoff = Backoff::new(Duration::from_millis(100), self.config.poll_interval);
-        while !shutdown.is_cancelled() {
+        let mut watch = match self.backend.schedule_watch().await {
+            Ok(w) => w,
+            Err(e) if e.is_permanent() => {
+                tracing::error!(target: "resq::scheduler", scheduler = %self.name, error = %e, "permanent error: the scheduler stops");
+                self.emit_error(&e);
+                return Some(e);
+            }
+            Err(e) => {
+                // Polling still promotes everything, only less promptly.
+                self.error(&e);
+                None
+            }
+        };
+        'polls: while !shutdown.is_cancelled() {
+            // Seen before the poll reads the schedule: a change after the
+            // read wakes the wait below.
+            if let Some(w) = watch.as_mut() {
+                w.borrow_and_update();
+            }
             // A shutdown does not wait for a poll stuck on a backend without
             // a free connection: every step of a poll is atomic on its own
             // (a promotion, a cron fire with its marker, a clean-up), so one
@@ -302,10 +355,10 @@ impl Scheduler {
                 _ = shutdown.cancelled() => break,
                 r = self.poll() => r,
             };
-            let wait = match polled {
+            let report = match polled {
                 Ok(report) => {
                     backoff.reset();
-                    self.next_wait(&report)
+                    report
                 }
                 Err(e) if e.is_permanent() => {
                     // Retrying cannot help: stop as a shutdown would, and return it.
@@ -319,14 +372,95 @@ impl Scheduler {
                     continue;
                 }
             };
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(wait) => {}
-                // A follower that just took the lock works at once.
-                _ = became_leader.notified() => {}
+            let next_poll = tokio::time::Instant::now() + self.next_wait(&report);
+            let leader = report.leader;
+            let mut next_due = report.next_due_ms;
+            // Whether the last promotion round left a due item behind (one
+            // that another promoter holds, say): then wait a little before
+            // trying again rather than spin.
+            let mut stalled = false;
+            loop {
+                let mut wait = next_poll.saturating_duration_since(tokio::time::Instant::now());
+                if leader {
+                    if let Some(due) = next_due {
+                        let until = until_ms(due);
+                        wait = wait.min(if stalled { until.max(STALLED_RETRY) } else { until });
+                    }
+                }
+                let watching = leader && watch.is_some();
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'polls,
+                    _ = tokio::time::sleep(wait) => {}
+                    // A follower that just took the lock works at once.
+                    _ = became_leader.notified() => continue 'polls,
+                    changed = changed(&mut watch), if watching => {
+                        if changed.is_err() {
+                            // The backend dropped its signal: poll as before.
+                            watch = None;
+                        }
+                    }
+                }
+                if tokio::time::Instant::now() >= next_poll {
+                    continue 'polls;
+                }
+                if let Some(w) = watch.as_mut() {
+                    w.borrow_and_update();
+                }
+                match self.promote_round(next_due).await {
+                    Ok(Some((due, moved))) => {
+                        next_due = due;
+                        stalled = moved == 0 && due.is_some_and(|d| d <= now_ms());
+                    }
+                    // No longer the leader: the next poll tells.
+                    Ok(None) => continue 'polls,
+                    Err(e) if e.is_permanent() => {
+                        tracing::error!(target: "resq::scheduler", scheduler = %self.name, error = %e, "permanent error: the scheduler stops");
+                        self.emit_error(&e);
+                        return Some(e);
+                    }
+                    Err(e) => {
+                        self.error(&e);
+                        backoff.wait(shutdown).await;
+                        continue 'polls;
+                    }
+                }
             }
         }
         None
+    }
+
+    /// Between polls: reads the next due time unless `known` is already
+    /// due, and when something is due, makes sure this scheduler still
+    /// leads and promotes it. Returns the next due time and how many items
+    /// it moved, or `None` when this scheduler no longer leads.
+    async fn promote_round(&self, known: Option<i64>) -> Result<Option<(Option<i64>, usize)>> {
+        let due_now = |d: Option<i64>| d.is_some_and(|d| d <= now_ms());
+        let mut next = known;
+        if !due_now(next) {
+            next = self.backend.next_due_ms().await?;
+            if !due_now(next) {
+                return Ok(Some((next, 0)));
+            }
+        }
+        // The lock is renewed every third of its TTL beside the polls; ask
+        // again only when that renewal is not recent.
+        if !self.surely_leads() {
+            let leads = self.acquire().await?;
+            self.set_leading(leads);
+            if !leads {
+                return Ok(None);
+            }
+        }
+        let mut report = PollReport {
+            leader: true,
+            ..PollReport::default()
+        };
+        self.promote(&mut report).await?;
+        if !report.leader {
+            return Ok(None);
+        }
+        let moved = report.promoted + report.promotion_failures;
+        Ok(Some((self.backend.next_due_ms().await?, moved)))
     }
 
     /// How often leadership is renewed (or, by a follower, tried): a third
@@ -355,7 +489,7 @@ impl Scheduler {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            match self.backend.acquire_leader(&self.name, self.config.leader_ttl).await {
+            match self.acquire().await {
                 Ok(leads) => {
                     let was = self.is_leader();
                     self.set_leading(leads);
@@ -370,23 +504,18 @@ impl Scheduler {
         }
     }
 
-    /// How long to sleep after a poll: the poll interval, or less when the
-    /// leader knows of a bucket that falls due sooner.
+    /// How long until the next poll: the poll interval, or less when the
+    /// leader knows of a cron occurrence that falls due sooner. (Delayed
+    /// items are promoted between polls, at their due times.)
     fn next_wait(&self, report: &PollReport) -> Duration {
         let poll = self.config.poll_interval;
         if !report.leader {
             return poll;
         }
-        let now = now_ms();
-        let until = |at_ms: i64| Duration::from_millis(u64::try_from(at_ms.saturating_sub(now).max(0)).unwrap_or(0));
-        let mut wait = poll;
-        if let Some(secs) = report.next_due {
-            wait = wait.min(until(bucket_due_ms(secs)));
+        match report.next_cron_ms {
+            Some(at) => poll.min(until_ms(at)),
+            None => poll,
         }
-        if let Some(at) = report.next_cron_ms {
-            wait = wait.min(until(at));
-        }
-        wait
     }
 
     /// Gives up leadership, if held. Returns whether it was held.
@@ -394,6 +523,22 @@ impl Scheduler {
         let was = self.backend.release_leader(&self.name).await?;
         self.set_leading(false);
         Ok(was)
+    }
+
+    /// Takes or renews the leader lock, noting when it was confirmed.
+    async fn acquire(&self) -> Result<bool> {
+        let asked = std::time::Instant::now();
+        let leads = self.backend.acquire_leader(&self.name, self.config.leader_ttl).await?;
+        *self.confirmed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = leads.then_some(asked);
+        Ok(leads)
+    }
+
+    /// Whether this scheduler certainly still holds the leader lock: it took
+    /// or renewed it less than a third of its TTL ago (measured from before
+    /// the call), so nobody else can have taken it since.
+    fn surely_leads(&self) -> bool {
+        let confirmed = *self.confirmed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.is_leader() && confirmed.is_some_and(|at| at.elapsed() < self.renew_interval())
     }
 
     fn set_leading(&self, now: bool) {
@@ -448,7 +593,7 @@ impl Scheduler {
     }
 
     async fn poll_once(&self) -> Result<PollReport> {
-        let leader = self.backend.acquire_leader(&self.name, self.config.leader_ttl).await?;
+        let leader = self.acquire().await?;
         self.set_leading(leader);
         let mut report = PollReport {
             leader,
@@ -466,7 +611,8 @@ impl Scheduler {
         self.promote(&mut report).await?;
         self.fire_cron(&mut report).await?;
         self.clean_stuck_workers(&mut report).await?;
-        report.next_due = self.backend.due_timestamps(i64::MAX, 1).await?.first().copied();
+        report.next_due_ms = self.backend.next_due_ms().await?;
+        report.next_due = report.next_due_ms.map(delayed_bucket_of_ms);
         Ok(report)
     }
 
@@ -530,8 +676,7 @@ impl Scheduler {
 
     async fn promote(&self, report: &mut PollReport) -> Result<()> {
         loop {
-            let up_to = last_due_bucket(now_ms());
-            let moved = self.backend.promote_due(up_to, self.config.promote_batch).await?;
+            let moved = self.backend.promote_due_ms(now_ms(), self.config.promote_batch).await?;
             let n = moved.len();
             for p in moved {
                 match p {
@@ -575,7 +720,7 @@ impl Scheduler {
                 return Ok(());
             }
             // A long backlog: make sure we still lead before the next batch.
-            let still = self.backend.acquire_leader(&self.name, self.config.leader_ttl).await?;
+            let still = self.acquire().await?;
             self.set_leading(still);
             if !still {
                 report.leader = false;

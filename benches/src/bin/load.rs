@@ -1,5 +1,6 @@
 //! The end-to-end load harness: enqueue and processing throughput, idle
-//! pickup latency (normal and due-now delayed jobs), memory per queued job,
+//! pickup latency (normal jobs, and delayed jobs from their due time; only
+//! those with `--delayed-only`), memory per queued job,
 //! a bare tokio mpsc ceiling, Redis's own raw limit (redis-benchmark), and
 //! node-resque measured the same way against the same Redis, with ratios.
 //! Every processing run checks that each job ran exactly once and the binary
@@ -59,6 +60,21 @@ struct Args {
     /// Collections and renders timed for the scrape-time figure.
     #[arg(long, default_value_t = 50)]
     scrapes: usize,
+    /// Only measure the delayed pickup on every backend, and exit: delayed
+    /// jobs due at once (`--samples` of them, one every 10 ms) and, with
+    /// `--delay-ms N`, due N ms after they are scheduled, from each job's
+    /// due time to its start; median, p99 and maximum; beside the pickup of
+    /// jobs pushed to an idle worker, measured in the same run.
+    #[arg(long)]
+    delayed_only: bool,
+    /// With `--delayed-only`: also measure jobs due this many ms after they
+    /// are scheduled (the scheduler then wakes for their time).
+    #[arg(long)]
+    delay_ms: Option<u64>,
+    /// With `--delayed-only`: the scheduler's poll interval, ms (the full
+    /// run uses 250).
+    #[arg(long, default_value_t = 250)]
+    scheduler_poll_ms: u64,
     /// Internal: measure the memory backend's footprint in this (fresh) process.
     #[arg(long, hide = true)]
     footprint_memory: Option<usize>,
@@ -78,6 +94,9 @@ async fn main() -> ExitCode {
     }
     if args.metrics_overhead {
         return metrics_overhead(&args).await;
+    }
+    if args.delayed_only {
+        return delayed_only(&args).await;
     }
     if !args.shapes.is_empty() {
         return process_only(&args).await;
@@ -159,6 +178,52 @@ async fn metrics_overhead(args: &Args) -> ExitCode {
             Err(e) => {
                 eprintln!("FAILED on {url}: {e}");
                 return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `--delayed-only`: the delayed pickup on every backend.
+async fn delayed_only(args: &Args) -> ExitCode {
+    let mut delays = vec![0];
+    delays.extend(args.delay_ms);
+    println!("| backend | delayed jobs due | median ms | p99 ms | max ms | samples |");
+    println!("|---|---|---:|---:|---:|---:|");
+    for url in &args.backends {
+        eprintln!("== idle pickup on {url}, for comparison");
+        match measure::idle_pickup(url, args.samples).await {
+            Ok(l) => println!(
+                "| {url} | (a job pushed to an idle worker, from its push) | {:.2} | {:.2} | — | {} |",
+                l.median_ms, l.p99_ms, l.samples
+            ),
+            Err(e) => {
+                eprintln!("FAILED on {url}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        for &delay in &delays {
+            eprintln!("== delayed pickup on {url}, due {delay} ms after scheduling");
+            let (delay_d, poll) = (
+                std::time::Duration::from_millis(delay),
+                std::time::Duration::from_millis(args.scheduler_poll_ms),
+            );
+            match measure::delayed_pickup(url, args.samples, delay_d, poll).await {
+                Ok(d) => {
+                    let due = if delay == 0 {
+                        "at once".to_owned()
+                    } else {
+                        format!("in {delay} ms")
+                    };
+                    println!(
+                        "| {url} | {due} | {:.2} | {:.2} | {:.2} | {} |",
+                        d.latency.median_ms, d.latency.p99_ms, d.max_ms, d.latency.samples
+                    );
+                }
+                Err(e) => {
+                    eprintln!("FAILED on {url}: {e}");
+                    return ExitCode::FAILURE;
+                }
             }
         }
     }
