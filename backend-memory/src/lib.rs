@@ -29,6 +29,7 @@
 mod address;
 mod delayed;
 mod failed;
+mod flow;
 mod leader;
 mod list;
 mod lock;

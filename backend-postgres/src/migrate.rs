@@ -50,6 +50,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "enqueue_times",
         sql: include_str!("../migrations/0004_enqueue_times.sql"),
     },
+    Migration {
+        version: 6,
+        name: "flow_control",
+        sql: include_str!("../migrations/0006_flow_control.sql"),
+    },
 ];
 
 /// The version a fully migrated schema is at.

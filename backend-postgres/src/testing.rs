@@ -58,6 +58,7 @@ const TABLES: &[&str] = &[
     "locks",
     "leader",
     "paused_queues",
+    "queue_limits",
 ];
 
 static LIVE: Semaphore = Semaphore::const_new(MAX_LIVE);
