@@ -25,6 +25,20 @@ CREATE TABLE queue_limits (
     CHECK ((rate_max IS NULL) = (rate_period_ms IS NULL))
 );
 
+-- Serialises a one-slot claim with `clean_worker` of the same worker (a
+-- transaction-scoped advisory lock on the worker's name): a claim that
+-- waits for a limit row while its worker gives up on it and unregisters
+-- is then finished (and its job seen and put back by the clean) before
+-- the clean reads the worker's `working` row, instead of writing that row
+-- for a worker already gone. Claims that never wait (no limits) skip it.
+CREATE FUNCTION resq_claim_guard(p_worker_name text)
+RETURNS void
+LANGUAGE sql
+SET search_path FROM CURRENT
+AS $$
+    SELECT pg_advisory_xact_lock(hashtextextended('resq:claim:' || current_schema() || ':' || p_worker_name, 0))
+$$;
+
 -- Locks the limit rows of `p_queues` (name order) and returns the time
 -- (epoch ms, read after the locks) the claim counts its starts at, or
 -- NULL when no queue has limits, which skips every other flow step.
@@ -99,8 +113,12 @@ DECLARE
     q   text;
     got text;
     at  bigint;
-    fnow bigint := resq_flow_lock(p_queues);
+    fnow bigint;
 BEGIN
+    IF EXISTS (SELECT 1 FROM queue_limits) THEN
+        PERFORM resq_claim_guard(p_worker_name);
+        fnow := resq_flow_lock(p_queues);
+    END IF;
     FOREACH q IN ARRAY p_queues LOOP
         -- A queue at its limits is skipped, as a paused one is.
         CONTINUE WHEN fnow IS NOT NULL AND resq_flow_room(q, 1, ARRAY[p_worker_name], fnow) = 0;

@@ -101,6 +101,7 @@ statements! {
     worker_started => worker::WORKER_STARTED,
     working_on => worker::WORKING_ON,
     stale_workers => worker::STALE_WORKERS,
+    claim_guard => worker::CLAIM_GUARD,
     clean_worker => worker::CLEAN_WORKER,
     fail_orphan => worker::FAIL_ORPHAN,
     forget_worker_stats => worker::FORGET_WORKER_STATS,

@@ -5,6 +5,7 @@
 //! [`measure`] and printed by [`report`]; the `rearm` binary times one
 //! periodic-task re-arm with many jobs queued ([`rearm`]).
 
+pub mod flow;
 pub mod measure;
 pub mod metrics_cost;
 pub mod rearm;
