@@ -1,21 +1,30 @@
 -- resq's tables, version 6: flow control (issue #14), per queue.
 --
 -- Run like 0001, with `search_path` set to the schema. (Versions 5 and 7
--- are other features' migrations; each applies on its own.)
+-- are other features' migrations; each applies on its own.) The claim
+-- functions at the end are those of version 4 with the limits applied;
+-- nothing else changes what a claim does.
 --
 -- `queue_limits` holds one row per limited queue: a rate limit (`rate_max`
 -- starts in any window of `rate_period_ms`) and/or a concurrency cap
--- (`concurrency` jobs running at once). `starts` is the rate limit's
--- sliding log: the start times (epoch ms, the server's clock) within the
--- window, written by the claims. The claims lock the rows of the queues
--- they look at (in name order, so callers that list the queues in other
--- orders cannot deadlock) for the rest of their transaction: the check
--- and the start it admits are one atomic step across every process. A
--- cap counts the queue's `working` rows: a slot is held by the row its
--- claim wrote and released by whatever deletes it (a completion, or
--- `clean_worker` from a stop or from the stuck-worker sweep), with no
--- bookkeeping of its own. The claim functions below are those of version
--- 4 with the limits applied; nothing else changes.
+-- (`concurrency` jobs running at once).
+--
+-- Rate limit: `starts` is its sliding log, the start times (epoch ms, the
+-- server's clock) within the window. A claim locks the rate-limited rows
+-- of the queues it looks at (in name order, so callers listing queues in
+-- other orders cannot deadlock) for the rest of its transaction: the check
+-- and the starts it admits are one atomic step across every process. So
+-- claims of one rate-limited queue take turns, one commit at a time.
+--
+-- Concurrency cap: `queue_slots` holds the cap's slots, rows 1..cap of the
+-- queue. A claim takes free ones with `FOR UPDATE SKIP LOCKED` (as it
+-- takes jobs: concurrent claims never wait for each other and never take
+-- the same slot) and writes the claiming worker into each it uses; the
+-- slot is free again when that worker's `working` row for the queue is
+-- deleted (a completion, `clean_worker` from a stop or from the
+-- stuck-worker sweep: the trigger below) or when the worker claims again
+-- (its earlier job is over then). Lowering a cap leaves slots above it
+-- held by running jobs until they end; claims only use slots up to the cap.
 CREATE TABLE queue_limits (
     queue          text     PRIMARY KEY,
     rate_max       integer  CHECK (rate_max > 0),
@@ -24,6 +33,45 @@ CREATE TABLE queue_limits (
     starts         bigint[] NOT NULL DEFAULT '{}',
     CHECK ((rate_max IS NULL) = (rate_period_ms IS NULL))
 );
+
+CREATE TABLE queue_slots (
+    queue         text    NOT NULL,
+    n             integer NOT NULL,
+    holder_name   text,
+    holder_queues text,
+    PRIMARY KEY (queue, n)
+);
+CREATE INDEX queue_slots_holder ON queue_slots (holder_name, holder_queues) WHERE holder_name IS NOT NULL;
+
+-- Sets (or with all NULLs removes) a queue's limits and its slot rows.
+-- The rate log is kept when a rate limit stays.
+CREATE FUNCTION resq_set_queue_limits(p_queue text, p_max integer, p_period bigint, p_cap integer)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    IF p_max IS NULL AND p_cap IS NULL THEN
+        DELETE FROM queue_limits WHERE queue = p_queue;
+    ELSE
+        INSERT INTO queue_limits AS l (queue, rate_max, rate_period_ms, concurrency)
+        VALUES (p_queue, p_max, p_period, p_cap)
+        ON CONFLICT (queue) DO UPDATE
+           SET rate_max = EXCLUDED.rate_max,
+               rate_period_ms = EXCLUDED.rate_period_ms,
+               concurrency = EXCLUDED.concurrency,
+               starts = CASE WHEN EXCLUDED.rate_max IS NULL THEN '{}' ELSE l.starts END;
+    END IF;
+    IF p_cap IS NULL THEN
+        DELETE FROM queue_slots WHERE queue = p_queue;
+    ELSE
+        INSERT INTO queue_slots (queue, n)
+        SELECT p_queue, g FROM generate_series(1, p_cap) AS g
+        ON CONFLICT DO NOTHING;
+        DELETE FROM queue_slots WHERE queue = p_queue AND n > p_cap AND holder_name IS NULL;
+    END IF;
+END;
+$$;
 
 -- Serialises a one-slot claim with `clean_worker` of the same worker (a
 -- transaction-scoped advisory lock on the worker's name): a claim that
@@ -39,56 +87,83 @@ AS $$
     SELECT pg_advisory_xact_lock(hashtextextended('resq:claim:' || current_schema() || ':' || p_worker_name, 0))
 $$;
 
--- Locks the limit rows of `p_queues` (name order) and returns the time
--- (epoch ms, read after the locks) the claim counts its starts at, or
--- NULL when no queue has limits, which skips every other flow step.
+-- Locks the rate-limited rows of `p_queues` (name order) and returns the
+-- time (epoch ms, read after the locks) the claim counts its starts at.
 CREATE FUNCTION resq_flow_lock(p_queues text[])
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM queue_limits) THEN
-        RETURN NULL;
-    END IF;
     PERFORM 1 FROM queue_limits AS l
-      WHERE l.queue = ANY (coalesce(p_queues, '{}'))
+      WHERE l.queue = ANY (coalesce(p_queues, '{}')) AND l.rate_max IS NOT NULL
       ORDER BY l.queue COLLATE "C"
         FOR UPDATE;
     RETURN floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint;
 END;
 $$;
 
--- How many of `p_want` jobs queue `p_queue` may start at `p_now`: no more
--- than its rate limit leaves in the window `(p_now - period, p_now]` and
--- its cap leaves beside the running jobs (the `working` rows of its
--- queue, except those of `p_claiming`, the slots this claim gives new
--- jobs, whose rows it replaces or deletes).
-CREATE FUNCTION resq_flow_room(p_queue text, p_want integer, p_claiming text[], p_now bigint)
+-- How many of `p_want` jobs queue `p_queue`'s rate limit lets start at
+-- `p_now`: no more than it leaves in the window `(p_now - period, p_now]`.
+CREATE FUNCTION resq_flow_room(p_queue text, p_want integer, p_now bigint)
 RETURNS integer
+LANGUAGE sql
+SET search_path FROM CURRENT
+AS $$
+    SELECT coalesce(
+        (SELECT greatest(0, least(p_want, l.rate_max
+            - (SELECT count(*) FROM unnest(l.starts) AS s (t) WHERE s.t > p_now - l.rate_period_ms)::integer))
+           FROM queue_limits AS l
+          WHERE l.queue = p_queue AND l.rate_max IS NOT NULL),
+        p_want)
+$$;
+
+-- Up to `p_want` free slots of capped queue `p_queue`, locked for this
+-- transaction (slots another claim is taking are skipped); NULL when the
+-- queue has no cap.
+CREATE FUNCTION resq_flow_slots(p_queue text, p_want integer)
+RETURNS integer[]
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 DECLARE
-    lim     queue_limits%ROWTYPE;
-    room    integer := p_want;
-    running integer;
+    cap integer;
 BEGIN
-    SELECT * INTO lim FROM queue_limits AS l WHERE l.queue = p_queue;
-    IF NOT FOUND THEN
-        RETURN p_want;
+    SELECT l.concurrency INTO cap FROM queue_limits AS l WHERE l.queue = p_queue;
+    IF cap IS NULL THEN
+        RETURN NULL;
     END IF;
-    IF lim.rate_max IS NOT NULL THEN
-        room := least(room, lim.rate_max
-            - (SELECT count(*) FROM unnest(lim.starts) AS s (t) WHERE s.t > p_now - lim.rate_period_ms)::integer);
-    END IF;
-    IF lim.concurrency IS NOT NULL THEN
-        SELECT count(*) INTO running FROM working AS w
-         WHERE w.queue = p_queue AND NOT (w.worker_name = ANY (coalesce(p_claiming, '{}')));
-        room := least(room, lim.concurrency - running);
-    END IF;
-    RETURN greatest(room, 0);
+    RETURN ARRAY(SELECT s.n FROM queue_slots AS s
+                  WHERE s.queue = p_queue AND s.n <= cap AND s.holder_name IS NULL
+                  ORDER BY s.n
+                  LIMIT p_want
+                    FOR UPDATE SKIP LOCKED);
 END;
+$$;
+
+-- Gives slots `p_slots` of `p_queue` to the workers `p_names`/`p_queues`
+-- (pairwise); nothing when `p_slots` is NULL (no cap).
+CREATE FUNCTION resq_flow_hold(p_queue text, p_slots integer[], p_names text[], p_queues text[])
+RETURNS void
+LANGUAGE sql
+SET search_path FROM CURRENT
+AS $$
+    UPDATE queue_slots AS s
+       SET holder_name = h.name, holder_queues = h.queues
+      FROM unnest(p_slots, p_names, p_queues) AS h (n, name, queues)
+     WHERE s.queue = p_queue AND s.n = h.n
+$$;
+
+-- Frees every slot the workers `p_names`/`p_queues` (pairwise) hold.
+CREATE FUNCTION resq_flow_release(p_names text[], p_queues text[])
+RETURNS void
+LANGUAGE sql
+SET search_path FROM CURRENT
+AS $$
+    UPDATE queue_slots AS s
+       SET holder_name = NULL, holder_queues = NULL
+      FROM unnest(p_names, p_queues) AS r (name, queues)
+     WHERE s.holder_name = r.name AND s.holder_queues = r.queues
 $$;
 
 -- Logs `p_n` starts of `p_queue` at `p_now` for its rate limit, dropping
@@ -104,6 +179,29 @@ AS $$
      WHERE l.queue = p_queue AND l.rate_max IS NOT NULL AND p_n > 0
 $$;
 
+-- Frees the slots of deleted `working` rows (completions, cleans): one
+-- statement per deleting statement, and nothing while no slot is held.
+CREATE FUNCTION resq_release_deleted_slots()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM queue_slots WHERE holder_name IS NOT NULL) THEN
+        UPDATE queue_slots AS s
+           SET holder_name = NULL, holder_queues = NULL
+          FROM gone AS g
+         WHERE s.holder_name = g.worker_name AND s.holder_queues = g.worker_queues AND s.queue = g.queue;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER working_release_slots
+    AFTER DELETE ON working
+    REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION resq_release_deleted_slots();
+
 CREATE OR REPLACE FUNCTION resq_claim(p_queues text[], p_worker_name text, p_worker_queues text, p_run_at text)
 RETURNS TABLE (claimed_queue text, claimed_payload text, claimed_enqueued_ms bigint)
 LANGUAGE plpgsql
@@ -113,15 +211,21 @@ DECLARE
     q   text;
     got text;
     at  bigint;
-    fnow bigint;
+    fnow  bigint;
+    taken integer[];
 BEGIN
     IF EXISTS (SELECT 1 FROM queue_limits) THEN
         PERFORM resq_claim_guard(p_worker_name);
         fnow := resq_flow_lock(p_queues);
+        PERFORM resq_flow_release(ARRAY[p_worker_name], ARRAY[p_worker_queues]);
     END IF;
     FOREACH q IN ARRAY p_queues LOOP
         -- A queue at its limits is skipped, as a paused one is.
-        CONTINUE WHEN fnow IS NOT NULL AND resq_flow_room(q, 1, ARRAY[p_worker_name], fnow) = 0;
+        IF fnow IS NOT NULL THEN
+            CONTINUE WHEN resq_flow_room(q, 1, fnow) = 0;
+            taken := resq_flow_slots(q, 1);
+            CONTINUE WHEN cardinality(taken) = 0;
+        END IF;
         DELETE FROM jobs AS j
          WHERE j.queue = q
            AND j.id = (SELECT h.id FROM jobs AS h
@@ -133,6 +237,7 @@ BEGIN
         IF FOUND THEN
             IF fnow IS NOT NULL THEN
                 PERFORM resq_flow_took(q, 1, fnow);
+                PERFORM resq_flow_hold(q, taken, ARRAY[p_worker_name], ARRAY[p_worker_queues]);
             END IF;
             INSERT INTO working AS w (worker_name, worker_queues, worker, queue, run_at, payload, claimed_at)
             VALUES (p_worker_name, p_worker_queues, p_worker_name, q, p_run_at, got, now())
@@ -172,16 +277,29 @@ DECLARE
     n_failed bigint;
     updated  bigint;
     room     integer;
-    fnow     bigint := CASE WHEN slots > 0 THEN resq_flow_lock(p_queues) END;
+    fnow     bigint;
+    held     integer[];
 BEGIN
+    IF slots > 0 AND EXISTS (SELECT 1 FROM queue_limits) THEN
+        fnow := resq_flow_lock(p_queues);
+        -- The finished slots' and the claiming slots' own concurrency
+        -- slots are free again before anything is claimed.
+        PERFORM resq_flow_release(p_worker_names || p_done_names, p_worker_queues || p_done_queues);
+    END IF;
     -- Claims: the heads of each queue in turn, as many as slots remain
     -- and the queue's limits leave room for.
     FOREACH q IN ARRAY coalesce(p_queues, '{}') LOOP
         EXIT WHEN k >= slots;
         room := slots - k;
+        held := NULL;
         IF fnow IS NOT NULL THEN
-            room := resq_flow_room(q, room, p_worker_names || p_done_names, fnow);
+            room := resq_flow_room(q, room, fnow);
             CONTINUE WHEN room = 0;
+            held := resq_flow_slots(q, room);
+            IF held IS NOT NULL THEN
+                room := cardinality(held);
+                CONTINUE WHEN room = 0;
+            END IF;
         END IF;
         WITH taken AS (
             DELETE FROM jobs AS j
@@ -197,6 +315,8 @@ BEGIN
         IF pay IS NOT NULL THEN
             IF fnow IS NOT NULL THEN
                 PERFORM resq_flow_took(q, cardinality(pay), fnow);
+                PERFORM resq_flow_hold(q, held[1:cardinality(pay)],
+                    p_worker_names[k + 1:k + cardinality(pay)], p_worker_queues[k + 1:k + cardinality(pay)]);
             END IF;
             got_p := got_p || pay;
             got_t := got_t || tms;

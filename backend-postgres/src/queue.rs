@@ -196,14 +196,10 @@ pub(crate) const RESUME_QUEUE: &str = "DELETE FROM {s}.paused_queues WHERE name 
 pub(crate) const PAUSED_QUEUES: &str = "SELECT name FROM {s}.paused_queues ORDER BY name COLLATE \"C\"";
 
 /// Sets queue `$1`'s limits: rate `$2` starts per `$3` ms (both NULL for
-/// none), cap `$4` (NULL for none). The rate log is kept.
+/// none), cap `$4` (NULL for none), and its cap's slot rows; all NULL
+/// removes them. The rate log is kept.
 pub(crate) const SET_QUEUE_LIMITS: &str =
-    "INSERT INTO {s}.queue_limits (queue, rate_max, rate_period_ms, concurrency) \
-     VALUES ($1, $2, $3, $4) ON CONFLICT (queue) DO UPDATE \
-     SET rate_max = EXCLUDED.rate_max, rate_period_ms = EXCLUDED.rate_period_ms, concurrency = EXCLUDED.concurrency";
-
-/// Removes queue `$1`'s limits.
-pub(crate) const CLEAR_QUEUE_LIMITS: &str = "DELETE FROM {s}.queue_limits WHERE queue = $1";
+    "SELECT {s}.resq_set_queue_limits($1::text, $2::integer, $3::bigint, $4::integer)";
 
 /// Every queue's limits, sorted bytewise by queue.
 pub(crate) const QUEUE_LIMITS: &str = "SELECT queue, rate_max, rate_period_ms, concurrency \
@@ -635,15 +631,6 @@ impl QueueStore for PostgresBackend {
 
     async fn set_queue_limits(&self, queue: &str, limits: QueueLimits) -> Result<()> {
         limits.check()?;
-        if limits.is_unlimited() {
-            sqlx::query(&self.sql.clear_queue_limits)
-                .bind(queue)
-                .execute(&self.pool)
-                .await
-                .pg(self)
-                .await?;
-            return Ok(());
-        }
         let max = limits.rate.map(|r| i32::try_from(r.max).unwrap_or(i32::MAX));
         let period = limits.rate.map(|r| i64::try_from(r.period_ms()).unwrap_or(i64::MAX));
         let cap = limits.concurrency.map(|k| i32::try_from(k).unwrap_or(i32::MAX));

@@ -53,7 +53,6 @@ statements! {
     resume_queue => queue::RESUME_QUEUE,
     paused_queues => queue::PAUSED_QUEUES,
     set_queue_limits => queue::SET_QUEUE_LIMITS,
-    clear_queue_limits => queue::CLEAR_QUEUE_LIMITS,
     queue_limits => queue::QUEUE_LIMITS,
     any_ready => queue::ANY_READY,
     any_job => queue::ANY_JOB,

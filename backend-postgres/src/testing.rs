@@ -59,6 +59,7 @@ const TABLES: &[&str] = &[
     "leader",
     "paused_queues",
     "queue_limits",
+    "queue_slots",
 ];
 
 static LIVE: Semaphore = Semaphore::const_new(MAX_LIVE);
