@@ -78,7 +78,8 @@ $$;
 -- waits for a limit row while its worker gives up on it and unregisters
 -- is then finished (and its job seen and put back by the clean) before
 -- the clean reads the worker's `working` row, instead of writing that row
--- for a worker already gone. Claims that never wait (no limits) skip it.
+-- for a worker already gone. Claims that never wait (no rate limit among
+-- their queues) skip it.
 CREATE FUNCTION resq_claim_guard(p_worker_name text)
 RETURNS void
 LANGUAGE sql
@@ -211,18 +212,29 @@ DECLARE
     q   text;
     got text;
     at  bigint;
-    fnow  bigint;
-    taken integer[];
+    fnow    bigint;
+    taken   integer[];
+    limited text[];
+    rated   boolean;
 BEGIN
-    IF EXISTS (SELECT 1 FROM queue_limits) THEN
-        PERFORM resq_claim_guard(p_worker_name);
-        fnow := resq_flow_lock(p_queues);
+    -- Flow control costs one index probe unless a queue has limits; only
+    -- rate limits make claims wait (see `resq_claim_guard`).
+    SELECT array_agg(l.queue), bool_or(l.rate_max IS NOT NULL) INTO limited, rated
+      FROM queue_limits AS l WHERE l.queue = ANY (p_queues);
+    IF limited IS NOT NULL THEN
+        IF rated THEN
+            PERFORM resq_claim_guard(p_worker_name);
+            fnow := resq_flow_lock(p_queues);
+        END IF;
         PERFORM resq_flow_release(ARRAY[p_worker_name], ARRAY[p_worker_queues]);
     END IF;
     FOREACH q IN ARRAY p_queues LOOP
         -- A queue at its limits is skipped, as a paused one is.
-        IF fnow IS NOT NULL THEN
-            CONTINUE WHEN resq_flow_room(q, 1, fnow) = 0;
+        taken := NULL;
+        IF q = ANY (limited) THEN
+            IF fnow IS NOT NULL THEN
+                CONTINUE WHEN resq_flow_room(q, 1, fnow) = 0;
+            END IF;
             taken := resq_flow_slots(q, 1);
             CONTINUE WHEN cardinality(taken) = 0;
         END IF;
@@ -237,6 +249,8 @@ BEGIN
         IF FOUND THEN
             IF fnow IS NOT NULL THEN
                 PERFORM resq_flow_took(q, 1, fnow);
+            END IF;
+            IF taken IS NOT NULL THEN
                 PERFORM resq_flow_hold(q, taken, ARRAY[p_worker_name], ARRAY[p_worker_queues]);
             END IF;
             INSERT INTO working AS w (worker_name, worker_queues, worker, queue, run_at, payload, claimed_at)
@@ -279,9 +293,17 @@ DECLARE
     room     integer;
     fnow     bigint;
     held     integer[];
+    limited  text[];
+    rated    boolean;
 BEGIN
-    IF slots > 0 AND EXISTS (SELECT 1 FROM queue_limits) THEN
-        fnow := resq_flow_lock(p_queues);
+    IF slots > 0 THEN
+        SELECT array_agg(l.queue), bool_or(l.rate_max IS NOT NULL) INTO limited, rated
+          FROM queue_limits AS l WHERE l.queue = ANY (p_queues);
+    END IF;
+    IF limited IS NOT NULL THEN
+        IF rated THEN
+            fnow := resq_flow_lock(p_queues);
+        END IF;
         -- The finished slots' and the claiming slots' own concurrency
         -- slots are free again before anything is claimed.
         PERFORM resq_flow_release(p_worker_names || p_done_names, p_worker_queues || p_done_queues);
@@ -292,9 +314,11 @@ BEGIN
         EXIT WHEN k >= slots;
         room := slots - k;
         held := NULL;
-        IF fnow IS NOT NULL THEN
-            room := resq_flow_room(q, room, fnow);
-            CONTINUE WHEN room = 0;
+        IF q = ANY (limited) THEN
+            IF fnow IS NOT NULL THEN
+                room := resq_flow_room(q, room, fnow);
+                CONTINUE WHEN room = 0;
+            END IF;
             held := resq_flow_slots(q, room);
             IF held IS NOT NULL THEN
                 room := cardinality(held);
@@ -315,6 +339,8 @@ BEGIN
         IF pay IS NOT NULL THEN
             IF fnow IS NOT NULL THEN
                 PERFORM resq_flow_took(q, cardinality(pay), fnow);
+            END IF;
+            IF held IS NOT NULL THEN
                 PERFORM resq_flow_hold(q, held[1:cardinality(pay)],
                     p_worker_names[k + 1:k + cardinality(pay)], p_worker_queues[k + 1:k + cardinality(pay)]);
             END IF;
