@@ -84,13 +84,18 @@ end
 macro_rules! flow_lua {
     () => {
         r#"
+-- The server's time in µs, read once per script (only rate limits need it).
+local flow_time = nil
 local function flow_now()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+  if not flow_time then
+    local t = redis.call('TIME')
+    flow_time = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  return flow_time
 end
--- How many of want jobs the queue qname may start at now (µs), its rate
--- period in µs (0: no rate limit) and whether it is capped.
-local function flow_room(limits, slots, rkey, qname, want, now)
+-- How many of want jobs the queue qname may start now, its rate period in
+-- µs (0: no rate limit) and whether it is capped.
+local function flow_room(limits, slots, rkey, qname, want)
   local v = redis.call('HGET', limits, qname)
   if not v then return want, 0, false end
   local max, period, cap = string.match(v, '^(%d+) (%d+) (%d+)$')
@@ -98,27 +103,26 @@ local function flow_room(limits, slots, rkey, qname, want, now)
   max, period, cap = tonumber(max), tonumber(period) * 1000, tonumber(cap)
   local room = want
   if max > 0 and period > 0 then
-    redis.call('ZREMRANGEBYSCORE', rkey, '-inf', string.format('%.0f', now - period))
+    redis.call('ZREMRANGEBYSCORE', rkey, '-inf', string.format('%.0f', flow_now() - period))
     local left = max - redis.call('ZCARD', rkey)
     if left < room then room = left end
   else
     period = 0
   end
   if cap > 0 then
-    local held = redis.call('HGETALL', slots)
     local running = 0
-    for i = 2, #held, 2 do
-      if held[i] == qname then running = running + 1 end
+    for _, q in ipairs(redis.call('HVALS', slots)) do
+      if q == qname then running = running + 1 end
     end
     if cap - running < room then room = cap - running end
   end
   if room < 0 then room = 0 end
   return room, period, cap > 0
 end
--- One job of qname started at now by the worker member.
-local function flow_took(slots, rkey, qname, member, now, period, capped)
+-- One job of qname started now by the worker member.
+local function flow_took(slots, rkey, qname, member, period, capped)
   if period > 0 then
-    local stamp = string.format('%.0f', now)
+    local stamp = string.format('%.0f', flow_now())
     redis.call('ZADD', rkey, stamp, stamp .. ' ' .. member)
     redis.call('PEXPIRE', rkey, math.floor(period / 1000) + 1000)
   end
@@ -147,11 +151,9 @@ local n = (#KEYS - 3) / 3
 local limits, slots, member = KEYS[3 * n + 2], KEYS[3 * n + 3], ARGV[3 + 2 * n]
 redis.call('HDEL', slots, member)
 local flow_on = redis.call('HLEN', limits) > 0
-local now = 0
-if flow_on then now = flow_now() end
 for i = 2, n + 1 do
   local room, period, capped = 1, 0, false
-  if flow_on then room, period, capped = flow_room(limits, slots, KEYS[i + 2 * n], ARGV[n + i + 1], 1, now) end
+  if flow_on then room, period, capped = flow_room(limits, slots, KEYS[i + 2 * n], ARGV[n + i + 1], 1) end
   if room > 0 then
     local item = redis.call('LPOP', KEYS[i])
     if item then
@@ -159,7 +161,7 @@ for i = 2, n + 1 do
       if not pcall(cjson.decode, item) then body = cjson.encode(item) end
       redis.call('SET', KEYS[1], '{"run_at":' .. ARGV[1] .. ',"queue":' .. ARGV[i + 1] ..
         ',"worker":' .. ARGV[2] .. ',"payload":' .. body .. '}')
-      if flow_on then flow_took(slots, KEYS[i + 2 * n], ARGV[n + i + 1], member, now, period, capped) end
+      if flow_on then flow_took(slots, KEYS[i + 2 * n], ARGV[n + i + 1], member, period, capped) end
       local r = rec_popped(KEYS[i + n], KEYS[i], 1)
       return {i - 1, item, r and rec_ms(r[1]) or -1}
     end
@@ -190,15 +192,13 @@ local m = (#KEYS - n - 2) / 3
 local limits, slots = KEYS[#KEYS - 1], KEYS[#KEYS]
 for s = 1, n do redis.call('HDEL', slots, ARGV[2 + n + 2 * m + s]) end
 local flow_on = redis.call('HLEN', limits) > 0
-local now = 0
-if flow_on then now = flow_now() end
 local out = {}
 local slot = 1
 for q = n + 1, n + m do
   if slot > n then break end
   local qname = ARGV[2 + m + q]
   local room, period, capped = n - slot + 1, 0, false
-  if flow_on then room, period, capped = flow_room(limits, slots, KEYS[q + 2 * m], qname, room, now) end
+  if flow_on then room, period, capped = flow_room(limits, slots, KEYS[q + 2 * m], qname, room) end
   local items = nil
   if room > 0 then items = redis.call('LPOP', KEYS[q], room) end
   if items then
@@ -208,7 +208,7 @@ for q = n + 1, n + m do
       if not pcall(cjson.decode, item) then body = cjson.encode(item) end
       redis.call('SET', KEYS[slot], '{"run_at":' .. ARGV[2] .. ',"queue":' .. ARGV[2 + q] ..
         ',"worker":' .. ARGV[2 + slot] .. ',"payload":' .. body .. '}')
-      if flow_on then flow_took(slots, KEYS[q + 2 * m], qname, ARGV[2 + n + 2 * m + slot], now, period, capped) end
+      if flow_on then flow_took(slots, KEYS[q + 2 * m], qname, ARGV[2 + n + 2 * m + slot], period, capped) end
       table.insert(out, {slot - 1, q - n - 1, item, rec_ms(times[k])})
       slot = slot + 1
     end

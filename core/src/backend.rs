@@ -437,8 +437,10 @@ pub trait QueueStore: Send + Sync {
     /// fail [`QueueLimits::check`] are refused with
     /// [`crate::Error::InvalidArgument`]. Changing a rate limit keeps the
     /// starts already counted in the window. A concurrency cap counts the
-    /// jobs claimed while it is set (one claimed before is not counted).
-    /// No default: the limits live in the store.
+    /// jobs claimed while it is set (jobs claimed before may not count:
+    /// Redis and PostgreSQL give slots only at claims, memory counts every
+    /// running job of the queue); lowering a cap lets the jobs above it
+    /// finish. No default: the limits live in the store.
     async fn set_queue_limits(&self, queue: &str, limits: QueueLimits) -> Result<()>;
 
     /// Every queue with limits, sorted by name.
