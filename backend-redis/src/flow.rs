@@ -38,7 +38,7 @@ pub(crate) fn decode_all(key: &str, fields: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Str
             match (String::from_utf8(queue), limits) {
                 (Ok(queue), Some(limits)) => Some((queue, limits)),
                 (queue, _) => {
-                    let field = queue.map_or_else(|e| resq_core::failed::escape_bytes(e.as_bytes()), |q| q);
+                    let field = queue.unwrap_or_else(|e| resq_core::failed::escape_bytes(e.as_bytes()));
                     tracing::warn!(target: "resq::redis", key, field = %field,
                         "skipping a queue-limits field resq did not write");
                     None
