@@ -31,6 +31,7 @@
 mod address;
 mod delayed;
 mod failed;
+mod flow;
 mod leader;
 mod list;
 mod lock;

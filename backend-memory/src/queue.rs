@@ -4,7 +4,7 @@
 use crate::{list, MemoryBackend};
 use async_trait::async_trait;
 use resq_core::backend::job_is_of_class;
-use resq_core::{Claimed, Outcome, QueueStat, QueueStore, QueuedJob, Result, WorkerId};
+use resq_core::{Claimed, Outcome, QueueLimits, QueueStat, QueueStore, QueuedJob, Result, WorkerId};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -57,10 +57,19 @@ impl QueueStore for MemoryBackend {
     async fn claim(&self, worker: &WorkerId, queues: &[String], run_at: &str) -> Result<Option<Claimed>> {
         let (index, payload, replaced, enqueued_at_ms) = {
             let mut st = self.state.lock();
-            let popped = queues.iter().enumerate().find_map(|(i, q)| {
-                let (payload, at) = st.pop_head(q.as_str())?;
-                Some((i, payload, at))
-            });
+            let now = Instant::now();
+            let mut popped = None;
+            for (i, q) in queues.iter().enumerate() {
+                // A queue at its limits is skipped, as a paused one is.
+                if st.flow_room(q, 1, std::slice::from_ref(worker), now) == 0 {
+                    continue;
+                }
+                if let Some((payload, at)) = st.pop_head(q.as_str()) {
+                    st.flow_took(q, 1, now);
+                    popped = Some((i, payload, at));
+                    break;
+                }
+            }
             let Some((index, payload, enqueued_at_ms)) = popped else {
                 return Ok(None);
             };
@@ -88,28 +97,38 @@ impl QueueStore for MemoryBackend {
         let mut replaced = Vec::new();
         {
             let mut st = self.state.lock();
-            let mut q = 0;
-            'slots: for (slot, worker) in workers.iter().enumerate() {
-                let (payload, enqueued_at_ms) = loop {
-                    let Some(name) = queues.get(q) else {
-                        break 'slots;
+            let now = Instant::now();
+            let mut slots = workers.iter().enumerate();
+            'queues: for queue in queues {
+                let want = workers.len() - out.len();
+                if want == 0 {
+                    break;
+                }
+                // As many as the queue's limits leave room for.
+                let room = st.flow_room(queue, want, workers, now);
+                let mut took = 0;
+                while took < room {
+                    let Some((payload, enqueued_at_ms)) = st.pop_head(queue.as_str()) else {
+                        break;
                     };
-                    match st.pop_head(name.as_str()) {
-                        Some(p) => break p,
-                        None => q += 1,
-                    }
-                };
-                let copy = payload.clone();
-                // `q` indexes `queues`: the loop above only stops on a valid index.
-                replaced.push(st.working.start(worker, &queues[q], run_at, payload));
-                out.push((
-                    slot,
-                    Claimed {
-                        queue: queues[q].clone(),
-                        payload: copy,
-                        enqueued_at_ms,
-                    },
-                ));
+                    // `want > took` slots are left, so there is a next one.
+                    let Some((slot, worker)) = slots.next() else {
+                        st.push_head(queue, payload);
+                        break 'queues;
+                    };
+                    took += 1;
+                    let copy = payload.clone();
+                    replaced.push(st.working.start(worker, queue, run_at, payload));
+                    out.push((
+                        slot,
+                        Claimed {
+                            queue: queue.clone(),
+                            payload: copy,
+                            enqueued_at_ms,
+                        },
+                    ));
+                }
+                st.flow_took(queue, took, now);
             }
             if !out.is_empty() {
                 st.touch();
@@ -272,6 +291,24 @@ impl QueueStore for MemoryBackend {
 
     async fn paused_queues(&self) -> Result<Vec<String>> {
         Ok(self.state.lock().paused.iter().cloned().collect())
+    }
+
+    async fn set_queue_limits(&self, queue: &str, limits: QueueLimits) -> Result<()> {
+        limits.check()?;
+        let mut st = self.state.lock();
+        if limits.is_unlimited() {
+            st.limits.remove(queue);
+            st.starts.remove(queue);
+        } else {
+            st.limits.insert(queue.to_owned(), limits);
+        }
+        st.touch();
+        Ok(())
+    }
+
+    async fn queue_limits(&self) -> Result<Vec<(String, QueueLimits)>> {
+        let st = self.state.lock();
+        Ok(st.limits.iter().map(|(q, l)| (q.clone(), *l)).collect())
     }
 
     async fn queue_stats(&self, queues: &[String]) -> Result<Vec<QueueStat>> {

@@ -6,7 +6,7 @@ use crate::stats::Stats;
 use crate::worker::Registry;
 use crate::working::WorkingTable;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// Everything that multi-structure operations touch together. It lives in
 /// one `parking_lot::Mutex`, and each backend method is one critical section.
@@ -38,6 +38,13 @@ pub(crate) struct State {
     /// The paused queues' names. Saved beside the state (snapshot version 2).
     #[serde(skip)]
     pub(crate) paused: BTreeSet<String>,
+    /// Flow-control limits by queue. Not saved in snapshots.
+    #[serde(skip)]
+    pub(crate) limits: BTreeMap<String, resq_core::QueueLimits>,
+    /// Start instants of rate-limited queues within their window, oldest
+    /// first (see `flow.rs`). Not saved.
+    #[serde(skip)]
+    pub(crate) starts: HashMap<String, VecDeque<tokio::time::Instant>>,
     /// Bumped by every change; not saved.
     #[serde(skip)]
     changes: u64,

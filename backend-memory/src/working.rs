@@ -67,6 +67,15 @@ impl WorkingTable {
         self.slots.get(worker).filter(|s| s.active).map(|s| &s.record)
     }
 
+    /// How many active records hold a job of `queue`, not counting the
+    /// records of `except`.
+    pub(crate) fn running_in(&self, queue: &str, except: &[WorkerId]) -> usize {
+        self.slots
+            .iter()
+            .filter(|(id, slot)| slot.active && slot.record.queue == queue && !except.contains(id))
+            .count()
+    }
+
     /// Removes `worker`'s slot and returns its record if it was active.
     pub(crate) fn remove(&mut self, worker: &WorkerId) -> Option<WorkingOn> {
         self.slots.remove(worker).filter(|s| s.active).map(|s| s.record)

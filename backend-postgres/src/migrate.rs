@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0004_enqueue_times.sql"),
     },
     Migration {
+        version: 6,
+        name: "flow_control",
+        sql: include_str!("../migrations/0006_flow_control.sql"),
+    },
+    Migration {
         version: 7,
         name: "delayed_due_ms",
         sql: include_str!("../migrations/0007_delayed_due_ms.sql"),

@@ -22,7 +22,7 @@ use crate::range::{from_tail_sql, window, Window};
 use crate::PostgresBackend;
 use async_trait::async_trait;
 use resq_core::backend::{job_is_of_class, REMOVAL_PAGE};
-use resq_core::{Claimed, Outcome, QueueStat, QueueStore, QueuedJob, Result, WorkerId};
+use resq_core::{Claimed, Outcome, QueueLimits, QueueStat, QueueStore, QueuedJob, RateLimit, Result, WorkerId};
 use sqlx::PgConnection;
 use std::time::Duration;
 
@@ -194,6 +194,16 @@ pub(crate) const RESUME_QUEUE: &str = "DELETE FROM {s}.paused_queues WHERE name 
 
 /// The paused queues' names, sorted bytewise.
 pub(crate) const PAUSED_QUEUES: &str = "SELECT name FROM {s}.paused_queues ORDER BY name COLLATE \"C\"";
+
+/// Sets queue `$1`'s limits: rate `$2` starts per `$3` ms (both NULL for
+/// none), cap `$4` (NULL for none), and its cap's slot rows; all NULL
+/// removes them. The rate log is kept.
+pub(crate) const SET_QUEUE_LIMITS: &str =
+    "SELECT {s}.resq_set_queue_limits($1::text, $2::integer, $3::bigint, $4::integer)";
+
+/// Every queue's limits, sorted bytewise by queue.
+pub(crate) const QUEUE_LIMITS: &str = "SELECT queue, rate_max, rate_period_ms, concurrency \
+     FROM {s}.queue_limits ORDER BY queue COLLATE \"C\"";
 
 /// Whether any of queues `$1` holds a job.
 pub(crate) const ANY_READY: &str = "SELECT EXISTS (SELECT 1 FROM {s}.jobs WHERE queue = ANY ($1::text[]))";
@@ -617,6 +627,47 @@ impl QueueStore for PostgresBackend {
             .pg(self)
             .await?;
         Ok(rows.into_iter().map(|(q,)| q).collect())
+    }
+
+    async fn set_queue_limits(&self, queue: &str, limits: QueueLimits) -> Result<()> {
+        limits.check()?;
+        let max = limits.rate.map(|r| i32::try_from(r.max).unwrap_or(i32::MAX));
+        let period = limits.rate.map(|r| i64::try_from(r.period_ms()).unwrap_or(i64::MAX));
+        let cap = limits.concurrency.map(|k| i32::try_from(k).unwrap_or(i32::MAX));
+        sqlx::query(&self.sql.set_queue_limits)
+            .bind(queue)
+            .bind(max)
+            .bind(period)
+            .bind(cap)
+            .execute(&self.pool)
+            .await
+            .pg(self)
+            .await?;
+        Ok(())
+    }
+
+    async fn queue_limits(&self) -> Result<Vec<(String, QueueLimits)>> {
+        type Row = (String, Option<i32>, Option<i64>, Option<i32>);
+        let rows: Vec<Row> = sqlx::query_as(&self.sql.queue_limits)
+            .fetch_all(&self.pool)
+            .await
+            .pg(self)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(queue, max, period, cap)| {
+                // The table's checks keep these positive.
+                let rate = match (
+                    max.and_then(|m| u32::try_from(m).ok()),
+                    period.and_then(|p| u64::try_from(p).ok()),
+                ) {
+                    (Some(max), Some(ms)) => Some(RateLimit::new(max, Duration::from_millis(ms))),
+                    _ => None,
+                };
+                let concurrency = cap.and_then(|k| u32::try_from(k).ok());
+                (queue, QueueLimits { rate, concurrency })
+            })
+            .collect())
     }
 
     async fn queue_stats(&self, queues: &[String]) -> Result<Vec<QueueStat>> {

@@ -58,6 +58,8 @@ const TABLES: &[&str] = &[
     "locks",
     "leader",
     "paused_queues",
+    "queue_limits",
+    "queue_slots",
 ];
 
 static LIVE: Semaphore = Semaphore::const_new(MAX_LIVE);

@@ -107,6 +107,10 @@ pub(crate) const CLEAN_WORKER: &str = concat!(
     "o.worker, o.queue, o.run_at, o.payload FROM (SELECT 1) AS one LEFT JOIN o ON true"
 );
 
+/// Waits for worker `$1`'s one-slot claim in flight, if any, and keeps
+/// the next one out until the transaction ends.
+pub(crate) const CLAIM_GUARD: &str = "SELECT {s}.resq_claim_guard($1)";
+
 /// Deletes worker `$1`'s own counters. `clean_worker` runs it last, so
 /// that it takes counter locks in the order completions do (`failed`
 /// before `failed:<name>`).
@@ -296,6 +300,14 @@ impl WorkerRegistry for PostgresBackend {
 
     async fn clean_worker(&self, worker: &WorkerId, orphan: Orphan) -> Result<Option<Cleaned>> {
         let mut tx = self.pool.begin().await.pg(self).await?;
+        // Waits for a claim of this worker still in flight (see
+        // `resq_claim_guard`, migration 6).
+        sqlx::query(&self.sql.claim_guard)
+            .bind(&worker.name)
+            .execute(&mut *tx)
+            .await
+            .pg(self)
+            .await?;
         let (known, on_worker, on_queue, on_run_at, on_payload): CleanRow = sqlx::query_as(&self.sql.clean_worker)
             .bind(&worker.name)
             .bind(&worker.queues)

@@ -38,6 +38,25 @@ impl Keys {
         self.key("resq:paused")
     }
 
+    /// resq's flow-control limits (a hash, field: queue name, value:
+    /// `"<max> <period ms> <cap>"`, 0 for none); other Resque clients
+    /// ignore it.
+    pub(crate) fn limits(&self) -> String {
+        self.key("resq:limits")
+    }
+
+    /// The concurrency slots held by running jobs of capped queues (a hash,
+    /// field: the worker's `workers` member, value: the queue).
+    pub(crate) fn slots(&self) -> String {
+        self.key("resq:slots")
+    }
+
+    /// The start times of rate-limited queue `q` within its window (a sorted
+    /// set scored by the server's time in µs).
+    pub(crate) fn rate(&self, q: &str) -> String {
+        format!("{}resq:rate:{q}", self.prefix)
+    }
+
     /// resq's enqueue-time records of queue `q` (a list aligned with the
     /// queue's, see `scripts::record_lua`); other Resque clients ignore it.
     pub(crate) fn enqueued(&self, q: &str) -> String {
@@ -123,6 +142,9 @@ mod tests {
         let w = WorkerId::new("host:1+2", &["math".to_owned(), "low".to_owned()]);
         assert_eq!(k.queue("math"), "resque:queue:math");
         assert_eq!(k.enqueued("math"), "resque:resq:enqueued:math");
+        assert_eq!(k.rate("math"), "resque:resq:rate:math");
+        assert_eq!(k.limits(), "resque:resq:limits");
+        assert_eq!(k.slots(), "resque:resq:slots");
         assert_eq!(k.delayed(10), "resque:delayed:10");
         assert_eq!(k.timestamps("{}"), "resque:timestamps:{}");
         assert_eq!(k.working(&w), "resque:worker:host:1+2:math,low");

@@ -37,6 +37,7 @@ mod config;
 mod delayed;
 pub mod doctor;
 mod failed;
+mod flow;
 mod keys;
 mod leader;
 mod lock;

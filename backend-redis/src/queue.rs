@@ -10,7 +10,7 @@ use resq_core::backend::REMOVAL_PAGE;
 use resq_core::failed::invalid_utf8_entry;
 use resq_core::json::write_js_str;
 use resq_core::time::now_ms;
-use resq_core::{Claimed, Outcome, QueueStat, QueueStore, QueuedJob, Result, WorkerId};
+use resq_core::{Claimed, Outcome, QueueLimits, QueueStat, QueueStore, QueuedJob, Result, WorkerId};
 use std::time::Duration;
 
 fn json_str(s: &str) -> String {
@@ -61,11 +61,13 @@ impl RedisBackend {
             .key(self.keys.working(worker))
             .key(self.keys.failed())
             .key(self.keys.stat("failed"))
+            .key(self.keys.slots())
             .arg(json_str(run_at))
             .arg(json_str(queue))
             .arg(json_str(&worker.name))
             .arg(item)
             .arg(entry)
+            .arg(worker.member())
             .invoke_async(&mut self.conn())
             .await
             .rd_at(self, &key)
@@ -100,7 +102,10 @@ impl RedisBackend {
             }
             Outcome::Discard => {}
         }
-        pipe.del(self.keys.working(worker)).ignore();
+        pipe.del(self.keys.working(worker))
+            .ignore()
+            .hdel(self.keys.slots(), worker.member())
+            .ignore();
     }
 }
 
@@ -209,10 +214,18 @@ impl QueueStore for RedisBackend {
             for q in queues {
                 inv.key(self.keys.enqueued(q));
             }
+            for q in queues {
+                inv.key(self.keys.rate(q));
+            }
+            inv.key(self.keys.limits()).key(self.keys.slots());
             inv.arg(json_str(run_at)).arg(json_str(&worker.name));
             for q in queues {
                 inv.arg(json_str(q));
             }
+            for q in queues {
+                inv.arg(q);
+            }
+            inv.arg(worker.member());
             let got: Option<(usize, Vec<u8>, i64)> = inv.invoke_async(&mut self.conn()).await.rd(self).await?;
             let Some((index, payload, at)) = got else {
                 return Ok(None);
@@ -254,12 +267,22 @@ impl QueueStore for RedisBackend {
         for q in queues {
             inv.key(self.keys.enqueued(q));
         }
+        for q in queues {
+            inv.key(self.keys.rate(q));
+        }
+        inv.key(self.keys.limits()).key(self.keys.slots());
         inv.arg(workers.len()).arg(json_str(run_at));
         for w in workers {
             inv.arg(json_str(&w.name));
         }
         for q in queues {
             inv.arg(json_str(q));
+        }
+        for q in queues {
+            inv.arg(q);
+        }
+        for w in workers {
+            inv.arg(w.member());
         }
         let got: Vec<(usize, usize, Vec<u8>, i64)> = inv.invoke_async(&mut self.conn()).await.rd(self).await?;
         let mut out = Vec::with_capacity(got.len());
@@ -454,6 +477,30 @@ impl QueueStore for RedisBackend {
 
     async fn paused_queues(&self) -> Result<Vec<String>> {
         self.sorted_members(&self.keys.paused()).await
+    }
+
+    async fn set_queue_limits(&self, queue: &str, limits: QueueLimits) -> Result<()> {
+        limits.check()?;
+        let key = self.keys.limits();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if limits.is_unlimited() {
+            pipe.hdel(&key, queue).ignore().del(self.keys.rate(queue)).ignore();
+        } else {
+            pipe.hset(&key, queue, crate::flow::encode(&limits)).ignore();
+        }
+        pipe.exec_async(&mut self.conn()).await.rd_at(self, &key).await
+    }
+
+    async fn queue_limits(&self) -> Result<Vec<(String, QueueLimits)>> {
+        let key = self.keys.limits();
+        let all: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut self.conn())
+            .await
+            .rd_at(self, &key)
+            .await?;
+        Ok(crate::flow::decode_all(&key, all))
     }
 
     /// One script call for all queues: each queue's `LLEN`, and its head

@@ -73,26 +73,98 @@ end
     };
 }
 
+/// The Lua functions of flow control (`resq_core::flow`), for the claim
+/// scripts. The limits hash holds `"<max> <period ms> <cap>"` per queue (0
+/// for none; an unreadable value limits nothing); the slots hash holds, per
+/// worker member, the capped queue whose job it runs. A rate-limited
+/// queue's sorted set logs its starts (score and member: the server's time
+/// in µs, `TIME`, the member followed by the worker's member) within its
+/// window. Times are formatted with `%.0f`: Lua's `tostring` would round
+/// them to 14 digits.
+macro_rules! flow_lua {
+    () => {
+        r#"
+-- The server's time in µs, read once per script (only rate limits need it).
+local flow_time = nil
+local function flow_now()
+  if not flow_time then
+    local t = redis.call('TIME')
+    flow_time = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  return flow_time
+end
+-- How many of want jobs the queue qname may start now, its rate period in
+-- µs (0: no rate limit) and whether it is capped.
+local function flow_room(limits, slots, rkey, qname, want)
+  local v = redis.call('HGET', limits, qname)
+  if not v then return want, 0, false end
+  local max, period, cap = string.match(v, '^(%d+) (%d+) (%d+)$')
+  if not max then return want, 0, false end
+  max, period, cap = tonumber(max), tonumber(period) * 1000, tonumber(cap)
+  local room = want
+  if max > 0 and period > 0 then
+    redis.call('ZREMRANGEBYSCORE', rkey, '-inf', string.format('%.0f', flow_now() - period))
+    local left = max - redis.call('ZCARD', rkey)
+    if left < room then room = left end
+  else
+    period = 0
+  end
+  if cap > 0 then
+    local running = 0
+    for _, q in ipairs(redis.call('HVALS', slots)) do
+      if q == qname then running = running + 1 end
+    end
+    if cap - running < room then room = cap - running end
+  end
+  if room < 0 then room = 0 end
+  return room, period, cap > 0
+end
+-- One job of qname started now by the worker member.
+local function flow_took(slots, rkey, qname, member, period, capped)
+  if period > 0 then
+    local stamp = string.format('%.0f', flow_now())
+    redis.call('ZADD', rkey, stamp, stamp .. ' ' .. member)
+    redis.call('PEXPIRE', rkey, math.floor(period / 1000) + 1000)
+  end
+  if capped then redis.call('HSET', slots, member, qname) end
+end
+"#
+    };
+}
+
 /// KEYS: working key, n queue keys in priority order, their n enqueue-time
-/// record keys. ARGV: run_at (JSON string), worker name (JSON string),
-/// queue names (JSON strings, one per queue key). Returns `{index, payload,
-/// enqueue ms or -1}` (1-based queue index) or nil. Pops the head of the
-/// queue's enqueue-time record with the job if it is in step, else drops
-/// the record (the time is unknown).
+/// record keys, their n rate-log keys, the limits hash, the slots hash.
+/// ARGV: run_at (JSON string), worker name (JSON string), queue names
+/// (JSON strings, one per queue key), the same queue names raw, the
+/// worker's member. Returns `{index, payload, enqueue ms or -1}` (1-based
+/// queue index) or nil. Pops the head of the queue's enqueue-time record
+/// with the job if it is in step, else drops the record (the time is
+/// unknown). A queue at its limits (see `flow_lua`) is skipped; the
+/// worker's stale slot, if any, is released first (a worker claims only
+/// when idle).
 pub(crate) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         record_lua!(),
+        flow_lua!(),
         r#"
-local n = (#KEYS - 1) / 2
+local n = (#KEYS - 3) / 3
+local limits, slots, member = KEYS[3 * n + 2], KEYS[3 * n + 3], ARGV[3 + 2 * n]
+redis.call('HDEL', slots, member)
+local flow_on = redis.call('HLEN', limits) > 0
 for i = 2, n + 1 do
-  local item = redis.call('LPOP', KEYS[i])
-  if item then
-    local body = item
-    if not pcall(cjson.decode, item) then body = cjson.encode(item) end
-    redis.call('SET', KEYS[1], '{"run_at":' .. ARGV[1] .. ',"queue":' .. ARGV[i + 1] ..
-      ',"worker":' .. ARGV[2] .. ',"payload":' .. body .. '}')
-    local r = rec_popped(KEYS[i + n], KEYS[i], 1)
-    return {i - 1, item, r and rec_ms(r[1]) or -1}
+  local room, period, capped = 1, 0, false
+  if flow_on then room, period, capped = flow_room(limits, slots, KEYS[i + 2 * n], ARGV[n + i + 1], 1) end
+  if room > 0 then
+    local item = redis.call('LPOP', KEYS[i])
+    if item then
+      local body = item
+      if not pcall(cjson.decode, item) then body = cjson.encode(item) end
+      redis.call('SET', KEYS[1], '{"run_at":' .. ARGV[1] .. ',"queue":' .. ARGV[i + 1] ..
+        ',"worker":' .. ARGV[2] .. ',"payload":' .. body .. '}')
+      if flow_on then flow_took(slots, KEYS[i + 2 * n], ARGV[n + i + 1], member, period, capped) end
+      local r = rec_popped(KEYS[i + n], KEYS[i], 1)
+      return {i - 1, item, r and rec_ms(r[1]) or -1}
+    end
   end
 end
 return false
@@ -101,23 +173,34 @@ return false
 });
 
 /// KEYS: the n slots' working keys, then m queue keys in priority order,
-/// then their m enqueue-time record keys.
-/// ARGV: n, run_at (JSON string), n worker names (JSON strings), queue
-/// names (JSON strings). Pops up to n jobs (`LPOP key count`), one per slot,
-/// and records each as its slot's working-on entry, popping as many
-/// enqueue-time records as [`CLAIM`] does. Returns `{{slot, queue index, payload,
-/// enqueue ms or -1}, …}` (0-based indexes).
+/// their m enqueue-time record keys, their m rate-log keys, the limits
+/// hash, the slots hash.
+/// ARGV: n, run_at (JSON string), n worker names (JSON strings), m queue
+/// names (JSON strings), the same m names raw, the n workers' members.
+/// Pops up to n jobs (`LPOP key count`), one per slot, no more from a
+/// queue than its limits leave room for, and records each as its slot's
+/// working-on entry, popping as many enqueue-time records as [`CLAIM`]
+/// does. Returns `{{slot, queue index, payload, enqueue ms or -1}, …}`
+/// (0-based indexes).
 pub(crate) static CLAIM_BATCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         record_lua!(),
+        flow_lua!(),
         r#"
 local n = tonumber(ARGV[1])
-local m = (#KEYS - n) / 2
+local m = (#KEYS - n - 2) / 3
+local limits, slots = KEYS[#KEYS - 1], KEYS[#KEYS]
+for s = 1, n do redis.call('HDEL', slots, ARGV[2 + n + 2 * m + s]) end
+local flow_on = redis.call('HLEN', limits) > 0
 local out = {}
 local slot = 1
 for q = n + 1, n + m do
   if slot > n then break end
-  local items = redis.call('LPOP', KEYS[q], n - slot + 1)
+  local qname = ARGV[2 + m + q]
+  local room, period, capped = n - slot + 1, 0, false
+  if flow_on then room, period, capped = flow_room(limits, slots, KEYS[q + 2 * m], qname, room) end
+  local items = nil
+  if room > 0 then items = redis.call('LPOP', KEYS[q], room) end
   if items then
     local times = rec_popped(KEYS[q + m], KEYS[q], #items) or {}
     for k, item in ipairs(items) do
@@ -125,6 +208,7 @@ for q = n + 1, n + m do
       if not pcall(cjson.decode, item) then body = cjson.encode(item) end
       redis.call('SET', KEYS[slot], '{"run_at":' .. ARGV[2] .. ',"queue":' .. ARGV[2 + q] ..
         ',"worker":' .. ARGV[2 + slot] .. ',"payload":' .. body .. '}')
+      if flow_on then flow_took(slots, KEYS[q + 2 * m], qname, ARGV[2 + n + 2 * m + slot], period, capped) end
       table.insert(out, {slot - 1, q - n - 1, item, rec_ms(times[k])})
       slot = slot + 1
     end
@@ -330,12 +414,13 @@ return out
     )
 });
 
-/// KEYS: working key, failed list, stat:failed. ARGV: run_at, queue and
-/// worker name (JSON strings, as given to the claim), the claimed item, the
-/// failed entry. Moves an item that a claim recorded, but that is not valid
-/// UTF-8, from the working-on record to the failed list: only if the record
-/// is still the one the claim wrote (rebuilt here the same way). Returns 1
-/// when moved, 0 when the record changed meanwhile.
+/// KEYS: working key, failed list, stat:failed, the slots hash. ARGV:
+/// run_at, queue and worker name (JSON strings, as given to the claim), the
+/// claimed item, the failed entry, the worker's member. Moves an item that
+/// a claim recorded, but that is not valid UTF-8, from the working-on
+/// record to the failed list, releasing the worker's concurrency slot:
+/// only if the record is still the one the claim wrote (rebuilt here the
+/// same way). Returns 1 when moved, 0 when the record changed meanwhile.
 pub(crate) static DIVERT_CLAIMED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -346,6 +431,7 @@ local record = '{"run_at":' .. ARGV[1] .. ',"queue":' .. ARGV[2] .. ',"worker":'
   ',"payload":' .. body .. '}'
 if redis.call('GET', KEYS[1]) ~= record then return 0 end
 redis.call('DEL', KEYS[1])
+redis.call('HDEL', KEYS[4], ARGV[6])
 redis.call('RPUSH', KEYS[2], ARGV[5])
 -- A counter that another client broke must not undo the move.
 redis.pcall('INCR', KEYS[3])
@@ -516,7 +602,8 @@ return 1
 
 /// KEYS: workers set, ping, started, working, stat:processed:<name>,
 /// stat:failed:<name>, target list, queues set, stat:failed, the queue's
-/// enqueue-time record key.
+/// enqueue-time record key, the slots hash (the worker's concurrency slot,
+/// if it holds one, is released).
 /// ARGV: member, expected working-on value ("" for none), mode ("none",
 /// "requeue", "fail"), value to push, queue name, wakeup channel, enqueue
 /// ms. A requeued job goes to the queue's head and is recorded as enqueued
@@ -531,6 +618,7 @@ local current = redis.call('GET', KEYS[4])
 if (current or '') ~= ARGV[2] then return -1 end
 local found = redis.call('SREM', KEYS[1], ARGV[1]) + redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 redis.call('DEL', KEYS[5], KEYS[6])
+redis.call('HDEL', KEYS[11], ARGV[1])
 if current then
   if ARGV[3] == 'requeue' then
     rec_pushed(KEYS[10], redis.call('LPUSH', KEYS[7], ARGV[4]), ARGV[7], 'LPUSH')

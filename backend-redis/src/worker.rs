@@ -518,6 +518,7 @@ impl WorkerRegistry for RedisBackend {
                 .key(self.keys.queues())
                 .key(self.keys.stat("failed"))
                 .key(self.keys.enqueued(&queue))
+                .key(self.keys.slots())
                 .arg(worker.member())
                 .arg(raw.as_deref().unwrap_or(b""))
                 .arg(mode)

@@ -10,6 +10,7 @@
 //! ([`per_job`]).
 
 pub mod dashboard;
+pub mod flow;
 pub mod measure;
 pub mod metrics_cost;
 pub mod per_job;

@@ -92,13 +92,13 @@ pub struct Table {
 /// PostgreSQL schema), cleaned up by [`Fresh::done`].
 pub(crate) struct Fresh {
     pub(crate) backend: Arc<dyn Backend>,
-    redis: Option<Arc<resq_redis::RedisBackend>>,
-    postgres: Option<Arc<resq_postgres::PostgresBackend>>,
+    pub(crate) redis: Option<Arc<resq_redis::RedisBackend>>,
+    pub(crate) postgres: Option<Arc<resq_postgres::PostgresBackend>>,
 }
 
 impl Fresh {
     /// `url` pointing at this run's own namespace or schema, for a child process.
-    fn child_url(&self, url: &str) -> String {
+    pub(crate) fn child_url(&self, url: &str) -> String {
         let sep = if url.contains('?') { '&' } else { '?' };
         if let Some(r) = &self.redis {
             format!("{url}{sep}namespace={}", r.config().namespace)
@@ -284,7 +284,7 @@ pub async fn enqueue_batched(url: &str, jobs: usize) -> Result<f64, String> {
 }
 
 /// Queues `jobs` no-op jobs numbered 0.. on `bench`, in batches of 5,000.
-async fn fill(queue: &Queue, jobs: usize) -> Result<(), String> {
+pub(crate) async fn fill(queue: &Queue, jobs: usize) -> Result<(), String> {
     let mut n = 0;
     while n < jobs {
         let batch: Vec<NewJob> = (n..(n + 5000).min(jobs))

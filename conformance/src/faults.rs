@@ -299,6 +299,12 @@ impl QueueStore for Faulty {
     async fn paused_queues(&self) -> Result<Vec<String>> {
         self.inner.paused_queues().await
     }
+    async fn set_queue_limits(&self, queue: &str, limits: resq_core::QueueLimits) -> Result<()> {
+        self.inner.set_queue_limits(queue, limits).await
+    }
+    async fn queue_limits(&self) -> Result<Vec<(String, resq_core::QueueLimits)>> {
+        self.inner.queue_limits().await
+    }
     async fn push_front(&self, queue: &str, payload: &str) -> Result<()> {
         self.inner.push_front(queue, payload).await
     }

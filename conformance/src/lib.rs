@@ -12,7 +12,8 @@
 //! task layer (`plugin`, `tasks`, `cron`), and the administration API of
 //! `resq-admin` (`admin_overview`, `admin_queue`, `admin_delayed`,
 //! `admin_failed`, `admin_workers`, `admin_locks`, `admin_pause`,
-//! `admin_enqueue`, and `admin_claims` for the enqueue times claims carry).
+//! `admin_enqueue`, and `admin_claims` for the enqueue times claims carry),
+//! and flow control (`flow`: rate limits and concurrency caps).
 //! To run a backend through it, invoke [`suite!`] once in an integration
 //! test with a factory that returns a fresh, isolated backend (or
 //! `Err(reason)` when its server is unreachable, which skips the tests
@@ -50,6 +51,7 @@ pub mod errors;
 pub mod failed;
 pub mod faults;
 pub mod fixtures;
+pub mod flow;
 pub mod leader;
 pub mod lock;
 pub mod model;
@@ -297,6 +299,21 @@ macro_rules! suite {
                 multi_slot_wildcard_worker_skips_a_paused_queue,
                 a_worker_started_on_paused_queues_waits_for_the_resume,
                 paused_queues_lists_and_unlists,
+            ],
+            async flow: [
+                limits_are_stored_listed_and_removed,
+                invalid_limits_are_refused,
+                rate_limit_admits_max_starts_per_window,
+                rate_limit_window_slides,
+                concurrency_cap_admits_k_running_jobs,
+                a_limited_queue_is_skipped_for_the_next,
+                claim_batch_respects_limits,
+                complete_and_claim_batch_refills_only_freed_slots,
+                cleaning_a_worker_returns_its_slot,
+                stuck_worker_sweep_returns_the_slot,
+                workers_never_exceed_the_cap,
+                workers_respect_the_rate_limit,
+                limits_on_one_queue_leave_others_alone,
             ],
             async plugin: [
                 custom_plugin_hooks_and_enqueue_veto,
@@ -548,6 +565,7 @@ const GROUP_SOURCES: &[(&str, &str)] = &[
     ("client", include_str!("client.rs")),
     ("worker", include_str!("worker.rs")),
     ("pause", include_str!("pause.rs")),
+    ("flow", include_str!("flow.rs")),
     ("scheduler", include_str!("scheduler.rs")),
     ("model", include_str!("model.rs")),
     ("plugin", include_str!("plugin.rs")),

@@ -160,6 +160,14 @@ impl QueueStore for Outage {
         self.gate("paused_queues")?;
         self.inner.paused_queues().await
     }
+    async fn set_queue_limits(&self, queue: &str, limits: resq_core::QueueLimits) -> Result<()> {
+        self.gate("set_queue_limits")?;
+        self.inner.set_queue_limits(queue, limits).await
+    }
+    async fn queue_limits(&self) -> Result<Vec<(String, resq_core::QueueLimits)>> {
+        self.gate("queue_limits")?;
+        self.inner.queue_limits().await
+    }
     async fn push_front(&self, queue: &str, payload: &str) -> Result<()> {
         self.gate("push_front")?;
         self.inner.push_front(queue, payload).await

@@ -180,6 +180,12 @@ impl QueueStore for Mutant {
     async fn paused_queues(&self) -> Result<Vec<String>> {
         self.inner.paused_queues().await
     }
+    async fn set_queue_limits(&self, queue: &str, limits: resq_core::QueueLimits) -> Result<()> {
+        self.inner.set_queue_limits(queue, limits).await
+    }
+    async fn queue_limits(&self) -> Result<Vec<(String, resq_core::QueueLimits)>> {
+        self.inner.queue_limits().await
+    }
     async fn queues(&self) -> Result<Vec<String>> {
         let mut v = self.inner.queues().await?;
         if self.bug == Bug::QueuesUnsorted {

@@ -8,6 +8,7 @@
 
 use crate::error::Result;
 use crate::failed::{FailedJob, Failure};
+use crate::flow::QueueLimits;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -428,6 +429,22 @@ pub trait QueueStore: Send + Sync {
 
     /// The paused queues' names, sorted.
     async fn paused_queues(&self) -> Result<Vec<String>>;
+
+    /// Sets `queue`'s flow-control limits, cluster-wide (see
+    /// [`crate::flow`]); [`QueueLimits::is_unlimited`] limits remove them.
+    /// Every later claim honours them atomically: a queue at its rate limit
+    /// or its concurrency cap is skipped as a paused one is. Limits that
+    /// fail [`QueueLimits::check`] are refused with
+    /// [`crate::Error::InvalidArgument`]. Changing a rate limit keeps the
+    /// starts already counted in the window. A concurrency cap counts the
+    /// jobs claimed while it is set (jobs claimed before may not count:
+    /// Redis and PostgreSQL give slots only at claims, memory counts every
+    /// running job of the queue); lowering a cap lets the jobs above it
+    /// finish. No default: the limits live in the store.
+    async fn set_queue_limits(&self, queue: &str, limits: QueueLimits) -> Result<()>;
+
+    /// Every queue with limits, sorted by name.
+    async fn queue_limits(&self) -> Result<Vec<(String, QueueLimits)>>;
 
     /// The length of each of `queues` and the enqueue time of its head job,
     /// one entry per queue in the order given, in one round trip where the

@@ -392,6 +392,30 @@ impl Queue {
         self.backend.paused_queues().await
     }
 
+    /// Sets `queue`'s flow-control limits for the whole cluster (a rate
+    /// limit and/or a concurrency cap, see [`crate::flow`]); unlimited
+    /// [`QueueLimits`](crate::flow::QueueLimits) remove them. Limits out of bounds are refused with
+    /// [`Error::InvalidArgument`] before the backend is called.
+    ///
+    /// ```
+    /// # async fn demo(queue: resq_core::Queue) -> resq_core::Result<()> {
+    /// use resq_core::QueueLimits;
+    /// use std::time::Duration;
+    /// queue.set_queue_limits("emails", QueueLimits::new().rate(10, Duration::from_secs(1))).await?;
+    /// queue.set_queue_limits("reports", QueueLimits::new().concurrency(2)).await?;
+    /// queue.set_queue_limits("emails", QueueLimits::new()).await?; // removed
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_queue_limits(&self, queue: &str, limits: crate::flow::QueueLimits) -> Result<()> {
+        limits.check()?;
+        self.backend.set_queue_limits(queue, limits).await
+    }
+
+    /// Every queue with flow-control limits, sorted by name.
+    pub async fn queue_limits(&self) -> Result<Vec<(String, crate::flow::QueueLimits)>> {
+        self.backend.queue_limits().await
+    }
+
     /// The number of jobs waiting in `queue` (delayed jobs not included).
     pub async fn length(&self, queue: &str) -> Result<u64> {
         self.backend.queue_len(queue).await

@@ -5,6 +5,7 @@ use crate::backend::{Backend, Claimed, Orphan, Outcome, WorkerId, WorkingOn};
 use crate::error::{Error, Result};
 use crate::event::{emit, emit_with, JobEnd, JobObserver, JobOutcome, WorkerEvent, EVENT_CAPACITY};
 use crate::failed::{encode_entry, Failure, PAYLOAD_ERROR};
+use crate::flow::LIMITED_RECHECK;
 use crate::job::Job;
 use crate::plugin::PerformContext;
 use crate::queue::Queue;
@@ -176,11 +177,14 @@ impl WorkerConfig {
 /// within which a pause or a resume reaches every worker.
 const PAUSED_REFRESH: Duration = Duration::from_millis(500);
 
-/// A worker's copy of the paused queues, re-read at most every
-/// [`PAUSED_REFRESH`].
+/// A worker's copy of the paused queues, and of the queues with
+/// flow-control limits, re-read at most every [`PAUSED_REFRESH`].
 #[derive(Default)]
 struct PausedCopy {
     names: HashSet<String>,
+    /// Queues with limits: the backend's claim enforces them; the worker
+    /// only needs to know them to wait well (see [`PausedCopy::wait_cap`]).
+    limited: HashSet<String>,
     read: Option<Instant>,
     /// Whether the last re-read failed: nothing is claimed until one
     /// succeeds, as the copy may be out of date.
@@ -198,7 +202,9 @@ impl PausedCopy {
         if self.stale() {
             self.failed = true;
             let names = backend.paused_queues().await?;
+            let limited = backend.queue_limits().await?;
             self.names = names.into_iter().collect();
+            self.limited = limited.into_iter().map(|(q, _)| q).collect();
             self.read = Some(Instant::now());
             self.failed = false;
         }
@@ -226,12 +232,27 @@ impl PausedCopy {
 
     /// How long an idle worker may wait: with any queue paused, short
     /// enough to notice its resume within the 1 s bound (a wait on the
-    /// unpaused queues is not woken by a resume).
+    /// unpaused queues is not woken by a resume); with any queue limited,
+    /// [`LIMITED_RECHECK`]: a limited queue's jobs wake no one when time or
+    /// a completion elsewhere frees them.
     fn wait_cap(&self, poll: Duration) -> Duration {
-        if self.names.is_empty() {
+        if !self.limited.is_empty() {
+            poll.min(LIMITED_RECHECK)
+        } else if self.names.is_empty() {
             poll
         } else {
             poll.min(PAUSED_REFRESH)
+        }
+    }
+
+    /// The queues an idle worker waits on for new jobs: `active` without
+    /// the limited ones, whose queued jobs would end every wait at once
+    /// (they are retried every [`LIMITED_RECHECK`] instead).
+    fn waitable<'a>(&self, active: &'a [String]) -> Cow<'a, [String]> {
+        if self.limited.is_empty() || !active.iter().any(|q| self.limited.contains(q)) {
+            Cow::Borrowed(active)
+        } else {
+            Cow::Owned(active.iter().filter(|q| !self.limited.contains(*q)).cloned().collect())
         }
     }
 }
@@ -501,17 +522,21 @@ impl Worker {
         paused: &PausedCopy,
     ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>> {
         let timeout = paused.wait_cap(self.config.poll_interval);
-        if wildcard && paused.names.is_empty() {
+        if wildcard && paused.names.is_empty() && paused.limited.is_empty() {
             // Before `active`: with no queue yet, `active` is empty, and a
             // queue that appears must end the wait like any job.
-            self.backend.wait_for_jobs(wildcard_queues, timeout)
-        } else if active.is_empty() {
-            Box::pin(async move {
+            return self.backend.wait_for_jobs(wildcard_queues, timeout);
+        }
+        match paused.waitable(active) {
+            Cow::Borrowed(queues) if !queues.is_empty() => self.backend.wait_for_jobs(queues, timeout),
+            Cow::Owned(queues) if !queues.is_empty() => {
+                let backend = Arc::clone(&self.backend);
+                Box::pin(async move { backend.wait_for_jobs(&queues, timeout).await })
+            }
+            _ => Box::pin(async move {
                 tokio::time::sleep(timeout).await;
                 Ok(())
-            })
-        } else {
-            self.backend.wait_for_jobs(active, timeout)
+            }),
         }
     }
 

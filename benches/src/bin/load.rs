@@ -2,14 +2,16 @@
 //! pickup latency (normal jobs, and delayed jobs from their due time; only
 //! those with `--delayed-only`), memory per queued job,
 //! a bare tokio mpsc ceiling, Redis's own raw limit (redis-benchmark), and
-//! node-resque measured the same way against the same Redis, with ratios.
+//! node-resque measured the same way against the same Redis, with ratios;
+//! and flow control (`--flow-rate`, `--flow-cap`: rate limits under backlog
+//! and what a concurrency cap costs when it does not bind).
 //! Every processing run checks that each job ran exactly once and the binary
 //! exits non-zero otherwise.
 //!
 //! `cargo run --release -p resq-benches --bin load -- --help`
 
 use clap::Parser;
-use resq_benches::{measure, metrics_cost, report};
+use resq_benches::{flow, measure, metrics_cost, report};
 use std::process::ExitCode;
 
 /// Command-line options.
@@ -75,6 +77,37 @@ struct Args {
     /// run uses 250).
     #[arg(long, default_value_t = 250)]
     scheduler_poll_ms: u64,
+    /// Only measure rate limiting, and exit: on every backend, a backlog on
+    /// one queue limited to `--rate-max` starts per `--rate-period-ms`,
+    /// worked by `--flow-workers` workers of `--flow-slots` slots, each
+    /// with its own backend handle, for `--rate-periods` periods: the most
+    /// starts in any window of one period, and throughput as % of the limit.
+    #[arg(long)]
+    flow_rate: bool,
+    /// Starts per period for `--flow-rate`.
+    #[arg(long, default_value_t = 200)]
+    rate_max: u32,
+    /// The period of `--flow-rate`, ms.
+    #[arg(long, default_value_t = 1_000)]
+    rate_period_ms: u64,
+    /// Periods measured by `--flow-rate`.
+    #[arg(long, default_value_t = 10)]
+    rate_periods: u32,
+    /// Only measure what a concurrency cap that does not bind costs, and
+    /// exit: on every backend, `--jobs` jobs worked by `--flow-workers` ×
+    /// `--flow-slots` (own handles) with a cap of `--cap` and without one,
+    /// interleaved for `--rounds` rounds; medians.
+    #[arg(long)]
+    flow_cap: bool,
+    /// The cap of `--flow-cap` (above workers × slots, so it never binds).
+    #[arg(long, default_value_t = 1_000)]
+    cap: u32,
+    /// Workers for `--flow-rate` and `--flow-cap`.
+    #[arg(long, default_value_t = 10)]
+    flow_workers: usize,
+    /// Slots per worker for `--flow-rate` and `--flow-cap`.
+    #[arg(long, default_value_t = 1)]
+    flow_slots: usize,
     /// Internal: measure the memory backend's footprint in this (fresh) process.
     #[arg(long, hide = true)]
     footprint_memory: Option<usize>,
@@ -97,6 +130,9 @@ async fn main() -> ExitCode {
     }
     if args.delayed_only {
         return delayed_only(&args).await;
+    }
+    if args.flow_rate || args.flow_cap {
+        return flow(&args).await;
     }
     if !args.shapes.is_empty() {
         return process_only(&args).await;
@@ -220,6 +256,52 @@ async fn delayed_only(args: &Args) -> ExitCode {
                         d.latency.median_ms, d.latency.p99_ms, d.max_ms, d.latency.samples
                     );
                 }
+                Err(e) => {
+                    eprintln!("FAILED on {url}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `--flow-rate` and `--flow-cap`: flow control under load on every backend.
+async fn flow(args: &Args) -> ExitCode {
+    for url in &args.backends {
+        if args.flow_rate {
+            eprintln!("== rate limit on {url}");
+            let period = std::time::Duration::from_millis(args.rate_period_ms.max(1));
+            match flow::rate(
+                url,
+                args.rate_max,
+                period,
+                args.rate_periods.max(1),
+                args.flow_workers.max(1),
+                args.flow_slots.max(1),
+            )
+            .await
+            {
+                Ok(r) => println!("{r}\n"),
+                Err(e) => {
+                    eprintln!("FAILED on {url}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        if args.flow_cap {
+            eprintln!("== concurrency cap cost on {url}");
+            match flow::cap_cost(
+                url,
+                args.jobs,
+                args.flow_workers.max(1),
+                args.flow_slots.max(1),
+                args.cap.max(1),
+                args.rounds.max(1),
+            )
+            .await
+            {
+                Ok(c) => println!("{c}\n"),
                 Err(e) => {
                     eprintln!("FAILED on {url}: {e}");
                     return ExitCode::FAILURE;

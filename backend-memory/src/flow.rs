@@ -1,0 +1,53 @@
+//! Flow control (see [`resq_core::flow`]): the queues' limits and the
+//! state they are enforced with, under the state lock like everything a
+//! claim touches.
+//!
+//! A rate limit keeps a sliding log of start instants per queue; a
+//! concurrency cap counts the working-on records of the queue's jobs, so a
+//! slot is released by whatever ends a record (a completion, a clean of the
+//! worker by its stop or by the stuck-worker sweep) and needs no
+//! bookkeeping of its own.
+
+use crate::state::State;
+use resq_core::flow::rate_room;
+use resq_core::WorkerId;
+use tokio::time::Instant;
+
+impl State {
+    /// How many of `want` jobs `queue` may start now: `want` without
+    /// limits, else no more than its rate limit and its cap leave room for.
+    /// The records of `claiming` (the slots about to be given new jobs,
+    /// whose old records the claim replaces) do not count as running.
+    pub(crate) fn flow_room(&mut self, queue: &str, want: usize, claiming: &[WorkerId], now: Instant) -> usize {
+        let Some(limits) = self.limits.get(queue).copied() else {
+            return want;
+        };
+        let mut room = want;
+        if let Some(rate) = limits.rate {
+            let log = self.starts.entry(queue.to_owned()).or_default();
+            let left = match now.checked_sub(rate.period) {
+                Some(cutoff) => rate_room(log, rate.max, cutoff),
+                // The window reaches back before this clock's start.
+                None => rate.max.saturating_sub(u32::try_from(log.len()).unwrap_or(u32::MAX)),
+            };
+            room = room.min(usize::try_from(left).unwrap_or(usize::MAX));
+        }
+        if let Some(cap) = limits.concurrency {
+            let running = self.working.running_in(queue, claiming);
+            let left = usize::try_from(cap).unwrap_or(usize::MAX).saturating_sub(running);
+            room = room.min(left);
+        }
+        room
+    }
+
+    /// `n` jobs of `queue` started at `now`: logged for its rate limit.
+    pub(crate) fn flow_took(&mut self, queue: &str, n: usize, now: Instant) {
+        if n == 0 {
+            return;
+        }
+        if self.limits.get(queue).is_some_and(|l| l.rate.is_some()) {
+            let log = self.starts.entry(queue.to_owned()).or_default();
+            log.extend(std::iter::repeat_n(now, n));
+        }
+    }
+}

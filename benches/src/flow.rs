@@ -1,0 +1,547 @@
+//! Flow control under load (issue #14 part B), for `load --flow-rate` and
+//! `load --flow-cap`.
+//!
+//! Every run uses `workers` separate [`Worker`]s, each with its own backend
+//! handle (its own Redis connection or PostgreSQL pool on the same
+//! namespace or schema), as separate processes would; the memory backend
+//! lives in one process, so its workers share the one store.
+
+use crate::measure::{fill, fresh, Fresh};
+use crate::metrics_cost::Spread;
+use resq_core::task::{JobContext, TaskError, Tasks};
+use resq_core::{Backend, Queue, QueueLimits, Worker, WorkerConfig};
+use std::fmt;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// How long one run may take before the harness gives up.
+const RUN_LIMIT: Duration = Duration::from_secs(300);
+
+/// A backend handle of its own on `f`'s namespace or schema.
+async fn own_handle(f: &Fresh, url: &str) -> Result<Arc<dyn Backend>, String> {
+    let child = f.child_url(url);
+    if f.redis.is_some() {
+        let r = resq_redis::connect(&child).await.map_err(|e| e.to_string())?;
+        return Ok(r);
+    }
+    if f.postgres.is_some() {
+        let config = resq_postgres::PostgresConfig::from_url(&child)
+            .map_err(|e| e.to_string())?
+            .max_connections(4);
+        let p = resq_postgres::PostgresBackend::connect_with(config)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(p);
+    }
+    Ok(Arc::clone(&f.backend))
+}
+
+/// What the `noop(i)` task saw: how often each job ran and when each
+/// started.
+struct Ledger {
+    runs: Vec<AtomicU8>,
+    done: AtomicUsize,
+    starts: Mutex<Vec<Instant>>,
+}
+
+impl Ledger {
+    fn new(jobs: usize) -> Arc<Ledger> {
+        Arc::new(Ledger {
+            runs: (0..jobs).map(|_| AtomicU8::new(0)).collect(),
+            done: AtomicUsize::new(0),
+            starts: Mutex::new(Vec::with_capacity(jobs)),
+        })
+    }
+
+    fn tasks(self: &Arc<Self>, stamp: bool) -> Result<Arc<Tasks>, String> {
+        let mut tasks = Tasks::new();
+        let l = Arc::clone(self);
+        tasks
+            .register_fn("noop", move |(i,): (usize,), _ctx: JobContext| {
+                let at = Instant::now();
+                let l = Arc::clone(&l);
+                async move {
+                    if stamp {
+                        if let Ok(mut s) = l.starts.lock() {
+                            s.push(at);
+                        }
+                    }
+                    if let Some(slot) = l.runs.get(i) {
+                        slot.fetch_add(1, Ordering::Relaxed);
+                    }
+                    l.done.fetch_add(1, Ordering::AcqRel);
+                    Ok::<_, TaskError>(())
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(Arc::new(tasks))
+    }
+
+    fn ran_twice(&self) -> usize {
+        self.runs.iter().filter(|r| r.load(Ordering::Acquire) > 1).count()
+    }
+
+    fn ran(&self) -> usize {
+        self.runs.iter().filter(|r| r.load(Ordering::Acquire) > 0).count()
+    }
+}
+
+/// Starts `workers` workers of `slots` slots on handles of their own.
+async fn start_workers(
+    f: &Fresh,
+    url: &str,
+    tasks: &Arc<Tasks>,
+    workers: usize,
+    slots: usize,
+    stop: &CancellationToken,
+) -> Result<
+    (
+        Vec<Arc<dyn Backend>>,
+        Vec<tokio::task::JoinHandle<resq_core::Result<()>>>,
+    ),
+    String,
+> {
+    let mut handles = Vec::with_capacity(workers);
+    let mut running = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let backend = own_handle(f, url).await?;
+        let config = WorkerConfig {
+            poll_interval: Duration::from_millis(500),
+            shutdown_timeout: Duration::from_secs(10),
+            concurrency: slots,
+            ..WorkerConfig::for_queues(["bench"])
+        };
+        let w = Worker::new(Arc::clone(&backend), Arc::clone(tasks), config);
+        let t = stop.clone();
+        running.push(tokio::spawn(async move { w.run_until(t).await }));
+        handles.push(backend);
+    }
+    Ok((handles, running))
+}
+
+async fn stop_workers(
+    stop: CancellationToken,
+    handles: Vec<Arc<dyn Backend>>,
+    running: Vec<tokio::task::JoinHandle<resq_core::Result<()>>>,
+    f: &Fresh,
+) -> Result<(), String> {
+    stop.cancel();
+    for r in running {
+        r.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    }
+    for h in handles {
+        if !Arc::ptr_eq(&h, &f.backend) {
+            let _ = h.close().await;
+        }
+    }
+    Ok(())
+}
+
+/// The most starts in any window of `window` (sorted `starts`).
+pub fn most_in_window(starts: &[Instant], window: Duration) -> usize {
+    let mut most = 0;
+    let mut lo = 0;
+    for hi in 0..starts.len() {
+        while starts[hi].duration_since(starts[lo]) >= window {
+            lo += 1;
+        }
+        most = most.max(hi - lo + 1);
+    }
+    most
+}
+
+/// Reads a rate-limited queue's start log where the backend keeps it, on
+/// the clock it enforces the limit with (the server's): the Redis sorted
+/// set `<ns>:resq:rate:bench` (µs) or the PostgreSQL row's `starts` array
+/// (ms). Each start stays in the log for at least one period, so reading
+/// it every quarter period sees every start.
+enum ServerLog {
+    Redis(redis::aio::MultiplexedConnection, String),
+    Postgres(sqlx::PgPool, String),
+}
+
+impl ServerLog {
+    async fn open(f: &Fresh, url: &str) -> Result<Option<ServerLog>, String> {
+        if let Some(r) = &f.redis {
+            let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+            let conn = client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| e.to_string())?;
+            let key = format!("{}:resq:rate:bench", r.config().namespace);
+            return Ok(Some(ServerLog::Redis(conn, key)));
+        }
+        if let Some(p) = &f.postgres {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(url)
+                .await
+                .map_err(|e| e.to_string())?;
+            let sql = format!(
+                "SELECT starts FROM \"{}\".queue_limits WHERE queue = 'bench'",
+                p.schema().replace('"', "\"\"")
+            );
+            return Ok(Some(ServerLog::Postgres(pool, sql)));
+        }
+        Ok(None)
+    }
+
+    /// Adds what the log holds now to `seen` (start time in µs → how many
+    /// starts at that time).
+    async fn read(&mut self, seen: &mut std::collections::HashMap<i64, usize>) -> Result<(), String> {
+        match self {
+            ServerLog::Redis(conn, key) => {
+                let members: Vec<String> = redis::cmd("ZRANGE")
+                    .arg(&*key)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                // Members are unique ("<µs> <worker member>"): count each once.
+                let mut now: std::collections::HashMap<i64, std::collections::HashSet<String>> =
+                    std::collections::HashMap::new();
+                for m in members {
+                    if let Some(us) = m.split(' ').next().and_then(|t| t.parse::<i64>().ok()) {
+                        now.entry(us).or_default().insert(m);
+                    }
+                }
+                for (us, ms) in now {
+                    let n = seen.entry(us).or_insert(0);
+                    *n = (*n).max(ms.len());
+                }
+            }
+            ServerLog::Postgres(pool, sql) => {
+                let row: Option<(Vec<i64>,)> = sqlx::query_as(&*sql)
+                    .fetch_optional(&*pool)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut now: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
+                for ms in row.map(|(v,)| v).unwrap_or_default() {
+                    *now.entry(ms * 1000).or_insert(0) += 1;
+                }
+                for (us, n) in now {
+                    let seen_n = seen.entry(us).or_insert(0);
+                    *seen_n = (*seen_n).max(n);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The most starts in any window of `window_us` among start times (µs, sorted).
+fn most_in_window_us(starts: &[i64], window_us: i64) -> usize {
+    let mut most = 0;
+    let mut lo = 0;
+    for hi in 0..starts.len() {
+        while starts[hi] - starts[lo] >= window_us {
+            lo += 1;
+        }
+        most = most.max(hi - lo + 1);
+    }
+    most
+}
+
+/// One rate-limit run under backlog.
+#[derive(Clone, Debug)]
+pub struct RateRun {
+    /// The backend URL.
+    pub url: String,
+    /// The limit: starts per period.
+    pub max: u32,
+    /// The limit's period.
+    pub period: Duration,
+    /// Workers × slots.
+    pub shape: (usize, usize),
+    /// Periods measured, from the first start.
+    pub periods: u32,
+    /// Starts within the measured periods.
+    pub measured_starts: usize,
+    /// The most starts seen in any window of one period (all starts), by
+    /// the workers' clocks when each job started: this includes the
+    /// varying delay between a claim and its job's start.
+    pub most_in_window: usize,
+    /// The same by the clock the backend enforces the limit with (the
+    /// server's, from its start log), with how many starts that log held;
+    /// `None` on memory (its log is in the workers' process).
+    pub server_most: Option<(usize, usize)>,
+    /// Jobs run (each at most once) and jobs still queued at the end.
+    pub ran: usize,
+    /// Jobs left queued when the workers stopped.
+    pub queued: u64,
+    /// Jobs queued at the start.
+    pub jobs: usize,
+}
+
+impl RateRun {
+    /// Throughput as a share of the limit, percent.
+    pub fn achieved_percent(&self) -> f64 {
+        self.measured_starts as f64 / (f64::from(self.max) * f64::from(self.periods)) * 100.0
+    }
+}
+
+impl fmt::Display for RateRun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} rate limit {}/{:?}, {} workers × {} slots, backlog {}: most starts in any {:?} window {} \
+             (limit {}, {}); at job start (workers' clocks) {}; {} starts in {} periods = {:.1}% of the limit; \
+             ran {} jobs once each, {} still queued, none lost",
+            self.url,
+            self.max,
+            self.period,
+            self.shape.0,
+            self.shape.1,
+            self.jobs,
+            self.period,
+            self.server_most.map_or(self.most_in_window, |(m, _)| m),
+            self.max,
+            match self.server_most {
+                Some((m, n)) => format!(
+                    "{} by the server's clock over {n} logged starts",
+                    if m <= self.max as usize {
+                        "never exceeded"
+                    } else {
+                        "EXCEEDED"
+                    }
+                ),
+                None => format!(
+                    "{} by the workers' clock",
+                    if self.most_in_window <= self.max as usize {
+                        "never exceeded"
+                    } else {
+                        "EXCEEDED"
+                    }
+                ),
+            },
+            self.most_in_window,
+            self.measured_starts,
+            self.periods,
+            self.achieved_percent(),
+            self.ran,
+            self.queued,
+        )
+    }
+}
+
+/// A rate limit of `max` per `period` on a backlog, worked by `workers` ×
+/// `slots` for `periods` periods from the first start: starts per window
+/// (the most in any window, against the limit) and throughput as a share
+/// of the limit. Fails if a job ran twice, was lost or failed.
+pub async fn rate(
+    url: &str,
+    max: u32,
+    period: Duration,
+    periods: u32,
+    workers: usize,
+    slots: usize,
+) -> Result<RateRun, String> {
+    let f = fresh(url).await?;
+    let queue = Queue::new(Arc::clone(&f.backend));
+    queue
+        .set_queue_limits("bench", QueueLimits::new().rate(max, period))
+        .await
+        .map_err(|e| e.to_string())?;
+    let jobs = max as usize * (periods as usize + 2);
+    fill(&queue, jobs).await?;
+    let ledger = Ledger::new(jobs);
+    let tasks = ledger.tasks(true)?;
+    let stop = CancellationToken::new();
+    let sampler = match ServerLog::open(&f, url).await? {
+        Some(mut log) => {
+            let stop = stop.clone();
+            let every = period / 4;
+            Some(tokio::spawn(async move {
+                let mut seen = std::collections::HashMap::new();
+                loop {
+                    log.read(&mut seen).await?;
+                    if stop.is_cancelled() {
+                        return Ok::<_, String>(seen);
+                    }
+                    tokio::time::sleep(every).await;
+                }
+            }))
+        }
+        None => None,
+    };
+    let (handles, running) = start_workers(&f, url, &tasks, workers, slots, &stop).await?;
+    let waited = Instant::now();
+    while ledger.done.load(Ordering::Acquire) == 0 {
+        if waited.elapsed() > RUN_LIMIT {
+            return Err("no job started".to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let first = ledger
+        .starts
+        .lock()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .min()
+        .copied()
+        .ok_or("no start recorded")?;
+    let end = first + period * periods;
+    tokio::time::sleep_until(tokio::time::Instant::from_std(end) + period / 4).await;
+    stop_workers(stop, handles, running, &f).await?;
+    let server_most = match sampler {
+        Some(s) => {
+            let seen = s.await.map_err(|e| e.to_string())??;
+            let mut times: Vec<i64> = seen
+                .into_iter()
+                .flat_map(|(us, n)| std::iter::repeat_n(us, n))
+                .collect();
+            times.sort_unstable();
+            let window = i64::try_from(period.as_micros()).unwrap_or(i64::MAX);
+            Some((most_in_window_us(&times, window), times.len()))
+        }
+        None => None,
+    };
+    let mut starts = ledger.starts.lock().map_err(|e| e.to_string())?.clone();
+    starts.sort_unstable();
+    let measured_starts = starts.iter().filter(|t| **t < end).count();
+    let most = most_in_window(&starts, period);
+    let queued = queue.length("bench").await.map_err(|e| e.to_string())?;
+    let failed = queue.failed_count().await.map_err(|e| e.to_string())?;
+    f.done().await;
+    let ran = ledger.ran();
+    let twice = ledger.ran_twice();
+    if twice > 0 || failed > 0 || ran + queued as usize != jobs {
+        return Err(format!(
+            "{twice} jobs ran twice, {failed} failed, {ran} ran + {queued} queued of {jobs}"
+        ));
+    }
+    Ok(RateRun {
+        url: url.to_owned(),
+        max,
+        period,
+        shape: (workers, slots),
+        periods,
+        measured_starts,
+        most_in_window: most,
+        server_most,
+        ran,
+        queued,
+        jobs,
+    })
+}
+
+/// Throughput with a concurrency cap that does not bind and without one,
+/// interleaved.
+#[derive(Clone, Debug)]
+pub struct CapCost {
+    /// The backend URL.
+    pub url: String,
+    /// Workers × slots.
+    pub shape: (usize, usize),
+    /// The cap (above the total number of slots, so it never binds).
+    pub cap: u32,
+    /// Jobs per run.
+    pub jobs: usize,
+    /// Jobs/s of each run with the cap.
+    pub with: Spread,
+    /// Jobs/s of each run without.
+    pub without: Spread,
+}
+
+impl CapCost {
+    /// The cost, percent of the throughput without the cap (medians).
+    pub fn cost_percent(&self) -> f64 {
+        (1.0 - self.with.median() / self.without.median()) * 100.0
+    }
+}
+
+impl fmt::Display for CapCost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (wl, wh) = self.with.range();
+        let (ol, oh) = self.without.range();
+        write!(
+            f,
+            "{} {} workers × {} slots, {} jobs, {} rounds: no cap median {:.0} jobs/s ({:.0}–{:.0}); \
+             cap {} (not binding) median {:.0} jobs/s ({:.0}–{:.0}); cost {:.1}%",
+            self.url,
+            self.shape.0,
+            self.shape.1,
+            self.jobs,
+            self.with.all.len(),
+            self.without.median(),
+            ol,
+            oh,
+            self.cap,
+            self.with.median(),
+            wl,
+            wh,
+            self.cost_percent()
+        )
+    }
+}
+
+/// One processing run of `jobs` jobs, with `cap` set on the queue if given.
+async fn process(url: &str, jobs: usize, workers: usize, slots: usize, cap: Option<u32>) -> Result<f64, String> {
+    let f = fresh(url).await?;
+    let queue = Queue::new(Arc::clone(&f.backend));
+    if let Some(cap) = cap {
+        queue
+            .set_queue_limits("bench", QueueLimits::new().concurrency(cap))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    fill(&queue, jobs).await?;
+    let ledger = Ledger::new(jobs);
+    let tasks = ledger.tasks(false)?;
+    let stop = CancellationToken::new();
+    let start = Instant::now();
+    let (handles, running) = start_workers(&f, url, &tasks, workers, slots, &stop).await?;
+    while ledger.done.load(Ordering::Acquire) < jobs {
+        if start.elapsed() > RUN_LIMIT {
+            return Err(format!("ran {} of {jobs} jobs", ledger.done.load(Ordering::Acquire)));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let took = start.elapsed();
+    stop_workers(stop, handles, running, &f).await?;
+    f.done().await;
+    if ledger.ran() != jobs || ledger.ran_twice() > 0 {
+        return Err(format!("{} of {jobs} ran, {} twice", ledger.ran(), ledger.ran_twice()));
+    }
+    Ok(jobs as f64 / took.as_secs_f64().max(1e-9))
+}
+
+/// `rounds` rounds of one run without a cap and one with a cap of `cap`
+/// (alternating which goes first), `workers` × `slots` on handles of their
+/// own: the throughput cost of a cap that does not bind.
+pub async fn cap_cost(
+    url: &str,
+    jobs: usize,
+    workers: usize,
+    slots: usize,
+    cap: u32,
+    rounds: usize,
+) -> Result<CapCost, String> {
+    let mut with = Vec::with_capacity(rounds);
+    let mut without = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        for capped in [round % 2 == 1, round % 2 == 0] {
+            let r = process(url, jobs, workers, slots, capped.then_some(cap)).await?;
+            eprintln!(
+                "   round {round} {}: {r:.0} jobs/s",
+                if capped { "cap" } else { "no cap" }
+            );
+            if capped {
+                with.push(r);
+            } else {
+                without.push(r);
+            }
+        }
+    }
+    Ok(CapCost {
+        url: url.to_owned(),
+        shape: (workers, slots),
+        cap,
+        jobs,
+        with: Spread { all: with },
+        without: Spread { all: without },
+    })
+}
