@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 mod address;
+mod cancel;
 mod delayed;
 mod failed;
 mod leader;
@@ -63,6 +64,7 @@ pub struct MemoryBackend {
     locks: LockTable,
     leader: LeaderSlot,
     wakeup: Wakeup,
+    cancels: cancel::Cancels,
     persist: Option<Persist>,
 }
 
@@ -78,6 +80,7 @@ impl MemoryBackend {
             locks: LockTable::default(),
             leader: LeaderSlot::default(),
             wakeup: Wakeup::default(),
+            cancels: cancel::Cancels::default(),
             persist,
         }
     }

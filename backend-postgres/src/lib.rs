@@ -87,6 +87,7 @@
 
 #![warn(missing_docs)]
 
+mod cancel;
 pub mod config;
 mod delayed;
 mod error;
@@ -175,7 +176,7 @@ impl PostgresBackend {
         let backend = Arc::new(PostgresBackend {
             explainer,
             sql: Statements::render(&names),
-            notifier: Notifier::new(resolved.options, names.channel.clone()),
+            notifier: Notifier::new(resolved.options, names.channel.clone(), names.cancel_channel.clone()),
             pool,
             names,
             config,

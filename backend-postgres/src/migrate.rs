@@ -50,6 +50,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "enqueue_times",
         sql: include_str!("../migrations/0004_enqueue_times.sql"),
     },
+    Migration {
+        version: 5,
+        name: "cancel_marks",
+        sql: include_str!("../migrations/0005_cancel_marks.sql"),
+    },
 ];
 
 /// The version a fully migrated schema is at.

@@ -61,6 +61,9 @@ pub(crate) struct Names {
     pub(crate) quoted: String,
     /// The `NOTIFY` channel that wakes this schema's workers.
     pub(crate) channel: String,
+    /// The `NOTIFY` channel that carries cancel requests (the member of
+    /// the worker whose job is to stop).
+    pub(crate) cancel_channel: String,
     /// The first key of this schema's advisory locks.
     pub(crate) lock_ns: i32,
 }
@@ -72,15 +75,18 @@ impl Names {
             schema: schema.to_owned(),
             quoted: format!("\"{schema}\""),
             channel: format!("{schema}.resq_jobs"),
+            cancel_channel: format!("{schema}.resq_stop"),
             lock_ns: lock_namespace(schema),
         }
     }
 
     /// Fills a statement template: `{s}` is the quoted schema, `{ch}` the
-    /// channel and `{ns}` the advisory-lock namespace.
+    /// channel, `{cancel_ch}` the cancel channel and `{ns}` the
+    /// advisory-lock namespace.
     pub(crate) fn render(&self, template: &str) -> String {
         template
             .replace("{s}", &self.quoted)
+            .replace("{cancel_ch}", &self.cancel_channel)
             .replace("{ch}", &self.channel)
             .replace("{ns}", &self.lock_ns.to_string())
     }

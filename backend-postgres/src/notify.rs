@@ -16,9 +16,14 @@
 //! If the listener's connection drops, notifications sent meanwhile are
 //! lost, so once it is listening again it wakes every waiter; until then
 //! waiters fall back to their timeout (the worker's poll interval).
+//!
+//! The same connection `LISTEN`s on `<schema>.resq_stop` too, where cancel
+//! requests name the worker whose job is to stop; those go to a second
+//! fan-out ([`Notifier::subscribe_cancels`]), and after a reconnection it
+//! sends `None` there as well: marks written meanwhile must be read.
 
 use crate::PostgresBackend;
-use resq_core::Result;
+use resq_core::{CancelSignal, Result};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,6 +52,10 @@ pub(crate) struct Notifier {
     channel: String,
     /// Wake-ups to waiters.
     wakes: broadcast::Sender<Wake>,
+    /// The channel cancel requests are notified on.
+    cancel_channel: String,
+    /// Cancel signals to workers.
+    cancels: broadcast::Sender<CancelSignal>,
     /// True while the listener's `LISTEN` is in force.
     live: Arc<AtomicBool>,
     /// The listener task, once started.
@@ -55,12 +64,15 @@ pub(crate) struct Notifier {
 
 impl Notifier {
     /// A notifier for `channel`; nothing runs until the first wait.
-    pub(crate) fn new(options: PgConnectOptions, channel: String) -> Self {
+    pub(crate) fn new(options: PgConnectOptions, channel: String, cancel_channel: String) -> Self {
         let (wakes, _) = broadcast::channel(CAPACITY);
+        let (cancels, _) = broadcast::channel(CAPACITY);
         Notifier {
             options,
             channel,
             wakes,
+            cancel_channel,
+            cancels,
             live: Arc::new(AtomicBool::new(false)),
             task: Mutex::new(None),
         }
@@ -80,8 +92,12 @@ impl Notifier {
         let options = self.options.clone().application_name("resq-listener");
         let listener = listen(
             options,
-            self.channel.clone(),
+            Channels {
+                jobs: self.channel.clone(),
+                cancel: self.cancel_channel.clone(),
+            },
             self.wakes.clone(),
+            self.cancels.clone(),
             Arc::clone(&self.live),
         );
         *task = Some(tokio::spawn(listener));
@@ -97,6 +113,15 @@ impl Notifier {
             task.abort();
         }
         self.live.store(false, Ordering::SeqCst);
+    }
+
+    /// A receiver of cancel signals, starting the listener if needed. The
+    /// listener sends `None` once it listens, so a caller that subscribed
+    /// before then reads the marks it may have missed.
+    pub(crate) fn subscribe_cancels(&self) -> broadcast::Receiver<CancelSignal> {
+        let rx = self.cancels.subscribe();
+        self.ensure_started();
+        rx
     }
 
     /// Waits until a job may be available in `queues` (`*`: any queue), or
@@ -168,9 +193,23 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// The two channels the listener listens on.
+struct Channels {
+    /// Job wake-ups.
+    jobs: String,
+    /// Cancel requests.
+    cancel: String,
+}
+
 /// The listener task: keeps a `LISTEN` connection up and forwards every
 /// notification, reconnecting with backoff when the connection fails.
-async fn listen(options: PgConnectOptions, channel: String, wakes: broadcast::Sender<Wake>, live: Arc<AtomicBool>) {
+async fn listen(
+    options: PgConnectOptions,
+    channels: Channels,
+    wakes: broadcast::Sender<Wake>,
+    cancels: broadcast::Sender<CancelSignal>,
+    live: Arc<AtomicBool>,
+) {
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .min_connections(0)
@@ -180,12 +219,12 @@ async fn listen(options: PgConnectOptions, channel: String, wakes: broadcast::Se
         .connect_lazy_with(options);
     let mut backoff = BACKOFF_MIN;
     loop {
-        match listen_once(&pool, &channel, &wakes, &live, &mut backoff).await {
+        match listen_once(&pool, &channels, &wakes, &cancels, &live, &mut backoff).await {
             Ok(()) => {}
             Err(e) => {
                 tracing::warn!(
                     target: "resq::postgres",
-                    channel = %channel,
+                    channel = %channels.jobs,
                     error = %e,
                     "the job-notification listener lost its connection; reconnecting in {backoff:?}"
                 );
@@ -200,29 +239,39 @@ async fn listen(options: PgConnectOptions, channel: String, wakes: broadcast::Se
 /// One connection's worth of listening; returns when it fails.
 async fn listen_once(
     pool: &sqlx::PgPool,
-    channel: &str,
+    channels: &Channels,
     wakes: &broadcast::Sender<Wake>,
+    cancels: &broadcast::Sender<CancelSignal>,
     live: &AtomicBool,
     backoff: &mut Duration,
 ) -> std::result::Result<(), sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(channel).await?;
+    listener
+        .listen_all([channels.jobs.as_str(), channels.cancel.as_str()])
+        .await?;
     live.store(true, Ordering::SeqCst);
     *backoff = BACKOFF_MIN;
-    // Anything sent while nobody listened is lost: wake every waiter.
+    // Anything sent while nobody listened is lost: wake every waiter, and
+    // have every worker read its cancel marks.
     let _ = wakes.send(None);
+    let _ = cancels.send(None);
     loop {
         match listener.try_recv().await? {
             Some(notification) => {
-                let queue = notification.payload();
-                let wake = if queue.is_empty() { None } else { Some(Arc::from(queue)) };
+                let text = notification.payload();
+                let named = if text.is_empty() { None } else { Some(Arc::from(text)) };
                 // No receiver is fine: nobody waits right now.
-                let _ = wakes.send(wake);
+                if notification.channel() == channels.cancel {
+                    let _ = cancels.send(named);
+                } else {
+                    let _ = wakes.send(named);
+                }
             }
             None => {
                 // The connection dropped and `try_recv` reconnected (and
                 // listens again); notifications in between are lost.
                 let _ = wakes.send(None);
+                let _ = cancels.send(None);
             }
         }
     }

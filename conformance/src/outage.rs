@@ -4,7 +4,8 @@
 
 use async_trait::async_trait;
 use resq_core::backend::{
-    Backend, Claimed, Cleaned, DelayedStore, FailedStore, LeaderLock, LockEntry, LockStore, Orphan, Outcome, Promotion,
+    Backend, CancelMark, CancelSignal, CancelStore, Claimed, Cleaned, DelayedStore, FailedStore, LeaderLock, LockEntry,
+    LockStore, Orphan, Outcome, Promotion,
     QueueStat, QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry, WorkingOn,
 };
 use resq_core::{BackendErrorKind, Error, Result};
@@ -351,6 +352,26 @@ impl StatsStore for Outage {
     async fn stats(&self) -> Result<Vec<(String, i64)>> {
         self.gate("stats")?;
         self.inner.stats().await
+    }
+}
+
+#[async_trait]
+impl CancelStore for Outage {
+    async fn request_cancel(&self, worker: &WorkerId, mark: &CancelMark) -> Result<()> {
+        self.gate("request_cancel")?;
+        self.inner.request_cancel(worker, mark).await
+    }
+    async fn cancel_marks(&self, workers: &[WorkerId]) -> Result<Vec<Option<CancelMark>>> {
+        self.gate("cancel_marks")?;
+        self.inner.cancel_marks(workers).await
+    }
+    async fn clear_cancel(&self, worker: &WorkerId) -> Result<bool> {
+        self.gate("clear_cancel")?;
+        self.inner.clear_cancel(worker).await
+    }
+    async fn cancel_signals(&self) -> Result<tokio::sync::broadcast::Receiver<CancelSignal>> {
+        self.gate("cancel_signals")?;
+        self.inner.cancel_signals().await
     }
 }
 

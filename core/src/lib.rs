@@ -33,7 +33,7 @@ pub mod time;
 pub mod worker;
 
 pub use backend::{
-    Backend, Claimed, Cleaned, DelayedStore, FailedStore, LeaderLock, LockEntry, LockStore, Orphan, Outcome, Promotion,
+    Backend, CancelMark, CancelSignal, CancelStore, CANCEL_MARK_TTL, Claimed, Cleaned, DelayedStore, FailedStore, LeaderLock, LockEntry, LockStore, Orphan, Outcome, Promotion,
     QueueStat, QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry, WorkerTimes, WorkingOn,
 };
 pub use config::TaskServerConfig;
