@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod cancel;
 pub mod config;
 pub mod cron;
 pub mod error;
@@ -36,6 +37,7 @@ pub use backend::{
     Backend, CancelMark, CancelSignal, CancelStore, CANCEL_MARK_TTL, Claimed, Cleaned, DelayedStore, FailedStore, LeaderLock, LockEntry, LockStore, Orphan, Outcome, Promotion,
     QueueStat, QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry, WorkerTimes, WorkingOn,
 };
+pub use cancel::{CancelReport, JobId, JobPlace};
 pub use config::TaskServerConfig;
 pub use error::{BackendErrorKind, Error, Result};
 pub use event::{JobEnd, JobObserver, JobOutcome, SchedulerEvent, WorkerEvent};
