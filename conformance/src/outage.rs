@@ -20,6 +20,8 @@ pub struct Outage {
     /// `Some((kind, left))`: calls fail with `kind`; `left` more calls fail
     /// (`None` = until [`Outage::recover`]).
     down: Mutex<Option<(BackendErrorKind, Option<u64>)>>,
+    /// `Some(calls)`: only these calls fail while down.
+    only: Mutex<Option<Vec<&'static str>>>,
     failed: AtomicU64,
 }
 
@@ -29,6 +31,7 @@ impl Outage {
         Arc::new(Outage {
             inner,
             down: Mutex::new(None),
+            only: Mutex::new(None),
             failed: AtomicU64::new(0),
         })
     }
@@ -38,8 +41,17 @@ impl Outage {
         *self.down.lock().unwrap_or_else(PoisonError::into_inner) = Some((kind, calls));
     }
 
+    /// Fails every call named in `calls` (method names, such as
+    /// `cancel_signals`) with `kind` until [`Outage::recover`]; the others
+    /// go through.
+    pub fn fail_only(&self, kind: BackendErrorKind, calls: &[&'static str]) {
+        *self.only.lock().unwrap_or_else(PoisonError::into_inner) = Some(calls.to_vec());
+        self.fail(kind, None);
+    }
+
     /// Lets every call through again.
     pub fn recover(&self) {
+        *self.only.lock().unwrap_or_else(PoisonError::into_inner) = None;
         *self.down.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
@@ -49,6 +61,11 @@ impl Outage {
     }
 
     fn gate(&self, call: &str) -> Result<()> {
+        if let Some(only) = &*self.only.lock().unwrap_or_else(PoisonError::into_inner) {
+            if !only.contains(&call) {
+                return Ok(());
+            }
+        }
         let mut down = self.down.lock().unwrap_or_else(PoisonError::into_inner);
         let Some((kind, left)) = down.as_mut() else {
             return Ok(());
