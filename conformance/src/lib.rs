@@ -32,6 +32,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admin_cancel;
 pub mod admin_claims;
 pub mod admin_delayed;
 pub mod admin_enqueue;
@@ -399,6 +400,9 @@ macro_rules! suite {
                 job_context_tells_handed_off_work_to_stop,
                 a_multi_slot_worker_times_out_one_slot_only,
             ],
+            async admin_cancel: [
+                listing_ids_cancel_running_queued_and_delayed_jobs,
+            ],
             async cancel: [
                 cancel_running_stops_the_job_and_frees_the_worker,
                 cancel_by_id_and_by_args_in_a_multi_slot_worker,
@@ -571,6 +575,7 @@ const GROUP_SOURCES: &[(&str, &str)] = &[
     ("admin_claims", include_str!("admin_claims.rs")),
     ("timeout", include_str!("timeout.rs")),
     ("cancel", include_str!("cancel.rs")),
+    ("admin_cancel", include_str!("admin_cancel.rs")),
 ];
 
 /// Every `pub fn` / `pub async fn` defined at the top level of a group
