@@ -50,6 +50,7 @@ impl From<resq::Error> for CliError {
             // Arguments the admin API refuses are the caller's mistake.
             resq::Error::InvalidArgument(_)
             | resq::Error::MalformedFailedId { .. }
+            | resq::Error::MalformedJobId { .. }
             | resq::Error::InvalidUrl { .. } => CliError::Usage(e.to_string()),
             other => CliError::Runtime(other.to_string()),
         }
