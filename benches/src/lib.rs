@@ -3,8 +3,10 @@
 //! claim and complete; the `load` binary (`src/bin/load.rs`) is the
 //! end-to-end harness whose figures `BENCHMARKS.md` reports, measured with
 //! [`measure`] and printed by [`report`]; the `rearm` binary times one
-//! periodic-task re-arm with many jobs queued ([`rearm`]).
+//! periodic-task re-arm with many jobs queued ([`rearm`]); [`flow`] holds
+//! the flow-control timings (`load --flow`).
 
+pub mod flow;
 pub mod measure;
 pub mod metrics_cost;
 pub mod rearm;

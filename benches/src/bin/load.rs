@@ -8,7 +8,7 @@
 //! `cargo run --release -p resq-benches --bin load -- --help`
 
 use clap::Parser;
-use resq_benches::{measure, metrics_cost, report};
+use resq_benches::{flow, measure, metrics_cost, report};
 use std::process::ExitCode;
 
 /// Command-line options.
@@ -59,6 +59,25 @@ struct Args {
     /// Collections and renders timed for the scrape-time figure.
     #[arg(long, default_value_t = 50)]
     scrapes: usize,
+    /// Only measure flow control, and exit: on every backend, the lateness
+    /// of job timeouts (`--flow-jobs` hanging jobs, timeout
+    /// `--flow-timeout-ms`, one worker with `--flow-slots` slots) and the
+    /// latency of cancelling a running job through the backend
+    /// (`--flow-cancels` samples).
+    #[arg(long)]
+    flow: bool,
+    /// Hanging jobs for the timeout-lateness figure of `--flow`.
+    #[arg(long, default_value_t = 500)]
+    flow_jobs: usize,
+    /// Their timeout, ms.
+    #[arg(long, default_value_t = 100)]
+    flow_timeout_ms: u64,
+    /// Slots of the worker that runs them.
+    #[arg(long, default_value_t = 16)]
+    flow_slots: usize,
+    /// Running jobs cancelled for the cancel-latency figure of `--flow`.
+    #[arg(long, default_value_t = 500)]
+    flow_cancels: usize,
     /// Internal: measure the memory backend's footprint in this (fresh) process.
     #[arg(long, hide = true)]
     footprint_memory: Option<usize>,
@@ -78,6 +97,9 @@ async fn main() -> ExitCode {
     }
     if args.metrics_overhead {
         return metrics_overhead(&args).await;
+    }
+    if args.flow {
+        return flow(&args).await;
     }
     if !args.shapes.is_empty() {
         return process_only(&args).await;
@@ -189,6 +211,35 @@ async fn process_only(args: &Args) -> ExitCode {
                     eprintln!("FAILED on {url}: {e}");
                     return ExitCode::FAILURE;
                 }
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `--flow`: timeout lateness and cancel latency on every backend.
+async fn flow(args: &Args) -> ExitCode {
+    let limit = std::time::Duration::from_millis(args.flow_timeout_ms);
+    for url in &args.backends {
+        eprintln!("== flow control on {url}");
+        match flow::timeout_lateness(url, args.flow_jobs, limit, args.flow_slots.max(1)).await {
+            Ok(l) => println!(
+                "{url} timeout lateness ({} ms limit, {} slots): p50 {:.2} ms, p99 {:.2} ms ({} jobs)",
+                args.flow_timeout_ms, args.flow_slots, l.median_ms, l.p99_ms, l.samples
+            ),
+            Err(e) => {
+                eprintln!("FAILED on {url}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        match flow::cancel_latency(url, args.flow_cancels).await {
+            Ok(l) => println!(
+                "{url} cancel latency (running job, through the backend): p50 {:.2} ms, p99 {:.2} ms ({} cancels)",
+                l.median_ms, l.p99_ms, l.samples
+            ),
+            Err(e) => {
+                eprintln!("FAILED on {url}: {e}");
+                return ExitCode::FAILURE;
             }
         }
     }
