@@ -1,6 +1,6 @@
 //! `resq`, the command line of the resq job engine: it inspects and
 //! operates the queues, delayed jobs, failed jobs, workers, locks and
-//! pauses of any resq store (Redis, shared with other Resque clients;
+//! pauses of any resq store, and cancels jobs, (Redis, shared with other Resque clients;
 //! PostgreSQL; a memory snapshot file) through the `resq-admin` API, runs
 //! PostgreSQL migrations, and audits a shared Redis namespace (`doctor`).
 //! Output is a human table by default and JSON with `--json`; commands
