@@ -8,8 +8,10 @@
 //!   backend ([`Queue::cancel_running`]: a cancel mark plus a signal on the
 //!   wake-up channel, Redis pub/sub or PostgreSQL `NOTIFY`, received by
 //!   the worker's own subscriber); the time from the cancel call returning
-//!   to the job's future being dropped. A drop that lands before the call
-//!   returns (the signal overtook the reply) counts as 0.
+//!   to the job's future being dropped (a drop that lands before the call
+//!   returns, the signal having overtaken the reply, counts as 0), and
+//!   the time from the call's start (its working-on read and the request
+//!   included).
 
 use crate::measure::{fresh, Latency};
 use resq_core::event::{JobEnd, JobObserver, JobOutcome};
@@ -132,8 +134,9 @@ impl Drop for DropStamp {
     }
 }
 
-/// Cancel latency on `url`: `samples` running jobs cancelled one at a time.
-pub async fn cancel_latency(url: &str, samples: usize) -> Result<Latency, String> {
+/// Cancel latency on `url`: `samples` running jobs cancelled one at a
+/// time; from the call's return, and from its start.
+pub async fn cancel_latency(url: &str, samples: usize) -> Result<(Latency, Latency), String> {
     let f = fresh(url).await?;
     let result = tokio::time::timeout(RUN_LIMIT, cancel_run(&f.backend, samples))
         .await
@@ -143,7 +146,7 @@ pub async fn cancel_latency(url: &str, samples: usize) -> Result<Latency, String
     result
 }
 
-async fn cancel_run(backend: &Arc<dyn Backend>, samples: usize) -> Result<Latency, String> {
+async fn cancel_run(backend: &Arc<dyn Backend>, samples: usize) -> Result<(Latency, Latency), String> {
     let probe = Arc::new(Probe::default());
     let p = Arc::clone(&probe);
     let mut tasks = Tasks::new();
@@ -169,6 +172,7 @@ async fn cancel_run(backend: &Arc<dyn Backend>, samples: usize) -> Result<Latenc
     let running = tokio::spawn(async move { worker.run_until(token).await });
     let queue = Queue::new(Arc::clone(backend));
     let mut out = Vec::with_capacity(samples);
+    let mut whole = Vec::with_capacity(samples);
     for i in 0..samples {
         if let Ok(mut d) = probe.dropped.lock() {
             *d = None;
@@ -184,6 +188,7 @@ async fn cancel_run(backend: &Arc<dyn Backend>, samples: usize) -> Result<Latenc
         let dropped = probe.dropped_now.notified();
         tokio::pin!(dropped);
         dropped.as_mut().enable();
+        let called = Instant::now();
         if !queue.cancel_running(&id, &record.payload).await.map_err(|e| e.to_string())? {
             return Err("the cancel found no running job".into());
         }
@@ -197,6 +202,7 @@ async fn cancel_run(backend: &Arc<dyn Backend>, samples: usize) -> Result<Latenc
             dropped.as_mut().enable();
         };
         out.push(at.saturating_duration_since(returned));
+        whole.push(at.saturating_duration_since(called));
         // The slot is free again before the next sample starts.
         while backend.working_on(&id).await.map_err(|e| e.to_string())?.is_some() {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -204,5 +210,5 @@ async fn cancel_run(backend: &Arc<dyn Backend>, samples: usize) -> Result<Latenc
     }
     stop.cancel();
     let _ = running.await;
-    Ok(Latency::of(out))
+    Ok((Latency::of(out), Latency::of(whole)))
 }
