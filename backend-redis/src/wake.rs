@@ -89,7 +89,11 @@ async fn listen(
     while let Some(msg) = messages.next().await {
         let payload: String = msg.get_payload().unwrap_or_default();
         if msg.get_channel_name() == cancel_channel {
-            let signal = if payload.is_empty() { None } else { Some(Arc::from(payload.as_str())) };
+            let signal = if payload.is_empty() {
+                None
+            } else {
+                Some(Arc::from(payload.as_str()))
+            };
             let _ = cancels.send(signal);
         } else {
             let _ = tx.send(Arc::from(payload.as_str()));

@@ -63,7 +63,12 @@ pub async fn timeout_lateness(url: &str, jobs: usize, limit: Duration, slots: us
     result
 }
 
-async fn lateness_run(backend: &Arc<dyn Backend>, jobs: usize, limit: Duration, slots: usize) -> Result<Latency, String> {
+async fn lateness_run(
+    backend: &Arc<dyn Backend>,
+    jobs: usize,
+    limit: Duration,
+    slots: usize,
+) -> Result<Latency, String> {
     let observer = Arc::new(Lateness {
         limit,
         ..Lateness::default()
@@ -189,7 +194,11 @@ async fn cancel_run(backend: &Arc<dyn Backend>, samples: usize) -> Result<(Laten
         tokio::pin!(dropped);
         dropped.as_mut().enable();
         let called = Instant::now();
-        if !queue.cancel_running(&id, &record.payload).await.map_err(|e| e.to_string())? {
+        if !queue
+            .cancel_running(&id, &record.payload)
+            .await
+            .map_err(|e| e.to_string())?
+        {
             return Err("the cancel found no running job".into());
         }
         let returned = Instant::now();

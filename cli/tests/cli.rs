@@ -573,10 +573,16 @@ async fn cancel_by_id_and_by_class(s: &Store) {
         q.enqueue("math", "add", (1, 2)).await.unwrap();
         q.enqueue("math", "add", (3, 4)).await.unwrap();
         q.enqueue("math", "tidy", ()).await.unwrap();
-        q.enqueue_in(Duration::from_secs(3600), "math", "add", (5, 6)).await.unwrap();
+        q.enqueue_in(Duration::from_secs(3600), "math", "add", (5, 6))
+            .await
+            .unwrap();
         q.enqueue("busy", "add", (7, 8)).await.unwrap();
         b.register_worker(&w, resq::time::now_ms()).await.unwrap();
-        assert!(b.claim(&w, &["busy".to_owned()], "Fri Dec 04 2026 18:00:00 GMT+0000").await.unwrap().is_some());
+        assert!(b
+            .claim(&w, &["busy".to_owned()], "Fri Dec 04 2026 18:00:00 GMT+0000")
+            .await
+            .unwrap()
+            .is_some());
     })
     .await;
     let detail = s.json(&["queue", "math"]);
@@ -590,7 +596,14 @@ async fn cancel_by_id_and_by_class(s: &Store) {
 
     let plan = s.json(&["cancel", &queued_id, &delayed_id, &running_id, "--dry-run"]);
     assert_eq!(plan["dry_run"], true);
-    assert_eq!((plan["running"].as_u64(), plan["queued"].as_u64(), plan["delayed"].as_u64()), (Some(1), Some(1), Some(1)));
+    assert_eq!(
+        (
+            plan["running"].as_u64(),
+            plan["queued"].as_u64(),
+            plan["delayed"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1))
+    );
     s.run(&["cancel", &queued_id], 2);
     assert_eq!(s.with(|b| async move { b.queue_len("math").await.unwrap() }).await, 3);
 
@@ -607,7 +620,11 @@ async fn cancel_by_id_and_by_class(s: &Store) {
         })
         .await;
     assert_eq!((left, delayed_left), (2, 0), "{}", s.kind);
-    assert_eq!(cancelled, 2, "{}: the queued and the delayed job are counted here", s.kind);
+    assert_eq!(
+        cancelled, 2,
+        "{}: the queued and the delayed job are counted here",
+        s.kind
+    );
     let (_, err) = s.run(&["cancel", &queued_id, "--yes"], 1);
     assert_one_error_line(&err);
 

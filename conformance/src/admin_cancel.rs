@@ -30,7 +30,10 @@ pub async fn listing_ids_cancel_running_queued_and_delayed_jobs(backend: Arc<dyn
     admin.enqueue("wait", "hang", json!([2])).await.unwrap();
     admin.enqueue("wait", "hang", json!([3])).await.unwrap();
     let queue = resq_core::Queue::new(Arc::clone(&backend));
-    queue.enqueue_in(Duration::from_secs(3600), "wait", "hang", (4,)).await.unwrap();
+    queue
+        .enqueue_in(Duration::from_secs(3600), "wait", "hang", (4,))
+        .await
+        .unwrap();
 
     wait_until(LIMIT, "the worker runs the job", || async {
         admin.workers().await.unwrap().iter().any(|w| w.busy)
@@ -38,7 +41,10 @@ pub async fn listing_ids_cancel_running_queued_and_delayed_jobs(backend: Arc<dyn
     .await;
     let workers = admin.workers().await.unwrap();
     let running = workers.iter().find_map(|w| w.job.clone()).unwrap();
-    assert_eq!(admin.find_job(&running.id).await.unwrap().as_deref(), Some(running.payload.as_str()));
+    assert_eq!(
+        admin.find_job(&running.id).await.unwrap().as_deref(),
+        Some(running.payload.as_str())
+    );
     assert_eq!(admin.cancel(&running.id).await.unwrap().running, 1);
     wait_until(LIMIT, "the worker is idle again", || async {
         admin.workers().await.unwrap().iter().all(|w| !w.busy)
@@ -53,13 +59,19 @@ pub async fn listing_ids_cancel_running_queued_and_delayed_jobs(backend: Arc<dyn
     let detail = admin.queue("wait", Page::default()).await.unwrap();
     let second = detail.jobs.items[0].id.clone();
     assert_eq!(admin.cancel(&second).await.unwrap().queued, 1);
-    assert!(matches!(admin.cancel(&second).await.unwrap_err(), Error::StaleJob { .. }));
+    assert!(matches!(
+        admin.cancel(&second).await.unwrap_err(),
+        Error::StaleJob { .. }
+    ));
     let delayed = admin.delayed(Page::default()).await.unwrap();
     assert_eq!(admin.cancel(&delayed.items[0].id).await.unwrap().delayed, 1);
     assert_eq!(admin.delayed(Page::default()).await.unwrap().total, 0);
 
     assert!(matches!(
-        admin.cancel_jobs("hang", Some(&json!({"not": "an array"}))).await.unwrap_err(),
+        admin
+            .cancel_jobs("hang", Some(&json!({"not": "an array"})))
+            .await
+            .unwrap_err(),
         Error::InvalidArgument(_)
     ));
     let dry = admin.find_jobs("hang", Some(&json!([3]))).await.unwrap();

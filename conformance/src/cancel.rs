@@ -80,9 +80,17 @@ pub async fn cancel_running_stops_the_job_and_frees_the_worker(backend: Arc<dyn 
     q.enqueue("c", "hang", ("a",)).await.unwrap();
     let jobs = running_jobs(&backend, "hang", 1).await;
     let (worker, payload) = &jobs[0];
-    assert!(!q.cancel_running(worker, "{\"class\":\"other\",\"args\":[]}").await.unwrap(), "another job: nothing");
+    assert!(
+        !q.cancel_running(worker, "{\"class\":\"other\",\"args\":[]}")
+            .await
+            .unwrap(),
+        "another job: nothing"
+    );
     assert!(q.cancel_running(worker, payload).await.unwrap());
-    wait_until(LIMIT, "the job's future was dropped", || async { dropped.load(Ordering::SeqCst) }).await;
+    wait_until(LIMIT, "the job's future was dropped", || async {
+        dropped.load(Ordering::SeqCst)
+    })
+    .await;
     wait_until(LIMIT, "its working-on record is gone", || async {
         backend.working_on(worker).await.unwrap().is_none()
     })
@@ -119,11 +127,18 @@ pub async fn cancel_by_id_and_by_args_in_a_multi_slot_worker(backend: Arc<dyn Ba
     let (slot, payload) = jobs.iter().find(|(_, p)| p.contains("\"a\"")).cloned().unwrap();
     let id = JobId::running(&slot.name, &payload);
     assert_eq!(id.place(), &JobPlace::Running(slot.name.clone()));
-    assert_eq!(id.to_string().parse::<JobId>().unwrap(), id, "the text form round-trips");
+    assert_eq!(
+        id.to_string().parse::<JobId>().unwrap(),
+        id,
+        "the text form round-trips"
+    );
     assert_eq!(q.find_job(&id).await.unwrap().as_deref(), Some(payload.as_str()));
     let report = q.cancel(&id).await.unwrap();
     assert_eq!((report.running, report.queued, report.delayed), (1, 0, 0));
-    wait_until(LIMIT, "slot a is free", || async { backend.working_on(&slot).await.unwrap().is_none() }).await;
+    wait_until(LIMIT, "slot a is free", || async {
+        backend.working_on(&slot).await.unwrap().is_none()
+    })
+    .await;
     let left = running_jobs(&backend, "hang", 2).await;
     assert!(left.iter().all(|(_, p)| !p.contains("\"a\"")), "only a was stopped");
 
@@ -149,8 +164,12 @@ pub async fn cancel_removes_queued_and_delayed_jobs(backend: Arc<dyn Backend>) {
     q.enqueue("q1", "job", (2,)).await.unwrap();
     q.enqueue("q1", "other", (1,)).await.unwrap();
     q.enqueue("q2", "job", (1,)).await.unwrap();
-    q.enqueue_in(Duration::from_secs(3600), "q1", "job", (3,)).await.unwrap();
-    q.enqueue_in(Duration::from_secs(7200), "q1", "job", (1,)).await.unwrap();
+    q.enqueue_in(Duration::from_secs(3600), "q1", "job", (3,))
+        .await
+        .unwrap();
+    q.enqueue_in(Duration::from_secs(7200), "q1", "job", (1,))
+        .await
+        .unwrap();
 
     let queued = backend.queue_range("q1", 0, -1).await.unwrap();
     let id = JobId::queued("q1", &queued[1]);
@@ -186,8 +205,9 @@ pub async fn cancel_removes_queued_and_delayed_jobs(backend: Arc<dyn Backend>) {
 pub async fn retry_does_not_retry_a_cancelled_job(backend: Arc<dyn Backend>) {
     let started = Arc::new(AtomicUsize::new(0));
     let dropped = Arc::new(AtomicBool::new(false));
-    let tasks = registry(vec![hanging("hang", &started, &dropped)
-        .plugin(Retry::new().retry_limit(3).retry_delay(Duration::from_millis(10)))]);
+    let tasks =
+        registry(vec![hanging("hang", &started, &dropped)
+            .plugin(Retry::new().retry_limit(3).retry_delay(Duration::from_millis(10)))]);
     let q = Queue::new(Arc::clone(&backend));
     let mut w = spawn_worker(&backend, &tasks, quick_config(&["c"]));
     let events = w.take_events();
@@ -200,7 +220,12 @@ pub async fn retry_does_not_retry_a_cancelled_job(backend: Arc<dyn Backend>) {
     assert_eq!(q.length("c").await.unwrap(), 0);
     assert_eq!(q.timestamps().await.unwrap().len(), 0);
     assert_eq!(count_events(&events, |e| matches!(e, WorkerEvent::ReEnqueue { .. })), 0);
-    assert!(backend.locks().await.unwrap().iter().all(|(k, _)| !k.starts_with("resque-retry")));
+    assert!(backend
+        .locks()
+        .await
+        .unwrap()
+        .iter()
+        .all(|(k, _)| !k.starts_with("resque-retry")));
     assert_eq!(started.load(Ordering::SeqCst), 1);
     w.shutdown().await;
 }
@@ -238,13 +263,19 @@ pub async fn request_cancel_stores_a_mark_and_signals(backend: Arc<dyn Backend>)
     assert!(signalled, "a signal named the worker");
     let marks = backend.cancel_marks(&[w1.clone(), w2.clone()]).await.unwrap();
     assert_eq!(marks, vec![Some(mark.clone()), None]);
-    assert_eq!(backend.cancel_marks(&[]).await.unwrap(), Vec::<Option<CancelMark>>::new());
+    assert_eq!(
+        backend.cancel_marks(&[]).await.unwrap(),
+        Vec::<Option<CancelMark>>::new()
+    );
     let newer = CancelMark {
         run_at: "Fri Dec 04 2026 18:00:01 GMT+0000".to_owned(),
         payload: mark.payload.clone(),
     };
     backend.request_cancel(&w1, &newer).await.unwrap();
-    assert_eq!(backend.cancel_marks(std::slice::from_ref(&w1)).await.unwrap(), vec![Some(newer)]);
+    assert_eq!(
+        backend.cancel_marks(std::slice::from_ref(&w1)).await.unwrap(),
+        vec![Some(newer)]
+    );
     assert!(backend.clear_cancel(&w1).await.unwrap());
     assert!(!backend.clear_cancel(&w1).await.unwrap());
     assert!(!backend.clear_cancel(&w2).await.unwrap());
@@ -266,7 +297,10 @@ pub async fn a_cancel_without_its_signal_is_found_by_the_mark(backend: Arc<dyn B
     q.enqueue("c", "hang", ("m",)).await.unwrap();
     let jobs = running_jobs(&backend, "hang", 1).await;
     assert!(q.cancel_running(&jobs[0].0, &jobs[0].1).await.unwrap());
-    wait_until(LIMIT, "the job was stopped", || async { dropped.load(Ordering::SeqCst) }).await;
+    wait_until(LIMIT, "the job was stopped", || async {
+        dropped.load(Ordering::SeqCst)
+    })
+    .await;
     assert_cancelled(&backend, &events, 1).await;
     assert!(outage.failed_calls() > 0, "the worker had no signals");
     let slot = jobs[0].0.clone();

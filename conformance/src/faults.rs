@@ -12,8 +12,8 @@
 use async_trait::async_trait;
 use resq_core::backend::{
     Backend, CancelMark, CancelSignal, CancelStore, Claimed, Cleaned, DelayedStore, FailedStore, LeaderLock, LockEntry,
-    LockStore, Orphan, Outcome, Promotion,
-    QueueStat, QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry, WorkingOn,
+    LockStore, Orphan, Outcome, Promotion, QueueStat, QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry,
+    WorkingOn,
 };
 use resq_core::{Error, Result};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

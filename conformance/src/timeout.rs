@@ -9,7 +9,9 @@
 //! lateness of the timeout is measured by the load harness (see
 //! BENCHMARKS.md), not here.
 
-use crate::support::{quick_config, recorded, registry, runs, spawn_scheduler, quick_scheduler, spawn_worker, wait_until, Runs};
+use crate::support::{
+    quick_config, quick_scheduler, recorded, registry, runs, spawn_scheduler, spawn_worker, wait_until, Runs,
+};
 use resq_core::backend::Backend;
 use resq_core::failed::JOB_TIMEOUT;
 use resq_core::plugins::Retry;
@@ -99,7 +101,11 @@ pub async fn a_job_past_its_timeout_is_stopped_and_fails(backend: Arc<dyn Backen
     assert_eq!(payload["args"], serde_json::json!(["a"]));
     assert_eq!(started.load(Ordering::SeqCst), 1, "it ran once");
     assert_eq!(backend.stat("failed").await.unwrap(), 1);
-    assert_eq!(backend.stat("processed").await.unwrap(), 1, "only the next job succeeded");
+    assert_eq!(
+        backend.stat("processed").await.unwrap(),
+        1,
+        "only the next job succeeded"
+    );
     w.shutdown().await;
 }
 
@@ -148,16 +154,19 @@ pub async fn the_worker_default_applies_unless_the_task_sets_a_limit(backend: Ar
 pub async fn retry_retries_a_timed_out_job(backend: Arc<dyn Backend>) {
     let attempts = Arc::new(AtomicUsize::new(0));
     let a = Arc::clone(&attempts);
-    let tasks = registry(vec![TaskDef::from_fn("flaky", move |_args: Vec<Value>, _ctx: JobContext| {
-        let n = a.fetch_add(1, Ordering::SeqCst);
-        async move {
-            if n == 0 {
-                // The first attempt hangs past the limit.
-                tokio::time::sleep(Duration::from_secs(60)).await;
+    let tasks = registry(vec![TaskDef::from_fn(
+        "flaky",
+        move |_args: Vec<Value>, _ctx: JobContext| {
+            let n = a.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    // The first attempt hangs past the limit.
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+                Ok::<_, TaskError>(n)
             }
-            Ok::<_, TaskError>(n)
-        }
-    })
+        },
+    )
     .timeout(Duration::from_millis(200))
     .plugin(Retry::new().retry_limit(3).retry_delay(Duration::from_millis(100)))]);
     let q = Queue::new(Arc::clone(&backend));
@@ -169,10 +178,15 @@ pub async fn retry_retries_a_timed_out_job(backend: Arc<dyn Backend>) {
         attempts.load(Ordering::SeqCst) >= 2 && backend.stat("processed").await.unwrap() >= 1
     })
     .await;
-    assert_eq!(q.failed_count().await.unwrap(), 0, "the retried job left no failed entry");
-    let re_enqueued = crate::support::count_events(&events, |e| {
-        matches!(e, resq_core::WorkerEvent::ReEnqueue { error, .. } if error.contains("timeout"))
-    });
+    assert_eq!(
+        q.failed_count().await.unwrap(),
+        0,
+        "the retried job left no failed entry"
+    );
+    let re_enqueued = crate::support::count_events(
+        &events,
+        |e| matches!(e, resq_core::WorkerEvent::ReEnqueue { error, .. } if error.contains("timeout")),
+    );
     assert_eq!(re_enqueued, 1, "Retry re-enqueued it once, for its timeout");
     s.shutdown().await;
     w.shutdown().await;
@@ -185,29 +199,32 @@ pub async fn job_context_tells_handed_off_work_to_stop(backend: Arc<dyn Backend>
     let async_saw = Arc::new(AtomicBool::new(false));
     let blocking_saw = Arc::new(AtomicBool::new(false));
     let (a, b) = (Arc::clone(&async_saw), Arc::clone(&blocking_saw));
-    let tasks = registry(vec![TaskDef::from_fn("handoff", move |_args: Vec<Value>, ctx: JobContext| {
-        let (a, b) = (Arc::clone(&a), Arc::clone(&b));
-        async move {
-            let watcher = ctx.clone();
-            tokio::spawn(async move {
-                watcher.cancelled().await;
-                a.store(true, Ordering::SeqCst);
-            });
-            let token = ctx.cancellation_token();
-            let blocking = tokio::task::spawn_blocking(move || {
-                // Bounded, so a broken stop cannot hold a thread for ever.
-                for _ in 0..3000 {
-                    if token.is_cancelled() {
-                        b.store(true, Ordering::SeqCst);
-                        return;
+    let tasks = registry(vec![TaskDef::from_fn(
+        "handoff",
+        move |_args: Vec<Value>, ctx: JobContext| {
+            let (a, b) = (Arc::clone(&a), Arc::clone(&b));
+            async move {
+                let watcher = ctx.clone();
+                tokio::spawn(async move {
+                    watcher.cancelled().await;
+                    a.store(true, Ordering::SeqCst);
+                });
+                let token = ctx.cancellation_token();
+                let blocking = tokio::task::spawn_blocking(move || {
+                    // Bounded, so a broken stop cannot hold a thread for ever.
+                    for _ in 0..3000 {
+                        if token.is_cancelled() {
+                            b.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
                     }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            });
-            let _ = blocking.await;
-            Ok::<_, TaskError>(())
-        }
-    })
+                });
+                let _ = blocking.await;
+                Ok::<_, TaskError>(())
+            }
+        },
+    )
     .timeout(Duration::from_millis(200))]);
     let q = Queue::new(Arc::clone(&backend));
     let w = spawn_worker(&backend, &tasks, quick_config(&["t"]));

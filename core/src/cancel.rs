@@ -118,7 +118,9 @@ impl std::str::FromStr for JobId {
         let (kind, rest) = text
             .split_once('-')
             .ok_or_else(|| bad("expected running-, queued- or delayed-<64 hex digits>-<place>"))?;
-        let hex = rest.get(..64).ok_or_else(|| bad("the digest is not 64 lowercase hex digits"))?;
+        let hex = rest
+            .get(..64)
+            .ok_or_else(|| bad("the digest is not 64 lowercase hex digits"))?;
         if !hex.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
             return Err(bad("the digest is not 64 lowercase hex digits"));
         }
@@ -129,7 +131,9 @@ impl std::str::FromStr for JobId {
             .ok_or_else(|| bad("the place is missing after the digest"))?;
         let mut digest = [0u8; 32];
         for (i, byte) in digest.iter_mut().enumerate() {
-            let pair = hex.get(2 * i..2 * i + 2).ok_or_else(|| bad("the digest is not 64 lowercase hex digits"))?;
+            let pair = hex
+                .get(2 * i..2 * i + 2)
+                .ok_or_else(|| bad("the digest is not 64 lowercase hex digits"))?;
             *byte = u8::from_str_radix(pair, 16).map_err(|_| bad("the digest is not 64 lowercase hex digits"))?;
         }
         let place = match kind {
@@ -392,7 +396,11 @@ impl crate::Queue {
             JobPlace::Queued(queue) => self.find_queued(id, queue).await?,
             JobPlace::Delayed(ms) => {
                 let ts = ms.div_euclid(1000);
-                self.backend().delayed_at(ts).await?.into_iter().find(|raw| id.matches(raw))
+                self.backend()
+                    .delayed_at(ts)
+                    .await?
+                    .into_iter()
+                    .find(|raw| id.matches(raw))
             }
         })
     }
@@ -537,15 +545,13 @@ impl crate::Queue {
             .filter_map(|(w, r)| {
                 let r = r?;
                 let hit = crate::job::Job::decode(&r.payload).is_ok_and(|j| job_matches(&j, class, args));
-                hit.then(|| {
-                    (
-                        w,
-                        CancelMark {
-                            run_at: r.run_at,
-                            payload: r.payload,
-                        },
-                    )
-                })
+                hit.then_some((
+                    w,
+                    CancelMark {
+                        run_at: r.run_at,
+                        payload: r.payload,
+                    },
+                ))
             })
             .collect())
     }
@@ -554,19 +560,23 @@ impl crate::Queue {
     /// aimed at its record.
     async fn find_running(&self, id: &JobId, name: &str) -> Result<Option<(WorkerId, CancelMark)>> {
         let backend = self.backend();
-        let workers: Vec<WorkerId> = backend.workers().await?.into_iter().filter(|w| w.name == name).collect();
+        let workers: Vec<WorkerId> = backend
+            .workers()
+            .await?
+            .into_iter()
+            .filter(|w| w.name == name)
+            .collect();
         let records = backend.working_on_many(&workers).await?;
         Ok(workers.into_iter().zip(records).find_map(|(w, r)| {
             let r = r?;
-            id.matches(&r.payload).then(|| {
-                (
-                    w,
-                    CancelMark {
-                        run_at: r.run_at,
-                        payload: r.payload,
-                    },
-                )
-            })
+            let hit = id.matches(&r.payload);
+            hit.then_some((
+                w,
+                CancelMark {
+                    run_at: r.run_at,
+                    payload: r.payload,
+                },
+            ))
         }))
     }
 
@@ -577,7 +587,9 @@ impl crate::Queue {
         let backend = self.backend();
         let mut visited = 0i64;
         loop {
-            let page = backend.queue_range(queue, -(visited + SCAN_PAGE), -(visited + 1)).await?;
+            let page = backend
+                .queue_range(queue, -(visited + SCAN_PAGE), -(visited + 1))
+                .await?;
             if let Some(raw) = page.iter().find(|raw| id.matches(raw)) {
                 return Ok(Some(raw.clone()));
             }

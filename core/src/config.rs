@@ -331,9 +331,8 @@ impl TaskServerConfig {
         }
         match event {
             "failure" | "error" | "clean_stuck_worker" | "promotion_failed" => LogLevel::Error,
-            "start" | "end" | "success" | "leader" | "follower" | "cron_fired" | "cleaning_worker" | "re_enqueue" | "cancelled" => {
-                LogLevel::Info
-            }
+            "start" | "end" | "success" | "leader" | "follower" | "cron_fired" | "cleaning_worker" | "re_enqueue"
+            | "cancelled" => LogLevel::Info,
             _ => LogLevel::Debug,
         }
     }

@@ -34,8 +34,9 @@ pub mod time;
 pub mod worker;
 
 pub use backend::{
-    Backend, CancelMark, CancelSignal, CancelStore, CANCEL_MARK_TTL, Claimed, Cleaned, DelayedStore, FailedStore, LeaderLock, LockEntry, LockStore, Orphan, Outcome, Promotion,
-    QueueStat, QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry, WorkerTimes, WorkingOn,
+    Backend, CancelMark, CancelSignal, CancelStore, Claimed, Cleaned, DelayedStore, FailedStore, LeaderLock, LockEntry,
+    LockStore, Orphan, Outcome, Promotion, QueueStat, QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry,
+    WorkerTimes, WorkingOn, CANCEL_MARK_TTL,
 };
 pub use cancel::{CancelReport, JobId, JobPlace};
 pub use config::TaskServerConfig;
