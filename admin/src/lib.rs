@@ -41,7 +41,7 @@ pub use failed::FAILED_PAGE;
 /// How many lock reads [`Admin::locks`] has in flight at once.
 const LOCK_READS: usize = 64;
 pub use resq_core::failed::FailedId;
-pub use resq_core::Cleaned;
+pub use resq_core::{CancelReport, Cleaned, JobId};
 
 use resq_core::job::{promotion_target, Job};
 use resq_core::time::now_ms;
@@ -149,7 +149,7 @@ impl Admin {
         let jobs = items
             .into_iter()
             .enumerate()
-            .map(|(i, payload)| queued_job(page.offset + i as u64, payload))
+            .map(|(i, payload)| queued_job(name, page.offset + i as u64, payload))
             .collect();
         Ok(QueueDetail {
             jobs: Paged {
@@ -241,6 +241,40 @@ impl Admin {
         }
     }
 
+    // ---- cancelling ----------------------------------------------------
+
+    /// Cancels the job `id` names (from a listing: [`WorkingJob::id`],
+    /// [`QueuedJob::id`], [`DelayedJob::id`]): a running job is stopped
+    /// through the backend's cancel mark and wake-up channel wherever its
+    /// worker runs, a queued or delayed one is removed; see
+    /// [`Queue::cancel`]. [`Error::StaleJob`] when the job is no longer
+    /// there.
+    pub async fn cancel(&self, id: &JobId) -> Result<CancelReport> {
+        self.queue.cancel(id).await
+    }
+
+    /// The payload of the job `id` names, if it is still there (what a
+    /// dry run of [`Admin::cancel`] shows).
+    pub async fn find_job(&self, id: &JobId) -> Result<Option<String>> {
+        self.queue.find_job(id).await
+    }
+
+    /// Cancels every running, queued and delayed job of `class`, with
+    /// exactly `args` (a JSON array) when given; see [`Queue::cancel_jobs`].
+    pub async fn cancel_jobs(&self, class: &str, args: Option<&serde_json::Value>) -> Result<CancelReport> {
+        check_name("class", class)?;
+        let args = args_array(args)?;
+        self.queue.cancel_jobs(class, args).await
+    }
+
+    /// The ids of the jobs [`Admin::cancel_jobs`] would cancel now (a dry
+    /// run; it reads every queue a page at a time).
+    pub async fn find_jobs(&self, class: &str, args: Option<&serde_json::Value>) -> Result<Vec<JobId>> {
+        check_name("class", class)?;
+        let args = args_array(args)?;
+        self.queue.find_jobs(class, args).await
+    }
+
     // ---- workers -------------------------------------------------------
 
     /// Every registered worker with its start time, ping age and current
@@ -287,6 +321,7 @@ impl Admin {
             .map(|(i, (id, wo))| {
                 let t = times.get(i).copied().unwrap_or_default();
                 let job = wo.map(|w| WorkingJob {
+                    id: JobId::running(&id.name, &w.payload),
                     class: Job::decode(&w.payload).ok().map(|j| j.class),
                     queue: w.queue,
                     run_at: w.run_at,
@@ -421,10 +456,24 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
     }
 }
 
-fn queued_job(position: u64, payload: String) -> QueuedJob {
+/// `args` as the arguments array a cancel matches; anything but an array
+/// is refused.
+fn args_array(args: Option<&serde_json::Value>) -> Result<Option<&[serde_json::Value]>> {
+    match args {
+        None => Ok(None),
+        Some(serde_json::Value::Array(a)) => Ok(Some(a.as_slice())),
+        Some(other) => Err(Error::InvalidArgument(format!(
+            "args must be a JSON array, not {other}"
+        ))),
+    }
+}
+
+fn queued_job(queue: &str, position: u64, payload: String) -> QueuedJob {
+    let id = JobId::queued(queue, &payload);
     match Job::decode(&payload) {
         Ok(job) => QueuedJob {
             position,
+            id,
             class: Some(job.class),
             args: Some(serde_json::Value::Array(job.args)),
             payload,
@@ -432,6 +481,7 @@ fn queued_job(position: u64, payload: String) -> QueuedJob {
         },
         Err(e) => QueuedJob {
             position,
+            id,
             class: None,
             args: None,
             payload,
@@ -443,6 +493,7 @@ fn queued_job(position: u64, payload: String) -> QueuedJob {
 fn delayed_job(ts: i64, payload: String) -> DelayedJob {
     let job = Job::decode(&payload).ok();
     DelayedJob {
+        id: JobId::delayed(ts.saturating_mul(1000), &payload),
         timestamp_ms: ts.saturating_mul(1000),
         queue: job.as_ref().and_then(|j| j.queue.clone()).filter(|q| !q.is_empty()),
         class: job.as_ref().map(|j| j.class.clone()),

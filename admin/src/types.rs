@@ -97,6 +97,8 @@ pub struct QueueDetail {
 pub struct QueuedJob {
     /// Its position in the queue (0 is the head, the next to run).
     pub position: u64,
+    /// Its stable id, for [`crate::Admin::cancel`].
+    pub id: resq_core::JobId,
     /// Its class, when the payload decodes.
     pub class: Option<String>,
     /// Its arguments (an array), when the payload decodes.
@@ -122,6 +124,8 @@ pub struct DelayedRef {
 pub struct DelayedJob {
     /// When it is due: its bucket's time, epoch ms (a whole second).
     pub timestamp_ms: i64,
+    /// Its stable id, for [`crate::Admin::cancel`].
+    pub id: resq_core::JobId,
     /// The queue it goes to, when the payload names one.
     pub queue: Option<String>,
     /// Its class, when the payload decodes.
@@ -246,6 +250,8 @@ pub struct WorkerInfo {
 /// The job a worker is running.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct WorkingJob {
+    /// Its stable id, for [`crate::Admin::cancel`] (which stops it).
+    pub id: resq_core::JobId,
     /// The queue it came from.
     pub queue: String,
     /// Its class, when the payload decodes.

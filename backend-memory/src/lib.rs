@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 mod address;
+mod cancel;
 mod delayed;
 mod failed;
 mod flow;
@@ -69,6 +70,7 @@ pub struct MemoryBackend {
     /// Bumped when an item is scheduled to fall due before every other,
     /// to wake a sleeping scheduler ([`resq_core::DelayedStore::schedule_watch`]).
     schedule_changes: tokio::sync::watch::Sender<u64>,
+    cancels: cancel::Cancels,
     persist: Option<Persist>,
 }
 
@@ -85,6 +87,7 @@ impl MemoryBackend {
             leader: LeaderSlot::default(),
             wakeup: Wakeup::default(),
             schedule_changes: tokio::sync::watch::channel(0).0,
+            cancels: cancel::Cancels::default(),
             persist,
         }
     }

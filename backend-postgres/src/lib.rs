@@ -89,6 +89,7 @@
 
 #![warn(missing_docs)]
 
+mod cancel;
 pub mod config;
 mod delayed;
 mod error;
@@ -177,7 +178,12 @@ impl PostgresBackend {
         let backend = Arc::new(PostgresBackend {
             explainer,
             sql: Statements::render(&names),
-            notifier: Notifier::new(resolved.options, names.channel.clone(), names.delayed_channel.clone()),
+            notifier: Notifier::new(
+                resolved.options,
+                names.channel.clone(),
+                names.delayed_channel.clone(),
+                names.cancel_channel.clone(),
+            ),
             pool,
             names,
             config,

@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0004_enqueue_times.sql"),
     },
     Migration {
+        version: 5,
+        name: "cancel_marks",
+        sql: include_str!("../migrations/0005_cancel_marks.sql"),
+    },
+    Migration {
         version: 6,
         name: "flow_control",
         sql: include_str!("../migrations/0006_flow_control.sql"),

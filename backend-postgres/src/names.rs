@@ -65,6 +65,9 @@ pub(crate) struct Names {
     /// The `NOTIFY` channel that wakes this schema's leading scheduler
     /// when an item is scheduled to fall due before every other.
     pub(crate) delayed_channel: String,
+    /// The `NOTIFY` channel that carries cancel requests (the member of
+    /// the worker whose job is to stop).
+    pub(crate) cancel_channel: String,
     /// The first key of this schema's advisory locks.
     pub(crate) lock_ns: i32,
 }
@@ -77,16 +80,18 @@ impl Names {
             quoted: format!("\"{schema}\""),
             channel: format!("{schema}.resq_jobs"),
             delayed_channel: format!("{schema}.resq_delayed"),
+            cancel_channel: format!("{schema}.resq_stop"),
             lock_ns: lock_namespace(schema),
         }
     }
 
     /// Fills a statement template: `{s}` is the quoted schema, `{ch}` the
-    /// channel, `{dch}` the delayed channel and `{ns}` the advisory-lock
-    /// namespace.
+    /// channel, `{dch}` the delayed channel, `{cancel_ch}` the cancel
+    /// channel and `{ns}` the advisory-lock namespace.
     pub(crate) fn render(&self, template: &str) -> String {
         template
             .replace("{s}", &self.quoted)
+            .replace("{cancel_ch}", &self.cancel_channel)
             .replace("{ch}", &self.channel)
             .replace("{dch}", &self.delayed_channel)
             .replace("{ns}", &self.lock_ns.to_string())

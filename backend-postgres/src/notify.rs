@@ -22,9 +22,13 @@
 //! before every other: each such notification (and each (re)start of
 //! listening, when some may have been lost) bumps a `watch` value that a
 //! leading scheduler waits on ([`Notifier::schedule_changes`]).
+//! The same connection `LISTEN`s on `<schema>.resq_stop` too, where cancel
+//! requests name the worker whose job is to stop; those go to a second
+//! fan-out ([`Notifier::subscribe_cancels`]), and after a reconnection it
+//! sends `None` there as well: marks written meanwhile must be read.
 
 use crate::PostgresBackend;
-use resq_core::Result;
+use resq_core::{CancelSignal, Result};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -57,6 +61,10 @@ pub(crate) struct Notifier {
     wakes: broadcast::Sender<Wake>,
     /// Bumped for every notification on the delayed channel.
     schedule_changes: watch::Sender<u64>,
+    /// The channel cancel requests are notified on.
+    cancel_channel: String,
+    /// Cancel signals to workers.
+    cancels: broadcast::Sender<CancelSignal>,
     /// True while the listener's `LISTEN` is in force.
     live: Arc<AtomicBool>,
     /// The listener task, once started.
@@ -65,14 +73,22 @@ pub(crate) struct Notifier {
 
 impl Notifier {
     /// A notifier for `channel`; nothing runs until the first wait.
-    pub(crate) fn new(options: PgConnectOptions, channel: String, delayed_channel: String) -> Self {
+    pub(crate) fn new(
+        options: PgConnectOptions,
+        channel: String,
+        delayed_channel: String,
+        cancel_channel: String,
+    ) -> Self {
         let (wakes, _) = broadcast::channel(CAPACITY);
+        let (cancels, _) = broadcast::channel(CAPACITY);
         Notifier {
             options,
             channel,
             delayed_channel,
             wakes,
             schedule_changes: watch::channel(0).0,
+            cancel_channel,
+            cancels,
             live: Arc::new(AtomicBool::new(false)),
             task: Mutex::new(None),
         }
@@ -95,9 +111,11 @@ impl Notifier {
             Channels {
                 jobs: self.channel.clone(),
                 delayed: self.delayed_channel.clone(),
+                cancel: self.cancel_channel.clone(),
             },
             self.wakes.clone(),
             self.schedule_changes.clone(),
+            self.cancels.clone(),
             Arc::clone(&self.live),
         );
         *task = Some(tokio::spawn(listener));
@@ -121,6 +139,15 @@ impl Notifier {
         let changes = self.schedule_changes.subscribe();
         self.ensure_started();
         changes
+    }
+
+    /// A receiver of cancel signals, starting the listener if needed. The
+    /// listener sends `None` once it listens, so a caller that subscribed
+    /// before then reads the marks it may have missed.
+    pub(crate) fn subscribe_cancels(&self) -> broadcast::Receiver<CancelSignal> {
+        let rx = self.cancels.subscribe();
+        self.ensure_started();
+        rx
     }
 
     /// Waits until a job may be available in `queues` (`*`: any queue), or
@@ -192,12 +219,14 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// The two channels the listener listens on.
+/// The three channels the listener listens on.
 struct Channels {
     /// Jobs pushed: the payload is the queue's name.
     jobs: String,
     /// Delayed items scheduled to fall due before every other.
     delayed: String,
+    /// Cancel requests: the payload names the worker.
+    cancel: String,
 }
 
 /// Bumps the schedule-change value (waking a waiting scheduler).
@@ -212,9 +241,9 @@ async fn listen(
     channels: Channels,
     wakes: broadcast::Sender<Wake>,
     changes: watch::Sender<u64>,
+    cancels: broadcast::Sender<CancelSignal>,
     live: Arc<AtomicBool>,
 ) {
-    let channel = &channels.jobs;
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .min_connections(0)
@@ -224,12 +253,12 @@ async fn listen(
         .connect_lazy_with(options);
     let mut backoff = BACKOFF_MIN;
     loop {
-        match listen_once(&pool, &channels, &wakes, &changes, &live, &mut backoff).await {
+        match listen_once(&pool, &channels, &wakes, &changes, &cancels, &live, &mut backoff).await {
             Ok(()) => {}
             Err(e) => {
                 tracing::warn!(
                     target: "resq::postgres",
-                    channel = %channel,
+                    channel = %channels.jobs,
                     error = %e,
                     "the job-notification listener lost its connection; reconnecting in {backoff:?}"
                 );
@@ -247,32 +276,40 @@ async fn listen_once(
     channels: &Channels,
     wakes: &broadcast::Sender<Wake>,
     changes: &watch::Sender<u64>,
+    cancels: &broadcast::Sender<CancelSignal>,
     live: &AtomicBool,
     backoff: &mut Duration,
 ) -> std::result::Result<(), sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener
-        .listen_all([channels.jobs.as_str(), channels.delayed.as_str()])
+        .listen_all([channels.jobs.as_str(), channels.delayed.as_str(), channels.cancel.as_str()])
         .await?;
     live.store(true, Ordering::SeqCst);
     *backoff = BACKOFF_MIN;
-    // Anything sent while nobody listened is lost: wake every waiter.
+    // Anything sent while nobody listened is lost: wake every waiter, and
+    // have every worker read its cancel marks.
     let _ = wakes.send(None);
     bump(changes);
+    let _ = cancels.send(None);
     loop {
         match listener.try_recv().await? {
             Some(notification) if notification.channel() == channels.delayed => bump(changes),
             Some(notification) => {
-                let queue = notification.payload();
-                let wake = if queue.is_empty() { None } else { Some(Arc::from(queue)) };
+                let text = notification.payload();
+                let named = if text.is_empty() { None } else { Some(Arc::from(text)) };
                 // No receiver is fine: nobody waits right now.
-                let _ = wakes.send(wake);
+                if notification.channel() == channels.cancel {
+                    let _ = cancels.send(named);
+                } else {
+                    let _ = wakes.send(named);
+                }
             }
             None => {
                 // The connection dropped and `try_recv` reconnected (and
                 // listens again); notifications in between are lost.
                 let _ = wakes.send(None);
                 bump(changes);
+                let _ = cancels.send(None);
             }
         }
     }

@@ -6,7 +6,7 @@
 //! that a backend renders each template once when it is built.
 
 use crate::names::Names;
-use crate::{delayed, failed, leader, lock, queue, stats, worker};
+use crate::{cancel, delayed, failed, leader, lock, queue, stats, worker};
 
 macro_rules! statements {
     ($( $field:ident => $template:path ),* $(,)?) => {
@@ -109,4 +109,7 @@ statements! {
     incr_stat => stats::INCR_STAT,
     stat => stats::STAT,
     stats => stats::STATS,
+    request_cancel => cancel::REQUEST_CANCEL,
+    cancel_marks => cancel::CANCEL_MARKS,
+    clear_cancel => cancel::CLEAR_CANCEL,
 }

@@ -117,6 +117,18 @@ impl Keys {
         format!("{}resq:wakeup", self.prefix)
     }
 
+    /// The pub/sub channel cancel requests are announced on (the member
+    /// of the worker whose job is to stop).
+    pub(crate) fn cancel_channel(&self) -> String {
+        format!("{}resq:cancel", self.prefix)
+    }
+
+    /// resq's cancel mark for a worker (`<ns>:resq:cancel:<member>`, a
+    /// JSON string with a TTL); other Resque clients ignore it.
+    pub(crate) fn cancel_mark(&self, w: &WorkerId) -> String {
+        self.key(&format!("resq:cancel:{}", w.member()))
+    }
+
     /// A `SCAN MATCH` pattern for `<ns>:<logical_prefix>*`, with the glob
     /// characters of the namespace escaped.
     pub(crate) fn pattern(&self, logical_prefix: &str) -> String {

@@ -33,6 +33,7 @@
 
 #![warn(missing_docs)]
 
+mod cancel;
 mod config;
 mod delayed;
 pub mod doctor;
@@ -293,7 +294,7 @@ impl RedisBackend {
             Err(e) => return Err(explain_connect_error(&config, e).await),
         };
         let keys = Keys::new(&config.namespace);
-        let wakeups = Wakeups::start(client.clone(), keys.wakeup_channel());
+        let wakeups = Wakeups::start(client.clone(), keys.wakeup_channel(), keys.cancel_channel());
         Ok(RedisBackend {
             conn,
             keys,

@@ -24,7 +24,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(mut samples: Vec<Duration>) -> Latency {
+    pub(crate) fn of(mut samples: Vec<Duration>) -> Latency {
         samples.sort();
         let pick = |q: f64| {
             let i = ((samples.len() as f64 - 1.0) * q).round() as usize;

@@ -71,6 +71,10 @@ pub enum Command {
         /// The arguments, as a JSON array (for example '[1, "two"]').
         args: String,
     },
+    /// Cancel jobs: stop running ones (wherever their workers run), remove
+    /// queued and delayed ones. By id (as `queue`, `delayed` and `workers
+    /// --json` show them) or by --class (and --args).
+    Cancel(CancelArgs),
     /// Run the PostgreSQL migrations (nothing to do on other stores).
     Migrate,
     /// Serve the store's cluster-wide Prometheus metrics on
@@ -143,6 +147,23 @@ pub struct FailedAction {
     pub all: bool,
     #[command(flatten)]
     pub filter: FilterArgs,
+    #[command(flatten)]
+    pub confirm: ConfirmArgs,
+}
+
+/// The targets of `cancel`: ids, or a class with optional arguments.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// Job ids (`running-…`, `queued-…`, `delayed-…`).
+    #[arg(value_parser = parse_job_id, required_unless_present = "class", conflicts_with = "class")]
+    pub ids: Vec<resq::JobId>,
+    /// Every running, queued and delayed job of this class.
+    #[arg(long)]
+    pub class: Option<String>,
+    /// With --class: only jobs with exactly these arguments, a JSON array
+    /// (for example '[1, "two"]').
+    #[arg(long, requires = "class")]
+    pub args: Option<String>,
     #[command(flatten)]
     pub confirm: ConfirmArgs,
 }
@@ -232,6 +253,11 @@ pub enum LocksCommand {
 /// A failed-entry id (`<pos>-<64 hex>`).
 fn parse_failed_id(text: &str) -> Result<FailedId, String> {
     text.parse::<FailedId>().map_err(|e| e.to_string())
+}
+
+/// A job id (`running-…`, `queued-…`, `delayed-…`).
+fn parse_job_id(text: &str) -> Result<resq::JobId, String> {
+    text.parse::<resq::JobId>().map_err(|e| e.to_string())
 }
 
 /// A duration such as `5m`, `90s` or `1h 30m`.

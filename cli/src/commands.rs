@@ -2,7 +2,8 @@
 //! Redis doctor), and prints a table or JSON.
 
 use crate::args::{
-    Cli, Command, ConfirmArgs, FailedAction, FailedCommand, FilterArgs, LocksCommand, PageArgs, WorkersCommand,
+    CancelArgs, Cli, Command, ConfirmArgs, FailedAction, FailedCommand, FilterArgs, LocksCommand, PageArgs,
+    WorkersCommand,
 };
 use crate::output::{self, confirm, json, or_dash, short, table, time_ms};
 use crate::{CliError, CliResult};
@@ -110,6 +111,7 @@ async fn dispatch(admin: &Admin, command: Command, as_json: bool) -> CliResult {
         Command::Pause { queue } => pause(admin, &queue, true, as_json).await,
         Command::Resume { queue } => pause(admin, &queue, false, as_json).await,
         Command::Enqueue { queue, class, args } => enqueue(admin, &queue, &class, &args, as_json).await,
+        Command::Cancel(args) => cancel(admin, args, as_json).await,
         Command::Metrics { listen } => metrics(admin, listen).await,
         Command::Web {
             listen,
@@ -972,5 +974,120 @@ fn print_report(report: &resq::redis::doctor::Report) {
             }
             None => {}
         }
+    }
+}
+
+/// What `cancel` prints as JSON.
+#[derive(Serialize)]
+struct CancelDone {
+    dry_run: bool,
+    /// The jobs cancelled (or, in a dry run, that would be).
+    jobs: Vec<String>,
+    /// Of those: running jobs asked to stop, queued and delayed ones removed.
+    running: u64,
+    queued: u64,
+    delayed: u64,
+    /// Ids given that name no job any more.
+    missing: Vec<String>,
+}
+
+/// `resq cancel`: by ids, or by --class and --args.
+async fn cancel(admin: &Admin, a: CancelArgs, as_json: bool) -> CliResult {
+    let args = match &a.args {
+        None => None,
+        Some(text) => {
+            let value: serde_json::Value =
+                serde_json::from_str(text).map_err(|e| CliError::Usage(format!("--args is not JSON: {e}")))?;
+            if !value.is_array() {
+                return Err(CliError::Usage("--args must be a JSON array".into()));
+            }
+            Some(value)
+        }
+    };
+    let mut done = CancelDone {
+        dry_run: a.confirm.dry_run,
+        jobs: Vec::new(),
+        running: 0,
+        queued: 0,
+        delayed: 0,
+        missing: Vec::new(),
+    };
+    let count = |done: &mut CancelDone, id: &resq::JobId| match id.place() {
+        resq::JobPlace::Running(_) => done.running += 1,
+        resq::JobPlace::Queued(_) => done.queued += 1,
+        resq::JobPlace::Delayed(_) => done.delayed += 1,
+    };
+    // What the command would take now.
+    let mut targets = Vec::new();
+    match &a.class {
+        Some(class) => {
+            for id in admin.find_jobs(class, args.as_ref()).await? {
+                targets.push(id);
+            }
+        }
+        None => {
+            for id in &a.ids {
+                if admin.find_job(id).await?.is_some() {
+                    targets.push(id.clone());
+                } else {
+                    done.missing.push(id.to_string());
+                }
+            }
+        }
+    }
+    if a.confirm.dry_run || targets.is_empty() {
+        for id in &targets {
+            count(&mut done, id);
+        }
+        done.jobs = targets.iter().map(ToString::to_string).collect();
+    } else {
+        if !confirm(a.confirm.yes, &format!("cancel {} jobs?", targets.len()))? {
+            return Err(CliError::Runtime("aborted; nothing changed".into()));
+        }
+        match &a.class {
+            Some(class) => {
+                let report = admin.cancel_jobs(class, args.as_ref()).await?;
+                done.running = report.running;
+                done.queued = report.queued;
+                done.delayed = report.delayed;
+                done.jobs = targets.iter().map(ToString::to_string).collect();
+            }
+            None => {
+                for id in targets {
+                    match admin.cancel(&id).await {
+                        Ok(_) => {
+                            count(&mut done, &id);
+                            done.jobs.push(id.to_string());
+                        }
+                        Err(resq::Error::StaleJob { .. }) => done.missing.push(id.to_string()),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+    }
+    if as_json {
+        json(&done)?;
+    } else {
+        let verb = if done.dry_run { "would cancel" } else { "cancelled" };
+        for id in &done.jobs {
+            println!("{verb} {id}");
+        }
+        for id in &done.missing {
+            println!("no job {id}");
+        }
+        println!(
+            "{}{verb} {} running (asked to stop), {} queued, {} delayed{}",
+            if done.dry_run { "dry run: " } else { "" },
+            done.running,
+            done.queued,
+            done.delayed,
+            if done.dry_run { "; nothing changed" } else { "" }
+        );
+    }
+    if done.missing.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Runtime(format!("no job {}", done.missing.join(", "))))
     }
 }

@@ -1,8 +1,8 @@
 //! `resq`, the command line of the resq job engine: it inspects and
 //! operates the queues, delayed jobs, failed jobs, workers, locks and
 //! pauses of any resq store (Redis, shared with other Resque clients;
-//! PostgreSQL; a memory snapshot file) through the `resq-admin` API, runs
-//! PostgreSQL migrations, and audits a shared Redis namespace (`doctor`).
+//! PostgreSQL; a memory snapshot file) through the `resq-admin` API,
+//! cancels jobs, runs PostgreSQL migrations, and audits a shared Redis namespace (`doctor`).
 //! Output is a human table by default and JSON with `--json`; commands
 //! that change or remove something take `--dry-run` and need `--yes` when
 //! standard input is not a terminal. Exit codes: 0 success, 1 runtime
@@ -50,6 +50,7 @@ impl From<resq::Error> for CliError {
             // Arguments the admin API refuses are the caller's mistake.
             resq::Error::InvalidArgument(_)
             | resq::Error::MalformedFailedId { .. }
+            | resq::Error::MalformedJobId { .. }
             | resq::Error::InvalidUrl { .. } => CliError::Usage(e.to_string()),
             other => CliError::Runtime(other.to_string()),
         }

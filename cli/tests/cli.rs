@@ -197,6 +197,7 @@ per_backend!(
     failed_bulk_with_all_and_filters,
     workers_and_workers_clean,
     locks_and_locks_rm,
+    cancel_by_id_and_by_class,
     migrate_and_doctor,
     usage_errors_exit_2,
     readme_operating_commands_work,
@@ -558,6 +559,84 @@ async fn locks_and_locks_rm(s: &Store) {
     assert_eq!(left, vec![("lock:cli:b".to_owned(), "y".to_owned())]);
     let (_, err) = s.run(&["locks", "rm", "lock:cli:a", "--yes"], 1);
     assert_one_error_line(&err);
+}
+
+/// `resq cancel`: ids from the listings (a queued job, a delayed one, a
+/// worker's running job, which gets a cancel request), then `--class`
+/// with `--args`; `--dry-run` changes nothing, and without `--yes` on a
+/// pipe it refuses (exit 2); a stale id fails (exit 1).
+async fn cancel_by_id_and_by_class(s: &Store) {
+    let worker = WorkerId::new("cli-host:1+1", &["busy".to_owned()]);
+    let w = worker.clone();
+    s.with(|b| async move {
+        let q = Queue::new(Arc::clone(&b));
+        q.enqueue("math", "add", (1, 2)).await.unwrap();
+        q.enqueue("math", "add", (3, 4)).await.unwrap();
+        q.enqueue("math", "tidy", ()).await.unwrap();
+        q.enqueue_in(Duration::from_secs(3600), "math", "add", (5, 6))
+            .await
+            .unwrap();
+        q.enqueue("busy", "add", (7, 8)).await.unwrap();
+        b.register_worker(&w, resq::time::now_ms()).await.unwrap();
+        assert!(b
+            .claim(&w, &["busy".to_owned()], "Fri Dec 04 2026 18:00:00 GMT+0000")
+            .await
+            .unwrap()
+            .is_some());
+    })
+    .await;
+    let detail = s.json(&["queue", "math"]);
+    let queued_id = detail["jobs"]["items"][0]["id"].as_str().unwrap().to_owned();
+    assert!(queued_id.starts_with("queued-"), "{detail}");
+    let delayed = s.json(&["delayed"]);
+    let delayed_id = delayed["items"][0]["id"].as_str().unwrap().to_owned();
+    let workers = s.json(&["workers"]);
+    let running_id = workers[0]["job"]["id"].as_str().unwrap().to_owned();
+    assert!(running_id.starts_with("running-"), "{workers}");
+
+    let plan = s.json(&["cancel", &queued_id, &delayed_id, &running_id, "--dry-run"]);
+    assert_eq!(plan["dry_run"], true);
+    assert_eq!(
+        (
+            plan["running"].as_u64(),
+            plan["queued"].as_u64(),
+            plan["delayed"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1))
+    );
+    s.run(&["cancel", &queued_id], 2);
+    assert_eq!(s.with(|b| async move { b.queue_len("math").await.unwrap() }).await, 3);
+
+    let done = s.json(&["cancel", &queued_id, &delayed_id, &running_id, "--yes"]);
+    assert_eq!(done["jobs"].as_array().unwrap().len(), 3, "{done}");
+    assert_eq!(done["running"], 1);
+    let (left, delayed_left, cancelled) = s
+        .with(|b| async move {
+            (
+                b.queue_len("math").await.unwrap(),
+                b.delayed_count().await.unwrap(),
+                b.stat(resq::worker::CANCELLED_STAT).await.unwrap(),
+            )
+        })
+        .await;
+    assert_eq!((left, delayed_left), (2, 0), "{}", s.kind);
+    assert_eq!(
+        cancelled, 2,
+        "{}: the queued and the delayed job are counted here",
+        s.kind
+    );
+    let (_, err) = s.run(&["cancel", &queued_id, "--yes"], 1);
+    assert_one_error_line(&err);
+
+    let plan = s.json(&["cancel", "--class", "add", "--args", "[3, 4]", "--dry-run"]);
+    assert_eq!(plan["jobs"].as_array().unwrap().len(), 1, "{plan}");
+    let done = s.json(&["cancel", "--class", "add", "--args", "[3, 4]", "--yes"]);
+    assert_eq!(done["queued"], 1, "{done}");
+    let tidy = s.json(&["queue", "math"]);
+    assert_eq!(tidy["jobs"]["items"].as_array().unwrap().len(), 1);
+    assert_eq!(tidy["jobs"]["items"][0]["class"], "tidy");
+    s.run(&["cancel", "--args", "[1]"], 2);
+    s.run(&["cancel", "not-an-id"], 2);
 }
 
 async fn migrate_and_doctor(s: &Store) {

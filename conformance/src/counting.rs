@@ -7,8 +7,9 @@
 
 use async_trait::async_trait;
 use resq_core::backend::{
-    Backend, Claimed, Cleaned, DelayedStore, FailedStore, LeaderLock, LockEntry, LockStore, Orphan, Outcome, Promotion,
-    QueueStat, QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry, WorkingOn,
+    Backend, CancelMark, CancelSignal, CancelStore, Claimed, Cleaned, DelayedStore, FailedStore, LeaderLock, LockEntry,
+    LockStore, Orphan, Outcome, Promotion, QueueStat, QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry,
+    WorkingOn,
 };
 use resq_core::Result;
 use std::sync::{Arc, Mutex};
@@ -445,6 +446,26 @@ impl StatsStore for Counting {
     async fn stats(&self) -> Result<Vec<(String, i64)>> {
         self.note("stats");
         self.inner.stats().await
+    }
+}
+
+#[async_trait]
+impl CancelStore for Counting {
+    async fn request_cancel(&self, worker: &WorkerId, mark: &CancelMark) -> Result<()> {
+        self.note("request_cancel");
+        self.inner.request_cancel(worker, mark).await
+    }
+    async fn cancel_marks(&self, workers: &[WorkerId]) -> Result<Vec<Option<CancelMark>>> {
+        self.note("cancel_marks");
+        self.inner.cancel_marks(workers).await
+    }
+    async fn clear_cancel(&self, worker: &WorkerId) -> Result<bool> {
+        self.note("clear_cancel");
+        self.inner.clear_cancel(worker).await
+    }
+    async fn cancel_signals(&self) -> Result<tokio::sync::broadcast::Receiver<CancelSignal>> {
+        self.note("cancel_signals");
+        self.inner.cancel_signals().await
     }
 }
 

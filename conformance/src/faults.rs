@@ -11,8 +11,9 @@
 
 use async_trait::async_trait;
 use resq_core::backend::{
-    Backend, Claimed, Cleaned, DelayedStore, FailedStore, LeaderLock, LockEntry, LockStore, Orphan, Outcome, Promotion,
-    QueueStat, QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry, WorkingOn,
+    Backend, CancelMark, CancelSignal, CancelStore, Claimed, Cleaned, DelayedStore, FailedStore, LeaderLock, LockEntry,
+    LockStore, Orphan, Outcome, Promotion, QueueStat, QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry,
+    WorkingOn,
 };
 use resq_core::{Error, Result};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -478,6 +479,22 @@ impl StatsStore for Faulty {
     }
     async fn stats(&self) -> Result<Vec<(String, i64)>> {
         self.inner.stats().await
+    }
+}
+
+#[async_trait]
+impl CancelStore for Faulty {
+    async fn request_cancel(&self, worker: &WorkerId, mark: &CancelMark) -> Result<()> {
+        self.inner.request_cancel(worker, mark).await
+    }
+    async fn cancel_marks(&self, workers: &[WorkerId]) -> Result<Vec<Option<CancelMark>>> {
+        self.inner.cancel_marks(workers).await
+    }
+    async fn clear_cancel(&self, worker: &WorkerId) -> Result<bool> {
+        self.inner.clear_cancel(worker).await
+    }
+    async fn cancel_signals(&self) -> Result<tokio::sync::broadcast::Receiver<CancelSignal>> {
+        self.inner.cancel_signals().await
     }
 }
 

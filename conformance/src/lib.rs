@@ -13,7 +13,10 @@
 //! `resq-admin` (`admin_overview`, `admin_queue`, `admin_delayed`,
 //! `admin_failed`, `admin_workers`, `admin_locks`, `admin_pause`,
 //! `admin_enqueue`, and `admin_claims` for the enqueue times claims carry),
-//! and flow control (`flow`: rate limits and concurrency caps).
+//! and flow control (`flow`: rate limits and concurrency caps;
+//! `precise_delayed`: delayed jobs by the millisecond; `timeout` for job
+//! timeouts; `cancel` and `admin_cancel` for cancelling running, queued and
+//! delayed jobs).
 //! To run a backend through it, invoke [`suite!`] once in an integration
 //! test with a factory that returns a fresh, isolated backend (or
 //! `Err(reason)` when its server is unreachable, which skips the tests
@@ -32,6 +35,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admin_cancel;
 pub mod admin_claims;
 pub mod admin_delayed;
 pub mod admin_enqueue;
@@ -41,6 +45,7 @@ pub mod admin_overview;
 pub mod admin_pause;
 pub mod admin_queue;
 pub mod admin_workers;
+pub mod cancel;
 pub mod client;
 pub mod counting;
 pub mod cron;
@@ -65,6 +70,7 @@ pub mod scheduler;
 pub mod stats;
 pub mod support;
 pub mod tasks;
+pub mod timeout;
 pub mod worker;
 
 #[doc(hidden)]
@@ -415,6 +421,24 @@ macro_rules! suite {
             async admin_claims: [
                 claims_carry_the_enqueue_time_of_every_push_path,
                 batch_claims_and_identical_jobs_keep_their_own_times,
+            ],
+            async timeout: [
+                a_job_past_its_timeout_is_stopped_and_fails,
+                the_worker_default_applies_unless_the_task_sets_a_limit,
+                retry_retries_a_timed_out_job,
+                job_context_tells_handed_off_work_to_stop,
+                a_multi_slot_worker_times_out_one_slot_only,
+            ],
+            async admin_cancel: [
+                listing_ids_cancel_running_queued_and_delayed_jobs,
+            ],
+            async cancel: [
+                cancel_running_stops_the_job_and_frees_the_worker,
+                cancel_by_id_and_by_args_in_a_multi_slot_worker,
+                cancel_removes_queued_and_delayed_jobs,
+                retry_does_not_retry_a_cancelled_job,
+                request_cancel_stores_a_mark_and_signals,
+                a_cancel_without_its_signal_is_found_by_the_mark,
             ];
             factory model: [
                 state_machine,
@@ -580,6 +604,9 @@ const GROUP_SOURCES: &[(&str, &str)] = &[
     ("admin_pause", include_str!("admin_pause.rs")),
     ("admin_enqueue", include_str!("admin_enqueue.rs")),
     ("admin_claims", include_str!("admin_claims.rs")),
+    ("timeout", include_str!("timeout.rs")),
+    ("cancel", include_str!("cancel.rs")),
+    ("admin_cancel", include_str!("admin_cancel.rs")),
 ];
 
 /// Every `pub fn` / `pub async fn` defined at the top level of a group

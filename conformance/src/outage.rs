@@ -4,8 +4,9 @@
 
 use async_trait::async_trait;
 use resq_core::backend::{
-    Backend, Claimed, Cleaned, DelayedStore, FailedStore, LeaderLock, LockEntry, LockStore, Orphan, Outcome, Promotion,
-    QueueStat, QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry, WorkingOn,
+    Backend, CancelMark, CancelSignal, CancelStore, Claimed, Cleaned, DelayedStore, FailedStore, LeaderLock, LockEntry,
+    LockStore, Orphan, Outcome, Promotion, QueueStat, QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry,
+    WorkingOn,
 };
 use resq_core::{BackendErrorKind, Error, Result};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +20,8 @@ pub struct Outage {
     /// `Some((kind, left))`: calls fail with `kind`; `left` more calls fail
     /// (`None` = until [`Outage::recover`]).
     down: Mutex<Option<(BackendErrorKind, Option<u64>)>>,
+    /// `Some(calls)`: only these calls fail while down.
+    only: Mutex<Option<Vec<&'static str>>>,
     failed: AtomicU64,
 }
 
@@ -28,6 +31,7 @@ impl Outage {
         Arc::new(Outage {
             inner,
             down: Mutex::new(None),
+            only: Mutex::new(None),
             failed: AtomicU64::new(0),
         })
     }
@@ -37,8 +41,17 @@ impl Outage {
         *self.down.lock().unwrap_or_else(PoisonError::into_inner) = Some((kind, calls));
     }
 
+    /// Fails every call named in `calls` (method names, such as
+    /// `cancel_signals`) with `kind` until [`Outage::recover`]; the others
+    /// go through.
+    pub fn fail_only(&self, kind: BackendErrorKind, calls: &[&'static str]) {
+        *self.only.lock().unwrap_or_else(PoisonError::into_inner) = Some(calls.to_vec());
+        self.fail(kind, None);
+    }
+
     /// Lets every call through again.
     pub fn recover(&self) {
+        *self.only.lock().unwrap_or_else(PoisonError::into_inner) = None;
         *self.down.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
@@ -48,6 +61,11 @@ impl Outage {
     }
 
     fn gate(&self, call: &str) -> Result<()> {
+        if let Some(only) = &*self.only.lock().unwrap_or_else(PoisonError::into_inner) {
+            if !only.contains(&call) {
+                return Ok(());
+            }
+        }
         let mut down = self.down.lock().unwrap_or_else(PoisonError::into_inner);
         let Some((kind, left)) = down.as_mut() else {
             return Ok(());
@@ -378,6 +396,26 @@ impl StatsStore for Outage {
     async fn stats(&self) -> Result<Vec<(String, i64)>> {
         self.gate("stats")?;
         self.inner.stats().await
+    }
+}
+
+#[async_trait]
+impl CancelStore for Outage {
+    async fn request_cancel(&self, worker: &WorkerId, mark: &CancelMark) -> Result<()> {
+        self.gate("request_cancel")?;
+        self.inner.request_cancel(worker, mark).await
+    }
+    async fn cancel_marks(&self, workers: &[WorkerId]) -> Result<Vec<Option<CancelMark>>> {
+        self.gate("cancel_marks")?;
+        self.inner.cancel_marks(workers).await
+    }
+    async fn clear_cancel(&self, worker: &WorkerId) -> Result<bool> {
+        self.gate("clear_cancel")?;
+        self.inner.clear_cancel(worker).await
+    }
+    async fn cancel_signals(&self) -> Result<tokio::sync::broadcast::Receiver<CancelSignal>> {
+        self.gate("cancel_signals")?;
+        self.inner.cancel_signals().await
     }
 }
 

@@ -82,6 +82,7 @@ pub fn quick_config(queues: &[&str]) -> WorkerConfig {
         shutdown_timeout: Duration::from_secs(5),
         concurrency: 1,
         observer: None,
+        job_timeout: None,
     }
 }
 

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use resq_conformance::fixtures::*;
 use resq_conformance::model::{ModelRun, ModelVerdict};
-use resq_core::{LockEntry, Result};
+use resq_core::{CancelMark, CancelSignal, CancelStore, LockEntry, Result};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -501,6 +501,22 @@ impl StatsStore for Mutant {
     }
     async fn stats(&self) -> Result<Vec<(String, i64)>> {
         self.inner.stats().await
+    }
+}
+
+#[async_trait]
+impl CancelStore for Mutant {
+    async fn request_cancel(&self, worker: &WorkerId, mark: &CancelMark) -> Result<()> {
+        self.inner.request_cancel(worker, mark).await
+    }
+    async fn cancel_marks(&self, workers: &[WorkerId]) -> Result<Vec<Option<CancelMark>>> {
+        self.inner.cancel_marks(workers).await
+    }
+    async fn clear_cancel(&self, worker: &WorkerId) -> Result<bool> {
+        self.inner.clear_cancel(worker).await
+    }
+    async fn cancel_signals(&self) -> Result<tokio::sync::broadcast::Receiver<CancelSignal>> {
+        self.inner.cancel_signals().await
     }
 }
 

@@ -1,6 +1,6 @@
 //! The storage contract: one [`Backend`] trait, grouped by concern.
 //!
-//! Every backend (memory, Redis, Postgres) implements the same seven traits
+//! Every backend (memory, Redis, Postgres) implements the same eight traits
 //! with the same semantics, and `resq-conformance` checks that they do.
 //! Payloads cross this boundary as raw strings and are stored byte for byte.
 //! Each method is one atomic step unless its documentation says otherwise:
@@ -787,10 +787,71 @@ pub trait LeaderLock: Send + Sync {
     async fn leader(&self) -> Result<Option<String>>;
 }
 
+/// A request to cancel the job a worker is running, as stored by
+/// [`CancelStore::request_cancel`]: the working-on record it was aimed at
+/// (its `run_at` and payload), so that the worker stops only that job and
+/// never a later one that its slot claimed meanwhile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelMark {
+    /// The `run_at` of the targeted working-on record.
+    pub run_at: String,
+    /// The payload of the targeted working-on record.
+    pub payload: String,
+}
+
+/// A cancel signal from [`CancelStore::cancel_signals`]: the worker (as
+/// [`WorkerId::member`]) for which a cancel was requested, or `None` when
+/// signals may have been lost (the subscriber reconnected, or a receiver
+/// lagged), so every running job's mark must be read again.
+pub type CancelSignal = Option<std::sync::Arc<str>>;
+
+/// How long a cancel mark lives when no worker acts on it (the job ended
+/// before the request, or its worker died): one hour, far longer than any
+/// worker needs to see it, short enough that stale marks do not pile up.
+pub const CANCEL_MARK_TTL: Duration = Duration::from_secs(3600);
+
+/// Cancel requests for running jobs: a durable mark per worker plus a
+/// signal on the backend's wake-up channel (Redis pub/sub, PostgreSQL
+/// `NOTIFY`, the memory backend's broadcast).
+///
+/// The signal makes a cancel fast; the mark makes it reliable: a worker
+/// reads the marks of its running jobs when a signal arrives, when its
+/// subscription reports that signals may have been lost, and every ping
+/// interval, so a request sent before the worker knew its job (the claim's
+/// reply in flight) or while its subscriber reconnected still stops it.
+#[async_trait]
+pub trait CancelStore: Send + Sync {
+    /// Stores `mark` as `worker`'s cancel mark (replacing any earlier one;
+    /// it expires after [`CANCEL_MARK_TTL`]) and publishes a signal naming
+    /// `worker`, in one atomic step.
+    async fn request_cancel(&self, worker: &WorkerId, mark: &CancelMark) -> Result<()>;
+
+    /// The live cancel marks of `workers`, one entry per worker in the
+    /// order given, in one round trip where the backend can.
+    async fn cancel_marks(&self, workers: &[WorkerId]) -> Result<Vec<Option<CancelMark>>>;
+
+    /// Deletes `worker`'s cancel mark, once the worker has acted on it.
+    /// Returns whether there was one.
+    async fn clear_cancel(&self, worker: &WorkerId) -> Result<bool>;
+
+    /// A receiver of cancel signals for every worker of this store. Signals
+    /// are hints, never the only copy of a request: see the trait docs.
+    async fn cancel_signals(&self) -> Result<tokio::sync::broadcast::Receiver<CancelSignal>>;
+}
+
 /// A complete storage backend. The engine holds it as `Arc<dyn Backend>`.
 #[async_trait]
 pub trait Backend:
-    QueueStore + DelayedStore + LockStore + FailedStore + WorkerRegistry + StatsStore + LeaderLock + Send + Sync
+    QueueStore
+    + DelayedStore
+    + LockStore
+    + FailedStore
+    + WorkerRegistry
+    + StatsStore
+    + LeaderLock
+    + CancelStore
+    + Send
+    + Sync
 {
     /// A short name for logs: `memory`, `redis`, `postgres`.
     fn kind(&self) -> &'static str;

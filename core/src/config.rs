@@ -15,6 +15,7 @@
 //! stuck_worker_timeout_ms = 60000  # a worker silent this long is dead (>= 3 pings: 15000)
 //! retry_stuck_jobs = true          # true: re-run a dead worker's job; false: fail it (node-resque)
 //! leader_lock_timeout_ms = 6000    # leader lock TTL: a dead leader is replaced within 4/3 of it
+//! job_timeout_ms = 0               # default limit on a task's run (TaskDef::timeout wins); 0: none
 //!
 //! log_args = false                # true: log jobs' arguments, results and payloads
 //!
@@ -122,8 +123,14 @@ pub struct TaskServerConfig {
     /// but loses leadership sooner when the backend is unreachable from the
     /// leader.
     pub leader_lock_timeout_ms: u64,
+    /// How long a job's task may run when its
+    /// [`TaskDef::timeout`](crate::TaskDef::timeout) sets no limit, ms: the
+    /// server-wide default ([`crate::WorkerConfig::job_timeout`]). A job
+    /// past it is stopped and fails with `Resq::JobTimeout`. 0 (the
+    /// default): no limit.
+    pub job_timeout_ms: u64,
     /// The log level of each worker or scheduler event by its name
-    /// (`start`, `end`, `poll`, `job`, `success`, `failure`, `skipped`,
+    /// (`start`, `end`, `poll`, `job`, `success`, `failure`, `skipped`, `cancelled`,
     /// `re_enqueue`, `error`, `pause`, `ping`, `cleaning_worker`,
     /// `multi_worker_action`, `leader`,
     /// `follower`, `transferred_job`, `promotion_failed`,
@@ -152,6 +159,7 @@ impl std::fmt::Debug for TaskServerConfig {
             stuck_worker_timeout_ms,
             retry_stuck_jobs,
             leader_lock_timeout_ms,
+            job_timeout_ms,
             log_levels,
             log_args,
         } = self;
@@ -167,6 +175,7 @@ impl std::fmt::Debug for TaskServerConfig {
             .field("stuck_worker_timeout_ms", stuck_worker_timeout_ms)
             .field("retry_stuck_jobs", retry_stuck_jobs)
             .field("leader_lock_timeout_ms", leader_lock_timeout_ms)
+            .field("job_timeout_ms", job_timeout_ms)
             .field("log_levels", log_levels)
             .field("log_args", log_args)
             .finish()
@@ -200,6 +209,7 @@ impl Default for TaskServerConfig {
             stuck_worker_timeout_ms: 60_000,
             retry_stuck_jobs: true,
             leader_lock_timeout_ms: 6_000,
+            job_timeout_ms: 0,
             log_levels: BTreeMap::new(),
             log_args: false,
         }
@@ -288,6 +298,11 @@ impl TaskServerConfig {
         Duration::from_millis(self.timeout_ms)
     }
 
+    /// The default job timeout (`job_timeout_ms`), `None` for 0.
+    pub fn job_timeout(&self) -> Option<Duration> {
+        (self.job_timeout_ms > 0).then(|| Duration::from_millis(self.job_timeout_ms))
+    }
+
     /// The pool's scaling interval.
     pub fn check_timeout(&self) -> Duration {
         Duration::from_millis(self.check_timeout_ms)
@@ -316,9 +331,8 @@ impl TaskServerConfig {
         }
         match event {
             "failure" | "error" | "clean_stuck_worker" | "promotion_failed" => LogLevel::Error,
-            "start" | "end" | "success" | "leader" | "follower" | "cron_fired" | "cleaning_worker" | "re_enqueue" => {
-                LogLevel::Info
-            }
+            "start" | "end" | "success" | "leader" | "follower" | "cron_fired" | "cleaning_worker" | "re_enqueue"
+            | "cancelled" => LogLevel::Info,
             _ => LogLevel::Debug,
         }
     }

@@ -88,6 +88,22 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A cancel by [`crate::JobId`] found no job with those bytes in the
+    /// place the id names: it finished, moved or was removed. Nothing was
+    /// changed.
+    #[error("job {id} is stale: no job with those bytes is there any more; list the jobs again")]
+    StaleJob {
+        /// The id's text form.
+        id: String,
+    },
+    /// A [`crate::JobId`]'s text form could not be parsed.
+    #[error("malformed job id {text:?}: {reason}")]
+    MalformedJobId {
+        /// The text given.
+        text: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A caller passed an argument that cannot be used.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -26,16 +26,20 @@ pub enum JobOutcome {
     Retried,
     /// A plugin's `before_perform` vetoed the job: dropped unrun.
     Skipped,
+    /// A cancel request stopped the job while it ran: its future was
+    /// dropped; not a failure, and not retried.
+    Cancelled,
 }
 
 impl JobOutcome {
-    /// Its name: `success`, `failure`, `retried` or `skipped`.
+    /// Its name: `success`, `failure`, `retried`, `skipped` or `cancelled`.
     pub fn as_str(self) -> &'static str {
         match self {
             JobOutcome::Success => "success",
             JobOutcome::Failure => "failure",
             JobOutcome::Retried => "retried",
             JobOutcome::Skipped => "skipped",
+            JobOutcome::Cancelled => "cancelled",
         }
     }
 }
@@ -180,6 +184,20 @@ pub enum WorkerEvent {
         /// The plugin that vetoed it.
         plugin: String,
     },
+    /// A cancel request stopped the running job: its future was dropped,
+    /// its working-on record removed without a failed entry, and the
+    /// `resq:cancelled` counter bumped. A job stopped at its timeout is a
+    /// `failure` event instead (exception [`crate::failed::JOB_TIMEOUT`]).
+    Cancelled {
+        /// Worker name.
+        worker: String,
+        /// The queue it came from.
+        queue: String,
+        /// The job.
+        job: Arc<Job>,
+        /// How long it ran before it was stopped.
+        duration: Duration,
+    },
     /// Something went wrong outside a job (a backend error, say). The worker
     /// backs off and carries on.
     Error {
@@ -314,6 +332,7 @@ impl WorkerEvent {
             WorkerEvent::Failure { .. } => "failure",
             WorkerEvent::ReEnqueue { .. } => "re_enqueue",
             WorkerEvent::Skipped { .. } => "skipped",
+            WorkerEvent::Cancelled { .. } => "cancelled",
             WorkerEvent::Error { .. } => "error",
             WorkerEvent::Pause { .. } => "pause",
             WorkerEvent::Ping { .. } => "ping",

@@ -85,6 +85,10 @@ pub const SCHEDULER_WORKER: &str = "resq-scheduler";
 /// The exception name for payloads that cannot be decoded.
 pub const PAYLOAD_ERROR: &str = "PayloadError";
 
+/// The `exception` of a job stopped at its timeout ([`crate::TaskDef::timeout`]):
+/// a Ruby-style class name, so that Resque tools show it like any other.
+pub const JOB_TIMEOUT: &str = "Resq::JobTimeout";
+
 /// The failed entry for a delayed item that cannot be promoted (it does not
 /// decode, or names no queue). Every backend writes exactly this.
 pub fn promotion_failure_entry(payload_raw: &str, reason: &str, at_ms: i64) -> String {

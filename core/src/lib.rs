@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod cancel;
 pub mod config;
 pub mod cron;
 pub mod error;
@@ -34,9 +35,11 @@ pub mod time;
 pub mod worker;
 
 pub use backend::{
-    Backend, Claimed, Cleaned, DelayedStore, FailedStore, LeaderLock, LockEntry, LockStore, Orphan, Outcome, Promotion,
-    QueueStat, QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry, WorkerTimes, WorkingOn,
+    Backend, CancelMark, CancelSignal, CancelStore, Claimed, Cleaned, DelayedStore, FailedStore, LeaderLock, LockEntry,
+    LockStore, Orphan, Outcome, Promotion, QueueStat, QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry,
+    WorkerTimes, WorkingOn, CANCEL_MARK_TTL,
 };
+pub use cancel::{CancelReport, JobId, JobPlace};
 pub use config::TaskServerConfig;
 pub use error::{BackendErrorKind, Error, Result};
 pub use event::{JobEnd, JobObserver, JobOutcome, SchedulerEvent, WorkerEvent};

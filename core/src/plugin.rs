@@ -73,6 +73,13 @@ pub struct PerformContext<'a> {
     pub error: Option<TaskError>,
     /// In `after_perform`: the task's result, if it succeeded.
     pub result: Option<Value>,
+    /// In `after_perform`: true when a cancel request stopped the task
+    /// (then `error` and `result` are `None`). The job's outcome is
+    /// `cancelled` whatever the hooks do: it is neither a success nor a
+    /// failure, and the Retry plugin, seeing no error, does not retry it
+    /// (it clears its attempt count as after a success). Locks that
+    /// plugins took in `before_perform` are released as usual.
+    pub cancelled: bool,
     pub(crate) counted: bool,
     /// Counts this context's plugins added to the worker's own counters.
     pub(crate) plugin_counts: i64,
@@ -93,6 +100,7 @@ impl<'a> PerformContext<'a> {
             options: &NO_OPTIONS,
             error: None,
             result: None,
+            cancelled: false,
             counted: true,
             plugin_counts: 0,
             notes: HashMap::new(),

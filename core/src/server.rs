@@ -108,6 +108,7 @@ impl TaskServer {
                 worker: WorkerConfig {
                     queues: config.queues.clone(),
                     poll_interval: config.timeout(),
+                    job_timeout: config.job_timeout(),
                     ..WorkerConfig::default()
                 },
             };
@@ -491,6 +492,12 @@ fn worker_detail(e: &WorkerEvent) -> String {
             plugin,
             ..
         } => format!("worker={worker} queue={queue} class={} plugin={plugin}", job.class),
+        WorkerEvent::Cancelled {
+            worker,
+            queue,
+            job,
+            duration,
+        } => format!("worker={worker} queue={queue} class={} duration={duration:?}", job.class),
         WorkerEvent::Error { worker, error, .. } => format!("worker={worker} error={error:?}"),
         WorkerEvent::Ping { worker, at_ms, .. } => format!("worker={worker} at_ms={at_ms}"),
         WorkerEvent::CleaningWorker { worker, cleaned, .. } => format!("worker={worker} {}", cleaned_detail(cleaned)),

@@ -21,6 +21,50 @@ pub struct JobContext {
     pub queue: String,
     /// The decoded job, with its raw payload bytes.
     pub job: Arc<Job>,
+    /// Cancelled when the job is stopped: its timeout passed or a cancel
+    /// request reached its worker (see [`JobContext::cancelled`]).
+    pub(crate) cancel: tokio_util::sync::CancellationToken,
+}
+
+impl JobContext {
+    /// A context for running a task outside a worker (tests, inline runs):
+    /// it is never cancelled unless [`JobContext::cancellation_token`]'s
+    /// token is.
+    pub fn new(worker: impl Into<String>, queue: impl Into<String>, job: Arc<Job>) -> Self {
+        JobContext {
+            worker: worker.into(),
+            queue: queue.into(),
+            job,
+            cancel: tokio_util::sync::CancellationToken::new(),
+        }
+    }
+
+    /// Resolves once the job is stopped: its timeout ([`TaskDef::timeout`]
+    /// or the worker's [`crate::WorkerConfig::job_timeout`]) passed, or a
+    /// cancel request ([`crate::Queue::cancel_running`]) reached its worker.
+    ///
+    /// By then the worker has already dropped the task's future, so code
+    /// awaiting this inside the task itself never sees it resolve. It is
+    /// for work the task handed elsewhere and that a dropped future does
+    /// not stop: a `tokio::spawn`ed task or a `spawn_blocking` closure
+    /// holding a clone of the context (or of
+    /// [`JobContext::cancellation_token`]) should watch it, or poll
+    /// [`JobContext::is_cancelled`] between steps, and give up.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await;
+    }
+
+    /// Whether the job was stopped (see [`JobContext::cancelled`]): the
+    /// check for blocking code, between its steps.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// The job's cancellation token, to hand to spawned or blocking work
+    /// (see [`JobContext::cancelled`]).
+    pub fn cancellation_token(&self) -> tokio_util::sync::CancellationToken {
+        self.cancel.clone()
+    }
 }
 
 /// A task's error: what ends up in the failed entry's `exception`, `error`
@@ -226,6 +270,7 @@ pub struct TaskDef {
     pub(crate) plugin_options: HashMap<String, Value>,
     pub(crate) reenqueue_periodic_on_error: bool,
     pub(crate) inputs: Vec<(String, Input)>,
+    pub(crate) timeout: Option<std::time::Duration>,
     pub(crate) code: Arc<dyn ErasedTask>,
 }
 
@@ -313,6 +358,7 @@ impl TaskDef {
             plugin_options: HashMap::new(),
             reenqueue_periodic_on_error: true,
             inputs: Vec::new(),
+            timeout: None,
             code,
         }
     }
@@ -368,6 +414,31 @@ impl TaskDef {
     pub fn reenqueue_periodic_on_error(mut self, yes: bool) -> Self {
         self.reenqueue_periodic_on_error = yes;
         self
+    }
+
+    /// How long the task's code may run. A job still running at the limit
+    /// is stopped: the worker drops the task's future (so it stops at its
+    /// next `.await`), cancels [`JobContext::cancelled`], and records a
+    /// failure with exception [`crate::failed::JOB_TIMEOUT`] and the limit
+    /// in its error text, which the `after_perform` hooks see like any
+    /// error (the Retry plugin retries it). The limit covers the task's
+    /// code only, not its plugins' hooks. Without it the worker's
+    /// [`crate::WorkerConfig::job_timeout`] applies (a task server's
+    /// `job_timeout_ms`); with neither, a job may run for ever.
+    ///
+    /// Dropping a future cannot stop a thread: work inside
+    /// `tokio::task::spawn_blocking` (or any thread) runs on after the
+    /// timeout, unseen by the worker, whose slot takes its next job at
+    /// once. Such work should check [`JobContext::is_cancelled`] between
+    /// steps and return early.
+    pub fn timeout(mut self, limit: std::time::Duration) -> Self {
+        self.timeout = Some(limit);
+        self
+    }
+
+    /// The limit set by [`TaskDef::timeout`], if any.
+    pub fn timeout_limit(&self) -> Option<std::time::Duration> {
+        self.timeout
     }
 
     /// Declares an input: defaults are filled in, required inputs and

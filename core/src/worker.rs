@@ -2,9 +2,10 @@
 //! registered task, records the outcome, and keeps its liveness ping fresh.
 
 use crate::backend::{Backend, Claimed, Orphan, Outcome, WorkerId, WorkingOn};
+use crate::cancel::{cancel_loop, CancelWatch};
 use crate::error::{Error, Result};
 use crate::event::{emit, emit_with, JobEnd, JobObserver, JobOutcome, WorkerEvent, EVENT_CAPACITY};
-use crate::failed::{encode_entry, Failure, PAYLOAD_ERROR};
+use crate::failed::{encode_entry, Failure, JOB_TIMEOUT, PAYLOAD_ERROR};
 use crate::flow::LIMITED_RECHECK;
 use crate::job::Job;
 use crate::plugin::PerformContext;
@@ -115,6 +116,10 @@ pub struct WorkerConfig {
     /// inline with borrowed data: cheaper than a subscriber, which makes
     /// the worker build and queue an event per step. `None` by default.
     pub observer: Option<Arc<dyn JobObserver>>,
+    /// How long a task's code may run when its [`TaskDef::timeout`](crate::TaskDef::timeout)
+    /// sets no limit: the server-wide default (a task server's
+    /// `job_timeout_ms`). `None` (the default): no limit.
+    pub job_timeout: Option<Duration>,
 }
 
 impl Default for WorkerConfig {
@@ -127,6 +132,7 @@ impl Default for WorkerConfig {
             shutdown_timeout: Duration::from_secs(30),
             concurrency: 1,
             observer: None,
+            job_timeout: None,
         }
     }
 }
@@ -288,6 +294,8 @@ pub struct Worker {
     halt: std::sync::Mutex<CancellationToken>,
     /// The permanent backend error that stopped the worker.
     fatal: std::sync::Mutex<Option<Error>>,
+    /// The jobs its slots run, for cancel requests.
+    watch: Arc<CancelWatch>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -326,6 +334,7 @@ impl Worker {
             busy: Arc::new(AtomicBool::new(false)),
             halt: std::sync::Mutex::new(CancellationToken::new()),
             fatal: std::sync::Mutex::new(None),
+            watch: Arc::new(CancelWatch::default()),
         }
     }
 
@@ -389,6 +398,7 @@ impl Worker {
             self.config.ping_interval,
             self.events.clone(),
         )));
+        let canceller = self.spawn_cancel_loop();
         let mut backoff = Backoff::new(Duration::from_millis(50), self.config.poll_interval);
         let mut queues: Vec<String> = Vec::new();
         let mut queues_read: Option<Instant> = None;
@@ -414,7 +424,7 @@ impl Worker {
                                 enqueued_at_ms: None,
                             };
                             self.busy.store(true, Ordering::Release);
-                            self.perform(job, &shutdown).await;
+                            self.perform(job, &r.run_at, &shutdown).await;
                             self.busy.store(false, Ordering::Release);
                             continue;
                         }
@@ -460,10 +470,10 @@ impl Worker {
                 worker: self.id.name.clone(),
                 queues: active.to_vec(),
             });
+            let run_at = js_date_string_now();
             let claimed = if active.is_empty() {
                 Ok(None)
             } else {
-                let run_at = js_date_string_now();
                 match unless_shutdown(&shutdown, self.backend.claim(&self.id, &active, &run_at)).await {
                     Some(r) => r,
                     // An abandoned claim's job, if it was applied, is in
@@ -476,7 +486,7 @@ impl Worker {
                 Ok(Some(job)) => {
                     backoff.reset();
                     self.busy.store(true, Ordering::Release);
-                    self.perform(job, &shutdown).await;
+                    self.perform(job, &run_at, &shutdown).await;
                     self.busy.store(false, Ordering::Release);
                 }
                 Ok(None) => {
@@ -505,6 +515,7 @@ impl Worker {
         }
         // No ping may land after the worker is cleaned: it would leave a ghost.
         drop(pinger);
+        drop(canceller);
         let stopped = self.stop().await;
         self.finish(stopped)
     }
@@ -558,6 +569,7 @@ impl Worker {
             self.config.ping_interval,
             self.events.clone(),
         )));
+        let canceller = self.spawn_cancel_loop();
         let wildcard = self.config.is_wildcard();
         let wildcard_queues = vec!["*".to_owned()];
         let mut queues: Vec<String> = if wildcard {
@@ -592,7 +604,7 @@ impl Worker {
                     Ok(recovered) => {
                         uncertain = false;
                         for (slot, job) in recovered {
-                            running.push(self.slot_job(&book.slots, slot, job));
+                            running.push(self.slot_job(&book, slot, job));
                         }
                     }
                     Err(e) => {
@@ -706,7 +718,7 @@ impl Worker {
                                     run_at: Arc::clone(&round_at),
                                 }),
                             );
-                            running.push(self.slot_job(&book.slots, slot, job));
+                            running.push(self.slot_job(&book, slot, job));
                         }
                         taken.sort_unstable();
                         for k in taken.into_iter().rev() {
@@ -795,6 +807,7 @@ impl Worker {
         self.busy.store(false, Ordering::Release);
         // No ping may land after a slot is cleaned: it would leave a ghost.
         drop(pinger);
+        drop(canceller);
         // Slots unregister a few at a time: each is its own atomic clean,
         // and a few in flight keep a small connection pool usable by others.
         let mut result = Ok(());
@@ -822,17 +835,44 @@ impl Worker {
         self.finish(result)
     }
 
-    /// Starts `job` on slot `slot`'s own task.
-    fn slot_job(&self, slots: &[WorkerId], slot: usize, job: Claimed) -> SlotJob {
-        let name = slots.get(slot).map(|id| id.name.clone()).unwrap_or_default();
+    /// Starts `job` on slot `slot`'s own task, watched for cancel
+    /// requests under the working-on record its claim wrote (`held`).
+    fn slot_job(&self, book: &SlotBook, slot: usize, job: Claimed) -> SlotJob {
+        let id = book.slots.get(slot).cloned().unwrap_or_else(|| self.id.clone());
+        let run_at = book
+            .held
+            .get(slot)
+            .and_then(Option::as_ref)
+            .map(|h| h.run_at.to_string())
+            .unwrap_or_default();
+        let guard = self.watch.begin(&id, &job.payload, &run_at);
+        let stop = JobStop {
+            token: guard.token(),
+            default_timeout: self.config.job_timeout,
+        };
         let fut = spawn_slot_job(
             self.client.clone(),
             self.events.clone(),
             self.config.observer.clone(),
-            name,
+            id.name,
             job,
+            stop,
         );
-        Box::pin(async move { (slot, fut.await) })
+        Box::pin(async move {
+            // Registered for as long as the job runs (or until dropped).
+            let _guard = guard;
+            (slot, fut.await)
+        })
+    }
+
+    /// Starts the loop that delivers cancel requests to this worker's jobs
+    /// (see [`cancel_loop`]); it stops when the handle is dropped.
+    fn spawn_cancel_loop(&self) -> AbortOnDrop<()> {
+        AbortOnDrop(tokio::spawn(cancel_loop(
+            Arc::clone(&self.backend),
+            Arc::clone(&self.watch),
+            self.config.ping_interval,
+        )))
     }
 
     /// After a failed round, which may have been applied with only its
@@ -1146,13 +1186,20 @@ impl Worker {
         );
     }
 
-    async fn perform(&self, claimed: Claimed, shutdown: &CancellationToken) {
+    async fn perform(&self, claimed: Claimed, run_at: &str, shutdown: &CancellationToken) {
+        // Watched for cancel requests until this returns.
+        let guard = self.watch.begin(&self.id, &claimed.payload, run_at);
+        let stop = JobStop {
+            token: guard.token(),
+            default_timeout: self.config.job_timeout,
+        };
         let job = execute(
             self.client.clone(),
             self.events.clone(),
             self.config.observer.clone(),
             self.id.name.clone(),
             claimed,
+            stop,
         );
         // The job runs on this worker's own task (no spawn per job): `execute`
         // catches panics, and dropping it at the deadline cancels it.
@@ -1378,6 +1425,7 @@ fn spawn_slot_job(
     observer: Option<Arc<dyn JobObserver>>,
     worker: String,
     claimed: Claimed,
+    stop: JobStop,
 ) -> impl Future<Output = Ran> + Send {
     let payload = claimed.clone();
     let name = worker.clone();
@@ -1389,6 +1437,7 @@ fn spawn_slot_job(
         task_observer,
         worker,
         claimed,
+        stop,
     )));
     async move {
         let mut handle = handle;
@@ -1441,6 +1490,7 @@ async fn execute(
     observer: Option<Arc<dyn JobObserver>>,
     worker: String,
     claimed: Claimed,
+    stop: JobStop,
 ) -> Ran {
     let span = tracing::info_span!(target: "resq::job", "resq.job",
         queue = %claimed.queue,
@@ -1451,7 +1501,7 @@ async fn execute(
     let started = Instant::now();
     let run = async {
         let report = Report::new(&events, observer.as_deref());
-        match guarded(run_job(&client, report, &worker, &claimed)).await {
+        match guarded(run_job(&client, report, &worker, &claimed, &stop)).await {
             Ok(ran) => ran,
             // Every stage is guarded on its own; this catches the rest.
             Err(message) => {
@@ -1467,7 +1517,7 @@ async fn execute(
 /// hooks, the task, the periodic re-enqueue, and the `after_perform` hooks,
 /// each with its panics caught, and reports `job`, `success` or `failure`.
 /// An undecodable payload or an unknown class is a failure, never a panic.
-async fn run_job(client: &Queue, report: Report<'_>, worker: &str, claimed: &Claimed) -> Ran {
+async fn run_job(client: &Queue, report: Report<'_>, worker: &str, claimed: &Claimed, stop: &JobStop) -> Ran {
     let events = report.events;
     let started = Instant::now();
     let job = match Job::decode(&claimed.payload) {
@@ -1540,11 +1590,37 @@ async fn run_job(client: &Queue, report: Report<'_>, worker: &str, claimed: &Cla
         worker: worker.to_owned(),
         queue: claimed.queue.clone(),
         job: Arc::clone(&job),
+        cancel: stop.token.clone(),
     };
-    match guarded(def.code().call(ctx)).await {
-        Ok(Ok(result)) => hooks.result = Some(result),
-        Ok(Err(task_error)) => hooks.error = Some(task_error),
-        Err(message) => hooks.error = Some(TaskError::new(message).with_exception("Panic")),
+    let limit = def.timeout_limit().or(stop.default_timeout);
+    let ended = if stop.token.is_cancelled() {
+        // Cancelled while its before_perform hooks ran: the task never starts.
+        Ended::Cancelled
+    } else {
+        // Dropping the task's future (when the select ends) is what stops it.
+        tokio::select! {
+            biased;
+            _ = stop.token.cancelled() => Ended::Cancelled,
+            ran = guarded(def.code().call(ctx)) => Ended::Ran(ran),
+            _ = sleep_for(limit) => Ended::TimedOut,
+        }
+    };
+    match ended {
+        Ended::Ran(Ok(Ok(result))) => hooks.result = Some(result),
+        Ended::Ran(Ok(Err(task_error))) => hooks.error = Some(task_error),
+        Ended::Ran(Err(message)) => hooks.error = Some(TaskError::new(message).with_exception("Panic")),
+        Ended::TimedOut => {
+            // For work the task handed elsewhere (see `JobContext::cancelled`).
+            stop.token.cancel();
+            let ms = limit.map_or(0, |l| l.as_millis());
+            tracing::warn!(target: "resq::worker", %worker, queue = %claimed.queue, class = %job.class,
+                limit_ms = %ms, "job timed out");
+            hooks.error = Some(
+                TaskError::new(format!("the job ran past its timeout of {ms} ms and was stopped"))
+                    .with_exception(JOB_TIMEOUT),
+            );
+        }
+        Ended::Cancelled => hooks.cancelled = true,
     }
     if def.is_periodic() && (hooks.error.is_none() || def.reenqueue_periodic_on_error) {
         let error = match guarded(crate::recurrent::reenqueue_after_run(client, &def)).await {
@@ -1574,6 +1650,10 @@ async fn run_job(client: &Queue, report: Report<'_>, worker: &str, claimed: &Cla
         hooks.error.get_or_insert(error);
     }
     let plugin_counts = hooks.plugin_counts;
+    if hooks.cancelled {
+        let outcome = cancelled_outcome(client, report, worker, claimed, &job, started).await;
+        return Ran { outcome, plugin_counts };
+    }
     let outcome = match hooks.error.take() {
         None => {
             let duration = started.elapsed();
@@ -1601,6 +1681,66 @@ async fn run_job(client: &Queue, report: Report<'_>, worker: &str, claimed: &Cla
         Some(task_error) => failure_outcome(report, worker, claimed, Some(&job), task_error.to_failure(), started),
     };
     Ran { outcome, plugin_counts }
+}
+
+/// What stops a running job: its token (a cancel request, or the timeout
+/// for work the task handed elsewhere) and the worker's default timeout.
+struct JobStop {
+    /// Cancelled by a cancel request; the job's [`JobContext::cancelled`].
+    token: CancellationToken,
+    /// [`WorkerConfig::job_timeout`], for tasks that set no limit.
+    default_timeout: Option<Duration>,
+}
+
+/// How a task's code ended.
+enum Ended {
+    /// It returned (or panicked, as the message).
+    Ran(std::result::Result<std::result::Result<serde_json::Value, TaskError>, String>),
+    /// Its timeout passed first: dropped.
+    TimedOut,
+    /// A cancel request came first: dropped (or never started).
+    Cancelled,
+}
+
+/// Sleeps for `limit`, or for ever without one.
+async fn sleep_for(limit: Option<Duration>) {
+    match limit {
+        Some(l) => tokio::time::sleep(l).await,
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// The name of the counter of cancelled running jobs: `stat:resq:cancelled`
+/// on Redis (under resq's sub-prefix, which Resque tools list as just
+/// another stat), a `stats` row elsewhere.
+pub const CANCELLED_STAT: &str = "resq:cancelled";
+
+/// A job stopped by a cancel request: reported (`cancelled` event and
+/// observer outcome), counted in [`CANCELLED_STAT`], and completed as a
+/// discard (its working-on record goes, no failed entry, no `processed` or
+/// `failed` count). The counter is a call of its own before the
+/// completion: a failure to count is logged and does not keep the job.
+async fn cancelled_outcome(
+    client: &Queue,
+    report: Report<'_>,
+    worker: &str,
+    claimed: &Claimed,
+    job: &Arc<Job>,
+    started: Instant,
+) -> Outcome {
+    let duration = started.elapsed();
+    tracing::info!(target: "resq::worker", %worker, queue = %claimed.queue, class = %job.class, ?duration, "cancelled");
+    emit_with(report.events, || WorkerEvent::Cancelled {
+        worker: worker.to_owned(),
+        queue: claimed.queue.clone(),
+        job: Arc::clone(job),
+        duration,
+    });
+    report.finished(worker, &claimed.queue, &job.class, JobOutcome::Cancelled, duration);
+    if let Err(e) = client.backend().incr_stat(CANCELLED_STAT, 1).await {
+        tracing::warn!(target: "resq::worker", %worker, error = %e, "counting a cancelled job failed");
+    }
+    Outcome::Discard
 }
 
 /// Where a job's outcome is reported: the event channel, and the observer

@@ -82,7 +82,7 @@ type FastMap<V> = HashMap<String, V, std::hash::BuildHasherDefault<Fnv>>;
 /// job's end looks them up without allocating.
 #[derive(Default)]
 struct ClassHandles {
-    outcomes: [Option<Counter>; 4],
+    outcomes: [Option<Counter>; 5],
     duration: Option<Histogram>,
 }
 
@@ -190,7 +190,7 @@ impl Metrics {
         let i = &self.inner;
         registry.register(
             "resq_jobs",
-            "Jobs this process finished, by queue, class and outcome (success, failure, retried, skipped)",
+            "Jobs this process finished, by queue, class and outcome (success, failure, retried, skipped, cancelled)",
             i.jobs.clone(),
         );
         registry.register_with_unit(
@@ -298,6 +298,15 @@ impl Metrics {
                 let (started, _) = self.take_slot(worker);
                 self.job_down(worker, queue, &job.class, JobOutcome::Skipped, Duration::ZERO, started);
             }
+            WorkerEvent::Cancelled {
+                worker,
+                queue,
+                job,
+                duration,
+            } => {
+                let (started, _) = self.take_slot(worker);
+                self.job_down(worker, queue, &job.class, JobOutcome::Cancelled, *duration, started);
+            }
             _ => {}
         }
     }
@@ -399,6 +408,7 @@ impl Metrics {
             JobOutcome::Failure => 1,
             JobOutcome::Retried => 2,
             JobOutcome::Skipped => 3,
+            JobOutcome::Cancelled => 4,
         };
         let timed = outcome != JobOutcome::Skipped;
         let seconds = duration.as_secs_f64();

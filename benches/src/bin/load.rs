@@ -4,14 +4,15 @@
 //! a bare tokio mpsc ceiling, Redis's own raw limit (redis-benchmark), and
 //! node-resque measured the same way against the same Redis, with ratios;
 //! and flow control (`--flow-rate`, `--flow-cap`: rate limits under backlog
-//! and what a concurrency cap costs when it does not bind).
+//! and what a concurrency cap costs when it does not bind; `--timeouts`:
+//! job-timeout lateness and cancel latency).
 //! Every processing run checks that each job ran exactly once and the binary
 //! exits non-zero otherwise.
 //!
 //! `cargo run --release -p resq-benches --bin load -- --help`
 
 use clap::Parser;
-use resq_benches::{flow, measure, metrics_cost, report};
+use resq_benches::{flow, measure, metrics_cost, report, timeouts};
 use std::process::ExitCode;
 
 /// Command-line options.
@@ -108,6 +109,25 @@ struct Args {
     /// Slots per worker for `--flow-rate` and `--flow-cap`.
     #[arg(long, default_value_t = 1)]
     flow_slots: usize,
+    /// Only measure job timeouts and cancellation, and exit: on every
+    /// backend, the lateness of job timeouts (`--timeout-jobs` hanging jobs,
+    /// timeout `--timeout-ms`, one worker with `--timeout-slots` slots) and
+    /// the latency of cancelling a running job through the backend
+    /// (`--cancels` samples).
+    #[arg(long)]
+    timeouts: bool,
+    /// Hanging jobs for the timeout-lateness figure of `--timeouts`.
+    #[arg(long, default_value_t = 500)]
+    timeout_jobs: usize,
+    /// Their timeout, ms.
+    #[arg(long, default_value_t = 100)]
+    timeout_ms: u64,
+    /// Slots of the worker that runs them.
+    #[arg(long, default_value_t = 16)]
+    timeout_slots: usize,
+    /// Running jobs cancelled for the cancel-latency figure of `--timeouts`.
+    #[arg(long, default_value_t = 500)]
+    cancels: usize,
     /// Internal: measure the memory backend's footprint in this (fresh) process.
     #[arg(long, hide = true)]
     footprint_memory: Option<usize>,
@@ -133,6 +153,9 @@ async fn main() -> ExitCode {
     }
     if args.flow_rate || args.flow_cap {
         return flow(&args).await;
+    }
+    if args.timeouts {
+        return timeouts(&args).await;
     }
     if !args.shapes.is_empty() {
         return process_only(&args).await;
@@ -336,6 +359,35 @@ async fn process_only(args: &Args) -> ExitCode {
                     eprintln!("FAILED on {url}: {e}");
                     return ExitCode::FAILURE;
                 }
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `--timeouts`: timeout lateness and cancel latency on every backend.
+async fn timeouts(args: &Args) -> ExitCode {
+    let limit = std::time::Duration::from_millis(args.timeout_ms);
+    for url in &args.backends {
+        eprintln!("== timeouts and cancellation on {url}");
+        match timeouts::timeout_lateness(url, args.timeout_jobs, limit, args.timeout_slots.max(1)).await {
+            Ok(l) => println!(
+                "{url} timeout lateness ({} ms limit, {} slots): p50 {:.2} ms, p99 {:.2} ms ({} jobs)",
+                args.timeout_ms, args.timeout_slots, l.median_ms, l.p99_ms, l.samples
+            ),
+            Err(e) => {
+                eprintln!("FAILED on {url}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        match timeouts::cancel_latency(url, args.cancels).await {
+            Ok((l, whole)) => println!(
+                "{url} cancel latency (running job, through the backend): after the call returns p50 {:.2} ms, p99 {:.2} ms; from the call's start p50 {:.2} ms, p99 {:.2} ms ({} cancels)",
+                l.median_ms, l.p99_ms, whole.median_ms, whole.p99_ms, l.samples
+            ),
+            Err(e) => {
+                eprintln!("FAILED on {url}: {e}");
+                return ExitCode::FAILURE;
             }
         }
     }
