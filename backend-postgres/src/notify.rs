@@ -282,7 +282,11 @@ async fn listen_once(
 ) -> std::result::Result<(), sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener
-        .listen_all([channels.jobs.as_str(), channels.delayed.as_str(), channels.cancel.as_str()])
+        .listen_all([
+            channels.jobs.as_str(),
+            channels.delayed.as_str(),
+            channels.cancel.as_str(),
+        ])
         .await?;
     live.store(true, Ordering::SeqCst);
     *backoff = BACKOFF_MIN;
