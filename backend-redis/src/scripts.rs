@@ -84,6 +84,12 @@ end
 macro_rules! flow_lua {
     () => {
         r#"
+-- Whether any queue has limits; a limits key another client broke (not a
+-- hash) limits nothing rather than stopping every claim.
+local function flow_limited(limits)
+  local n = redis.pcall('HLEN', limits)
+  return type(n) == 'number' and n > 0
+end
 -- The server's time in µs, read once per script (only rate limits need it).
 local flow_time = nil
 local function flow_now()
@@ -150,7 +156,7 @@ pub(crate) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
 local n = (#KEYS - 3) / 3
 local limits, slots, member = KEYS[3 * n + 2], KEYS[3 * n + 3], ARGV[3 + 2 * n]
 redis.call('HDEL', slots, member)
-local flow_on = redis.call('HLEN', limits) > 0
+local flow_on = flow_limited(limits)
 for i = 2, n + 1 do
   local room, period, capped = 1, 0, false
   if flow_on then room, period, capped = flow_room(limits, slots, KEYS[i + 2 * n], ARGV[n + i + 1], 1) end
@@ -191,7 +197,7 @@ local n = tonumber(ARGV[1])
 local m = (#KEYS - n - 2) / 3
 local limits, slots = KEYS[#KEYS - 1], KEYS[#KEYS]
 for s = 1, n do redis.call('HDEL', slots, ARGV[2 + n + 2 * m + s]) end
-local flow_on = redis.call('HLEN', limits) > 0
+local flow_on = flow_limited(limits)
 local out = {}
 local slot = 1
 for q = n + 1, n + m do

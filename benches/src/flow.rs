@@ -545,3 +545,172 @@ pub async fn cap_cost(
         without: Spread { all: without },
     })
 }
+
+/// How long a crashed worker's concurrency slot took to come back.
+#[derive(Clone, Debug)]
+pub struct CrashReturn {
+    /// The backend URL.
+    pub url: String,
+    /// The scheduler's stuck-worker timeout.
+    pub stuck_timeout: Duration,
+    /// The workers' ping interval.
+    pub ping_interval: Duration,
+    /// The scheduler's poll interval (how often it sweeps).
+    pub sweep_every: Duration,
+    /// From each crash to the start of the next job of the capped queue.
+    pub returned_after: Vec<Duration>,
+    /// The same from the crashed worker's last ping: the sweep can judge a
+    /// worker dead only `stuck_timeout` after it, and looks every
+    /// `sweep_every`.
+    pub after_last_ping: Vec<Duration>,
+}
+
+impl fmt::Display for CrashReturn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let all: Vec<String> = self
+            .returned_after
+            .iter()
+            .map(|d| format!("{:.2} s", d.as_secs_f64()))
+            .collect();
+        let since_ping: Vec<String> = self
+            .after_last_ping
+            .iter()
+            .map(|d| format!("{:.2} s", d.as_secs_f64()))
+            .collect();
+        let worst = self.after_last_ping.iter().max().copied().unwrap_or_default();
+        let excess = worst.as_secs_f64() - self.stuck_timeout.as_secs_f64();
+        write!(
+            f,
+            "{} cap 1, stuck-worker timeout {:?}, pings every {:?}, sweeps every {:?}: slot back {} after the crash, \
+             {} after the last recorded ping (worst {:.2} s: {:+.0} ms against the timeout; the sweep looks every \
+             {:?} and the waiting worker re-tries every {:?})",
+            self.url,
+            self.stuck_timeout,
+            self.ping_interval,
+            self.sweep_every,
+            all.join(", "),
+            since_ping.join(", "),
+            worst.as_secs_f64(),
+            excess * 1000.0,
+            self.sweep_every,
+            resq_core::flow::LIMITED_RECHECK,
+        )
+    }
+}
+
+/// `rounds` times: a worker (own handle) takes the only slot of a queue
+/// capped at 1 with a job that never ends, and crashes (its run future is
+/// dropped: no unregistration, no more pings); a second worker waits on
+/// the queue and a scheduler (own handle) sweeps stuck workers with
+/// `stuck_timeout`. Measures the time from the crash to the next start of
+/// a job of that queue (the dead worker's, which the sweep puts back at
+/// the head of the queue) on the second worker.
+pub async fn crash_return(url: &str, stuck_timeout: Duration, rounds: usize) -> Result<CrashReturn, String> {
+    let ping = stuck_timeout / 3;
+    let sweep_every = Duration::from_millis(100);
+    let mut returned_after = Vec::with_capacity(rounds);
+    let mut after_last_ping = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let f = fresh(url).await?;
+        let queue = Queue::new(Arc::clone(&f.backend));
+        queue
+            .set_queue_limits("capped", QueueLimits::new().concurrency(1))
+            .await
+            .map_err(|e| e.to_string())?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+        let mut tasks = Tasks::new();
+        tasks
+            .register_fn("hold", move |(who,): (String,), _ctx: JobContext| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send((who.clone(), Instant::now()));
+                    if who == "first" {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok::<_, TaskError>(())
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        let tasks = Arc::new(tasks);
+        let config = WorkerConfig {
+            poll_interval: Duration::from_millis(500),
+            ping_interval: ping,
+            shutdown_timeout: Duration::from_secs(1),
+            ..WorkerConfig::for_queues(["capped"])
+        };
+        let sched_backend = own_handle(&f, url).await?;
+        let scheduler = resq_core::Scheduler::new(
+            Arc::clone(&sched_backend),
+            resq_core::SchedulerConfig {
+                poll_interval: sweep_every,
+                stuck_worker_timeout: Some(stuck_timeout),
+                worker_ping_interval: ping,
+                ..resq_core::SchedulerConfig::default()
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let stop = CancellationToken::new();
+        let s_stop = stop.clone();
+        let sched = tokio::spawn(async move { scheduler.run_until(s_stop).await });
+        queue
+            .enqueue("capped", "hold", ("first",))
+            .await
+            .map_err(|e| e.to_string())?;
+        let a_backend = own_handle(&f, url).await?;
+        let a = Worker::new(Arc::clone(&a_backend), Arc::clone(&tasks), config.clone());
+        let a_id = a.id().clone();
+        let a_stop = stop.clone();
+        let crashing = tokio::spawn(async move { a.run_until(a_stop).await });
+        match tokio::time::timeout(RUN_LIMIT, rx.recv()).await {
+            Ok(Some((who, _))) if who == "first" => {}
+            _ => return Err("the first job did not start".to_owned()),
+        }
+        let b_backend = own_handle(&f, url).await?;
+        let b = Worker::new(Arc::clone(&b_backend), Arc::clone(&tasks), config.clone());
+        let b_stop = stop.clone();
+        let waiting = tokio::spawn(async move { b.run_until(b_stop).await });
+        queue
+            .enqueue("capped", "hold", ("second",))
+            .await
+            .map_err(|e| e.to_string())?;
+        // The second job must wait behind the cap; then the first worker
+        // dies, half-way between two of its pings.
+        tokio::time::sleep(ping + ping / 2).await;
+        let crashed = Instant::now();
+        let crashed_ms = resq_core::time::now_ms();
+        crashing.abort();
+        // The dead worker's last ping as the store recorded it (read before
+        // the sweep removes it, after any ping that was on its way).
+        tokio::time::sleep(ping / 4).await;
+        let times = f.backend.worker_times(&[a_id]).await.map_err(|e| e.to_string())?;
+        let ping_ms = times.first().and_then(|t| t.ping_ms).ok_or("no ping recorded")?;
+        let got = tokio::time::timeout(RUN_LIMIT, rx.recv()).await;
+        // The sweep puts the dead worker's job back at the head of the
+        // queue, so the next start is that job's, on the second worker.
+        let started = match got {
+            Ok(Some((_, at))) => at,
+            _ => return Err("the slot never came back".to_owned()),
+        };
+        let back = started.saturating_duration_since(crashed);
+        returned_after.push(back);
+        let before = u64::try_from(crashed_ms.saturating_sub(ping_ms)).unwrap_or(0);
+        after_last_ping.push(back + Duration::from_millis(before));
+        stop.cancel();
+        let _ = waiting.await;
+        let _ = sched.await;
+        for h in [sched_backend, a_backend, b_backend] {
+            if !Arc::ptr_eq(&h, &f.backend) {
+                let _ = h.close().await;
+            }
+        }
+        f.done().await;
+    }
+    Ok(CrashReturn {
+        url: url.to_owned(),
+        stuck_timeout,
+        ping_interval: ping,
+        sweep_every,
+        returned_after,
+        after_last_ping,
+    })
+}

@@ -103,6 +103,15 @@ struct Args {
     /// The cap of `--flow-cap` (above workers × slots, so it never binds).
     #[arg(long, default_value_t = 1_000)]
     cap: u32,
+    /// Only measure how long a crashed worker's concurrency slot takes to
+    /// come back, and exit: on every backend, `--rounds` crashes of a
+    /// worker holding the only slot of a capped queue, with a scheduler
+    /// sweeping stuck workers after `--stuck-timeout-ms`.
+    #[arg(long)]
+    flow_crash: bool,
+    /// The stuck-worker timeout of `--flow-crash`, ms (pings every third of it).
+    #[arg(long, default_value_t = 3_000)]
+    stuck_timeout_ms: u64,
     /// Workers for `--flow-rate` and `--flow-cap`.
     #[arg(long, default_value_t = 10)]
     flow_workers: usize,
@@ -151,7 +160,7 @@ async fn main() -> ExitCode {
     if args.delayed_only {
         return delayed_only(&args).await;
     }
-    if args.flow_rate || args.flow_cap {
+    if args.flow_rate || args.flow_cap || args.flow_crash {
         return flow(&args).await;
     }
     if args.timeouts {
@@ -289,7 +298,8 @@ async fn delayed_only(args: &Args) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `--flow-rate` and `--flow-cap`: flow control under load on every backend.
+/// `--flow-rate`, `--flow-cap` and `--flow-crash`: flow control under load
+/// on every backend.
 async fn flow(args: &Args) -> ExitCode {
     for url in &args.backends {
         if args.flow_rate {
@@ -306,6 +316,17 @@ async fn flow(args: &Args) -> ExitCode {
             .await
             {
                 Ok(r) => println!("{r}\n"),
+                Err(e) => {
+                    eprintln!("FAILED on {url}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        if args.flow_crash {
+            eprintln!("== crashed worker's slot on {url}");
+            let timeout = std::time::Duration::from_millis(args.stuck_timeout_ms.max(30));
+            match flow::crash_return(url, timeout, args.rounds.max(1)).await {
+                Ok(c) => println!("{c}\n"),
                 Err(e) => {
                     eprintln!("FAILED on {url}: {e}");
                     return ExitCode::FAILURE;
