@@ -418,7 +418,7 @@ pub(crate) async fn cancel_loop(backend: Arc<dyn Backend>, watch: Arc<CancelWatc
             let Some(mark) = mark else { continue };
             if watch.apply(slot, &mark) {
                 tracing::info!(target: "resq::worker", worker = %id.name, "cancel request received");
-                if let Err(e) = backend.clear_cancel(id).await {
+                if let Err(e) = backend.clear_cancel(id, &mark).await {
                     tracing::warn!(target: "resq::worker", worker = %id.name, error = %e,
                         "clearing a cancel mark failed (it expires by itself)");
                 }
