@@ -60,9 +60,17 @@ impl CancelStore for MemoryBackend {
             .collect())
     }
 
-    async fn clear_cancel(&self, worker: &WorkerId) -> Result<bool> {
-        let removed = self.cancels.marks.lock().remove(&worker.member());
-        Ok(removed.is_some_and(|(_, expires)| expires > Instant::now()))
+    async fn clear_cancel(&self, worker: &WorkerId, mark: &CancelMark) -> Result<bool> {
+        let mut marks = self.cancels.marks.lock();
+        let member = worker.member();
+        let now = Instant::now();
+        let same = marks
+            .get(&member)
+            .is_some_and(|(m, expires)| m == mark && *expires > now);
+        if same {
+            marks.remove(&member);
+        }
+        Ok(same)
     }
 
     async fn cancel_signals(&self) -> Result<broadcast::Receiver<CancelSignal>> {

@@ -27,9 +27,11 @@ pub(crate) const CANCEL_MARKS: &str = concat!(
     "WHERE worker = ANY($1::text[]) AND expires_ms > $2::bigint"
 );
 
-/// Deletes `$1`'s mark; counts it if it was live (`$2` now ms).
+/// Deletes `$1`'s mark if it is still the one with run_at `$3` and
+/// payload `$4`; counts it if it was live (`$2` now ms).
 pub(crate) const CLEAR_CANCEL: &str = concat!(
-    "WITH d AS (DELETE FROM {s}.cancel_marks WHERE worker = $1::text RETURNING expires_ms) ",
+    "WITH d AS (DELETE FROM {s}.cancel_marks WHERE worker = $1::text AND run_at = $3::text ",
+    "AND payload = $4::text RETURNING expires_ms) ",
     "SELECT count(*) FILTER (WHERE expires_ms > $2::bigint) FROM d"
 );
 
@@ -70,10 +72,12 @@ impl CancelStore for PostgresBackend {
         Ok(members.iter().map(|m| by_member.remove(m)).collect())
     }
 
-    async fn clear_cancel(&self, worker: &WorkerId) -> Result<bool> {
+    async fn clear_cancel(&self, worker: &WorkerId, mark: &CancelMark) -> Result<bool> {
         let (n,): (i64,) = sqlx::query_as(&self.sql.clear_cancel)
             .bind(worker.member())
             .bind(now_ms())
+            .bind(&mark.run_at)
+            .bind(&mark.payload)
             .fetch_one(&self.pool)
             .await
             .pg(self)

@@ -2,6 +2,7 @@
 //! JSON `{"run_at":…,"payload":…}` string with a TTL, which Resque clients
 //! ignore) and the pub/sub channel `<ns>:resq:cancel`.
 
+use crate::scripts::RELEASE_LOCK;
 use crate::{text, RedisBackend, RedisResult};
 use async_trait::async_trait;
 use resq_core::{CancelMark, CancelSignal, CancelStore, Result, WorkerId, CANCEL_MARK_TTL};
@@ -65,15 +66,23 @@ impl CancelStore for RedisBackend {
             .collect())
     }
 
-    async fn clear_cancel(&self, worker: &WorkerId) -> Result<bool> {
+    /// Compare-and-delete with the plugin locks' script (the key in KEYS):
+    /// the mark's JSON, written by `request_cancel` with the same encoder,
+    /// must still be the stored value.
+    async fn clear_cancel(&self, worker: &WorkerId, mark: &CancelMark) -> Result<bool> {
         let key = self.keys.cancel_mark(worker);
-        let removed: i64 = redis::cmd("DEL")
-            .arg(&key)
-            .query_async(&mut self.conn())
+        let value = serde_json::to_string(mark).map_err(|e| resq_core::Error::Encode {
+            what: "cancel mark",
+            reason: e.to_string(),
+        })?;
+        let removed: i64 = RELEASE_LOCK
+            .key(&key)
+            .arg(value)
+            .invoke_async(&mut self.conn())
             .await
             .rd_at(self, &key)
             .await?;
-        Ok(removed > 0)
+        Ok(removed == 1)
     }
 
     async fn cancel_signals(&self) -> Result<broadcast::Receiver<CancelSignal>> {

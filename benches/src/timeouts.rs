@@ -25,6 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 /// The queue the flow runs use.
 const QUEUE: &str = "flow";
+/// How long one step of a cancel sample may take before the harness
+/// gives up (a lost cancel is still found within a ping interval, 5 s).
+const PHASE_LIMIT: Duration = Duration::from_secs(20);
 /// How long a whole run may take before the harness gives up.
 const RUN_LIMIT: Duration = Duration::from_secs(300);
 
@@ -184,7 +187,9 @@ async fn cancel_run(backend: &Arc<dyn Backend>, samples: usize) -> Result<(Laten
         }
         let started = probe.started.notified();
         queue.enqueue(QUEUE, "hang", (i,)).await.map_err(|e| e.to_string())?;
-        started.await;
+        tokio::time::timeout(PHASE_LIMIT, started)
+            .await
+            .map_err(|_| format!("sample {i}: the job did not start within {PHASE_LIMIT:?}"))?;
         let record = backend
             .working_on(&id)
             .await
@@ -202,18 +207,27 @@ async fn cancel_run(backend: &Arc<dyn Backend>, samples: usize) -> Result<(Laten
             return Err("the cancel found no running job".into());
         }
         let returned = Instant::now();
-        let at = loop {
-            if let Some(at) = probe.dropped.lock().ok().and_then(|d| *d) {
-                break at;
+        let wait_drop = async {
+            loop {
+                if let Some(at) = probe.dropped.lock().ok().and_then(|d| *d) {
+                    break at;
+                }
+                dropped.as_mut().await;
+                dropped.set(probe.dropped_now.notified());
+                dropped.as_mut().enable();
             }
-            dropped.as_mut().await;
-            dropped.set(probe.dropped_now.notified());
-            dropped.as_mut().enable();
         };
+        let at = tokio::time::timeout(PHASE_LIMIT, wait_drop)
+            .await
+            .map_err(|_| format!("sample {i}: the cancelled job was not dropped within {PHASE_LIMIT:?}"))?;
         out.push(at.saturating_duration_since(returned));
         whole.push(at.saturating_duration_since(called));
         // The slot is free again before the next sample starts.
+        let freed = Instant::now();
         while backend.working_on(&id).await.map_err(|e| e.to_string())?.is_some() {
+            if freed.elapsed() > PHASE_LIMIT {
+                return Err(format!("sample {i}: the slot was not freed within {PHASE_LIMIT:?}"));
+            }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }

@@ -274,11 +274,17 @@ pub async fn request_cancel_stores_a_mark_and_signals(backend: Arc<dyn Backend>)
     backend.request_cancel(&w1, &newer).await.unwrap();
     assert_eq!(
         backend.cancel_marks(std::slice::from_ref(&w1)).await.unwrap(),
-        vec![Some(newer)]
+        vec![Some(newer.clone())]
     );
-    assert!(backend.clear_cancel(&w1).await.unwrap());
-    assert!(!backend.clear_cancel(&w1).await.unwrap());
-    assert!(!backend.clear_cancel(&w2).await.unwrap());
+    // Clearing an older mark leaves the newer request in place.
+    assert!(!backend.clear_cancel(&w1, &mark).await.unwrap());
+    assert_eq!(
+        backend.cancel_marks(std::slice::from_ref(&w1)).await.unwrap(),
+        vec![Some(newer.clone())]
+    );
+    assert!(backend.clear_cancel(&w1, &newer).await.unwrap());
+    assert!(!backend.clear_cancel(&w1, &newer).await.unwrap());
+    assert!(!backend.clear_cancel(&w2, &newer).await.unwrap());
     assert_eq!(backend.cancel_marks(&[w1]).await.unwrap(), vec![None]);
 }
 

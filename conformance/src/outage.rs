@@ -409,9 +409,9 @@ impl CancelStore for Outage {
         self.gate("cancel_marks")?;
         self.inner.cancel_marks(workers).await
     }
-    async fn clear_cancel(&self, worker: &WorkerId) -> Result<bool> {
+    async fn clear_cancel(&self, worker: &WorkerId, mark: &CancelMark) -> Result<bool> {
         self.gate("clear_cancel")?;
-        self.inner.clear_cancel(worker).await
+        self.inner.clear_cancel(worker, mark).await
     }
     async fn cancel_signals(&self) -> Result<tokio::sync::broadcast::Receiver<CancelSignal>> {
         self.gate("cancel_signals")?;

@@ -512,8 +512,8 @@ impl CancelStore for Mutant {
     async fn cancel_marks(&self, workers: &[WorkerId]) -> Result<Vec<Option<CancelMark>>> {
         self.inner.cancel_marks(workers).await
     }
-    async fn clear_cancel(&self, worker: &WorkerId) -> Result<bool> {
-        self.inner.clear_cancel(worker).await
+    async fn clear_cancel(&self, worker: &WorkerId, mark: &CancelMark) -> Result<bool> {
+        self.inner.clear_cancel(worker, mark).await
     }
     async fn cancel_signals(&self) -> Result<tokio::sync::broadcast::Receiver<CancelSignal>> {
         self.inner.cancel_signals().await

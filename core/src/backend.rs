@@ -830,9 +830,11 @@ pub trait CancelStore: Send + Sync {
     /// order given, in one round trip where the backend can.
     async fn cancel_marks(&self, workers: &[WorkerId]) -> Result<Vec<Option<CancelMark>>>;
 
-    /// Deletes `worker`'s cancel mark, once the worker has acted on it.
-    /// Returns whether there was one.
-    async fn clear_cancel(&self, worker: &WorkerId) -> Result<bool>;
+    /// Deletes `worker`'s cancel mark once the worker has acted on it,
+    /// only if it is still `mark`, in one atomic step: a newer request for
+    /// the slot's next job, stored meanwhile, stays. Returns whether it
+    /// deleted it.
+    async fn clear_cancel(&self, worker: &WorkerId, mark: &CancelMark) -> Result<bool>;
 
     /// A receiver of cancel signals for every worker of this store. Signals
     /// are hints, never the only copy of a request: see the trait docs.

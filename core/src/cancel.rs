@@ -17,7 +17,6 @@
 use crate::backend::{Backend, CancelMark, CancelSignal, WorkerId};
 use crate::error::{Error, Result};
 use serde::Serialize;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -172,77 +171,154 @@ impl CancelReport {
     }
 }
 
+/// What stops one job: a flag, the waker of the worker's wait on it, and a
+/// [`CancellationToken`] made only when the job's code asks for one
+/// ([`crate::JobContext::cancellation_token`] or `cancelled()`). A job
+/// that nobody cancels costs one allocation and no registration.
+#[derive(Debug, Default)]
+pub(crate) struct StopSignal {
+    stopped: std::sync::atomic::AtomicBool,
+    waker: futures_util::task::AtomicWaker,
+    token: std::sync::OnceLock<CancellationToken>,
+}
+
+impl StopSignal {
+    /// Stops the job: sets the flag, wakes the worker's wait and cancels
+    /// the token if one was made.
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.waker.wake();
+        if let Some(token) = self.token.get() {
+            token.cancel();
+        }
+    }
+
+    /// Whether the job was stopped.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Resolves once the job is stopped (for the worker's one wait).
+    pub(crate) fn stopped(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.is_stopped() {
+                return std::task::Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            if self.is_stopped() {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+    }
+
+    /// The job's token, made on first use; cancelled if the job was
+    /// stopped already.
+    pub(crate) fn token(&self) -> CancellationToken {
+        let token = self.token.get_or_init(CancellationToken::new).clone();
+        if self.is_stopped() {
+            token.cancel();
+        }
+        token
+    }
+}
+
 /// One running job of a slot: the working-on record its claim wrote and
 /// the token that stops it.
 struct Running {
-    id: WorkerId,
     payload: String,
-    run_at: String,
-    token: CancellationToken,
+    run_at: Arc<str>,
+    token: Arc<StopSignal>,
     /// Tells this registration from a later one of the same slot.
     serial: u64,
 }
 
-/// The jobs a worker's slots run, by slot member (`<name>:<queues>`, what
-/// signals carry).
-#[derive(Default)]
+/// One slot of a worker: its id, its member (what signals carry),
+/// computed once, and its running job.
+struct Slot {
+    id: WorkerId,
+    member: String,
+    running: Mutex<Option<Running>>,
+}
+
+/// The jobs a worker's slots run, one entry per slot, set up once when the
+/// worker starts: registering a job costs one uncontended lock and no
+/// lookup.
 pub(crate) struct CancelWatch {
-    running: Mutex<HashMap<String, Running>>,
+    slots: Vec<Slot>,
     next_serial: std::sync::atomic::AtomicU64,
 }
 
 impl CancelWatch {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
-        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    /// A watch over these slots (a single-slot worker: its own id).
+    pub(crate) fn new(ids: &[WorkerId]) -> Arc<CancelWatch> {
+        Arc::new(CancelWatch {
+            slots: ids
+                .iter()
+                .map(|id| Slot {
+                    member: id.member(),
+                    id: id.clone(),
+                    running: Mutex::new(None),
+                })
+                .collect(),
+            next_serial: std::sync::atomic::AtomicU64::new(0),
+        })
     }
 
-    /// Registers `id`'s job, claimed with `run_at`, until the returned
-    /// guard is dropped; the guard holds the job's token.
-    pub(crate) fn begin(self: &Arc<Self>, id: &WorkerId, payload: &str, run_at: &str) -> WatchGuard {
-        let token = CancellationToken::new();
+    fn entry(&self, slot: usize) -> Option<std::sync::MutexGuard<'_, Option<Running>>> {
+        self.slots
+            .get(slot)
+            .map(|s| s.running.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Registers slot `slot`'s job, claimed with `run_at`, until the
+    /// returned guard is dropped; the guard holds the job's token.
+    pub(crate) fn begin(self: &Arc<Self>, slot: usize, payload: &str, run_at: Arc<str>) -> WatchGuard {
+        let token = Arc::new(StopSignal::default());
         let serial = self.next_serial.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let member = id.member();
-        self.map().insert(
-            member.clone(),
-            Running {
-                id: id.clone(),
+        if let Some(mut entry) = self.entry(slot) {
+            *entry = Some(Running {
                 payload: payload.to_owned(),
-                run_at: run_at.to_owned(),
-                token: token.clone(),
+                run_at,
+                token: Arc::clone(&token),
                 serial,
-            },
-        );
+            });
+        }
         WatchGuard {
             watch: Arc::clone(self),
-            member,
+            slot,
             serial,
             token,
         }
     }
 
-    /// The slots running a job now, as ids.
-    fn running_ids(&self, only: Option<&str>) -> Vec<WorkerId> {
-        let map = self.map();
-        match only {
-            Some(member) => map.get(member).map(|r| r.id.clone()).into_iter().collect(),
-            None => map.values().map(|r| r.id.clone()).collect(),
-        }
+    /// The slots running a job now (only the one whose member is `only`,
+    /// when given), as indexes.
+    fn running_slots(&self, only: Option<&str>) -> Vec<usize> {
+        (0..self.slots.len())
+            .filter(|&i| {
+                let named = only.is_none_or(|m| self.slots.get(i).is_some_and(|s| s.member == m));
+                named && self.entry(i).is_some_and(|e| e.is_some())
+            })
+            .collect()
     }
 
-    /// Cancels `id`'s job if `mark` aims at it (the same `run_at` and
-    /// payload as its claim's working-on record). Returns whether it did.
-    /// A mark aimed at another job is left alone: it may be for a job the
-    /// slot has claimed but not registered yet, and expires by itself.
-    fn apply(&self, id: &WorkerId, mark: &CancelMark) -> bool {
-        let map = self.map();
-        let Some(r) = map.get(&id.member()) else {
+    /// Cancels slot `slot`'s job if `mark` aims at it (the same `run_at`
+    /// and payload as its claim's working-on record). Returns whether it
+    /// did. A mark aimed at another job is left alone: it may be for a job
+    /// the slot has claimed but not registered yet, and expires by itself.
+    fn apply(&self, slot: usize, mark: &CancelMark) -> bool {
+        let Some(entry) = self.entry(slot) else {
             return false;
         };
-        if r.run_at == mark.run_at && same_payload(&r.payload, &mark.payload) {
-            r.token.cancel();
-            return true;
+        match entry.as_ref() {
+            Some(r) if *r.run_at == *mark.run_at && same_payload(&r.payload, &mark.payload) => {
+                r.token.stop();
+                true
+            }
+            _ => false,
         }
-        false
     }
 }
 
@@ -266,23 +342,24 @@ pub(crate) fn same_payload(mine: &str, theirs: &str) -> bool {
 /// or was dropped) removes it.
 pub(crate) struct WatchGuard {
     watch: Arc<CancelWatch>,
-    member: String,
+    slot: usize,
     serial: u64,
-    token: CancellationToken,
+    token: Arc<StopSignal>,
 }
 
 impl WatchGuard {
-    /// The job's token: cancelled when a cancel request reaches it.
-    pub(crate) fn token(&self) -> CancellationToken {
-        self.token.clone()
+    /// The job's stop signal: set when a cancel request reaches it.
+    pub(crate) fn token(&self) -> Arc<StopSignal> {
+        Arc::clone(&self.token)
     }
 }
 
 impl Drop for WatchGuard {
     fn drop(&mut self) {
-        let mut map = self.watch.map();
-        if map.get(&self.member).is_some_and(|r| r.serial == self.serial) {
-            map.remove(&self.member);
+        if let Some(mut entry) = self.watch.entry(self.slot) {
+            if entry.as_ref().is_some_and(|r| r.serial == self.serial) {
+                *entry = None;
+            }
         }
     }
 }
@@ -322,10 +399,14 @@ pub(crate) async fn cancel_loop(backend: Arc<dyn Backend>, watch: Arc<CancelWatc
                 None
             }
         };
-        let ids = watch.running_ids(which.as_deref());
-        if ids.is_empty() {
+        let slots = watch.running_slots(which.as_deref());
+        if slots.is_empty() {
             continue;
         }
+        let ids: Vec<WorkerId> = slots
+            .iter()
+            .filter_map(|&i| watch.slots.get(i).map(|s| s.id.clone()))
+            .collect();
         let marks = match backend.cancel_marks(&ids).await {
             Ok(m) => m,
             Err(e) => {
@@ -333,11 +414,11 @@ pub(crate) async fn cancel_loop(backend: Arc<dyn Backend>, watch: Arc<CancelWatc
                 continue;
             }
         };
-        for (id, mark) in ids.iter().zip(marks) {
+        for ((&slot, id), mark) in slots.iter().zip(&ids).zip(marks) {
             let Some(mark) = mark else { continue };
-            if watch.apply(id, &mark) {
+            if watch.apply(slot, &mark) {
                 tracing::info!(target: "resq::worker", worker = %id.name, "cancel request received");
-                if let Err(e) = backend.clear_cancel(id).await {
+                if let Err(e) = backend.clear_cancel(id, &mark).await {
                     tracing::warn!(target: "resq::worker", worker = %id.name, error = %e,
                         "clearing a cancel mark failed (it expires by itself)");
                 }

@@ -23,19 +23,18 @@ pub struct JobContext {
     pub job: Arc<Job>,
     /// Cancelled when the job is stopped: its timeout passed or a cancel
     /// request reached its worker (see [`JobContext::cancelled`]).
-    pub(crate) cancel: tokio_util::sync::CancellationToken,
+    pub(crate) cancel: Arc<crate::cancel::StopSignal>,
 }
 
 impl JobContext {
     /// A context for running a task outside a worker (tests, inline runs):
-    /// it is never cancelled unless [`JobContext::cancellation_token`]'s
-    /// token is.
+    /// nothing stops it.
     pub fn new(worker: impl Into<String>, queue: impl Into<String>, job: Arc<Job>) -> Self {
         JobContext {
             worker: worker.into(),
             queue: queue.into(),
             job,
-            cancel: tokio_util::sync::CancellationToken::new(),
+            cancel: Arc::new(crate::cancel::StopSignal::default()),
         }
     }
 
@@ -51,19 +50,19 @@ impl JobContext {
     /// [`JobContext::cancellation_token`]) should watch it, or poll
     /// [`JobContext::is_cancelled`] between steps, and give up.
     pub async fn cancelled(&self) {
-        self.cancel.cancelled().await;
+        self.cancel.token().cancelled().await;
     }
 
     /// Whether the job was stopped (see [`JobContext::cancelled`]): the
     /// check for blocking code, between its steps.
     pub fn is_cancelled(&self) -> bool {
-        self.cancel.is_cancelled()
+        self.cancel.is_stopped()
     }
 
     /// The job's cancellation token, to hand to spawned or blocking work
     /// (see [`JobContext::cancelled`]).
     pub fn cancellation_token(&self) -> tokio_util::sync::CancellationToken {
-        self.cancel.clone()
+        self.cancel.token()
     }
 }
 

@@ -294,8 +294,6 @@ pub struct Worker {
     halt: std::sync::Mutex<CancellationToken>,
     /// The permanent backend error that stopped the worker.
     fatal: std::sync::Mutex<Option<Error>>,
-    /// The jobs its slots run, for cancel requests.
-    watch: Arc<CancelWatch>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -334,7 +332,6 @@ impl Worker {
             busy: Arc::new(AtomicBool::new(false)),
             halt: std::sync::Mutex::new(CancellationToken::new()),
             fatal: std::sync::Mutex::new(None),
-            watch: Arc::new(CancelWatch::default()),
         }
     }
 
@@ -398,7 +395,8 @@ impl Worker {
             self.config.ping_interval,
             self.events.clone(),
         )));
-        let canceller = self.spawn_cancel_loop();
+        let watch = CancelWatch::new(std::slice::from_ref(&self.id));
+        let canceller = self.spawn_cancel_loop(&watch);
         let mut backoff = Backoff::new(Duration::from_millis(50), self.config.poll_interval);
         let mut queues: Vec<String> = Vec::new();
         let mut queues_read: Option<Instant> = None;
@@ -424,7 +422,7 @@ impl Worker {
                                 enqueued_at_ms: None,
                             };
                             self.busy.store(true, Ordering::Release);
-                            self.perform(job, &r.run_at, &shutdown).await;
+                            self.perform(job, Arc::from(r.run_at.as_str()), &watch, &shutdown).await;
                             self.busy.store(false, Ordering::Release);
                             continue;
                         }
@@ -486,7 +484,7 @@ impl Worker {
                 Ok(Some(job)) => {
                     backoff.reset();
                     self.busy.store(true, Ordering::Release);
-                    self.perform(job, &run_at, &shutdown).await;
+                    self.perform(job, Arc::from(run_at.as_str()), &watch, &shutdown).await;
                     self.busy.store(false, Ordering::Release);
                 }
                 Ok(None) => {
@@ -569,7 +567,8 @@ impl Worker {
             self.config.ping_interval,
             self.events.clone(),
         )));
-        let canceller = self.spawn_cancel_loop();
+        let watch = CancelWatch::new(&slots);
+        let canceller = self.spawn_cancel_loop(&watch);
         let wildcard = self.config.is_wildcard();
         let wildcard_queues = vec!["*".to_owned()];
         let mut queues: Vec<String> = if wildcard {
@@ -604,7 +603,7 @@ impl Worker {
                     Ok(recovered) => {
                         uncertain = false;
                         for (slot, job) in recovered {
-                            running.push(self.slot_job(&book, slot, job));
+                            running.push(self.slot_job(&book, slot, job, &watch));
                         }
                     }
                     Err(e) => {
@@ -718,7 +717,7 @@ impl Worker {
                                     run_at: Arc::clone(&round_at),
                                 }),
                             );
-                            running.push(self.slot_job(&book, slot, job));
+                            running.push(self.slot_job(&book, slot, job, &watch));
                         }
                         taken.sort_unstable();
                         for k in taken.into_iter().rev() {
@@ -837,15 +836,14 @@ impl Worker {
 
     /// Starts `job` on slot `slot`'s own task, watched for cancel
     /// requests under the working-on record its claim wrote (`held`).
-    fn slot_job(&self, book: &SlotBook, slot: usize, job: Claimed) -> SlotJob {
-        let id = book.slots.get(slot).cloned().unwrap_or_else(|| self.id.clone());
+    fn slot_job(&self, book: &SlotBook, slot: usize, job: Claimed, watch: &Arc<CancelWatch>) -> SlotJob {
+        let name = book.slots.get(slot).map(|id| id.name.clone()).unwrap_or_default();
         let run_at = book
             .held
             .get(slot)
             .and_then(Option::as_ref)
-            .map(|h| h.run_at.to_string())
-            .unwrap_or_default();
-        let guard = self.watch.begin(&id, &job.payload, &run_at);
+            .map_or_else(|| Arc::from(""), |h| Arc::clone(&h.run_at));
+        let guard = watch.begin(slot, &job.payload, run_at);
         let stop = JobStop {
             token: guard.token(),
             default_timeout: self.config.job_timeout,
@@ -854,7 +852,7 @@ impl Worker {
             self.client.clone(),
             self.events.clone(),
             self.config.observer.clone(),
-            id.name,
+            name,
             job,
             stop,
         );
@@ -867,10 +865,10 @@ impl Worker {
 
     /// Starts the loop that delivers cancel requests to this worker's jobs
     /// (see [`cancel_loop`]); it stops when the handle is dropped.
-    fn spawn_cancel_loop(&self) -> AbortOnDrop<()> {
+    fn spawn_cancel_loop(&self, watch: &Arc<CancelWatch>) -> AbortOnDrop<()> {
         AbortOnDrop(tokio::spawn(cancel_loop(
             Arc::clone(&self.backend),
-            Arc::clone(&self.watch),
+            Arc::clone(watch),
             self.config.ping_interval,
         )))
     }
@@ -1186,9 +1184,15 @@ impl Worker {
         );
     }
 
-    async fn perform(&self, claimed: Claimed, run_at: &str, shutdown: &CancellationToken) {
+    async fn perform(
+        &self,
+        claimed: Claimed,
+        run_at: Arc<str>,
+        watch: &Arc<CancelWatch>,
+        shutdown: &CancellationToken,
+    ) {
         // Watched for cancel requests until this returns.
-        let guard = self.watch.begin(&self.id, &claimed.payload, run_at);
+        let guard = watch.begin(0, &claimed.payload, run_at);
         let stop = JobStop {
             token: guard.token(),
             default_timeout: self.config.job_timeout,
@@ -1590,17 +1594,17 @@ async fn run_job(client: &Queue, report: Report<'_>, worker: &str, claimed: &Cla
         worker: worker.to_owned(),
         queue: claimed.queue.clone(),
         job: Arc::clone(&job),
-        cancel: stop.token.clone(),
+        cancel: Arc::clone(&stop.token),
     };
     let limit = def.timeout_limit().or(stop.default_timeout);
-    let ended = if stop.token.is_cancelled() {
+    let ended = if stop.token.is_stopped() {
         // Cancelled while its before_perform hooks ran: the task never starts.
         Ended::Cancelled
     } else {
         // Dropping the task's future (when the select ends) is what stops it.
         tokio::select! {
             biased;
-            _ = stop.token.cancelled() => Ended::Cancelled,
+            _ = stop.token.stopped() => Ended::Cancelled,
             ran = guarded(def.code().call(ctx)) => Ended::Ran(ran),
             _ = sleep_for(limit) => Ended::TimedOut,
         }
@@ -1611,7 +1615,7 @@ async fn run_job(client: &Queue, report: Report<'_>, worker: &str, claimed: &Cla
         Ended::Ran(Err(message)) => hooks.error = Some(TaskError::new(message).with_exception("Panic")),
         Ended::TimedOut => {
             // For work the task handed elsewhere (see `JobContext::cancelled`).
-            stop.token.cancel();
+            stop.token.stop();
             let ms = limit.map_or(0, |l| l.as_millis());
             tracing::warn!(target: "resq::worker", %worker, queue = %claimed.queue, class = %job.class,
                 limit_ms = %ms, "job timed out");
@@ -1686,8 +1690,8 @@ async fn run_job(client: &Queue, report: Report<'_>, worker: &str, claimed: &Cla
 /// What stops a running job: its token (a cancel request, or the timeout
 /// for work the task handed elsewhere) and the worker's default timeout.
 struct JobStop {
-    /// Cancelled by a cancel request; the job's [`JobContext::cancelled`].
-    token: CancellationToken,
+    /// Set by a cancel request; behind the job's [`JobContext::cancelled`].
+    token: Arc<crate::cancel::StopSignal>,
     /// [`WorkerConfig::job_timeout`], for tasks that set no limit.
     default_timeout: Option<Duration>,
 }
