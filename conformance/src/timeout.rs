@@ -101,6 +101,13 @@ pub async fn a_job_past_its_timeout_is_stopped_and_fails(backend: Arc<dyn Backen
     assert_eq!(payload["args"], serde_json::json!(["a"]));
     assert_eq!(started.load(Ordering::SeqCst), 1, "it ran once");
     assert_eq!(backend.stat("failed").await.unwrap(), 1);
+    // The next job's task has run; its success is counted when the worker
+    // completes it, a moment later.
+    wait_until(LIMIT, "the next job's success is counted", || {
+        let backend = Arc::clone(&backend);
+        async move { backend.stat("processed").await.unwrap() >= 1 }
+    })
+    .await;
     assert_eq!(
         backend.stat("processed").await.unwrap(),
         1,

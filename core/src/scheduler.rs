@@ -406,7 +406,14 @@ impl Scheduler {
                 if let Some(w) = watch.as_mut() {
                     w.borrow_and_update();
                 }
-                match self.promote_round(next_due).await {
+                // Like a poll, a promotion round does not hold up a
+                // shutdown: each item moves atomically on its own.
+                let promoted = tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break 'polls,
+                    r = self.promote_round(next_due) => r,
+                };
+                match promoted {
                     Ok(Some((due, moved))) => {
                         next_due = due;
                         stalled = moved == 0 && due.is_some_and(|d| d <= now_ms());
