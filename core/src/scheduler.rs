@@ -296,14 +296,20 @@ impl Scheduler {
             fatal
         };
         let keeping = self.keep_leadership(&stop_keeping, &became_leader);
-        let (fatal, ()) = tokio::join!(polling, keeping);
+        let (fatal, kept_cleanly) = tokio::join!(polling, keeping);
         // The keeper has stopped, so no renewal can follow the release.
         // Bounded as a worker's unregistration is: the lock expires by itself.
-        let released = match tokio::time::timeout(RELEASE_BUDGET, self.release()).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::transient(format!(
-                "could not release leadership within {RELEASE_BUDGET:?}: it passes on when the leader lock expires"
-            ))),
+        let released = if !kept_cleanly {
+            Err(Error::transient(format!(
+                "a leader-lock renewal was still waiting for the backend {RELEASE_BUDGET:?} after the stop: leadership passes on when the leader lock expires"
+            )))
+        } else {
+            match tokio::time::timeout(RELEASE_BUDGET, self.release()).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::transient(format!(
+                    "could not release leadership within {RELEASE_BUDGET:?}: it passes on when the leader lock expires"
+                ))),
+            }
         };
         tracing::info!(target: "resq::scheduler", scheduler = %self.name, "end");
         emit(
@@ -485,18 +491,31 @@ impl Scheduler {
     }
 
     /// Takes or renews the leader lock every [`Scheduler::renew_interval`]
-    /// until `stop`. A call in flight is finished, never dropped, so that no
-    /// renewal can land after the release that follows. Errors are left to
-    /// the polls, which see them too and report them.
-    async fn keep_leadership(&self, stop: &CancellationToken, became_leader: &tokio::sync::Notify) {
+    /// until `stop`. A call in flight at the stop is given `RELEASE_BUDGET`
+    /// to finish, so that no renewal lands after the release that follows;
+    /// one still waiting then (on a backend without a free connection, say)
+    /// is dropped, and `false` is returned: the caller must then not
+    /// release (the dropped renewal could still reach the server after the
+    /// release), and leadership passes on when the lock expires. Errors are
+    /// left to the polls, which see them too and report them.
+    async fn keep_leadership(&self, stop: &CancellationToken, became_leader: &tokio::sync::Notify) -> bool {
         let every = self.renew_interval();
         loop {
             tokio::select! {
                 biased;
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => return true,
                 _ = tokio::time::sleep(every) => {}
             }
-            match self.acquire().await {
+            let renewal = self.acquire();
+            tokio::pin!(renewal);
+            let renewed = tokio::select! {
+                r = &mut renewal => r,
+                _ = stop.cancelled() => match tokio::time::timeout(RELEASE_BUDGET, &mut renewal).await {
+                    Ok(r) => r,
+                    Err(_) => return false,
+                },
+            };
+            match renewed {
                 Ok(leads) => {
                     let was = self.is_leader();
                     self.set_leading(leads);
