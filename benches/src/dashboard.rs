@@ -6,10 +6,11 @@
 //! the backend's own batch push (so their enqueue-time records are resq's),
 //! the failed entries with pipelined `RPUSH`es of Resque-shaped entries
 //! spread over classes, queues, error texts and ten days of `failed_at`,
-//! plus delayed jobs, workers (half of them busy) and locks. [`measure`]
-//! serves the dashboard on a loopback socket and times plain HTTP/1.1
-//! requests to it, one at a time (each a new connection, as the figure is
-//! what one operator's browser waits for), after a warm-up.
+//! plus delayed jobs, workers (half of them busy) and locks. The
+//! `dashboard` binary serves the dashboard on a loopback socket, and
+//! [`time_path`] times plain HTTP/1.1 requests to it, one at a time (each a
+//! new connection, as the figure is what one operator's browser waits
+//! for), after a warm-up.
 
 use resq_admin::{Admin, FailedFilter, Page};
 use resq_core::backend::QueuedJob;
