@@ -258,6 +258,13 @@ pub async fn job_lock_serializes_identical_jobs(backend: Arc<dyn Backend>) {
             |e| matches!(e, WorkerEvent::Skipped { plugin, .. } if plugin == "JobLock"),
         )
     };
+    // The workers' events are collected in the background: the skip may
+    // be logged a moment after the copy shows in the schedule.
+    let deadline = std::time::Instant::now() + LIMIT;
+    while skipped(&log) + skipped(&log1) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no JobLock skip was evented");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     assert_eq!(skipped(&log) + skipped(&log1), 1);
     let s = spawn_scheduler(&backend, None, quick_scheduler());
     wait_until(LIMIT, "both copies ran", || {
@@ -271,6 +278,7 @@ pub async fn job_lock_serializes_identical_jobs(backend: Arc<dyn Backend>) {
     let sp = spans.lock().unwrap().clone();
     assert!(!overlaps(&sp[0], &sp[1]), "identical jobs overlapped: {sp:?}");
     assert_eq!(sp[0].0, sp[1].0);
+    assert_eq!(skipped(&log) + skipped(&log1), 1, "only the one copy was skipped");
 }
 
 /// With `reEnqueue: false` a blocked copy is dropped: nothing is delayed.
