@@ -23,49 +23,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-type Connecting = std::pin::Pin<Box<dyn Future<Output = Result<Arc<dyn Backend>, String>> + Send>>;
-type Factory = fn() -> Connecting;
-
-fn memory() -> Connecting {
-    Box::pin(async { Ok(Arc::new(resq_memory::MemoryBackend::new()) as Arc<dyn Backend>) })
-}
-
-fn redis() -> Connecting {
-    Box::pin(resq_redis::testing::fresh_backend())
-}
-
-fn postgres() -> Connecting {
-    Box::pin(resq_postgres::testing::fresh_backend())
-}
-
-const BACKENDS: [(&str, Factory); 3] = [("memory", memory), ("redis", redis), ("postgres", postgres)];
+#[macro_use]
+mod common;
+use common::BACKENDS;
 
 /// A browser test may take longer than a backend test: Chromium starts.
 const BROWSER_TEST_TIMEOUT: Duration = Duration::from_secs(180);
 
 const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// Defines one `#[test]` per backend: `<name>::memory`, `::redis`,
-/// `::postgres`, each running `$body(Env)`.
-macro_rules! per_backend {
-    ($name:ident, $body:path) => {
-        mod $name {
-            use super::*;
-            #[test]
-            fn memory() {
-                run(0, stringify!($name), $body);
-            }
-            #[test]
-            fn redis() {
-                run(1, stringify!($name), $body);
-            }
-            #[test]
-            fn postgres() {
-                run(2, stringify!($name), $body);
-            }
-        }
-    };
-}
 
 /// What a browser test gets: the backend, a browser session, the
 /// backend's name (for screenshot paths).

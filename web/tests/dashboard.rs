@@ -16,44 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
 
-type Connecting = std::pin::Pin<Box<dyn Future<Output = Result<Arc<dyn Backend>, String>> + Send>>;
-type Factory = fn() -> Connecting;
-
-fn memory() -> Connecting {
-    Box::pin(async { Ok(Arc::new(resq_memory::MemoryBackend::new()) as Arc<dyn Backend>) })
-}
-
-fn redis() -> Connecting {
-    Box::pin(resq_redis::testing::fresh_backend())
-}
-
-fn postgres() -> Connecting {
-    Box::pin(resq_postgres::testing::fresh_backend())
-}
-
-const BACKENDS: [(&str, Factory); 3] = [("memory", memory), ("redis", redis), ("postgres", postgres)];
-
-/// Defines one `#[test]` per backend: `<name>::memory`, `::redis`,
-/// `::postgres`, each running `$body(backend)`.
-macro_rules! per_backend {
-    ($name:ident, $body:path) => {
-        mod $name {
-            use super::*;
-            #[test]
-            fn memory() {
-                run(0, stringify!($name), $body);
-            }
-            #[test]
-            fn redis() {
-                run(1, stringify!($name), $body);
-            }
-            #[test]
-            fn postgres() {
-                run(2, stringify!($name), $body);
-            }
-        }
-    };
-}
+#[macro_use]
+mod common;
+use common::BACKENDS;
 
 fn run<T, Fut>(which: usize, name: &str, test: T)
 where
