@@ -104,7 +104,8 @@ pub enum Command {
         #[arg(long, env = "RESQ_WEB_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
-    /// Audit a Redis namespace shared with other Resque clients.
+    /// Audit a Redis namespace shared with other Resque clients; exits 3
+    /// when it finds problems that it leaves in place.
     Doctor {
         /// Apply the safe fixes (see `resq doctor --help`).
         #[arg(long)]

@@ -932,8 +932,15 @@ async fn doctor(url: &str, as_json: bool, fix: bool, c: ConfirmArgs) -> CliResul
         print_report(&report);
     }
     backend.close().await?;
+    // Problems left in place: all of them, less those a fix just repaired.
+    let left = problems.saturating_sub(fixed.as_ref().map_or(0, |f| f.fixed));
+    let verdict = if left > 0 {
+        Err(CliError::Findings(left))
+    } else {
+        Ok(())
+    };
     if as_json {
-        return json(&DoctorOut {
+        json(&DoctorOut {
             backend: "redis",
             applicable: true,
             report: Some(report),
@@ -941,7 +948,8 @@ async fn doctor(url: &str, as_json: bool, fix: bool, c: ConfirmArgs) -> CliResul
             fixable,
             dry_run: c.dry_run,
             fixed,
-        });
+        })?;
+        return verdict;
     }
     println!("{problems} problems, {fixable} with a safe fix");
     match fixed {
@@ -953,7 +961,7 @@ async fn doctor(url: &str, as_json: bool, fix: bool, c: ConfirmArgs) -> CliResul
         None if fixable > 0 => println!("run `resq doctor --fix` to apply them"),
         None => {}
     }
-    Ok(())
+    verdict
 }
 
 fn print_report(report: &resq::redis::doctor::Report) {

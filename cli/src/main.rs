@@ -24,6 +24,10 @@ pub enum CliError {
     Usage(String),
     /// The command ran and failed (exit 1).
     Runtime(String),
+    /// An audit (`doctor`) ran and found this many problems it left in
+    /// place (exit 3), so that a script or a cron job can tell "unhealthy"
+    /// from "could not check".
+    Findings(u64),
 }
 
 impl CliError {
@@ -32,15 +36,16 @@ impl CliError {
         match self {
             CliError::Usage(_) => 2,
             CliError::Runtime(_) => 1,
+            CliError::Findings(_) => 3,
         }
     }
 
     /// The message, on one line.
     fn line(&self) -> String {
-        let text = match self {
-            CliError::Usage(m) | CliError::Runtime(m) => m,
-        };
-        text.split_whitespace().collect::<Vec<_>>().join(" ")
+        match self {
+            CliError::Usage(m) | CliError::Runtime(m) => m.split_whitespace().collect::<Vec<_>>().join(" "),
+            CliError::Findings(n) => format!("{n} problems found and not fixed (see the report)"),
+        }
     }
 }
 

@@ -123,9 +123,14 @@ impl Store {
 
     /// Runs the binary with `--json`, expecting success, and parses stdout.
     fn json(&self, args: &[&str]) -> Value {
+        self.json_exit(args, 0)
+    }
+
+    /// Runs the binary with `--json`, expecting exit `code`, and parses stdout.
+    fn json_exit(&self, args: &[&str], code: i32) -> Value {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
-        let (stdout, _) = self.run(&all, 0);
+        let (stdout, _) = self.run(&all, code);
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("resq {args:?}: not JSON ({e}): {stdout}"))
     }
 
@@ -655,18 +660,23 @@ async fn migrate_and_doctor(s: &Store) {
     // A job with cjson's `{}` args, as node-resque's Lua leaves it.
     let damaged = r#"{"class":"noargs","queue":"math","args":{}}"#;
     s.with(|b| async move { b.push("math", damaged).await.unwrap() }).await;
-    let report = s.json(&["doctor"]);
     if s.kind != "redis" {
+        let report = s.json(&["doctor"]);
         assert_eq!(report["applicable"], false, "{report}");
         let (text, _) = s.run(&["doctor"], 0);
         assert!(text.contains("Redis"), "{text}");
         return;
     }
+    // On Redis it finds the damage: exit 3 (problems left), in JSON too.
+    let report = s.json_exit(&["doctor"], 3);
     assert_eq!(report["applicable"], true);
     assert_eq!(report["fixable"], 1, "{report}");
     assert_eq!(report["report"]["findings"][0]["kind"], "empty_object_args");
+    let (_, stderr) = s.run(&["doctor"], 3);
+    assert_one_error_line(&stderr);
+    assert!(stderr.contains("1 problems found"), "{stderr}");
     s.run(&["doctor", "--fix"], 2);
-    let (text, _) = s.run(&["doctor", "--fix", "--dry-run"], 0);
+    let (text, _) = s.run(&["doctor", "--fix", "--dry-run"], 3);
     assert!(text.contains("would apply 1"), "{text}");
     let raw = || s.with(|b| async move { b.queue_range("math", 0, -1).await.unwrap() });
     assert_eq!(raw().await, vec![damaged.to_owned()]);
@@ -695,9 +705,9 @@ async fn migrate_and_doctor(s: &Store) {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let report = s.json(&["doctor"]);
+    let report = s.json_exit(&["doctor"], 3);
     assert_eq!(report["fixable"], 1, "{report}");
-    let plan = s.json(&["doctor", "--fix", "--dry-run"]);
+    let plan = s.json_exit(&["doctor", "--fix", "--dry-run"], 3);
     assert_eq!(plan["fixed"], Value::Null, "a dry run fixes nothing: {plan}");
     assert_eq!(failed_count(s).await, 0);
     let done = s.json(&["doctor", "--fix", "--yes"]);
