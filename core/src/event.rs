@@ -29,10 +29,16 @@ pub enum JobOutcome {
     /// A cancel request stopped the job while it ran: its future was
     /// dropped; not a failure, and not retried.
     Cancelled,
+    /// The job's task was at its rate limit or concurrency cap
+    /// ([`crate::TaskDef::rate_limit`], [`crate::TaskDef::concurrency`]):
+    /// put back on the delayed schedule unrun, to try again when the limit
+    /// frees. Not a failure, and not counted as processed.
+    Throttled,
 }
 
 impl JobOutcome {
-    /// Its name: `success`, `failure`, `retried`, `skipped` or `cancelled`.
+    /// Its name: `success`, `failure`, `retried`, `skipped`, `cancelled`
+    /// or `throttled`.
     pub fn as_str(self) -> &'static str {
         match self {
             JobOutcome::Success => "success",
@@ -40,6 +46,7 @@ impl JobOutcome {
             JobOutcome::Retried => "retried",
             JobOutcome::Skipped => "skipped",
             JobOutcome::Cancelled => "cancelled",
+            JobOutcome::Throttled => "throttled",
         }
     }
 }
@@ -183,6 +190,22 @@ pub enum WorkerEvent {
         job: Arc<Job>,
         /// The plugin that vetoed it.
         plugin: String,
+    },
+    /// The job's task was at its rate limit or its concurrency cap (see
+    /// [`crate::TaskDef::rate_limit`]): the job did not start; it went back
+    /// to the delayed schedule, due after `retry_after`, and its claim was
+    /// completed without counting it as processed or failed.
+    Throttled {
+        /// Worker name.
+        worker: String,
+        /// The queue it came from.
+        queue: String,
+        /// The job.
+        job: Arc<Job>,
+        /// The limit that refused it: `rate` or `concurrency`.
+        limit: &'static str,
+        /// How long after now it is due again.
+        retry_after: Duration,
     },
     /// A cancel request stopped the running job: its future was dropped,
     /// its working-on record removed without a failed entry, and the
@@ -332,6 +355,7 @@ impl WorkerEvent {
             WorkerEvent::Failure { .. } => "failure",
             WorkerEvent::ReEnqueue { .. } => "re_enqueue",
             WorkerEvent::Skipped { .. } => "skipped",
+            WorkerEvent::Throttled { .. } => "throttled",
             WorkerEvent::Cancelled { .. } => "cancelled",
             WorkerEvent::Error { .. } => "error",
             WorkerEvent::Pause { .. } => "pause",
