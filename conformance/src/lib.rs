@@ -450,6 +450,7 @@ macro_rules! suite {
                 cancel_running_stops_the_job_and_frees_the_worker,
                 cancel_by_id_and_by_args_in_a_multi_slot_worker,
                 cancel_removes_queued_and_delayed_jobs,
+                cancelling_queued_and_delayed_jobs_emits_events,
                 retry_does_not_retry_a_cancelled_job,
                 request_cancel_stores_a_mark_and_signals,
                 a_cancel_without_its_signal_is_found_by_the_mark,

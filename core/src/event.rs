@@ -96,6 +96,39 @@ pub trait JobObserver: Send + Sync + std::fmt::Debug + 'static {
 /// The capacity of event channels.
 pub(crate) const EVENT_CAPACITY: usize = 1024;
 
+/// What a [`crate::Queue`] client did that others may want to observe,
+/// from [`crate::Queue::subscribe`] (an admin's [`crate::Queue`] too).
+#[derive(Clone, Debug)]
+pub enum QueueEvent {
+    /// A queued or delayed job was cancelled: removed unrun, and counted
+    /// in [`crate::worker::CANCELLED_STAT`]. One event per job. (A running
+    /// job's cancel is the worker's `cancelled` event.)
+    Cancelled {
+        /// The job's class.
+        class: String,
+        /// Where it was: [`crate::JobPlace::Queued`] with its queue, or
+        /// [`crate::JobPlace::Delayed`] with its bucket (epoch ms).
+        place: crate::cancel::JobPlace,
+        /// Its id, when the removal knew its bytes (a cancel by id, and
+        /// delayed jobs); `None` for queued jobs removed by class where
+        /// they are stored ([`crate::QueueStore::remove_by_class`]), whose
+        /// bytes never reach the client.
+        id: Option<crate::cancel::JobId>,
+    },
+}
+
+/// A receiver of a [`crate::Queue`]'s events ([`crate::Queue::subscribe`]).
+pub type QueueEvents = broadcast::Receiver<QueueEvent>;
+
+impl QueueEvent {
+    /// The event's name: `cancelled`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            QueueEvent::Cancelled { .. } => "cancelled",
+        }
+    }
+}
+
 /// What a worker does, as node-resque's worker events.
 #[derive(Clone, Debug)]
 pub enum WorkerEvent {

@@ -42,7 +42,7 @@ pub use backend::{
 pub use cancel::{CancelReport, JobId, JobPlace};
 pub use config::TaskServerConfig;
 pub use error::{BackendErrorKind, Error, Result};
-pub use event::{JobEnd, JobObserver, JobOutcome, SchedulerEvent, WorkerEvent};
+pub use event::{JobEnd, JobObserver, JobOutcome, QueueEvent, QueueEvents, SchedulerEvent, WorkerEvent};
 pub use failed::{FailedId, FailedJob, Failure};
 pub use flow::{QueueLimits, RateLimit, TaskAdmission, TaskLimits};
 pub use job::{Decoded, Job};
