@@ -88,7 +88,7 @@ impl TaskFlowStore for RedisBackend {
             [2, _] => Ok(TaskAdmission::AtCapacity),
             other => Err(Error::Decode {
                 what: "a task-start admission",
-                reason: format!("unexpected reply {other:?}").into(),
+                reason: format!("unexpected reply {other:?}"),
             }),
         }
     }
