@@ -1643,7 +1643,19 @@ async fn throttle(
         crate::job::encode_payload(&claimed.queue, &job.class, &job.args)
     };
     let backend = client.backend();
-    let wait_ms = i64::try_from(retry_after.as_millis()).unwrap_or(i64::MAX);
+    // A store of one-second buckets promotes a job up to a second after the
+    // time asked for, never before. Asking half its precision earlier makes
+    // the job due on time on average instead of always late (a job promoted
+    // before its limit frees is only refused again: the admission, not the
+    // schedule, enforces the limit), which a rate-limited backlog needs to
+    // keep its throughput near the limit.
+    let precision = backend.delayed_precision();
+    let ahead = if precision > Duration::from_millis(1) {
+        precision / 2
+    } else {
+        Duration::ZERO
+    };
+    let wait_ms = i64::try_from(retry_after.saturating_sub(ahead).as_millis()).unwrap_or(i64::MAX);
     let due = now_ms().saturating_add(wait_ms);
     let mut attempt = 0u32;
     let mut tries = 0i64;
