@@ -1,5 +1,6 @@
 //! Flow control per task (issue #14): rate limits and concurrency caps
-//! declared on a task ([`TaskDef::rate_limit`], [`TaskDef::concurrency`]),
+//! declared on a task ([`resq_core::TaskDef::rate_limit`],
+//! [`resq_core::TaskDef::concurrency`]),
 //! counted per task class in the backend (`TaskFlowStore`), and enforced
 //! by the workers, which put a job over its task's limit back on the
 //! delayed schedule instead of running it.
