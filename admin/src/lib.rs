@@ -253,6 +253,13 @@ impl Admin {
         self.queue.cancel(id).await
     }
 
+    /// A receiver of this admin's queue events: a
+    /// [`resq_core::QueueEvent::Cancelled`] for each queued or delayed job
+    /// that [`Admin::cancel`] or [`Admin::cancel_jobs`] removes.
+    pub fn subscribe(&self) -> resq_core::QueueEvents {
+        self.queue.subscribe()
+    }
+
     /// The payload of the job `id` names, if it is still there (what a
     /// dry run of [`Admin::cancel`] shows).
     pub async fn find_job(&self, id: &JobId) -> Result<Option<String>> {

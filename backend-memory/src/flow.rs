@@ -7,10 +7,17 @@
 //! slot is released by whatever ends a record (a completion, a clean of the
 //! worker by its stop or by the stuck-worker sweep) and needs no
 //! bookkeeping of its own.
+//!
+//! Per task class (`TaskFlowStore`): a sliding log of start instants per
+//! class, and a map of worker slot to the class whose task slot it holds,
+//! which a completion (`release_task_slot`), the slot's next acquire and a
+//! clean of the worker empty.
 
 use crate::state::State;
-use resq_core::flow::rate_room;
-use resq_core::WorkerId;
+use crate::MemoryBackend;
+use async_trait::async_trait;
+use resq_core::flow::{rate_room, TaskAdmission, TaskLimits};
+use resq_core::{Result, TaskFlowStore, WorkerId};
 use tokio::time::Instant;
 
 impl State {
@@ -49,5 +56,65 @@ impl State {
             let log = self.starts.entry(queue.to_owned()).or_default();
             log.extend(std::iter::repeat_n(now, n));
         }
+    }
+}
+
+impl State {
+    /// [`TaskFlowStore::acquire_task_start`] under the state lock.
+    pub(crate) fn task_admit(
+        &mut self,
+        class: &str,
+        limits: &TaskLimits,
+        worker: &WorkerId,
+        now: Instant,
+    ) -> TaskAdmission {
+        self.task_slots.remove(worker);
+        if let Some(rate) = limits.rate {
+            let log = self.task_starts.entry(class.to_owned()).or_default();
+            let left = match now.checked_sub(rate.period) {
+                Some(cutoff) => rate_room(log, rate.max, cutoff),
+                None => rate.max.saturating_sub(u32::try_from(log.len()).unwrap_or(u32::MAX)),
+            };
+            if left == 0 {
+                // The oldest start in the window leaves it after this long.
+                let wait = log.front().map_or(rate.period, |oldest| {
+                    (*oldest + rate.period).saturating_duration_since(now)
+                });
+                return TaskAdmission::RateLimited(wait);
+            }
+        }
+        if let Some(cap) = limits.concurrency {
+            let running = self.task_slots.values().filter(|c| c.as_str() == class).count();
+            if running >= usize::try_from(cap).unwrap_or(usize::MAX) {
+                return TaskAdmission::AtCapacity;
+            }
+            self.task_slots.insert(worker.clone(), class.to_owned());
+        }
+        if limits.rate.is_some() {
+            self.task_starts.entry(class.to_owned()).or_default().push_back(now);
+        }
+        TaskAdmission::Admitted
+    }
+}
+
+#[async_trait]
+impl TaskFlowStore for MemoryBackend {
+    async fn acquire_task_start(&self, class: &str, limits: &TaskLimits, worker: &WorkerId) -> Result<TaskAdmission> {
+        limits.check()?;
+        if limits.is_unlimited() {
+            return Ok(TaskAdmission::Admitted);
+        }
+        let mut st = self.state.lock();
+        Ok(st.task_admit(class, limits, worker, Instant::now()))
+    }
+
+    async fn release_task_slot(&self, worker: &WorkerId) -> Result<bool> {
+        Ok(self.state.lock().task_slots.remove(worker).is_some())
+    }
+
+    async fn task_slots_held(&self, class: &str) -> Result<u64> {
+        let st = self.state.lock();
+        let n = st.task_slots.values().filter(|c| c.as_str() == class).count();
+        Ok(u64::try_from(n).unwrap_or(u64::MAX))
     }
 }

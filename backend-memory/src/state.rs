@@ -45,6 +45,14 @@ pub(crate) struct State {
     /// first (see `flow.rs`). Not saved.
     #[serde(skip)]
     pub(crate) starts: HashMap<String, VecDeque<tokio::time::Instant>>,
+    /// Start instants of rate-limited task classes within their window,
+    /// oldest first (see `flow.rs`). Not saved.
+    #[serde(skip)]
+    pub(crate) task_starts: HashMap<String, VecDeque<tokio::time::Instant>>,
+    /// The task slots held by running jobs of capped task classes: worker
+    /// slot to class. Not saved (a restarted store has no running jobs).
+    #[serde(skip)]
+    pub(crate) task_slots: HashMap<resq_core::WorkerId, String>,
     /// Bumped by every change; not saved.
     #[serde(skip)]
     changes: u64,

@@ -134,6 +134,7 @@ impl WorkerRegistry for MemoryBackend {
             let registered = st.registry.started.remove(worker).is_some();
             let pinged = st.registry.pings.remove(worker.name.as_str()).is_some();
             let working_on = st.working.remove(worker);
+            st.task_slots.remove(worker);
             st.stats.forget_worker(&worker.name);
             st.touch();
             if !registered && !pinged && working_on.is_none() {

@@ -103,6 +103,7 @@ mod queue;
 mod range;
 mod statements;
 mod stats;
+mod task_flow;
 pub mod testing;
 pub mod transactional;
 mod worker;

@@ -65,6 +65,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "delayed_due_ms",
         sql: include_str!("../migrations/0007_delayed_due_ms.sql"),
     },
+    Migration {
+        version: 8,
+        name: "task_flow",
+        sql: include_str!("../migrations/0008_task_flow.sql"),
+    },
 ];
 
 /// The version a fully migrated schema is at.

@@ -6,7 +6,7 @@
 //! that a backend renders each template once when it is built.
 
 use crate::names::Names;
-use crate::{cancel, delayed, failed, leader, lock, queue, stats, worker};
+use crate::{cancel, delayed, failed, leader, lock, queue, stats, task_flow, worker};
 
 macro_rules! statements {
     ($( $field:ident => $template:path ),* $(,)?) => {
@@ -112,4 +112,7 @@ statements! {
     request_cancel => cancel::REQUEST_CANCEL,
     cancel_marks => cancel::CANCEL_MARKS,
     clear_cancel => cancel::CLEAR_CANCEL,
+    acquire_task_start => task_flow::ACQUIRE_TASK_START,
+    release_task_slot => task_flow::RELEASE_TASK_SLOT,
+    task_slots_held => task_flow::TASK_SLOTS_HELD,
 }

@@ -60,6 +60,8 @@ const TABLES: &[&str] = &[
     "paused_queues",
     "queue_limits",
     "queue_slots",
+    "task_flow",
+    "task_slots",
 ];
 
 static LIVE: Semaphore = Semaphore::const_new(MAX_LIVE);

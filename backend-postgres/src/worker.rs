@@ -95,14 +95,16 @@ pub(crate) const STALE_WORKERS: &str = concat!(
     "ORDER BY name COLLATE \"C\", queues COLLATE \"C\""
 );
 
-/// Removes `$1:$2` from the registry, its ping and its working-on row;
+/// Removes `$1:$2` from the registry, its ping, its working-on row and its
+/// task slot;
 /// returns whether it was registered or pinged, and the working-on row if
 /// it had one.
 pub(crate) const CLEAN_WORKER: &str = concat!(
     "WITH w AS (DELETE FROM {s}.workers WHERE name = $1 AND queues = $2 RETURNING 1), ",
     "p AS (DELETE FROM {s}.pings WHERE name = $1 RETURNING 1), ",
     "o AS (DELETE FROM {s}.working WHERE worker_name = $1 AND worker_queues = $2 ",
-    "RETURNING worker, queue, run_at, payload) ",
+    "RETURNING worker, queue, run_at, payload), ",
+    "t AS (DELETE FROM {s}.task_slots WHERE worker_name = $1 AND worker_queues = $2) ",
     "SELECT EXISTS (SELECT 1 FROM w) OR EXISTS (SELECT 1 FROM p) AS known, ",
     "o.worker, o.queue, o.run_at, o.payload FROM (SELECT 1) AS one LEFT JOIN o ON true"
 );

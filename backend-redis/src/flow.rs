@@ -1,8 +1,17 @@
 //! Flow control's stored form on Redis (see `scripts::flow_lua` for how
 //! the claims enforce it): the hash `<ns>:resq:limits`, one field per
 //! limited queue, value `"<max> <period ms> <cap>"` with 0 for "none".
+//!
+//! Per task class (`TaskFlowStore`): one script (`ACQUIRE_TASK_START`)
+//! over the class's rate log `<ns>:resq:task_rate:<class>` and the hash
+//! `<ns>:resq:task_slots` (worker member -> class), which `clean_worker`
+//! also releases the worker's field of.
 
-use resq_core::{QueueLimits, RateLimit};
+use crate::scripts::ACQUIRE_TASK_START;
+use crate::{RedisBackend, RedisResult};
+use async_trait::async_trait;
+use resq_core::flow::{TaskAdmission, TaskLimits};
+use resq_core::{Error, QueueLimits, RateLimit, Result, TaskFlowStore, WorkerId};
 use std::time::Duration;
 
 /// A queue's limits as the limits hash stores them.
@@ -48,6 +57,65 @@ pub(crate) fn decode_all(key: &str, fields: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Str
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
+}
+
+#[async_trait]
+impl TaskFlowStore for RedisBackend {
+    async fn acquire_task_start(&self, class: &str, limits: &TaskLimits, worker: &WorkerId) -> Result<TaskAdmission> {
+        limits.check()?;
+        if limits.is_unlimited() {
+            return Ok(TaskAdmission::Admitted);
+        }
+        let (max, period) = limits.rate.map_or((0, 0), |r| (r.max, r.period_ms()));
+        let rkey = self.keys.task_rate(class);
+        let reply: Vec<i64> = ACQUIRE_TASK_START
+            .key(&rkey)
+            .key(self.keys.task_slots())
+            .arg(class)
+            .arg(worker.member())
+            .arg(max)
+            .arg(period)
+            .arg(limits.concurrency.unwrap_or(0))
+            .invoke_async(&mut self.conn())
+            .await
+            .rd_at(self, &rkey)
+            .await?;
+        match reply.as_slice() {
+            [0, _] => Ok(TaskAdmission::Admitted),
+            [1, ms] => Ok(TaskAdmission::RateLimited(Duration::from_millis(
+                u64::try_from(*ms).unwrap_or(0),
+            ))),
+            [2, _] => Ok(TaskAdmission::AtCapacity),
+            other => Err(Error::Decode {
+                what: "a task-start admission",
+                reason: format!("unexpected reply {other:?}"),
+            }),
+        }
+    }
+
+    async fn release_task_slot(&self, worker: &WorkerId) -> Result<bool> {
+        let key = self.keys.task_slots();
+        let n: i64 = redis::cmd("HDEL")
+            .arg(&key)
+            .arg(worker.member())
+            .query_async(&mut self.conn())
+            .await
+            .rd_at(self, &key)
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn task_slots_held(&self, class: &str) -> Result<u64> {
+        let key = self.keys.task_slots();
+        let values: Vec<Vec<u8>> = redis::cmd("HVALS")
+            .arg(&key)
+            .query_async(&mut self.conn())
+            .await
+            .rd_at(self, &key)
+            .await?;
+        let n = values.iter().filter(|v| v.as_slice() == class.as_bytes()).count();
+        Ok(u64::try_from(n).unwrap_or(u64::MAX))
+    }
 }
 
 #[cfg(test)]

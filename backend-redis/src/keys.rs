@@ -51,6 +51,18 @@ impl Keys {
         self.key("resq:slots")
     }
 
+    /// The task slots held by running jobs of capped task classes (a hash,
+    /// field: the worker's `workers` member, value: the task class).
+    pub(crate) fn task_slots(&self) -> String {
+        self.key("resq:task_slots")
+    }
+
+    /// The start times of rate-limited task class `class` within its
+    /// window (a sorted set scored by the server's time in µs).
+    pub(crate) fn task_rate(&self, class: &str) -> String {
+        format!("{}resq:task_rate:{class}", self.prefix)
+    }
+
     /// The start times of rate-limited queue `q` within its window (a sorted
     /// set scored by the server's time in µs).
     pub(crate) fn rate(&self, q: &str) -> String {
@@ -157,6 +169,8 @@ mod tests {
         assert_eq!(k.rate("math"), "resque:resq:rate:math");
         assert_eq!(k.limits(), "resque:resq:limits");
         assert_eq!(k.slots(), "resque:resq:slots");
+        assert_eq!(k.task_slots(), "resque:resq:task_slots");
+        assert_eq!(k.task_rate("Mail"), "resque:resq:task_rate:Mail");
         assert_eq!(k.delayed(10), "resque:delayed:10");
         assert_eq!(k.timestamps("{}"), "resque:timestamps:{}");
         assert_eq!(k.working(&w), "resque:worker:host:1+2:math,low");

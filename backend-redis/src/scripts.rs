@@ -609,7 +609,8 @@ return 1
 /// KEYS: workers set, ping, started, working, stat:processed:<name>,
 /// stat:failed:<name>, target list, queues set, stat:failed, the queue's
 /// enqueue-time record key, the slots hash (the worker's concurrency slot,
-/// if it holds one, is released).
+/// if it holds one, is released), the task-slots hash (likewise its task
+/// slot).
 /// ARGV: member, expected working-on value ("" for none), mode ("none",
 /// "requeue", "fail"), value to push, queue name, wakeup channel, enqueue
 /// ms. A requeued job goes to the queue's head and is recorded as enqueued
@@ -625,6 +626,7 @@ if (current or '') ~= ARGV[2] then return -1 end
 local found = redis.call('SREM', KEYS[1], ARGV[1]) + redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 redis.call('DEL', KEYS[5], KEYS[6])
 redis.call('HDEL', KEYS[11], ARGV[1])
+redis.pcall('HDEL', KEYS[12], ARGV[1])
 if current then
   if ARGV[3] == 'requeue' then
     rec_pushed(KEYS[10], redis.call('LPUSH', KEYS[7], ARGV[4]), ARGV[7], 'LPUSH')
@@ -826,4 +828,57 @@ end
 return {removed, #found / 2, last}
 "#
     ))
+});
+
+/// Flow control per task class (`TaskFlowStore::acquire_task_start`).
+/// KEYS: the class's rate-log key (a sorted set, as a queue's: score and
+/// member the server's time in µs, the member followed by the worker's
+/// member), the task-slots hash (worker member -> class).
+/// ARGV: class, worker member, rate max (0: none), rate period ms, cap (0:
+/// none).
+/// Releases the worker's task slot, then admits the start if both limits
+/// have room (logging it and holding a slot for the worker, each only when
+/// that limit is set). Returns `{0, 0}` when admitted, `{1, ms}` when the
+/// rate limit is full (the next start frees in `ms`), `{2, 0}` when the cap
+/// is full. A key of another type (another client's doing) is replaced:
+/// it holds nothing resq could count.
+pub(crate) static ACQUIRE_TASK_START: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local rkey, slots = KEYS[1], KEYS[2]
+local class, member = ARGV[1], ARGV[2]
+local max, period, cap = tonumber(ARGV[3]), tonumber(ARGV[4]) * 1000, tonumber(ARGV[5])
+local st = redis.call('TYPE', slots).ok
+if st ~= 'hash' and st ~= 'none' then redis.call('DEL', slots) end
+redis.call('HDEL', slots, member)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if max > 0 then
+  local rt = redis.call('TYPE', rkey).ok
+  if rt ~= 'zset' and rt ~= 'none' then redis.call('DEL', rkey) end
+  redis.call('ZREMRANGEBYSCORE', rkey, '-inf', string.format('%.0f', now - period))
+  if redis.call('ZCARD', rkey) >= max then
+    local oldest = redis.call('ZRANGE', rkey, 0, 0, 'WITHSCORES')
+    local wait = period
+    if oldest[2] then wait = tonumber(oldest[2]) + period - now end
+    if wait < 1000 then wait = 1000 end
+    return {1, math.ceil(wait / 1000)}
+  end
+end
+if cap > 0 then
+  local running = 0
+  for _, c in ipairs(redis.call('HVALS', slots)) do
+    if c == class then running = running + 1 end
+  end
+  if running >= cap then return {2, 0} end
+  redis.call('HSET', slots, member, class)
+end
+if max > 0 then
+  local stamp = string.format('%.0f', now)
+  redis.call('ZADD', rkey, stamp, stamp .. ' ' .. member)
+  redis.call('PEXPIRE', rkey, math.floor(period / 1000) + 1000)
+end
+return {0, 0}
+"#,
+    )
 });

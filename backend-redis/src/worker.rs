@@ -519,6 +519,7 @@ impl WorkerRegistry for RedisBackend {
                 .key(self.keys.stat("failed"))
                 .key(self.keys.enqueued(&queue))
                 .key(self.keys.slots())
+                .key(self.keys.task_slots())
                 .arg(worker.member())
                 .arg(raw.as_deref().unwrap_or(b""))
                 .arg(mode)

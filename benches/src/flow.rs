@@ -1,5 +1,6 @@
-//! Flow control under load (issue #14 part B), for `load --flow-rate` and
-//! `load --flow-cap`.
+//! Flow control under load (issue #14 part B), for `load --flow-rate`,
+//! `load --task-flow-rate` (the same limit declared on the task instead of
+//! the queue) and `load --flow-cap`.
 //!
 //! Every run uses `workers` separate [`Worker`]s, each with its own backend
 //! handle (its own Redis connection or PostgreSQL pool on the same
@@ -8,8 +9,8 @@
 
 use crate::measure::{fill, fresh, Fresh};
 use crate::metrics_cost::Spread;
-use resq_core::task::{JobContext, TaskError, Tasks};
-use resq_core::{Backend, Queue, QueueLimits, Worker, WorkerConfig};
+use resq_core::task::{JobContext, TaskDef, TaskError, Tasks};
+use resq_core::{Backend, JobEnd, JobObserver, JobOutcome, Queue, QueueLimits, Worker, WorkerConfig};
 use std::fmt;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -56,26 +57,34 @@ impl Ledger {
     }
 
     fn tasks(self: &Arc<Self>, stamp: bool) -> Result<Arc<Tasks>, String> {
+        self.limited_tasks(stamp, None)
+    }
+
+    /// The `noop` task, with `rate` (starts per period) declared on it.
+    fn limited_tasks(self: &Arc<Self>, stamp: bool, rate: Option<(u32, Duration)>) -> Result<Arc<Tasks>, String> {
         let mut tasks = Tasks::new();
         let l = Arc::clone(self);
-        tasks
-            .register_fn("noop", move |(i,): (usize,), _ctx: JobContext| {
-                let at = Instant::now();
-                let l = Arc::clone(&l);
-                async move {
-                    if stamp {
-                        if let Ok(mut s) = l.starts.lock() {
-                            s.push(at);
-                        }
+        let def = TaskDef::from_fn("noop", move |(i,): (usize,), _ctx: JobContext| {
+            let at = Instant::now();
+            let l = Arc::clone(&l);
+            async move {
+                if stamp {
+                    if let Ok(mut s) = l.starts.lock() {
+                        s.push(at);
                     }
-                    if let Some(slot) = l.runs.get(i) {
-                        slot.fetch_add(1, Ordering::Relaxed);
-                    }
-                    l.done.fetch_add(1, Ordering::AcqRel);
-                    Ok::<_, TaskError>(())
                 }
-            })
-            .map_err(|e| e.to_string())?;
+                if let Some(slot) = l.runs.get(i) {
+                    slot.fetch_add(1, Ordering::Relaxed);
+                }
+                l.done.fetch_add(1, Ordering::AcqRel);
+                Ok::<_, TaskError>(())
+            }
+        });
+        let def = match rate {
+            Some((max, period)) => def.rate_limit(max, period),
+            None => def,
+        };
+        tasks.define(def).map_err(|e| e.to_string())?;
         Ok(Arc::new(tasks))
     }
 
@@ -96,6 +105,7 @@ async fn start_workers(
     workers: usize,
     slots: usize,
     stop: &CancellationToken,
+    observer: Option<Arc<dyn JobObserver>>,
 ) -> Result<
     (
         Vec<Arc<dyn Backend>>,
@@ -111,6 +121,7 @@ async fn start_workers(
             poll_interval: Duration::from_millis(500),
             shutdown_timeout: Duration::from_secs(10),
             concurrency: slots,
+            observer: observer.clone(),
             ..WorkerConfig::for_queues(["bench"])
         };
         let w = Worker::new(Arc::clone(&backend), Arc::clone(tasks), config);
@@ -163,14 +174,17 @@ enum ServerLog {
 }
 
 impl ServerLog {
-    async fn open(f: &Fresh, url: &str) -> Result<Option<ServerLog>, String> {
+    async fn open(f: &Fresh, url: &str, scope: RateScope) -> Result<Option<ServerLog>, String> {
         if let Some(r) = &f.redis {
             let client = redis::Client::open(url).map_err(|e| e.to_string())?;
             let conn = client
                 .get_multiplexed_async_connection()
                 .await
                 .map_err(|e| e.to_string())?;
-            let key = format!("{}:resq:rate:bench", r.config().namespace);
+            let key = match scope {
+                RateScope::Queue => format!("{}:resq:rate:bench", r.config().namespace),
+                RateScope::Task => format!("{}:resq:task_rate:noop", r.config().namespace),
+            };
             return Ok(Some(ServerLog::Redis(conn, key)));
         }
         if let Some(p) = &f.postgres {
@@ -179,10 +193,11 @@ impl ServerLog {
                 .connect(url)
                 .await
                 .map_err(|e| e.to_string())?;
-            let sql = format!(
-                "SELECT starts FROM \"{}\".queue_limits WHERE queue = 'bench'",
-                p.schema().replace('"', "\"\"")
-            );
+            let schema = p.schema().replace('"', "\"\"");
+            let sql = match scope {
+                RateScope::Queue => format!("SELECT starts FROM \"{schema}\".queue_limits WHERE queue = 'bench'"),
+                RateScope::Task => format!("SELECT starts FROM \"{schema}\".task_flow WHERE class = 'noop'"),
+            };
             return Ok(Some(ServerLog::Postgres(pool, sql)));
         }
         Ok(None)
@@ -245,11 +260,38 @@ fn most_in_window_us(starts: &[i64], window_us: i64) -> usize {
     most
 }
 
+/// Where a rate limit is declared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateScope {
+    /// On the queue (`set_queue_limits`): the claims skip it at its limit.
+    Queue,
+    /// On the task (`TaskDef::rate_limit`): the workers throttle jobs over
+    /// it back to the delayed schedule, and a scheduler promotes them.
+    Task,
+}
+
+/// Counts the jobs the workers throttled.
+#[derive(Debug, Default)]
+struct Throttles(AtomicUsize);
+
+impl JobObserver for Throttles {
+    fn job_finished(&self, end: &JobEnd<'_>) {
+        if end.outcome == JobOutcome::Throttled {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// One rate-limit run under backlog.
 #[derive(Clone, Debug)]
 pub struct RateRun {
     /// The backend URL.
     pub url: String,
+    /// Where the limit was declared.
+    pub scope: RateScope,
+    /// Jobs throttled back to the delayed schedule (per-task limits only),
+    /// and jobs still there at the end.
+    pub throttled: (usize, u64),
     /// The limit: starts per period.
     pub max: u32,
     /// The limit's period.
@@ -287,10 +329,14 @@ impl fmt::Display for RateRun {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} rate limit {}/{:?}, {} workers × {} slots, backlog {}: most starts in any {:?} window {} \
+            "{} {} rate limit {}/{:?}, {} workers × {} slots, backlog {}: most starts in any {:?} window {} \
              (limit {}, {}); at job start (workers' clocks) {}; {} starts in {} periods = {:.1}% of the limit; \
-             ran {} jobs once each, {} still queued, none lost",
+             ran {} jobs once each, {} still queued{}, none lost",
             self.url,
+            match self.scope {
+                RateScope::Queue => "per-queue",
+                RateScope::Task => "per-task",
+            },
             self.max,
             self.period,
             self.shape.0,
@@ -323,6 +369,13 @@ impl fmt::Display for RateRun {
             self.achieved_percent(),
             self.ran,
             self.queued,
+            match self.scope {
+                RateScope::Queue => String::new(),
+                RateScope::Task => format!(
+                    ", {} delayed; {} throttles (jobs put back on the schedule)",
+                    self.throttled.1, self.throttled.0
+                ),
+            },
         )
     }
 }
@@ -331,26 +384,48 @@ impl fmt::Display for RateRun {
 /// `slots` for `periods` periods from the first start: starts per window
 /// (the most in any window, against the limit) and throughput as a share
 /// of the limit. Fails if a job ran twice, was lost or failed.
+#[allow(clippy::too_many_arguments)]
 pub async fn rate(
     url: &str,
+    scope: RateScope,
     max: u32,
     period: Duration,
     periods: u32,
     workers: usize,
     slots: usize,
+    scheduler_poll: Duration,
 ) -> Result<RateRun, String> {
     let f = fresh(url).await?;
     let queue = Queue::new(Arc::clone(&f.backend));
-    queue
-        .set_queue_limits("bench", QueueLimits::new().rate(max, period))
-        .await
-        .map_err(|e| e.to_string())?;
+    if scope == RateScope::Queue {
+        queue
+            .set_queue_limits("bench", QueueLimits::new().rate(max, period))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     let jobs = max as usize * (periods as usize + 2);
     fill(&queue, jobs).await?;
     let ledger = Ledger::new(jobs);
-    let tasks = ledger.tasks(true)?;
+    let tasks = match scope {
+        RateScope::Queue => ledger.tasks(true)?,
+        RateScope::Task => ledger.limited_tasks(true, Some((max, period)))?,
+    };
+    let throttles = Arc::new(Throttles::default());
     let stop = CancellationToken::new();
-    let sampler = match ServerLog::open(&f, url).await? {
+    // Throttled jobs wait on the delayed schedule: a scheduler promotes them.
+    let scheduler = match scope {
+        RateScope::Queue => None,
+        RateScope::Task => {
+            let config = resq_core::SchedulerConfig {
+                poll_interval: scheduler_poll,
+                ..resq_core::SchedulerConfig::default()
+            };
+            let s = resq_core::Scheduler::new(Arc::clone(&f.backend), config).map_err(|e| e.to_string())?;
+            let t = stop.clone();
+            Some(tokio::spawn(async move { s.run_until(t).await }))
+        }
+    };
+    let sampler = match ServerLog::open(&f, url, scope).await? {
         Some(mut log) => {
             let stop = stop.clone();
             let every = period / 4;
@@ -367,7 +442,8 @@ pub async fn rate(
         }
         None => None,
     };
-    let (handles, running) = start_workers(&f, url, &tasks, workers, slots, &stop).await?;
+    let observer: Arc<dyn JobObserver> = throttles.clone();
+    let (handles, running) = start_workers(&f, url, &tasks, workers, slots, &stop, Some(observer)).await?;
     let waited = Instant::now();
     while ledger.done.load(Ordering::Acquire) == 0 {
         if waited.elapsed() > RUN_LIMIT {
@@ -386,6 +462,9 @@ pub async fn rate(
     let end = first + period * periods;
     tokio::time::sleep_until(tokio::time::Instant::from_std(end) + period / 4).await;
     stop_workers(stop, handles, running, &f).await?;
+    if let Some(s) = scheduler {
+        s.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    }
     let server_most = match sampler {
         Some(s) => {
             let seen = s.await.map_err(|e| e.to_string())??;
@@ -404,17 +483,21 @@ pub async fn rate(
     let measured_starts = starts.iter().filter(|t| **t < end).count();
     let most = most_in_window(&starts, period);
     let queued = queue.length("bench").await.map_err(|e| e.to_string())?;
+    let delayed = f.backend.delayed_count().await.map_err(|e| e.to_string())?;
     let failed = queue.failed_count().await.map_err(|e| e.to_string())?;
     f.done().await;
     let ran = ledger.ran();
     let twice = ledger.ran_twice();
-    if twice > 0 || failed > 0 || ran + queued as usize != jobs {
+    let left = usize::try_from(queued + delayed).unwrap_or(usize::MAX);
+    if twice > 0 || failed > 0 || ran + left != jobs {
         return Err(format!(
-            "{twice} jobs ran twice, {failed} failed, {ran} ran + {queued} queued of {jobs}"
+            "{twice} jobs ran twice, {failed} failed, {ran} ran + {queued} queued + {delayed} delayed of {jobs}"
         ));
     }
     Ok(RateRun {
         url: url.to_owned(),
+        scope,
+        throttled: (throttles.0.load(Ordering::Relaxed), delayed),
         max,
         period,
         shape: (workers, slots),
@@ -493,7 +576,7 @@ async fn process(url: &str, jobs: usize, workers: usize, slots: usize, cap: Opti
     let tasks = ledger.tasks(false)?;
     let stop = CancellationToken::new();
     let start = Instant::now();
-    let (handles, running) = start_workers(&f, url, &tasks, workers, slots, &stop).await?;
+    let (handles, running) = start_workers(&f, url, &tasks, workers, slots, &stop, None).await?;
     while ledger.done.load(Ordering::Acquire) < jobs {
         if start.elapsed() > RUN_LIMIT {
             return Err(format!("ran {} of {jobs} jobs", ledger.done.load(Ordering::Acquire)));

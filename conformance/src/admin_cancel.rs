@@ -1,6 +1,8 @@
 //! `resq_admin::Admin::cancel` and `cancel_jobs` (issue #14): the ids the
 //! listings show (a worker's job, a queued job, a delayed item) cancel
-//! exactly that job; by class and arguments, every matching one.
+//! exactly that job; by class and arguments, every matching one. Each
+//! queued or delayed job removed is a `cancelled` queue event on
+//! `Admin::subscribe`.
 
 use crate::support::{count_events, quick_config, registry, spawn_worker, wait_until};
 use crate::timeout::hanging;
@@ -26,6 +28,7 @@ pub async fn listing_ids_cancel_running_queued_and_delayed_jobs(backend: Arc<dyn
     let tasks = registry(vec![hanging("hang", &started, &dropped)]);
     let mut w = spawn_worker(&backend, &tasks, quick_config(&["run"]));
     let events = w.take_events();
+    let mut removals = admin.subscribe();
     admin.enqueue("run", "hang", json!([1])).await.unwrap();
     admin.enqueue("wait", "hang", json!([2])).await.unwrap();
     admin.enqueue("wait", "hang", json!([3])).await.unwrap();
@@ -85,5 +88,13 @@ pub async fn listing_ids_cancel_running_queued_and_delayed_jobs(backend: Arc<dyn
     })
     .await;
     assert_eq!(admin.overview().await.unwrap().failed, 0);
+    // One queue event per removed job (the running one is the worker's).
+    let mut places = Vec::new();
+    while let Ok(resq_core::QueueEvent::Cancelled { class, place, .. }) = removals.try_recv() {
+        assert_eq!(class, "hang");
+        places.push(place);
+    }
+    assert_eq!(places.len(), 3, "{places:?}");
+    assert!(matches!(places[1], resq_core::JobPlace::Delayed(_)), "{places:?}");
     w.shutdown().await;
 }

@@ -13,7 +13,9 @@ use crate::timeout::{hanging, recording};
 use resq_core::backend::{Backend, CancelMark, WorkerId};
 use resq_core::plugins::Retry;
 use resq_core::worker::CANCELLED_STAT;
-use resq_core::{BackendErrorKind, Error, JobId, JobPlace, Queue, WorkerConfig, WorkerEvent};
+use resq_core::{
+    BackendErrorKind, Error, JobId, JobPlace, Queue, QueueEvent as ResqQueueEvent, WorkerConfig, WorkerEvent,
+};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -198,6 +200,68 @@ pub async fn cancel_removes_queued_and_delayed_jobs(backend: Arc<dyn Backend>) {
     assert_eq!(report.total(), 1);
     assert_eq!(backend.stat(CANCELLED_STAT).await.unwrap(), 6);
     assert_eq!(q.failed_count().await.unwrap(), 0);
+}
+
+/// Every queued or delayed job a cancel removes emits one `cancelled`
+/// queue event on the client's channel (shared by its clones), with its
+/// class and place, and its id where the removal knew its bytes; an
+/// admin's cancels go through the same channel.
+pub async fn cancelling_queued_and_delayed_jobs_emits_events(backend: Arc<dyn Backend>) {
+    let q = Queue::new(Arc::clone(&backend));
+    let mut rx = q.clone().subscribe();
+    q.enqueue("q1", "job", (1,)).await.unwrap();
+    q.enqueue("q1", "job", (2,)).await.unwrap();
+    q.enqueue("q2", "job", (3,)).await.unwrap();
+    q.enqueue("q1", "other", (1,)).await.unwrap();
+    q.enqueue_in(Duration::from_secs(3600), "q1", "job", (4,))
+        .await
+        .unwrap();
+    q.enqueue_in(Duration::from_secs(7200), "q1", "other", (5,))
+        .await
+        .unwrap();
+
+    let queued = backend.queue_range("q1", 0, -1).await.unwrap();
+    let id = JobId::queued("q1", &queued[0]);
+    q.cancel(&id).await.unwrap();
+    let ts = q.timestamps().await.unwrap();
+    let raw = backend.delayed_at(ts[1] / 1000).await.unwrap().remove(0);
+    let delayed_id = JobId::delayed(ts[1], &raw);
+    q.cancel(&delayed_id).await.unwrap();
+    let report = q.cancel_jobs("job", None).await.unwrap();
+    assert_eq!((report.queued, report.delayed), (2, 1));
+
+    let mut events = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        events.push(e);
+    }
+    assert_eq!(events.len(), 5, "one per removed job: {events:?}");
+    let ResqQueueEvent::Cancelled { class, place, id: got } = &events[0];
+    assert_eq!(
+        (class.as_str(), place, got.as_ref()),
+        ("job", &JobPlace::Queued("q1".into()), Some(&id))
+    );
+    let ResqQueueEvent::Cancelled { class, place, id: got } = &events[1];
+    assert_eq!(
+        (class.as_str(), place, got.as_ref()),
+        ("other", &JobPlace::Delayed(ts[1]), Some(&delayed_id))
+    );
+    let mut by_class: Vec<(String, JobPlace, bool)> = events[2..]
+        .iter()
+        .map(|ResqQueueEvent::Cancelled { class, place, id }| (class.clone(), place.clone(), id.is_some()))
+        .collect();
+    by_class.sort_by_key(|(_, p, _)| format!("{p:?}"));
+    assert_eq!(
+        by_class,
+        vec![
+            ("job".to_owned(), JobPlace::Delayed(ts[0]), true),
+            ("job".to_owned(), JobPlace::Queued("q1".into()), false),
+            ("job".to_owned(), JobPlace::Queued("q2".into()), false),
+        ]
+    );
+    assert!(events.iter().all(|e| e.name() == "cancelled"));
+    assert_eq!(backend.stat(CANCELLED_STAT).await.unwrap(), 5);
+    let other = Queue::new(Arc::clone(&backend));
+    assert!(other.subscribe().try_recv().is_err(), "another client's channel");
 }
 
 /// A cancelled job is not retried by the Retry plugin, which clears its

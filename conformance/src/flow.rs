@@ -10,9 +10,9 @@
 //! between a claim and its job's start cannot fill; liveness bounds are
 //! generous.
 
-use crate::support::{quick_config, quick_scheduler, spawn_scheduler, spawn_worker, wait_until};
+use crate::support::{count_events, quick_config, quick_scheduler, spawn_scheduler, spawn_worker, wait_until};
 use resq_core::backend::{Backend, Orphan, Outcome, WorkerId};
-use resq_core::task::{JobContext, TaskError, Tasks};
+use resq_core::task::{JobContext, TaskDef, TaskError, Tasks};
 use resq_core::time::now_ms;
 use resq_core::{Error, Queue, QueueLimits, SchedulerConfig, WorkerConfig};
 use serde_json::Value;
@@ -357,42 +357,96 @@ pub async fn stuck_worker_sweep_returns_the_slot(backend: Arc<dyn Backend>) {
 }
 
 /// Tasks for the engine tests: `job(..)` counts its run, tracks how many
-/// run at once (the peak goes into `peak`), records its start, and sleeps
-/// `hold`.
-struct Probe {
-    ran: Arc<AtomicUsize>,
-    now: AtomicUsize,
-    peak: AtomicUsize,
-    starts: Mutex<Vec<Instant>>,
+/// run at once (the peak goes into `peak`), records its start and its
+/// first argument, and sleeps `hold`.
+pub(crate) struct Probe {
+    pub(crate) ran: Arc<AtomicUsize>,
+    pub(crate) now: AtomicUsize,
+    pub(crate) peak: AtomicUsize,
+    pub(crate) starts: Mutex<Vec<Instant>>,
+    /// The first argument of every run, in start order.
+    pub(crate) seen: Mutex<Vec<Value>>,
 }
 
-fn probe() -> Arc<Probe> {
+pub(crate) fn probe() -> Arc<Probe> {
     Arc::new(Probe {
         ran: Arc::new(AtomicUsize::new(0)),
         now: AtomicUsize::new(0),
         peak: AtomicUsize::new(0),
         starts: Mutex::new(Vec::new()),
+        seen: Mutex::new(Vec::new()),
+    })
+}
+
+/// The probe's task under `name`, holding each run for `hold`.
+pub(crate) fn probe_def(p: &Arc<Probe>, name: &str, hold: Duration) -> TaskDef {
+    let p = Arc::clone(p);
+    TaskDef::from_fn(name, move |args: Vec<Value>, _ctx: JobContext| {
+        let p = Arc::clone(&p);
+        async move {
+            p.starts.lock().expect("starts").push(Instant::now());
+            p.seen
+                .lock()
+                .expect("seen")
+                .push(args.first().cloned().unwrap_or(Value::Null));
+            let now = p.now.fetch_add(1, Ordering::SeqCst) + 1;
+            p.peak.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(hold).await;
+            p.now.fetch_sub(1, Ordering::SeqCst);
+            p.ran.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, TaskError>(())
+        }
     })
 }
 
 fn probe_tasks(p: &Arc<Probe>, hold: Duration) -> Arc<Tasks> {
     let mut tasks = Tasks::new();
-    let p = Arc::clone(p);
-    tasks
-        .register_fn("job", move |_args: Vec<Value>, _ctx: JobContext| {
-            let p = Arc::clone(&p);
-            async move {
-                p.starts.lock().expect("starts").push(Instant::now());
-                let now = p.now.fetch_add(1, Ordering::SeqCst) + 1;
-                p.peak.fetch_max(now, Ordering::SeqCst);
-                tokio::time::sleep(hold).await;
-                p.now.fetch_sub(1, Ordering::SeqCst);
-                p.ran.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, TaskError>(())
-            }
-        })
-        .expect("register job");
+    tasks.define(probe_def(p, "job", hold)).expect("define job");
     Arc::new(tasks)
+}
+
+/// Runs `singles` one-slot workers and one worker of `slots` slots on
+/// `queues` (and, with `scheduler`, a scheduler that promotes delayed
+/// jobs) until `p` counts `jobs` runs, then stops them all. Returns how
+/// many `throttled` events the workers emitted. The shared multi-worker
+/// setup of the flow-control tests.
+pub(crate) async fn run_until_all_ran(
+    backend: &Arc<dyn Backend>,
+    tasks: &Arc<Tasks>,
+    queues: &[&str],
+    (singles, slots): (usize, usize),
+    scheduler: bool,
+    p: &Arc<Probe>,
+    jobs: usize,
+) -> usize {
+    let mut workers = Vec::new();
+    for _ in 0..singles {
+        workers.push(spawn_worker(backend, tasks, quick_config(queues)));
+    }
+    workers.push(spawn_worker(
+        backend,
+        tasks,
+        WorkerConfig {
+            concurrency: slots,
+            ..quick_config(queues)
+        },
+    ));
+    let logs: Vec<_> = workers.iter_mut().map(|w| w.take_events()).collect();
+    let s = scheduler.then(|| spawn_scheduler(backend, None, quick_scheduler()));
+    wait_until(Duration::from_secs(40), "every job ran", || {
+        let p = Arc::clone(p);
+        async move { p.ran.load(Ordering::SeqCst) >= jobs }
+    })
+    .await;
+    for w in workers {
+        w.shutdown().await;
+    }
+    if let Some(s) = s {
+        s.shutdown().await;
+    }
+    logs.iter()
+        .map(|log| count_events(log, |e| matches!(e, resq_core::WorkerEvent::Throttled { .. })))
+        .sum()
 }
 
 fn counting_tasks(ran: &Arc<AtomicUsize>, hold: Duration) -> Arc<Tasks> {
@@ -401,12 +455,13 @@ fn counting_tasks(ran: &Arc<AtomicUsize>, hold: Duration) -> Arc<Tasks> {
         now: AtomicUsize::new(0),
         peak: AtomicUsize::new(0),
         starts: Mutex::new(Vec::new()),
+        seen: Mutex::new(Vec::new()),
     });
     probe_tasks(&p, hold)
 }
 
 /// The most starts in any window of `window` among `starts`.
-fn most_in_window(starts: &[Instant], window: Duration) -> usize {
+pub(crate) fn most_in_window(starts: &[Instant], window: Duration) -> usize {
     let mut sorted = starts.to_vec();
     sorted.sort_unstable();
     let mut most = 0;
@@ -433,26 +488,7 @@ pub async fn workers_never_exceed_the_cap(backend: Arc<dyn Backend>) {
     for i in 0..jobs {
         q.enqueue("c", "job", (i,)).await.unwrap();
     }
-    let mut workers = Vec::new();
-    for _ in 0..3 {
-        workers.push(spawn_worker(&backend, &tasks, quick_config(&["c"])));
-    }
-    workers.push(spawn_worker(
-        &backend,
-        &tasks,
-        WorkerConfig {
-            concurrency: 4,
-            ..quick_config(&["c"])
-        },
-    ));
-    wait_until(LIMIT, "every job ran", || {
-        let p = Arc::clone(&p);
-        async move { p.ran.load(Ordering::SeqCst) == jobs }
-    })
-    .await;
-    for w in workers {
-        w.shutdown().await;
-    }
+    run_until_all_ran(&backend, &tasks, &["c"], (3, 4), false, &p, jobs).await;
     let peak = p.peak.load(Ordering::SeqCst);
     assert!((1..=2).contains(&peak), "at most 2 at once, saw {peak}");
     assert_eq!(backend.failed_count().await.unwrap(), 0);
@@ -475,26 +511,7 @@ pub async fn workers_respect_the_rate_limit(backend: Arc<dyn Backend>) {
     for i in 0..jobs {
         q.enqueue("r", "job", (i,)).await.unwrap();
     }
-    let mut workers = Vec::new();
-    for _ in 0..2 {
-        workers.push(spawn_worker(&backend, &tasks, quick_config(&["r"])));
-    }
-    workers.push(spawn_worker(
-        &backend,
-        &tasks,
-        WorkerConfig {
-            concurrency: 3,
-            ..quick_config(&["r"])
-        },
-    ));
-    wait_until(LIMIT, "every job ran", || {
-        let p = Arc::clone(&p);
-        async move { p.ran.load(Ordering::SeqCst) == jobs }
-    })
-    .await;
-    for w in workers {
-        w.shutdown().await;
-    }
+    run_until_all_ran(&backend, &tasks, &["r"], (2, 3), false, &p, jobs).await;
     let starts = p.starts.lock().expect("starts").clone();
     assert_eq!(starts.len(), jobs);
     let most = most_in_window(&starts, period - Duration::from_millis(250));

@@ -13,7 +13,8 @@
 //! `resq-admin` (`admin_overview`, `admin_queue`, `admin_delayed`,
 //! `admin_failed`, `admin_workers`, `admin_locks`, `admin_pause`,
 //! `admin_enqueue`, and `admin_claims` for the enqueue times claims carry),
-//! and flow control (`flow`: rate limits and concurrency caps;
+//! and flow control (`flow`: rate limits and concurrency caps per queue;
+//! `task_flow`: the same per task, declared on the task;
 //! `precise_delayed`: delayed jobs by the millisecond; `timeout` for job
 //! timeouts; `cancel` and `admin_cancel` for cancelling running, queued and
 //! delayed jobs).
@@ -69,6 +70,7 @@ pub mod registry;
 pub mod scheduler;
 pub mod stats;
 pub mod support;
+pub mod task_flow;
 pub mod tasks;
 pub mod timeout;
 pub mod worker;
@@ -321,6 +323,18 @@ macro_rules! suite {
                 workers_respect_the_rate_limit,
                 limits_on_one_queue_leave_others_alone,
             ],
+            async task_flow: [
+                invalid_task_limits_are_refused,
+                task_rate_limit_admits_max_starts_per_window,
+                task_rate_limit_window_slides,
+                task_cap_admits_k_and_release_frees,
+                cleaning_a_worker_returns_its_task_slot,
+                stuck_worker_sweep_returns_the_task_slot,
+                workers_respect_the_task_rate_limit,
+                workers_never_exceed_the_task_cap,
+                tasks_without_limits_are_unaffected,
+                two_limited_tasks_in_one_queue_do_not_block_each_other,
+            ],
             async plugin: [
                 custom_plugin_hooks_and_enqueue_veto,
                 delay_queue_lock_blocks_identical_delayed_job,
@@ -436,6 +450,7 @@ macro_rules! suite {
                 cancel_running_stops_the_job_and_frees_the_worker,
                 cancel_by_id_and_by_args_in_a_multi_slot_worker,
                 cancel_removes_queued_and_delayed_jobs,
+                cancelling_queued_and_delayed_jobs_emits_events,
                 retry_does_not_retry_a_cancelled_job,
                 request_cancel_stores_a_mark_and_signals,
                 a_cancel_without_its_signal_is_found_by_the_mark,
@@ -590,6 +605,7 @@ const GROUP_SOURCES: &[(&str, &str)] = &[
     ("worker", include_str!("worker.rs")),
     ("pause", include_str!("pause.rs")),
     ("flow", include_str!("flow.rs")),
+    ("task_flow", include_str!("task_flow.rs")),
     ("scheduler", include_str!("scheduler.rs")),
     ("model", include_str!("model.rs")),
     ("plugin", include_str!("plugin.rs")),

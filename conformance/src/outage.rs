@@ -5,8 +5,8 @@
 use async_trait::async_trait;
 use resq_core::backend::{
     Backend, CancelMark, CancelSignal, CancelStore, Claimed, Cleaned, DelayedStore, FailedStore, LeaderLock, LockEntry,
-    LockStore, Orphan, Outcome, Promotion, QueueStat, QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry,
-    WorkingOn,
+    LockStore, Orphan, Outcome, Promotion, QueueStat, QueueStore, QueuedJob, StatsStore, TaskFlowStore, WorkerId,
+    WorkerRegistry, WorkingOn,
 };
 use resq_core::{BackendErrorKind, Error, Result};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -416,6 +416,27 @@ impl CancelStore for Outage {
     async fn cancel_signals(&self) -> Result<tokio::sync::broadcast::Receiver<CancelSignal>> {
         self.gate("cancel_signals")?;
         self.inner.cancel_signals().await
+    }
+}
+
+#[async_trait]
+impl TaskFlowStore for Outage {
+    async fn acquire_task_start(
+        &self,
+        class: &str,
+        limits: &resq_core::TaskLimits,
+        worker: &WorkerId,
+    ) -> Result<resq_core::TaskAdmission> {
+        self.gate("acquire_task_start")?;
+        self.inner.acquire_task_start(class, limits, worker).await
+    }
+    async fn release_task_slot(&self, worker: &WorkerId) -> Result<bool> {
+        self.gate("release_task_slot")?;
+        self.inner.release_task_slot(worker).await
+    }
+    async fn task_slots_held(&self, class: &str) -> Result<u64> {
+        self.gate("task_slots_held")?;
+        self.inner.task_slots_held(class).await
     }
 }
 

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use resq_conformance::fixtures::*;
 use resq_conformance::model::{ModelRun, ModelVerdict};
-use resq_core::{CancelMark, CancelSignal, CancelStore, LockEntry, Result};
+use resq_core::{CancelMark, CancelSignal, CancelStore, LockEntry, Result, TaskFlowStore};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -517,6 +517,24 @@ impl CancelStore for Mutant {
     }
     async fn cancel_signals(&self) -> Result<tokio::sync::broadcast::Receiver<CancelSignal>> {
         self.inner.cancel_signals().await
+    }
+}
+
+#[async_trait]
+impl TaskFlowStore for Mutant {
+    async fn acquire_task_start(
+        &self,
+        class: &str,
+        limits: &resq_core::TaskLimits,
+        worker: &WorkerId,
+    ) -> Result<resq_core::TaskAdmission> {
+        self.inner.acquire_task_start(class, limits, worker).await
+    }
+    async fn release_task_slot(&self, worker: &WorkerId) -> Result<bool> {
+        self.inner.release_task_slot(worker).await
+    }
+    async fn task_slots_held(&self, class: &str) -> Result<u64> {
+        self.inner.task_slots_held(class).await
     }
 }
 

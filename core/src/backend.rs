@@ -1,6 +1,6 @@
 //! The storage contract: one [`Backend`] trait, grouped by concern.
 //!
-//! Every backend (memory, Redis, Postgres) implements the same eight traits
+//! Every backend (memory, Redis, Postgres) implements the same nine traits
 //! with the same semantics, and `resq-conformance` checks that they do.
 //! Payloads cross this boundary as raw strings and are stored byte for byte.
 //! Each method is one atomic step unless its documentation says otherwise:
@@ -8,7 +8,7 @@
 
 use crate::error::Result;
 use crate::failed::{FailedJob, Failure};
-use crate::flow::QueueLimits;
+use crate::flow::{QueueLimits, TaskAdmission, TaskLimits};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -756,7 +756,9 @@ pub trait WorkerRegistry: Send + Sync {
     /// per-worker stats and working-on record, and hands any working-on job
     /// to `orphan`, all in one atomic step. Used for a clean stop (no
     /// working-on record is left then), for a stop past its deadline, and
-    /// for dead workers. Returns `None` if nothing of the worker was found.
+    /// for dead workers. The task slot the worker holds, if any, is
+    /// released in the same step (see [`TaskFlowStore`]). Returns `None` if
+    /// nothing of the worker was found.
     async fn clean_worker(&self, worker: &WorkerId, orphan: Orphan) -> Result<Option<Cleaned>>;
 }
 
@@ -841,6 +843,45 @@ pub trait CancelStore: Send + Sync {
     async fn cancel_signals(&self) -> Result<tokio::sync::broadcast::Receiver<CancelSignal>>;
 }
 
+/// Flow control per task class (see [`crate::flow`]): cluster-wide
+/// counters of each limited class's starts and running jobs, which every
+/// process that declares limits on the same class shares. The limits
+/// themselves are not stored: each call carries the limits its caller
+/// declared ([`crate::TaskDef::limits`]), so processes that declare
+/// different limits for one class each enforce their own against the
+/// shared counters.
+///
+/// A worker calls [`TaskFlowStore::acquire_task_start`] after it claimed a
+/// job of a limited task and before the task runs, and
+/// [`TaskFlowStore::release_task_slot`] when the job ends. A worker slot
+/// holds at most one task slot: acquiring releases the slot's earlier one
+/// (its job is over), and [`WorkerRegistry::clean_worker`] releases it too
+/// (a clean stop, a stop past its deadline, the stuck-worker sweep), so a
+/// crashed worker's slot comes back within the stuck-worker timeout. Tasks
+/// without limits never call either method.
+#[async_trait]
+pub trait TaskFlowStore: Send + Sync {
+    /// Asks to start a job of task `class` on worker slot `worker` under
+    /// `limits`, in one atomic step across the cluster: first releases the
+    /// task slot `worker` holds, if any; then, when the rate limit has room
+    /// (fewer than `max` starts of `class` in the last `period`, a sliding
+    /// window on the store's clock) and the cap has room (fewer than `k`
+    /// slots of `class` held), logs the start and holds a slot of `class`
+    /// for `worker` (each only when that limit is set) and returns
+    /// [`TaskAdmission::Admitted`]; else changes nothing else and says which
+    /// limit refused. Limits that fail [`QueueLimits::check`] are refused
+    /// with [`crate::Error::InvalidArgument`]; unlimited ones admit at once.
+    async fn acquire_task_start(&self, class: &str, limits: &TaskLimits, worker: &WorkerId) -> Result<TaskAdmission>;
+
+    /// Releases the task slot `worker` holds, if any. Returns whether it
+    /// held one.
+    async fn release_task_slot(&self, worker: &WorkerId) -> Result<bool>;
+
+    /// How many task slots of `class` are held now (running jobs of a
+    /// capped task, cluster-wide).
+    async fn task_slots_held(&self, class: &str) -> Result<u64>;
+}
+
 /// A complete storage backend. The engine holds it as `Arc<dyn Backend>`.
 #[async_trait]
 pub trait Backend:
@@ -852,6 +893,7 @@ pub trait Backend:
     + StatsStore
     + LeaderLock
     + CancelStore
+    + TaskFlowStore
     + Send
     + Sync
 {

@@ -490,7 +490,9 @@ impl crate::Queue {
     /// [`Queue::cancel_running`](crate::Queue::cancel_running) does), a
     /// queued one is removed from its queue, a delayed one from its bucket
     /// (only that bucket). Queued and delayed jobs are counted in
-    /// [`crate::worker::CANCELLED_STAT`] here. [`Error::StaleJob`] when no
+    /// [`crate::worker::CANCELLED_STAT`] here, and each emits a
+    /// [`crate::QueueEvent::Cancelled`] on this client's channel
+    /// ([`Queue::subscribe`](crate::Queue::subscribe)). [`Error::StaleJob`] when no
     /// job with those bytes is there any more.
     pub async fn cancel(&self, id: &JobId) -> Result<CancelReport> {
         let backend = self.backend();
@@ -510,6 +512,7 @@ impl crate::Queue {
                 if queued == 0 {
                     return Err(stale());
                 }
+                self.emit_cancelled(&raw, JobPlace::Queued(queue.clone()), Some(id.clone()));
                 CancelReport {
                     queued,
                     ..CancelReport::default()
@@ -526,6 +529,7 @@ impl crate::Queue {
                 if !backend.remove_delayed_at(ts, &raw).await? {
                     return Err(stale());
                 }
+                self.emit_cancelled(&raw, JobPlace::Delayed(*ms), Some(id.clone()));
                 CancelReport {
                     delayed: 1,
                     ..CancelReport::default()
@@ -540,7 +544,9 @@ impl crate::Queue {
     /// running ones are asked to stop, queued ones are removed from every
     /// queue (where the jobs are: [`crate::QueueStore::remove_by_class`],
     /// or by the exact bytes of node-resque's and Ruby's encodings with
-    /// `args`), delayed ones from every bucket. Not one atomic step: a job
+    /// `args`), delayed ones from every bucket; each queued or delayed job
+    /// removed emits a [`crate::QueueEvent::Cancelled`] (see
+    /// [`Queue::cancel`](crate::Queue::cancel)). Not one atomic step: a job
     /// enqueued meanwhile may be missed, and one claimed meanwhile is
     /// either stopped or runs.
     pub async fn cancel_jobs(&self, class: &str, args: Option<&[serde_json::Value]>) -> Result<CancelReport> {
@@ -551,16 +557,29 @@ impl crate::Queue {
             report.running += 1;
         }
         for queue in backend.queues().await? {
-            report.queued += match args {
+            let removed = match args {
                 None => backend.remove_by_class(&queue, class).await?,
                 Some(a) => self.del(&queue, class, a, 0).await?,
             };
+            report.queued += removed;
+            if self.observed() {
+                // The store removed them where they are: their bytes are unknown.
+                for _ in 0..removed {
+                    self.emit(|| crate::event::QueueEvent::Cancelled {
+                        class: class.to_owned(),
+                        place: JobPlace::Queued(queue.clone()),
+                        id: None,
+                    });
+                }
+            }
         }
         for ts in backend.delayed_timestamps().await? {
             for raw in backend.delayed_at(ts).await? {
                 let hit = crate::job::Job::decode(&raw).is_ok_and(|j| job_matches(&j, class, args));
                 if hit && backend.remove_delayed_at(ts, &raw).await? {
                     report.delayed += 1;
+                    let ms = ts.saturating_mul(1000);
+                    self.emit_cancelled(&raw, JobPlace::Delayed(ms), Some(JobId::delayed(ms, &raw)));
                 }
             }
         }
@@ -602,6 +621,15 @@ impl crate::Queue {
     }
 
     /// Counts the queued and delayed jobs a cancel removed.
+    /// A `cancelled` queue event for the removed job `raw`.
+    fn emit_cancelled(&self, raw: &str, place: JobPlace, id: Option<JobId>) {
+        self.emit(|| crate::event::QueueEvent::Cancelled {
+            class: crate::job::Job::decode(raw).map(|j| j.class).unwrap_or_default(),
+            place,
+            id,
+        });
+    }
+
     async fn count_cancelled(&self, report: &CancelReport) -> Result<()> {
         let removed = report.queued + report.delayed;
         if removed > 0 {

@@ -29,10 +29,16 @@ pub enum JobOutcome {
     /// A cancel request stopped the job while it ran: its future was
     /// dropped; not a failure, and not retried.
     Cancelled,
+    /// The job's task was at its rate limit or concurrency cap
+    /// ([`crate::TaskDef::rate_limit`], [`crate::TaskDef::concurrency`]):
+    /// put back on the delayed schedule unrun, to try again when the limit
+    /// frees. Not a failure, and not counted as processed.
+    Throttled,
 }
 
 impl JobOutcome {
-    /// Its name: `success`, `failure`, `retried`, `skipped` or `cancelled`.
+    /// Its name: `success`, `failure`, `retried`, `skipped`, `cancelled`
+    /// or `throttled`.
     pub fn as_str(self) -> &'static str {
         match self {
             JobOutcome::Success => "success",
@@ -40,6 +46,7 @@ impl JobOutcome {
             JobOutcome::Retried => "retried",
             JobOutcome::Skipped => "skipped",
             JobOutcome::Cancelled => "cancelled",
+            JobOutcome::Throttled => "throttled",
         }
     }
 }
@@ -88,6 +95,39 @@ pub trait JobObserver: Send + Sync + std::fmt::Debug + 'static {
 
 /// The capacity of event channels.
 pub(crate) const EVENT_CAPACITY: usize = 1024;
+
+/// What a [`crate::Queue`] client did that others may want to observe,
+/// from [`crate::Queue::subscribe`] (an admin's [`crate::Queue`] too).
+#[derive(Clone, Debug)]
+pub enum QueueEvent {
+    /// A queued or delayed job was cancelled: removed unrun, and counted
+    /// in [`crate::worker::CANCELLED_STAT`]. One event per job. (A running
+    /// job's cancel is the worker's `cancelled` event.)
+    Cancelled {
+        /// The job's class.
+        class: String,
+        /// Where it was: [`crate::JobPlace::Queued`] with its queue, or
+        /// [`crate::JobPlace::Delayed`] with its bucket (epoch ms).
+        place: crate::cancel::JobPlace,
+        /// Its id, when the removal knew its bytes (a cancel by id, and
+        /// delayed jobs); `None` for queued jobs removed by class where
+        /// they are stored ([`crate::QueueStore::remove_by_class`]), whose
+        /// bytes never reach the client.
+        id: Option<crate::cancel::JobId>,
+    },
+}
+
+/// A receiver of a [`crate::Queue`]'s events ([`crate::Queue::subscribe`]).
+pub type QueueEvents = broadcast::Receiver<QueueEvent>;
+
+impl QueueEvent {
+    /// The event's name: `cancelled`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            QueueEvent::Cancelled { .. } => "cancelled",
+        }
+    }
+}
 
 /// What a worker does, as node-resque's worker events.
 #[derive(Clone, Debug)]
@@ -183,6 +223,22 @@ pub enum WorkerEvent {
         job: Arc<Job>,
         /// The plugin that vetoed it.
         plugin: String,
+    },
+    /// The job's task was at its rate limit or its concurrency cap (see
+    /// [`crate::TaskDef::rate_limit`]): the job did not start; it went back
+    /// to the delayed schedule, due after `retry_after`, and its claim was
+    /// completed without counting it as processed or failed.
+    Throttled {
+        /// Worker name.
+        worker: String,
+        /// The queue it came from.
+        queue: String,
+        /// The job.
+        job: Arc<Job>,
+        /// The limit that refused it: `rate` or `concurrency`.
+        limit: &'static str,
+        /// How long after now it is due again.
+        retry_after: Duration,
     },
     /// A cancel request stopped the running job: its future was dropped,
     /// its working-on record removed without a failed entry, and the
@@ -332,6 +388,7 @@ impl WorkerEvent {
             WorkerEvent::Failure { .. } => "failure",
             WorkerEvent::ReEnqueue { .. } => "re_enqueue",
             WorkerEvent::Skipped { .. } => "skipped",
+            WorkerEvent::Throttled { .. } => "throttled",
             WorkerEvent::Cancelled { .. } => "cancelled",
             WorkerEvent::Error { .. } => "error",
             WorkerEvent::Pause { .. } => "pause",

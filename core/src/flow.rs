@@ -1,5 +1,14 @@
-//! Flow control per queue (issue #14): rate limits and concurrency caps.
+//! Flow control per queue and per task (issue #14): rate limits and
+//! concurrency caps.
 //!
+//! Per task: see [`TaskLimits`] and
+//! [`crate::backend::TaskFlowStore`]. A task declares its limits in code
+//! ([`crate::TaskDef::rate_limit`], [`crate::TaskDef::concurrency`]); the
+//! worker asks the backend for a start after it claimed a job of a limited
+//! task and before the task runs, and a job over the limit goes back to the
+//! delayed schedule, due when the limit frees (see [`crate::worker`]).
+//!
+//! Per queue:
 //! A queue's [`QueueLimits`] are cluster-wide settings stored in the
 //! backend ([`crate::backend::QueueStore::set_queue_limits`]), never
 //! per-process configuration that two processes could disagree on. Every
@@ -138,6 +147,56 @@ impl QueueLimits {
     }
 }
 
+/// A task's flow-control settings, declared in code on its
+/// [`crate::TaskDef`] ([`crate::TaskDef::rate_limit`],
+/// [`crate::TaskDef::concurrency`], [`crate::TaskDef::limits`]): the same
+/// shape and bounds as a queue's, counted per task class across the
+/// cluster (see [`crate::backend::TaskFlowStore`]).
+pub type TaskLimits = QueueLimits;
+
+/// How long a job of a task at its concurrency cap waits before its next
+/// try: 250 ms. A cap frees at a completion, which no clock predicts; short
+/// enough that a freed slot is taken again quickly, long enough that a
+/// backlog of capped jobs costs a few round trips per second each. On a
+/// store whose delayed schedule has one-second buckets the wait is
+/// rounded up to the next bucket.
+pub const CAP_RETRY: Duration = Duration::from_millis(250);
+
+/// What [`crate::backend::TaskFlowStore::acquire_task_start`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TaskAdmission {
+    /// The job may start: its start is counted (rate limit) and its slot
+    /// held (concurrency cap) until released.
+    Admitted,
+    /// The task's rate limit is full: its next start frees after this long
+    /// (the oldest start in the window leaves it then). Nothing was counted.
+    RateLimited(Duration),
+    /// The task's concurrency cap is full. Nothing was counted.
+    AtCapacity,
+}
+
+impl TaskAdmission {
+    /// How long a refused job should wait before its next try: the time
+    /// the next start frees for a rate limit (at least 1 ms), [`CAP_RETRY`]
+    /// for a cap; `None` when admitted.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            TaskAdmission::Admitted => None,
+            TaskAdmission::RateLimited(d) => Some((*d).max(Duration::from_millis(1))),
+            TaskAdmission::AtCapacity => Some(CAP_RETRY),
+        }
+    }
+
+    /// The limit that refused: `rate` or `concurrency`; `None` when admitted.
+    pub fn limit(&self) -> Option<&'static str> {
+        match self {
+            TaskAdmission::Admitted => None,
+            TaskAdmission::RateLimited(_) => Some("rate"),
+            TaskAdmission::AtCapacity => Some("concurrency"),
+        }
+    }
+}
+
 /// One start (claim) at `at`, counted against a sliding-window rate limit:
 /// drops the starts in `log` (ascending) that left the window `(at -
 /// period, at]`, and returns how many more fit. Used by backends that keep
@@ -168,6 +227,17 @@ mod tests {
         assert!(QueueLimits::new().rate(1, MAX_PERIOD * 2).check().is_err());
         assert!(QueueLimits::new().concurrency(0).check().is_err());
         assert!(!QueueLimits::new().concurrency(1).is_unlimited());
+    }
+
+    #[test]
+    fn admissions_say_how_long_to_wait() {
+        assert_eq!(TaskAdmission::Admitted.retry_after(), None);
+        assert_eq!(
+            TaskAdmission::RateLimited(Duration::ZERO).retry_after(),
+            Some(Duration::from_millis(1))
+        );
+        assert_eq!(TaskAdmission::AtCapacity.retry_after(), Some(CAP_RETRY));
+        assert_eq!(TaskAdmission::AtCapacity.limit(), Some("concurrency"));
     }
 
     #[test]

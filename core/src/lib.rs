@@ -36,15 +36,15 @@ pub mod worker;
 
 pub use backend::{
     Backend, CancelMark, CancelSignal, CancelStore, Claimed, Cleaned, DelayedStore, FailedStore, LeaderLock, LockEntry,
-    LockStore, Orphan, Outcome, Promotion, QueueStat, QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry,
-    WorkerTimes, WorkingOn, CANCEL_MARK_TTL,
+    LockStore, Orphan, Outcome, Promotion, QueueStat, QueueStore, QueuedJob, StatsStore, TaskFlowStore, WorkerId,
+    WorkerRegistry, WorkerTimes, WorkingOn, CANCEL_MARK_TTL,
 };
 pub use cancel::{CancelReport, JobId, JobPlace};
 pub use config::TaskServerConfig;
 pub use error::{BackendErrorKind, Error, Result};
-pub use event::{JobEnd, JobObserver, JobOutcome, SchedulerEvent, WorkerEvent};
+pub use event::{JobEnd, JobObserver, JobOutcome, QueueEvent, QueueEvents, SchedulerEvent, WorkerEvent};
 pub use failed::{FailedId, FailedJob, Failure};
-pub use flow::{QueueLimits, RateLimit};
+pub use flow::{QueueLimits, RateLimit, TaskAdmission, TaskLimits};
 pub use job::{Decoded, Job};
 pub use plugin::Plugin;
 pub use pool::{PoolConfig, WorkerPool};

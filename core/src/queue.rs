@@ -84,6 +84,8 @@ pub struct Details {
 pub struct Queue {
     backend: Arc<dyn Backend>,
     tasks: Option<Arc<Tasks>>,
+    /// Shared by its clones: a subscriber sees what any clone did.
+    events: tokio::sync::broadcast::Sender<crate::event::QueueEvent>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -126,7 +128,11 @@ fn check_name(what: &str, name: &str) -> Result<()> {
 impl Queue {
     /// A client over `backend`.
     pub fn new(backend: Arc<dyn Backend>) -> Self {
-        Queue { backend, tasks: None }
+        Queue {
+            backend,
+            tasks: None,
+            events: tokio::sync::broadcast::channel(crate::event::EVENT_CAPACITY).0,
+        }
     }
 
     /// A client that knows the task definitions, so that `enqueue` runs
@@ -136,7 +142,26 @@ impl Queue {
         Queue {
             backend,
             tasks: Some(tasks),
+            events: tokio::sync::broadcast::channel(crate::event::EVENT_CAPACITY).0,
         }
+    }
+
+    /// A receiver of this client's events ([`crate::QueueEvent`]: jobs it
+    /// cancelled), shared by its clones. Events are best-effort: a slow
+    /// subscriber skips some (`RecvError::Lagged`), and none is built
+    /// while nobody subscribes.
+    pub fn subscribe(&self) -> crate::event::QueueEvents {
+        self.events.subscribe()
+    }
+
+    /// Sends a queue event if anyone listens.
+    pub(crate) fn emit(&self, make: impl FnOnce() -> crate::event::QueueEvent) {
+        crate::event::emit_with(&self.events, make);
+    }
+
+    /// Whether anyone listens to this client's events.
+    pub(crate) fn observed(&self) -> bool {
+        self.events.receiver_count() > 0
     }
 
     /// The task definitions this client knows, if any.

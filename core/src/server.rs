@@ -498,6 +498,16 @@ fn worker_detail(e: &WorkerEvent) -> String {
             job,
             duration,
         } => format!("worker={worker} queue={queue} class={} duration={duration:?}", job.class),
+        WorkerEvent::Throttled {
+            worker,
+            queue,
+            job,
+            limit,
+            retry_after,
+        } => format!(
+            "worker={worker} queue={queue} class={} limit={limit} retry_after={retry_after:?}",
+            job.class
+        ),
         WorkerEvent::Error { worker, error, .. } => format!("worker={worker} error={error:?}"),
         WorkerEvent::Ping { worker, at_ms, .. } => format!("worker={worker} at_ms={at_ms}"),
         WorkerEvent::CleaningWorker { worker, cleaned, .. } => format!("worker={worker} {}", cleaned_detail(cleaned)),

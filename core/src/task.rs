@@ -270,6 +270,7 @@ pub struct TaskDef {
     pub(crate) reenqueue_periodic_on_error: bool,
     pub(crate) inputs: Vec<(String, Input)>,
     pub(crate) timeout: Option<std::time::Duration>,
+    pub(crate) limits: crate::flow::TaskLimits,
     pub(crate) code: Arc<dyn ErasedTask>,
 }
 
@@ -358,6 +359,7 @@ impl TaskDef {
             reenqueue_periodic_on_error: true,
             inputs: Vec::new(),
             timeout: None,
+            limits: crate::flow::TaskLimits::new(),
             code,
         }
     }
@@ -433,6 +435,81 @@ impl TaskDef {
     pub fn timeout(mut self, limit: std::time::Duration) -> Self {
         self.timeout = Some(limit);
         self
+    }
+
+    /// Limits this task's starts to `max` in any window of `period`,
+    /// across every worker of the cluster that declares the same limit
+    /// (counted per task class in the backend, see
+    /// [`crate::backend::TaskFlowStore`]). A job over the limit is not
+    /// failed: its worker puts it back on the delayed schedule, due when
+    /// the next start frees, and emits a `throttled` event. Bounds as for
+    /// queues ([`crate::QueueLimits::check`]): 1 to
+    /// [`crate::flow::MAX_RATE`] starts per 1 ms to
+    /// [`crate::flow::MAX_PERIOD`] in whole milliseconds, checked when the
+    /// task is defined ([`Tasks::define`]).
+    ///
+    /// ```
+    /// use resq_core::task::{JobContext, TaskDef, TaskError, Tasks};
+    /// use std::time::Duration;
+    ///
+    /// let mut tasks = Tasks::new();
+    /// tasks
+    ///     .define(
+    ///         TaskDef::from_fn("callPartnerApi", |(_id,): (u64,), _ctx: JobContext| async move {
+    ///             Ok::<_, TaskError>(())
+    ///         })
+    ///         // At most 100 calls per second cluster-wide, 5 at once.
+    ///         .rate_limit(100, Duration::from_secs(1))
+    ///         .concurrency(5),
+    ///     )
+    ///     .unwrap();
+    /// let limits = tasks.get("callPartnerApi").unwrap().task_limits().unwrap();
+    /// assert_eq!(limits.concurrency, Some(5));
+    ///
+    /// // Out of bounds: refused when defined, with the task named.
+    /// let bad = TaskDef::from_fn("zero", |(): (), _ctx: JobContext| async move { Ok::<_, TaskError>(()) })
+    ///     .rate_limit(0, Duration::from_secs(1));
+    /// assert!(Tasks::new().define(bad).is_err());
+    /// ```
+    pub fn rate_limit(mut self, max: u32, period: std::time::Duration) -> Self {
+        self.limits.rate = Some(crate::flow::RateLimit::new(max, period));
+        self
+    }
+
+    /// Caps this task's running jobs at `k` at once, across every worker
+    /// of the cluster that declares the same cap (global, not per
+    /// process). A job over the cap waits on the delayed schedule for
+    /// [`crate::flow::CAP_RETRY`] and tries again; a crashed worker's slot
+    /// is returned when the worker is cleaned (within the scheduler's
+    /// stuck-worker timeout). At least 1, checked when the task is defined.
+    ///
+    /// ```
+    /// use resq_core::task::{JobContext, TaskDef, TaskError};
+    ///
+    /// let def = TaskDef::from_fn("resizeVideo", |(_path,): (String,), _ctx: JobContext| async move {
+    ///     Ok::<_, TaskError>(())
+    /// })
+    /// .concurrency(2);
+    /// assert_eq!(def.task_limits().unwrap().concurrency, Some(2));
+    /// assert_eq!(def.task_limits().unwrap().rate, None);
+    /// ```
+    pub fn concurrency(mut self, k: u32) -> Self {
+        self.limits.concurrency = Some(k);
+        self
+    }
+
+    /// Sets both limits at once (see [`TaskDef::rate_limit`] and
+    /// [`TaskDef::concurrency`]); [`crate::flow::TaskLimits::new`] removes
+    /// them.
+    pub fn limits(mut self, limits: crate::flow::TaskLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The task's limits, or `None` for a task without any (whose jobs
+    /// cost no flow-control work at all).
+    pub fn task_limits(&self) -> Option<&crate::flow::TaskLimits> {
+        (!self.limits.is_unlimited()).then_some(&self.limits)
     }
 
     /// The limit set by [`TaskDef::timeout`], if any.
@@ -567,6 +644,7 @@ impl std::fmt::Debug for TaskDef {
             .field("frequency", &self.frequency)
             .field("cron", &self.cron)
             .field("plugins", &self.plugins)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -596,6 +674,13 @@ impl Tasks {
                 "task {:?} has both a frequency and a cron schedule; choose one",
                 def.name
             )));
+        }
+        if let Err(e) = def.limits.check() {
+            let reason = match e {
+                Error::InvalidArgument(reason) => reason,
+                other => other.to_string(),
+            };
+            return Err(Error::InvalidArgument(format!("task {:?}: {reason}", def.name)));
         }
         if self.by_name.contains_key(&def.name) {
             return Err(Error::DuplicateTask(def.name));

@@ -837,7 +837,10 @@ impl Worker {
     /// Starts `job` on slot `slot`'s own task, watched for cancel
     /// requests under the working-on record its claim wrote (`held`).
     fn slot_job(&self, book: &SlotBook, slot: usize, job: Claimed, watch: &Arc<CancelWatch>) -> SlotJob {
-        let name = book.slots.get(slot).map(|id| id.name.clone()).unwrap_or_default();
+        let slot_id = book.slots.get(slot).cloned().unwrap_or_else(|| WorkerId {
+            name: String::new(),
+            queues: self.id.queues.clone(),
+        });
         let run_at = book
             .held
             .get(slot)
@@ -852,7 +855,7 @@ impl Worker {
             self.client.clone(),
             self.events.clone(),
             self.config.observer.clone(),
-            name,
+            slot_id,
             job,
             stop,
         );
@@ -1201,7 +1204,7 @@ impl Worker {
             self.client.clone(),
             self.events.clone(),
             self.config.observer.clone(),
-            self.id.name.clone(),
+            self.id.clone(),
             claimed,
             stop,
         );
@@ -1427,12 +1430,12 @@ fn spawn_slot_job(
     client: Queue,
     events: broadcast::Sender<WorkerEvent>,
     observer: Option<Arc<dyn JobObserver>>,
-    worker: String,
+    worker: WorkerId,
     claimed: Claimed,
     stop: JobStop,
 ) -> impl Future<Output = Ran> + Send {
     let payload = claimed.clone();
-    let name = worker.clone();
+    let name = worker.name.clone();
     let task_events = events.clone();
     let task_observer = observer.clone();
     let handle = AbortOnDrop(tokio::spawn(execute(
@@ -1492,10 +1495,11 @@ async fn execute(
     client: Queue,
     events: broadcast::Sender<WorkerEvent>,
     observer: Option<Arc<dyn JobObserver>>,
-    worker: String,
+    slot: WorkerId,
     claimed: Claimed,
     stop: JobStop,
 ) -> Ran {
+    let worker = slot.name.as_str();
     let span = tracing::info_span!(target: "resq::job", "resq.job",
         queue = %claimed.queue,
         class = tracing::field::Empty,
@@ -1505,12 +1509,12 @@ async fn execute(
     let started = Instant::now();
     let run = async {
         let report = Report::new(&events, observer.as_deref());
-        match guarded(run_job(&client, report, &worker, &claimed, &stop)).await {
+        match guarded(run_job(&client, report, &slot, &claimed, &stop)).await {
             Ok(ran) => ran,
             // Every stage is guarded on its own; this catches the rest.
             Err(message) => {
                 let failure = Failure::new("Panic", format!("the job panicked: {message}"));
-                Ran::of(failure_outcome(report, &worker, &claimed, None, failure, started))
+                Ran::of(failure_outcome(report, worker, &claimed, None, failure, started))
             }
         }
     };
@@ -1521,8 +1525,8 @@ async fn execute(
 /// hooks, the task, the periodic re-enqueue, and the `after_perform` hooks,
 /// each with its panics caught, and reports `job`, `success` or `failure`.
 /// An undecodable payload or an unknown class is a failure, never a panic.
-async fn run_job(client: &Queue, report: Report<'_>, worker: &str, claimed: &Claimed, stop: &JobStop) -> Ran {
-    let events = report.events;
+async fn run_job(client: &Queue, report: Report<'_>, slot: &WorkerId, claimed: &Claimed, stop: &JobStop) -> Ran {
+    let worker = slot.name.as_str();
     let started = Instant::now();
     let job = match Job::decode(&claimed.payload) {
         Ok(job) => {
@@ -1538,6 +1542,183 @@ async fn run_job(client: &Queue, report: Report<'_>, worker: &str, claimed: &Cla
         let failure = Failure::new("Error", format!("No job defined for class \"{}\"", job.class));
         return Ran::of(failure_outcome(report, worker, claimed, Some(&job), failure, started));
     };
+    // Tasks without limits pay nothing here: the definition says so locally.
+    let Some(limits) = def.task_limits().copied() else {
+        return run_started(client, report, worker, claimed, stop, job, def).await;
+    };
+    match admit(client, slot, &job, &limits).await {
+        Ok(crate::flow::TaskAdmission::Admitted) => {}
+        Ok(refused) => return Ran::of(throttle(client, report, worker, claimed, &job, refused).await),
+        Err(e) if e.is_permanent() => {
+            let failure = Failure::new(
+                "FlowControlError",
+                format!("the task's limits could not be checked: {e}"),
+            );
+            return Ran::of(failure_outcome(report, worker, claimed, Some(&job), failure, started));
+        }
+        Err(e) => {
+            // The limit is unknown: the job waits as at a full cap rather
+            // than risk exceeding it.
+            tracing::warn!(target: "resq::worker", %worker, class = %job.class, error = %e,
+                "the task's limits could not be checked; the job waits and tries again");
+            let refused = crate::flow::TaskAdmission::AtCapacity;
+            return Ran::of(throttle(client, report, worker, claimed, &job, refused).await);
+        }
+    }
+    let ran = run_started(client, report, worker, claimed, stop, job, def).await;
+    if limits.concurrency.is_some() {
+        release_slot(client, slot).await;
+    }
+    ran
+}
+
+/// Asks the backend for a start of `job`'s limited task on `slot`,
+/// retrying a transient error a few times.
+async fn admit(
+    client: &Queue,
+    slot: &WorkerId,
+    job: &Job,
+    limits: &crate::flow::TaskLimits,
+) -> Result<crate::flow::TaskAdmission> {
+    let backend = client.backend();
+    let mut attempt = 0u32;
+    loop {
+        match backend.acquire_task_start(&job.class, limits, slot).await {
+            Err(e) if !e.is_permanent() && attempt < 3 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Gives back `slot`'s task slot after its job, retrying a transient error
+/// a few times. A slot still held after that is released by the slot's
+/// next limited job (acquiring releases the slot's earlier one) or when
+/// the worker is cleaned.
+async fn release_slot(client: &Queue, slot: &WorkerId) {
+    let backend = client.backend();
+    for attempt in 0u64..4 {
+        match backend.release_task_slot(slot).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(target: "resq::worker", worker = %slot.name, error = %e, "releasing a task slot failed");
+                if e.is_permanent() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
+            }
+        }
+    }
+}
+
+/// How many later one-second buckets a throttled job tries when its due
+/// bucket already holds an identical payload (the delayed schedule keeps
+/// one copy per bucket) before it goes back to its queue's tail instead.
+const THROTTLE_BUCKET_TRIES: i64 = 60;
+
+/// Puts a job its task's limits refused back on the delayed schedule, due
+/// when the limit frees: the schedule is written first, and only then is
+/// the claim completed (as a discard: no counters), so the job is never
+/// lost. A crash between the two leaves the job both scheduled and in the
+/// worker's working-on record, which the stuck-worker clean-up requeues
+/// (or fails, by policy): the job may then run twice, as any job whose
+/// worker crashed at its end may. The payload keeps its bytes when it names
+/// its queue; a payload without one (Ruby's) is re-encoded naming the
+/// queue it came from, which promotion needs.
+async fn throttle(
+    client: &Queue,
+    report: Report<'_>,
+    worker: &str,
+    claimed: &Claimed,
+    job: &Arc<Job>,
+    refused: crate::flow::TaskAdmission,
+) -> Outcome {
+    let retry_after = refused.retry_after().unwrap_or(crate::flow::CAP_RETRY);
+    let limit = refused.limit().unwrap_or("concurrency");
+    let payload = if job.queue.is_some() {
+        claimed.payload.clone()
+    } else {
+        crate::job::encode_payload(&claimed.queue, &job.class, &job.args)
+    };
+    let backend = client.backend();
+    // A store of one-second buckets promotes a job up to a second after the
+    // time asked for, never before. Asking half its precision earlier makes
+    // the job due on time on average instead of always late (a job promoted
+    // before its limit frees is only refused again: the admission, not the
+    // schedule, enforces the limit), which a rate-limited backlog needs to
+    // keep its throughput near the limit.
+    let precision = backend.delayed_precision();
+    let ahead = if precision > Duration::from_millis(1) {
+        precision / 2
+    } else {
+        Duration::ZERO
+    };
+    let wait_ms = i64::try_from(retry_after.saturating_sub(ahead).as_millis()).unwrap_or(i64::MAX);
+    let due = now_ms().saturating_add(wait_ms);
+    let mut attempt = 0u32;
+    let mut tries = 0i64;
+    loop {
+        let placed = if tries < THROTTLE_BUCKET_TRIES {
+            backend
+                .schedule_ms(due.saturating_add(tries.saturating_mul(1000)), &payload)
+                .await
+        } else {
+            backend.push(&claimed.queue, &payload).await.map(|()| true)
+        };
+        match placed {
+            Ok(true) => break,
+            // The bucket holds an identical payload: the next one.
+            Ok(false) => tries += 1,
+            Err(e) => {
+                attempt += 1;
+                tracing::warn!(target: "resq::worker", %worker, class = %job.class, error = %e,
+                    "putting a throttled job back on the schedule failed");
+                if e.is_permanent() || attempt >= 10 {
+                    let failure = Failure::new(
+                        "FlowControlError",
+                        format!("the job was over its task's {limit} limit and could not be put back: {e}"),
+                    );
+                    return failure_outcome(report, worker, claimed, Some(job), failure, Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+            }
+        }
+    }
+    tracing::debug!(target: "resq::worker", %worker, queue = %claimed.queue, class = %job.class,
+        limit, ?retry_after, "throttled");
+    emit_with(report.events, || WorkerEvent::Throttled {
+        worker: worker.to_owned(),
+        queue: claimed.queue.clone(),
+        job: Arc::clone(job),
+        limit,
+        retry_after,
+    });
+    report.finished(
+        worker,
+        &claimed.queue,
+        &job.class,
+        JobOutcome::Throttled,
+        Duration::ZERO,
+    );
+    Outcome::Discard
+}
+
+/// Runs a decoded job of a known task that may start: its plugins'
+/// `before_perform` hooks, the task, the periodic re-enqueue and the
+/// `after_perform` hooks.
+async fn run_started(
+    client: &Queue,
+    report: Report<'_>,
+    worker: &str,
+    claimed: &Claimed,
+    stop: &JobStop,
+    job: Arc<Job>,
+    def: Arc<crate::task::TaskDef>,
+) -> Ran {
+    let events = report.events;
+    let started = Instant::now();
     tracing::debug!(target: "resq::worker", %worker, queue = %claimed.queue, class = %job.class, "job");
     emit_with(events, || WorkerEvent::Job {
         worker: worker.to_owned(),

@@ -82,7 +82,7 @@ type FastMap<V> = HashMap<String, V, std::hash::BuildHasherDefault<Fnv>>;
 /// job's end looks them up without allocating.
 #[derive(Default)]
 struct ClassHandles {
-    outcomes: [Option<Counter>; 5],
+    outcomes: [Option<Counter>; 6],
     duration: Option<Histogram>,
 }
 
@@ -135,7 +135,7 @@ struct Inner {
 ///
 /// | metric | type | labels |
 /// |---|---|---|
-/// | `resq_jobs_total` | counter | `queue`, `class`, `outcome` (`success`, `failure`, `retried`, `skipped`) |
+/// | `resq_jobs_total` | counter | `queue`, `class`, `outcome` (`success`, `failure`, `retried`, `skipped`, `cancelled`, `throttled`) |
 /// | `resq_job_duration_seconds` | histogram ([`DURATION_BUCKETS`]) | `queue`, `class` |
 /// | `resq_job_queue_wait_seconds` | histogram ([`QUEUE_WAIT_BUCKETS`]) | `queue` |
 /// | `resq_worker_slots` | gauge | `state` (`busy`, `idle`) |
@@ -190,7 +190,7 @@ impl Metrics {
         let i = &self.inner;
         registry.register(
             "resq_jobs",
-            "Jobs this process finished, by queue, class and outcome (success, failure, retried, skipped, cancelled)",
+            "Jobs this process finished, by queue, class and outcome (success, failure, retried, skipped, cancelled, throttled)",
             i.jobs.clone(),
         );
         registry.register_with_unit(
@@ -307,6 +307,10 @@ impl Metrics {
                 let (started, _) = self.take_slot(worker);
                 self.job_down(worker, queue, &job.class, JobOutcome::Cancelled, *duration, started);
             }
+            // Before the job's start: its slot never turned busy.
+            WorkerEvent::Throttled { queue, job, worker, .. } => {
+                self.job_down(worker, queue, &job.class, JobOutcome::Throttled, Duration::ZERO, false);
+            }
             _ => {}
         }
     }
@@ -409,8 +413,9 @@ impl Metrics {
             JobOutcome::Retried => 2,
             JobOutcome::Skipped => 3,
             JobOutcome::Cancelled => 4,
+            JobOutcome::Throttled => 5,
         };
-        let timed = outcome != JobOutcome::Skipped;
+        let timed = !matches!(outcome, JobOutcome::Skipped | JobOutcome::Throttled);
         let seconds = duration.as_secs_f64();
         // The common case: the handles exist, under a shared lock.
         {

@@ -61,6 +61,14 @@ fn tasks(gate: Arc<Semaphore>) -> Arc<Tasks> {
         )
         .unwrap();
     tasks
+        .define(
+            TaskDef::from_fn("rated", |(_n,): (u32,), _ctx: JobContext| async move {
+                Ok::<_, TaskError>(())
+            })
+            .rate_limit(1, Duration::from_secs(3600)),
+        )
+        .unwrap();
+    tasks
         .define(TaskDef::from_fn("gated", move |(_n,): (u32,), _ctx: JobContext| {
             let gate = Arc::clone(&gate);
             async move {
@@ -152,11 +160,15 @@ async fn counts_each_outcome(feed: Feed) {
     node.client.enqueue("work", "bad", (2,)).await.unwrap();
     node.client.enqueue("work", "flaky", (1,)).await.unwrap();
     node.client.enqueue("work", "vetoed", (1,)).await.unwrap();
+    node.client.enqueue("work", "rated", (1,)).await.unwrap();
+    node.client.enqueue("work", "rated", (2,)).await.unwrap();
     wait_for(WAIT, &format!("every outcome ({feed:?})"), || {
         metrics.jobs("work", "ok", JobOutcome::Success) == 3
             && metrics.jobs("work", "bad", JobOutcome::Failure) == 2
             && metrics.jobs("work", "flaky", JobOutcome::Retried) == 1
             && metrics.jobs("work", "vetoed", JobOutcome::Skipped) == 1
+            && metrics.jobs("work", "rated", JobOutcome::Success) == 1
+            && metrics.jobs("work", "rated", JobOutcome::Throttled) == 1
     })
     .await;
     // A retried attempt is not also a success, nor a failure.
@@ -178,6 +190,9 @@ async fn counts_each_outcome(feed: Feed) {
     assert_eq!(jobs("bad", "failure"), Some(2.0));
     assert_eq!(jobs("flaky", "retried"), Some(1.0));
     assert_eq!(jobs("vetoed", "skipped"), Some(1.0));
+    // The second `rated` start in the hour was throttled back to the schedule.
+    assert_eq!(jobs("rated", "throttled"), Some(1.0));
+    assert_eq!(jobs("rated", "success"), Some(1.0));
     // Durations: every job that ran (not the skipped one); `ok` sleeps 20 ms.
     let count = |class: &str| {
         value(
@@ -190,6 +205,7 @@ async fn counts_each_outcome(feed: Feed) {
     assert_eq!(count("bad"), Some(2.0));
     assert_eq!(count("flaky"), Some(1.0));
     assert_eq!(count("vetoed"), None);
+    assert_eq!(count("rated"), Some(1.0), "a throttled job is not timed");
     let ok_sum = value(
         &text,
         "resq_job_duration_seconds_sum",

@@ -3,7 +3,8 @@
 //! those with `--delayed-only`), memory per queued job,
 //! a bare tokio mpsc ceiling, Redis's own raw limit (redis-benchmark), and
 //! node-resque measured the same way against the same Redis, with ratios;
-//! and flow control (`--flow-rate`, `--flow-cap`: rate limits under backlog
+//! and flow control (`--flow-rate`, `--task-flow-rate`, `--flow-cap`: rate
+//! limits per queue and per task under backlog
 //! and what a concurrency cap costs when it does not bind; `--timeouts`:
 //! job-timeout lateness and cancel latency).
 //! Every processing run checks that each job ran exactly once and the binary
@@ -74,8 +75,8 @@ struct Args {
     /// are scheduled (the scheduler then wakes for their time).
     #[arg(long)]
     delay_ms: Option<u64>,
-    /// With `--delayed-only`: the scheduler's poll interval, ms (the full
-    /// run uses 250).
+    /// With `--delayed-only` and `--task-flow-rate`: the scheduler's poll
+    /// interval, ms (the full run uses 250).
     #[arg(long, default_value_t = 250)]
     scheduler_poll_ms: u64,
     /// Only measure rate limiting, and exit: on every backend, a backlog on
@@ -85,6 +86,12 @@ struct Args {
     /// starts in any window of one period, and throughput as % of the limit.
     #[arg(long)]
     flow_rate: bool,
+    /// As `--flow-rate`, with the limit declared on the task
+    /// (`TaskDef::rate_limit`) instead of the queue: jobs over it are
+    /// throttled back to the delayed schedule, which a scheduler (polling
+    /// every `--scheduler-poll-ms`) promotes.
+    #[arg(long)]
+    task_flow_rate: bool,
     /// Starts per period for `--flow-rate`.
     #[arg(long, default_value_t = 200)]
     rate_max: u32,
@@ -160,7 +167,7 @@ async fn main() -> ExitCode {
     if args.delayed_only {
         return delayed_only(&args).await;
     }
-    if args.flow_rate || args.flow_cap || args.flow_crash {
+    if args.flow_rate || args.task_flow_rate || args.flow_cap || args.flow_crash {
         return flow(&args).await;
     }
     if args.timeouts {
@@ -298,20 +305,27 @@ async fn delayed_only(args: &Args) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `--flow-rate`, `--flow-cap` and `--flow-crash`: flow control under load
+/// `--flow-rate`, `--task-flow-rate`, `--flow-cap` and `--flow-crash`:
+/// flow control under load
 /// on every backend.
 async fn flow(args: &Args) -> ExitCode {
     for url in &args.backends {
-        if args.flow_rate {
-            eprintln!("== rate limit on {url}");
+        let scopes = [
+            (args.flow_rate, flow::RateScope::Queue, "rate limit"),
+            (args.task_flow_rate, flow::RateScope::Task, "per-task rate limit"),
+        ];
+        for (_, scope, what) in scopes.into_iter().filter(|(on, _, _)| *on) {
+            eprintln!("== {what} on {url}");
             let period = std::time::Duration::from_millis(args.rate_period_ms.max(1));
             match flow::rate(
                 url,
+                scope,
                 args.rate_max,
                 period,
                 args.rate_periods.max(1),
                 args.flow_workers.max(1),
                 args.flow_slots.max(1),
+                std::time::Duration::from_millis(args.scheduler_poll_ms.max(1)),
             )
             .await
             {
