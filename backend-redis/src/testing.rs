@@ -50,6 +50,44 @@ pub async fn fresh_backend() -> Result<Arc<dyn Backend>, String> {
     Ok(Arc::new(fresh_redis().await?))
 }
 
+/// The environment variable naming the test cluster.
+pub const CLUSTER_URL_ENV: &str = "RESQ_REDIS_CLUSTER_URL";
+
+/// The test cluster used when [`CLUSTER_URL_ENV`] is unset: the one
+/// `ops/redis-cluster.sh start` runs.
+pub const DEFAULT_CLUSTER_URL: &str = "redis+cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002";
+
+/// The test cluster's URL.
+pub fn cluster_url() -> String {
+    std::env::var(CLUSTER_URL_ENV).unwrap_or_else(|_| DEFAULT_CLUSTER_URL.to_owned())
+}
+
+/// A namespace no other test uses, as a hash tag (`{resq-test:…}`, see
+/// [`unique_namespace`]): each test's keys share one slot, and the tests
+/// spread over the cluster's primaries.
+pub fn unique_cluster_namespace() -> String {
+    format!("{{{}}}", unique_namespace())
+}
+
+/// Connects to the test cluster in a fresh hash-tagged namespace whose keys
+/// are deleted when the backend is dropped. `Err` says why the cluster is
+/// unreachable.
+pub async fn fresh_cluster_redis() -> Result<RedisBackend, String> {
+    let mut config = RedisConfig::from_url(&cluster_url()).map_err(|e| e.to_string())?;
+    config.namespace = unique_cluster_namespace();
+    config.connection_timeout = std::time::Duration::from_secs(2);
+    let mut backend = RedisBackend::connect(config)
+        .await
+        .map_err(|e| format!("the Redis Cluster at {} is unreachable: {e}", cluster_url()))?;
+    backend.cleanup_on_drop = true;
+    Ok(backend)
+}
+
+/// [`fresh_cluster_redis`] as the conformance suite's factory.
+pub async fn fresh_cluster_backend() -> Result<Arc<dyn Backend>, String> {
+    Ok(Arc::new(fresh_cluster_redis().await?))
+}
+
 /// Deletes the keys matching `pattern` over a blocking connection.
 pub(crate) fn delete_keys_blocking(client: &redis::Client, pattern: &str) -> redis::RedisResult<()> {
     let mut conn = client.get_connection_with_timeout(std::time::Duration::from_secs(2))?;
@@ -73,6 +111,40 @@ pub(crate) fn delete_keys_blocking(client: &redis::Client, pattern: &str) -> red
     }
     for chunk in keys.chunks(500) {
         redis::cmd("DEL").arg(chunk).exec(&mut conn)?;
+    }
+    Ok(())
+}
+
+/// Deletes the keys matching `pattern` on a Redis Cluster over a blocking
+/// connection: `SCAN` and `DEL` both go to the primary owning the slot of
+/// `key` (the namespace's).
+pub(crate) fn delete_cluster_keys_blocking(
+    cluster: &redis::cluster::ClusterClient,
+    key: &str,
+    pattern: &str,
+) -> redis::RedisResult<()> {
+    use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+    let mut conn = cluster.get_connection()?;
+    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_key(
+        key,
+        SlotAddr::Master,
+    )));
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000);
+        let (next, batch): (u64, Vec<Vec<u8>>) = redis::from_redis_value(conn.route_command(&scan, route.clone())?)?;
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    for chunk in keys.chunks(500) {
+        let mut del = redis::cmd("DEL");
+        del.arg(chunk);
+        conn.route_command(&del, route.clone())?;
     }
     Ok(())
 }
