@@ -23,6 +23,13 @@ ports=("${primaries[@]}" "${replicas[@]}")
 
 healthy() {
   redis-cli -h "$HOST" -p "$BASE" cluster info 2>/dev/null | grep -q '^cluster_state:ok' || return 1
+  # No node is marked failing (a restarted node is cleared a little later).
+  if redis-cli -h "$HOST" -p "$BASE" cluster nodes 2>/dev/null | awk '{print $3}' | grep -q fail; then return 1; fi
+  # Every replica is attached (a restarted primary turns into its former
+  # replica's replica a few seconds after it rejoins).
+  local attached
+  attached=$(redis-cli -h "$HOST" -p "$BASE" cluster nodes 2>/dev/null | awk '$3 ~ /slave/ && $8 == "connected"' | wc -l)
+  [ "$attached" -ge "${#replicas[@]}" ] || return 1
   # Every node answers and knows the cluster.
   for p in "${ports[@]}"; do
     redis-cli -h "$HOST" -p "$p" cluster info 2>/dev/null | grep -q '^cluster_state:ok' || return 1

@@ -37,6 +37,35 @@ impl Conn {
     }
 }
 
+/// How many times a transaction refused because its slot moved is sent
+/// again (after 100, 200, … 800 ms: a failover takes a few seconds; longer
+/// waits are left to the caller's own retries).
+const REDIRECT_RETRIES: u32 = 4;
+
+/// Whether `e` is a `MULTI`/`EXEC` transaction the server discarded because
+/// its commands were redirected (`MOVED`, `ASK`) or the cluster was down:
+/// none of its commands ran. redis-rs follows redirects of single commands
+/// and of plain pipelines itself, not of transactions.
+fn is_redirected_transaction(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    if e.kind() != ErrorKind::Server(ServerErrorKind::ExecAbort) {
+        return false;
+    }
+    let text = e.to_string();
+    [
+        "Moved",
+        "Ask",
+        "TryAgain",
+        "ClusterDown",
+        "MOVED",
+        "ASK",
+        "TRYAGAIN",
+        "CLUSTERDOWN",
+    ]
+    .iter()
+    .any(|c| text.contains(c))
+}
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
@@ -56,10 +85,22 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster { conn, route } => {
-                let routing = SingleNodeRoutingInfo::SpecificNode(*route);
-                Box::pin(conn.route_pipeline(pipeline.clone(), offset, count, routing))
-            }
+            Conn::Cluster { conn, route } => Box::pin(async move {
+                let mut attempt = 0u32;
+                loop {
+                    let routing = SingleNodeRoutingInfo::SpecificNode(*route);
+                    match conn.route_pipeline(pipeline.clone(), offset, count, routing).await {
+                        Err(e) if attempt < REDIRECT_RETRIES && is_redirected_transaction(&e) => {
+                            // Nothing of the transaction ran: it may be
+                            // sent again, once redis-rs has learnt where
+                            // the slot went.
+                            attempt += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                        }
+                        other => return other,
+                    }
+                }
+            }),
         }
     }
 

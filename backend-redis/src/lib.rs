@@ -141,6 +141,15 @@ const TRANSIENT_CODES: &[&str] = &[
     "OOM",
     "NOSCRIPT",
     "NOREPLICAS",
+    // A cluster's redirects, as the server sends them and as redis-rs
+    // names them inside an aborted transaction: the slot is moving (a
+    // failover, a resharding); the next try goes to its new owner.
+    "MOVED",
+    "ASK",
+    "Moved",
+    "Ask",
+    "TryAgain",
+    "ClusterDown",
 ];
 
 /// Whether a Redis error may go away by itself.
@@ -148,8 +157,9 @@ const TRANSIENT_CODES: &[&str] = &[
 /// Transient: I/O errors (connection refused, reset, broken pipe, EOF),
 /// timeouts, protocol parse errors (the connection is replaced), the
 /// server codes `TRYAGAIN`, `LOADING`, `BUSY`, `MASTERDOWN`, `CLUSTERDOWN`,
-/// `READONLY`, `MISCONF`, `OOM`, `NOSCRIPT`, `NOREPLICAS`, and `ERR max
-/// number of clients reached`. Permanent: everything else the server refuses (`NOAUTH`,
+/// `READONLY`, `MISCONF`, `OOM`, `NOSCRIPT`, `NOREPLICAS`, a cluster's
+/// `MOVED` and `ASK` redirects (also inside an aborted transaction), and
+/// `ERR max number of clients reached`. Permanent: everything else the server refuses (`NOAUTH`,
 /// `WRONGPASS`, `NOPERM`, `WRONGTYPE`, script errors, other `ERR`s), a
 /// failed authentication, and replies of an unexpected type.
 pub fn classify(e: &redis::RedisError) -> BackendErrorKind {
@@ -157,7 +167,7 @@ pub fn classify(e: &redis::RedisError) -> BackendErrorKind {
     if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
         return BackendErrorKind::Transient;
     }
-    if matches!(e.kind(), K::Io | K::Parse | K::ClusterConnectionNotFound) {
+    if e.is_cluster_error() || matches!(e.kind(), K::Io | K::Parse | K::ClusterConnectionNotFound) {
         return BackendErrorKind::Transient;
     }
     let text = e.to_string();
