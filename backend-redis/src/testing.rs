@@ -1,6 +1,8 @@
 //! Test support: fresh backends in unique namespaces for the conformance
 //! suite and for interoperability tests.
 
+use crate::conn::Conn;
+use crate::keys::Keys;
 use crate::{RedisBackend, RedisConfig};
 use resq_core::Backend;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -147,4 +149,60 @@ pub(crate) fn delete_cluster_keys_blocking(
         conn.route_command(&del, route.clone())?;
     }
     Ok(())
+}
+
+/// A connection of its own for tests that read or write raw keys of a
+/// namespace; on a cluster every command goes to the namespace's slot, as
+/// the backend's own do.
+pub struct RawConnection(Conn);
+
+impl redis::aio::ConnectionLike for RawConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        self.0.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        self.0.req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+}
+
+/// Opens a [`RawConnection`] with `config`'s server or cluster and namespace.
+pub async fn raw_connection(config: &RedisConfig) -> redis::RedisResult<RawConnection> {
+    if config.is_cluster() {
+        let cluster = redis::cluster::ClusterClientBuilder::new(config.cluster_nodes.iter().map(String::as_str))
+            .connection_timeout(config.connection_timeout)
+            .response_timeout(config.response_timeout)
+            .build()?;
+        let conn = cluster.get_async_connection().await?;
+        Ok(RawConnection(Conn::cluster(
+            conn,
+            &Keys::new(&config.namespace).key(""),
+        )))
+    } else {
+        let client = redis::Client::open(config.url.as_str())?;
+        Ok(RawConnection(Conn::Single(client.get_connection_manager().await?)))
+    }
+}
+
+/// The `host:port` of each seed node of a cluster URL's config, comma-separated
+/// (what `interop/nr.js` reads from `REDIS_CLUSTER_NODES`).
+pub fn cluster_host_ports(config: &RedisConfig) -> String {
+    config
+        .cluster_nodes
+        .iter()
+        .filter_map(|n| {
+            let u = url::Url::parse(n).ok()?;
+            Some(format!("{}:{}", u.host_str()?, u.port().unwrap_or(6379)))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
