@@ -16,6 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// The tests of this file take turns: one of them kills a primary.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn required() -> bool {
     std::env::var("RESQ_REQUIRE_BACKENDS").is_ok_and(|v| v == "1")
 }
@@ -138,6 +141,7 @@ async fn keys_everywhere(namespace: &str) -> Vec<(String, Vec<u8>)> {
 
 #[tokio::test]
 async fn every_key_of_a_namespace_lives_in_its_slot() {
+    let _turn = TURN.lock().await;
     let Some(backend) = backend("every_key_of_a_namespace_lives_in_its_slot").await else {
         return;
     };
@@ -176,6 +180,7 @@ async fn every_key_of_a_namespace_lives_in_its_slot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_primary_fails_over_without_losing_jobs() {
+    let _turn = TURN.lock().await;
     let test = "a_killed_primary_fails_over_without_losing_jobs";
     let Some(backend) = backend(test).await else {
         return;
@@ -348,4 +353,69 @@ impl Drop for Restore {
             panic!("ops/redis-cluster.sh start did not restore the cluster: {restarted:?}");
         }
     }
+}
+
+/// An ACL user and password in the URL apply to every node: a user that
+/// exists only for this test (created on every node, then deleted) works
+/// the whole cluster; a wrong password is refused at connect.
+#[tokio::test]
+async fn acl_user_and_password_apply_to_every_node() {
+    let _turn = TURN.lock().await;
+    let test = "acl_user_and_password_apply_to_every_node";
+    let Some(probe) = backend(test).await else {
+        return;
+    };
+    drop(probe);
+    let user = format!("resq-acl-{}", std::process::id());
+    let nodes = cluster_nodes().await;
+    for node in nodes.iter().filter(|n| !n.failed) {
+        let mut c = node.conn().await;
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(&user)
+            .arg("on")
+            .arg(">s3cret")
+            .arg("~*")
+            .arg("&*")
+            .arg("+@all")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    let seeds = RedisConfig::from_url(&cluster_url())
+        .unwrap()
+        .cluster_nodes
+        .iter()
+        .map(|n| n.trim_start_matches("redis://").trim_end_matches('/').to_owned())
+        .collect::<Vec<_>>()
+        .join(",");
+    let ns = unique_cluster_namespace();
+    let good = format!(
+        "redis+cluster://{user}:s3cret@{seeds}/?namespace={}",
+        ns.replace('{', "%7B").replace('}', "%7D")
+    );
+    let outcome: resq_core::Result<u64> = async {
+        let backend = resq_redis::connect(&good).await?;
+        let queue = Queue::new(backend.clone() as Arc<dyn resq_core::Backend>);
+        queue.enqueue("acl", "add", (1,)).await?;
+        let length = queue.length("acl").await?;
+        backend.delete_namespace().await?;
+        Ok(length)
+    }
+    .await;
+    let bad = good.replace(":s3cret@", ":wrong@");
+    let refused = resq_redis::connect(&bad).await.map(|_| ());
+    for node in nodes.iter().filter(|n| !n.failed) {
+        let mut c = node.conn().await;
+        let _: i64 = redis::cmd("ACL")
+            .arg("DELUSER")
+            .arg(&user)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    assert_eq!(outcome.unwrap(), 1);
+    let e = refused.unwrap_err().to_string();
+    assert!(e.contains("WRONGPASS") || e.to_lowercase().contains("auth"), "{e}");
+    assert!(!e.contains("wrong@"), "the password shows in the error: {e}");
 }
