@@ -265,6 +265,14 @@ mod tests {
             let pg = err("postgresql://postgres@127.0.0.1/test").await;
             assert!(pg.contains("`postgres` feature"), "{pg}");
         }
+        // A cluster URL (several host:port, which no URL parser takes)
+        // reaches the Redis backend, which checks its namespace first.
+        let cluster = err("redis+cluster://127.0.0.1:1,127.0.0.1:2/?namespace=plain").await;
+        if cfg!(feature = "redis") {
+            assert!(cluster.contains("hash tag"), "{cluster}");
+        } else {
+            assert!(cluster.contains("`redis` feature"), "{cluster}");
+        }
     }
 }
 
