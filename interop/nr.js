@@ -7,6 +7,9 @@
 // Environment:
 //   REDIS_URL  redis://[user:password@]host:port[/db]   (default redis://127.0.0.1:6379)
 //   NAMESPACE  the key namespace shared with resq        (default resque)
+//   REDIS_CLUSTER_NODES  host:port,host:port of a Redis Cluster: connect
+//              through an ioredis Cluster client instead (the user and
+//              password of REDIS_URL apply to every node)
 //
 // One-shot actions print one JSON line, {"ok":true,"result":…} or
 // {"ok":false,"error":"…"} (exit code 1). Long-running actions (`work`,
@@ -25,6 +28,29 @@ function connectionOptions() {
   const options = { connectTimeout: 3000, maxRetriesPerRequest: 2 };
   if (url.password) options.password = decodeURIComponent(url.password);
   if (url.username) options.username = decodeURIComponent(url.username);
+  if (process.env.REDIS_CLUSTER_NODES) {
+    // node-resque takes a ready client as `redis`; each of its connections
+    // gets a Cluster client of its own (a subscriber may not share one).
+    const Redis = require("ioredis");
+    const nodes = process.env.REDIS_CLUSTER_NODES.split(",").map((hp) => {
+      const i = hp.lastIndexOf(":");
+      return { host: hp.slice(0, i), port: parseInt(hp.slice(i + 1), 10) };
+    });
+    const namespace = process.env.NAMESPACE || "resque";
+    const cluster = new Redis.Cluster(nodes, { redisOptions: options });
+    // node-resque lists keys (stats, timestamps, allDelayed, locks, stuck
+    // workers) with SCAN, which an ioredis Cluster sends to one node at
+    // random. The namespace is one hash tag, so its keys all live on the
+    // primary owning the tag's slot: send SCAN there.
+    const slot = require("cluster-key-slot")(namespace);
+    cluster.scan = (...args) => {
+      const owner = cluster.slots[slot] && cluster.slots[slot][0];
+      const node = cluster.nodes("master").find((n) => `${n.options.host}:${n.options.port}` === owner);
+      if (!node) return Promise.reject(new Error(`no primary owns slot ${slot} of ${namespace}`));
+      return node.scan(...args);
+    };
+    return { redis: cluster, namespace };
+  }
   const db = url.pathname && url.pathname.length > 1 ? parseInt(url.pathname.slice(1), 10) : 0;
   return {
     host: url.hostname.replace(/^\[|\]$/g, "") || "127.0.0.1",

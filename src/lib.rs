@@ -143,6 +143,7 @@ pub async fn task_server_until(
 /// | `memory://` | in-process | `memory` (default) |
 /// | `memory:///path/to/file` | in-process, persisted to a snapshot file | `memory` |
 /// | `redis://…`, `rediss://…` | Redis | `redis` |
+/// | `redis+cluster://host:port,host:port/?namespace={resque}`, `rediss+cluster://…` | Redis Cluster | `redis` |
 /// | `postgres://…`, `postgresql://…` | PostgreSQL | `postgres` |
 ///
 /// A malformed URL, an unknown scheme, or a scheme whose feature is not
@@ -152,13 +153,17 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Backend>> {
         url: resq_core::error::redact_url(url),
         reason,
     };
+    // A cluster URL lists several `host:port`s, which no URL parser takes.
+    if matches!(url.split_once("://"), Some(("redis+cluster" | "rediss+cluster", _))) {
+        return connect_redis(url).await;
+    }
     let parsed = ::url::Url::parse(url).map_err(|e| invalid(format!("not a valid URL: {e}")))?;
     match parsed.scheme() {
         "memory" => connect_memory(url).await,
         "redis" | "rediss" => connect_redis(url).await,
         "postgres" | "postgresql" => connect_postgres(url).await,
         other => Err(invalid(format!(
-            "unknown scheme `{other}`: use memory://, redis://, rediss://, postgres:// or postgresql://"
+            "unknown scheme `{other}`: use memory://, redis://, rediss://, redis+cluster://, rediss+cluster://, postgres:// or postgresql://"
         ))),
     }
 }
@@ -259,6 +264,14 @@ mod tests {
         if cfg!(not(feature = "postgres")) {
             let pg = err("postgresql://postgres@127.0.0.1/test").await;
             assert!(pg.contains("`postgres` feature"), "{pg}");
+        }
+        // A cluster URL (several host:port, which no URL parser takes)
+        // reaches the Redis backend, which checks its namespace first.
+        let cluster = err("redis+cluster://127.0.0.1:1,127.0.0.1:2/?namespace=plain").await;
+        if cfg!(feature = "redis") {
+            assert!(cluster.contains("hash tag"), "{cluster}");
+        } else {
+            assert!(cluster.contains("`redis` feature"), "{cluster}");
         }
     }
 }

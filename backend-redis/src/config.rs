@@ -1,4 +1,5 @@
-//! Connection settings, read from a `redis://` / `rediss://` URL.
+//! Connection settings, read from a `redis://` / `rediss://` URL, or a
+//! `redis+cluster://` / `rediss+cluster://` URL for a Redis Cluster.
 //!
 //! Everything redis-rs understands (host, port, user, password, db number,
 //! TLS for `rediss://`) is passed through. resq reads its own query
@@ -17,6 +18,22 @@ use std::time::Duration;
 /// The default namespace, as in Resque and node-resque.
 pub const DEFAULT_NAMESPACE: &str = "resque";
 
+/// The default namespace on a Redis Cluster: Resque's, as a hash tag, so
+/// every key of the namespace maps to one slot.
+pub const DEFAULT_CLUSTER_NAMESPACE: &str = "{resque}";
+
+/// The hash tag of a namespace: the text between its first `{` and the
+/// first `}` after it, when that text is not empty. Redis Cluster hashes
+/// only that text of a key, so every key `<namespace>:<anything>` maps to
+/// the tag's slot, whatever `<anything>` holds (its braces come later).
+/// `None` when the namespace has no such tag.
+pub fn hash_tag(namespace: &str) -> Option<&str> {
+    let open = namespace.find('{')?;
+    let rest = &namespace[open + 1..];
+    let close = rest.find('}')?;
+    (close > 0).then(|| &rest[..close])
+}
+
 /// Settings for a [`crate::RedisBackend`]. Its `Debug` output hides the
 /// URL's password.
 #[derive(Clone, PartialEq, Eq)]
@@ -30,6 +47,10 @@ pub struct RedisConfig {
     pub response_timeout: Duration,
     /// The connect timeout.
     pub connection_timeout: Duration,
+    /// The seed nodes of a Redis Cluster, one URL each (user, password, TLS
+    /// and redis-rs's parameters copied to every one); empty for a single
+    /// server. With nodes, [`RedisConfig::url`] is the first of them.
+    pub cluster_nodes: Vec<String>,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -39,13 +60,86 @@ impl std::fmt::Debug for RedisConfig {
             .field("namespace", &self.namespace)
             .field("response_timeout", &self.response_timeout)
             .field("connection_timeout", &self.connection_timeout)
+            .field(
+                "cluster_nodes",
+                &self.cluster_nodes.iter().map(|n| redact_url(n)).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
 
 impl RedisConfig {
-    /// Parses a `redis://` or `rediss://` URL with resq's optional parameters.
+    /// Parses a `redis://` or `rediss://` URL with resq's optional
+    /// parameters, or a cluster URL:
+    /// `redis+cluster://[user:password@]host:port,host:port[,…]/?namespace={resque}`
+    /// (`rediss+cluster://` for TLS). A cluster's namespace must hold a hash
+    /// tag (see [`hash_tag`]); it defaults to [`DEFAULT_CLUSTER_NAMESPACE`].
     pub fn from_url(url: &str) -> Result<Self> {
+        if let Some((scheme, rest)) = url.split_once("://") {
+            if let Some(node_scheme) = scheme.strip_suffix("+cluster") {
+                return Self::from_cluster_url(url, node_scheme, rest);
+            }
+        }
+        Self::from_single_url(url)
+    }
+
+    /// Whether this names a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        !self.cluster_nodes.is_empty()
+    }
+
+    /// A cluster URL: each seed node becomes a `<node_scheme>://` URL with
+    /// the same user, password, path and parameters, parsed like a single
+    /// server's.
+    fn from_cluster_url(url: &str, node_scheme: &str, rest: &str) -> Result<Self> {
+        let invalid = |reason: String| Error::InvalidUrl {
+            url: redact_url(url),
+            reason,
+        };
+        if !matches!(node_scheme, "redis" | "rediss") {
+            return Err(invalid(format!(
+                "expected redis+cluster:// or rediss+cluster://, got {node_scheme}+cluster://"
+            )));
+        }
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        let (userinfo, hosts) = match authority.rfind('@') {
+            Some(at) => (&authority[..=at], &authority[at + 1..]),
+            None => ("", authority),
+        };
+        let hosts: Vec<&str> = hosts.split(',').map(str::trim).filter(|h| !h.is_empty()).collect();
+        if hosts.is_empty() {
+            return Err(invalid("the URL names no cluster node".into()));
+        }
+        let mut nodes = Vec::with_capacity(hosts.len());
+        let mut config: Option<RedisConfig> = None;
+        for host in hosts {
+            let node = Self::from_single_url(&format!("{node_scheme}://{userinfo}{host}{tail}"))
+                .map_err(|e| invalid(format!("cluster node {host}: {e}")))?;
+            nodes.push(node.url.clone());
+            config.get_or_insert(node);
+        }
+        // Not empty: `hosts` had at least one node.
+        let Some(mut config) = config else {
+            return Err(invalid("the URL names no cluster node".into()));
+        };
+        let explicit_namespace = url::form_urlencoded::parse(tail.split_once('?').map_or("", |(_, q)| q).as_bytes())
+            .any(|(k, _)| k == "namespace");
+        if !explicit_namespace {
+            config.namespace = DEFAULT_CLUSTER_NAMESPACE.to_owned();
+        }
+        if hash_tag(&config.namespace).is_none() {
+            return Err(invalid(format!(
+                "on a Redis Cluster the namespace must hold a hash tag, such as {{{}}}, so that all its keys share one slot; got {:?}",
+                if config.namespace.is_empty() { "resque" } else { config.namespace.as_str() },
+                config.namespace
+            )));
+        }
+        config.cluster_nodes = nodes;
+        Ok(config)
+    }
+
+    fn from_single_url(url: &str) -> Result<Self> {
         let invalid = |reason: String| Error::InvalidUrl {
             url: redact_url(url),
             reason,
@@ -65,6 +159,7 @@ impl RedisConfig {
             namespace: DEFAULT_NAMESPACE.to_owned(),
             response_timeout: Duration::from_secs(10),
             connection_timeout: Duration::from_secs(5),
+            cluster_nodes: Vec::new(),
         };
         let mut kept = Vec::new();
         for (k, v) in parsed.query_pairs() {
@@ -107,6 +202,52 @@ mod tests {
         let d = RedisConfig::from_url("rediss://cache.example:6379").unwrap();
         assert_eq!(d.namespace, "resque");
         assert_eq!(d.url, "rediss://cache.example:6379");
+    }
+
+    #[test]
+    fn reads_cluster_urls() {
+        let c = RedisConfig::from_url(
+            "rediss+cluster://u:p@10.0.0.1:7000,10.0.0.2:7001/?namespace=%7Bapp%7D&connection_timeout_ms=300&insecure=true",
+        )
+        .unwrap();
+        assert!(c.is_cluster());
+        assert_eq!(c.namespace, "{app}");
+        assert_eq!(c.connection_timeout, Duration::from_millis(300));
+        assert_eq!(
+            c.cluster_nodes,
+            [
+                "rediss://u:p@10.0.0.1:7000/?insecure=true",
+                "rediss://u:p@10.0.0.2:7001/?insecure=true"
+            ]
+        );
+        assert_eq!(c.url, c.cluster_nodes[0]);
+        assert!(!format!("{c:?}").contains(":p@"));
+        let d = RedisConfig::from_url("redis+cluster://127.0.0.1:7000").unwrap();
+        assert_eq!(d.namespace, DEFAULT_CLUSTER_NAMESPACE);
+        assert!(!RedisConfig::from_url("redis://127.0.0.1").unwrap().is_cluster());
+    }
+
+    #[test]
+    fn cluster_namespaces_need_a_hash_tag() {
+        for bad in ["resque", "{}x", "a{b", ""] {
+            let url = format!("redis+cluster://127.0.0.1:7000/?namespace={bad}");
+            let e = RedisConfig::from_url(&url).unwrap_err().to_string();
+            assert!(e.contains("hash tag"), "{bad}: {e}");
+        }
+        for (ns, tag) in [
+            ("{resque}", "resque"),
+            ("app:{q}", "q"),
+            ("{a}{b}", "a"),
+            ("a{b}c", "b"),
+        ] {
+            assert_eq!(hash_tag(ns), Some(tag), "{ns}");
+        }
+        let e = RedisConfig::from_url("http+cluster://h:1").unwrap_err().to_string();
+        assert!(e.contains("redis+cluster://"), "{e}");
+        let e = RedisConfig::from_url("redis+cluster:///?namespace={a}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no cluster node"), "{e}");
     }
 
     #[test]

@@ -29,6 +29,16 @@ impl Keys {
         format!("{}{logical}", self.prefix)
     }
 
+    /// `<ns>:<logical prefix><bytes>` as bytes, for key names built from
+    /// bytes read from Redis (such as a schedule member or an item).
+    pub(crate) fn raw(&self, logical_prefix: &str, bytes: &[u8]) -> Vec<u8> {
+        let mut key = Vec::with_capacity(self.prefix.len() + logical_prefix.len() + bytes.len());
+        key.extend_from_slice(self.prefix.as_bytes());
+        key.extend_from_slice(logical_prefix.as_bytes());
+        key.extend_from_slice(bytes);
+        key
+    }
+
     pub(crate) fn queues(&self) -> String {
         self.key("queues")
     }

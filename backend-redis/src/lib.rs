@@ -35,6 +35,7 @@
 
 mod cancel;
 mod config;
+mod conn;
 mod delayed;
 pub mod doctor;
 mod failed;
@@ -49,24 +50,27 @@ pub mod testing;
 mod wake;
 mod worker;
 
-pub use config::{RedisConfig, DEFAULT_NAMESPACE};
+pub use config::{hash_tag, RedisConfig, DEFAULT_CLUSTER_NAMESPACE, DEFAULT_NAMESPACE};
 
 use async_trait::async_trait;
+use conn::Conn;
 use keys::Keys;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use resq_core::{Backend, BackendErrorKind, Error, Result};
 use std::sync::Arc;
 use wake::Wakeups;
 
 /// resq's Redis backend; see the [crate documentation](crate).
 pub struct RedisBackend {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     wakeups: Wakeups,
     config: RedisConfig,
     /// Delete every key of the namespace when dropped (test namespaces only).
     cleanup_on_drop: bool,
     client: redis::Client,
+    /// The cluster's client, on a Redis Cluster.
+    cluster: Option<redis::cluster::ClusterClient>,
     /// The last probe for a refusal of new connections: when, and what the
     /// server said.
     last_refusal: tokio::sync::Mutex<Option<(std::time::Instant, Option<String>)>>,
@@ -80,8 +84,9 @@ impl std::fmt::Debug for RedisBackend {
     }
 }
 
-/// Connects to the Redis server a `redis://` or `rediss://` URL names (see
-/// [`RedisConfig`] for resq's parameters, such as `namespace`).
+/// Connects to the Redis server a `redis://` or `rediss://` URL names, or
+/// to the Redis Cluster a `redis+cluster://` or `rediss+cluster://` URL
+/// names (see [`RedisConfig`] for resq's parameters, such as `namespace`).
 pub async fn connect(url: &str) -> Result<Arc<RedisBackend>> {
     RedisBackend::connect(RedisConfig::from_url(url)?).await.map(Arc::new)
 }
@@ -136,6 +141,15 @@ const TRANSIENT_CODES: &[&str] = &[
     "OOM",
     "NOSCRIPT",
     "NOREPLICAS",
+    // A cluster's redirects, as the server sends them and as redis-rs
+    // names them inside an aborted transaction: the slot is moving (a
+    // failover, a resharding); the next try goes to its new owner.
+    "MOVED",
+    "ASK",
+    "Moved",
+    "Ask",
+    "TryAgain",
+    "ClusterDown",
 ];
 
 /// Whether a Redis error may go away by itself.
@@ -143,8 +157,9 @@ const TRANSIENT_CODES: &[&str] = &[
 /// Transient: I/O errors (connection refused, reset, broken pipe, EOF),
 /// timeouts, protocol parse errors (the connection is replaced), the
 /// server codes `TRYAGAIN`, `LOADING`, `BUSY`, `MASTERDOWN`, `CLUSTERDOWN`,
-/// `READONLY`, `MISCONF`, `OOM`, `NOSCRIPT`, `NOREPLICAS`, and `ERR max
-/// number of clients reached`. Permanent: everything else the server refuses (`NOAUTH`,
+/// `READONLY`, `MISCONF`, `OOM`, `NOSCRIPT`, `NOREPLICAS`, a cluster's
+/// `MOVED` and `ASK` redirects (also inside an aborted transaction), and
+/// `ERR max number of clients reached`. Permanent: everything else the server refuses (`NOAUTH`,
 /// `WRONGPASS`, `NOPERM`, `WRONGTYPE`, script errors, other `ERR`s), a
 /// failed authentication, and replies of an unexpected type.
 pub fn classify(e: &redis::RedisError) -> BackendErrorKind {
@@ -152,7 +167,7 @@ pub fn classify(e: &redis::RedisError) -> BackendErrorKind {
     if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
         return BackendErrorKind::Transient;
     }
-    if matches!(e.kind(), K::Io | K::Parse | K::ClusterConnectionNotFound) {
+    if e.is_cluster_error() || matches!(e.kind(), K::Io | K::Parse | K::ClusterConnectionNotFound) {
         return BackendErrorKind::Transient;
     }
     let text = e.to_string();
@@ -280,21 +295,53 @@ impl RedisBackend {
     /// after a failure; commands issued while Redis is down return errors,
     /// which workers and schedulers log before backing off and retrying.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| Error::InvalidUrl {
+        let invalid = |e: redis::RedisError| Error::InvalidUrl {
             url: resq_core::error::redact_url(&config.url),
             reason: e.to_string(),
-        })?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(config.response_timeout))
-            .set_connection_timeout(Some(config.connection_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(std::time::Duration::from_secs(2));
-        let conn = match client.get_connection_manager_with_config(manager_config).await {
-            Ok(conn) => conn,
-            Err(e) => return Err(explain_connect_error(&config, e).await),
         };
+        let client = redis::Client::open(config.url.as_str()).map_err(invalid)?;
         let keys = Keys::new(&config.namespace);
-        let wakeups = Wakeups::start(client.clone(), keys.wakeup_channel(), keys.cancel_channel());
+        let (conn, cluster, subscribers) = if config.is_cluster() {
+            if config::hash_tag(&config.namespace).is_none() {
+                return Err(Error::InvalidArgument(format!(
+                    "on a Redis Cluster the namespace must hold a hash tag (such as {{resque}}); got {:?}",
+                    config.namespace
+                )));
+            }
+            let cluster = redis::cluster::ClusterClientBuilder::new(config.cluster_nodes.iter().map(String::as_str))
+                .connection_timeout(config.connection_timeout)
+                .response_timeout(config.response_timeout)
+                .retries(4)
+                .max_retry_wait(1000)
+                .build()
+                .map_err(invalid)?;
+            let conn = match cluster.get_async_connection().await {
+                Ok(conn) => conn,
+                Err(e) => return Err(explain_connect_error(&config, e).await),
+            };
+            // Pub/sub messages reach every node of a cluster: the
+            // subscriber may listen on any of them, the next one after a
+            // disconnect.
+            let subscribers = config
+                .cluster_nodes
+                .iter()
+                .map(|n| redis::Client::open(n.as_str()))
+                .collect::<redis::RedisResult<Vec<_>>>()
+                .map_err(invalid)?;
+            (Conn::cluster(conn, &keys.key("")), Some(cluster), subscribers)
+        } else {
+            let manager_config = ConnectionManagerConfig::new()
+                .set_response_timeout(Some(config.response_timeout))
+                .set_connection_timeout(Some(config.connection_timeout))
+                .set_number_of_retries(2)
+                .set_max_delay(std::time::Duration::from_secs(2));
+            let conn = match client.get_connection_manager_with_config(manager_config).await {
+                Ok(conn) => conn,
+                Err(e) => return Err(explain_connect_error(&config, e).await),
+            };
+            (Conn::Single(conn), None, vec![client.clone()])
+        };
+        let wakeups = Wakeups::start(subscribers, keys.wakeup_channel(), keys.cancel_channel());
         Ok(RedisBackend {
             conn,
             keys,
@@ -302,6 +349,7 @@ impl RedisBackend {
             config,
             cleanup_on_drop: false,
             client,
+            cluster,
             last_refusal: tokio::sync::Mutex::new(None),
         })
     }
@@ -330,8 +378,14 @@ impl RedisBackend {
         &self.config
     }
 
-    /// A handle on the shared, self-reconnecting connection.
-    pub(crate) fn conn(&self) -> ConnectionManager {
+    /// Whether this backend is connected to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// A handle on the shared, self-reconnecting connection (on a cluster,
+    /// one that sends every command to the namespace's slot).
+    pub(crate) fn conn(&self) -> Conn {
         self.conn.clone()
     }
 
@@ -428,7 +482,11 @@ impl Drop for RedisBackend {
             return;
         }
         // Test namespaces only: a short blocking clean-up on a connection of its own.
-        if let Err(e) = testing::delete_keys_blocking(&self.client, &self.keys.pattern("")) {
+        let deleted = match &self.cluster {
+            Some(cluster) => testing::delete_cluster_keys_blocking(cluster, &self.keys.key(""), &self.keys.pattern("")),
+            None => testing::delete_keys_blocking(&self.client, &self.keys.pattern("")),
+        };
+        if let Err(e) = deleted {
             tracing::warn!(target: "resq::redis", error = %e, "could not delete a test namespace");
         }
     }

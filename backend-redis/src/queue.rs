@@ -189,11 +189,24 @@ impl QueueStore for RedisBackend {
             return Ok(());
         }
         let stamp = enqueue_stamp();
+        // Every key the script touches is declared: each distinct queue's
+        // list and record key, in order of first appearance.
+        let mut distinct: Vec<&str> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for job in jobs {
+            if seen.insert(job.queue.as_str()) {
+                distinct.push(&job.queue);
+            }
+        }
         let mut inv = PUSH_BATCH.prepare_invoke();
-        inv.key(self.keys.queues())
-            .arg(self.keys.prefix())
-            .arg(self.keys.wakeup_channel())
-            .arg(stamp);
+        inv.key(self.keys.queues());
+        for q in &distinct {
+            inv.key(self.keys.queue(q)).key(self.keys.enqueued(q));
+        }
+        inv.arg(self.keys.wakeup_channel()).arg(stamp).arg(distinct.len());
+        for q in &distinct {
+            inv.arg(*q);
+        }
         for job in jobs {
             inv.arg(&job.queue).arg(&job.payload);
         }

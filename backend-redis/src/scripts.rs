@@ -243,8 +243,10 @@ return 1
     ))
 });
 
-/// KEYS: `queues` set. ARGV: key prefix, wake-up channel, enqueue ms, then
-/// (queue name, payload) pairs in order. Pushes each payload to
+/// KEYS: `queues` set, then for each of the d distinct queues (in order of
+/// first appearance) its list and its enqueue-time record key. ARGV:
+/// wake-up channel, enqueue ms, d, the d queue names, then (queue name,
+/// payload) pairs in order. Pushes each payload to
 /// the tail of its queue with its enqueue record (one `RPUSH` per run of
 /// up to 1,000 consecutive jobs for the same queue, and one for their
 /// records), then adds and announces each queue once. Returns how many
@@ -253,22 +255,25 @@ pub(crate) static PUSH_BATCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         record_lua!(),
         r#"
+local d = tonumber(ARGV[3])
+local index = {}
+for j = 1, d do index[ARGV[3 + j]] = j end
 local seen = {}
 local order = {}
 local k = 0
-local i = 4
+local i = 4 + d
 -- A run of consecutive jobs for one queue is pushed with one RPUSH per
 -- 1,000 jobs (and, if the record is in step, one RPUSH of as many stamps).
 while i <= #ARGV do
   local q = ARGV[i]
-  local qkey = ARGV[1] .. 'queue:' .. q
-  local rkey = ARGV[1] .. 'resq:enqueued:' .. q
+  local qkey = KEYS[2 * index[q]]
+  local rkey = KEYS[2 * index[q] + 1]
   local n = rec_len(rkey)
   local in_step = n == redis.call('LLEN', qkey)
   local items, stamps = {}, {}
   while i <= #ARGV and ARGV[i] == q do
     items[#items + 1] = ARGV[i + 1]
-    stamps[#stamps + 1] = ARGV[3]
+    stamps[#stamps + 1] = ARGV[2]
     i = i + 2
     if #items == 1000 or i > #ARGV or ARGV[i] ~= q then
       redis.call('RPUSH', qkey, unpack(items))
@@ -287,7 +292,7 @@ for _, q in ipairs(order) do
   redis.call('SADD', KEYS[1], q)
 end
 for _, q in ipairs(order) do
-  redis.call('PUBLISH', ARGV[2], q)
+  redis.call('PUBLISH', ARGV[1], q)
 end
 return k
 "#
@@ -401,19 +406,16 @@ return 1
     )
 });
 
-/// KEYS: delayed_queue_schedule. ARGV: key prefix. Returns `{member,
-/// length, …}` for each schedule member (score order) whose `delayed:`
-/// list is non-empty; a key of another type counts as empty.
-pub(crate) static BUCKET_SIZES: LazyLock<Script> = LazyLock::new(|| {
+/// KEYS: `delayed:<s>` lists. Returns each one's `LLEN`, 0 for a key of
+/// another type.
+pub(crate) static BUCKET_LENGTHS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local out = {}
-for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local n = redis.pcall('LLEN', ARGV[1] .. 'delayed:' .. m)
-  if type(n) == 'number' and n > 0 then
-    table.insert(out, m)
-    table.insert(out, n)
-  end
+for i = 1, #KEYS do
+  local n = redis.pcall('LLEN', KEYS[i])
+  if type(n) ~= 'number' then n = 0 end
+  out[i] = n
 end
 return out
 "#,
@@ -460,58 +462,42 @@ return 1
     )
 });
 
-/// KEYS: delayed_queue_schedule. ARGV: key prefix, max score ("+inf" or a
-/// number), limit. Returns `{members, bad members}`: up to `limit` members
-/// whose list exists, ascending, and the members passed over because they
-/// are not a bucket's whole seconds (digits, at most 15, an optional `-`,
-/// no leading zero) or whose `delayed:<member>` key is not a list, which
-/// are left in place for their owner. Members
-/// whose list is gone are removed from the schedule.
-pub(crate) static BUCKETS: LazyLock<Script> = LazyLock::new(|| {
+/// KEYS: delayed_queue_schedule, then the `delayed:<m>` key of each
+/// member m in ARGV. Returns each key's type; a member whose key is gone
+/// is removed from the schedule in the same step.
+pub(crate) static BUCKET_TYPES: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local out = {}
-local bad = {}
-local limit = tonumber(ARGV[3])
-local offset = 0
-while #out < limit do
-  local batch = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', offset, limit)
-  if #batch == 0 then break end
-  for _, m in ipairs(batch) do
-    local kind = redis.call('TYPE', ARGV[1] .. 'delayed:' .. m)['ok']
-    if kind ~= 'none' then
-      offset = offset + 1
-      if kind ~= 'list' or #m > 16 or not (m == '0' or string.find(m, '^%-?[1-9]%d*$')) then
-        if #bad < 100 then table.insert(bad, m) end
-      elseif #out < limit then
-        table.insert(out, m)
-      end
-    else
-      redis.call('ZREM', KEYS[1], m)
-    end
-  end
-  if #batch < limit then break end
+for i = 1, #ARGV do
+  local kind = redis.call('TYPE', KEYS[i + 1])['ok']
+  if kind == 'none' then redis.call('ZREM', KEYS[1], ARGV[i]) end
+  out[i] = kind
 end
-return {out, bad}
+return out
 "#,
     )
 });
 
-/// KEYS: timestamps:<item>, delayed_queue_schedule. ARGV: key prefix, item.
-/// Removes every copy of the item from every bucket it is indexed in.
-/// Returns the bucket seconds it was removed from.
+/// KEYS: timestamps:<item>, delayed_queue_schedule, then the list key of
+/// each index member in ARGV. ARGV: item, then the members (`delayed:<s>`)
+/// read from the index. Removes every copy of the item from the bucket of
+/// each member still in the index. Returns the bucket seconds it was
+/// removed from.
 pub(crate) static REMOVE_DELAYED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local out = {}
-for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local list = ARGV[1] .. m
-  local n = redis.call('LREM', list, 0, ARGV[2])
-  redis.call('SREM', KEYS[1], m)
-  if n > 0 then table.insert(out, string.sub(m, 9)) end
-  if redis.call('LLEN', list) == 0 then
-    redis.call('DEL', list)
-    redis.call('ZREM', KEYS[2], string.sub(m, 9))
+for i = 2, #ARGV do
+  local m = ARGV[i]
+  local list = KEYS[i + 1]
+  if redis.call('SREM', KEYS[1], m) == 1 then
+    local n = redis.call('LREM', list, 0, ARGV[1])
+    if n > 0 then table.insert(out, string.sub(m, 9)) end
+    if redis.call('LLEN', list) == 0 then
+      redis.call('DEL', list)
+      redis.call('ZREM', KEYS[2], string.sub(m, 9))
+    end
   end
 end
 return out
@@ -519,9 +505,11 @@ return out
     )
 });
 
-/// KEYS: delayed:<s>, delayed_queue_schedule, queues set, failed list.
-/// ARGV: key prefix, s, wakeup channel, enqueue ms, then triples
-/// (item, mode, target):
+/// KEYS: delayed:<s>, delayed_queue_schedule, queues set, failed list,
+/// then for each item its `timestamps:<item>` key, its target queue's list
+/// and that queue's enqueue-time record key (for mode "f", any keys of the
+/// namespace: they are not touched). ARGV: s, wakeup channel, enqueue ms,
+/// then triples (item, mode, target):
 /// mode "q" pushes the item to queue `target`; mode "f" pushes `target`
 /// (a failed entry) to the failed list. Each item is moved only if it is
 /// still in the bucket. Returns one 0/1 flag per item.
@@ -530,19 +518,21 @@ pub(crate) static PROMOTE: LazyLock<Script> = LazyLock::new(|| {
         record_lua!(),
         r#"
 local flags = {}
-local marker = 'delayed:' .. ARGV[2]
-for i = 5, #ARGV, 3 do
+local marker = 'delayed:' .. ARGV[1]
+local j = 2
+for i = 4, #ARGV, 3 do
   local item, mode, target = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  j = j + 3
   if redis.call('LREM', KEYS[1], 1, item) == 1 then
     if not redis.call('LPOS', KEYS[1], item) then
       -- Another client's index key of the wrong type must not stop the move.
-      redis.pcall('SREM', ARGV[1] .. 'timestamps:' .. item, marker)
+      redis.pcall('SREM', KEYS[j], marker)
     end
     if mode == 'q' then
       redis.call('SADD', KEYS[3], target)
-      local len = redis.call('RPUSH', ARGV[1] .. 'queue:' .. target, item)
-      rec_pushed(ARGV[1] .. 'resq:enqueued:' .. target, len, ARGV[4], 'RPUSH')
-      redis.call('PUBLISH', ARGV[3], target)
+      local len = redis.call('RPUSH', KEYS[j + 1], item)
+      rec_pushed(KEYS[j + 2], len, ARGV[3], 'RPUSH')
+      redis.call('PUBLISH', ARGV[2], target)
     else
       redis.call('RPUSH', KEYS[4], target)
     end
@@ -553,7 +543,7 @@ for i = 5, #ARGV, 3 do
 end
 if redis.call('LLEN', KEYS[1]) == 0 then
   redis.call('DEL', KEYS[1])
-  redis.call('ZREM', KEYS[2], ARGV[2])
+  redis.call('ZREM', KEYS[2], ARGV[1])
 end
 return flags
 "#
@@ -789,43 +779,45 @@ return {removed, #items}
     ))
 });
 
-/// KEYS: delayed_queue_schedule. ARGV: class, queue, key prefix, lowest
-/// score to look at (`-inf` or `(<s>`), how many buckets. Removes from the
-/// next buckets every item of the class bound for the queue (or naming no
-/// queue), keeping `timestamps:` sets and the schedule in step, and drops
-/// buckets it empties. Returns `{removed, buckets looked at, last bucket's score}`.
-pub(crate) static REMOVE_DELAYED_BY_CLASS: LazyLock<Script> = LazyLock::new(|| {
+/// KEYS: delayed_queue_schedule, one bucket `delayed:<m>`, then the
+/// `timestamps:<item>` key of each distinct item in ARGV. ARGV: class,
+/// queue, m, then the distinct items read from the bucket. Removes from the
+/// bucket every item of the class bound for the queue (or naming no
+/// queue), keeping the `timestamps:` sets and the schedule in step, and
+/// drops the bucket if it empties. Returns the number removed, or -1 (and
+/// changes nothing) when the bucket now holds an item not in ARGV: read it
+/// again.
+pub(crate) static REMOVE_BUCKET_BY_CLASS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         class_match_lua!(),
         r#"
-local queue, prefix, limit = ARGV[2], ARGV[3], tonumber(ARGV[5])
-local found = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[4], '+inf', 'WITHSCORES', 'LIMIT', 0, limit)
+local queue, m, list = ARGV[2], ARGV[3], KEYS[2]
+local index = {}
+for i = 4, #ARGV do index[ARGV[i]] = i - 1 end
+local items = redis.call('LRANGE', list, 0, -1)
+for _, item in ipairs(items) do
+  if not index[item] then return -1 end
+end
 local removed = 0
-local last = ''
-for i = 1, #found, 2 do
-  local m = found[i]
-  last = found[i + 1]
-  local list = prefix .. 'delayed:' .. m
-  local done = {}
-  for _, item in ipairs(redis.call('LRANGE', list, 0, -1)) do
-    if not done[item] then
-      done[item] = true
-      local job = decode_of_class(item)
-      if job then
-        local q = job['queue']
-        if type(q) ~= 'string' or not string.find(q, '%S') or q == queue then
-          removed = removed + redis.call('LREM', list, 0, item)
-          redis.call('SREM', prefix .. 'timestamps:' .. item, 'delayed:' .. m)
-        end
+local done = {}
+for _, item in ipairs(items) do
+  if not done[item] then
+    done[item] = true
+    local job = decode_of_class(item)
+    if job then
+      local q = job['queue']
+      if type(q) ~= 'string' or not string.find(q, '%S') or q == queue then
+        removed = removed + redis.call('LREM', list, 0, item)
+        redis.call('SREM', KEYS[index[item]], 'delayed:' .. m)
       end
     end
   end
-  if redis.call('LLEN', list) == 0 then
-    redis.call('DEL', list)
-    redis.call('ZREM', KEYS[1], m)
-  end
 end
-return {removed, #found / 2, last}
+if redis.call('LLEN', list) == 0 then
+  redis.call('DEL', list)
+  redis.call('ZREM', KEYS[1], m)
+end
+return removed
 "#
     ))
 });

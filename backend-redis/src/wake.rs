@@ -31,16 +31,23 @@ pub(crate) struct Wakeups {
 
 impl Wakeups {
     /// Starts the subscriber task. It reconnects with back-off for as long
-    /// as the backend lives.
-    pub(crate) fn start(client: redis::Client, channel: String, cancel_channel: String) -> Self {
+    /// as the backend lives, to the next of `clients` each time (the nodes
+    /// of a cluster, where every node sees every message; one client for a
+    /// single server).
+    pub(crate) fn start(clients: Vec<redis::Client>, channel: String, cancel_channel: String) -> Self {
         let (tx, _) = broadcast::channel(1024);
         let (cancels, _) = broadcast::channel(256);
         let sender = tx.clone();
         let cancel_sender = cancels.clone();
         let task = tokio::spawn(async move {
             let mut delay = Duration::from_millis(50);
+            let mut next = 0usize;
             loop {
-                match listen(&client, &channel, &cancel_channel, &sender, &cancel_sender).await {
+                let Some(client) = clients.get(next % clients.len().max(1)) else {
+                    return;
+                };
+                next = next.wrapping_add(1);
+                match listen(client, &channel, &cancel_channel, &sender, &cancel_sender).await {
                     Ok(()) => delay = Duration::from_millis(50),
                     Err(e) => {
                         tracing::debug!(target: "resq::redis", error = %e, "wake-up subscriber disconnected");

@@ -71,6 +71,12 @@ use tokio_util::sync::CancellationToken;
 const NODE_RESQUE_VERSION: &str = "9.7.1";
 
 /// True when `RESQ_REQUIRE_BACKENDS=1`: a missing prerequisite fails the test.
+/// `RESQ_INTEROP_CLUSTER=1`: run on the Redis Cluster
+/// (`RESQ_REDIS_CLUSTER_URL`), node-resque through an ioredis Cluster client.
+fn on_cluster() -> bool {
+    std::env::var("RESQ_INTEROP_CLUSTER").is_ok_and(|v| v == "1")
+}
+
 fn required() -> bool {
     std::env::var("RESQ_REQUIRE_BACKENDS").is_ok_and(|v| v.trim() == "1")
 }
@@ -199,7 +205,12 @@ impl Env {
     /// Connects in a fresh namespace and makes sure node-resque is installed.
     /// `None` (after printing `SKIP`) when Redis, node or npm is unavailable.
     async fn setup(test: &'static str) -> Option<Env> {
-        let backend = match testing::fresh_redis().await {
+        let fresh = if on_cluster() {
+            testing::fresh_cluster_redis().await
+        } else {
+            testing::fresh_redis().await
+        };
+        let backend = match fresh {
             Ok(b) => Arc::new(b),
             Err(reason) => {
                 skip(test, &reason);
@@ -234,6 +245,10 @@ impl Env {
             .current_dir(interop_dir())
             .env("REDIS_URL", &self.url)
             .env("NAMESPACE", &self.namespace)
+            .env(
+                "REDIS_CLUSTER_NODES",
+                testing::cluster_host_ports(self.backend.config()),
+            )
             .kill_on_drop(true);
         cmd
     }
@@ -1224,9 +1239,7 @@ async fn inspection_agrees_on_both_sides() {
 
 /// The leader lock's remaining time in ms (`PTTL`).
 async fn leader_pttl(env: &Env) -> i64 {
-    let client = redis::Client::open(env.url.as_str()).expect("redis url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
+    let mut conn = testing::raw_connection(env.backend.config())
         .await
         .expect("redis connection");
     redis::cmd("PTTL")
@@ -1652,6 +1665,13 @@ async fn node_worker_dies_holding_a_job(env: &Env, name: &str, queues: &[&str]) 
 /// cleanup wrote (both payload shapes), retried with `retry_stuck_jobs`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cjson_empty_args_are_repaired_on_every_path() {
+    if on_cluster() {
+        // node-resque's worker does not claim with its Lua script on an
+        // ioredis Cluster (it uses LPOP then SET), so nothing passes
+        // through cjson and there is nothing mangled to repair.
+        println!("SKIP cjson_empty_args_are_repaired_on_every_path: node-resque runs no cjson script on a cluster");
+        return;
+    }
     let Some(env) = Env::setup("cjson_empty_args_are_repaired_on_every_path").await else {
         return;
     };
@@ -1813,8 +1833,7 @@ async fn dead_idle_wildcard_node_workers_are_cleaned() {
         return;
     };
     use redis::AsyncCommands;
-    let client = redis::Client::open(env.url.as_str()).expect("redis url");
-    let mut raw = client.get_multiplexed_async_connection().await.expect("redis");
+    let mut raw = testing::raw_connection(env.backend.config()).await.expect("redis");
     let ns = format!("{}:", env.namespace);
     let (dead, live) = ("node-dead:1", "node-live:2");
 

@@ -149,7 +149,11 @@ pub(crate) async fn fresh(url: &str) -> Result<Fresh, String> {
     }
     if url.starts_with("redis") {
         let sep = if url.contains('?') { '&' } else { '?' };
-        let ns = resq_redis::testing::unique_namespace().replace("resq-test", "resq-bench");
+        let mut ns = resq_redis::testing::unique_namespace().replace("resq-test", "resq-bench");
+        if url.contains("+cluster://") {
+            // A cluster's namespace is a hash tag (URL-encoded braces).
+            ns = format!("%7B{ns}%7D");
+        }
         let r = resq_redis::connect(&format!("{url}{sep}namespace={ns}"))
             .await
             .map_err(|e| e.to_string())?;

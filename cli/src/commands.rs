@@ -28,7 +28,7 @@ enum Kind {
 fn kind_of(url: &str) -> Kind {
     let scheme = url.split_once("://").map_or("", |(s, _)| s).to_ascii_lowercase();
     match scheme.as_str() {
-        "redis" | "rediss" => Kind::Redis,
+        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => Kind::Redis,
         "postgres" | "postgresql" => Kind::Postgres,
         _ => Kind::Other,
     }

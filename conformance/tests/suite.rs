@@ -21,6 +21,10 @@ resq_conformance::suite!(memory, || async {
 
 resq_conformance::suite!(redis, resq_redis::testing::fresh_backend);
 
+// Redis Cluster, single-slot mode: each test's namespace is a hash tag
+// (`ops/redis-cluster.sh start` runs the cluster; RESQ_REDIS_CLUSTER_URL).
+resq_conformance::suite!(redis_cluster, resq_redis::testing::fresh_cluster_backend);
+
 resq_conformance::suite!(postgres, resq_postgres::testing::fresh_backend);
 
 /// Every test function in the crate's group modules is listed in `suite!`,
