@@ -65,6 +65,13 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "delayed_due_ms",
         sql: include_str!("../migrations/0007_delayed_due_ms.sql"),
     },
+    // Version 8 is left to another feature's migration (any missing
+    // version applies, in order, whatever the others).
+    Migration {
+        version: 9,
+        name: "cap_slots_in_working",
+        sql: include_str!("../migrations/0009_cap_slots_in_working.sql"),
+    },
 ];
 
 /// The version a fully migrated schema is at.

@@ -59,7 +59,6 @@ const TABLES: &[&str] = &[
     "leader",
     "paused_queues",
     "queue_limits",
-    "queue_slots",
 ];
 
 static LIVE: Semaphore = Semaphore::const_new(MAX_LIVE);
