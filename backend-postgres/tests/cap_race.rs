@@ -57,7 +57,7 @@ async fn racing_claims_never_exceed_the_cap() {
             let mut idle = 0;
             if h % 2 == 0 {
                 // One-slot claims.
-                let me = WorkerId::new(&format!("host:{h}+1"), &queues);
+                let me = WorkerId::new(format!("host:{h}+1"), &queues);
                 while idle < 40 {
                     match handle.claim(&me, &queues, "t").await.unwrap() {
                         Some(job) => {
@@ -75,7 +75,7 @@ async fn racing_claims_never_exceed_the_cap() {
             } else {
                 // Batch rounds of three slots: complete what ran, claim again.
                 let slots: Vec<WorkerId> = (1..=3)
-                    .map(|i| WorkerId::new(&format!("host:{h}+0.{i}"), &queues))
+                    .map(|i| WorkerId::new(format!("host:{h}+0.{i}"), &queues))
                     .collect();
                 let mut done: Vec<(WorkerId, Outcome)> = Vec::new();
                 while idle < 40 {
