@@ -114,14 +114,31 @@ BEGIN
     -- go on a chunk at a time, reserving only numbers free in the chunk's
     -- snapshot (so a cap that binds takes no more locks than it admits
     -- jobs, plus the first chunk's), and check those again.
+    --
+    -- A batch round first takes back its own slots' numbers in this queue
+    -- (their rows are committed: no other claim takes those numbers), so
+    -- a slot that claims from the same queue again keeps its number and
+    -- its row's update stays HOT (`cap_slot` is indexed).
+    slots := '{}';
+    IF cardinality(p_own_names) > 1 THEN
+        slots := ARRAY(SELECT w.cap_slot FROM working AS w
+                        WHERE (w.worker_name, w.worker_queues) IN (SELECT * FROM unnest(p_own_names, p_own_queues))
+                          AND w.queue = p_queue AND w.cap_slot <= cap
+                        LIMIT room);
+        IF cardinality(slots) >= room THEN
+            room := cardinality(slots);
+            RETURN;
+        END IF;
+    END IF;
     start := floor(random() * cap)::integer;
-    chunk := least(room, cap);
+    chunk := least(room - cardinality(slots), cap);
     picked := ARRAY(
         SELECT c.n
-          FROM (SELECT (start + g.i) % cap + 1 AS n FROM generate_series(0, chunk - 1) AS g (i) OFFSET 0) AS c
+          FROM (SELECT (start + g.i) % cap + 1 AS n FROM generate_series(0, chunk - 1) AS g (i)
+                 WHERE (start + g.i) % cap + 1 <> ALL (slots)
+                OFFSET 0) AS c
          WHERE pg_try_advisory_xact_lock(hashtextextended('resq:slot:' || current_schema() || ':' || p_queue || ':' || c.n, 0)));
     seen := chunk;
-    slots := '{}';
     LOOP
         slots := slots || ARRAY(
             SELECT p.n FROM unnest(picked) WITH ORDINALITY AS p (n, o)
@@ -138,7 +155,8 @@ BEGIN
             SELECT c.n
               FROM (SELECT (start + seen + g.i) % cap + 1 AS n
                       FROM generate_series(0, chunk - 1) AS g (i)
-                     WHERE (SELECT 1 FROM working AS w
+                     WHERE (start + seen + g.i) % cap + 1 <> ALL (slots)
+                       AND (SELECT 1 FROM working AS w
                              WHERE w.cap_slot = (start + seen + g.i) % cap + 1 AND w.queue = p_queue
                                AND NOT EXISTS (SELECT 1 FROM unnest(p_own_names, p_own_queues) AS own (n, q)
                                                 WHERE own.n = w.worker_name AND own.q = w.worker_queues)
@@ -279,7 +297,27 @@ BEGIN
             got_p := got_p || pay;
             got_t := got_t || tms;
             got_q := got_q || array_fill(q, ARRAY[cardinality(pay)]);
-            got_s := got_s || coalesce(held[1:cardinality(pay)], array_fill(NULL::integer, ARRAY[cardinality(pay)]));
+            IF held IS NULL THEN
+                got_s := got_s || array_fill(NULL::integer, ARRAY[cardinality(pay)]);
+            ELSE
+                -- Each claiming slot keeps its own number when it is among
+                -- those taken; the others get the rest, in order.
+                got_s := got_s || ARRAY(
+                    WITH c AS (
+                        SELECT o.i, (SELECT w.cap_slot FROM working AS w
+                                      WHERE w.worker_name = o.wn AND w.worker_queues = o.wq AND w.queue = q
+                                        AND w.cap_slot = ANY (held[1:cardinality(pay)])) AS own
+                          FROM unnest(p_worker_names[k + 1:k + cardinality(pay)], p_worker_queues[k + 1:k + cardinality(pay)])
+                               WITH ORDINALITY AS o (wn, wq, i)),
+                    spare AS (
+                        SELECT h.s, row_number() OVER (ORDER BY h.o) AS r
+                          FROM unnest(held[1:cardinality(pay)]) WITH ORDINALITY AS h (s, o)
+                         WHERE NOT EXISTS (SELECT 1 FROM c WHERE c.own = h.s)),
+                    need AS (SELECT c.i, row_number() OVER (ORDER BY c.i) AS r FROM c WHERE c.own IS NULL)
+                    SELECT coalesce(c.own, sp.s)
+                      FROM c LEFT JOIN need AS nd ON nd.i = c.i LEFT JOIN spare AS sp ON sp.r = nd.r
+                     ORDER BY c.i);
+            END IF;
             k := k + cardinality(pay);
         END IF;
     END LOOP;
