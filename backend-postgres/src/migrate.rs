@@ -70,6 +70,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "task_flow",
         sql: include_str!("../migrations/0008_task_flow.sql"),
     },
+    Migration {
+        version: 9,
+        name: "cap_slots_in_working",
+        sql: include_str!("../migrations/0009_cap_slots_in_working.sql"),
+    },
 ];
 
 /// The version a fully migrated schema is at.

@@ -59,7 +59,6 @@ const TABLES: &[&str] = &[
     "leader",
     "paused_queues",
     "queue_limits",
-    "queue_slots",
     "task_flow",
     "task_slots",
 ];

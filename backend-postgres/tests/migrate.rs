@@ -321,7 +321,11 @@ async fn version_four_upgrades_with_delayed_items() {
         .unwrap();
 
     // Every migration after 4 runs, 7 (the due times) among them.
-    let after_four: Vec<i32> = (5..=latest_version()).collect();
+    let after_four: Vec<i32> = resq_postgres::MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| *v > 4)
+        .collect();
     assert!(after_four.contains(&7));
     assert_eq!(backend.migrate().await.unwrap(), after_four);
     assert_eq!(backend.schema_version().await.unwrap(), Some(latest_version()));
@@ -376,6 +380,70 @@ async fn version_four_upgrades_with_delayed_items() {
             .unwrap();
         assert_eq!(due, bucket_due_ms(ts));
     }
+    testing::drop_test_schema(&backend).await.unwrap();
+    backend.close().await.unwrap();
+}
+
+/// A schema at version 7 (concurrency slots as `queue_slots` rows) with a
+/// job running in a capped queue's slot: after the upgrade the running job
+/// still holds its slot (`working.cap_slot`), so the cap stays full until
+/// it completes; then the slot is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_seven_upgrade_keeps_held_slots() {
+    let Some(backend) = common::unmigrated("version_seven_upgrade_keeps_held_slots").await else {
+        return;
+    };
+    let schema = backend.schema().to_owned();
+    let mut tx = backend.pool().begin().await.unwrap();
+    for sql in [
+        format!("CREATE SCHEMA \"{schema}\""),
+        format!(
+            "CREATE TABLE \"{schema}\".resq_migrations (version integer PRIMARY KEY, name text NOT NULL, \
+             applied_at timestamptz NOT NULL DEFAULT now())"
+        ),
+        format!("SET LOCAL search_path TO \"{schema}\""),
+    ] {
+        sqlx::query(&sql).execute(&mut *tx).await.unwrap();
+    }
+    for m in resq_postgres::MIGRATIONS.iter().filter(|m| m.version <= 7) {
+        sqlx::Executor::execute(&mut *tx, m.sql).await.unwrap();
+        sqlx::query(&format!(
+            "INSERT INTO \"{schema}\".resq_migrations (version, name) VALUES ($1, $2)"
+        ))
+        .bind(m.version)
+        .bind(m.name)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    assert_eq!(backend.schema_version().await.unwrap(), Some(7));
+    backend
+        .set_queue_limits("c", resq_core::QueueLimits::new().concurrency(1))
+        .await
+        .unwrap();
+    backend.push("c", "first").await.unwrap();
+    backend.push("c", "second").await.unwrap();
+    let queues = vec!["c".to_owned()];
+    let old = WorkerId::new("host:1+1", &queues);
+    let other = WorkerId::new("host:1+2", &queues);
+    // Claimed by version 7's function: it holds slot 1 of `queue_slots`.
+    assert!(backend.claim(&old, &queues, "t").await.unwrap().is_some());
+
+    let later: Vec<i32> = resq_postgres::MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| *v > 7)
+        .collect();
+    assert_eq!(backend.migrate().await.unwrap(), later);
+    assert_eq!(
+        backend.claim(&other, &queues, "t").await.unwrap(),
+        None,
+        "the running job keeps its slot across the upgrade"
+    );
+    backend.complete(&old, resq_core::Outcome::Success).await.unwrap();
+    let next = backend.claim(&other, &queues, "t").await.unwrap().unwrap();
+    assert_eq!(next.payload, "second");
     testing::drop_test_schema(&backend).await.unwrap();
     backend.close().await.unwrap();
 }

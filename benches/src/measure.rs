@@ -493,6 +493,24 @@ pub struct DelayedPickup {
     pub latency: Latency,
     /// The latest start after the due time, ms.
     pub max_ms: f64,
+    /// From each job's due time to the scheduler's `TransferredJob` event
+    /// for it (the promotion's commit, as the scheduler saw it), for the
+    /// jobs whose event arrived (events are dropped when the receiver lags).
+    pub promoted: Latency,
+    /// From that event to the job's start.
+    pub after_promotion: Latency,
+    /// How many jobs started within each bound of [`DISTRIBUTION_MS`] after
+    /// their due time (cumulative), and how many later than the last bound.
+    pub distribution: Vec<usize>,
+}
+
+/// The bounds, ms after the due time, of [`DelayedPickup::distribution`].
+pub const DISTRIBUTION_MS: &[u64] = &[1, 2, 5, 10, 20, 50, 100];
+
+/// The argument `i` of a `stamp(i)` payload.
+fn stamp_arg(payload: &str) -> Option<usize> {
+    let v: serde_json::Value = serde_json::from_str(payload).ok()?;
+    usize::try_from(v.get("args")?.get(0)?.as_u64()?).ok()
 }
 
 /// Delayed jobs due `delay` after they are scheduled (one scheduled every
@@ -515,6 +533,28 @@ pub async fn delayed_pickup(
         ..SchedulerConfig::default()
     };
     let scheduler = Arc::new(Scheduler::new(Arc::clone(&f.backend), config).map_err(|e| e.to_string())?);
+    // The wall clock when the scheduler reported each job promoted.
+    let promoted_at = Arc::new(std::sync::Mutex::new(vec![None::<i64>; samples]));
+    let events = tokio::spawn({
+        let mut rx = scheduler.subscribe();
+        let at = Arc::clone(&promoted_at);
+        async move {
+            loop {
+                match rx.recv().await {
+                    Ok(resq_core::SchedulerEvent::TransferredJob { payload, .. }) => {
+                        let now = epoch_us();
+                        if let (Some(i), Ok(mut at)) = (stamp_arg(&payload), at.lock()) {
+                            if let Some(slot) = at.get_mut(i) {
+                                *slot = Some(now);
+                            }
+                        }
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        }
+    });
     let s_task = tokio::spawn({
         let (s, t) = (Arc::clone(&scheduler), stop.clone());
         async move { s.run_until(t).await }
@@ -533,10 +573,12 @@ pub async fn delayed_pickup(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut out = vec![Duration::ZERO; samples];
+    let mut started = vec![0i64; samples];
     let mut early = Vec::new();
     for _ in 0..samples {
         match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
             Ok(Some((i, _, wall_us))) if i < samples => {
+                started[i] = wall_us;
                 let late_us = wall_us - dues[i] * 1000;
                 match u64::try_from(late_us) {
                     Ok(us) => out[i] = Duration::from_micros(us),
@@ -549,6 +591,26 @@ pub async fn delayed_pickup(
     stop.cancel();
     handle.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
     s_task.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    drop(scheduler);
+    events.abort();
+    let promoted_at = promoted_at.lock().map_err(|e| e.to_string())?.clone();
+    let (mut promoted, mut after) = (Vec::new(), Vec::new());
+    for (i, at) in promoted_at.iter().enumerate() {
+        if let Some(at) = *at {
+            let us = |d: i64| Duration::from_micros(u64::try_from(d).unwrap_or(0));
+            promoted.push(us(at - dues[i] * 1000));
+            after.push(us(started[i] - at));
+        }
+    }
+    let distribution = DISTRIBUTION_MS
+        .iter()
+        .map(|ms| out.iter().filter(|d| **d <= Duration::from_millis(*ms)).count())
+        .chain(std::iter::once(
+            out.iter()
+                .filter(|d| **d > Duration::from_millis(DISTRIBUTION_MS.last().copied().unwrap_or(0)))
+                .count(),
+        ))
+        .collect();
     f.done().await;
     if !early.is_empty() {
         return Err(format!(
@@ -560,6 +622,9 @@ pub async fn delayed_pickup(
     Ok(DelayedPickup {
         latency: Latency::of(out),
         max_ms,
+        promoted: Latency::of(promoted),
+        after_promotion: Latency::of(after),
+        distribution,
     })
 }
 

@@ -294,6 +294,22 @@ async fn delayed_only(args: &Args) -> ExitCode {
                         "| {url} | {due} | {:.2} | {:.2} | {:.2} | {} |",
                         d.latency.median_ms, d.latency.p99_ms, d.max_ms, d.latency.samples
                     );
+                    eprintln!(
+                        "   due -> promoted (scheduler's event): median {:.2} ms, p99 {:.2} ms ({} jobs); \
+                         promoted -> started: median {:.2} ms, p99 {:.2} ms",
+                        d.promoted.median_ms,
+                        d.promoted.p99_ms,
+                        d.promoted.samples,
+                        d.after_promotion.median_ms,
+                        d.after_promotion.p99_ms
+                    );
+                    let bounds: Vec<String> = measure::DISTRIBUTION_MS
+                        .iter()
+                        .zip(&d.distribution)
+                        .map(|(ms, n)| format!("<= {ms} ms: {n}"))
+                        .chain(d.distribution.last().map(|n| format!("later: {n}")))
+                        .collect();
+                    eprintln!("   started after the due time: {}", bounds.join(", "));
                 }
                 Err(e) => {
                     eprintln!("FAILED on {url}: {e}");
