@@ -105,12 +105,12 @@ pub struct WorkerConfig {
     pub shutdown_timeout: Duration,
     /// How many jobs the worker runs at once. Above 1, the worker registers
     /// one slot per job (`<name>.1`, `<name>.2`, …, each with its own
-    /// working-on record, as Resque expects) and claims and completes for
-    /// all its idle slots in one backend round trip: the fast path for many
-    /// short jobs. Each slot's job then runs on a tokio task of its own, so
-    /// the jobs spread over the runtime's threads; a single-slot worker runs
-    /// its job on its own task. Either way, run CPU-heavy parts with
-    /// `tokio::task::spawn_blocking`.
+    /// working-on record, as Resque expects); with 1 it registers under its
+    /// own name, as node-resque does. Either way it records the outcomes of
+    /// finished jobs and claims for all its idle slots in one backend round
+    /// trip (one job costs one round trip), and each job runs on a tokio
+    /// task of its own, so jobs spread over the runtime's threads. Run
+    /// CPU-heavy parts with `tokio::task::spawn_blocking`.
     pub concurrency: usize,
     /// A synchronous observer of this worker and its jobs (metrics), called
     /// inline with borrowed data: cheaper than a subscriber, which makes
