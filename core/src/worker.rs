@@ -497,9 +497,15 @@ impl Worker {
                 }
             }
             if !stopping {
-                if let Err(e) = paused.refresh(self.backend.as_ref()).await {
-                    self.backend_error(e);
-                    failed = true;
+                // A shutdown gives up this read and the claims (safe to
+                // abandon: see below); the next pass sees it.
+                match unless_shutdown(&shutdown, paused.refresh(self.backend.as_ref())).await {
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => {
+                        self.backend_error(e);
+                        failed = true;
+                    }
+                    None => continue,
                 }
             }
             let active = paused.claimable(&queues);
@@ -572,12 +578,13 @@ impl Worker {
             }
             if round.is_none() && !stopping && !uncertain && !book.idle.is_empty() {
                 if wildcard && queues_read.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                    match self.backend.queues().await {
-                        Ok(q) => {
+                    match unless_shutdown(&shutdown, self.backend.queues()).await {
+                        Some(Ok(q)) => {
                             queues = self.config.expand_queues(q);
                             queues_read = Some(Instant::now());
                         }
-                        Err(e) => self.backend_error(e),
+                        Some(Err(e)) => self.backend_error(e),
+                        None => continue,
                     }
                 }
                 let active = paused.claimable(&queues);
@@ -585,7 +592,17 @@ impl Worker {
                     let ids = book.ids(book.idle.iter());
                     self.polling(&active);
                     round_at = Arc::from(js_date_string_now());
-                    round = Some(self.backend.claim_batch(&ids, &active, &round_at).await);
+                    // A claim that only claims is abandoned at a shutdown
+                    // (a backend without a free connection can hold it for
+                    // its whole acquire timeout): if it was applied, its
+                    // jobs are in the slots' working-on records, and the
+                    // unregistration below puts them back at the heads of
+                    // their queues. A round that also records outcomes is
+                    // not: abandoning it could run those jobs twice.
+                    match unless_shutdown(&shutdown, self.backend.claim_batch(&ids, &active, &round_at)).await {
+                        Some(r) => round = Some(r),
+                        None => continue,
+                    }
                 }
             }
             if let Some(result) = round {
