@@ -105,12 +105,13 @@ pub struct WorkerConfig {
     pub shutdown_timeout: Duration,
     /// How many jobs the worker runs at once. Above 1, the worker registers
     /// one slot per job (`<name>.1`, `<name>.2`, …, each with its own
-    /// working-on record, as Resque expects); with 1 it registers under its
-    /// own name, as node-resque does. Either way it records the outcomes of
-    /// finished jobs and claims for all its idle slots in one backend round
-    /// trip (one job costs one round trip), and each job runs on a tokio
-    /// task of its own, so jobs spread over the runtime's threads. Run
-    /// CPU-heavy parts with `tokio::task::spawn_blocking`.
+    /// working-on record, as Resque expects) and runs each slot's job on a
+    /// tokio task of its own, so jobs spread over the runtime's threads;
+    /// with 1 it registers under its own name, as node-resque does, and
+    /// runs its job on its own task. On Redis and PostgreSQL it records the
+    /// outcomes of finished jobs and claims for all its idle slots in one
+    /// round trip (with one slot: one round trip per job). Run CPU-heavy
+    /// parts with `tokio::task::spawn_blocking`.
     pub concurrency: usize,
     /// A synchronous observer of this worker and its jobs (metrics), called
     /// inline with borrowed data: cheaper than a subscriber, which makes
@@ -383,7 +384,139 @@ impl Worker {
         // A permanent backend error cancels this token too.
         let shutdown = shutdown.child_token();
         *self.halt.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = shutdown.clone();
-        self.run_slots(shutdown).await
+        if self.config.concurrency > 1 || self.backend.remote() {
+            return self.run_slots(shutdown).await;
+        }
+        if !self.start(&shutdown).await {
+            return self.finish(Ok(()));
+        }
+        let pinger = AbortOnDrop(tokio::spawn(ping_loop(
+            Arc::clone(&self.backend),
+            vec![self.id.clone()],
+            self.config.ping_interval,
+            self.events.clone(),
+        )));
+        let watch = CancelWatch::new(std::slice::from_ref(&self.id));
+        let canceller = self.spawn_cancel_loop(&watch);
+        let mut backoff = Backoff::new(Duration::from_millis(50), self.config.poll_interval);
+        let mut queues: Vec<String> = Vec::new();
+        let mut queues_read: Option<Instant> = None;
+        let mut paused = PausedCopy::default();
+        let wildcard = self.config.is_wildcard();
+        let wildcard_queues = vec!["*".to_owned()];
+        // A claim failed: it may have been applied with only its reply lost.
+        let mut uncertain = false;
+        while !shutdown.is_cancelled() {
+            if uncertain {
+                // A record means the lost reply gave this worker that job.
+                let Some(read) = unless_shutdown(&shutdown, self.backend.working_on(&self.id)).await else {
+                    break;
+                };
+                match read {
+                    Ok(record) => {
+                        uncertain = false;
+                        if let Some(r) = record {
+                            tracing::warn!(target: "resq::worker", worker = %self.id.name, "recovered a claim whose reply was lost");
+                            let job = Claimed {
+                                queue: r.queue,
+                                payload: r.payload,
+                                enqueued_at_ms: None,
+                            };
+                            self.busy.store(true, Ordering::Release);
+                            self.perform(job, Arc::from(r.run_at.as_str()), &watch, &shutdown).await;
+                            self.busy.store(false, Ordering::Release);
+                            continue;
+                        }
+                    }
+                    Err(e) => {
+                        self.backend_error(e);
+                        backoff.wait(&shutdown).await;
+                        continue;
+                    }
+                }
+            }
+            if wildcard {
+                let stale = queues_read.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+                if stale {
+                    let Some(read) = unless_shutdown(&shutdown, self.backend.queues()).await else {
+                        break;
+                    };
+                    match read {
+                        Ok(q) => {
+                            queues = self.config.expand_queues(q);
+                            queues_read = Some(Instant::now());
+                        }
+                        Err(e) => {
+                            self.backend_error(e);
+                            backoff.wait(&shutdown).await;
+                            continue;
+                        }
+                    }
+                }
+            } else if queues.is_empty() {
+                queues = self.config.queues.clone();
+            }
+            let Some(read) = unless_shutdown(&shutdown, paused.refresh(self.backend.as_ref())).await else {
+                break;
+            };
+            if let Err(e) = read {
+                self.backend_error(e);
+                backoff.wait(&shutdown).await;
+                continue;
+            }
+            let active = paused.active(&queues);
+            emit_with(&self.events, || WorkerEvent::Poll {
+                worker: self.id.name.clone(),
+                queues: active.to_vec(),
+            });
+            let run_at = js_date_string_now();
+            let claimed = if active.is_empty() {
+                Ok(None)
+            } else {
+                match unless_shutdown(&shutdown, self.backend.claim(&self.id, &active, &run_at)).await {
+                    Some(r) => r,
+                    // An abandoned claim's job, if it was applied, is in
+                    // the working-on record: the unregistration below
+                    // puts it back at the head of its queue.
+                    None => break,
+                }
+            };
+            match claimed {
+                Ok(Some(job)) => {
+                    backoff.reset();
+                    self.busy.store(true, Ordering::Release);
+                    self.perform(job, Arc::from(run_at.as_str()), &watch, &shutdown).await;
+                    self.busy.store(false, Ordering::Release);
+                }
+                Ok(None) => {
+                    backoff.reset();
+                    emit_with(&self.events, || WorkerEvent::Pause {
+                        worker: self.id.name.clone(),
+                    });
+                    tracing::trace!(target: "resq::worker", worker = %self.id.name, "pause");
+                    // A wildcard worker re-reads the queue list after waiting.
+                    queues_read = None;
+                    let wait = self.idle_wait(wildcard, &wildcard_queues, &active, &paused);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        r = wait => if let Err(e) = r {
+                            self.backend_error(e);
+                            backoff.wait(&shutdown).await;
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.backend_error(e);
+                    uncertain = true;
+                    backoff.wait(&shutdown).await;
+                }
+            }
+        }
+        // No ping may land after the worker is cleaned: it would leave a ghost.
+        drop(pinger);
+        drop(canceller);
+        let stopped = self.stop().await;
+        self.finish(stopped)
     }
 
     /// A claim round on `active` is about to start: the `poll` event.
@@ -426,11 +559,12 @@ impl Worker {
         }
     }
 
-    /// The worker's loop: one round trip records the outcomes of the slots
-    /// whose jobs finished and claims for every idle slot. A single-slot
-    /// worker is the same loop with one slot under the worker's own name,
-    /// so it too pays one round trip per job (a completion and the next
-    /// claim in one script or transaction), not two.
+    /// The multi-slot loop: one round trip records the outcomes of the
+    /// slots whose jobs finished and claims for every idle slot. A
+    /// single-slot worker on a remote backend ([`Backend::remote`]) runs it
+    /// too, with one slot under the worker's own name, so it pays one round
+    /// trip per job (a completion and the next claim in one script or
+    /// transaction), not two; on memory it runs the plain loop above.
     async fn run_slots(&self, shutdown: CancellationToken) -> Result<()> {
         let slots: Vec<WorkerId> = if self.config.concurrency > 1 {
             (1..=self.config.concurrency)
@@ -897,6 +1031,12 @@ impl Worker {
         Ok(recovered)
     }
 
+    /// Registers the worker, cleaning an earlier registration under the same
+    /// id first. Retries while the backend is down. False if shut down first.
+    async fn start(&self, shutdown: &CancellationToken) -> bool {
+        self.start_ids(std::slice::from_ref(&self.id), shutdown).await
+    }
+
     /// Registers `ids` (the worker's slots), cleaning an earlier
     /// registration under the same ids first. Retries while the backend is
     /// down. False if shut down first.
@@ -962,6 +1102,24 @@ impl Worker {
             }
         }
         self.backend.register_workers(ids, now_ms()).await
+    }
+
+    /// Unregisters; a job still recorded (aborted at the deadline) goes back
+    /// to the head of its queue.
+    async fn stop(&self) -> Result<()> {
+        let result = self.unregister(&self.id, Instant::now() + UNREGISTER_BUDGET).await;
+        tracing::info!(target: "resq::worker", worker = %self.id.name, "end");
+        emit(
+            &self.events,
+            WorkerEvent::End {
+                worker: self.id.name.clone(),
+                slots: self.config.concurrency.max(1),
+            },
+        );
+        if let Some(observer) = &self.config.observer {
+            observer.worker_stopped(&self.id.name, self.config.concurrency.max(1));
+        }
+        self.finish(result)
     }
 
     /// Unregisters `id` (its recorded job, if any, back to the head of its
@@ -1069,6 +1227,87 @@ impl Worker {
                 error: e.to_string(),
             },
         );
+    }
+
+    async fn perform(
+        &self,
+        claimed: Claimed,
+        run_at: Arc<str>,
+        watch: &Arc<CancelWatch>,
+        shutdown: &CancellationToken,
+    ) {
+        // Watched for cancel requests until this returns.
+        let guard = watch.begin(0, &claimed.payload, run_at);
+        let stop = JobStop {
+            token: guard.token(),
+            default_timeout: self.config.job_timeout,
+        };
+        let job = execute(
+            self.client.clone(),
+            self.events.clone(),
+            self.config.observer.clone(),
+            self.id.name.clone(),
+            claimed,
+            stop,
+        );
+        // The job runs on this worker's own task (no spawn per job): `execute`
+        // catches panics, and dropping it at the deadline cancels it.
+        tokio::pin!(job);
+        let grace = self.config.shutdown_timeout;
+        let deadline = async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            ran = &mut job => self.complete(&self.id, ran.outcome, shutdown).await,
+            _ = deadline => {
+                self.error(&format!(
+                    "a job did not finish within the shutdown timeout of {grace:?}: aborted and put back on its queue"
+                ));
+            }
+        }
+    }
+
+    /// Records the outcome, retrying through backend errors for as long as
+    /// the worker runs; the worker claims nothing meanwhile, so its
+    /// working-on record is never overwritten. At shutdown it gives up after
+    /// ten tries and the unregistration puts the job back on its queue.
+    /// A retry first checks the working-on record: gone means the failed
+    /// call was applied and only its reply was lost (or someone cleaned
+    /// this worker and put the job back), so it is not recorded twice.
+    async fn complete(&self, id: &WorkerId, outcome: Outcome, shutdown: &CancellationToken) {
+        let mut attempt: u32 = 0;
+        loop {
+            // Only a record known to be still there is completed again.
+            let call = if attempt == 0 {
+                self.backend.complete(id, outcome.clone()).await
+            } else {
+                match self.backend.working_on(id).await {
+                    Ok(None) => return,
+                    Ok(Some(_)) => self.backend.complete(id, outcome.clone()).await,
+                    Err(e) => Err(e),
+                }
+            };
+            match call {
+                Ok(()) => return,
+                // Retrying cannot help: the worker stops, and unregistering
+                // puts the job back on its queue if the backend still can.
+                Err(e) if e.is_permanent() => {
+                    self.backend_error(e);
+                    return;
+                }
+                Err(e) => {
+                    self.error(&e);
+                    attempt += 1;
+                    if attempt >= 10 && shutdown.is_cancelled() {
+                        // Unregistering puts the job back: it may run again, but is not lost.
+                        return;
+                    }
+                    let wait = Duration::from_millis(50 * u64::from(attempt.min(40)));
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
     }
 }
 
