@@ -616,7 +616,12 @@ impl Worker {
         loop {
             let stopping = shutdown.is_cancelled();
             let mut failed = false;
-            if uncertain {
+            // At a stop with no outcome to record, a claim that may have
+            // been applied needs no settling: the unregistration puts any
+            // job recorded for a slot back at the head of its queue (and on
+            // a backend out of connections, settling could hold the stop
+            // for an acquire timeout per try).
+            if uncertain && !(stopping && book.done.is_empty()) {
                 match self.settle(&mut book).await {
                     Ok(recovered) => {
                         uncertain = false;
@@ -688,7 +693,7 @@ impl Worker {
             if stopping && running.is_empty() && round.is_none() {
                 // After a permanent error, retrying cannot help: the
                 // unregistration puts unrecorded jobs back if it can.
-                if (book.done.is_empty() && !uncertain) || self.stopped_by_error() {
+                if book.done.is_empty() || self.stopped_by_error() {
                     break;
                 }
                 // Outcomes still unrecorded at shutdown: a few more tries,
