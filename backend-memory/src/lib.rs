@@ -139,6 +139,11 @@ impl Backend for MemoryBackend {
         "memory"
     }
 
+    /// In the process: no call is a round trip.
+    fn remote(&self) -> bool {
+        false
+    }
+
     /// Saves the snapshot, for a persisted store, and stops the periodic
     /// saver. The store stays usable; call `close()` again to save again.
     async fn close(&self) -> Result<()> {

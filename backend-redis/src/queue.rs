@@ -47,7 +47,79 @@ fn tombstone() -> String {
     )
 }
 
+/// The claim script's rows: slot, queue index, payload, enqueue time.
+type ClaimRows = Vec<(usize, usize, Vec<u8>, i64)>;
+
 impl RedisBackend {
+    /// The claim script's invocation for `workers` (idle slots) on `queues`
+    /// (see `scripts::CLAIM_BATCH` for its KEYS and ARGV).
+    fn claim_batch_invocation(
+        &self,
+        workers: &[WorkerId],
+        queues: &[String],
+        run_at: &str,
+    ) -> redis::ScriptInvocation<'static> {
+        let mut inv = CLAIM_BATCH.prepare_invoke();
+        for w in workers {
+            inv.key(self.keys.working(w));
+        }
+        for q in queues {
+            inv.key(self.keys.queue(q));
+        }
+        for q in queues {
+            inv.key(self.keys.enqueued(q));
+        }
+        for q in queues {
+            inv.key(self.keys.rate(q));
+        }
+        inv.key(self.keys.limits()).key(self.keys.slots());
+        inv.arg(workers.len()).arg(json_str(run_at));
+        for w in workers {
+            inv.arg(json_str(&w.name));
+        }
+        for q in queues {
+            inv.arg(json_str(q));
+        }
+        for q in queues {
+            inv.arg(q);
+        }
+        for w in workers {
+            inv.arg(w.member());
+        }
+        inv
+    }
+
+    /// The claims from the claim script's rows (slot, queue index, payload,
+    /// enqueue time); a payload that is not UTF-8 goes to the failed list
+    /// and its slot stays idle this round.
+    async fn claimed_rows(
+        &self,
+        got: ClaimRows,
+        workers: &[WorkerId],
+        queues: &[String],
+        run_at: &str,
+    ) -> Result<Vec<(usize, Claimed)>> {
+        let mut out = Vec::with_capacity(got.len());
+        for (slot, q, payload, at) in got {
+            let (Some(queue), Some(worker)) = (queues.get(q), workers.get(slot)) else {
+                continue;
+            };
+            match String::from_utf8(payload) {
+                Ok(payload) => out.push((
+                    slot,
+                    Claimed {
+                        queue: queue.clone(),
+                        payload,
+                        enqueued_at_ms: enqueued_at(at),
+                    },
+                )),
+                // The slot stays idle this round.
+                Err(e) => self.divert_claimed(worker, queue, run_at, e.as_bytes()).await?,
+            }
+        }
+        Ok(out)
+    }
+
     /// Moves a claimed item that is not valid UTF-8 (another client's bytes,
     /// which a `String` cannot hold) from the worker's working-on record to
     /// the failed list, escaped and with its queue key named, and logs it.
@@ -270,53 +342,50 @@ impl QueueStore for RedisBackend {
         if workers.is_empty() || queues.is_empty() {
             return Ok(Vec::new());
         }
-        let mut inv = CLAIM_BATCH.prepare_invoke();
-        for w in workers {
-            inv.key(self.keys.working(w));
+        let inv = self.claim_batch_invocation(workers, queues, run_at);
+        let got: ClaimRows = inv.invoke_async(&mut self.conn()).await.rd(self).await?;
+        self.claimed_rows(got, workers, queues, run_at).await
+    }
+
+    async fn complete_and_claim_batch(
+        &self,
+        done: &[(WorkerId, Outcome)],
+        workers: &[WorkerId],
+        queues: &[String],
+        run_at: &str,
+    ) -> Result<Result<Vec<(usize, Claimed)>>> {
+        if done.is_empty() || workers.is_empty() || queues.is_empty() {
+            self.complete_batch(done).await?;
+            return Ok(self.claim_batch(workers, queues, run_at).await);
         }
-        for q in queues {
-            inv.key(self.keys.queue(q));
+        // One round trip: MULTI, the completions, the claim script, EXEC.
+        // EXEC runs every queued command whatever one of them answers, so
+        // a server error (the script not cached yet, or a command refused)
+        // still leaves the completions recorded.
+        let inv = self.claim_batch_invocation(workers, queues, run_at);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (worker, outcome) in done {
+            self.add_completion(&mut pipe, worker, outcome);
         }
-        for q in queues {
-            inv.key(self.keys.enqueued(q));
-        }
-        for q in queues {
-            inv.key(self.keys.rate(q));
-        }
-        inv.key(self.keys.limits()).key(self.keys.slots());
-        inv.arg(workers.len()).arg(json_str(run_at));
-        for w in workers {
-            inv.arg(json_str(&w.name));
-        }
-        for q in queues {
-            inv.arg(json_str(q));
-        }
-        for q in queues {
-            inv.arg(q);
-        }
-        for w in workers {
-            inv.arg(w.member());
-        }
-        let got: Vec<(usize, usize, Vec<u8>, i64)> = inv.invoke_async(&mut self.conn()).await.rd(self).await?;
-        let mut out = Vec::with_capacity(got.len());
-        for (slot, q, payload, at) in got {
-            let (Some(queue), Some(worker)) = (queues.get(q), workers.get(slot)) else {
-                continue;
-            };
-            match String::from_utf8(payload) {
-                Ok(payload) => out.push((
-                    slot,
-                    Claimed {
-                        queue: queue.clone(),
-                        payload,
-                        enqueued_at_ms: enqueued_at(at),
-                    },
-                )),
-                // The slot stays idle this round.
-                Err(e) => self.divert_claimed(worker, queue, run_at, e.as_bytes()).await?,
+        pipe.invoke_script(&inv);
+        let replied: std::result::Result<(ClaimRows,), redis::RedisError> = pipe.query_async(&mut self.conn()).await;
+        match replied {
+            Ok((got,)) => Ok(self.claimed_rows(got, workers, queues, run_at).await),
+            // The first round after the server lost its script cache:
+            // invoking the script on its own loads it.
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                Ok(self.claim_batch(workers, queues, run_at).await)
             }
+            // Unknown whether anything was applied, or nothing was.
+            Err(e)
+                if crate::is_connection_error(&e)
+                    || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort) =>
+            {
+                Err(self.explain(e).await)
+            }
+            Err(e) => Ok(Err(self.explain(e).await)),
         }
-        Ok(out)
     }
 
     async fn complete_batch(&self, done: &[(WorkerId, Outcome)]) -> Result<()> {

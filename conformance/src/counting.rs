@@ -127,6 +127,10 @@ impl Backend for Counting {
         self.inner.kind()
     }
 
+    fn remote(&self) -> bool {
+        self.inner.remote()
+    }
+
     async fn close(&self) -> Result<()> {
         self.note("close");
         self.inner.close().await

@@ -211,6 +211,10 @@ impl Backend for Faulty {
     fn kind(&self) -> &'static str {
         self.inner.kind()
     }
+
+    fn remote(&self) -> bool {
+        self.inner.remote()
+    }
 }
 
 #[async_trait]

@@ -91,6 +91,10 @@ impl Backend for Outage {
     fn kind(&self) -> &'static str {
         self.inner.kind()
     }
+
+    fn remote(&self) -> bool {
+        self.inner.remote()
+    }
 }
 
 #[async_trait]

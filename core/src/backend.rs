@@ -900,6 +900,15 @@ pub trait Backend:
     /// A short name for logs: `memory`, `redis`, `postgres`.
     fn kind(&self) -> &'static str;
 
+    /// Whether each call is a round trip to a server (the default). A
+    /// single-slot worker then records an outcome and claims its next job
+    /// in one call ([`QueueStore::complete_and_claim_batch`]); on a store in
+    /// the process (memory), where a call costs no round trip, it keeps the
+    /// cheaper loop that claims and completes in separate calls.
+    fn remote(&self) -> bool {
+        true
+    }
+
     /// Flushes whatever the backend keeps outside its store (a memory
     /// snapshot, say) and releases connections. The default does nothing.
     async fn close(&self) -> Result<()> {

@@ -105,12 +105,13 @@ pub struct WorkerConfig {
     pub shutdown_timeout: Duration,
     /// How many jobs the worker runs at once. Above 1, the worker registers
     /// one slot per job (`<name>.1`, `<name>.2`, …, each with its own
-    /// working-on record, as Resque expects) and claims and completes for
-    /// all its idle slots in one backend round trip: the fast path for many
-    /// short jobs. Each slot's job then runs on a tokio task of its own, so
-    /// the jobs spread over the runtime's threads; a single-slot worker runs
-    /// its job on its own task. Either way, run CPU-heavy parts with
-    /// `tokio::task::spawn_blocking`.
+    /// working-on record, as Resque expects) and runs each slot's job on a
+    /// tokio task of its own, so jobs spread over the runtime's threads;
+    /// with 1 it registers under its own name, as node-resque does, and
+    /// runs its job on its own task. On Redis and PostgreSQL it records the
+    /// outcomes of finished jobs and claims for all its idle slots in one
+    /// round trip (with one slot: one round trip per job). Run CPU-heavy
+    /// parts with `tokio::task::spawn_blocking`.
     pub concurrency: usize,
     /// A synchronous observer of this worker and its jobs (metrics), called
     /// inline with borrowed data: cheaper than a subscriber, which makes
@@ -383,7 +384,7 @@ impl Worker {
         // A permanent backend error cancels this token too.
         let shutdown = shutdown.child_token();
         *self.halt.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = shutdown.clone();
-        if self.config.concurrency > 1 {
+        if self.config.concurrency > 1 || self.backend.remote() {
             return self.run_slots(shutdown).await;
         }
         if !self.start(&shutdown).await {
@@ -518,6 +519,15 @@ impl Worker {
         self.finish(stopped)
     }
 
+    /// A claim round on `active` is about to start: the `poll` event.
+    fn polling(&self, active: &[String]) {
+        emit_with(&self.events, || WorkerEvent::Poll {
+            worker: self.id.name.clone(),
+            queues: active.to_vec(),
+        });
+        tracing::trace!(target: "resq::worker", worker = %self.id.name, "poll");
+    }
+
     /// An idle worker's wait for new jobs on `active` (its unpaused
     /// queues). A wildcard worker with nothing paused waits on any queue,
     /// including ones that do not exist yet; with a queue paused it waits
@@ -549,15 +559,23 @@ impl Worker {
         }
     }
 
-    /// The multi-slot loop (`concurrency > 1`): one claim and one completion
-    /// round trip serve every slot that is ready.
+    /// The multi-slot loop: one round trip records the outcomes of the
+    /// slots whose jobs finished and claims for every idle slot. A
+    /// single-slot worker on a remote backend ([`Backend::remote`]) runs it
+    /// too, with one slot under the worker's own name, so it pays one round
+    /// trip per job (a completion and the next claim in one script or
+    /// transaction), not two; on memory it runs the plain loop above.
     async fn run_slots(&self, shutdown: CancellationToken) -> Result<()> {
-        let slots: Vec<WorkerId> = (1..=self.config.concurrency)
-            .map(|i| WorkerId {
-                name: format!("{}.{i}", self.id.name),
-                queues: self.id.queues.clone(),
-            })
-            .collect();
+        let slots: Vec<WorkerId> = if self.config.concurrency > 1 {
+            (1..=self.config.concurrency)
+                .map(|i| WorkerId {
+                    name: format!("{}.{i}", self.id.name),
+                    queues: self.id.queues.clone(),
+                })
+                .collect()
+        } else {
+            vec![self.id.clone()]
+        };
         if !self.start_ids(&slots, &shutdown).await {
             return self.finish(Ok(()));
         }
@@ -598,7 +616,12 @@ impl Worker {
         loop {
             let stopping = shutdown.is_cancelled();
             let mut failed = false;
-            if uncertain {
+            // At a stop with no outcome to record, a claim that may have
+            // been applied needs no settling: the unregistration puts any
+            // job recorded for a slot back at the head of its queue (and on
+            // a backend out of connections, settling could hold the stop
+            // for an acquire timeout per try).
+            if uncertain && !(stopping && book.done.is_empty()) {
                 match self.settle(&mut book).await {
                     Ok(recovered) => {
                         uncertain = false;
@@ -613,9 +636,15 @@ impl Worker {
                 }
             }
             if !stopping {
-                if let Err(e) = paused.refresh(self.backend.as_ref()).await {
-                    self.backend_error(e);
-                    failed = true;
+                // A shutdown gives up this read and the claims (safe to
+                // abandon: see below); the next pass sees it.
+                match unless_shutdown(&shutdown, paused.refresh(self.backend.as_ref())).await {
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => {
+                        self.backend_error(e);
+                        failed = true;
+                    }
+                    None => continue,
                 }
             }
             let active = paused.claimable(&queues);
@@ -631,6 +660,7 @@ impl Worker {
                     // reply only the absence of a new claim tells whether
                     // it was recorded (see `settle`).
                     let ids = book.ids(book.idle.iter().chain(book.reclaiming()));
+                    self.polling(&active);
                     round_at = Arc::from(js_date_string_now());
                     match self
                         .backend
@@ -663,7 +693,7 @@ impl Worker {
             if stopping && running.is_empty() && round.is_none() {
                 // After a permanent error, retrying cannot help: the
                 // unregistration puts unrecorded jobs back if it can.
-                if (book.done.is_empty() && !uncertain) || self.stopped_by_error() {
+                if book.done.is_empty() || self.stopped_by_error() {
                     break;
                 }
                 // Outcomes still unrecorded at shutdown: a few more tries,
@@ -687,19 +717,31 @@ impl Worker {
             }
             if round.is_none() && !stopping && !uncertain && !book.idle.is_empty() {
                 if wildcard && queues_read.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                    match self.backend.queues().await {
-                        Ok(q) => {
+                    match unless_shutdown(&shutdown, self.backend.queues()).await {
+                        Some(Ok(q)) => {
                             queues = self.config.expand_queues(q);
                             queues_read = Some(Instant::now());
                         }
-                        Err(e) => self.backend_error(e),
+                        Some(Err(e)) => self.backend_error(e),
+                        None => continue,
                     }
                 }
                 let active = paused.claimable(&queues);
                 if !active.is_empty() {
                     let ids = book.ids(book.idle.iter());
+                    self.polling(&active);
                     round_at = Arc::from(js_date_string_now());
-                    round = Some(self.backend.claim_batch(&ids, &active, &round_at).await);
+                    // A claim that only claims is abandoned at a shutdown
+                    // (a backend without a free connection can hold it for
+                    // its whole acquire timeout): if it was applied, its
+                    // jobs are in the slots' working-on records, and the
+                    // unregistration below puts them back at the heads of
+                    // their queues. A round that also records outcomes is
+                    // not: abandoning it could run those jobs twice.
+                    match unless_shutdown(&shutdown, self.backend.claim_batch(&ids, &active, &round_at)).await {
+                        Some(r) => round = Some(r),
+                        None => continue,
+                    }
                 }
             }
             if let Some(result) = round {
@@ -851,14 +893,18 @@ impl Worker {
             token: guard.token(),
             default_timeout: self.config.job_timeout,
         };
-        let fut = spawn_slot_job(
-            self.client.clone(),
-            self.events.clone(),
-            self.config.observer.clone(),
-            slot_id,
-            job,
-            stop,
-        );
+        let (client, events, observer) = (self.client.clone(), self.events.clone(), self.config.observer.clone());
+        if book.slots.len() == 1 {
+            // One slot: the job runs on the worker's own task, polled by its
+            // loop (no spawn, no wake-up across threads per job). `execute`
+            // catches panics; dropping it at the shutdown deadline cancels it.
+            let fut = execute(client, events, observer, slot_id, job, stop);
+            return Box::pin(async move {
+                let _guard = guard;
+                (slot, fut.await)
+            });
+        }
+        let fut = spawn_slot_job(client, events, observer, slot_id, job, stop);
         Box::pin(async move {
             // Registered for as long as the job runs (or until dropped).
             let _guard = guard;
@@ -998,6 +1044,9 @@ impl Worker {
         self.start_ids(std::slice::from_ref(&self.id), shutdown).await
     }
 
+    /// Registers `ids` (the worker's slots), cleaning an earlier
+    /// registration under the same ids first. Retries while the backend is
+    /// down. False if shut down first.
     async fn start_ids(&self, ids: &[WorkerId], shutdown: &CancellationToken) -> bool {
         let mut backoff = Backoff::new(Duration::from_millis(50), self.config.poll_interval);
         loop {
