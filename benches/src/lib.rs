@@ -7,7 +7,8 @@
 //! binary times resq-web's pages over a large Redis namespace
 //! ([`dashboard`]); the `per_job` binary compares the per-job figures with
 //! node-resque, BullMQ and graphile-worker in interleaved rounds
-//! ([`per_job`]); [`flow`] times rate limits and concurrency caps
+//! ([`per_job`]), and with `--count` counts round trips, statements and
+//! commands per job on the wire ([`round_trips`]); [`flow`] times rate limits and concurrency caps
 //! (`load --flow-rate`, `--flow-cap`), [`timeouts`] job timeouts and
 //! cancellation (`load --timeouts`).
 
@@ -18,6 +19,7 @@ pub mod metrics_cost;
 pub mod per_job;
 pub mod rearm;
 pub mod report;
+pub mod round_trips;
 pub mod timeouts;
 
 /// The crate version of the engine being benchmarked, so the harness can print it.

@@ -622,14 +622,24 @@ impl Worker {
             // a backend out of connections, settling could hold the stop
             // for an acquire timeout per try).
             if uncertain && !(stopping && book.done.is_empty()) {
-                match self.settle(&mut book).await {
-                    Ok(recovered) => {
+                // With no outcome pending, settling only reads (its one
+                // wait comes before it changes the book), so a stop may
+                // abandon it, as it abandons a claim; with outcomes pending
+                // it runs to the end.
+                let settled = if book.done.is_empty() {
+                    unless_shutdown(&shutdown, self.settle(&mut book)).await
+                } else {
+                    Some(self.settle(&mut book).await)
+                };
+                match settled {
+                    None => continue,
+                    Some(Ok(recovered)) => {
                         uncertain = false;
                         for (slot, job) in recovered {
                             running.push(self.slot_job(&book, slot, job, &watch));
                         }
                     }
-                    Err(e) => {
+                    Some(Err(e)) => {
                         self.backend_error(e);
                         failed = true;
                     }

@@ -24,6 +24,13 @@ struct Args {
     /// Interleaved rounds (at least 3 for a median worth the name).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Only count, through a counting proxy, the round trips (and
+    /// PostgreSQL statements, Redis commands) of `--jobs` single enqueues
+    /// and of processing `--jobs` jobs with 1 worker × 1 slot on `--redis`
+    /// and `--postgres`, and exit. Redis commands come from the server's
+    /// own counters: give a private server (`redis-server --port 6390`).
+    #[arg(long)]
+    count: bool,
 }
 
 #[tokio::main]
@@ -31,6 +38,19 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     let pick = |url: &str| (url != "none").then(|| url.to_owned());
     let (redis, postgres) = (pick(&args.redis), pick(&args.postgres));
+    if args.count {
+        let urls: Vec<String> = redis.into_iter().chain(postgres).collect();
+        return match per_job::count(&urls, args.jobs).await {
+            Ok(counts) => {
+                println!("{}", per_job::render_counts(&counts));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("per_job: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match per_job::run(redis.as_deref(), postgres.as_deref(), args.jobs, args.rounds.max(1)).await {
         Ok(samples) => {
             println!("{}", per_job::render(&samples, args.rounds.max(1)));
