@@ -39,6 +39,8 @@ pub(crate) fn routes(state: Arc<State>) -> axum::Router {
         .route("/workers", get(workers))
         .route("/workers/clean", post(worker_clean))
         .route("/workers/clean-stale", post(workers_clean_stale))
+        .route("/jobs/cancel", post(job_cancel))
+        .route("/jobs/cancel-class", post(jobs_cancel_class))
         .route("/locks", get(locks))
         .route("/locks/delete", post(lock_delete))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::guard::check))
@@ -140,11 +142,14 @@ const STALE: &str = "This entry moved since the page was loaded; reload.";
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
         let (status, message) = match self {
-            WebError::Admin(Error::StaleFailedEntry { .. } | Error::StaleDelayedEntry { .. }) => {
-                (StatusCode::CONFLICT, STALE.to_owned())
-            }
             WebError::Admin(
-                e @ (Error::InvalidArgument(_) | Error::MalformedFailedId { .. } | Error::Decode { .. }),
+                Error::StaleFailedEntry { .. } | Error::StaleDelayedEntry { .. } | Error::StaleJob { .. },
+            ) => (StatusCode::CONFLICT, STALE.to_owned()),
+            WebError::Admin(
+                e @ (Error::InvalidArgument(_)
+                | Error::MalformedFailedId { .. }
+                | Error::MalformedJobId { .. }
+                | Error::Decode { .. }),
             ) => (StatusCode::BAD_REQUEST, e.to_string()),
             WebError::Admin(e) => {
                 tracing::warn!(target: "resq::web", error = %e, "a dashboard request failed");
@@ -763,6 +768,17 @@ async fn workers(state: S, ctx: Ctx, RawQuery(q): RawQuery) -> Result<Response> 
         &format!("Clean workers without a ping for {stale} s"),
         Some("Clean every stale worker? Their jobs go to the failed list."),
     ));
+    if !ctx.read_only {
+        let _ = write!(
+            body,
+            "<form method=\"post\" class=\"inline\" action=\"{}\" data-confirm=\"Cancel every running, queued and delayed job of this class?\">{}\
+             <label>Class <input name=\"class\" required></label> \
+             <label>Args <input name=\"args\" placeholder=\"JSON array; empty: any\"></label> \
+             <button type=\"submit\">Cancel jobs of class</button></form>",
+            ctx.link("/jobs/cancel-class"),
+            ctx.csrf_field()
+        );
+    }
     let rows: Vec<String> = list
         .iter()
         .map(|w| {
@@ -786,12 +802,7 @@ async fn workers(state: S, ctx: Ctx, RawQuery(q): RawQuery) -> Result<Response> 
                     .map(|t| escape(&t))
                     .unwrap_or_else(|| "—".into()),
                 w.ping_age_seconds.map(seconds).unwrap_or_else(|| "—".into()),
-                ctx.form(
-                    "/workers/clean",
-                    &[("name", &w.name)],
-                    "Clean",
-                    Some("Remove this worker? Its job goes to the failed list.")
-                ),
+                worker_actions(&ctx, w),
             )
         })
         .collect();
@@ -801,6 +812,65 @@ async fn workers(state: S, ctx: Ctx, RawQuery(q): RawQuery) -> Result<Response> 
         "No workers are registered.",
     ));
     Ok(respond(&ctx, &params, "Workers", body, true))
+}
+
+/// A worker row's buttons: stop its job (when busy), remove the worker.
+fn worker_actions(ctx: &Ctx, w: &resq_admin::WorkerInfo) -> String {
+    let mut out = String::new();
+    if let Some(job) = &w.job {
+        out.push_str(&ctx.form(
+            "/jobs/cancel",
+            &[("id", &job.id.to_string())],
+            "Cancel job",
+            Some("Stop this job? It counts as cancelled, not failed, and is not retried."),
+        ));
+    }
+    out.push_str(&ctx.form(
+        "/workers/clean",
+        &[("name", &w.name)],
+        "Clean",
+        Some("Remove this worker? Its job goes to the failed list."),
+    ));
+    out
+}
+
+/// What a cancel did, in words.
+fn cancel_summary(report: &resq_core::CancelReport) -> String {
+    format!(
+        "Cancelled {} job(s): {} running (asked to stop), {} queued, {} delayed.",
+        report.total(),
+        report.running,
+        report.queued,
+        report.delayed
+    )
+}
+
+async fn job_cancel(state: S, ctx: Ctx, form: Bytes) -> Result<Response> {
+    let form = Params::parse(&form);
+    let id: resq_core::JobId = form.required("id")?.parse()?;
+    // A job that finished or moved since the page was loaded is a
+    // `StaleJob` error: 409 with the usual "reload" text.
+    let report = state.admin.cancel(&id).await?;
+    Ok(done(&ctx, StatusCode::OK, &cancel_summary(&report), "/workers"))
+}
+
+async fn jobs_cancel_class(state: S, ctx: Ctx, form: Bytes) -> Result<Response> {
+    let form = Params::parse(&form);
+    let class = form.required("class")?;
+    let args = match form.get("args").map(str::trim).filter(|a| !a.is_empty()) {
+        None => None,
+        Some(text) => Some(
+            serde_json::from_str::<serde_json::Value>(text)
+                .map_err(|e| WebError::BadRequest(format!("args is not JSON: {e}")))?,
+        ),
+    };
+    let report = state.admin.cancel_jobs(class, args.as_ref()).await?;
+    let status = if report.total() == 0 {
+        StatusCode::CONFLICT
+    } else {
+        StatusCode::OK
+    };
+    Ok(done(&ctx, status, &cancel_summary(&report), "/workers"))
 }
 
 async fn worker_clean(state: S, ctx: Ctx, form: Bytes) -> Result<Response> {

@@ -1,7 +1,8 @@
 //! The dashboard against every backend, through `tower::ServiceExt::oneshot`
 //! (no browser, no socket): pages render the seeded data escaped, actions
 //! change the store, stale ids answer 409, read-only mode and the CSRF and
-//! same-origin checks answer 403, standalone authentication answers 401.
+//! same-origin checks answer 403, standalone authentication answers 401;
+//! a running job is cancelled from the workers page.
 //! Memory always runs; Redis and PostgreSQL skip with a printed reason when
 //! unreachable, or fail with `RESQ_REQUIRE_BACKENDS=1` (each test has its
 //! own namespace or schema).
@@ -334,8 +335,101 @@ async fn pause_resume_clean_lock_delayed(backend: Arc<dyn Backend>) {
 }
 per_backend!(pause_resume_clean_lock_delayed, pause_resume_clean_lock_delayed);
 
+/// The workers page stops a running job ("Cancel job" posts its id) and
+/// cancels every job of a class; a second try of either answers 409.
+async fn cancel_running_and_by_class(backend: Arc<dyn Backend>) {
+    use resq_conformance::support::{quick_config, registry, spawn_worker, wait_until};
+    use resq_core::{JobContext, TaskDef, TaskError};
+    let limit = Duration::from_secs(10);
+    let tasks = registry(vec![TaskDef::from_fn(
+        "Hang",
+        |_args: Vec<serde_json::Value>, ctx: JobContext| async move {
+            // Ends only when cancelled (or after a minute).
+            tokio::time::timeout(Duration::from_secs(60), ctx.cancelled())
+                .await
+                .ok();
+            Ok::<_, TaskError>(())
+        },
+    )]);
+    let queue = Queue::new(Arc::clone(&backend));
+    let mut worker = spawn_worker(&backend, &tasks, quick_config(&["slow"]));
+    let events = worker.take_events();
+    queue.enqueue("slow", "Hang", (1,)).await.unwrap();
+    queue.enqueue("idle", "Hang", (2,)).await.unwrap();
+    queue.enqueue("idle", "Hang", (3,)).await.unwrap();
+    let app = app(&backend);
+    let csrf = token(&app).await;
+    let page = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    wait_until(limit, "the workers page shows the running job", || {
+        let (app, page) = (app.clone(), Arc::clone(&page));
+        async move {
+            let (_, body) = get(&app, "/workers").await;
+            let busy = body.contains("action=\"/jobs/cancel\"");
+            *page.lock().unwrap() = body;
+            busy
+        }
+    })
+    .await;
+    let body = page.lock().unwrap().clone();
+    let at = body.find("action=\"/jobs/cancel\"").expect("a cancel form");
+    let start = body[at..].find("name=\"id\" value=\"").expect("the job id field") + at + 17;
+    let id = body[start..].split('"').next().unwrap().to_owned();
+    assert!(id.starts_with("running-"), "{id}");
+    let (status, result) = post(&app, "/jobs/cancel", &[("csrf", &csrf), ("id", &id)]).await;
+    assert_eq!(status, StatusCode::OK, "{result}");
+    assert!(result.contains("1 running"), "{result}");
+    wait_until(limit, "the job ended as cancelled", || async {
+        resq_conformance::support::count_events(&events, |e| matches!(e, resq_core::WorkerEvent::Cancelled { .. })) == 1
+    })
+    .await;
+    wait_until(limit, "the worker is idle", || async {
+        Admin::new(Arc::clone(&backend))
+            .workers()
+            .await
+            .unwrap()
+            .iter()
+            .all(|w| !w.busy)
+    })
+    .await;
+    let (status, result) = post(&app, "/jobs/cancel", &[("csrf", &csrf), ("id", &id)]).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{result}");
+    assert_eq!(
+        backend.failed_count().await.unwrap(),
+        0,
+        "a cancelled job is not a failure"
+    );
+
+    let (status, result) = post(&app, "/jobs/cancel", &[("csrf", &csrf), ("id", "no-such-id")]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{result}");
+    let (status, result) = post(
+        &app,
+        "/jobs/cancel-class",
+        &[("csrf", &csrf), ("class", "Hang"), ("args", "not json")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{result}");
+    assert_eq!(queue.length("idle").await.unwrap(), 2);
+    let (status, result) = post(
+        &app,
+        "/jobs/cancel-class",
+        &[("csrf", &csrf), ("class", "Hang"), ("args", "[3]")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{result}");
+    assert!(result.contains("Cancelled 1 job(s)"), "{result}");
+    assert_eq!(queue.length("idle").await.unwrap(), 1);
+    let (status, result) = post(&app, "/jobs/cancel-class", &[("csrf", &csrf), ("class", "Hang")]).await;
+    assert_eq!(status, StatusCode::OK, "{result}");
+    assert!(result.contains("1 queued"), "{result}");
+    assert_eq!(queue.length("idle").await.unwrap(), 0);
+    let (status, _) = post(&app, "/jobs/cancel-class", &[("csrf", &csrf), ("class", "Hang")]).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    worker.shutdown().await;
+}
+per_backend!(cancel_running_and_by_class, cancel_running_and_by_class);
+
 /// Every mutating route, with plausible fields.
-const MUTATIONS: [&str; 12] = [
+const MUTATIONS: [&str; 14] = [
     "/queues/alpha/delete",
     "/queues/alpha/pause",
     "/queues/alpha/resume",
@@ -348,6 +442,8 @@ const MUTATIONS: [&str; 12] = [
     "/workers/clean",
     "/workers/clean-stale",
     "/locks/delete",
+    "/jobs/cancel",
+    "/jobs/cancel-class",
 ];
 
 async fn read_only_refuses(backend: Arc<dyn Backend>) {
