@@ -375,6 +375,48 @@ async fn click_through_and_act(env: Env) {
     click(b, Locator::Css("form[action$='/queues/beta/resume'] button")).await;
     assert!(backend.paused_queues().await.unwrap().is_empty());
 
+    // Stop a running job with its worker's "Cancel job" button.
+    {
+        use resq_conformance::support::{count_events, quick_config, registry, spawn_worker, wait_until};
+        use resq_core::{JobContext, TaskDef, TaskError, WorkerEvent};
+        let tasks = registry(vec![TaskDef::from_fn(
+            "Hang",
+            |_args: Vec<serde_json::Value>, _ctx: JobContext| async move {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok::<_, TaskError>(())
+            },
+        )]);
+        let mut worker = spawn_worker(&backend, &tasks, quick_config(&["slow"]));
+        let events = worker.take_events();
+        Queue::new(Arc::clone(&backend))
+            .enqueue("slow", "Hang", (1,))
+            .await
+            .unwrap();
+        let busy = Arc::new(std::sync::Mutex::new(String::new()));
+        wait_until(Duration::from_secs(10), "the job runs", || {
+            let (admin, busy) = (Admin::new(Arc::clone(&backend)), Arc::clone(&busy));
+            async move {
+                let found = admin.workers().await.unwrap().into_iter().find(|w| w.busy);
+                let seen = found.is_some();
+                if let Some(w) = found {
+                    *busy.lock().unwrap() = w.name;
+                }
+                seen
+            }
+        })
+        .await;
+        let name = busy.lock().unwrap().clone();
+        nav(b, "Workers").await;
+        let button = format!("//main//tr[td[contains(., '{name}')]]//form[contains(@action, '/jobs/cancel')]/button");
+        click(b, Locator::XPath(&button)).await;
+        assert!(source(b).await.contains("class=\"ok\""));
+        wait_until(Duration::from_secs(10), "the job ended as cancelled", || async {
+            count_events(&events, |e| matches!(e, WorkerEvent::Cancelled { .. })) == 1
+        })
+        .await;
+        worker.shutdown().await;
+    }
+
     // Clean the stale worker.
     nav(b, "Workers").await;
     click(
