@@ -191,11 +191,11 @@ impl ShardedRedis {
         Err(Error::InvalidUrl {
             url: resq_core::error::redact_url(&self.config.url),
             reason: format!(
-                "the sharded namespace {:?} was created with shards={} (recorded in {key}), this URL says shards={n}; \
-                 another number of shards would look for queues on other shards than theirs. Connect with shards={0}, \
+                "the sharded namespace {namespace:?} was created with shards={was} (recorded in {key}), this URL says shards={n}; \
+                 another number of shards would look for queues on other shards than theirs. Connect with shards={was}, \
                  or drain every queue, the schedule and the failed list and delete {key} first",
-                self.config.namespace,
-                recorded.as_deref().unwrap_or("?"),
+                namespace = self.config.namespace,
+                was = recorded.as_deref().unwrap_or("?"),
             ),
         })
     }
