@@ -143,7 +143,8 @@ pub async fn task_server_until(
 /// | `memory://` | in-process | `memory` (default) |
 /// | `memory:///path/to/file` | in-process, persisted to a snapshot file | `memory` |
 /// | `redis://…`, `rediss://…` | Redis | `redis` |
-/// | `redis+cluster://host:port,host:port/?namespace={resque}`, `rediss+cluster://…` | Redis Cluster | `redis` |
+/// | `redis+cluster://host:port,host:port/?namespace={resque}`, `rediss+cluster://…` | Redis Cluster, one slot | `redis` |
+/// | `redis+cluster://host:port,…/?namespace=resque&shards=N` | Redis Cluster, queues over `N` slots ([`resq_redis::ShardedRedis`]) | `redis` |
 /// | `postgres://…`, `postgresql://…` | PostgreSQL | `postgres` |
 ///
 /// A malformed URL, an unknown scheme, or a scheme whose feature is not
@@ -184,8 +185,7 @@ async fn connect_memory(url: &str) -> Result<Arc<dyn Backend>> {
 
 #[cfg(feature = "redis")]
 async fn connect_redis(url: &str) -> Result<Arc<dyn Backend>> {
-    let backend: Arc<dyn Backend> = resq_redis::connect(url).await?;
-    Ok(backend)
+    resq_redis::connect_backend(url).await
 }
 
 #[cfg(not(feature = "redis"))]
@@ -272,6 +272,19 @@ mod tests {
             assert!(cluster.contains("hash tag"), "{cluster}");
         } else {
             assert!(cluster.contains("`redis` feature"), "{cluster}");
+        }
+        // Sharded mode is a cluster's: refused on a single server's URL,
+        // and its base namespace takes no braces.
+        for (url, why) in [
+            ("redis://127.0.0.1:1/?shards=3", "redis+cluster://"),
+            ("redis+cluster://127.0.0.1:1/?shards=3&namespace={x}", "without { or }"),
+        ] {
+            let e = err(url).await;
+            if cfg!(feature = "redis") {
+                assert!(e.contains(why), "{url}: {e}");
+            } else {
+                assert!(e.contains("`redis` feature"), "{url}: {e}");
+            }
         }
     }
 }

@@ -10,6 +10,7 @@
 //! | `namespace` | the key prefix shared with Resque clients | `resque` |
 //! | `response_timeout_ms` | how long a command may take before it fails | `10000` |
 //! | `connection_timeout_ms` | how long connecting may take | `5000` |
+//! | `shards` | cluster URLs only: spread the queues over this many hash tags `{<namespace>:0}` … `{<namespace>:N-1}` (1 to 1024; see [`crate::shard`]) | unset: one slot |
 
 use resq_core::error::redact_url;
 use resq_core::{Error, Result};
@@ -34,6 +35,16 @@ pub fn hash_tag(namespace: &str) -> Option<&str> {
     (close > 0).then(|| &rest[..close])
 }
 
+/// The largest `shards` a cluster URL may ask for.
+pub const MAX_SHARDS: u32 = 1024;
+
+/// The namespace of shard `index` of a sharded namespace `base`:
+/// `{<base>:<index>}`, a hash tag of its own, so each shard's keys share
+/// one slot and different shards usually land on different slots.
+pub fn shard_namespace(base: &str, index: usize) -> String {
+    format!("{{{base}:{index}}}")
+}
+
 /// Settings for a [`crate::RedisBackend`]. Its `Debug` output hides the
 /// URL's password.
 #[derive(Clone, PartialEq, Eq)]
@@ -51,6 +62,12 @@ pub struct RedisConfig {
     /// and redis-rs's parameters copied to every one); empty for a single
     /// server. With nodes, [`RedisConfig::url`] is the first of them.
     pub cluster_nodes: Vec<String>,
+    /// Sharded mode on a Redis Cluster (the URL's `shards`): how many hash
+    /// tags the queues are spread over, each shard `i` under the namespace
+    /// [`shard_namespace`]`(namespace, i)`; [`RedisConfig::namespace`] is
+    /// then the base, without braces. `None` for one slot (or a single
+    /// server).
+    pub shards: Option<u32>,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -64,6 +81,7 @@ impl std::fmt::Debug for RedisConfig {
                 "cluster_nodes",
                 &self.cluster_nodes.iter().map(|n| redact_url(n)).collect::<Vec<_>>(),
             )
+            .field("shards", &self.shards)
             .finish()
     }
 }
@@ -74,13 +92,44 @@ impl RedisConfig {
     /// `redis+cluster://[user:password@]host:port,host:port[,…]/?namespace={resque}`
     /// (`rediss+cluster://` for TLS). A cluster's namespace must hold a hash
     /// tag (see [`hash_tag`]); it defaults to [`DEFAULT_CLUSTER_NAMESPACE`].
+    ///
+    /// With `shards=N` (cluster URLs only, 1 to [`MAX_SHARDS`]) the
+    /// namespace is a base without `{` or `}` (default [`DEFAULT_NAMESPACE`])
+    /// and each shard gets its own tag (see [`shard_namespace`]).
     pub fn from_url(url: &str) -> Result<Self> {
         if let Some((scheme, rest)) = url.split_once("://") {
             if let Some(node_scheme) = scheme.strip_suffix("+cluster") {
                 return Self::from_cluster_url(url, node_scheme, rest);
             }
         }
-        Self::from_single_url(url)
+        let config = Self::from_single_url(url)?;
+        if config.shards.is_some() {
+            return Err(Error::InvalidUrl {
+                url: redact_url(url),
+                reason: "shards=N spreads queues over the slots of a Redis Cluster: it needs a redis+cluster:// or rediss+cluster:// URL".into(),
+            });
+        }
+        Ok(config)
+    }
+
+    /// Whether this asks for sharded mode (`shards` set).
+    pub fn is_sharded(&self) -> bool {
+        self.shards.is_some()
+    }
+
+    /// The settings of each shard in sharded mode: this config with the
+    /// shard's namespace and no `shards`; `None` in single-slot mode.
+    pub fn shard_configs(&self) -> Option<Vec<RedisConfig>> {
+        let n = self.shards?;
+        Some(
+            (0..n as usize)
+                .map(|i| RedisConfig {
+                    namespace: shard_namespace(&self.namespace, i),
+                    shards: None,
+                    ..self.clone()
+                })
+                .collect(),
+        )
     }
 
     /// Whether this names a Redis Cluster.
@@ -125,10 +174,20 @@ impl RedisConfig {
         };
         let explicit_namespace = url::form_urlencoded::parse(tail.split_once('?').map_or("", |(_, q)| q).as_bytes())
             .any(|(k, _)| k == "namespace");
-        if !explicit_namespace {
+        if config.shards.is_some() {
+            if config.namespace.contains(['{', '}']) {
+                return Err(invalid(format!(
+                    "with shards=N the namespace is a base name without {{ or }} (each shard gets its own hash tag {{<namespace>:<i>}}); got {:?}",
+                    config.namespace
+                )));
+            }
+            if config.namespace.is_empty() {
+                return Err(invalid("with shards=N the namespace must not be empty".into()));
+            }
+        } else if !explicit_namespace {
             config.namespace = DEFAULT_CLUSTER_NAMESPACE.to_owned();
         }
-        if hash_tag(&config.namespace).is_none() {
+        if config.shards.is_none() && hash_tag(&config.namespace).is_none() {
             return Err(invalid(format!(
                 "on a Redis Cluster the namespace must hold a hash tag, such as {{{}}}, so that all its keys share one slot; got {:?}",
                 if config.namespace.is_empty() { "resque" } else { config.namespace.as_str() },
@@ -160,6 +219,7 @@ impl RedisConfig {
             response_timeout: Duration::from_secs(10),
             connection_timeout: Duration::from_secs(5),
             cluster_nodes: Vec::new(),
+            shards: None,
         };
         let mut kept = Vec::new();
         for (k, v) in parsed.query_pairs() {
@@ -174,6 +234,14 @@ impl RedisConfig {
                 "namespace" => config.namespace = v.trim_end_matches(':').to_owned(),
                 "response_timeout_ms" => config.response_timeout = ms()?,
                 "connection_timeout_ms" => config.connection_timeout = ms()?,
+                "shards" => {
+                    let n = v
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| (1..=MAX_SHARDS).contains(n))
+                        .ok_or_else(|| invalid(format!("shards must be a whole number from 1 to {MAX_SHARDS}, got {v:?}")))?;
+                    config.shards = Some(n);
+                }
                 _ => kept.push((k.into_owned(), v.into_owned())),
             }
         }
@@ -248,6 +316,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("no cluster node"), "{e}");
+    }
+
+    #[test]
+    fn reads_sharded_cluster_urls() {
+        let c = RedisConfig::from_url("redis+cluster://127.0.0.1:7000,127.0.0.1:7001/?namespace=app&shards=3").unwrap();
+        assert_eq!(c.shards, Some(3));
+        assert!(c.is_sharded() && c.is_cluster());
+        assert_eq!(c.namespace, "app");
+        assert_eq!(c.cluster_nodes, ["redis://127.0.0.1:7000/", "redis://127.0.0.1:7001/"]);
+        let shards = c.shard_configs().unwrap();
+        let names: Vec<&str> = shards.iter().map(|s| s.namespace.as_str()).collect();
+        assert_eq!(names, ["{app:0}", "{app:1}", "{app:2}"]);
+        assert!(shards.iter().all(|s| s.shards.is_none() && s.cluster_nodes == c.cluster_nodes));
+        assert_eq!(hash_tag(&shards[2].namespace), Some("app:2"));
+        // The default base is Resque's namespace, without braces.
+        let d = RedisConfig::from_url("rediss+cluster://h:1/?shards=1").unwrap();
+        assert_eq!((d.namespace.as_str(), d.shards), ("resque", Some(1)));
+        assert_eq!(d.shard_configs().unwrap()[0].namespace, "{resque:0}");
+        assert!(RedisConfig::from_url("redis+cluster://h:1/?namespace={x}").unwrap().shard_configs().is_none());
+        assert!(format!("{c:?}").contains("shards: Some(3)"));
+    }
+
+    #[test]
+    fn rejects_bad_shards_with_a_reason() {
+        for (url, why) in [
+            ("redis://127.0.0.1/?shards=3", "needs a redis+cluster://"),
+            ("rediss://127.0.0.1/?shards=3", "needs a redis+cluster://"),
+            ("redis+cluster://h:1/?shards=0", "from 1 to 1024"),
+            ("redis+cluster://h:1/?shards=1025", "from 1 to 1024"),
+            ("redis+cluster://h:1/?shards=two", "from 1 to 1024"),
+            ("redis+cluster://h:1/?shards=-1", "from 1 to 1024"),
+            ("redis+cluster://h:1/?shards=3&namespace={app}", "without { or }"),
+            ("redis+cluster://h:1/?shards=3&namespace=a}b", "without { or }"),
+            ("redis+cluster://h:1/?shards=3&namespace=", "must not be empty"),
+        ] {
+            let e = RedisConfig::from_url(url).unwrap_err().to_string();
+            assert!(e.contains(why), "{url}: {e}");
+        }
     }
 
     #[test]

@@ -39,6 +39,12 @@ impl Keys {
         key
     }
 
+    /// The number of shards a sharded namespace was created with (on shard
+    /// 0 only; see `crate::shard`).
+    pub(crate) fn shard_count(&self) -> String {
+        self.key("resq:shards")
+    }
+
     pub(crate) fn queues(&self) -> String {
         self.key("queues")
     }

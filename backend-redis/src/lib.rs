@@ -45,12 +45,14 @@ mod leader;
 mod lock;
 mod queue;
 mod scripts;
+pub mod shard;
 mod stats;
 pub mod testing;
 mod wake;
 mod worker;
 
-pub use config::{hash_tag, RedisConfig, DEFAULT_CLUSTER_NAMESPACE, DEFAULT_NAMESPACE};
+pub use config::{hash_tag, shard_namespace, RedisConfig, DEFAULT_CLUSTER_NAMESPACE, DEFAULT_NAMESPACE, MAX_SHARDS};
+pub use shard::{fnv1a_64, ShardedRedis};
 
 use async_trait::async_trait;
 use conn::Conn;
@@ -87,8 +89,22 @@ impl std::fmt::Debug for RedisBackend {
 /// Connects to the Redis server a `redis://` or `rediss://` URL names, or
 /// to the Redis Cluster a `redis+cluster://` or `rediss+cluster://` URL
 /// names (see [`RedisConfig`] for resq's parameters, such as `namespace`).
+/// A sharded URL (`shards=N`) is refused: use [`connect_backend`] or
+/// [`ShardedRedis::connect`].
 pub async fn connect(url: &str) -> Result<Arc<RedisBackend>> {
     RedisBackend::connect(RedisConfig::from_url(url)?).await.map(Arc::new)
+}
+
+/// Connects to what `url` names, as [`connect`] does, and also to a
+/// sharded namespace on a Redis Cluster (`redis+cluster://…/?shards=N`,
+/// a [`ShardedRedis`]): the backend the engine holds, either way.
+pub async fn connect_backend(url: &str) -> Result<Arc<dyn Backend>> {
+    let config = RedisConfig::from_url(url)?;
+    if config.is_sharded() {
+        Ok(Arc::new(ShardedRedis::connect(config).await?))
+    } else {
+        Ok(Arc::new(RedisBackend::connect(config).await?))
+    }
 }
 
 /// Maps a redis-rs error to [`Error::Backend`], keeping it as the source and
@@ -290,66 +306,101 @@ async fn server_refusal(url: &str, connect_timeout: std::time::Duration) -> Opti
     (!line.is_empty()).then(|| line.to_owned())
 }
 
+/// The URL error of a URL that redis-rs refuses.
+fn invalid_url(config: &RedisConfig, e: redis::RedisError) -> Error {
+    Error::InvalidUrl {
+        url: resq_core::error::redact_url(&config.url),
+        reason: e.to_string(),
+    }
+}
+
+/// The cluster client of a cluster config (not connected yet).
+pub(crate) fn cluster_client(config: &RedisConfig) -> Result<redis::cluster::ClusterClient> {
+    redis::cluster::ClusterClientBuilder::new(config.cluster_nodes.iter().map(String::as_str))
+        .connection_timeout(config.connection_timeout)
+        .response_timeout(config.response_timeout)
+        .retries(4)
+        .max_retry_wait(1000)
+        .build()
+        .map_err(|e| invalid_url(config, e))
+}
+
 impl RedisBackend {
     /// Connects with explicit settings. The connection reconnects by itself
     /// after a failure; commands issued while Redis is down return errors,
     /// which workers and schedulers log before backing off and retrying.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
-        let invalid = |e: redis::RedisError| Error::InvalidUrl {
-            url: resq_core::error::redact_url(&config.url),
-            reason: e.to_string(),
-        };
-        let client = redis::Client::open(config.url.as_str()).map_err(invalid)?;
+        if config.is_sharded() {
+            return Err(Error::InvalidArgument(
+                "a sharded namespace (shards=N) is several backends: connect it with resq_redis::connect_backend or ShardedRedis::connect".into(),
+            ));
+        }
+        let client = redis::Client::open(config.url.as_str()).map_err(|e| invalid_url(&config, e))?;
         let keys = Keys::new(&config.namespace);
-        let (conn, cluster, subscribers) = if config.is_cluster() {
-            if config::hash_tag(&config.namespace).is_none() {
-                return Err(Error::InvalidArgument(format!(
-                    "on a Redis Cluster the namespace must hold a hash tag (such as {{resque}}); got {:?}",
-                    config.namespace
-                )));
-            }
-            let cluster = redis::cluster::ClusterClientBuilder::new(config.cluster_nodes.iter().map(String::as_str))
-                .connection_timeout(config.connection_timeout)
-                .response_timeout(config.response_timeout)
-                .retries(4)
-                .max_retry_wait(1000)
-                .build()
-                .map_err(invalid)?;
+        if config.is_cluster() {
+            let cluster = cluster_client(&config)?;
             let conn = match cluster.get_async_connection().await {
                 Ok(conn) => conn,
                 Err(e) => return Err(explain_connect_error(&config, e).await),
             };
-            // Pub/sub messages reach every node of a cluster: the
-            // subscriber may listen on any of them, the next one after a
-            // disconnect.
-            let subscribers = config
-                .cluster_nodes
-                .iter()
-                .map(|n| redis::Client::open(n.as_str()))
-                .collect::<redis::RedisResult<Vec<_>>>()
-                .map_err(invalid)?;
-            (Conn::cluster(conn, &keys.key("")), Some(cluster), subscribers)
-        } else {
-            let manager_config = ConnectionManagerConfig::new()
-                .set_response_timeout(Some(config.response_timeout))
-                .set_connection_timeout(Some(config.connection_timeout))
-                .set_number_of_retries(2)
-                .set_max_delay(std::time::Duration::from_secs(2));
-            let conn = match client.get_connection_manager_with_config(manager_config).await {
-                Ok(conn) => conn,
-                Err(e) => return Err(explain_connect_error(&config, e).await),
-            };
-            (Conn::Single(conn), None, vec![client.clone()])
+            return Self::on_cluster(config, cluster, conn);
+        }
+        let manager_config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(config.response_timeout))
+            .set_connection_timeout(Some(config.connection_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(std::time::Duration::from_secs(2));
+        let conn = match client.get_connection_manager_with_config(manager_config).await {
+            Ok(conn) => conn,
+            Err(e) => return Err(explain_connect_error(&config, e).await),
         };
-        let wakeups = Wakeups::start(subscribers, keys.wakeup_channel(), keys.cancel_channel());
+        let wakeups = Wakeups::start(vec![client.clone()], keys.wakeup_channel(), keys.cancel_channel());
         Ok(RedisBackend {
-            conn,
+            conn: Conn::Single(conn),
             keys,
             wakeups,
             config,
             cleanup_on_drop: false,
             client,
-            cluster,
+            cluster: None,
+            last_refusal: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// A backend on a Redis Cluster over an existing cluster connection
+    /// (`conn`, of `cluster`), in `config`'s hash-tagged namespace: what
+    /// [`RedisBackend::connect`] builds after connecting, and what each
+    /// shard of a [`ShardedRedis`] is (the shards share one connection).
+    pub(crate) fn on_cluster(
+        config: RedisConfig,
+        cluster: redis::cluster::ClusterClient,
+        conn: redis::cluster_async::ClusterConnection,
+    ) -> Result<Self> {
+        if config::hash_tag(&config.namespace).is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "on a Redis Cluster the namespace must hold a hash tag (such as {{resque}}); got {:?}",
+                config.namespace
+            )));
+        }
+        let client = redis::Client::open(config.url.as_str()).map_err(|e| invalid_url(&config, e))?;
+        let keys = Keys::new(&config.namespace);
+        // Pub/sub messages reach every node of a cluster: the subscriber
+        // may listen on any of them, the next one after a disconnect.
+        let subscribers = config
+            .cluster_nodes
+            .iter()
+            .map(|n| redis::Client::open(n.as_str()))
+            .collect::<redis::RedisResult<Vec<_>>>()
+            .map_err(|e| invalid_url(&config, e))?;
+        let wakeups = Wakeups::start(subscribers, keys.wakeup_channel(), keys.cancel_channel());
+        Ok(RedisBackend {
+            conn: Conn::cluster(conn, &keys.key("")),
+            keys,
+            wakeups,
+            config,
+            cleanup_on_drop: false,
+            client,
+            cluster: Some(cluster),
             last_refusal: tokio::sync::Mutex::new(None),
         })
     }

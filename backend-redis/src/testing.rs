@@ -90,6 +90,35 @@ pub async fn fresh_cluster_backend() -> Result<Arc<dyn Backend>, String> {
     Ok(Arc::new(fresh_cluster_redis().await?))
 }
 
+/// How many shards [`fresh_sharded_backend`] spreads its namespace over.
+pub const TEST_SHARDS: u32 = 3;
+
+/// Connects to the test cluster in a fresh sharded namespace
+/// ([`TEST_SHARDS`] shards, base [`unique_namespace`]) whose shards' keys
+/// are all deleted when it is dropped. `Err` says why the cluster is
+/// unreachable.
+pub async fn fresh_sharded_redis() -> Result<crate::ShardedRedis, String> {
+    sharded_redis_in(&unique_namespace(), TEST_SHARDS).await
+}
+
+/// Connects to the test cluster in the sharded namespace `base` with
+/// `shards` shards, deleting every shard's keys when dropped (test
+/// namespaces only). `Err` says why it could not connect.
+pub async fn sharded_redis_in(base: &str, shards: u32) -> Result<crate::ShardedRedis, String> {
+    let mut config = RedisConfig::from_url(&cluster_url()).map_err(|e| e.to_string())?;
+    config.namespace = base.to_owned();
+    config.shards = Some(shards);
+    config.connection_timeout = std::time::Duration::from_secs(2);
+    crate::ShardedRedis::connect_with(config, true)
+        .await
+        .map_err(|e| format!("the Redis Cluster at {} refused a sharded namespace: {e}", cluster_url()))
+}
+
+/// [`fresh_sharded_redis`] as the conformance suite's factory.
+pub async fn fresh_sharded_backend() -> Result<Arc<dyn Backend>, String> {
+    Ok(Arc::new(fresh_sharded_redis().await?))
+}
+
 /// Deletes the keys matching `pattern` over a blocking connection.
 pub(crate) fn delete_keys_blocking(client: &redis::Client, pattern: &str) -> redis::RedisResult<()> {
     let mut conn = client.get_connection_with_timeout(std::time::Duration::from_secs(2))?;

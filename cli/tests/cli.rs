@@ -24,6 +24,9 @@ enum Guard {
     Memory(#[allow(dead_code)] tempfile::TempDir),
     /// A backend in the test namespace, which deletes its keys when dropped.
     Redis(#[allow(dead_code)] Box<resq_redis::RedisBackend>),
+    /// A sharded namespace on the test cluster, whose shards delete their
+    /// keys when dropped.
+    Sharded(#[allow(dead_code)] Box<resq_redis::ShardedRedis>),
     /// A backend on the test schema, handed back for reuse by `close()`.
     Postgres(Arc<resq_postgres::PostgresBackend>),
 }
@@ -56,6 +59,27 @@ impl Store {
                     kind: "redis",
                     url: url.to_string(),
                     guard: Guard::Redis(Box::new(backend)),
+                })
+            }
+            Err(reason) => skip(test, &reason),
+        }
+    }
+
+    /// A sharded namespace (three shards) on the test Redis Cluster.
+    async fn redis_sharded(test: &str) -> Option<Store> {
+        match resq_redis::testing::fresh_sharded_redis().await {
+            Ok(backend) => {
+                let config = backend.config();
+                let url = format!(
+                    "redis+cluster://{}/?namespace={}&shards={}",
+                    resq_redis::testing::cluster_host_ports(config),
+                    config.namespace,
+                    backend.shards().len()
+                );
+                Some(Store {
+                    kind: "redis_sharded",
+                    url,
+                    guard: Guard::Sharded(Box::new(backend)),
                 })
             }
             Err(reason) => skip(test, &reason),
@@ -192,6 +216,35 @@ macro_rules! per_backend {
         }
     };
 }
+
+/// Defines each test on a sharded namespace of the test Redis Cluster:
+/// `redis_sharded::<name>`.
+macro_rules! on_sharded_redis {
+    ($($name:ident),* $(,)?) => {
+        mod redis_sharded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(store) = super::Store::redis_sharded(concat!("redis_sharded::", stringify!($name))).await {
+                        super::$name(&store).await;
+                        store.finish().await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+// The read and write commands over a sharded namespace: what they show
+// and change is the union of the shards.
+on_sharded_redis!(
+    status_queues_and_queue_show_the_real_state,
+    enqueue_pause_and_resume,
+    delayed_lists_scheduled_jobs,
+    workers_and_workers_clean,
+    locks_and_locks_rm,
+    cancel_by_id_and_by_class,
+);
 
 per_backend!(
     status_queues_and_queue_show_the_real_state,

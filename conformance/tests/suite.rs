@@ -25,6 +25,10 @@ resq_conformance::suite!(redis, resq_redis::testing::fresh_backend);
 // (`ops/redis-cluster.sh start` runs the cluster; RESQ_REDIS_CLUSTER_URL).
 resq_conformance::suite!(redis_cluster, resq_redis::testing::fresh_cluster_backend);
 
+// Redis Cluster, sharded mode: each test's queues spread over three hash
+// tags `{<ns>:0}` … `{<ns>:2}`, one composite backend over them.
+resq_conformance::suite!(redis_sharded, resq_redis::testing::fresh_sharded_backend);
+
 resq_conformance::suite!(postgres, resq_postgres::testing::fresh_backend);
 
 /// Every test function in the crate's group modules is listed in `suite!`,
