@@ -20,6 +20,7 @@ pub mod per_job;
 pub mod rearm;
 pub mod report;
 pub mod round_trips;
+pub mod shards;
 pub mod timeouts;
 
 /// The crate version of the engine being benchmarked, so the harness can print it.

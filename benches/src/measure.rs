@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 /// How long one throughput run may take before the harness gives up.
-const RUN_LIMIT: Duration = Duration::from_secs(300);
+pub(crate) const RUN_LIMIT: Duration = Duration::from_secs(300);
 
 /// Latency percentiles of a set of samples, in milliseconds.
 #[derive(Clone, Debug)]
@@ -166,7 +166,7 @@ pub(crate) async fn fresh(url: &str) -> Result<Fresh, String> {
     Err(format!("the harness does not know the backend {url}"))
 }
 
-fn rate(n: usize, took: Duration) -> f64 {
+pub(crate) fn rate(n: usize, took: Duration) -> f64 {
     n as f64 / took.as_secs_f64().max(1e-9)
 }
 
@@ -301,13 +301,13 @@ pub(crate) async fn fill(queue: &Queue, jobs: usize) -> Result<(), String> {
 }
 
 /// A no-op task that marks each job id it runs.
-struct Ledger {
-    runs: Vec<AtomicU8>,
-    done: AtomicUsize,
-    all_done: Notify,
+pub(crate) struct Ledger {
+    pub(crate) runs: Vec<AtomicU8>,
+    pub(crate) done: AtomicUsize,
+    pub(crate) all_done: Notify,
 }
 
-fn ledger_tasks(ledger: &Arc<Ledger>) -> Result<Arc<Tasks>, String> {
+pub(crate) fn ledger_tasks(ledger: &Arc<Ledger>) -> Result<Arc<Tasks>, String> {
     let mut tasks = Tasks::new();
     let l = Arc::clone(ledger);
     tasks
@@ -327,7 +327,7 @@ fn ledger_tasks(ledger: &Arc<Ledger>) -> Result<Arc<Tasks>, String> {
     Ok(Arc::new(tasks))
 }
 
-fn quick_worker(queue: &str) -> WorkerConfig {
+pub(crate) fn quick_worker(queue: &str) -> WorkerConfig {
     WorkerConfig {
         poll_interval: Duration::from_millis(500),
         ping_interval: Duration::from_secs(5),
@@ -396,7 +396,7 @@ pub(crate) async fn process_observed(
     Ok(rate(jobs, took))
 }
 
-fn check_exactly_once(ledger: &Ledger) -> Result<(), String> {
+pub(crate) fn check_exactly_once(ledger: &Ledger) -> Result<(), String> {
     let lost = ledger.runs.iter().filter(|r| r.load(Ordering::Acquire) == 0).count();
     let twice = ledger.runs.iter().filter(|r| r.load(Ordering::Acquire) > 1).count();
     if lost > 0 || twice > 0 {

@@ -268,7 +268,7 @@ fn through(url: &str, addr: std::net::SocketAddr) -> Result<(String, String), St
 
 /// The sum of every command's `calls=` in a Redis server's `INFO
 /// commandstats`.
-async fn redis_commands(url: &str) -> Option<u64> {
+pub(crate) async fn redis_commands(url: &str) -> Option<u64> {
     let client = redis::Client::open(url).ok()?;
     let mut conn = client.get_multiplexed_async_connection().await.ok()?;
     let info: String = redis::cmd("INFO")

@@ -6,7 +6,8 @@
 //! and flow control (`--flow-rate`, `--task-flow-rate`, `--flow-cap`: rate
 //! limits per queue and per task under backlog
 //! and what a concurrency cap costs when it does not bind; `--timeouts`:
-//! job-timeout lateness and cancel latency).
+//! job-timeout lateness and cancel latency; `--shard-spread`: a sharded
+//! namespace on a Redis Cluster, 1 vs N shards).
 //! Every processing run checks that each job ran exactly once and the binary
 //! exits non-zero otherwise.
 //!
@@ -147,6 +148,20 @@ struct Args {
     /// Internal: measure the memory backend's footprint in this (fresh) process.
     #[arg(long, hide = true)]
     footprint_memory: Option<usize>,
+    /// Only measure sharded namespaces on the Redis Cluster this URL names
+    /// (`redis+cluster://h:p,h:p`, no namespace), and exit: processing
+    /// throughput with `--queues` queues on each of `--shard-counts`
+    /// shards, interleaved for `--rounds` rounds, with the first `--shape`
+    /// (default 6x64), and the commands each primary ran per job. Counts
+    /// need a cluster that serves nothing else (see `resq_benches::shards`).
+    #[arg(long)]
+    shard_spread: Option<String>,
+    /// Shard counts for `--shard-spread`.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 3])]
+    shard_counts: Vec<usize>,
+    /// Queues for `--shard-spread`.
+    #[arg(long, default_value_t = 6)]
+    queues: usize,
     /// Internal: run a worker on this URL for two seconds and print its peak RSS.
     #[arg(long, hide = true)]
     rss_worker: Option<String>,
@@ -163,6 +178,9 @@ async fn main() -> ExitCode {
     }
     if args.metrics_overhead {
         return metrics_overhead(&args).await;
+    }
+    if let Some(cluster) = &args.shard_spread {
+        return shard_spread(&args, cluster).await;
     }
     if args.delayed_only {
         return delayed_only(&args).await;
@@ -257,6 +275,26 @@ async fn metrics_overhead(args: &Args) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `--shard-spread`: 1 vs N shards on a Redis Cluster.
+async fn shard_spread(args: &Args, cluster: &str) -> ExitCode {
+    let shape = args.shapes.first().map(String::as_str).unwrap_or("6x64");
+    let Some((workers, slots)) = parse_shape(shape) else {
+        eprintln!("--shape {shape}: expected WORKERSxSLOTS, e.g. 6x64");
+        return ExitCode::FAILURE;
+    };
+    let plan = resq_benches::shards::SpreadPlan {
+        cluster_url: cluster.trim_end_matches('/').to_owned(),
+        shard_counts: args.shard_counts.clone(),
+        jobs: args.jobs,
+        queues: args.queues,
+        workers,
+        slots,
+        rounds: args.rounds,
+    };
+    eprintln!("== sharded namespaces on {cluster}: {plan:?}");
+    print_or_fail(resq_benches::shards::spread(&plan).await)
 }
 
 /// `--delayed-only`: the delayed pickup on every backend.
