@@ -350,9 +350,77 @@ pub(crate) async fn process_observed(
     metrics: Option<&resq_metrics::Metrics>,
     by_events: bool,
 ) -> Result<f64, String> {
+    process_inner(url, jobs, workers, slots, metrics, by_events, false)
+        .await
+        .map(|(rate, _)| rate)
+}
+
+/// What a Redis server spent on the processing alone (read with `INFO`
+/// after the queue is filled and after the last job), per job.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerCost {
+    /// Server CPU (`used_cpu_user` + `used_cpu_sys`), microseconds per job.
+    pub cpu_us_per_job: f64,
+    /// Commands (`INFO commandstats` calls, scripts' inner commands
+    /// included), per job.
+    pub commands_per_job: f64,
+}
+
+/// A Redis server's CPU seconds and command count so far.
+async fn server_counters(url: &str) -> Result<(f64, u64), String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| e.to_string())?;
+    let cpu: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    let field = |name: &str| -> f64 {
+        cpu.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let seconds = field("used_cpu_user") + field("used_cpu_sys");
+    let commands = crate::per_job::redis_commands(url)
+        .await
+        .ok_or_else(|| format!("cannot read INFO commandstats on {url}"))?;
+    Ok((seconds, commands))
+}
+
+/// Processing throughput of one pool shape on a single Redis server, and
+/// what the server spent per job on the processing alone. The server's
+/// counters see every client: use a private server.
+pub async fn process_with_server_cost(
+    url: &str,
+    jobs: usize,
+    workers: usize,
+    slots: usize,
+) -> Result<(f64, ServerCost), String> {
+    let (rate, cost) = process_inner(url, jobs, workers, slots, None, false, true).await?;
+    let cost = cost.ok_or_else(|| format!("{url} is not a single Redis server"))?;
+    Ok((rate, cost))
+}
+
+async fn process_inner(
+    url: &str,
+    jobs: usize,
+    workers: usize,
+    slots: usize,
+    metrics: Option<&resq_metrics::Metrics>,
+    by_events: bool,
+    server_cost: bool,
+) -> Result<(f64, Option<ServerCost>), String> {
     let f = fresh(url).await?;
     let queue = Queue::new(Arc::clone(&f.backend));
     fill(&queue, jobs).await?;
+    let counting = server_cost && url.starts_with("redis://");
+    let before = match counting {
+        true => Some(server_counters(url).await?),
+        false => None,
+    };
     let ledger = Arc::new(Ledger {
         runs: (0..jobs).map(|_| AtomicU8::new(0)).collect(),
         done: AtomicUsize::new(0),
@@ -381,6 +449,11 @@ pub(crate) async fn process_observed(
         .collect();
     let finished = tokio::time::timeout(RUN_LIMIT, ledger.all_done.notified()).await;
     let took = start.elapsed();
+    // Read before the workers stop (their unregistration is not processing).
+    let after = match counting {
+        true => Some(server_counters(url).await?),
+        false => None,
+    };
     stop.cancel();
     for h in handles {
         h.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
@@ -393,7 +466,11 @@ pub(crate) async fn process_observed(
         ));
     }
     check_exactly_once(&ledger)?;
-    Ok(rate(jobs, took))
+    let cost = before.zip(after).map(|((cpu0, cmd0), (cpu1, cmd1))| ServerCost {
+        cpu_us_per_job: (cpu1 - cpu0) * 1e6 / jobs as f64,
+        commands_per_job: cmd1.saturating_sub(cmd0) as f64 / jobs as f64,
+    });
+    Ok((rate(jobs, took), cost))
 }
 
 pub(crate) fn check_exactly_once(ledger: &Ledger) -> Result<(), String> {

@@ -148,6 +148,11 @@ struct Args {
     /// Internal: measure the memory backend's footprint in this (fresh) process.
     #[arg(long, hide = true)]
     footprint_memory: Option<usize>,
+    /// With `--shape` on a single Redis server: also read the server's CPU
+    /// time and command count around the processing alone (`INFO`), per
+    /// job. Use a private server: its counters see every client.
+    #[arg(long)]
+    server_cost: bool,
     /// Only measure sharded namespaces on the Redis Cluster this URL names
     /// (`redis+cluster://h:p,h:p`, no namespace), and exit: processing
     /// throughput with `--queues` queues on each of `--shard-counts`
@@ -442,6 +447,19 @@ async fn process_only(args: &Args) -> ExitCode {
                 eprintln!("--shape {shape}: expected WORKERSxSLOTS, e.g. 1x256");
                 return ExitCode::FAILURE;
             };
+            if args.server_cost {
+                match measure::process_with_server_cost(url, args.jobs, workers, slots).await {
+                    Ok((r, c)) => println!(
+                        "{url} {workers} worker(s) × {slots} slot(s): {r:.0} jobs/s; server CPU {:.2} µs/job, {:.2} commands/job",
+                        c.cpu_us_per_job, c.commands_per_job
+                    ),
+                    Err(e) => {
+                        eprintln!("FAILED on {url}: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+                continue;
+            }
             match measure::process_shape(url, args.jobs, workers, slots).await {
                 Ok(r) => println!("{url} {workers} worker(s) × {slots} slot(s): {r:.0} jobs/s"),
                 Err(e) => {
