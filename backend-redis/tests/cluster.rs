@@ -2,7 +2,8 @@
 //! runs whole on the cluster as `redis_cluster::…`): every key of a
 //! namespace, lock keys whose text holds another hash tag included, lives
 //! in the namespace's slot; and a primary killed under a busy worker and
-//! scheduler is replaced by its replica with no stored job lost.
+//! scheduler is replaced by its replica with no stored job lost, in
+//! single-slot mode and in sharded mode (the primary of the home shard).
 //!
 //! The cluster is `ops/redis-cluster.sh start`'s (or `RESQ_REDIS_CLUSTER_URL`).
 //! Without it the tests print `SKIP …`, unless `RESQ_REQUIRE_BACKENDS=1`.
@@ -187,6 +188,61 @@ async fn a_killed_primary_fails_over_without_losing_jobs() {
     };
     let ns = backend.config().namespace.clone();
     let slot = keyslot(ns.as_bytes()).await;
+    let dyn_backend = backend.clone() as Arc<dyn resq_core::Backend>;
+    fail_over_under_load(test, &dyn_backend, &["q".to_owned()], slot).await;
+    backend.delete_namespace().await.unwrap();
+}
+
+/// The same in sharded mode (3 shards): three queues on three shards, and
+/// the primary of shard 0 (the home shard: the scheduler's leader lock
+/// and one of the queues) is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_primary_fails_over_without_losing_jobs_sharded() {
+    let _turn = TURN.lock().await;
+    let test = "a_killed_primary_fails_over_without_losing_jobs_sharded";
+    let url = cluster_url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let base = resq_redis::testing::unique_namespace();
+    let config = RedisConfig::from_url(&format!(
+        "{url}{sep}response_timeout_ms=2000&connection_timeout_ms=1000&namespace={base}&shards=3"
+    ))
+    .unwrap();
+    let sharded = match resq_redis::ShardedRedis::connect(config).await {
+        Ok(b) => Arc::new(b),
+        Err(e) => {
+            assert!(!required(), "the Redis Cluster at {url} is unreachable: {e}");
+            eprintln!("SKIP {test}: the Redis Cluster at {url} is unreachable: {e}");
+            return;
+        }
+    };
+    // One queue on each shard.
+    let mut queues: Vec<String> = Vec::new();
+    for i in 0.. {
+        let q = format!("q{i}");
+        if !queues.iter().any(|o| sharded.shard_of(o) == sharded.shard_of(&q)) {
+            queues.push(q);
+        }
+        if queues.len() == 3 {
+            break;
+        }
+    }
+    let home = resq_redis::shard_namespace(&base, 0);
+    let slot = keyslot(home.as_bytes()).await;
+    let dyn_backend = sharded.clone() as Arc<dyn resq_core::Backend>;
+    fail_over_under_load(test, &dyn_backend, &queues, slot).await;
+    for shard in sharded.shards() {
+        shard.delete_namespace().await.unwrap();
+    }
+}
+
+/// Enqueues 60 jobs over `queues` (half due at once, half delayed by up to
+/// 3 s), waits until the replica of `slot`'s primary holds everything
+/// (Redis replicates asynchronously: "acknowledged" means replicated),
+/// runs a worker and a scheduler, kills that primary's process once 5 jobs
+/// ran, and checks that every job runs, that the replica took the slot
+/// over and that the queues end empty. The killed node is restarted when
+/// this returns (or panics).
+async fn fail_over_under_load(test: &str, dyn_backend: &Arc<dyn resq_core::Backend>, queues: &[String], slot: u16) {
     let nodes = cluster_nodes().await;
     let primary = nodes
         .iter()
@@ -207,11 +263,11 @@ async fn a_killed_primary_fails_over_without_losing_jobs() {
         return;
     };
 
-    let dyn_backend = backend.clone() as Arc<dyn resq_core::Backend>;
-    let queue = Queue::new(Arc::clone(&dyn_backend));
+    let queue = Queue::new(Arc::clone(dyn_backend));
     const JOBS: i64 = 60;
+    let on = |i: i64| queues[i as usize % queues.len()].clone();
     for i in 0..JOBS / 2 {
-        queue.enqueue("q", "work", (i,)).await.unwrap();
+        queue.enqueue(&on(i), "work", (i,)).await.unwrap();
     }
     // Due at once and later: the scheduler promotes them around the failover.
     let now = std::time::SystemTime::now()
@@ -219,7 +275,7 @@ async fn a_killed_primary_fails_over_without_losing_jobs() {
         .unwrap()
         .as_secs() as i64;
     for i in JOBS / 2..JOBS {
-        queue.enqueue_at(now + (i % 4), "q", "work", (i,)).await.unwrap();
+        queue.enqueue_at(now + (i % 4), &on(i), "work", (i,)).await.unwrap();
     }
     // Redis replicates asynchronously: "acknowledged" here means stored on
     // the replica too. Wait until it has everything the primary has.
@@ -258,17 +314,17 @@ async fn a_killed_primary_fails_over_without_losing_jobs() {
         })
         .unwrap();
     let worker = Worker::new(
-        Arc::clone(&dyn_backend),
+        Arc::clone(dyn_backend),
         Arc::new(tasks),
         WorkerConfig {
             poll_interval: Duration::from_millis(200),
             ping_interval: Duration::from_millis(200),
-            ..WorkerConfig::for_queues(["q"])
+            ..WorkerConfig::for_queues(queues.iter().map(String::as_str))
         },
     );
     let scheduler = Arc::new(
         Scheduler::new(
-            Arc::clone(&dyn_backend),
+            Arc::clone(dyn_backend),
             SchedulerConfig {
                 poll_interval: Duration::from_millis(200),
                 leader_ttl: Duration::from_secs(5),
@@ -336,8 +392,9 @@ async fn a_killed_primary_fails_over_without_losing_jobs() {
     stop.cancel();
     worker_task.await.unwrap().unwrap();
     scheduler_task.await.unwrap().unwrap();
-    assert_eq!(queue.length("q").await.unwrap(), 0);
-    backend.delete_namespace().await.unwrap();
+    for q in queues {
+        assert_eq!(queue.length(q).await.unwrap(), 0, "{q}");
+    }
 }
 
 /// Leaves a healthy cluster when dropped: `ops/redis-cluster.sh start`

@@ -41,7 +41,9 @@ impl ShardedRedis {
 #[async_trait]
 impl FailedStore for ShardedRedis {
     async fn push_failed(&self, entry: &str) -> Result<()> {
-        self.shard(self.shard_of_json(entry).unwrap_or(HOME)).push_failed(entry).await
+        self.shard(self.shard_of_json(entry).unwrap_or(HOME))
+            .push_failed(entry)
+            .await
     }
 
     async fn failed_count(&self) -> Result<u64> {
@@ -142,7 +144,14 @@ mod tests {
         let got: Vec<Option<(usize, u64)>> = (0..6).map(|i| ShardedRedis::locate(&counts, i)).collect();
         assert_eq!(
             got,
-            [Some((0, 0)), Some((0, 1)), Some((2, 0)), Some((2, 1)), Some((2, 2)), None]
+            [
+                Some((0, 0)),
+                Some((0, 1)),
+                Some((2, 0)),
+                Some((2, 1)),
+                Some((2, 2)),
+                None
+            ]
         );
     }
 }

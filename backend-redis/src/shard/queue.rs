@@ -7,9 +7,7 @@ use async_trait::async_trait;
 use futures_util::future::{select_all, try_join_all};
 use futures_util::FutureExt;
 use resq_core::flow::QueueLimits;
-use resq_core::{
-    Claimed, LockStore, Outcome, QueueStat, QueueStore, QueuedJob, Result, WorkerId, WorkerRegistry,
-};
+use resq_core::{Claimed, LockStore, Outcome, QueueStat, QueueStore, QueuedJob, Result, WorkerId, WorkerRegistry};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -60,7 +58,10 @@ impl ShardedRedis {
     }
 
     /// Completions grouped by shard, each group in the caller's order.
-    async fn group_completions(&self, done: &[(WorkerId, Outcome)]) -> Result<BTreeMap<usize, Vec<(WorkerId, Outcome)>>> {
+    async fn group_completions(
+        &self,
+        done: &[(WorkerId, Outcome)],
+    ) -> Result<BTreeMap<usize, Vec<(WorkerId, Outcome)>>> {
         let mut groups: BTreeMap<usize, Vec<(WorkerId, Outcome)>> = BTreeMap::new();
         for (w, outcome) in done {
             let s = self.completion_shard(w, outcome).await?;
@@ -236,7 +237,9 @@ impl QueueStore for ShardedRedis {
             next = next.max(i + 1);
             out.push((i, c));
         }
-        Ok(self.claim_runs(runs.get(1..).unwrap_or(&[]), workers, next, run_at, out).await)
+        Ok(self
+            .claim_runs(runs.get(1..).unwrap_or(&[]), workers, next, run_at, out)
+            .await)
     }
 
     /// Waits on the shards of `queues` (every shard for `*`) concurrently
@@ -308,7 +311,8 @@ impl QueueStore for ShardedRedis {
     }
 
     async fn queue_limits(&self) -> Result<Vec<(String, QueueLimits)>> {
-        let mut all: Vec<(String, QueueLimits)> = self.on_all(|s| s.queue_limits()).await?.into_iter().flatten().collect();
+        let mut all: Vec<(String, QueueLimits)> =
+            self.on_all(|s| s.queue_limits()).await?.into_iter().flatten().collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(all)
     }
