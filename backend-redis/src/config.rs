@@ -239,7 +239,11 @@ impl RedisConfig {
                         .parse::<u32>()
                         .ok()
                         .filter(|n| (1..=MAX_SHARDS).contains(n))
-                        .ok_or_else(|| invalid(format!("shards must be a whole number from 1 to {MAX_SHARDS}, got {v:?}")))?;
+                        .ok_or_else(|| {
+                            invalid(format!(
+                                "shards must be a whole number from 1 to {MAX_SHARDS}, got {v:?}"
+                            ))
+                        })?;
                     config.shards = Some(n);
                 }
                 _ => kept.push((k.into_owned(), v.into_owned())),
@@ -328,13 +332,18 @@ mod tests {
         let shards = c.shard_configs().unwrap();
         let names: Vec<&str> = shards.iter().map(|s| s.namespace.as_str()).collect();
         assert_eq!(names, ["{app:0}", "{app:1}", "{app:2}"]);
-        assert!(shards.iter().all(|s| s.shards.is_none() && s.cluster_nodes == c.cluster_nodes));
+        assert!(shards
+            .iter()
+            .all(|s| s.shards.is_none() && s.cluster_nodes == c.cluster_nodes));
         assert_eq!(hash_tag(&shards[2].namespace), Some("app:2"));
         // The default base is Resque's namespace, without braces.
         let d = RedisConfig::from_url("rediss+cluster://h:1/?shards=1").unwrap();
         assert_eq!((d.namespace.as_str(), d.shards), ("resque", Some(1)));
         assert_eq!(d.shard_configs().unwrap()[0].namespace, "{resque:0}");
-        assert!(RedisConfig::from_url("redis+cluster://h:1/?namespace={x}").unwrap().shard_configs().is_none());
+        assert!(RedisConfig::from_url("redis+cluster://h:1/?namespace={x}")
+            .unwrap()
+            .shard_configs()
+            .is_none());
         assert!(format!("{c:?}").contains("shards: Some(3)"));
     }
 

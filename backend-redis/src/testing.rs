@@ -109,9 +109,12 @@ pub async fn sharded_redis_in(base: &str, shards: u32) -> Result<crate::ShardedR
     config.namespace = base.to_owned();
     config.shards = Some(shards);
     config.connection_timeout = std::time::Duration::from_secs(2);
-    crate::ShardedRedis::connect_with(config, true)
-        .await
-        .map_err(|e| format!("the Redis Cluster at {} refused a sharded namespace: {e}", cluster_url()))
+    crate::ShardedRedis::connect_with(config, true).await.map_err(|e| {
+        format!(
+            "the Redis Cluster at {} refused a sharded namespace: {e}",
+            cluster_url()
+        )
+    })
 }
 
 /// [`fresh_sharded_redis`] as the conformance suite's factory.

@@ -51,7 +51,8 @@ async fn primaries() -> Vec<(String, Vec<(u16, u16)>)> {
     let mut by_node: BTreeMap<String, Vec<(u16, u16)>> = BTreeMap::new();
     for range in slots {
         let redis::Value::Array(fields) = range else { continue };
-        let (Some(start), Some(end), Some(redis::Value::Array(primary))) = (fields.first(), fields.get(1), fields.get(2))
+        let (Some(start), Some(end), Some(redis::Value::Array(primary))) =
+            (fields.first(), fields.get(1), fields.get(2))
         else {
             continue;
         };
@@ -170,8 +171,14 @@ async fn claims_keep_the_priority_order_across_shards() {
     assert_eq!(shards.len(), 3, "{queues:?}");
     // Pushed lowest priority first.
     for q in queues.iter().rev() {
-        backend.push(q, &format!(r#"{{"class":"C","queue":"{q}","args":[]}}"#)).await.unwrap();
-        backend.push(q, &format!(r#"{{"class":"C","queue":"{q}","args":[2]}}"#)).await.unwrap();
+        backend
+            .push(q, &format!(r#"{{"class":"C","queue":"{q}","args":[]}}"#))
+            .await
+            .unwrap();
+        backend
+            .push(q, &format!(r#"{{"class":"C","queue":"{q}","args":[2]}}"#))
+            .await
+            .unwrap();
     }
     let w = WorkerId::new("host:1+1", &queues);
     let mut order = Vec::new();
@@ -186,7 +193,10 @@ async fn claims_keep_the_priority_order_across_shards() {
     // A batch of four slots over the same three shards: a prefix of the
     // slots, in priority order, across two shards' runs.
     for q in queues.iter().rev() {
-        backend.push(q, &format!(r#"{{"class":"C","queue":"{q}","args":[]}}"#)).await.unwrap();
+        backend
+            .push(q, &format!(r#"{{"class":"C","queue":"{q}","args":[]}}"#))
+            .await
+            .unwrap();
     }
     backend.push(&queues[1], r#"{"class":"C","args":[9]}"#).await.unwrap();
     let slots: Vec<WorkerId> = (0..4).map(|i| WorkerId::new(format!("host:1+{i}"), &queues)).collect();
@@ -202,7 +212,8 @@ async fn claims_keep_the_priority_order_across_shards() {
         ]
     );
     // Each slot's completion finds its shard.
-    let done: Vec<(WorkerId, resq_core::Outcome)> = slots.iter().map(|w| (w.clone(), resq_core::Outcome::Success)).collect();
+    let done: Vec<(WorkerId, resq_core::Outcome)> =
+        slots.iter().map(|w| (w.clone(), resq_core::Outcome::Success)).collect();
     backend.complete_batch(&done).await.unwrap();
     assert_eq!(backend.working_on_many(&slots).await.unwrap(), vec![None; 4]);
     assert_eq!(backend.stat("processed").await.unwrap(), 10);
@@ -213,7 +224,11 @@ async fn the_shards_can_spread_over_every_primary() {
     // Probe for a base namespace whose three tags hash to slots of three
     // different primaries.
     let primaries = primaries().await;
-    assert!(primaries.len() >= 3, "the test cluster has {} primaries", primaries.len());
+    assert!(
+        primaries.len() >= 3,
+        "the test cluster has {} primaries",
+        primaries.len()
+    );
     let mut chosen = None;
     for k in 0..200 {
         let base = format!("{}-spread{k}", unique_namespace());
@@ -236,7 +251,11 @@ async fn the_shards_can_spread_over_every_primary() {
         queue.enqueue(&q, "send", (1,)).await.unwrap();
     }
     let keys = keys_of(&base).await;
-    let used: BTreeSet<&String> = keys.iter().filter(|(_, k)| k.contains(":queue:")).map(|(a, _)| a).collect();
+    let used: BTreeSet<&String> = keys
+        .iter()
+        .filter(|(_, k)| k.contains(":queue:"))
+        .map(|(a, _)| a)
+        .collect();
     assert_eq!(used.len(), 3, "queue keys on {used:?}: {keys:?}");
 }
 
@@ -248,8 +267,13 @@ async fn another_number_of_shards_is_refused() {
     };
     let again = sharded_redis_in(&base, 3).await;
     assert!(again.is_ok(), "{:?}", again.err());
-    let e = sharded_redis_in(&base, 4).await.err().expect("shards=4 on a 3-shard namespace");
-    assert!(e.contains("created with shards=3") && e.contains("this URL says shards=4"), "{e}");
+    let e = sharded_redis_in(&base, 4)
+        .await
+        .expect_err("shards=4 on a 3-shard namespace");
+    assert!(
+        e.contains("created with shards=3") && e.contains("this URL says shards=4"),
+        "{e}"
+    );
     assert!(e.contains(&format!("{}:resq:shards", shard_namespace(&base, 0))), "{e}");
     drop(again);
     drop(first);

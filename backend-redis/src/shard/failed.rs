@@ -146,7 +146,14 @@ mod tests {
         let got: Vec<Option<(usize, u64)>> = (0..6).map(|i| ShardedRedis::locate(&counts, i)).collect();
         assert_eq!(
             got,
-            [Some((0, 0)), Some((0, 1)), Some((2, 0)), Some((2, 1)), Some((2, 2)), None]
+            [
+                Some((0, 0)),
+                Some((0, 1)),
+                Some((2, 0)),
+                Some((2, 1)),
+                Some((2, 2)),
+                None
+            ]
         );
     }
 }

@@ -433,10 +433,7 @@ mod tests {
             ("resque:workerslock:x", 5, 4),
             ("", 7, 2),
         ];
-        let got: Vec<(&str, usize, usize)> = expected
-            .iter()
-            .map(|(q, n, _)| (*q, *n, shard_index(q, *n)))
-            .collect();
+        let got: Vec<(&str, usize, usize)> = expected.iter().map(|(q, n, _)| (*q, *n, shard_index(q, *n))).collect();
         assert_eq!(got, expected);
         assert_eq!(shard_index("anything", 1), 0);
         assert_eq!(shard_index("anything", 0), 0);
@@ -444,7 +441,10 @@ mod tests {
 
     #[test]
     fn reads_the_queue_field() {
-        assert_eq!(queue_field(r#"{"class":"A","queue":"q","args":[]}"#).as_deref(), Some("q"));
+        assert_eq!(
+            queue_field(r#"{"class":"A","queue":"q","args":[]}"#).as_deref(),
+            Some("q")
+        );
         assert_eq!(queue_field(r#"{"class":"A","args":[]}"#), None);
         assert_eq!(queue_field(r#"{"queue":" "}"#), None);
         assert_eq!(queue_field(r#"{"queue":3}"#), None);

@@ -7,9 +7,7 @@ use async_trait::async_trait;
 use futures_util::future::{select_all, try_join_all};
 use futures_util::FutureExt;
 use resq_core::flow::QueueLimits;
-use resq_core::{
-    Claimed, LockStore, Outcome, QueueStat, QueueStore, QueuedJob, Result, WorkerId, WorkerRegistry,
-};
+use resq_core::{Claimed, LockStore, Outcome, QueueStat, QueueStore, QueuedJob, Result, WorkerId, WorkerRegistry};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -60,7 +58,10 @@ impl ShardedRedis {
     }
 
     /// Completions grouped by shard, each group in the caller's order.
-    async fn group_completions(&self, done: &[(WorkerId, Outcome)]) -> Result<BTreeMap<usize, Vec<(WorkerId, Outcome)>>> {
+    async fn group_completions(
+        &self,
+        done: &[(WorkerId, Outcome)],
+    ) -> Result<BTreeMap<usize, Vec<(WorkerId, Outcome)>>> {
         let mut groups: BTreeMap<usize, Vec<(WorkerId, Outcome)>> = BTreeMap::new();
         for (w, outcome) in done {
             let s = self.completion_shard(w, outcome).await?;
@@ -72,6 +73,15 @@ impl ShardedRedis {
     /// Forgets the claims of completed workers.
     fn forget(&self, done: &[(WorkerId, Outcome)]) {
         for (w, _) in done {
+            self.claimed_on.remove(w);
+        }
+    }
+
+    /// Forgets where idle slots about to claim had their last job: a claim
+    /// whose reply is lost may still have given them one, on any shard, so
+    /// until a claim answers, their completions look their shard up.
+    fn forget_idle(&self, workers: &[WorkerId]) {
+        for w in workers {
             self.claimed_on.remove(w);
         }
     }
@@ -162,6 +172,7 @@ impl QueueStore for ShardedRedis {
     }
 
     async fn claim(&self, worker: &WorkerId, queues: &[String], run_at: &str) -> Result<Option<Claimed>> {
+        self.forget_idle(std::slice::from_ref(worker));
         for (s, run) in self.runs(queues) {
             if let Some(c) = self.shard(s).claim(worker, run, run_at).await? {
                 self.claimed_on.insert(worker.clone(), s);
@@ -185,6 +196,7 @@ impl QueueStore for ShardedRedis {
         run_at: &str,
     ) -> Result<Vec<(usize, Claimed)>> {
         let runs = self.runs(queues);
+        self.forget_idle(workers);
         self.claim_runs(&runs, workers, 0, run_at, Vec::new()).await
     }
 
@@ -216,8 +228,11 @@ impl QueueStore for ShardedRedis {
         let (Some(s), Some((_, first_run))) = (one_shard, runs.first()) else {
             try_join_all(groups.iter().map(|(s, group)| self.shard(*s).complete_batch(group))).await?;
             self.forget(done);
+            self.forget_idle(workers);
             return Ok(self.claim_runs(&runs, workers, 0, run_at, Vec::new()).await);
         };
+        // The round may claim for `workers` even when its reply is lost.
+        self.forget_idle(workers);
         let round = self
             .shard(s)
             .complete_and_claim_batch(done, workers, first_run, run_at)
@@ -236,7 +251,9 @@ impl QueueStore for ShardedRedis {
             next = next.max(i + 1);
             out.push((i, c));
         }
-        Ok(self.claim_runs(runs.get(1..).unwrap_or(&[]), workers, next, run_at, out).await)
+        Ok(self
+            .claim_runs(runs.get(1..).unwrap_or(&[]), workers, next, run_at, out)
+            .await)
     }
 
     /// Waits on the shards of `queues` (every shard for `*`) concurrently
@@ -308,7 +325,8 @@ impl QueueStore for ShardedRedis {
     }
 
     async fn queue_limits(&self) -> Result<Vec<(String, QueueLimits)>> {
-        let mut all: Vec<(String, QueueLimits)> = self.on_all(|s| s.queue_limits()).await?.into_iter().flatten().collect();
+        let mut all: Vec<(String, QueueLimits)> =
+            self.on_all(|s| s.queue_limits()).await?.into_iter().flatten().collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(all)
     }

@@ -53,7 +53,12 @@ impl WorkerRegistry for ShardedRedis {
     }
 
     async fn working_on(&self, worker: &WorkerId) -> Result<Option<WorkingOn>> {
-        Ok(self.on_all(|s| s.working_on(worker)).await?.into_iter().flatten().next())
+        Ok(self
+            .on_all(|s| s.working_on(worker))
+            .await?
+            .into_iter()
+            .flatten()
+            .next())
     }
 
     async fn working_on_many(&self, workers: &[WorkerId]) -> Result<Vec<Option<WorkingOn>>> {
