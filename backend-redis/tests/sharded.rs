@@ -269,8 +269,7 @@ async fn another_number_of_shards_is_refused() {
     assert!(again.is_ok(), "{:?}", again.err());
     let e = sharded_redis_in(&base, 4)
         .await
-        .err()
-        .expect("shards=4 on a 3-shard namespace");
+        .expect_err("shards=4 on a 3-shard namespace");
     assert!(
         e.contains("created with shards=3") && e.contains("this URL says shards=4"),
         "{e}"

@@ -885,6 +885,10 @@ struct DoctorOut {
     applicable: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     report: Option<resq::redis::doctor::Report>,
+    /// A sharded namespace's reports, one per shard in shard order (then
+    /// `report` is absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shards: Option<Vec<resq::redis::doctor::Report>>,
     problems: u64,
     fixable: u64,
     dry_run: bool,
@@ -904,6 +908,7 @@ async fn doctor(url: &str, as_json: bool, fix: bool, c: ConfirmArgs) -> CliResul
                 backend: kind,
                 applicable: false,
                 report: None,
+                shards: None,
                 problems: 0,
                 fixable: 0,
                 dry_run: c.dry_run,
@@ -915,23 +920,42 @@ async fn doctor(url: &str, as_json: bool, fix: bool, c: ConfirmArgs) -> CliResul
         );
         return Ok(());
     }
-    let backend = resq::redis::connect(url).await?;
-    let report = doctor::audit(&backend).await?;
-    let problems = report.problems().count() as u64;
-    let fixable = report.fixable().count() as u64;
+    // A sharded namespace is audited (and fixed) shard by shard: each
+    // shard is a namespace of its own, `{<base>:i}`.
+    let config = resq::redis::RedisConfig::from_url(url)?;
+    let sharded = config.is_sharded();
+    let backends: Vec<Arc<resq::redis::RedisBackend>> = if sharded {
+        resq::redis::ShardedRedis::connect(config).await?.shards().to_vec()
+    } else {
+        vec![resq::redis::connect(url).await?]
+    };
+    let mut reports = Vec::with_capacity(backends.len());
+    for backend in &backends {
+        reports.push(doctor::audit(backend).await?);
+    }
+    let problems: u64 = reports.iter().map(|r| r.problems().count() as u64).sum();
+    let fixable: u64 = reports.iter().map(|r| r.fixable().count() as u64).sum();
     let mut fixed = None;
     if fix && !c.dry_run && fixable > 0 {
         if !as_json {
-            print_report(&report);
+            reports.iter().for_each(print_report);
         }
         if !confirm(c.yes, &format!("apply {fixable} fixes?"))? {
             return Err(CliError::Runtime("aborted; nothing changed".into()));
         }
-        fixed = Some(doctor::fix(&backend, &report).await?);
+        let mut total = doctor::FixOutcome::default();
+        for (backend, report) in backends.iter().zip(&reports) {
+            let done = doctor::fix(backend, report).await?;
+            total.fixed += done.fixed;
+            total.stale += done.stale;
+        }
+        fixed = Some(total);
     } else if !as_json {
-        print_report(&report);
+        reports.iter().for_each(print_report);
     }
-    backend.close().await?;
+    for backend in &backends {
+        backend.close().await?;
+    }
     // Problems left in place: all of them, less those a fix just repaired.
     let left = problems.saturating_sub(fixed.as_ref().map_or(0, |f| f.fixed));
     let verdict = if left > 0 {
@@ -939,11 +963,17 @@ async fn doctor(url: &str, as_json: bool, fix: bool, c: ConfirmArgs) -> CliResul
     } else {
         Ok(())
     };
+    let (report, shards) = if sharded {
+        (None, Some(reports))
+    } else {
+        (reports.into_iter().next(), None)
+    };
     if as_json {
         json(&DoctorOut {
             backend: "redis",
             applicable: true,
-            report: Some(report),
+            report,
+            shards,
             problems,
             fixable,
             dry_run: c.dry_run,

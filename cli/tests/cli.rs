@@ -235,8 +235,10 @@ macro_rules! on_sharded_redis {
     };
 }
 
-// The read and write commands over a sharded namespace: what they show
-// and change is the union of the shards.
+// Every command over a sharded namespace, where what they show and change
+// is the union of the shards: each per-backend test but
+// `migrate_and_doctor` (it reads doctor's single-namespace JSON `report`;
+// `doctor_audits_each_shard` covers doctor here).
 on_sharded_redis!(
     status_queues_and_queue_show_the_real_state,
     enqueue_pause_and_resume,
@@ -244,7 +246,50 @@ on_sharded_redis!(
     workers_and_workers_clean,
     locks_and_locks_rm,
     cancel_by_id_and_by_class,
+    doctor_audits_each_shard,
+    failed_list_show_and_filters,
+    failed_retry_and_remove_by_id,
+    failed_bulk_with_all_and_filters,
+    usage_errors_exit_2,
+    readme_operating_commands_work,
+    metrics_serves_the_cluster_gauges,
+    web_serves_the_dashboard,
 );
+
+/// `doctor` on a sharded namespace audits and fixes each shard, and
+/// reports them one by one (`shards` in JSON, in shard order).
+async fn doctor_audits_each_shard(s: &Store) {
+    let damaged = r#"{"class":"noargs","queue":"math","args":{}}"#;
+    s.with(|b| async move { b.push("math", damaged).await.unwrap() }).await;
+    let report = s.json_exit(&["doctor"], 3);
+    assert_eq!(
+        (report["applicable"].clone(), report["fixable"].clone()),
+        (Value::Bool(true), 1.into()),
+        "{report}"
+    );
+    assert!(report.get("report").is_none(), "{report}");
+    let shards = report["shards"].as_array().expect("one report per shard");
+    assert_eq!(shards.len(), 3, "{report}");
+    let at = resq_redis::shard::shard_index("math", 3);
+    for (i, shard) in shards.iter().enumerate() {
+        let findings = shard["findings"].as_array().expect("findings");
+        let damage: Vec<&Value> = findings.iter().filter(|f| f["kind"] == "empty_object_args").collect();
+        assert_eq!(damage.len(), usize::from(i == at), "shard {i}: {shard}");
+        assert!(
+            shard["namespace"].as_str().unwrap().ends_with(&format!(":{i}}}")),
+            "{shard}"
+        );
+    }
+    let (text, _) = s.run(&["doctor"], 3);
+    assert_eq!(text.matches("namespace ").count(), 3, "{text}");
+    let done = s.json(&["doctor", "--fix", "--yes"]);
+    assert_eq!(done["fixed"]["fixed"], 1, "{done}");
+    let jobs = s
+        .with(|b| async move { b.queue_range("math", 0, -1).await.unwrap() })
+        .await;
+    assert_eq!(jobs, vec![r#"{"class":"noargs","queue":"math","args":[]}"#.to_owned()]);
+    s.json(&["doctor"]);
+}
 
 per_backend!(
     status_queues_and_queue_show_the_real_state,

@@ -40,10 +40,12 @@ impl ShardedRedis {
 
 #[async_trait]
 impl FailedStore for ShardedRedis {
+    /// Appends to the home shard's list, whatever the entry's queue, so
+    /// that entries pushed this way keep their order among themselves (the
+    /// listing reads the home shard's list first). Entries of jobs that
+    /// fail in a worker are written by the completion on the job's shard.
     async fn push_failed(&self, entry: &str) -> Result<()> {
-        self.shard(self.shard_of_json(entry).unwrap_or(HOME))
-            .push_failed(entry)
-            .await
+        self.shard(HOME).push_failed(entry).await
     }
 
     async fn failed_count(&self) -> Result<u64> {

@@ -15,10 +15,18 @@
 //!   cap slots are all there, so a claim stays one script on one slot.
 //! * A delayed item lives on the shard of the queue its JSON names
 //!   (`queue`); an item that names none (or is not JSON) on shard 0.
-//! * A failed entry lives where the job failed (the shard its claim was
-//!   on); [`resq_core::FailedStore::push_failed`] files an entry on the
-//!   shard of its `queue` field (shard 0 without one).
+//! * A failed entry lives where it was written: a job that fails in a
+//!   worker, a dead worker's job and an undecodable delayed item on the
+//!   shard they were on (written atomically with the completion, the
+//!   clean-up or the promotion); [`resq_core::FailedStore::push_failed`]
+//!   on shard 0. The failed list reads as the shards' lists one after the
+//!   other, shard 0's first: entries keep their order within a shard, not
+//!   across shards.
 //! * A lock key lives on shard [`shard_index`]`(key, N)`.
+//! * Within one delayed bucket, items keep their order within a shard,
+//!   not across shards: [`resq_core::DelayedStore::delayed_at`] lists a
+//!   bucket shard after shard, and promotion moves the items of one bucket
+//!   shard after shard.
 //! * Shard 0, the home shard, holds the scheduler's leader lock, the cancel
 //!   marks and signals, per-task flow control (task rate logs and slots),
 //!   the counters that [`resq_core::StatsStore::incr_stat`] adds to, and

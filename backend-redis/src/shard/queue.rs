@@ -77,6 +77,15 @@ impl ShardedRedis {
         }
     }
 
+    /// Forgets where idle slots about to claim had their last job: a claim
+    /// whose reply is lost may still have given them one, on any shard, so
+    /// until a claim answers, their completions look their shard up.
+    fn forget_idle(&self, workers: &[WorkerId]) {
+        for w in workers {
+            self.claimed_on.remove(w);
+        }
+    }
+
     /// The claim runs from `from_run` on, for `workers[next..]`, appended to
     /// `out` with indexes into `workers`. An error after some claims went
     /// through is logged and ends the round with what was claimed (the
@@ -163,6 +172,7 @@ impl QueueStore for ShardedRedis {
     }
 
     async fn claim(&self, worker: &WorkerId, queues: &[String], run_at: &str) -> Result<Option<Claimed>> {
+        self.forget_idle(std::slice::from_ref(worker));
         for (s, run) in self.runs(queues) {
             if let Some(c) = self.shard(s).claim(worker, run, run_at).await? {
                 self.claimed_on.insert(worker.clone(), s);
@@ -186,6 +196,7 @@ impl QueueStore for ShardedRedis {
         run_at: &str,
     ) -> Result<Vec<(usize, Claimed)>> {
         let runs = self.runs(queues);
+        self.forget_idle(workers);
         self.claim_runs(&runs, workers, 0, run_at, Vec::new()).await
     }
 
@@ -217,8 +228,11 @@ impl QueueStore for ShardedRedis {
         let (Some(s), Some((_, first_run))) = (one_shard, runs.first()) else {
             try_join_all(groups.iter().map(|(s, group)| self.shard(*s).complete_batch(group))).await?;
             self.forget(done);
+            self.forget_idle(workers);
             return Ok(self.claim_runs(&runs, workers, 0, run_at, Vec::new()).await);
         };
+        // The round may claim for `workers` even when its reply is lost.
+        self.forget_idle(workers);
         let round = self
             .shard(s)
             .complete_and_claim_batch(done, workers, first_run, run_at)
