@@ -10,6 +10,8 @@
 //! | `namespace` | the key prefix shared with Resque clients | `resque` |
 //! | `response_timeout_ms` | how long a command may take before it fails | `10000` |
 //! | `connection_timeout_ms` | how long connecting may take | `5000` |
+//! | `tls_ca_file` | `rediss://` only: a PEM file of the CA certificates to trust instead of the public web roots (a private CA) | the public roots |
+//! | `tls_cert_file`, `tls_key_file` | `rediss://` only: a PEM client certificate and its key, for servers that require one (`tls-auth-clients yes`); both or neither | none |
 //! | `shards` | cluster URLs only: spread the queues over this many hash tags `{<namespace>:0}` … `{<namespace>:N-1}` (1 to 1024; see [`crate::shard`]) | unset: one slot |
 
 use resq_core::error::redact_url;
@@ -68,6 +70,72 @@ pub struct RedisConfig {
     /// then the base, without braces. `None` for one slot (or a single
     /// server).
     pub shards: Option<u32>,
+    /// TLS files named by the URL (`rediss://` and `rediss+cluster://`
+    /// only); read when connecting.
+    pub tls: TlsFiles,
+}
+
+/// Makes rustls's `ring` provider the process's default TLS crypto provider
+/// when none is installed yet. redis-rs's TLS connections take the
+/// process default, and rustls picks one by itself only when exactly one
+/// provider is compiled in; with none (a build with only Redis) or two,
+/// the first `rediss://` connection panicked in a runtime thread. A
+/// provider the application installed first is kept.
+pub(crate) fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            // Err: another thread installed one meanwhile; it is kept.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+    });
+}
+
+/// The TLS files a `rediss://` URL names: `tls_ca_file` (PEM certificates
+/// of the CA to trust instead of the public web roots) and
+/// `tls_cert_file` + `tls_key_file` (a PEM client certificate and key).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The CA certificates to trust.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The client certificate.
+    pub cert_file: Option<std::path::PathBuf>,
+    /// The client certificate's private key.
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+impl TlsFiles {
+    /// Whether no file is named.
+    pub fn is_empty(&self) -> bool {
+        self.ca_file.is_none() && self.cert_file.is_none() && self.key_file.is_none()
+    }
+
+    /// The files' contents for redis-rs; `None` when no file is named. A
+    /// file that cannot be read is an [`Error::InvalidUrl`] naming it. For
+    /// a TLS `url`, first makes sure a crypto provider is installed.
+    pub(crate) fn load(&self, url: &str) -> Result<Option<redis::TlsCertificates>> {
+        if url.starts_with("rediss:") {
+            install_crypto_provider();
+        }
+        if self.is_empty() {
+            return Ok(None);
+        }
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| Error::InvalidUrl {
+                url: redact_url(url),
+                reason: format!("cannot read the TLS file {}: {e}", path.display()),
+            })
+        };
+        let root_cert = self.ca_file.as_deref().map(read).transpose()?;
+        let client_tls = match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: read(cert)?,
+                client_key: read(key)?,
+            }),
+            _ => None,
+        };
+        Ok(Some(redis::TlsCertificates { client_tls, root_cert }))
+    }
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -82,6 +150,7 @@ impl std::fmt::Debug for RedisConfig {
                 &self.cluster_nodes.iter().map(|n| redact_url(n)).collect::<Vec<_>>(),
             )
             .field("shards", &self.shards)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -220,6 +289,7 @@ impl RedisConfig {
             connection_timeout: Duration::from_secs(5),
             cluster_nodes: Vec::new(),
             shards: None,
+            tls: TlsFiles::default(),
         };
         let mut kept = Vec::new();
         for (k, v) in parsed.query_pairs() {
@@ -246,8 +316,21 @@ impl RedisConfig {
                         })?;
                     config.shards = Some(n);
                 }
+                "tls_ca_file" => config.tls.ca_file = Some(v.as_ref().into()),
+                "tls_cert_file" => config.tls.cert_file = Some(v.as_ref().into()),
+                "tls_key_file" => config.tls.key_file = Some(v.as_ref().into()),
                 _ => kept.push((k.into_owned(), v.into_owned())),
             }
+        }
+        if !config.tls.is_empty() && parsed.scheme() != "rediss" {
+            return Err(invalid(
+                "tls_ca_file, tls_cert_file and tls_key_file need a TLS URL (rediss:// or rediss+cluster://)".into(),
+            ));
+        }
+        if config.tls.cert_file.is_some() != config.tls.key_file.is_some() {
+            return Err(invalid(
+                "tls_cert_file and tls_key_file go together: a client certificate needs its key".into(),
+            ));
         }
         if kept.is_empty() {
             parsed.set_query(None);
@@ -297,6 +380,39 @@ mod tests {
         let d = RedisConfig::from_url("redis+cluster://127.0.0.1:7000").unwrap();
         assert_eq!(d.namespace, DEFAULT_CLUSTER_NAMESPACE);
         assert!(!RedisConfig::from_url("redis://127.0.0.1").unwrap().is_cluster());
+    }
+
+    #[test]
+    fn reads_tls_files() {
+        let c = RedisConfig::from_url(
+            "rediss+cluster://h:1,h:2/?tls_ca_file=%2Fetc%2Fca.pem&tls_cert_file=c.pem&tls_key_file=k.pem&namespace=%7Bq%7D",
+        )
+        .unwrap();
+        assert_eq!(c.tls.ca_file.as_deref(), Some(std::path::Path::new("/etc/ca.pem")));
+        assert_eq!(c.tls.cert_file.as_deref(), Some(std::path::Path::new("c.pem")));
+        assert_eq!(c.tls.key_file.as_deref(), Some(std::path::Path::new("k.pem")));
+        assert!(
+            !c.url.contains("tls_"),
+            "resq's parameters are not passed on: {}",
+            c.url
+        );
+        assert!(c.cluster_nodes.iter().all(|n| !n.contains("tls_")));
+        let plain = RedisConfig::from_url("redis://h/?tls_ca_file=ca.pem")
+            .unwrap_err()
+            .to_string();
+        assert!(plain.contains("rediss://"), "{plain}");
+        let half = RedisConfig::from_url("rediss://h/?tls_cert_file=c.pem")
+            .unwrap_err()
+            .to_string();
+        assert!(half.contains("go together"), "{half}");
+        let missing = c.tls.load(&c.url).unwrap_err().to_string();
+        assert!(missing.contains("/etc/ca.pem"), "{missing}");
+        assert!(RedisConfig::from_url("rediss://h/")
+            .unwrap()
+            .tls
+            .load("rediss://h/")
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -316,13 +316,25 @@ fn invalid_url(config: &RedisConfig, e: redis::RedisError) -> Error {
 
 /// The cluster client of a cluster config (not connected yet).
 pub(crate) fn cluster_client(config: &RedisConfig) -> Result<redis::cluster::ClusterClient> {
-    redis::cluster::ClusterClientBuilder::new(config.cluster_nodes.iter().map(String::as_str))
+    let mut builder = redis::cluster::ClusterClientBuilder::new(config.cluster_nodes.iter().map(String::as_str))
         .connection_timeout(config.connection_timeout)
         .response_timeout(config.response_timeout)
         .retries(4)
-        .max_retry_wait(1000)
-        .build()
-        .map_err(|e| invalid_url(config, e))
+        .max_retry_wait(1000);
+    if let Some(certs) = config.tls.load(&config.url)? {
+        builder = builder.certs(certs);
+    }
+    builder.build().map_err(|e| invalid_url(config, e))
+}
+
+/// A client of the server at `url` (the config's own URL, or one of its
+/// cluster nodes), with the config's TLS files when it names any.
+pub(crate) fn open_client(config: &RedisConfig, url: &str) -> Result<redis::Client> {
+    match config.tls.load(url)? {
+        Some(certs) => redis::Client::build_with_tls(url, certs),
+        None => redis::Client::open(url),
+    }
+    .map_err(|e| invalid_url(config, e))
 }
 
 impl RedisBackend {
@@ -335,7 +347,7 @@ impl RedisBackend {
                 "a sharded namespace (shards=N) is several backends: connect it with resq_redis::connect_backend or ShardedRedis::connect".into(),
             ));
         }
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| invalid_url(&config, e))?;
+        let client = open_client(&config, &config.url)?;
         let keys = Keys::new(&config.namespace);
         if config.is_cluster() {
             let cluster = cluster_client(&config)?;
@@ -382,16 +394,15 @@ impl RedisBackend {
                 config.namespace
             )));
         }
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| invalid_url(&config, e))?;
+        let client = open_client(&config, &config.url)?;
         let keys = Keys::new(&config.namespace);
         // Pub/sub messages reach every node of a cluster: the subscriber
         // may listen on any of them, the next one after a disconnect.
         let subscribers = config
             .cluster_nodes
             .iter()
-            .map(|n| redis::Client::open(n.as_str()))
-            .collect::<redis::RedisResult<Vec<_>>>()
-            .map_err(|e| invalid_url(&config, e))?;
+            .map(|n| open_client(&config, n))
+            .collect::<Result<Vec<_>>>()?;
         let wakeups = Wakeups::start(subscribers, keys.wakeup_channel(), keys.cancel_channel());
         Ok(RedisBackend {
             conn: Conn::cluster(conn, &keys.key("")),

@@ -476,3 +476,98 @@ async fn acl_user_and_password_apply_to_every_node() {
     assert!(e.contains("WRONGPASS") || e.to_lowercase().contains("auth"), "{e}");
     assert!(!e.contains("wrong@"), "the password shows in the error: {e}");
 }
+
+/// The TLS cluster (`TLS=1 RESQ_CLUSTER_BASE_PORT=7200
+/// RESQ_CLUSTER_DIR=/tmp/resq-tls-cluster REPLICAS=0 ops/redis-cluster.sh
+/// start`, which `.ci/run` starts), or `RESQ_REDIS_TLS_CLUSTER_URL`: a
+/// `rediss+cluster://` URL trusting the cluster's own CA.
+fn tls_cluster_url() -> String {
+    std::env::var("RESQ_REDIS_TLS_CLUSTER_URL").unwrap_or_else(|_| {
+        "rediss+cluster://127.0.0.1:7200,127.0.0.1:7201/?tls_ca_file=/tmp/resq-tls-cluster/tls/ca.crt".to_owned()
+    })
+}
+
+/// Over TLS with a private CA (`tls_ca_file`), both modes work a job end to
+/// end on every node (single-slot, and sharded over 3 tags); without the CA
+/// the certificate is refused at connect, so the check is real.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca_in_both_modes() {
+    let test = "tls_with_a_private_ca_in_both_modes";
+    let url = tls_cluster_url();
+    let ca_file = RedisConfig::from_url(&url)
+        .expect("a valid TLS cluster URL")
+        .tls
+        .ca_file
+        .clone();
+    if let Some(ca) = &ca_file {
+        if !ca.exists() {
+            let reason = format!(
+                "no TLS cluster: {} is missing (see ops/redis-cluster.sh TLS=1)",
+                ca.display()
+            );
+            assert!(!required(), "{reason}");
+            eprintln!("SKIP {test}: {reason}");
+            return;
+        }
+    }
+    let ns = resq_redis::testing::unique_namespace();
+    let single = format!("{url}&namespace=%7B{ns}%7D&connection_timeout_ms=2000");
+    let sharded = format!("{url}&namespace={ns}-s&shards=3&connection_timeout_ms=2000");
+    for mode in [&single, &sharded] {
+        let backend = match resq_redis::connect_backend(mode).await {
+            Ok(b) => b,
+            Err(e) => {
+                assert!(!required(), "the TLS cluster at {url} is unreachable: {e}");
+                eprintln!("SKIP {test}: the TLS cluster at {url} is unreachable: {e}");
+                return;
+            }
+        };
+        let queue = Queue::new(Arc::clone(&backend));
+        let queues = ["tls-a", "tls-b", "tls-c", "tls-d"];
+        for (i, q) in queues.iter().enumerate() {
+            queue.enqueue(q, "add", (i,)).await.unwrap();
+        }
+        let ran = Arc::new(Mutex::new(HashSet::new()));
+        let mut tasks = Tasks::new();
+        let seen = Arc::clone(&ran);
+        tasks
+            .register_fn("add", move |(i,): (i64,), _ctx: JobContext| {
+                let seen = Arc::clone(&seen);
+                async move {
+                    seen.lock().expect("lock").insert(i);
+                    Ok::<_, TaskError>(())
+                }
+            })
+            .unwrap();
+        let worker = Worker::new(
+            Arc::clone(&backend),
+            Arc::new(tasks),
+            WorkerConfig {
+                poll_interval: Duration::from_millis(100),
+                ..WorkerConfig::for_queues(queues)
+            },
+        );
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let t = stop.clone();
+            async move { worker.run_until(t).await }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while ran.lock().unwrap().len() < queues.len() {
+            assert!(tokio::time::Instant::now() < deadline, "{mode}: the jobs did not run");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        task.await.unwrap().unwrap();
+        assert_eq!(backend.stat("processed").await.unwrap(), queues.len() as i64, "{mode}");
+        let admin_queues = backend.queues().await.unwrap();
+        for q in queues {
+            assert!(admin_queues.iter().any(|a| a == q), "{mode}: {admin_queues:?}");
+            backend.delete_queue(q).await.unwrap();
+        }
+    }
+    // The public web roots do not hold the cluster's CA: refused.
+    let untrusted = single.replace("tls_ca_file=", "ignored_ca=");
+    let refused = resq_redis::connect_backend(&untrusted).await;
+    assert!(refused.is_err(), "a certificate from an unknown CA was accepted");
+}
