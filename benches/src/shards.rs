@@ -303,7 +303,7 @@ pub async fn spread(plan: &SpreadPlan) -> Result<String, String> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| shards | jobs/s median (min–max) | ratio to {} shard(s) | commands per job on each primary (medians) | total |",
+        "| shards | jobs/s median (min–max) | ratio to {} shard(s) | commands per job on each primary, busiest first (medians) | total |",
         plan.shard_counts.first().copied().unwrap_or(1)
     );
     let _ = writeln!(out, "|---:|---:|---:|---|---:|");
@@ -316,25 +316,25 @@ pub async fn spread(plan: &SpreadPlan) -> Result<String, String> {
             .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
         let med = median(rates);
         let base = *baseline.get_or_insert(med);
-        let per_primary: Vec<f64> = (0..primaries.len())
-            .map(|p| {
-                median(
-                    mine.iter()
-                        .filter_map(|r| r.commands_per_job.get(p).map(|c| c.1))
-                        .collect(),
-                )
+        // Each run's primaries busiest first (a 1-shard namespace lands on
+        // a different primary from run to run), then the median per rank.
+        let ranked: Vec<Vec<f64>> = mine
+            .iter()
+            .map(|r| {
+                let mut c: Vec<f64> = r.commands_per_job.iter().map(|c| c.1).collect();
+                c.sort_by(|a, b| b.total_cmp(a));
+                c
             })
             .collect();
-        let cells: Vec<String> = primaries
-            .iter()
-            .zip(&per_primary)
-            .map(|((url, _), c)| format!("{}: {c:.2}", url.trim_start_matches("redis://")))
+        let per_primary: Vec<f64> = (0..primaries.len())
+            .map(|p| median(ranked.iter().filter_map(|c| c.get(p).copied()).collect()))
             .collect();
+        let cells: Vec<String> = per_primary.iter().map(|c| format!("{c:.2}")).collect();
         let _ = writeln!(
             out,
             "| {shards} | {med:.0} ({lo:.0}–{hi:.0}) | {:.2}× | {} | {:.2} |",
             med / base.max(1e-9),
-            cells.join(", "),
+            cells.join(" / "),
             per_primary.iter().sum::<f64>()
         );
     }
