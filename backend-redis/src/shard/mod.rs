@@ -36,6 +36,10 @@
 //!   sees them), and their working-on records live on the shard their
 //!   current job came from.
 //!
+//! Each shard keeps its own wake-up subscriber (one pub/sub connection per
+//! shard, on its own channel `{<base>:i}:resq:wakeup`); commands of all
+//! shards share the one cluster connection.
+//!
 //! The mapping depends on `N`: another `N` puts most queues on other
 //! shards, where their jobs are not. So the first connection records `N`
 //! and a connection with another `N` is refused (see

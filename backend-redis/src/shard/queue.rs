@@ -11,26 +11,32 @@ use resq_core::{Claimed, LockStore, Outcome, QueueStat, QueueStore, QueuedJob, R
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// `queues` cut into maximal runs of consecutive queues on one of
+/// `shards` shards, in order, each with its shard.
+fn runs_of(queues: &[String], shards: usize) -> Vec<(usize, &[String])> {
+    let mut out: Vec<(usize, &[String])> = Vec::new();
+    let mut start = 0;
+    for i in 1..=queues.len() {
+        let cut = match (queues.get(start), queues.get(i)) {
+            (Some(a), Some(b)) => super::shard_index(a, shards) != super::shard_index(b, shards),
+            _ => true,
+        };
+        if cut {
+            if let (Some(first), Some(run)) = (queues.get(start), queues.get(start..i)) {
+                out.push((super::shard_index(first, shards), run));
+            }
+            start = i;
+        }
+    }
+    out
+}
+
 impl ShardedRedis {
     /// The caller's queue list cut into maximal runs of consecutive queues
     /// on one shard, in order: trying the runs in turn keeps the priority
     /// order, each run being one claim script on one slot.
     pub(crate) fn runs<'q>(&self, queues: &'q [String]) -> Vec<(usize, &'q [String])> {
-        let mut out: Vec<(usize, &'q [String])> = Vec::new();
-        let mut start = 0;
-        for i in 1..=queues.len() {
-            let cut = match (queues.get(start), queues.get(i)) {
-                (Some(a), Some(b)) => self.shard_of(a) != self.shard_of(b),
-                _ => true,
-            };
-            if cut {
-                if let (Some(first), Some(run)) = (queues.get(start), queues.get(start..i)) {
-                    out.push((self.shard_of(first), run));
-                }
-                start = i;
-            }
-        }
-        out
+        runs_of(queues, self.shards.len())
     }
 
     /// The shard `worker`'s current job was claimed on: the one this
@@ -360,5 +366,29 @@ impl QueueStore for ShardedRedis {
                 })
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_cut_the_priority_list_where_the_shard_changes() {
+        // On 3 shards: default and low on 0, emails on 1, critical and math on 2.
+        let q = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<String>>();
+        let queues = q(&["critical", "math", "default", "emails", "low", "default"]);
+        let got: Vec<(usize, Vec<String>)> = runs_of(&queues, 3).into_iter().map(|(s, r)| (s, r.to_vec())).collect();
+        assert_eq!(
+            got,
+            [
+                (2, q(&["critical", "math"])),
+                (0, q(&["default"])),
+                (1, q(&["emails"])),
+                (0, q(&["low", "default"])),
+            ]
+        );
+        assert!(runs_of(&[], 3).is_empty());
+        assert_eq!(runs_of(&queues, 1).len(), 1);
     }
 }
