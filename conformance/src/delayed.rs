@@ -97,7 +97,14 @@ pub async fn promote_due_moves_only_due_items_in_order(backend: Arc<dyn Backend>
         queue: queue.into(),
         payload: payload.into(),
     };
-    assert_eq!(moved, vec![m(10, "dq", &a), m(10, "dq2", &b), m(11, "dq", &c)]);
+    // Oldest bucket first; within a bucket in insertion order, shard by
+    // shard where queues live on shards (see `Backend::queue_shard`).
+    let mut want = vec![m(10, "dq", &a), m(10, "dq2", &b), m(11, "dq", &c)];
+    want.sort_by_key(|p| match p {
+        Promotion::Moved { timestamp, queue, .. } => (*timestamp, backend.queue_shard(queue)),
+        Promotion::Failed { timestamp, .. } => (*timestamp, 0),
+    });
+    assert_eq!(moved, want);
     assert_eq!(all(&*backend, "dq").await, vec![x, a, c]);
     assert_eq!(all(&*backend, "dq2").await, vec![b]);
     assert_eq!(backend.queues().await.unwrap(), names(&["dq", "dq2"]));
@@ -223,7 +230,7 @@ pub async fn undecodable_delayed_item_goes_to_failed_with_reason(backend: Arc<dy
     let result = backend.promote_due(11, 100).await.unwrap();
     assert_eq!(result.len(), 6, "{result:?}");
     let mut reasons = Vec::new();
-    let expected_order = [
+    let mut expected_order = [
         (10, bad[0]),
         (10, bad[1]),
         (10, good.as_str()),
@@ -231,6 +238,8 @@ pub async fn undecodable_delayed_item_goes_to_failed_with_reason(backend: Arc<dy
         (11, bad[3]),
         (11, bad[4]),
     ];
+    // Within a bucket, shard by shard (see `Backend::queue_shard`).
+    expected_order.sort_by_key(|(ts, item)| (*ts, crate::support::item_shard(&*backend, item)));
     for (got, (ts, payload)) in result.iter().zip(expected_order) {
         match got {
             Promotion::Failed {
@@ -255,6 +264,8 @@ pub async fn undecodable_delayed_item_goes_to_failed_with_reason(backend: Arc<dy
     }
     let entries = all_failed(&*backend).await;
     assert_eq!(entries.len(), bad.len());
+    // The failed list goes shard by shard too.
+    reasons.sort_by_key(|(payload, _)| crate::support::item_shard(&*backend, payload));
     for (entry, (payload, reason)) in entries.iter().zip(&reasons) {
         assert_promotion_failure_entry(entry, payload, reason);
         let decoded = FailedJob::decode(entry).unwrap();

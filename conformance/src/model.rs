@@ -531,11 +531,33 @@ struct Model {
     /// Non-empty `delayed:<s>` buckets.
     delayed: BTreeMap<i64, Vec<String>>,
     failed: Vec<String>,
+    /// The shard of each failed entry, in step with `failed`.
+    failed_shards: Vec<usize>,
     stats: BTreeMap<String, i64>,
     locks: BTreeMap<String, String>,
     leader: Option<String>,
     /// By index into [`worker_ids`].
     workers: BTreeMap<usize, Registered>,
+}
+
+impl Model {
+    /// Appends a failed entry written on `shard`: the failed list is listed
+    /// shard by shard (see [`Backend::queue_shard`]), so it goes after the
+    /// last entry of a shard up to its own.
+    fn push_failed_on(&mut self, e: String, shard: usize) {
+        let at = self
+            .failed_shards
+            .iter()
+            .rposition(|t| *t <= shard)
+            .map_or(0, |i| i + 1);
+        self.failed.insert(at, e);
+        self.failed_shards.insert(at, shard);
+    }
+
+    fn remove_failed_at(&mut self, i: usize) {
+        self.failed.remove(i);
+        self.failed_shards.remove(i);
+    }
 }
 
 /// Redis `LRANGE` on a slice.
@@ -692,8 +714,15 @@ impl Model {
                 if !busy {
                     return Ok(());
                 }
+                let done_queue = self
+                    .workers
+                    .get(worker)
+                    .and_then(|r| r.working_on.as_ref())
+                    .map(|w| w.queue.clone())
+                    .unwrap_or_default();
                 call!(b.complete(&ids[*worker], outcome.clone()));
-                let name = &ids[*worker].name;
+                let name = ids[*worker].name.clone();
+                let name = &name;
                 match outcome {
                     Outcome::Success => {
                         self.bump("processed", 1);
@@ -702,7 +731,7 @@ impl Model {
                     Outcome::Failure { entry } => {
                         self.bump("failed", 1);
                         self.bump(&format!("failed:{name}"), 1);
-                        self.failed.push(entry.clone());
+                        self.push_failed_on(entry.clone(), b.queue_shard(&done_queue));
                     }
                     Outcome::Discard => {}
                 }
@@ -733,7 +762,12 @@ impl Model {
                 let bucket = self.delayed.entry(*timestamp).or_default();
                 let want = !bucket.contains(payload);
                 if want {
-                    bucket.push(payload.clone());
+                    let sh = crate::support::item_shard(b, payload);
+                    let at = bucket
+                        .iter()
+                        .rposition(|x| crate::support::item_shard(b, x) <= sh)
+                        .map_or(0, |i| i + 1);
+                    bucket.insert(at, payload.clone());
                 }
                 same("schedule", got, want)?;
             }
@@ -775,7 +809,7 @@ impl Model {
             }
             Op::PushFailed(e) => {
                 call!(b.push_failed(e));
-                self.failed.push(e.clone());
+                self.push_failed_on(e.clone(), 0);
             }
             Op::FailedCount => same("failed_count", call!(b.failed_count()), self.failed.len() as u64)?,
             Op::FailedRange { start, stop } => same(
@@ -788,7 +822,7 @@ impl Model {
                 let got = call!(b.remove_failed(&e));
                 let want = match self.failed.iter().position(|x| *x == e) {
                     Some(i) => {
-                        self.failed.remove(i);
+                        self.remove_failed_at(i);
                         1
                     }
                     None => 0,
@@ -798,9 +832,13 @@ impl Model {
             Op::RetryFailed { entry, queue, payload } => {
                 let e = self.resolve(entry);
                 let got = call!(b.retry_failed(&e, queue, payload));
-                let want = match self.failed.iter().position(|x| *x == e) {
+                let target = b.queue_shard(queue);
+                let pos = (0..self.failed.len())
+                    .find(|i| self.failed[*i] == e && self.failed_shards[*i] == target)
+                    .or_else(|| self.failed.iter().position(|x| *x == e));
+                let want = match pos {
                     Some(i) => {
-                        self.failed.remove(i);
+                        self.remove_failed_at(i);
                         self.push(queue, payload);
                         true
                     }
@@ -966,18 +1004,17 @@ impl Model {
         if !failed.is_empty() {
             // The entries carry the backend's clock: read them back, check
             // them, and adopt their exact bytes.
-            let n = failed.len() as i64;
-            let tail = call!(b.failed_range(-n, -1));
-            if tail.len() != failed.len() {
-                return Err(format!(
-                    "promote_due: expected {n} new failed entries at the tail, found {tail:?}"
-                ));
-            }
-            for (entry, (payload, reason)) in tail.iter().zip(&failed) {
+            let all = call!(b.failed_range(0, -1));
+            for (payload, reason) in &failed {
+                let sh = crate::support::item_shard(b, payload);
+                let at = self.failed_shards.iter().rposition(|t| *t <= sh).map_or(0, |i| i + 1);
+                let Some(entry) = all.get(at) else {
+                    return Err(format!("promote_due: no failed entry at {at}: {all:?}"));
+                };
                 if let Some(problem) = promotion_entry_problem(entry, payload, reason) {
                     return Err(format!("promote_due: {problem}"));
                 }
-                self.failed.push(entry.clone());
+                self.push_failed_on(entry.clone(), sh);
             }
         }
         Ok(())
@@ -1017,7 +1054,7 @@ impl Model {
                 };
                 let wanted = encode_entry(name, &on.queue, &on.payload, &failure, AT_MS);
                 check_clean_entry(&entry.raw, &wanted)?;
-                self.failed.push(entry.raw);
+                self.push_failed_on(entry.raw, b.queue_shard(&on.queue));
                 self.bump("failed", 1);
             }
         }

@@ -264,3 +264,16 @@ pub fn registry(defs: Vec<resq_core::TaskDef>) -> Arc<Tasks> {
     }
     Arc::new(tasks)
 }
+
+/// The shard (see [`Backend::queue_shard`]) that holds a delayed item or a
+/// failed entry: that of the queue its JSON `queue` field names; 0 when it
+/// names none (or is not JSON).
+pub fn item_shard(backend: &dyn Backend, json: &str) -> usize {
+    match serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| v.get("queue").cloned())
+    {
+        Some(serde_json::Value::String(q)) if !q.trim().is_empty() => backend.queue_shard(&q),
+        _ => 0,
+    }
+}

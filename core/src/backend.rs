@@ -909,6 +909,25 @@ pub trait Backend:
         true
     }
 
+    /// The shard that holds `queue`, in a store that spreads its queues
+    /// over independent shards (a sharded Redis namespace, see
+    /// `resq_redis::ShardedRedis`); 0 for every queue elsewhere (the
+    /// default).
+    ///
+    /// Listings that mix queues go shard by shard, ascending, in insertion
+    /// order within each shard: the items of one delayed bucket
+    /// ([`DelayedStore::delayed_at`]), the items of one bucket among those
+    /// [`DelayedStore::promote_due`] returns (still oldest bucket first),
+    /// and the failed
+    /// list (an entry written by a job's completion or promotion on its
+    /// queue's shard; one pushed with [`FailedStore::push_failed`], or for
+    /// an item naming no queue, on shard 0). Among the items of one queue
+    /// the order is always the insertion order.
+    fn queue_shard(&self, queue: &str) -> usize {
+        let _ = queue;
+        0
+    }
+
     /// Flushes whatever the backend keeps outside its store (a memory
     /// snapshot, say) and releases connections. The default does nothing.
     async fn close(&self) -> Result<()> {

@@ -286,6 +286,10 @@ impl Backend for ShardedRedis {
         true
     }
 
+    fn queue_shard(&self, queue: &str) -> usize {
+        self.shard_of(queue)
+    }
+
     async fn close(&self) -> Result<()> {
         self.on_all(|s| s.close()).await.map(|_| ())
     }
