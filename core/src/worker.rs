@@ -40,7 +40,18 @@ const UNREGISTER_BUDGET: Duration = Duration::from_secs(10);
 /// calls that are safe to abandon: reads, and claims, whose job (if the
 /// abandoned claim was applied) is in the worker's working-on record, which
 /// the unregistration that follows puts back on its queue.
+///
+/// A call that is ready at its first poll (the memory backend's, or a
+/// paused copy that is still fresh) returns without waiting on `shutdown`:
+/// registering a waiter with the token takes its lock, once per job.
 async fn unless_shutdown<T>(shutdown: &CancellationToken, call: impl Future<Output = T>) -> Option<T> {
+    if shutdown.is_cancelled() {
+        return None;
+    }
+    let mut call = std::pin::pin!(call);
+    if let std::task::Poll::Ready(r) = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await {
+        return Some(r);
+    }
     tokio::select! {
         biased;
         _ = shutdown.cancelled() => None,
