@@ -773,10 +773,13 @@ impl Worker {
                         for (k, job) in got {
                             let Some(&slot) = book.idle.get(k) else { continue };
                             taken.push(k);
+                            // One copy of the job, shared by the book, the
+                            // cancel watch and the slot's task.
+                            let job = Arc::new(job);
                             book.set_held(
                                 slot,
                                 Some(Held {
-                                    payload: job.payload.clone(),
+                                    job: Arc::clone(&job),
                                     run_at: Arc::clone(&round_at),
                                 }),
                             );
@@ -899,7 +902,7 @@ impl Worker {
 
     /// Starts `job` on slot `slot`'s own task, watched for cancel
     /// requests under the working-on record its claim wrote (`held`).
-    fn slot_job(&self, book: &SlotBook, slot: usize, job: Claimed, watch: &Arc<CancelWatch>) -> SlotJob {
+    fn slot_job(&self, book: &SlotBook, slot: usize, job: Arc<Claimed>, watch: &Arc<CancelWatch>) -> SlotJob {
         let slot_id = book.slots.get(slot).cloned().unwrap_or_else(|| WorkerId {
             name: String::new(),
             queues: self.id.queues.clone(),
@@ -909,7 +912,7 @@ impl Worker {
             .get(slot)
             .and_then(Option::as_ref)
             .map_or_else(|| Arc::from(""), |h| Arc::clone(&h.run_at));
-        let guard = watch.begin(slot, &job.payload, run_at);
+        let guard = watch.begin(slot, &job, run_at);
         let stop = JobStop {
             token: guard.token(),
             default_timeout: self.config.job_timeout,
@@ -964,7 +967,7 @@ impl Worker {
     ///   recorded this one too. A discarded outcome counts nothing, but its
     ///   slot claims nothing in the same round, so its claim's record still
     ///   there means the discard is still to be recorded.
-    async fn settle(&self, book: &mut SlotBook) -> Result<Vec<(usize, Claimed)>> {
+    async fn settle(&self, book: &mut SlotBook) -> Result<Vec<(usize, Arc<Claimed>)>> {
         let order: Vec<usize> = book.idle.iter().chain(book.done_slots.iter()).copied().collect();
         let ids: Vec<WorkerId> = order.iter().filter_map(|&i| book.slots.get(i).cloned()).collect();
         let records = self.backend.working_on_many(&ids).await?;
@@ -1026,21 +1029,20 @@ impl Worker {
                 }
                 continue;
             }
+            let run_at = Arc::from(r.run_at.as_str());
+            let job = Arc::new(Claimed {
+                queue: r.queue,
+                payload: r.payload,
+                enqueued_at_ms: None,
+            });
             book.set_held(
                 slot,
                 Some(Held {
-                    payload: r.payload.clone(),
-                    run_at: Arc::from(r.run_at.as_str()),
+                    job: Arc::clone(&job),
+                    run_at,
                 }),
             );
-            recovered.push((
-                slot,
-                Claimed {
-                    queue: r.queue,
-                    payload: r.payload,
-                    enqueued_at_ms: None,
-                },
-            ));
+            recovered.push((slot, job));
         }
         let mut keep = still_pending.into_iter();
         let mut kept_slots = Vec::new();
@@ -1265,7 +1267,8 @@ impl Worker {
         shutdown: &CancellationToken,
     ) {
         // Watched for cancel requests until this returns.
-        let guard = watch.begin(0, &claimed.payload, run_at);
+        let claimed = Arc::new(claimed);
+        let guard = watch.begin(0, &claimed, run_at);
         let stop = JobStop {
             token: guard.token(),
             default_timeout: self.config.job_timeout,
@@ -1442,7 +1445,8 @@ impl SlotBook {
 /// is recorded, to tell after a lost reply whether the record is still it.
 #[derive(Clone)]
 struct Held {
-    payload: String,
+    /// The claimed job, whose payload the record holds.
+    job: Arc<Claimed>,
     run_at: Arc<str>,
 }
 
@@ -1455,10 +1459,11 @@ impl Held {
         if *self.run_at != *record.run_at {
             return false;
         }
-        if self.payload == record.payload {
+        let payload = &self.job.payload;
+        if *payload == record.payload {
             return true;
         }
-        match serde_json::from_str::<serde_json::Value>(&self.payload) {
+        match serde_json::from_str::<serde_json::Value>(payload) {
             Ok(serde_json::Value::String(inner)) => inner == record.payload,
             Ok(mine) => serde_json::from_str::<serde_json::Value>(&record.payload).is_ok_and(|theirs| theirs == mine),
             Err(_) => false,
@@ -1501,10 +1506,10 @@ fn spawn_slot_job(
     events: broadcast::Sender<WorkerEvent>,
     observer: Option<Arc<dyn JobObserver>>,
     worker: WorkerId,
-    claimed: Claimed,
+    claimed: Arc<Claimed>,
     stop: JobStop,
 ) -> impl Future<Output = Ran> + Send {
-    let payload = claimed.clone();
+    let payload = Arc::clone(&claimed);
     let name = worker.name.clone();
     let task_events = events.clone();
     let task_observer = observer.clone();
@@ -1571,7 +1576,7 @@ async fn execute(
     events: broadcast::Sender<WorkerEvent>,
     observer: Option<Arc<dyn JobObserver>>,
     slot: WorkerId,
-    claimed: Claimed,
+    claimed: Arc<Claimed>,
     stop: JobStop,
 ) -> Ran {
     let worker = slot.name.as_str();
