@@ -299,6 +299,8 @@ pub struct Worker {
     client: Queue,
     config: WorkerConfig,
     id: WorkerId,
+    /// `id`, shared with each job the single-slot loop runs (not copied).
+    shared_id: Arc<WorkerId>,
     events: broadcast::Sender<WorkerEvent>,
     busy: Arc<AtomicBool>,
     /// The running loop's stop token, a child of the caller's shutdown
@@ -339,6 +341,7 @@ impl Worker {
             client: Queue::with_tasks(Arc::clone(&backend), tasks),
             backend,
             config,
+            shared_id: Arc::new(id.clone()),
             id,
             events,
             busy: Arc::new(AtomicBool::new(false)),
@@ -903,9 +906,11 @@ impl Worker {
     /// Starts `job` on slot `slot`'s own task, watched for cancel
     /// requests under the working-on record its claim wrote (`held`).
     fn slot_job(&self, book: &SlotBook, slot: usize, job: Arc<Claimed>, watch: &Arc<CancelWatch>) -> SlotJob {
-        let slot_id = book.slots.get(slot).cloned().unwrap_or_else(|| WorkerId {
-            name: String::new(),
-            queues: self.id.queues.clone(),
+        let slot_id = book.shared.get(slot).cloned().unwrap_or_else(|| {
+            Arc::new(WorkerId {
+                name: String::new(),
+                queues: self.id.queues.clone(),
+            })
         });
         let run_at = book
             .held
@@ -1277,7 +1282,7 @@ impl Worker {
             self.client.clone(),
             self.events.clone(),
             self.config.observer.clone(),
-            self.id.clone(),
+            Arc::clone(&self.shared_id),
             claimed,
             stop,
         );
@@ -1350,6 +1355,8 @@ type SlotJob = Pin<Box<dyn Future<Output = (usize, Ran)> + Send>>;
 /// claim recorded, and how many outcomes it has had counted.
 struct SlotBook {
     slots: Vec<WorkerId>,
+    /// `slots`, shared with the jobs they run (not copied per job).
+    shared: Vec<Arc<WorkerId>>,
     /// Slots without a job, in the order their next claims fill them.
     idle: Vec<usize>,
     /// Finished jobs' outcomes to record, with their slots (`done_slots`,
@@ -1368,6 +1375,7 @@ impl SlotBook {
     fn new(slots: Vec<WorkerId>) -> Self {
         let n = slots.len();
         SlotBook {
+            shared: slots.iter().cloned().map(Arc::new).collect(),
             slots,
             idle: (0..n).rev().collect(),
             done: Vec::new(),
@@ -1505,12 +1513,12 @@ fn spawn_slot_job(
     client: Queue,
     events: broadcast::Sender<WorkerEvent>,
     observer: Option<Arc<dyn JobObserver>>,
-    worker: WorkerId,
+    worker: Arc<WorkerId>,
     claimed: Arc<Claimed>,
     stop: JobStop,
 ) -> impl Future<Output = Ran> + Send {
     let payload = Arc::clone(&claimed);
-    let name = worker.name.clone();
+    let slot = Arc::clone(&worker);
     let task_events = events.clone();
     let task_observer = observer.clone();
     // Boxed: the task then holds a pointer, not the job's whole state
@@ -1534,7 +1542,14 @@ fn spawn_slot_job(
             Err(e) => {
                 let failure = Failure::new("Panic", format!("the job's task ended abnormally: {e}"));
                 let report = Report::new(&events, observer.as_deref());
-                Ran::of(failure_outcome(report, &name, &payload, None, failure, Instant::now()))
+                Ran::of(failure_outcome(
+                    report,
+                    &slot.name,
+                    &payload,
+                    None,
+                    failure,
+                    Instant::now(),
+                ))
             }
         }
     }
@@ -1575,7 +1590,7 @@ async fn execute(
     client: Queue,
     events: broadcast::Sender<WorkerEvent>,
     observer: Option<Arc<dyn JobObserver>>,
-    slot: WorkerId,
+    slot: Arc<WorkerId>,
     claimed: Arc<Claimed>,
     stop: JobStop,
 ) -> Ran {
