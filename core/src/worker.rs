@@ -12,7 +12,7 @@ use crate::plugin::PerformContext;
 use crate::queue::Queue;
 use crate::shutdown::{run_with_shutdown, AbortOnDrop, Backoff};
 use crate::task::{JobContext, TaskError, Tasks};
-use crate::time::{js_date_string_now, now_ms};
+use crate::time::{js_date_shared_now, now_ms};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
 use std::borrow::Cow;
@@ -483,7 +483,7 @@ impl Worker {
                 worker: self.id.name.clone(),
                 queues: active.to_vec(),
             });
-            let run_at = js_date_string_now();
+            let run_at = js_date_shared_now();
             let claimed = if active.is_empty() {
                 Ok(None)
             } else {
@@ -499,7 +499,7 @@ impl Worker {
                 Ok(Some(job)) => {
                     backoff.reset();
                     self.busy.store(true, Ordering::Release);
-                    self.perform(job, Arc::from(run_at.as_str()), &watch, &shutdown).await;
+                    self.perform(job, run_at, &watch, &shutdown).await;
                     self.busy.store(false, Ordering::Release);
                 }
                 Ok(None) => {
@@ -685,7 +685,7 @@ impl Worker {
                     // it was recorded (see `settle`).
                     let ids = book.ids(book.idle.iter().chain(book.reclaiming()));
                     self.polling(&active);
-                    round_at = Arc::from(js_date_string_now());
+                    round_at = js_date_shared_now();
                     match self
                         .backend
                         .complete_and_claim_batch(&book.done, &ids, &active, &round_at)
@@ -754,7 +754,7 @@ impl Worker {
                 if !active.is_empty() {
                     let ids = book.ids(book.idle.iter());
                     self.polling(&active);
-                    round_at = Arc::from(js_date_string_now());
+                    round_at = js_date_shared_now();
                     // A claim that only claims is abandoned at a shutdown
                     // (a backend without a free connection can hold it for
                     // its whole acquire timeout): if it was applied, its
