@@ -165,7 +165,11 @@ async fn work(args: &Args, backend: &Arc<dyn Backend>) -> Result<String, String>
         h.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
     }
     if finished.is_err() {
-        return Err(format!("ran {} of {} jobs", ledger.done.load(Ordering::Acquire), args.jobs));
+        return Err(format!(
+            "ran {} of {} jobs",
+            ledger.done.load(Ordering::Acquire),
+            args.jobs
+        ));
     }
     let lost = ledger.runs.iter().filter(|r| r.load(Ordering::Acquire) == 0).count();
     let twice = ledger.runs.iter().filter(|r| r.load(Ordering::Acquire) > 1).count();
