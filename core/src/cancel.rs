@@ -14,7 +14,7 @@
 //! signals and marks from the [`CancelStore`](crate::backend::CancelStore)
 //! into cancelled tokens.
 
-use crate::backend::{Backend, CancelMark, CancelSignal, WorkerId};
+use crate::backend::{Backend, CancelMark, CancelSignal, Claimed, WorkerId};
 use crate::error::{Error, Result};
 use serde::Serialize;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -227,7 +227,8 @@ impl StopSignal {
 /// One running job of a slot: the working-on record its claim wrote and
 /// the token that stops it.
 struct Running {
-    payload: String,
+    /// The claimed job (its payload is the record's), shared with its task.
+    job: Arc<Claimed>,
     run_at: Arc<str>,
     token: Arc<StopSignal>,
     /// Tells this registration from a later one of the same slot.
@@ -273,13 +274,14 @@ impl CancelWatch {
     }
 
     /// Registers slot `slot`'s job, claimed with `run_at`, until the
-    /// returned guard is dropped; the guard holds the job's token.
-    pub(crate) fn begin(self: &Arc<Self>, slot: usize, payload: &str, run_at: Arc<str>) -> WatchGuard {
+    /// returned guard is dropped; the guard holds the job's token. The
+    /// job is shared with the slot's task, not copied.
+    pub(crate) fn begin(self: &Arc<Self>, slot: usize, job: &Arc<Claimed>, run_at: Arc<str>) -> WatchGuard {
         let token = Arc::new(StopSignal::default());
         let serial = self.next_serial.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(mut entry) = self.entry(slot) {
             *entry = Some(Running {
-                payload: payload.to_owned(),
+                job: Arc::clone(job),
                 run_at,
                 token: Arc::clone(&token),
                 serial,
@@ -313,7 +315,7 @@ impl CancelWatch {
             return false;
         };
         match entry.as_ref() {
-            Some(r) if *r.run_at == *mark.run_at && same_payload(&r.payload, &mark.payload) => {
+            Some(r) if *r.run_at == *mark.run_at && same_payload(&r.job.payload, &mark.payload) => {
                 r.token.stop();
                 true
             }

@@ -112,6 +112,30 @@ pub fn js_date_string_now() -> String {
     })
 }
 
+/// [`js_date_string_now`] as a shared string, which within one second
+/// costs a reference count rather than an allocation: the worker loops
+/// keep it for the cancel watch, beside stamping the claim with it.
+pub(crate) fn js_date_shared_now() -> std::sync::Arc<str> {
+    use std::cell::RefCell;
+    use std::sync::Arc;
+    thread_local! {
+        static SHARED: RefCell<(i64, Option<Arc<str>>)> = const { RefCell::new((i64::MIN, None)) };
+    }
+    let now = now_ms();
+    let second = now.div_euclid(1000);
+    SHARED.with(|c| {
+        let mut c = c.borrow_mut();
+        match &c.1 {
+            Some(text) if c.0 == second => Arc::clone(text),
+            _ => {
+                let text: Arc<str> = Arc::from(js_date_string(now));
+                *c = (second, Some(Arc::clone(&text)));
+                text
+            }
+        }
+    })
+}
+
 /// ISO 8601 in UTC with second precision, the format Ruby resque writes.
 pub fn iso8601(ms: i64) -> String {
     utc(ms).format("%Y-%m-%dT%H:%M:%SZ").to_string()
