@@ -308,13 +308,15 @@ fn slots_of(rows: Vec<SlotRow>, slots: usize) -> Result<Vec<(usize, Claimed)>> {
 #[async_trait]
 impl QueueStore for PostgresBackend {
     async fn push(&self, queue: &str, payload: &str) -> Result<()> {
+        let mut lent = self.hot().await?;
         sqlx::query(&self.sql.push)
             .bind(queue)
             .bind(payload)
-            .execute(&self.pool)
+            .execute(lent.conn())
             .await
             .pg(self)
             .await?;
+        lent.succeeded();
         Ok(())
     }
 
@@ -344,15 +346,17 @@ impl QueueStore for PostgresBackend {
         if queues.is_empty() {
             return Ok(None);
         }
+        let mut lent = self.hot().await?;
         let row: Option<(Option<String>, Option<String>, Option<i64>)> = sqlx::query_as(&self.sql.claim)
             .bind(queues)
             .bind(&worker.name)
             .bind(&worker.queues)
             .bind(run_at)
-            .fetch_optional(&self.pool)
+            .fetch_optional(lent.conn())
             .await
             .pg(self)
             .await?;
+        lent.succeeded();
         match row {
             None => Ok(None),
             Some((Some(queue), Some(payload), enqueued_at_ms)) => Ok(Some(Claimed {
@@ -377,15 +381,17 @@ impl QueueStore for PostgresBackend {
             return Ok(Vec::new());
         }
         let (names, lists) = crate::worker::columns(workers);
+        let mut lent = self.hot().await?;
         let rows: Vec<SlotRow> = sqlx::query_as(&self.sql.claim_batch)
             .bind(queues)
             .bind(&names)
             .bind(&lists)
             .bind(run_at)
-            .fetch_all(&self.pool)
+            .fetch_all(lent.conn())
             .await
             .pg(self)
             .await?;
+        lent.succeeded();
         slots_of(rows, workers.len())
     }
 
@@ -394,15 +400,17 @@ impl QueueStore for PostgresBackend {
             return Ok(());
         }
         let c = Completions::of(done);
+        let mut lent = self.hot().await?;
         sqlx::query(&self.sql.complete_batch)
             .bind(&c.names)
             .bind(&c.lists)
             .bind(&c.kinds)
             .bind(&c.entries)
-            .execute(&self.pool)
+            .execute(lent.conn())
             .await
             .pg(self)
             .await?;
+        lent.succeeded();
         Ok(())
     }
 
@@ -424,6 +432,7 @@ impl QueueStore for PostgresBackend {
         }
         let c = Completions::of(done);
         let (names, lists) = crate::worker::columns(workers);
+        let mut lent = self.hot().await?;
         let rows: Vec<SlotRow> = sqlx::query_as(&self.sql.complete_and_claim)
             .bind(&c.names)
             .bind(&c.lists)
@@ -433,10 +442,11 @@ impl QueueStore for PostgresBackend {
             .bind(&names)
             .bind(&lists)
             .bind(run_at)
-            .fetch_all(&self.pool)
+            .fetch_all(lent.conn())
             .await
             .pg(self)
             .await?;
+        lent.succeeded();
         Ok(slots_of(rows, workers.len()))
     }
 
@@ -453,7 +463,9 @@ impl QueueStore for PostgresBackend {
                 .bind(&worker.name)
                 .bind(&worker.queues),
         };
-        query.execute(&self.pool).await.pg(self).await?;
+        let mut lent = self.hot().await?;
+        query.execute(lent.conn()).await.pg(self).await?;
+        lent.succeeded();
         Ok(())
     }
 
