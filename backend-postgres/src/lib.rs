@@ -69,7 +69,17 @@
 //! multi-slot worker's round is one call of `resq_complete_and_claim` and
 //! one commit: its finished slots' outcomes, then a claim for every idle
 //! slot, with the working-on row of a slot that finishes and claims again
-//! and its counters updated in place. Every path that adds a job sends `NOTIFY` on the schema's
+//! and its counters updated in place. A single-slot worker's round (one
+//! slot that finishes and claims again) calls `resq_complete_and_claim_one`
+//! instead (migration 10): the same writes in the statements one job needs,
+//! handing over to the batch function when a queue has flow-control limits.
+//! The calls of a worker's hot path (claims, completions, pings) and single
+//! pushes run on connections the backend holds between calls, out of the
+//! pool's idle list, so that `sqlx`'s test of every released connection (one
+//! more round trip per call) is skipped; a connection whose call failed or
+//! was abandoned goes back to the pool, which tests it (at most half of
+//! `max_connections` are held, none for a pool under four, and `close`
+//! gives them back). Every path that adds a job sends `NOTIFY` on the schema's
 //! channel ([`PostgresBackend::channel`]) with the queue's name; one
 //! listener connection per backend wakes the workers waiting in
 //! `wait_for_jobs`. A waiter subscribes before it checks its queues, so a

@@ -28,7 +28,10 @@ async fn kill_sessions(backend: &PostgresBackend, needle: &str) -> i64 {
 /// The text every push statement of `backend` holds, and no other
 /// statement of any other schema.
 fn push_needle(backend: &PostgresBackend) -> String {
-    format!("INSERT INTO \"{}\".jobs (queue, payload) SELECT $1::text", backend.schema())
+    format!(
+        "INSERT INTO \"{}\".jobs (queue, payload) SELECT $1::text",
+        backend.schema()
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,7 +39,10 @@ async fn a_held_connection_whose_call_failed_is_not_reused() {
     let Some(backend) = common::backend("a_held_connection_whose_call_failed_is_not_reused").await else {
         return;
     };
-    assert!(backend.held_cap() > 0, "the test pool is large enough to hold connections");
+    assert!(
+        backend.held_cap() > 0,
+        "the test pool is large enough to hold connections"
+    );
     backend.push("q", "a").await.unwrap();
     assert_eq!(backend.held_connections(), 1, "a push holds its connection");
 
@@ -44,7 +50,11 @@ async fn a_held_connection_whose_call_failed_is_not_reused() {
     assert_eq!(kill_sessions(&backend, &push_needle(&backend)).await, 1);
     let failed = backend.push("q", "b").await;
     assert!(failed.is_err(), "a push on a killed connection cannot succeed");
-    assert_eq!(backend.held_connections(), 0, "a connection whose call failed is not held");
+    assert_eq!(
+        backend.held_connections(),
+        0,
+        "a connection whose call failed is not held"
+    );
 
     // ...and the one after it runs on another connection.
     backend.push("q", "c").await.unwrap();
@@ -53,17 +63,30 @@ async fn a_held_connection_whose_call_failed_is_not_reused() {
 
     // The same for a worker's round.
     let me = WorkerId::new("host:1", &["q".to_owned()]);
-    let claimed = backend.claim_batch(std::slice::from_ref(&me), &["q".into()], "t").await.unwrap();
+    let claimed = backend
+        .claim_batch(std::slice::from_ref(&me), &["q".into()], "t")
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1);
     let needle = format!("FROM \"{}\".resq_claim_batch(", backend.schema());
     assert_eq!(kill_sessions(&backend, &needle).await, 1);
     let round = backend
-        .complete_and_claim_batch(&[(me.clone(), Outcome::Success)], std::slice::from_ref(&me), &["q".into()], "t")
+        .complete_and_claim_batch(
+            &[(me.clone(), Outcome::Success)],
+            std::slice::from_ref(&me),
+            &["q".into()],
+            "t",
+        )
         .await;
     assert!(round.is_err(), "a round on a killed connection cannot succeed");
     assert_eq!(backend.held_connections(), 0);
     let again = backend
-        .complete_and_claim_batch(&[(me.clone(), Outcome::Success)], std::slice::from_ref(&me), &["q".into()], "t")
+        .complete_and_claim_batch(
+            &[(me.clone(), Outcome::Success)],
+            std::slice::from_ref(&me),
+            &["q".into()],
+            "t",
+        )
         .await
         .unwrap()
         .unwrap();
@@ -87,7 +110,9 @@ async fn a_cancelled_call_does_not_leave_its_connection_held() {
         .unwrap();
     // Another transaction holds the `processed` counter's row (creating it
     // first), so the round's completion waits for it.
-    resq_core::StatsStore::incr_stat(&*backend, "processed", 0).await.unwrap();
+    resq_core::StatsStore::incr_stat(&*backend, "processed", 0)
+        .await
+        .unwrap();
     let mut blocker = backend.pool().begin().await.unwrap();
     sqlx::query(&format!(
         "SELECT 1 FROM \"{}\".stats WHERE key = 'processed' FOR UPDATE",
@@ -98,7 +123,12 @@ async fn a_cancelled_call_does_not_leave_its_connection_held() {
     .unwrap();
     let round = tokio::time::timeout(
         Duration::from_millis(300),
-        backend.complete_and_claim_batch(&[(me.clone(), Outcome::Success)], std::slice::from_ref(&me), &["q".into()], "t"),
+        backend.complete_and_claim_batch(
+            &[(me.clone(), Outcome::Success)],
+            std::slice::from_ref(&me),
+            &["q".into()],
+            "t",
+        ),
     )
     .await;
     assert!(round.is_err(), "the round waits for the counter's row");
@@ -116,7 +146,10 @@ async fn a_cancelled_call_does_not_leave_its_connection_held() {
         if on.as_ref().is_some_and(|o| o.payload == "b") {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(5), "the abandoned round never committed: {on:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the abandoned round never committed: {on:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(resq_core::StatsStore::stat(&*backend, "processed").await.unwrap(), 1);
@@ -167,6 +200,9 @@ async fn held_connections_leave_half_of_the_pool_and_close_at_once() {
     );
     assert_eq!(backend.held_connections(), 0);
     assert!(backend.pool().is_closed());
-    assert!(backend.push("q", "late").await.is_err(), "a closed backend refuses calls");
+    assert!(
+        backend.push("q", "late").await.is_err(),
+        "a closed backend refuses calls"
+    );
     assert_eq!(backend.held_connections(), 0);
 }

@@ -515,14 +515,23 @@ async fn version_nine_upgrade_then_single_slot_rounds() {
     // Success: the next job in priority order, the row updated in place.
     let got = round(resq_core::Outcome::Success).await;
     assert_eq!(got.len(), 1);
-    assert_eq!((got[0].0, got[0].1.queue.as_str(), got[0].1.payload.as_str()), (0, "a", "a2"));
+    assert_eq!(
+        (got[0].0, got[0].1.queue.as_str(), got[0].1.payload.as_str()),
+        (0, "a", "a2")
+    );
     assert!(got[0].1.enqueued_at_ms.is_some());
     let on = backend.working_on(&me).await.unwrap().unwrap();
-    assert_eq!((on.queue.as_str(), on.payload.as_str(), on.run_at.as_str()), ("a", "a2", "t2"));
+    assert_eq!(
+        (on.queue.as_str(), on.payload.as_str(), on.run_at.as_str()),
+        ("a", "a2", "t2")
+    );
     // Failure: the entry in the failed list, then the other queue's head.
     let got = round(resq_core::Outcome::Failure { entry: "E1".into() }).await;
     assert_eq!(got[0].1.payload, "b1");
-    assert_eq!(resq_core::FailedStore::failed_range(&*backend, 0, -1).await.unwrap(), vec!["E1"]);
+    assert_eq!(
+        resq_core::FailedStore::failed_range(&*backend, 0, -1).await.unwrap(),
+        vec!["E1"]
+    );
     // Discard: no counter moves.
     let got = round(resq_core::Outcome::Discard).await;
     assert_eq!(got[0].1.payload, "b2");
@@ -530,7 +539,12 @@ async fn version_nine_upgrade_then_single_slot_rounds() {
     let got = round(resq_core::Outcome::Success).await;
     assert!(got.is_empty());
     assert_eq!(backend.working_on(&me).await.unwrap(), None);
-    for (key, n) in [("processed", 2), ("processed:host:1", 2), ("failed", 1), ("failed:host:1", 1)] {
+    for (key, n) in [
+        ("processed", 2),
+        ("processed:host:1", 2),
+        ("failed", 1),
+        ("failed:host:1", 1),
+    ] {
         assert_eq!(backend.stat(key).await.unwrap(), n, "{key}");
     }
 
@@ -545,12 +559,20 @@ async fn version_nine_upgrade_then_single_slot_rounds() {
     let other = WorkerId::new("host:2", &queues);
     assert_eq!(backend.claim_batch(one, &queues, "t").await.unwrap()[0].1.payload, "c1");
     assert!(
-        backend.claim_batch(std::slice::from_ref(&other), &queues, "t").await.unwrap().is_empty(),
+        backend
+            .claim_batch(std::slice::from_ref(&other), &queues, "t")
+            .await
+            .unwrap()
+            .is_empty(),
         "the cap is full"
     );
     let got = round(resq_core::Outcome::Success).await;
     assert_eq!(got[0].1.payload, "c2", "the finished job's slot is the next one's");
-    assert!(backend.claim_batch(std::slice::from_ref(&other), &queues, "t").await.unwrap().is_empty());
+    assert!(backend
+        .claim_batch(std::slice::from_ref(&other), &queues, "t")
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(backend.stat("processed").await.unwrap(), 3);
     testing::drop_test_schema(&backend).await.unwrap();
     backend.close().await.unwrap();
