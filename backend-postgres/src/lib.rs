@@ -69,7 +69,17 @@
 //! multi-slot worker's round is one call of `resq_complete_and_claim` and
 //! one commit: its finished slots' outcomes, then a claim for every idle
 //! slot, with the working-on row of a slot that finishes and claims again
-//! and its counters updated in place. Every path that adds a job sends `NOTIFY` on the schema's
+//! and its counters updated in place. A single-slot worker's round (one
+//! slot that finishes and claims again) calls `resq_complete_and_claim_one`
+//! instead (migration 10): the same writes in the statements one job needs,
+//! handing over to the batch function when a queue has flow-control limits.
+//! The calls of a worker's hot path (claims, completions, pings) and single
+//! pushes run on connections the backend holds between calls, out of the
+//! pool's idle list, so that `sqlx`'s test of every released connection (one
+//! more round trip per call) is skipped; a connection whose call failed or
+//! was abandoned goes back to the pool, which tests it (at most half of
+//! `max_connections` are held, none for a pool under four, and `close`
+//! gives them back). Every path that adds a job sends `NOTIFY` on the schema's
 //! channel ([`PostgresBackend::channel`]) with the queue's name; one
 //! listener connection per backend wakes the workers waiting in
 //! `wait_for_jobs`. A waiter subscribes before it checks its queues, so a
@@ -94,6 +104,7 @@ pub mod config;
 mod delayed;
 mod error;
 mod failed;
+mod held;
 mod leader;
 mod lock;
 pub mod migrate;
@@ -115,6 +126,7 @@ pub use config::{
 pub use migrate::{latest_version, Migration, MIGRATIONS};
 
 use async_trait::async_trait;
+use error::PgResult;
 use names::Names;
 use notify::Notifier;
 use resq_core::{Backend, Result};
@@ -142,6 +154,8 @@ pub struct PostgresBackend {
     last_lock_sweep: AtomicI64,
     /// Explains pool timeouts with the server's own reason.
     explainer: error::TimeoutExplainer,
+    /// Connections of the hot path held out of the pool (see [`held`]).
+    held: held::Held,
     /// Set for the test suite's backends only: what to undo on close.
     test_guard: Mutex<Option<testing::TestGuard>>,
 }
@@ -178,6 +192,7 @@ impl PostgresBackend {
             error::TimeoutExplainer::new(resolved.options.clone(), config.acquire_timeout, config.max_connections);
         let backend = Arc::new(PostgresBackend {
             explainer,
+            held: held::Held::new(config.max_connections, config.idle_timeout),
             sql: Statements::render(&names),
             notifier: Notifier::new(
                 resolved.options,
@@ -256,6 +271,31 @@ impl PostgresBackend {
     pub fn config(&self) -> &PostgresConfig {
         &self.config
     }
+
+    /// How many pool connections the backend holds idle for its hot path
+    /// (a worker's claims, completions and pings, single pushes) instead
+    /// of returning them to the pool after each call; at most
+    /// [`PostgresBackend::held_cap`]. They count towards `max_connections`.
+    pub fn held_connections(&self) -> usize {
+        self.held.len()
+    }
+
+    /// The most connections the backend holds idle for its hot path: half
+    /// of `max_connections`, none for a pool of fewer than four.
+    pub fn held_cap(&self) -> usize {
+        self.held.cap()
+    }
+
+    /// A connection for one call of the hot path: a held one when there
+    /// is one, else one from the pool. Call [`held::Lent::succeeded`]
+    /// after the call succeeded to hold it again.
+    pub(crate) async fn hot(&self) -> Result<held::Lent<'_>> {
+        let conn = match self.held.take() {
+            Some(conn) => conn,
+            None => self.pool.acquire().await.pg(self).await?,
+        };
+        Ok(self.held.lend(conn))
+    }
 }
 
 impl std::fmt::Debug for PostgresBackend {
@@ -283,6 +323,9 @@ impl Backend for PostgresBackend {
     /// seconds at most for connections in use). Calls made afterwards fail.
     async fn close(&self) -> Result<()> {
         self.notifier.stop();
+        // Held connections are idle: give them back first, so that the
+        // pool's close does not wait for them.
+        self.held.close();
         let closed = tokio::time::timeout(CLOSE_TIMEOUT, self.pool.close()).await.is_ok();
         if !closed {
             tracing::warn!(

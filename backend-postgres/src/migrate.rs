@@ -75,6 +75,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "cap_slots_in_working",
         sql: include_str!("../migrations/0009_cap_slots_in_working.sql"),
     },
+    Migration {
+        version: 10,
+        name: "single_slot_round",
+        sql: include_str!("../migrations/0010_single_slot_round.sql"),
+    },
 ];
 
 /// The version a fully migrated schema is at.

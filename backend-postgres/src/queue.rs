@@ -94,6 +94,16 @@ pub(crate) const COMPLETE_AND_CLAIM: &str = concat!(
     "$1::text[], $2::text[], $3::smallint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text)"
 );
 
+/// A single-slot worker's round (see `resq_complete_and_claim_one` in
+/// migration 10): `$1` the finished worker's name, `$2` its queue list,
+/// `$3` its outcome, `$4` its failed entry (as for [`COMPLETE_BATCH`]),
+/// `$5` queues in priority order, `$6` the claiming worker's name, `$7` its
+/// queue list, `$8` run_at. Rows as for [`CLAIM_BATCH`].
+pub(crate) const COMPLETE_AND_CLAIM_ONE: &str = concat!(
+    "SELECT slot, claimed_queue, claimed_payload, claimed_enqueued_ms FROM {s}.resq_complete_and_claim_one(",
+    "$1::text, $2::text, $3::smallint, $4::text, $5::text[], $6::text, $7::text, $8::text)"
+);
+
 /// Many completions in one statement: `$1` worker names, `$2` their queue
 /// lists, `$3` outcomes (0 success, 1 failure, 2 discard), `$4` failed
 /// entries (NULL unless a failure). Counter rows are locked in key order,
@@ -266,15 +276,21 @@ impl<'a> Completions<'a> {
         for (worker, outcome) in done {
             c.names.push(worker.name.as_str());
             c.lists.push(worker.queues.as_str());
-            let (kind, entry) = match outcome {
-                Outcome::Success => (0, None),
-                Outcome::Failure { entry } => (1, Some(entry.as_str())),
-                Outcome::Discard => (2, None),
-            };
+            let (kind, entry) = outcome_kind(outcome);
             c.kinds.push(kind);
             c.entries.push(entry);
         }
         c
+    }
+}
+
+/// An outcome as the statements take it: 0 success, 1 failure (with its
+/// failed entry), 2 discard.
+fn outcome_kind(outcome: &Outcome) -> (i16, Option<&str>) {
+    match outcome {
+        Outcome::Success => (0, None),
+        Outcome::Failure { entry } => (1, Some(entry.as_str())),
+        Outcome::Discard => (2, None),
     }
 }
 
@@ -308,13 +324,15 @@ fn slots_of(rows: Vec<SlotRow>, slots: usize) -> Result<Vec<(usize, Claimed)>> {
 #[async_trait]
 impl QueueStore for PostgresBackend {
     async fn push(&self, queue: &str, payload: &str) -> Result<()> {
+        let mut lent = self.hot().await?;
         sqlx::query(&self.sql.push)
             .bind(queue)
             .bind(payload)
-            .execute(&self.pool)
+            .execute(lent.conn())
             .await
             .pg(self)
             .await?;
+        lent.succeeded();
         Ok(())
     }
 
@@ -344,15 +362,17 @@ impl QueueStore for PostgresBackend {
         if queues.is_empty() {
             return Ok(None);
         }
+        let mut lent = self.hot().await?;
         let row: Option<(Option<String>, Option<String>, Option<i64>)> = sqlx::query_as(&self.sql.claim)
             .bind(queues)
             .bind(&worker.name)
             .bind(&worker.queues)
             .bind(run_at)
-            .fetch_optional(&self.pool)
+            .fetch_optional(lent.conn())
             .await
             .pg(self)
             .await?;
+        lent.succeeded();
         match row {
             None => Ok(None),
             Some((Some(queue), Some(payload), enqueued_at_ms)) => Ok(Some(Claimed {
@@ -377,15 +397,17 @@ impl QueueStore for PostgresBackend {
             return Ok(Vec::new());
         }
         let (names, lists) = crate::worker::columns(workers);
+        let mut lent = self.hot().await?;
         let rows: Vec<SlotRow> = sqlx::query_as(&self.sql.claim_batch)
             .bind(queues)
             .bind(&names)
             .bind(&lists)
             .bind(run_at)
-            .fetch_all(&self.pool)
+            .fetch_all(lent.conn())
             .await
             .pg(self)
             .await?;
+        lent.succeeded();
         slots_of(rows, workers.len())
     }
 
@@ -394,15 +416,17 @@ impl QueueStore for PostgresBackend {
             return Ok(());
         }
         let c = Completions::of(done);
+        let mut lent = self.hot().await?;
         sqlx::query(&self.sql.complete_batch)
             .bind(&c.names)
             .bind(&c.lists)
             .bind(&c.kinds)
             .bind(&c.entries)
-            .execute(&self.pool)
+            .execute(lent.conn())
             .await
             .pg(self)
             .await?;
+        lent.succeeded();
         Ok(())
     }
 
@@ -422,8 +446,31 @@ impl QueueStore for PostgresBackend {
             self.complete_batch(done).await?;
             return Ok(Ok(Vec::new()));
         }
+        if let ([(done_worker, outcome)], [worker]) = (done, workers) {
+            if done_worker == worker {
+                // A single-slot worker's round: the cheaper function.
+                let (kind, entry) = outcome_kind(outcome);
+                let mut lent = self.hot().await?;
+                let rows: Vec<SlotRow> = sqlx::query_as(&self.sql.complete_and_claim_one)
+                    .bind(&worker.name)
+                    .bind(&worker.queues)
+                    .bind(kind)
+                    .bind(entry)
+                    .bind(queues)
+                    .bind(&worker.name)
+                    .bind(&worker.queues)
+                    .bind(run_at)
+                    .fetch_all(lent.conn())
+                    .await
+                    .pg(self)
+                    .await?;
+                lent.succeeded();
+                return Ok(slots_of(rows, 1));
+            }
+        }
         let c = Completions::of(done);
         let (names, lists) = crate::worker::columns(workers);
+        let mut lent = self.hot().await?;
         let rows: Vec<SlotRow> = sqlx::query_as(&self.sql.complete_and_claim)
             .bind(&c.names)
             .bind(&c.lists)
@@ -433,10 +480,11 @@ impl QueueStore for PostgresBackend {
             .bind(&names)
             .bind(&lists)
             .bind(run_at)
-            .fetch_all(&self.pool)
+            .fetch_all(lent.conn())
             .await
             .pg(self)
             .await?;
+        lent.succeeded();
         Ok(slots_of(rows, workers.len()))
     }
 
@@ -453,7 +501,9 @@ impl QueueStore for PostgresBackend {
                 .bind(&worker.name)
                 .bind(&worker.queues),
         };
-        query.execute(&self.pool).await.pg(self).await?;
+        let mut lent = self.hot().await?;
+        query.execute(lent.conn()).await.pg(self).await?;
+        lent.succeeded();
         Ok(())
     }
 

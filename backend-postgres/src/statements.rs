@@ -34,6 +34,7 @@ statements! {
     claim_batch => queue::CLAIM_BATCH,
     complete_batch => queue::COMPLETE_BATCH,
     complete_and_claim => queue::COMPLETE_AND_CLAIM,
+    complete_and_claim_one => queue::COMPLETE_AND_CLAIM_ONE,
     complete_success => queue::COMPLETE_SUCCESS,
     complete_failure => queue::COMPLETE_FAILURE,
     complete_discard => queue::COMPLETE_DISCARD,

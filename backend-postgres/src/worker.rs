@@ -134,14 +134,16 @@ impl PostgresBackend {
             return Ok(());
         }
         let (names, queues) = columns(workers);
+        let mut lent = self.hot().await?;
         sqlx::query(sql)
             .bind(names)
             .bind(queues)
             .bind(now_ms)
-            .execute(&self.pool)
+            .execute(lent.conn())
             .await
             .pg(self)
             .await?;
+        lent.succeeded();
         Ok(())
     }
 }
@@ -172,14 +174,16 @@ impl WorkerRegistry for PostgresBackend {
     }
 
     async fn ping_worker(&self, worker: &WorkerId, now_ms: i64) -> Result<()> {
+        let mut lent = self.hot().await?;
         sqlx::query(&self.sql.ping_worker)
             .bind(&worker.name)
             .bind(&worker.queues)
             .bind(now_ms)
-            .execute(&self.pool)
+            .execute(lent.conn())
             .await
             .pg(self)
             .await?;
+        lent.succeeded();
         Ok(())
     }
 
@@ -221,13 +225,15 @@ impl WorkerRegistry for PostgresBackend {
             return Ok(Vec::new());
         }
         let (names, queues) = columns(workers);
+        let mut lent = self.hot().await?;
         let rows: Vec<WorkingRow> = sqlx::query_as(&self.sql.working_on_many)
             .bind(names)
             .bind(queues)
-            .fetch_all(&self.pool)
+            .fetch_all(lent.conn())
             .await
             .pg(self)
             .await?;
+        lent.succeeded();
         if rows.len() != workers.len() {
             return Err(Error::transient(format!(
                 "working_on_many: {} rows for {} workers",

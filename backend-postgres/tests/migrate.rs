@@ -447,3 +447,133 @@ async fn version_seven_upgrade_keeps_held_slots() {
     testing::drop_test_schema(&backend).await.unwrap();
     backend.close().await.unwrap();
 }
+
+/// A schema at version 9 with a job claimed by version 9's batch round:
+/// after the upgrade, the single-slot round (`resq_complete_and_claim_one`,
+/// version 10) records that job's outcome and claims the next, and writes
+/// what the batch round writes for every outcome, with and without
+/// flow-control limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_nine_upgrade_then_single_slot_rounds() {
+    let Some(backend) = common::unmigrated("version_nine_upgrade_then_single_slot_rounds").await else {
+        return;
+    };
+    let schema = backend.schema().to_owned();
+    let mut tx = backend.pool().begin().await.unwrap();
+    for sql in [
+        format!("CREATE SCHEMA \"{schema}\""),
+        format!(
+            "CREATE TABLE \"{schema}\".resq_migrations (version integer PRIMARY KEY, name text NOT NULL, \
+             applied_at timestamptz NOT NULL DEFAULT now())"
+        ),
+        format!("SET LOCAL search_path TO \"{schema}\""),
+    ] {
+        sqlx::query(&sql).execute(&mut *tx).await.unwrap();
+    }
+    for m in resq_postgres::MIGRATIONS.iter().filter(|m| m.version <= 9) {
+        sqlx::Executor::execute(&mut *tx, m.sql).await.unwrap();
+        sqlx::query(&format!(
+            "INSERT INTO \"{schema}\".resq_migrations (version, name) VALUES ($1, $2)"
+        ))
+        .bind(m.version)
+        .bind(m.name)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    assert_eq!(backend.schema_version().await.unwrap(), Some(9));
+    let queues = vec!["a".to_owned(), "b".to_owned()];
+    let me = WorkerId::new("host:1", &queues);
+    let one = std::slice::from_ref(&me);
+    for (q, p) in [("b", "b1"), ("a", "a1"), ("a", "a2"), ("b", "b2")] {
+        backend.push(q, p).await.unwrap();
+    }
+    // Claimed by version 9's function.
+    let first = backend.claim_batch(one, &queues, "t").await.unwrap();
+    assert_eq!(first[0].1.payload, "a1");
+
+    let later: Vec<i32> = resq_postgres::MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| *v > 9)
+        .collect();
+    assert_eq!(backend.migrate().await.unwrap(), later);
+
+    let round = |outcome: resq_core::Outcome| {
+        let backend = backend.clone();
+        let me = me.clone();
+        let queues = queues.clone();
+        async move {
+            backend
+                .complete_and_claim_batch(&[(me.clone(), outcome)], std::slice::from_ref(&me), &queues, "t2")
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    // Success: the next job in priority order, the row updated in place.
+    let got = round(resq_core::Outcome::Success).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].0, got[0].1.queue.as_str(), got[0].1.payload.as_str()),
+        (0, "a", "a2")
+    );
+    assert!(got[0].1.enqueued_at_ms.is_some());
+    let on = backend.working_on(&me).await.unwrap().unwrap();
+    assert_eq!(
+        (on.queue.as_str(), on.payload.as_str(), on.run_at.as_str()),
+        ("a", "a2", "t2")
+    );
+    // Failure: the entry in the failed list, then the other queue's head.
+    let got = round(resq_core::Outcome::Failure { entry: "E1".into() }).await;
+    assert_eq!(got[0].1.payload, "b1");
+    assert_eq!(
+        resq_core::FailedStore::failed_range(&*backend, 0, -1).await.unwrap(),
+        vec!["E1"]
+    );
+    // Discard: no counter moves.
+    let got = round(resq_core::Outcome::Discard).await;
+    assert_eq!(got[0].1.payload, "b2");
+    // Nothing left: the working-on row goes.
+    let got = round(resq_core::Outcome::Success).await;
+    assert!(got.is_empty());
+    assert_eq!(backend.working_on(&me).await.unwrap(), None);
+    for (key, n) in [
+        ("processed", 2),
+        ("processed:host:1", 2),
+        ("failed", 1),
+        ("failed:host:1", 1),
+    ] {
+        assert_eq!(backend.stat(key).await.unwrap(), n, "{key}");
+    }
+
+    // A capped queue: the round is the batch round's, slot included.
+    backend
+        .set_queue_limits("a", resq_core::QueueLimits::new().concurrency(1))
+        .await
+        .unwrap();
+    for p in ["c1", "c2", "c3"] {
+        backend.push("a", p).await.unwrap();
+    }
+    let other = WorkerId::new("host:2", &queues);
+    assert_eq!(backend.claim_batch(one, &queues, "t").await.unwrap()[0].1.payload, "c1");
+    assert!(
+        backend
+            .claim_batch(std::slice::from_ref(&other), &queues, "t")
+            .await
+            .unwrap()
+            .is_empty(),
+        "the cap is full"
+    );
+    let got = round(resq_core::Outcome::Success).await;
+    assert_eq!(got[0].1.payload, "c2", "the finished job's slot is the next one's");
+    assert!(backend
+        .claim_batch(std::slice::from_ref(&other), &queues, "t")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(backend.stat("processed").await.unwrap(), 3);
+    testing::drop_test_schema(&backend).await.unwrap();
+    backend.close().await.unwrap();
+}
