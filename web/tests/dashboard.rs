@@ -3,7 +3,8 @@
 //! change the store, stale ids answer 409, read-only mode and the CSRF and
 //! same-origin checks answer 403, standalone authentication answers 401;
 //! a running job is cancelled from the workers page.
-//! Memory always runs; Redis and PostgreSQL skip with a printed reason when
+//! Memory always runs; Redis, PostgreSQL and a three-shard namespace on the
+//! Redis Cluster skip with a printed reason when
 //! unreachable, or fail with `RESQ_REQUIRE_BACKENDS=1` (each test has its
 //! own namespace or schema).
 

@@ -23,11 +23,22 @@ fn postgres() -> Connecting {
     Box::pin(resq_postgres::testing::fresh_backend())
 }
 
+/// A three-shard namespace on the Redis Cluster (`ops/redis-cluster.sh
+/// start`): the dashboard reads the union of the shards.
+fn redis_sharded() -> Connecting {
+    Box::pin(resq_redis::testing::fresh_sharded_backend())
+}
+
 /// Every backend, by the index `per_backend!` passes to `run`.
-pub const BACKENDS: [(&str, Factory); 3] = [("memory", memory), ("redis", redis), ("postgres", postgres)];
+pub const BACKENDS: [(&str, Factory); 4] = [
+    ("memory", memory),
+    ("redis", redis),
+    ("postgres", postgres),
+    ("redis_sharded", redis_sharded),
+];
 
 /// Defines one `#[test]` per backend: `<name>::memory`, `::redis`,
-/// `::postgres`, each calling the test file's own
+/// `::postgres`, `::redis_sharded`, each calling the test file's own
 /// `run(index into BACKENDS, name, $body)`.
 macro_rules! per_backend {
     ($name:ident, $body:path) => {
@@ -44,6 +55,10 @@ macro_rules! per_backend {
             #[test]
             fn postgres() {
                 run(2, stringify!($name), $body);
+            }
+            #[test]
+            fn redis_sharded() {
+                run(3, stringify!($name), $body);
             }
         }
     };
