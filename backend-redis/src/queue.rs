@@ -154,9 +154,12 @@ impl RedisBackend {
         Ok(())
     }
 
-    /// Queues one completion's commands: counters, failed entry, and the
-    /// removal of the working-on record.
-    fn add_completion(&self, pipe: &mut redis::Pipeline, worker: &WorkerId, outcome: &Outcome) {
+    /// Queues one completion's commands: counters, failed entry, the
+    /// removal of the working-on record and the release of the slot's
+    /// concurrency-cap entry (unless `claims_next`: the claim script queued
+    /// after it in the same transaction releases every claiming slot's
+    /// entry first).
+    fn add_completion(&self, pipe: &mut redis::Pipeline, worker: &WorkerId, outcome: &Outcome, claims_next: bool) {
         match outcome {
             Outcome::Success => {
                 pipe.incr(self.keys.stat("processed"), 1)
@@ -169,8 +172,34 @@ impl RedisBackend {
             }
             Outcome::Discard => {}
         }
-        pipe.del(self.keys.working(worker))
-            .hdel(self.keys.slots(), worker.member());
+        pipe.del(self.keys.working(worker));
+        if !claims_next {
+            pipe.hdel(self.keys.slots(), worker.member());
+        }
+    }
+}
+
+/// The slots a claim round claims for, for a membership test: a scan of a
+/// short list, a hash set of a long one.
+enum Claiming<'a> {
+    Few(&'a [WorkerId]),
+    Many(std::collections::HashSet<&'a WorkerId>),
+}
+
+impl<'a> Claiming<'a> {
+    fn new(workers: &'a [WorkerId]) -> Self {
+        if workers.len() <= 16 {
+            Claiming::Few(workers)
+        } else {
+            Claiming::Many(workers.iter().collect())
+        }
+    }
+
+    fn contains(&self, worker: &WorkerId) -> bool {
+        match self {
+            Claiming::Few(list) => list.contains(worker),
+            Claiming::Many(set) => set.contains(worker),
+        }
     }
 }
 
@@ -358,8 +387,16 @@ impl QueueStore for RedisBackend {
         let inv = self.claim_batch_invocation(workers, queues, run_at);
         let mut pipe = redis::pipe();
         pipe.atomic();
+        // A finished slot that claims again in this round has its cap entry
+        // released by the claim script (it starts by deleting every
+        // claiming slot's entry), in the same transaction: its own `HDEL`
+        // would be a second, useless command per job. If the script does
+        // not run (not cached: `EXEC` still applies the completions), the
+        // claim retried on its own releases it, and a slot that never
+        // claims again is released by its worker's clean-up.
+        let claiming = Claiming::new(workers);
         for (worker, outcome) in done {
-            self.add_completion(&mut pipe, worker, outcome);
+            self.add_completion(&mut pipe, worker, outcome, claiming.contains(worker));
         }
         pipe.invoke_script(&inv);
         // The completions' replies are read and dropped here: marking them
@@ -399,7 +436,7 @@ impl QueueStore for RedisBackend {
         let mut pipe = redis::pipe();
         pipe.atomic();
         for (worker, outcome) in done {
-            self.add_completion(&mut pipe, worker, outcome);
+            self.add_completion(&mut pipe, worker, outcome, false);
         }
         pipe.exec_async(&mut self.conn()).await.rd(self).await
     }
@@ -407,7 +444,7 @@ impl QueueStore for RedisBackend {
     async fn complete(&self, worker: &WorkerId, outcome: Outcome) -> Result<()> {
         let mut pipe = redis::pipe();
         pipe.atomic();
-        self.add_completion(&mut pipe, worker, &outcome);
+        self.add_completion(&mut pipe, worker, &outcome, false);
         pipe.exec_async(&mut self.conn()).await.rd(self).await
     }
 
