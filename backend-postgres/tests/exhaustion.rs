@@ -51,12 +51,19 @@ impl LimitedRole {
     }
 }
 
-fn rand_suffix() -> u64 {
+/// A suffix no other role of this process gets: a counter (two tests made
+/// the same name from the clock alone once, in the same nanosecond as far
+/// as the clock could tell) and the clock (against a leftover role of an
+/// earlier process with the same id).
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now()
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(0)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{}_{nanos}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Runs `test` with a role limited to `limit` connections, and drops the
