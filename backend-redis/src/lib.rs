@@ -366,7 +366,7 @@ impl RedisBackend {
             Ok(conn) => conn,
             Err(e) => return Err(explain_connect_error(&config, e).await),
         };
-        let wakeups = Wakeups::start(vec![client.clone()], keys.wakeup_channel(), keys.cancel_channel());
+        let wakeups = Wakeups::new(vec![client.clone()], keys.wakeup_channel(), keys.cancel_channel());
         Ok(RedisBackend {
             conn: Conn::Single(conn),
             keys,
@@ -403,7 +403,7 @@ impl RedisBackend {
             .iter()
             .map(|n| open_client(&config, n))
             .collect::<Result<Vec<_>>>()?;
-        let wakeups = Wakeups::start(subscribers, keys.wakeup_channel(), keys.cancel_channel());
+        let wakeups = Wakeups::new(subscribers, keys.wakeup_channel(), keys.cancel_channel());
         Ok(RedisBackend {
             conn: Conn::cluster(conn, &keys.key("")),
             keys,

@@ -451,7 +451,12 @@ impl QueueStore for RedisBackend {
     async fn wait_for_jobs(&self, queues: &[String], timeout: Duration) -> Result<()> {
         // Subscribe first, then look: a push that lands after the look is
         // announced to us; one that landed before it is seen by it.
+        let started = tokio::time::Instant::now();
         let mut rx = self.wakeups.subscribe();
+        // The subscription opens on first use: look only once it is in
+        // place (or after `timeout`, when it cannot be: the look then
+        // ends the wait as a plain poll would).
+        self.wakeups.subscribed(timeout).await;
         let wildcard = queues.iter().any(|q| q == ANY);
         let look: Vec<String> = if wildcard {
             self.queues().await?
@@ -484,7 +489,7 @@ impl QueueStore for RedisBackend {
                 }
             }
         };
-        let _ = tokio::time::timeout(timeout, wait).await;
+        let _ = tokio::time::timeout_at(started + timeout, wait).await;
         Ok(())
     }
 

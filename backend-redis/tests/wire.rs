@@ -889,3 +889,65 @@ async fn batch_pushes_keep_order_and_records_across_runs_and_chunks() {
     assert!(stats[0].oldest_enqueued_ms.is_some());
     assert_eq!(stats[1].oldest_enqueued_ms, None, "c's head is a foreign job");
 }
+
+/// Subscribers on `channel`, as the server counts them.
+async fn subscribers(raw: &mut redis::aio::MultiplexedConnection, channel: &str) -> i64 {
+    let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query_async(raw)
+        .await
+        .expect("PUBSUB NUMSUB");
+    counts.first().map(|c| c.1).expect("one count per channel")
+}
+
+/// A backend that only enqueues opens no subscriber connection, so the
+/// wake-up `PUBLISH` of each push is not sent back to it; the first
+/// worker that waits opens it, and a push then wakes that worker at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wakeup_subscription_opens_when_a_worker_first_waits() {
+    let Some((b, mut raw, ns)) = setup("the_wakeup_subscription_opens_when_a_worker_first_waits").await else {
+        return;
+    };
+    let channel = format!("{ns}resq:wakeup");
+    let queue = Queue::new(Arc::clone(&b) as Arc<dyn resq_core::Backend>);
+    for i in 0..3 {
+        queue.enqueue("produced", "add", (i,)).await.unwrap();
+    }
+    assert_eq!(
+        subscribers(&mut raw, &channel).await,
+        0,
+        "a producer holds no subscription"
+    );
+
+    let waiter = Arc::clone(&b);
+    let started = std::time::Instant::now();
+    let wait = tokio::spawn(async move {
+        waiter
+            .wait_for_jobs(&["idle".to_owned()], Duration::from_secs(20))
+            .await
+            .unwrap();
+        started.elapsed()
+    });
+    let mut subscribed = false;
+    for _ in 0..250 {
+        if subscribers(&mut raw, &channel).await == 1 {
+            subscribed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(subscribed, "a waiting worker opens the subscription");
+    // Let the waiter finish its look at the empty queue, then push.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!wait.is_finished(), "nothing was pushed on `idle` yet");
+    queue.enqueue("idle", "add", (9,)).await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .expect("the push wakes the waiter before its 20 s timeout")
+        .unwrap();
+    assert!(
+        waited < Duration::from_secs(10),
+        "woken by the push, not the timeout: {waited:?}"
+    );
+}
