@@ -23,7 +23,9 @@ use crate::PostgresBackend;
 use async_trait::async_trait;
 use resq_core::backend::{job_is_of_class, REMOVAL_PAGE};
 use resq_core::{Claimed, Outcome, QueueLimits, QueueStat, QueueStore, QueuedJob, RateLimit, Result, WorkerId};
-use sqlx::PgConnection;
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryAs;
+use sqlx::{Encode, PgConnection, Postgres, Type};
 use std::time::Duration;
 
 /// The `NOTIFY` payload for queue `$1`: its name, or `''` ("any queue")
@@ -294,6 +296,28 @@ fn outcome_kind(outcome: &Outcome) -> (i16, Option<&str>) {
     }
 }
 
+/// A claiming statement returning rows `O`, before or after its arguments
+/// are bound.
+type ClaimQuery<'q, O> = QueryAs<'q, Postgres, O, PgArguments>;
+
+/// Binds the claim's arguments, which end every claiming statement
+/// ([`CLAIM`], [`CLAIM_BATCH`], and the last four of [`COMPLETE_AND_CLAIM`]
+/// and [`COMPLETE_AND_CLAIM_ONE`]): `queues` in priority order, the
+/// claiming worker's name (`names`) and queue list (`lists`), or the
+/// parallel arrays of them for a batch, and `run_at`.
+fn bind_claim<'q, O, W>(
+    query: ClaimQuery<'q, O>,
+    queues: &'q [String],
+    names: W,
+    lists: W,
+    run_at: &'q str,
+) -> ClaimQuery<'q, O>
+where
+    W: 'q + Encode<'q, Postgres> + Type<Postgres>,
+{
+    query.bind(queues).bind(names).bind(lists).bind(run_at)
+}
+
 /// A batch claim row: 0-based slot, queue, payload, enqueue time.
 pub(crate) type SlotRow = (i32, String, String, Option<i64>);
 
@@ -363,15 +387,13 @@ impl QueueStore for PostgresBackend {
             return Ok(None);
         }
         let mut lent = self.hot().await?;
-        let row: Option<(Option<String>, Option<String>, Option<i64>)> = sqlx::query_as(&self.sql.claim)
-            .bind(queues)
-            .bind(&worker.name)
-            .bind(&worker.queues)
-            .bind(run_at)
-            .fetch_optional(lent.conn())
-            .await
-            .pg(self)
-            .await?;
+        let query = sqlx::query_as(&self.sql.claim);
+        let row: Option<(Option<String>, Option<String>, Option<i64>)> =
+            bind_claim(query, queues, &worker.name, &worker.queues, run_at)
+                .fetch_optional(lent.conn())
+                .await
+                .pg(self)
+                .await?;
         lent.succeeded();
         match row {
             None => Ok(None),
@@ -398,11 +420,7 @@ impl QueueStore for PostgresBackend {
         }
         let (names, lists) = crate::worker::columns(workers);
         let mut lent = self.hot().await?;
-        let rows: Vec<SlotRow> = sqlx::query_as(&self.sql.claim_batch)
-            .bind(queues)
-            .bind(&names)
-            .bind(&lists)
-            .bind(run_at)
+        let rows: Vec<SlotRow> = bind_claim(sqlx::query_as(&self.sql.claim_batch), queues, &names, &lists, run_at)
             .fetch_all(lent.conn())
             .await
             .pg(self)
@@ -451,15 +469,12 @@ impl QueueStore for PostgresBackend {
                 // A single-slot worker's round: the cheaper function.
                 let (kind, entry) = outcome_kind(outcome);
                 let mut lent = self.hot().await?;
-                let rows: Vec<SlotRow> = sqlx::query_as(&self.sql.complete_and_claim_one)
+                let query = sqlx::query_as(&self.sql.complete_and_claim_one)
                     .bind(&worker.name)
                     .bind(&worker.queues)
                     .bind(kind)
-                    .bind(entry)
-                    .bind(queues)
-                    .bind(&worker.name)
-                    .bind(&worker.queues)
-                    .bind(run_at)
+                    .bind(entry);
+                let rows: Vec<SlotRow> = bind_claim(query, queues, &worker.name, &worker.queues, run_at)
                     .fetch_all(lent.conn())
                     .await
                     .pg(self)
@@ -471,15 +486,12 @@ impl QueueStore for PostgresBackend {
         let c = Completions::of(done);
         let (names, lists) = crate::worker::columns(workers);
         let mut lent = self.hot().await?;
-        let rows: Vec<SlotRow> = sqlx::query_as(&self.sql.complete_and_claim)
+        let query = sqlx::query_as(&self.sql.complete_and_claim)
             .bind(&c.names)
             .bind(&c.lists)
             .bind(&c.kinds)
-            .bind(&c.entries)
-            .bind(queues)
-            .bind(&names)
-            .bind(&lists)
-            .bind(run_at)
+            .bind(&c.entries);
+        let rows: Vec<SlotRow> = bind_claim(query, queues, &names, &lists, run_at)
             .fetch_all(lent.conn())
             .await
             .pg(self)

@@ -7,6 +7,7 @@ mod common;
 use resq_core::backend::Backend;
 use resq_core::{QueueStore, QueuedJob, StatsStore, WorkerId, WorkerRegistry};
 use resq_postgres::{latest_version, testing, PostgresBackend};
+use std::sync::Arc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_creates_the_schema_once() {
@@ -179,33 +180,11 @@ async fn batch_claim_uses_the_queue_index() {
 /// queued jobs are claimed and completed in one round afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_one_upgrades_with_jobs_in_flight() {
-    let Some(backend) = common::unmigrated("version_one_upgrades_with_jobs_in_flight").await else {
+    // What `migrate` did before version 2 existed: version 1 only.
+    let Some(backend) = at_version("version_one_upgrades_with_jobs_in_flight", 1).await else {
         return;
     };
     let schema = backend.schema().to_owned();
-    // What `migrate` did before version 2 existed: version 1 only.
-    let mut tx = backend.pool().begin().await.unwrap();
-    for sql in [
-        format!("CREATE SCHEMA \"{schema}\""),
-        format!(
-            "CREATE TABLE \"{schema}\".resq_migrations (version integer PRIMARY KEY, name text NOT NULL, \
-             applied_at timestamptz NOT NULL DEFAULT now())"
-        ),
-        format!("SET LOCAL search_path TO \"{schema}\""),
-    ] {
-        sqlx::query(&sql).execute(&mut *tx).await.unwrap();
-    }
-    sqlx::Executor::execute(&mut *tx, resq_postgres::MIGRATIONS[0].sql)
-        .await
-        .unwrap();
-    sqlx::query(&format!(
-        "INSERT INTO \"{schema}\".resq_migrations (version, name) VALUES (1, 'init')"
-    ))
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
-    assert_eq!(backend.schema_version().await.unwrap(), Some(1));
 
     let queues = vec!["q".to_owned()];
     let slots: Vec<WorkerId> = (1..=3).map(|i| WorkerId::new(format!("h:1+1.{i}"), &queues)).collect();
@@ -225,13 +204,7 @@ async fn version_one_upgrades_with_jobs_in_flight() {
     .unwrap();
     assert_eq!(running.len(), 1);
 
-    let applied: Vec<i32> = resq_postgres::MIGRATIONS
-        .iter()
-        .map(|m| m.version)
-        .filter(|v| *v > 1)
-        .collect();
-    assert_eq!(backend.migrate().await.unwrap(), applied);
-    assert_eq!(backend.schema_version().await.unwrap(), Some(latest_version()));
+    upgrade(&backend, 1).await;
     assert_eq!(backend.working_on(&slots[0]).await.unwrap().unwrap().payload, "job 0");
     let done = vec![(slots[0].clone(), resq_core::Outcome::Success)];
     let got = backend
@@ -270,19 +243,12 @@ async fn queued_and_analyzed(
     (schema, conn)
 }
 
-/// Migration 7 gives every delayed item a due time in milliseconds: items
-/// written before it (and items an older resq still writes without one,
-/// during a rolling upgrade) fall due with their bucket, items scheduled
-/// for a time fall due at that time.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn version_four_upgrades_with_delayed_items() {
-    use resq_core::time::{bucket_due_ms, delayed_bucket_of_ms};
-    use resq_core::DelayedStore;
-    let Some(backend) = common::unmigrated("version_four_upgrades_with_delayed_items").await else {
-        return;
-    };
+/// A backend on a new schema at `version`, as `migrate` left it before
+/// later versions existed: migrations 1 to `version` applied and recorded
+/// in one transaction. `None` after skipping.
+async fn at_version(test: &str, version: i32) -> Option<Arc<PostgresBackend>> {
+    let backend = common::unmigrated(test).await?;
     let schema = backend.schema().to_owned();
-    // What `migrate` did before version 7 existed: versions 1 to 4.
     let mut tx = backend.pool().begin().await.unwrap();
     for sql in [
         format!("CREATE SCHEMA \"{schema}\""),
@@ -294,7 +260,7 @@ async fn version_four_upgrades_with_delayed_items() {
     ] {
         sqlx::query(&sql).execute(&mut *tx).await.unwrap();
     }
-    for m in resq_postgres::MIGRATIONS.iter().filter(|m| m.version <= 4) {
+    for m in resq_postgres::MIGRATIONS.iter().filter(|m| m.version <= version) {
         sqlx::Executor::execute(&mut *tx, m.sql).await.unwrap();
         sqlx::query(&format!(
             "INSERT INTO \"{schema}\".resq_migrations (version, name) VALUES ($1, $2)"
@@ -306,7 +272,38 @@ async fn version_four_upgrades_with_delayed_items() {
         .unwrap();
     }
     tx.commit().await.unwrap();
-    assert_eq!(backend.schema_version().await.unwrap(), Some(4));
+    assert_eq!(backend.schema_version().await.unwrap(), Some(version));
+    Some(backend)
+}
+
+/// Upgrades `backend` from schema version `from`: `migrate` applies every
+/// later migration, in order, and leaves the latest version. Returns the
+/// versions applied.
+async fn upgrade(backend: &PostgresBackend, from: i32) -> Vec<i32> {
+    let later: Vec<i32> = resq_postgres::MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| *v > from)
+        .collect();
+    let applied = backend.migrate().await.unwrap();
+    assert_eq!(applied, later);
+    assert_eq!(backend.schema_version().await.unwrap(), Some(latest_version()));
+    applied
+}
+
+/// Migration 7 gives every delayed item a due time in milliseconds: items
+/// written before it (and items an older resq still writes without one,
+/// during a rolling upgrade) fall due with their bucket, items scheduled
+/// for a time fall due at that time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_four_upgrades_with_delayed_items() {
+    use resq_core::time::{bucket_due_ms, delayed_bucket_of_ms};
+    use resq_core::DelayedStore;
+    // What `migrate` did before version 7 existed: versions 1 to 4.
+    let Some(backend) = at_version("version_four_upgrades_with_delayed_items", 4).await else {
+        return;
+    };
+    let schema = backend.schema().to_owned();
     // An item as version 4's code scheduled it: a bucket, no due time.
     let old_insert = format!(
         "INSERT INTO \"{schema}\".delayed (ts, payload, digest) \
@@ -321,14 +318,7 @@ async fn version_four_upgrades_with_delayed_items() {
         .unwrap();
 
     // Every migration after 4 runs, 7 (the due times) among them.
-    let after_four: Vec<i32> = resq_postgres::MIGRATIONS
-        .iter()
-        .map(|m| m.version)
-        .filter(|v| *v > 4)
-        .collect();
-    assert!(after_four.contains(&7));
-    assert_eq!(backend.migrate().await.unwrap(), after_four);
-    assert_eq!(backend.schema_version().await.unwrap(), Some(latest_version()));
+    assert!(upgrade(&backend, 4).await.contains(&7));
     assert_eq!(backend.next_due_ms().await.unwrap(), Some(bucket_due_ms(bucket)));
     // An older process, still running, writes without a due time: the
     // trigger gives it its bucket's.
@@ -390,34 +380,9 @@ async fn version_four_upgrades_with_delayed_items() {
 /// it completes; then the slot is free again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_seven_upgrade_keeps_held_slots() {
-    let Some(backend) = common::unmigrated("version_seven_upgrade_keeps_held_slots").await else {
+    let Some(backend) = at_version("version_seven_upgrade_keeps_held_slots", 7).await else {
         return;
     };
-    let schema = backend.schema().to_owned();
-    let mut tx = backend.pool().begin().await.unwrap();
-    for sql in [
-        format!("CREATE SCHEMA \"{schema}\""),
-        format!(
-            "CREATE TABLE \"{schema}\".resq_migrations (version integer PRIMARY KEY, name text NOT NULL, \
-             applied_at timestamptz NOT NULL DEFAULT now())"
-        ),
-        format!("SET LOCAL search_path TO \"{schema}\""),
-    ] {
-        sqlx::query(&sql).execute(&mut *tx).await.unwrap();
-    }
-    for m in resq_postgres::MIGRATIONS.iter().filter(|m| m.version <= 7) {
-        sqlx::Executor::execute(&mut *tx, m.sql).await.unwrap();
-        sqlx::query(&format!(
-            "INSERT INTO \"{schema}\".resq_migrations (version, name) VALUES ($1, $2)"
-        ))
-        .bind(m.version)
-        .bind(m.name)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    }
-    tx.commit().await.unwrap();
-    assert_eq!(backend.schema_version().await.unwrap(), Some(7));
     backend
         .set_queue_limits("c", resq_core::QueueLimits::new().concurrency(1))
         .await
@@ -430,12 +395,7 @@ async fn version_seven_upgrade_keeps_held_slots() {
     // Claimed by version 7's function: it holds slot 1 of `queue_slots`.
     assert!(backend.claim(&old, &queues, "t").await.unwrap().is_some());
 
-    let later: Vec<i32> = resq_postgres::MIGRATIONS
-        .iter()
-        .map(|m| m.version)
-        .filter(|v| *v > 7)
-        .collect();
-    assert_eq!(backend.migrate().await.unwrap(), later);
+    upgrade(&backend, 7).await;
     assert_eq!(
         backend.claim(&other, &queues, "t").await.unwrap(),
         None,
@@ -455,34 +415,9 @@ async fn version_seven_upgrade_keeps_held_slots() {
 /// flow-control limits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_nine_upgrade_then_single_slot_rounds() {
-    let Some(backend) = common::unmigrated("version_nine_upgrade_then_single_slot_rounds").await else {
+    let Some(backend) = at_version("version_nine_upgrade_then_single_slot_rounds", 9).await else {
         return;
     };
-    let schema = backend.schema().to_owned();
-    let mut tx = backend.pool().begin().await.unwrap();
-    for sql in [
-        format!("CREATE SCHEMA \"{schema}\""),
-        format!(
-            "CREATE TABLE \"{schema}\".resq_migrations (version integer PRIMARY KEY, name text NOT NULL, \
-             applied_at timestamptz NOT NULL DEFAULT now())"
-        ),
-        format!("SET LOCAL search_path TO \"{schema}\""),
-    ] {
-        sqlx::query(&sql).execute(&mut *tx).await.unwrap();
-    }
-    for m in resq_postgres::MIGRATIONS.iter().filter(|m| m.version <= 9) {
-        sqlx::Executor::execute(&mut *tx, m.sql).await.unwrap();
-        sqlx::query(&format!(
-            "INSERT INTO \"{schema}\".resq_migrations (version, name) VALUES ($1, $2)"
-        ))
-        .bind(m.version)
-        .bind(m.name)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    }
-    tx.commit().await.unwrap();
-    assert_eq!(backend.schema_version().await.unwrap(), Some(9));
     let queues = vec!["a".to_owned(), "b".to_owned()];
     let me = WorkerId::new("host:1", &queues);
     let one = std::slice::from_ref(&me);
@@ -493,12 +428,7 @@ async fn version_nine_upgrade_then_single_slot_rounds() {
     let first = backend.claim_batch(one, &queues, "t").await.unwrap();
     assert_eq!(first[0].1.payload, "a1");
 
-    let later: Vec<i32> = resq_postgres::MIGRATIONS
-        .iter()
-        .map(|m| m.version)
-        .filter(|v| *v > 9)
-        .collect();
-    assert_eq!(backend.migrate().await.unwrap(), later);
+    upgrade(&backend, 9).await;
 
     let round = |outcome: resq_core::Outcome| {
         let backend = backend.clone();

@@ -6,13 +6,14 @@
 //! with a log line that names the key. The bad values are written with raw
 //! commands, as another client would.
 
+mod common;
+
 use resq_core::failed::INVALID_UTF8;
 use resq_core::time::{last_due_bucket, now_ms};
 use resq_core::{
     Backend, DelayedStore, FailedJob, FailedStore, LockStore, Queue, QueueStore, Scheduler, SchedulerConfig,
     StatsStore, WorkerId, WorkerRegistry,
 };
-use resq_redis::testing::{fresh_redis, server_url};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,23 +21,9 @@ use std::time::Duration;
 /// Not UTF-8: a lone continuation byte inside an otherwise good payload.
 const BAD: &[u8] = b"{\"class\":\"ok\",\"queue\":\"q\",\"args\":[\"\xff\"]}";
 
-fn required() -> bool {
-    std::env::var("RESQ_REQUIRE_BACKENDS").is_ok_and(|v| v == "1")
-}
-
 /// A fresh namespace on the shared server, its name, and a raw connection.
 async fn setup(test: &str) -> Option<(Arc<resq_redis::RedisBackend>, String, redis::aio::MultiplexedConnection)> {
-    let backend = match fresh_redis().await {
-        Ok(b) => b,
-        Err(reason) => {
-            assert!(!required(), "{test}: {reason}");
-            eprintln!("SKIP {test}: {reason}");
-            return None;
-        }
-    };
-    let ns = backend.config().namespace.clone();
-    let client = redis::Client::open(server_url()).unwrap();
-    let raw = client.get_multiplexed_async_connection().await.unwrap();
+    let (backend, ns, raw) = common::fresh_with_raw(test).await?;
     Some((Arc::new(backend), ns, raw))
 }
 

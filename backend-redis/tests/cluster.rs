@@ -8,8 +8,11 @@
 //! The cluster is `ops/redis-cluster.sh start`'s (or `RESQ_REDIS_CLUSTER_URL`).
 //! Without it the tests print `SKIP …`, unless `RESQ_REQUIRE_BACKENDS=1`.
 
+mod common;
+
+use common::required;
 use resq_core::task::{JobContext, TaskError, Tasks};
-use resq_core::{LockStore, Queue, Scheduler, SchedulerConfig, Worker, WorkerConfig};
+use resq_core::{LockStore, Queue, Worker, WorkerConfig};
 use resq_redis::testing::{cluster_url, unique_cluster_namespace};
 use resq_redis::{RedisBackend, RedisConfig};
 use std::collections::HashSet;
@@ -19,10 +22,6 @@ use tokio_util::sync::CancellationToken;
 
 /// The tests of this file take turns: one of them kills a primary.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn required() -> bool {
-    std::env::var("RESQ_REQUIRE_BACKENDS").is_ok_and(|v| v == "1")
-}
 
 /// A backend in a fresh tagged namespace with short timeouts, or `None`
 /// (after printing why) when the cluster is unreachable.
@@ -300,54 +299,19 @@ async fn fail_over_under_load(test: &str, dyn_backend: &Arc<dyn resq_core::Backe
     let pid = offset(info, "process_id:");
     assert!(pid > 0, "no process id for {}", primary.addr);
 
-    let ran: Arc<Mutex<HashSet<i64>>> = Arc::new(Mutex::new(HashSet::new()));
-    let mut tasks = Tasks::new();
-    let seen = Arc::clone(&ran);
-    tasks
-        .register_fn("work", move |(i,): (i64,), _ctx: JobContext| {
-            let seen = Arc::clone(&seen);
-            async move {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                seen.lock().expect("lock").insert(i);
-                Ok::<_, TaskError>(())
-            }
-        })
-        .unwrap();
-    let worker = Worker::new(
-        Arc::clone(dyn_backend),
-        Arc::new(tasks),
-        WorkerConfig {
-            poll_interval: Duration::from_millis(200),
-            ping_interval: Duration::from_millis(200),
-            ..WorkerConfig::for_queues(queues.iter().map(String::as_str))
-        },
-    );
-    let scheduler = Arc::new(
-        Scheduler::new(
-            Arc::clone(dyn_backend),
-            SchedulerConfig {
-                poll_interval: Duration::from_millis(200),
-                leader_ttl: Duration::from_secs(5),
-                ..SchedulerConfig::default()
-            },
-        )
-        .unwrap(),
-    );
+    let (tasks, ran) = common::recording_work(Duration::from_millis(50));
+    let worker = common::busy_worker(dyn_backend, tasks, queues.iter().map(String::as_str));
     let stop = CancellationToken::new();
-    let worker_task = tokio::spawn({
-        let t = stop.clone();
-        async move { worker.run_until(t).await }
-    });
-    let scheduler_task = tokio::spawn({
-        let (s, t) = (Arc::clone(&scheduler), stop.clone());
-        async move { s.run_until(t).await }
-    });
+    let (worker_task, scheduler_task) = common::run_with_scheduler(dyn_backend, worker, &stop);
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while ran.lock().unwrap().len() < 5 {
-        assert!(tokio::time::Instant::now() < deadline, "no job ran before the failover");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::wait_for_runs(
+        &ran,
+        5,
+        Duration::from_secs(20),
+        Duration::from_millis(10),
+        "before the failover",
+    )
+    .await;
     // The real thing: the primary's process dies. Whatever happens next,
     // the node is started again when the test ends.
     let _restore = Restore;
@@ -552,11 +516,14 @@ async fn tls_with_a_private_ca_in_both_modes() {
             let t = stop.clone();
             async move { worker.run_until(t).await }
         });
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while ran.lock().unwrap().len() < queues.len() {
-            assert!(tokio::time::Instant::now() < deadline, "{mode}: the jobs did not run");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        common::wait_for_runs(
+            &ran,
+            queues.len(),
+            Duration::from_secs(20),
+            Duration::from_millis(20),
+            &format!("in {mode}"),
+        )
+        .await;
         stop.cancel();
         task.await.unwrap().unwrap();
         assert_eq!(backend.stat("processed").await.unwrap(), queues.len() as i64, "{mode}");

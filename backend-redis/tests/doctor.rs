@@ -3,33 +3,14 @@
 //! damage, reports a clean namespace as clean, and `fix` repairs exactly the
 //! safe ones (compare-and-set: a value changed since the audit is left).
 
+mod common;
+
 use resq_core::{FailedJob, FailedStore, Queue, QueueStore, WorkerId, WorkerRegistry};
 use resq_redis::doctor::{audit, fix, FindingKind, Fix, Severity};
-use resq_redis::testing::{fresh_redis, server_url};
-
-fn required() -> bool {
-    std::env::var("RESQ_REQUIRE_BACKENDS").is_ok_and(|v| v == "1")
-}
-
-/// A fresh namespace, its name, and a raw connection to the same server.
-async fn setup(test: &str) -> Option<(resq_redis::RedisBackend, String, redis::aio::MultiplexedConnection)> {
-    let backend = match fresh_redis().await {
-        Ok(b) => b,
-        Err(reason) => {
-            assert!(!required(), "{test}: {reason}");
-            eprintln!("SKIP {test}: {reason}");
-            return None;
-        }
-    };
-    let ns = backend.config().namespace.clone();
-    let client = redis::Client::open(server_url()).unwrap();
-    let raw = client.get_multiplexed_async_connection().await.unwrap();
-    Some((backend, ns, raw))
-}
 
 #[tokio::test]
 async fn a_healthy_namespace_has_no_problems() {
-    let Some((backend, _ns, _raw)) = setup("a_healthy_namespace_has_no_problems").await else {
+    let Some((backend, _ns, _raw)) = common::fresh_with_raw("a_healthy_namespace_has_no_problems").await else {
         return;
     };
     let backend = std::sync::Arc::new(backend);
@@ -47,7 +28,7 @@ async fn a_healthy_namespace_has_no_problems() {
 
 #[tokio::test]
 async fn finds_each_kind_of_damage_and_fixes_only_the_safe_ones() {
-    let Some((backend, ns, mut raw)) = setup("finds_each_kind_of_damage").await else {
+    let Some((backend, ns, mut raw)) = common::fresh_with_raw("finds_each_kind_of_damage").await else {
         return;
     };
     let k = |logical: &str| format!("{ns}:{logical}");
@@ -183,7 +164,8 @@ async fn finds_each_kind_of_damage_and_fixes_only_the_safe_ones() {
 
 #[tokio::test]
 async fn fix_leaves_a_value_changed_since_the_audit() {
-    let Some((backend, ns, mut raw)) = setup("fix_leaves_a_value_changed_since_the_audit").await else {
+    let Some((backend, ns, mut raw)) = common::fresh_with_raw("fix_leaves_a_value_changed_since_the_audit").await
+    else {
         return;
     };
     let key = format!("{ns}:queue:q");

@@ -6,29 +6,16 @@
 //! `redis-server` with `maxclients 1`, and a stub that answers every command
 //! with one fixed error line.
 
+mod common;
+
+use common::required;
 use resq_core::backend::QueueStore;
 use resq_core::{BackendErrorKind, Error};
-use resq_redis::testing::{fresh_redis, server_url, unique_namespace};
+use resq_redis::testing::{server_url, unique_namespace};
 use resq_redis::{RedisBackend, RedisConfig};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn required() -> bool {
-    std::env::var("RESQ_REQUIRE_BACKENDS").is_ok_and(|v| v == "1")
-}
-
-/// The shared test server, or `None` after printing why it is skipped.
-async fn shared(test: &str) -> Option<RedisBackend> {
-    match fresh_redis().await {
-        Ok(b) => Some(b),
-        Err(reason) => {
-            assert!(!required(), "{test}: {reason}");
-            eprintln!("SKIP {test}: {reason}");
-            None
-        }
-    }
-}
 
 fn kind(e: &Error) -> Option<BackendErrorKind> {
     e.backend_kind()
@@ -44,7 +31,7 @@ async fn connect(url: &str) -> resq_core::Result<RedisBackend> {
 
 #[tokio::test]
 async fn a_key_of_the_wrong_type_is_permanent() {
-    let Some(backend) = shared("a_key_of_the_wrong_type_is_permanent").await else {
+    let Some(backend) = common::fresh("a_key_of_the_wrong_type_is_permanent").await else {
         return;
     };
     // Another client wrote a string where the queue's list belongs.
@@ -83,7 +70,7 @@ impl Drop for AclUser {
 
 #[tokio::test]
 async fn missing_permissions_and_wrong_passwords_are_permanent() {
-    if shared("missing_permissions_and_wrong_passwords_are_permanent")
+    if common::fresh("missing_permissions_and_wrong_passwords_are_permanent")
         .await
         .is_none()
     {

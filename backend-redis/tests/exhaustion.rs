@@ -5,15 +5,14 @@
 //! small `--maxclients` and stops it by its PID; the shared server is never
 //! reconfigured.
 
+mod common;
+
+use common::required;
 use resq_core::BackendErrorKind;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-fn required() -> bool {
-    std::env::var("RESQ_REQUIRE_BACKENDS").is_ok_and(|v| v == "1")
-}
 
 /// A private redis-server, killed (by its own PID) on drop.
 pub struct Server {

@@ -4,17 +4,14 @@
 //! worker and a scheduler are busy, restarts it, and checks that every job
 //! still runs.
 
-use resq_core::task::{JobContext, TaskError, Tasks};
-use resq_core::{Queue, Scheduler, SchedulerConfig, Worker, WorkerConfig, WorkerEvent};
-use std::collections::HashSet;
+mod common;
+
+use common::required;
+use resq_core::{Queue, WorkerEvent};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-fn required() -> bool {
-    std::env::var("RESQ_REQUIRE_BACKENDS").is_ok_and(|v| v == "1")
-}
 
 struct Server {
     child: Child,
@@ -97,56 +94,21 @@ async fn outage_is_survived_without_losing_jobs() {
         queue.enqueue_at(0, "q", "work", (i,)).await.unwrap();
     }
 
-    let ran: Arc<Mutex<HashSet<i64>>> = Arc::new(Mutex::new(HashSet::new()));
-    let mut tasks = Tasks::new();
-    let r = Arc::clone(&ran);
-    tasks
-        .register_fn("work", move |(i,): (i64,), _ctx: JobContext| {
-            let r = Arc::clone(&r);
-            async move {
-                tokio::time::sleep(Duration::from_millis(40)).await;
-                r.lock().expect("lock").insert(i);
-                Ok::<_, TaskError>(())
-            }
-        })
-        .unwrap();
-    let worker = Worker::new(
-        Arc::clone(&backend),
-        Arc::new(tasks),
-        WorkerConfig {
-            poll_interval: Duration::from_millis(200),
-            ping_interval: Duration::from_millis(200),
-            ..WorkerConfig::for_queues(["q"])
-        },
-    );
+    let (tasks, ran) = common::recording_work(Duration::from_millis(40));
+    let worker = common::busy_worker(&backend, tasks, ["q"]);
     let mut events = worker.subscribe();
-    let scheduler = Arc::new(
-        Scheduler::new(
-            Arc::clone(&backend),
-            SchedulerConfig {
-                poll_interval: Duration::from_millis(200),
-                leader_ttl: Duration::from_secs(5),
-                ..SchedulerConfig::default()
-            },
-        )
-        .unwrap(),
-    );
     let stop = CancellationToken::new();
-    let worker_task = tokio::spawn({
-        let t = stop.clone();
-        async move { worker.run_until(t).await }
-    });
-    let scheduler_task = tokio::spawn({
-        let (s, t) = (Arc::clone(&scheduler), stop.clone());
-        async move { s.run_until(t).await }
-    });
+    let (worker_task, scheduler_task) = common::run_with_scheduler(&backend, worker, &stop);
 
     // Let some work happen, then take Redis away for a while.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while ran.lock().unwrap().len() < 5 {
-        assert!(tokio::time::Instant::now() < deadline, "no job ran before the outage");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::wait_for_runs(
+        &ran,
+        5,
+        Duration::from_secs(20),
+        Duration::from_millis(10),
+        "before the outage",
+    )
+    .await;
     server.kill();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!worker_task.is_finished(), "the worker died during the outage");
@@ -154,15 +116,14 @@ async fn outage_is_survived_without_losing_jobs() {
     let server_again = Server::start(port, &server.dir).expect("restart redis-server");
     assert!(wait_ready(port).await, "redis-server did not come back");
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while (ran.lock().unwrap().len() as i64) < JOBS {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} of {JOBS} jobs ran after the outage",
-            ran.lock().unwrap().len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_for_runs(
+        &ran,
+        JOBS as usize,
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        "after the outage",
+    )
+    .await;
     let mut saw_error = false;
     loop {
         match events.try_recv() {

@@ -7,16 +7,15 @@
 //! The cluster is `ops/redis-cluster.sh start`'s (or `RESQ_REDIS_CLUSTER_URL`).
 //! Without it the tests print `SKIP …`, unless `RESQ_REQUIRE_BACKENDS=1`.
 
+mod common;
+
+use common::required;
 use resq_core::{Backend, Queue, QueueStore, StatsStore, WorkerId, WorkerRegistry};
 use resq_redis::shard::shard_index;
 use resq_redis::testing::{cluster_url, sharded_redis_in, unique_namespace};
 use resq_redis::{shard_namespace, RedisConfig, ShardedRedis};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-
-fn required() -> bool {
-    std::env::var("RESQ_REQUIRE_BACKENDS").is_ok_and(|v| v == "1")
-}
 
 /// A sharded backend on `base` with `shards` shards, or `None` (after
 /// printing why) when the cluster is unreachable.

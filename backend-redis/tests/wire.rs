@@ -3,13 +3,15 @@
 //! Behaviour shared by every backend lives in the conformance suite; this
 //! file checks what only Redis has: key names and stored bytes.
 
+mod common;
+
 use redis::AsyncCommands;
 use resq_core::task::{JobContext, TaskError, Tasks};
 use resq_core::{
     DelayedStore, FailedStore, Queue, QueueStore, Scheduler, SchedulerConfig, Worker, WorkerConfig, WorkerRegistry,
     WorkerStatus,
 };
-use resq_redis::{testing, RedisBackend};
+use resq_redis::RedisBackend;
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,22 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 /// A fresh backend plus a raw connection and the namespace prefix, or a skip.
 async fn setup(test: &str) -> Option<(Arc<RedisBackend>, redis::aio::MultiplexedConnection, String)> {
-    match testing::fresh_redis().await {
-        Ok(b) => {
-            let client = redis::Client::open(testing::server_url()).expect("url");
-            let conn = client.get_multiplexed_async_connection().await.expect("raw connection");
-            let ns = format!("{}:", b.config().namespace);
-            Some((Arc::new(b), conn, ns))
-        }
-        Err(reason) => {
-            assert!(
-                std::env::var("RESQ_REQUIRE_BACKENDS").as_deref() != Ok("1"),
-                "{test}: {reason}"
-            );
-            eprintln!("SKIP {test}: {reason}");
-            None
-        }
-    }
+    let (b, ns, conn) = common::fresh_with_raw(test).await?;
+    Some((Arc::new(b), conn, format!("{ns}:")))
 }
 
 async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
