@@ -927,10 +927,10 @@ impl Worker {
             // One slot: the job runs on the worker's own task, polled by its
             // loop (no spawn, no wake-up across threads per job). `execute`
             // catches panics; dropping it at the shutdown deadline cancels it.
-            let fut = execute(client, events, observer, slot_id, job, stop);
             return Box::pin(async move {
                 let _guard = guard;
-                (slot, fut.await)
+                let ran = execute(&client, &events, observer.as_deref(), &slot_id, &job, &stop).await;
+                (slot, ran)
             });
         }
         let fut = spawn_slot_job(client, events, observer, slot_id, job, stop);
@@ -1279,12 +1279,12 @@ impl Worker {
             default_timeout: self.config.job_timeout,
         };
         let job = execute(
-            self.client.clone(),
-            self.events.clone(),
-            self.config.observer.clone(),
-            Arc::clone(&self.shared_id),
-            claimed,
-            stop,
+            &self.client,
+            &self.events,
+            self.config.observer.as_deref(),
+            &self.shared_id,
+            &claimed,
+            &stop,
         );
         // The job runs on this worker's own task (no spawn per job): `execute`
         // catches panics, and dropping it at the deadline cancels it.
@@ -1294,7 +1294,10 @@ impl Worker {
             shutdown.cancelled().await;
             tokio::time::sleep(grace).await;
         };
+        // The job first: one that finishes on its first poll never
+        // registers a wait on the shutdown token.
         tokio::select! {
+            biased;
             ran = &mut job => self.complete(&self.id, ran.outcome, shutdown).await,
             _ = deadline => {
                 self.error(&format!(
@@ -1526,14 +1529,17 @@ fn spawn_slot_job(
     // which the runtime would copy each time it moves the task's stage
     // (spawning, finishing, reading the output: about 1,300 instructions
     // of `memcpy` per job on memory with 256 slots, measured by callgrind).
-    let handle = AbortOnDrop(tokio::spawn(Box::pin(execute(
-        client,
-        task_events,
-        task_observer,
-        worker,
-        claimed,
-        stop,
-    ))));
+    let handle = AbortOnDrop(tokio::spawn(Box::pin(async move {
+        execute(
+            &client,
+            &task_events,
+            task_observer.as_deref(),
+            &worker,
+            &claimed,
+            &stop,
+        )
+        .await
+    })));
     async move {
         let mut handle = handle;
         match (&mut handle.0).await {
@@ -1586,13 +1592,17 @@ async fn guarded<F: Future>(f: F) -> std::result::Result<F::Output, String> {
 /// attempt of the job, which records that attempt's number (1-based) on the
 /// span: the attempt count lives in the store, and the span reads nothing
 /// from it, so a retry that succeeds shows 1.
+///
+/// Everything is borrowed: the single-slot loop runs it in place with the
+/// worker's own handles (no per-job clones of the client, the event sender
+/// or the ids), and a slot's task owns the copies it borrows from.
 async fn execute(
-    client: Queue,
-    events: broadcast::Sender<WorkerEvent>,
-    observer: Option<Arc<dyn JobObserver>>,
-    slot: Arc<WorkerId>,
-    claimed: Arc<Claimed>,
-    stop: JobStop,
+    client: &Queue,
+    events: &broadcast::Sender<WorkerEvent>,
+    observer: Option<&dyn JobObserver>,
+    slot: &WorkerId,
+    claimed: &Claimed,
+    stop: &JobStop,
 ) -> Ran {
     let worker = slot.name.as_str();
     let span = tracing::info_span!(target: "resq::job", "resq.job",
@@ -1601,15 +1611,17 @@ async fn execute(
         attempt = 1u64,
         worker = %worker,
     );
+    // The job's one clock read before it ends (a task with limits reads
+    // another after its admission).
     let started = Instant::now();
     let run = async {
-        let report = Report::new(&events, observer.as_deref());
-        match guarded(run_job(&client, report, &slot, &claimed, &stop)).await {
+        let report = Report::new(events, observer);
+        match guarded(run_job(client, report, slot, claimed, stop, started)).await {
             Ok(ran) => ran,
             // Every stage is guarded on its own; this catches the rest.
             Err(message) => {
                 let failure = Failure::new("Panic", format!("the job panicked: {message}"));
-                Ran::of(failure_outcome(report, worker, &claimed, None, failure, started))
+                Ran::of(failure_outcome(report, worker, claimed, None, failure, started))
             }
         }
     };
@@ -1620,9 +1632,15 @@ async fn execute(
 /// hooks, the task, the periodic re-enqueue, and the `after_perform` hooks,
 /// each with its panics caught, and reports `job`, `success` or `failure`.
 /// An undecodable payload or an unknown class is a failure, never a panic.
-async fn run_job(client: &Queue, report: Report<'_>, slot: &WorkerId, claimed: &Claimed, stop: &JobStop) -> Ran {
+async fn run_job(
+    client: &Queue,
+    report: Report<'_>,
+    slot: &WorkerId,
+    claimed: &Claimed,
+    stop: &JobStop,
+    started: Instant,
+) -> Ran {
     let worker = slot.name.as_str();
-    let started = Instant::now();
     let job = match Job::decode(&claimed.payload) {
         Ok(job) => {
             tracing::Span::current().record("class", job.class.as_str());
@@ -1639,7 +1657,7 @@ async fn run_job(client: &Queue, report: Report<'_>, slot: &WorkerId, claimed: &
     };
     // Tasks without limits pay nothing here: the definition says so locally.
     let Some(limits) = def.task_limits().copied() else {
-        return run_started(client, report, worker, claimed, stop, job, def).await;
+        return run_started(client, report, worker, claimed, stop, job, def, started).await;
     };
     match admit(client, slot, &job, &limits).await {
         Ok(crate::flow::TaskAdmission::Admitted) => {}
@@ -1660,7 +1678,7 @@ async fn run_job(client: &Queue, report: Report<'_>, slot: &WorkerId, claimed: &
             return Ran::of(throttle(client, report, worker, claimed, &job, refused).await);
         }
     }
-    let ran = run_started(client, report, worker, claimed, stop, job, def).await;
+    let ran = run_started(client, report, worker, claimed, stop, job, def, Instant::now()).await;
     if limits.concurrency.is_some() {
         release_slot(client, slot).await;
     }
@@ -1803,6 +1821,9 @@ async fn throttle(
 /// Runs a decoded job of a known task that may start: its plugins'
 /// `before_perform` hooks, the task, the periodic re-enqueue and the
 /// `after_perform` hooks.
+// Eight: the job's parts as decoded so far, each borrowed; a struct to
+// carry them would be built once per job only to be taken apart here.
+#[allow(clippy::too_many_arguments)]
 async fn run_started(
     client: &Queue,
     report: Report<'_>,
@@ -1811,9 +1832,9 @@ async fn run_started(
     stop: &JobStop,
     job: Arc<Job>,
     def: Arc<crate::task::TaskDef>,
+    started: Instant,
 ) -> Ran {
     let events = report.events;
-    let started = Instant::now();
     tracing::debug!(target: "resq::worker", %worker, queue = %claimed.queue, class = %job.class, "job");
     emit_with(events, || WorkerEvent::Job {
         worker: worker.to_owned(),
@@ -1877,11 +1898,15 @@ async fn run_started(
         // Cancelled while its before_perform hooks ran: the task never starts.
         Ended::Cancelled
     } else {
-        // Dropping the task's future (when the select ends) is what stops it.
+        // Dropping the task's future (when the select ends) is what stops
+        // it. The task is polled first: one that finishes on its first
+        // poll registers no wait on its stop signal or timer (a stop that
+        // came before was seen above; one that comes while it is pending
+        // wins at the next poll unless the task finished meanwhile).
         tokio::select! {
             biased;
-            _ = stop.token.stopped() => Ended::Cancelled,
             ran = guarded(def.code().call(ctx)) => Ended::Ran(ran),
+            _ = stop.token.stopped() => Ended::Cancelled,
             _ = sleep_for(limit) => Ended::TimedOut,
         }
     };
