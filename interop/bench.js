@@ -4,7 +4,8 @@
 //
 // Environment: REDIS_HOST, REDIS_PORT, NAMESPACE (its keys are deleted at
 // the end), JOBS. Prints one JSON object of jobs/s figures:
-//   enqueue_sequential, enqueue_concurrent (50 producers),
+//   enqueue_sequential, ping_sequential (bare PINGs one at a time: the
+//   client's floor), enqueue_concurrent (50 producers),
 //   process_one (1 worker), process_pool (best of 5, 10 and 20 workers),
 //   process_pool_size.
 "use strict";
@@ -44,6 +45,16 @@ async function enqueueAll(queue, producers) {
   );
   const secs = Number(process.hrtime.bigint() - start) / 1e9;
   return (per * producers) / secs;
+}
+
+// The client's own floor: JOBS bare PINGs one after another on the
+// queue's connection (ioredis), beside enqueue_sequential.
+async function pingAll(queue) {
+  const redis = queue.connection.redis;
+  const start = process.hrtime.bigint();
+  for (let i = 0; i < JOBS; i++) await redis.ping();
+  const secs = Number(process.hrtime.bigint() - start) / 1e9;
+  return JOBS / secs;
 }
 
 async function processWith(queue, workers) {
@@ -87,6 +98,7 @@ async function main() {
     await clean(queue);
     const out = {};
     out.enqueue_sequential = await enqueueAll(queue, 1);
+    out.ping_sequential = await pingAll(queue);
     await clean(queue);
     out.enqueue_concurrent = await enqueueAll(queue, 50);
     out.process_one = await processWith(queue, 1);

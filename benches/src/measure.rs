@@ -266,6 +266,41 @@ pub async fn enqueue(url: &str, jobs: usize, producers: usize) -> Result<f64, St
     Ok(rate(per * producers, took))
 }
 
+/// The Redis client's own floor for one-at-a-time calls: `n` bare `PING`s
+/// one after another from one task, through the connection type the
+/// Redis backend uses (redis-rs's `ConnectionManager`), per second.
+pub async fn ping_sequential(url: &str, n: usize) -> Result<f64, String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let mut conn = redis::aio::ConnectionManager::new(client)
+        .await
+        .map_err(|e| e.to_string())?;
+    let task = tokio::spawn(async move {
+        let start = Instant::now();
+        for _ in 0..n {
+            let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        }
+        Ok::<_, redis::RedisError>(start.elapsed())
+    });
+    let took = task.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    Ok(rate(n, took))
+}
+
+/// [`enqueue`] with one producer on a current-thread tokio runtime of its
+/// own (on a thread of its own): no hand-over between runtime threads per
+/// call, like a single-threaded client's event loop.
+pub fn enqueue_current_thread(url: &str, jobs: usize) -> Result<f64, String> {
+    let url = url.to_owned();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(enqueue(&url, jobs, 1))
+    })
+    .join()
+    .map_err(|_| "the current-thread enqueue run panicked".to_owned())?
+}
+
 /// Batch enqueue throughput: `jobs` jobs through `enqueue_batch`, 1,000 a
 /// call, on a fresh store.
 pub async fn enqueue_batched(url: &str, jobs: usize) -> Result<f64, String> {

@@ -36,6 +36,12 @@ pub enum Figure {
     /// Processing with the best pool (resq: 4 workers × 256 slots; the
     /// peers: the best of the sizes their scripts try).
     ProcessPool,
+    /// The client's floor: bare `PING`s one at a time (resq: redis-rs's
+    /// `ConnectionManager` on the harness's multi-thread runtime;
+    /// node-resque: its ioredis connection), per second.
+    PingOne,
+    /// resq's single enqueue on a current-thread runtime.
+    EnqueueOneCurrentThread,
 }
 
 /// One measurement.
@@ -57,6 +63,7 @@ fn from_script(round: usize, subject: Subject, figures: &NodeFigures, out: &mut 
         ("enqueue_bulk", Figure::EnqueueBulk),
         ("process_one", Figure::ProcessOne),
         ("process_pool", Figure::ProcessPool),
+        ("ping_sequential", Figure::PingOne),
     ] {
         if let Some((_, rate)) = figures.rows.iter().find(|(k, _)| k == key) {
             out.push(Sample {
@@ -92,13 +99,19 @@ pub async fn run(
             };
             let one = measure::enqueue(url, jobs, 1).await?;
             push(&mut out, Figure::EnqueueOne, one);
+            let ping = measure::ping_sequential(url, jobs).await?;
+            push(&mut out, Figure::PingOne, ping);
+            let one_ct = measure::enqueue_current_thread(url, jobs)?;
+            push(&mut out, Figure::EnqueueOneCurrentThread, one_ct);
             let bulk = measure::enqueue_batched(url, jobs).await?;
             push(&mut out, Figure::EnqueueBulk, bulk);
             let single = measure::process_shape(url, jobs, 1, 1).await?;
             push(&mut out, Figure::ProcessOne, single);
             let pool = measure::process_shape(url, jobs * 5, 4, 256).await?;
             push(&mut out, Figure::ProcessPool, pool);
-            eprintln!("   resq redis: enqueue {one:.0}/s, bulk {bulk:.0}/s, 1×1 {single:.0}/s, 4×256 {pool:.0}/s");
+            eprintln!(
+                "   resq redis: enqueue {one:.0}/s (PING floor {ping:.0}/s, current-thread runtime {one_ct:.0}/s), bulk {bulk:.0}/s, 1×1 {single:.0}/s, 4×256 {pool:.0}/s"
+            );
             match measure::node_resque(url, jobs) {
                 Some(f) => from_script(round, Subject::NodeResque, &f, &mut out),
                 None => eprintln!("   node-resque: not measured"),
@@ -227,6 +240,52 @@ pub fn render(samples: &[Sample], rounds: usize) -> String {
                 Some(_) => "**no**",
                 None => "not measured",
             }
+        );
+    }
+    s
+}
+
+/// Single enqueue beside each client's own floor (bare `PING`s one at a
+/// time, same run): how close each enqueue is to the fastest one-at-a-time
+/// call its client can make, and resq's enqueue on a current-thread
+/// runtime beside node-resque's (both then hand nothing between threads).
+/// Empty when node-resque was not measured.
+pub fn render_floors(samples: &[Sample], rounds: usize) -> String {
+    let get = |subject, figure| summary(samples, subject, figure);
+    let (Some(resq), Some(resq_ping), Some(node), Some(node_ping)) = (
+        get(Subject::ResqRedis, Figure::EnqueueOne),
+        get(Subject::ResqRedis, Figure::PingOne),
+        get(Subject::NodeResque, Figure::EnqueueOne),
+        get(Subject::NodeResque, Figure::PingOne),
+    ) else {
+        return String::new();
+    };
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| one at a time (per second, median of {rounds} rounds, min–max) | enqueue | bare PING, same client | enqueue ÷ PING |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "| resq (redis-rs `ConnectionManager`, multi-thread runtime) | {} | {} | {:.2} |",
+        cell(Some(resq)),
+        cell(Some(resq_ping)),
+        resq.0 / resq_ping.0
+    );
+    let _ = writeln!(
+        s,
+        "| node-resque (ioredis) | {} | {} | {:.2} |",
+        cell(Some(node)),
+        cell(Some(node_ping)),
+        node.0 / node_ping.0
+    );
+    if let Some(ct) = get(Subject::ResqRedis, Figure::EnqueueOneCurrentThread) {
+        let _ = writeln!(
+            s,
+            "\nresq single enqueue on a current-thread runtime: {} enqueues/s, {:.2}× node-resque's.",
+            cell(Some(ct)),
+            ct.0 / node.0
         );
     }
     s

@@ -54,6 +54,7 @@ async fn main() -> ExitCode {
     match per_job::run(redis.as_deref(), postgres.as_deref(), args.jobs, args.rounds.max(1)).await {
         Ok(samples) => {
             println!("{}", per_job::render(&samples, args.rounds.max(1)));
+            println!("{}", per_job::render_floors(&samples, args.rounds.max(1)));
             ExitCode::SUCCESS
         }
         Err(e) => {
