@@ -418,6 +418,18 @@ impl QueueStore for PostgresBackend {
         if workers.is_empty() || queues.is_empty() {
             return Ok(Vec::new());
         }
+        if let [worker] = workers {
+            // One slot (a single-slot worker waking from idle): the plain
+            // claim, a cheaper statement than the batch function's
+            // (idle pickup medians 1.01-1.06 ms against 1.33-1.35 ms,
+            // `load --delayed-only`).
+            return Ok(self
+                .claim(worker, queues, run_at)
+                .await?
+                .map(|c| (0, c))
+                .into_iter()
+                .collect());
+        }
         let (names, lists) = crate::worker::columns(workers);
         let mut lent = self.hot().await?;
         let rows: Vec<SlotRow> = bind_claim(sqlx::query_as(&self.sql.claim_batch), queues, &names, &lists, run_at)

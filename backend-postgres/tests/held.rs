@@ -68,7 +68,8 @@ async fn a_held_connection_whose_call_failed_is_not_reused() {
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);
-    let needle = format!("FROM \"{}\".resq_claim_batch(", backend.schema());
+    // (One slot: `claim_batch` runs the plain claim.)
+    let needle = format!("FROM \"{}\".resq_claim(", backend.schema());
     assert_eq!(kill_sessions(&backend, &needle).await, 1);
     let round = backend
         .complete_and_claim_batch(
