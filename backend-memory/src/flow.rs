@@ -20,17 +20,34 @@ use resq_core::flow::{rate_room, TaskAdmission, TaskLimits};
 use resq_core::{Result, TaskFlowStore, WorkerId};
 use tokio::time::Instant;
 
+/// The time of one claim, read from the clock only when a rate limit
+/// needs it: a claim on queues without limits reads no clock.
+#[derive(Default)]
+pub(crate) struct ClaimTime(Option<Instant>);
+
+impl ClaimTime {
+    /// The claim's instant, read on first use.
+    fn get(&mut self) -> Instant {
+        *self.0.get_or_insert_with(Instant::now)
+    }
+}
+
 impl State {
     /// How many of `want` jobs `queue` may start now: `want` without
     /// limits, else no more than its rate limit and its cap leave room for.
     /// The records of `claiming` (the slots about to be given new jobs,
     /// whose old records the claim replaces) do not count as running.
-    pub(crate) fn flow_room(&mut self, queue: &str, want: usize, claiming: &[WorkerId], now: Instant) -> usize {
+    pub(crate) fn flow_room(&mut self, queue: &str, want: usize, claiming: &[WorkerId], at: &mut ClaimTime) -> usize {
+        // No limits anywhere (the usual case): no lookup either.
+        if self.limits.is_empty() {
+            return want;
+        }
         let Some(limits) = self.limits.get(queue).copied() else {
             return want;
         };
         let mut room = want;
         if let Some(rate) = limits.rate {
+            let now = at.get();
             let log = self.starts.entry(queue.to_owned()).or_default();
             let left = match now.checked_sub(rate.period) {
                 Some(cutoff) => rate_room(log, rate.max, cutoff),
@@ -48,11 +65,12 @@ impl State {
     }
 
     /// `n` jobs of `queue` started at `now`: logged for its rate limit.
-    pub(crate) fn flow_took(&mut self, queue: &str, n: usize, now: Instant) {
-        if n == 0 {
+    pub(crate) fn flow_took(&mut self, queue: &str, n: usize, at: &mut ClaimTime) {
+        if n == 0 || self.limits.is_empty() {
             return;
         }
         if self.limits.get(queue).is_some_and(|l| l.rate.is_some()) {
+            let now = at.get();
             let log = self.starts.entry(queue.to_owned()).or_default();
             log.extend(std::iter::repeat_n(now, n));
         }

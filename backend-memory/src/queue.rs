@@ -57,15 +57,15 @@ impl QueueStore for MemoryBackend {
     async fn claim(&self, worker: &WorkerId, queues: &[String], run_at: &str) -> Result<Option<Claimed>> {
         let (index, payload, replaced, enqueued_at_ms) = {
             let mut st = self.state.lock();
-            let now = Instant::now();
+            let mut now = crate::flow::ClaimTime::default();
             let mut popped = None;
             for (i, q) in queues.iter().enumerate() {
                 // A queue at its limits is skipped, as a paused one is.
-                if st.flow_room(q, 1, std::slice::from_ref(worker), now) == 0 {
+                if st.flow_room(q, 1, std::slice::from_ref(worker), &mut now) == 0 {
                     continue;
                 }
                 if let Some((payload, at)) = st.pop_head(q.as_str()) {
-                    st.flow_took(q, 1, now);
+                    st.flow_took(q, 1, &mut now);
                     popped = Some((i, payload, at));
                     break;
                 }
@@ -97,7 +97,7 @@ impl QueueStore for MemoryBackend {
         let mut replaced = Vec::new();
         {
             let mut st = self.state.lock();
-            let now = Instant::now();
+            let mut now = crate::flow::ClaimTime::default();
             let mut slots = workers.iter().enumerate();
             'queues: for queue in queues {
                 let want = workers.len() - out.len();
@@ -105,7 +105,7 @@ impl QueueStore for MemoryBackend {
                     break;
                 }
                 // As many as the queue's limits leave room for.
-                let room = st.flow_room(queue, want, workers, now);
+                let room = st.flow_room(queue, want, workers, &mut now);
                 let mut took = 0;
                 while took < room {
                     let Some((payload, enqueued_at_ms)) = st.pop_head(queue.as_str()) else {
@@ -128,7 +128,7 @@ impl QueueStore for MemoryBackend {
                         },
                     ));
                 }
-                st.flow_took(queue, took, now);
+                st.flow_took(queue, took, &mut now);
             }
             if !out.is_empty() {
                 st.touch();
