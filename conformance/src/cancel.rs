@@ -109,6 +109,37 @@ pub async fn cancel_running_stops_the_job_and_frees_the_worker(backend: Arc<dyn 
     w.shutdown().await;
 }
 
+/// A task that ends as soon as it sees its cancellation (it awaits
+/// `JobContext::cancelled` and returns `Ok`) is still recorded as
+/// cancelled: the stop wins over the task's own return at the poll it
+/// wakes, so it is neither a success nor counted as processed.
+pub async fn a_task_ending_on_its_cancellation_is_cancelled_not_a_success(backend: Arc<dyn Backend>) {
+    use resq_core::task::{JobContext, TaskDef, TaskError};
+    let tasks = registry(vec![TaskDef::from_fn(
+        "cooperative",
+        |_args: Vec<serde_json::Value>, ctx: JobContext| async move {
+            tokio::time::timeout(Duration::from_secs(60), ctx.cancelled())
+                .await
+                .ok();
+            Ok::<_, TaskError>(())
+        },
+    )]);
+    let q = Queue::new(Arc::clone(&backend));
+    let mut w = spawn_worker(&backend, &tasks, quick_config(&["c"]));
+    let events = w.take_events();
+    q.enqueue("c", "cooperative", ("a",)).await.unwrap();
+    let jobs = running_jobs(&backend, "cooperative", 1).await;
+    let (worker, payload) = &jobs[0];
+    assert!(q.cancel_running(worker, payload).await.unwrap());
+    assert_cancelled(&backend, &events, 1).await;
+    assert_eq!(
+        count_events(&events, |e| matches!(e, WorkerEvent::Success { .. })),
+        0,
+        "not a success"
+    );
+    w.shutdown().await;
+}
+
 /// In a multi-slot worker, a cancel by [`JobId`] stops exactly that
 /// slot's job; a cancel by class and arguments stops the matching one.
 pub async fn cancel_by_id_and_by_args_in_a_multi_slot_worker(backend: Arc<dyn Backend>) {

@@ -448,6 +448,7 @@ macro_rules! suite {
             ],
             async cancel: [
                 cancel_running_stops_the_job_and_frees_the_worker,
+                a_task_ending_on_its_cancellation_is_cancelled_not_a_success,
                 cancel_by_id_and_by_args_in_a_multi_slot_worker,
                 cancel_removes_queued_and_delayed_jobs,
                 cancelling_queued_and_delayed_jobs_emits_events,

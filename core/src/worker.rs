@@ -1913,12 +1913,21 @@ async fn run_started(
         Ended::Cancelled
     } else {
         // Dropping the task's future (when the select ends) is what stops
-        // it. The task is polled first: one that finishes on its first
-        // poll registers no wait on its stop signal or timer (a stop that
-        // came before was seen above; one that comes while it is pending
-        // wins at the next poll unless the task finished meanwhile).
+        // it. A stop wins at every poll: the first branch reads the flag
+        // (registering nothing) before the task is polled, so a task woken
+        // by its cancellation is dropped, not polled to a success. The
+        // stop signal's wait is registered only after the task's poll, so
+        // a task done on its first poll registers no wait on it or a timer.
+        let stopped_now = std::future::poll_fn(|_| {
+            if stop.token.is_stopped() {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        });
         tokio::select! {
             biased;
+            _ = stopped_now => Ended::Cancelled,
             ran = guarded(def.code().call(ctx)) => Ended::Ran(ran),
             _ = stop.token.stopped() => Ended::Cancelled,
             _ = sleep_for(limit) => Ended::TimedOut,
